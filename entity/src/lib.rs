@@ -1,0 +1,3 @@
+//! sea-orm entities for rollcall's tables (schema lives in `migration/`).
+
+pub mod inbound_event;

@@ -1,0 +1,14 @@
+//! rollcall's schema, as sea-orm migrations (schema only, no seed data).
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261126_000001_create_inbound_events;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261126_000001_create_inbound_events::Migration)]
+    }
+}

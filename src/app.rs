@@ -1,0 +1,113 @@
+//! The composition root: config → database → platforms → router → workers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::db::{Database, redact_url};
+use crate::inbox::Inbox;
+use crate::ingress::{self, Ingress, Metrics};
+use crate::workers;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    #[error("recovery sweep failed: {0}")]
+    Recover(sqlx::Error),
+    #[error("tenant setup: {0}")]
+    Tenant(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A started rollcall: HTTP server, inbox committers and workers.
+pub struct RunningApp {
+    /// The address the server listens on (useful with port 0).
+    pub addr: SocketAddr,
+    pub db: Database,
+    pub metrics: Arc<Metrics>,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    workers: JoinHandle<()>,
+}
+
+/// Starts everything described by `config`.
+pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
+    let db = Database::connect(&config.database.url).await?;
+    db.migrate().await?;
+    tracing::info!(database = %redact_url(&config.database.url), tenants = config.tenants.len(), "database ready");
+
+    let (inbox, committers) = Inbox::start(db.clone());
+    let recovered = workers::recover(&db).await.map_err(StartError::Recover)?;
+    if recovered > 0 {
+        tracing::warn!(
+            recovered,
+            "re-enqueued inbound events committed without a runnable job"
+        );
+    }
+
+    let metrics = Arc::new(Metrics::default());
+    let state =
+        Ingress::new(config, db.clone(), inbox, metrics.clone()).map_err(StartError::Tenant)?;
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.server.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.server.listen,
+        source,
+    })?;
+
+    let (stop, stopped) = watch::channel(false);
+    let wait = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let router = ingress::router(state);
+    let server_stop = wait(stopped.clone());
+    let server = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(server_stop)
+            .await
+        {
+            tracing::error!(error = %e, "http server failed");
+        }
+        // The router (and its inbox handle) is gone: let the committers drain.
+        committers.join_all().await;
+    });
+    let worker_db = db.clone();
+    let worker_stop = wait(stopped);
+    let workers = tokio::spawn(async move {
+        if let Err(e) = workers::run(worker_db, worker_stop).await {
+            tracing::error!(error = %e, "workers stopped with an error");
+        }
+    });
+    tracing::info!(%addr, "listening");
+    Ok(RunningApp {
+        addr,
+        db,
+        metrics,
+        stop,
+        server,
+        workers,
+    })
+}
+
+impl RunningApp {
+    /// Stops accepting callbacks, commits what was accepted, stops workers.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.server.await;
+        let _ = self.workers.await;
+        self.db.close().await;
+    }
+}

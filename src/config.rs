@@ -1,0 +1,478 @@
+//! Configuration: one TOML file (`--config FILE`, default `rollcall.toml` when
+//! present) overridden by `ROLLCALL_*` environment variables. Secrets may be
+//! given inline or as `<name>_env = "VAR"` / `<name>_file = "path"`.
+//!
+//! A bad configuration is refused at start with the key and the reason.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use chrono_tz::Tz;
+use serde::Deserialize;
+
+use crate::platform::wecom::crypto::{CryptoError, decode_aes_key};
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "rollcall.toml";
+/// The embedded default database.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://rollcall.db?mode=rwc";
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_REPLAY_WINDOW_SECS: u64 = 600;
+
+/// A configuration problem, naming the key and why it is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A secret value: never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the code that must use it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub tenants: Vec<TenantConfig>,
+    /// Where it came from, for the start-up banner (`None`: built-in defaults).
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Callbacks whose timestamp is further than this from now are refused.
+    pub replay_window_secs: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    pub id: String,
+    pub name: String,
+    pub timezone: Tz,
+    pub wecom: Option<WecomConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WecomConfig {
+    pub corp_id: String,
+    pub agent_id: i64,
+    pub secret: Secret,
+    pub token: Secret,
+    pub encoding_aes_key: Secret,
+    pub api_base: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    database: RawDatabase,
+    #[serde(default)]
+    tenants: Vec<RawTenant>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    replay_window_secs: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    id: Option<String>,
+    name: Option<String>,
+    timezone: Option<String>,
+    wecom: Option<RawWecom>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWecom {
+    corp_id: Option<String>,
+    agent_id: Option<i64>,
+    secret: Option<String>,
+    secret_env: Option<String>,
+    secret_file: Option<PathBuf>,
+    token: Option<String>,
+    token_env: Option<String>,
+    token_file: Option<PathBuf>,
+    encoding_aes_key: Option<String>,
+    encoding_aes_key_env: Option<String>,
+    encoding_aes_key_file: Option<PathBuf>,
+    api_base: Option<String>,
+}
+
+/// Where environment variables come from (the process, or a map in tests).
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl<const N: usize> Env for [(&str, &str); N] {
+    fn var(&self, name: &str) -> Option<String> {
+        self.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+    }
+}
+
+impl Config {
+    /// Loads `path`, or `rollcall.toml` when present, or the built-in defaults;
+    /// then applies the `ROLLCALL_*` environment.
+    pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
+        let path = match path {
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
+        };
+        let text = match &path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.clone(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        let mut config = Self::parse(&text, env).map_err(|e| match (e, &path) {
+            (ConfigError::Syntax { message, .. }, Some(p)) => ConfigError::Syntax {
+                path: p.clone(),
+                message,
+            },
+            (e, _) => e,
+        })?;
+        config.source = path;
+        Ok(config)
+    }
+
+    /// Parses TOML text and applies the environment.
+    pub fn parse(text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: PathBuf::from("<config>"),
+            message: e.to_string(),
+        })?;
+        let listen_text = env
+            .var("ROLLCALL_LISTEN")
+            .or(raw.server.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen_text.parse().map_err(|_| {
+            invalid(
+                "server.listen",
+                format!("`{listen_text}` is not an address like 127.0.0.1:8080"),
+            )
+        })?;
+        let replay_window_secs = match env.var("ROLLCALL_REPLAY_WINDOW_SECS") {
+            Some(v) => v.parse().map_err(|_| {
+                invalid(
+                    "ROLLCALL_REPLAY_WINDOW_SECS",
+                    format!("`{v}` is not a number of seconds"),
+                )
+            })?,
+            None => raw
+                .server
+                .replay_window_secs
+                .unwrap_or(DEFAULT_REPLAY_WINDOW_SECS),
+        };
+        let url = env
+            .var("ROLLCALL_DATABASE_URL")
+            .or(raw.database.url)
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database.url",
+                "must start with sqlite: or postgres://",
+            ));
+        }
+        let mut seen = HashSet::new();
+        let tenants = raw
+            .tenants
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let tenant = resolve_tenant(i, t, env)?;
+                if !seen.insert(tenant.id.clone()) {
+                    return Err(invalid(
+                        format!("tenants[{i}].id"),
+                        format!("`{}` is used twice", tenant.id),
+                    ));
+                }
+                Ok(tenant)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Config {
+            server: ServerConfig {
+                listen,
+                replay_window_secs,
+            },
+            database: DatabaseConfig { url },
+            tenants,
+            source: None,
+        })
+    }
+
+    /// The tenant with this id.
+    pub fn tenant(&self, id: &str) -> Option<&TenantConfig> {
+        self.tenants.iter().find(|t| t.id == id)
+    }
+}
+
+fn resolve_tenant(i: usize, t: RawTenant, env: &dyn Env) -> Result<TenantConfig, ConfigError> {
+    let key = |k: &str| format!("tenants[{i}].{k}");
+    let id =
+        t.id.filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| invalid(key("id"), "is missing"))?;
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(invalid(
+            key("id"),
+            format!("`{id}` may only hold ASCII letters, digits, - and _ (it appears in URLs)"),
+        ));
+    }
+    let timezone_text = t.timezone.unwrap_or_else(|| "Asia/Shanghai".to_owned());
+    let timezone: Tz = timezone_text.parse().map_err(|_| {
+        invalid(
+            key("timezone"),
+            format!("`{timezone_text}` is not a known IANA time zone"),
+        )
+    })?;
+    let wecom = t
+        .wecom
+        .map(|w| resolve_wecom(&key("wecom"), w, env))
+        .transpose()?;
+    Ok(TenantConfig {
+        name: t.name.unwrap_or_else(|| id.clone()),
+        id,
+        timezone,
+        wecom,
+    })
+}
+
+fn resolve_wecom(prefix: &str, w: RawWecom, env: &dyn Env) -> Result<WecomConfig, ConfigError> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    let corp_id = w
+        .corp_id
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| invalid(key("corp_id"), "is missing"))?;
+    let agent_id = w
+        .agent_id
+        .ok_or_else(|| invalid(key("agent_id"), "is missing"))?;
+    let secret = resolve_secret(&key("secret"), w.secret, w.secret_env, w.secret_file, env)?;
+    let token = resolve_secret(&key("token"), w.token, w.token_env, w.token_file, env)?;
+    let encoding_aes_key = resolve_secret(
+        &key("encoding_aes_key"),
+        w.encoding_aes_key,
+        w.encoding_aes_key_env,
+        w.encoding_aes_key_file,
+        env,
+    )?;
+    decode_aes_key(encoding_aes_key.expose()).map_err(|e| {
+        invalid(
+            key("encoding_aes_key"),
+            match e {
+                CryptoError::KeyLength(n) => format!("must be 43 characters, got {n}"),
+                _ => "is not base64 (expected 43 characters of A-Z a-z 0-9 + /)".to_owned(),
+            },
+        )
+    })?;
+    let api_base = w
+        .api_base
+        .unwrap_or_else(|| "https://qyapi.weixin.qq.com".to_owned());
+    let parsed = reqwest::Url::parse(&api_base)
+        .map_err(|e| invalid(key("api_base"), format!("`{api_base}` is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid(key("api_base"), "must be an http or https URL"));
+    }
+    Ok(WecomConfig {
+        corp_id,
+        agent_id,
+        secret,
+        token,
+        encoding_aes_key,
+        api_base: api_base.trim_end_matches('/').to_owned(),
+    })
+}
+
+fn resolve_secret(
+    key: &str,
+    inline: Option<String>,
+    env_name: Option<String>,
+    file: Option<PathBuf>,
+    env: &dyn Env,
+) -> Result<Secret, ConfigError> {
+    let value = match (inline, env_name, file) {
+        (Some(v), None, None) => v,
+        (None, Some(var), None) => env.var(&var).ok_or_else(|| {
+            invalid(
+                format!("{key}_env"),
+                format!("environment variable {var} is not set"),
+            )
+        })?,
+        (None, None, Some(path)) => std::fs::read_to_string(&path)
+            .map_err(|e| {
+                invalid(
+                    format!("{key}_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?
+            .trim()
+            .to_owned(),
+        (None, None, None) => {
+            return Err(invalid(
+                key,
+                format!("is missing (give `{key}`, `{key}_env` or `{key}_file`)"),
+            ));
+        }
+        _ => {
+            return Err(invalid(
+                key,
+                "give only one of the inline value, `_env` and `_file`",
+            ));
+        }
+    };
+    if value.is_empty() {
+        return Err(invalid(key, "is empty"));
+    }
+    Ok(Secret(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    const KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
+
+    fn tenant(extra: &str) -> String {
+        format!(
+            "[[tenants]]\nid = \"acme\"\n{extra}\n[tenants.wecom]\ncorp_id = \"ww1\"\nagent_id = 1\nsecret = \"s\"\ntoken = \"t\"\nencoding_aes_key = \"{KEY}\"\n"
+        )
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let c = Config::parse("", &[]).unwrap();
+        assert_eq!(c.database.url, DEFAULT_DATABASE_URL);
+        assert_eq!(c.server.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.server.replay_window_secs, 600);
+        assert!(c.tenants.is_empty());
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let text = "[server]\nlisten = \"127.0.0.1:1\"\n[database]\nurl = \"sqlite://a.db\"\n";
+        let env = [
+            ("ROLLCALL_LISTEN", "127.0.0.1:2"),
+            ("ROLLCALL_DATABASE_URL", "postgres://x@h/db"),
+        ];
+        let c = Config::parse(text, &env).unwrap();
+        assert_eq!(c.server.listen.port(), 2);
+        assert_eq!(c.database.url, "postgres://x@h/db");
+    }
+
+    #[test]
+    fn secrets_from_env_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let text = format!(
+            "[[tenants]]\nid = \"acme\"\n[tenants.wecom]\ncorp_id = \"ww1\"\nagent_id = 1\nsecret_file = \"{}\"\ntoken_env = \"TOK\"\nencoding_aes_key = \"{KEY}\"\n",
+            file.display()
+        );
+        let c = Config::parse(&text, &[("TOK", "from-env")]).unwrap();
+        let w = c.tenants[0].wecom.as_ref().unwrap();
+        assert_eq!(w.secret.expose(), "from-file");
+        assert_eq!(w.token.expose(), "from-env");
+        assert!(
+            !format!("{c:?}").contains("from-env"),
+            "secrets must not appear in Debug"
+        );
+    }
+
+    #[rstest]
+    #[case::missing_id("[[tenants]]\nname = \"x\"\n", "tenants[0].id")]
+    #[case::bad_zone(&tenant("timezone = \"Mars/Base\""), "tenants[0].timezone")]
+    #[case::short_key(&tenant("").replace(KEY, "abc"), "tenants[0].wecom.encoding_aes_key")]
+    #[case::key_not_base64(&tenant("").replace(KEY, &"!".repeat(43)), "tenants[0].wecom.encoding_aes_key")]
+    #[case::missing_token(&tenant("").replace("token = \"t\"\n", ""), "tenants[0].wecom.token")]
+    #[case::unset_env(&tenant("").replace("token = \"t\"", "token_env = \"NOPE\""), "tenants[0].wecom.token_env")]
+    #[case::two_sources(&tenant("").replace("token = \"t\"", "token = \"t\"\ntoken_env = \"X\""), "tenants[0].wecom.token")]
+    #[case::duplicate(&format!("{}{}", tenant(""), tenant("")), "tenants[1].id")]
+    #[case::bad_listen("[server]\nlisten = \"nowhere\"\n", "server.listen")]
+    #[case::bad_db("[database]\nurl = \"mysql://x\"\n", "database.url")]
+    #[case::bad_api_base(&tenant("").replace("encoding_aes_key", "api_base = \"ftp://x\"\nencoding_aes_key"), "tenants[0].wecom.api_base")]
+    fn bad_config_names_the_key(#[case] text: &str, #[case] key: &str) {
+        let err = Config::parse(text, &[]).unwrap_err().to_string();
+        assert!(err.contains(&format!("`{key}`")), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = Config::parse("[server]\nlisen = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn shipped_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rollcall.example.toml");
+        let c = Config::load(Some(&path), &[]).unwrap();
+        assert_eq!(c.tenants.len(), 1);
+    }
+}

@@ -1,0 +1,312 @@
+//! The inbox: every accepted callback becomes one `inbound_events` row.
+//!
+//! Writes go through a group committer: a callback's row is acknowledged only
+//! after the transaction holding it has committed, and all callbacks that
+//! arrived while the previous commit was flushing share the next transaction
+//! (one fsync for many callbacks). The same transaction enqueues each new row's
+//! `handle_inbound` job, so a row never exists without its job.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use entity::inbound_event;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use sqlx::{Postgres, QueryBuilder, Sqlite};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::db::{Database, Engine};
+use crate::platform::InboundEvent;
+
+/// Most rows written in one statement (SQLite allows 32,766 bound values).
+const MAX_BATCH: usize = 1000;
+/// Callbacks waiting for a commit before new ones are pushed back.
+const QUEUE_DEPTH: usize = 1 << 16;
+
+/// A callback about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewInbound {
+    pub tenant_id: String,
+    pub platform: &'static str,
+    pub msg_key: String,
+    pub kind: &'static str,
+    pub from_user: String,
+    pub content: Option<String>,
+    /// The parsed event as JSON.
+    pub fields: String,
+    pub platform_time: i64,
+    pub raw_query: String,
+    pub raw_body: String,
+    pub plaintext: String,
+    pub received_at: DateTime<Utc>,
+}
+
+impl NewInbound {
+    /// The row for a parsed event and the request it came in.
+    pub fn new(
+        tenant_id: &str,
+        platform: &'static str,
+        event: &InboundEvent,
+        raw_query: String,
+        raw_body: String,
+        plaintext: String,
+        received_at: DateTime<Utc>,
+    ) -> NewInbound {
+        NewInbound {
+            tenant_id: tenant_id.to_owned(),
+            platform,
+            msg_key: event.msg_key(),
+            kind: event.kind.name(),
+            from_user: event.from_user.clone(),
+            content: event.text().map(str::to_owned),
+            fields: serde_json::to_string(event).unwrap_or_default(),
+            platform_time: event.create_time,
+            raw_query,
+            raw_body,
+            plaintext,
+            received_at,
+        }
+    }
+}
+
+/// What happened to a callback handed to [`Inbox::store`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// A new row, committed.
+    New,
+    /// The same delivery was already stored (a platform retry).
+    Duplicate,
+}
+
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum InboxError {
+    #[error("the inbox is shutting down")]
+    Closed,
+    #[error("could not commit: {0}")]
+    Commit(String),
+}
+
+struct Pending {
+    row: NewInbound,
+    done: oneshot::Sender<Result<Stored, InboxError>>,
+}
+
+/// Hands callbacks to the group committer(s).
+#[derive(Clone)]
+pub struct Inbox {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl Inbox {
+    /// Starts the committers: one on SQLite (one writer at a time anyway),
+    /// several on PostgreSQL so that commits overlap. They stop when every
+    /// `Inbox` clone is dropped and the queue is drained.
+    pub fn start(db: Database) -> (Inbox, tokio::task::JoinSet<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let rx = Arc::new(Mutex::new(rx));
+        let committers = match db.engine {
+            Engine::Sqlite => 1,
+            Engine::Postgres => 4,
+        };
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..committers {
+            set.spawn(commit_loop(db.clone(), rx.clone()));
+        }
+        (Inbox { tx }, set)
+    }
+
+    /// Stores one callback; returns once it is durably committed.
+    pub async fn store(&self, row: NewInbound) -> Result<Stored, InboxError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Pending { row, done })
+            .await
+            .map_err(|_| InboxError::Closed)?;
+        wait.await.map_err(|_| InboxError::Closed)?
+    }
+}
+
+type DeliveryKey = (String, String, String);
+
+async fn commit_loop(db: Database, rx: Arc<Mutex<mpsc::Receiver<Pending>>>) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    loop {
+        {
+            // Take everything that queued up while the last commit flushed.
+            let mut rx = rx.lock().await;
+            if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                return;
+            }
+        }
+        let rows: Vec<&NewInbound> = batch.iter().map(|p| &p.row).collect();
+        let result = match db.engine {
+            Engine::Sqlite => commit_sqlite(&db, &rows).await,
+            Engine::Postgres => commit_postgres(&db, &rows).await,
+        };
+        match result {
+            Ok(mut inserted) => {
+                for p in batch.drain(..) {
+                    let key = (p.row.tenant_id, p.row.platform.to_owned(), p.row.msg_key);
+                    // Within one batch only the first copy of a delivery is new.
+                    let outcome = if inserted.remove(&key) {
+                        Stored::New
+                    } else {
+                        Stored::Duplicate
+                    };
+                    let _ = p.done.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, rows = batch.len(), "inbox commit failed");
+                for p in batch.drain(..) {
+                    let _ = p.done.send(Err(InboxError::Commit(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+const INSERT: &str = "INSERT INTO inbound_events (tenant_id, platform, msg_key, kind, from_user, content, fields, platform_time, raw_query, raw_body, plaintext, received_at) ";
+const ON_CONFLICT: &str = " ON CONFLICT (tenant_id, platform, msg_key) DO NOTHING RETURNING id, tenant_id, platform, msg_key";
+
+fn insert_rows<DB>(rows: &[&NewInbound]) -> QueryBuilder<DB>
+where
+    DB: sqlx::Database,
+    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<&'t str>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> DateTime<Utc>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    let mut qb = QueryBuilder::new(INSERT);
+    qb.push_values(rows, |mut b, r| {
+        b.push_bind(r.tenant_id.as_str())
+            .push_bind(r.platform)
+            .push_bind(r.msg_key.as_str())
+            .push_bind(r.kind)
+            .push_bind(r.from_user.as_str())
+            .push_bind(r.content.as_deref())
+            .push_bind(r.fields.as_str())
+            .push_bind(r.platform_time)
+            .push_bind(r.raw_query.as_str())
+            .push_bind(r.raw_body.as_str())
+            .push_bind(r.plaintext.as_str())
+            .push_bind(r.received_at);
+    });
+    qb.push(ON_CONFLICT);
+    qb
+}
+
+fn split(inserted: Vec<(i64, String, String, String)>) -> (Vec<i64>, HashSet<DeliveryKey>) {
+    inserted
+        .into_iter()
+        .map(|(id, t, p, k)| (id, (t, p, k)))
+        .unzip()
+}
+
+async fn commit_sqlite(
+    db: &Database,
+    rows: &[&NewInbound],
+) -> Result<HashSet<DeliveryKey>, sqlx::Error> {
+    // IMMEDIATE: take the write lock up front instead of failing on upgrade.
+    let mut tx = db.sqlite().begin_with("BEGIN IMMEDIATE").await?;
+    let inserted = insert_rows::<Sqlite>(rows)
+        .build_query_as()
+        .fetch_all(&mut *tx)
+        .await?;
+    let (ids, keys) = split(inserted);
+    crate::workers::enqueue_inbound_sqlite(&mut tx, &ids).await?;
+    tx.commit().await?;
+    Ok(keys)
+}
+
+async fn commit_postgres(
+    db: &Database,
+    rows: &[&NewInbound],
+) -> Result<HashSet<DeliveryKey>, sqlx::Error> {
+    let mut tx = db.postgres().begin().await?;
+    let inserted = insert_rows::<Postgres>(rows)
+        .build_query_as()
+        .fetch_all(&mut *tx)
+        .await?;
+    let (ids, keys) = split(inserted);
+    crate::workers::enqueue_inbound_postgres(&mut tx, &ids).await?;
+    tx.commit().await?;
+    Ok(keys)
+}
+
+/// What the worker made of an inbound event. Later stages (check-ins, cards,
+/// commands) take over from here.
+pub fn classify(kind: &str, content: Option<&str>) -> &'static str {
+    match kind {
+        "text" if content.is_some_and(|c| c.trim_start().starts_with('/')) => "command",
+        "text" => "message",
+        "location" | "image" => "checkin_candidate",
+        "card_button" => "card_action",
+        "enter_agent" => "enter_agent",
+        _ => "ignored",
+    }
+}
+
+/// Marks one inbound row processed (idempotent: a second call changes nothing).
+/// Returns the classification, or `None` if the row does not exist.
+pub async fn process(db: &Database, id: i64) -> Result<Option<String>, sea_orm::DbErr> {
+    let Some(row) = inbound_event::Entity::find_by_id(id).one(&db.orm).await? else {
+        return Ok(None);
+    };
+    if let Some(done) = row
+        .classification
+        .clone()
+        .filter(|_| row.processed_at.is_some())
+    {
+        return Ok(Some(done));
+    }
+    let class = classify(&row.kind, row.content.as_deref());
+    let mut active: inbound_event::ActiveModel = row.into();
+    active.classification = Set(Some(class.to_owned()));
+    active.processed_at = Set(Some(Utc::now()));
+    active.update(&db.orm).await?;
+    Ok(Some(class.to_owned()))
+}
+
+/// A tenant's events, oldest first.
+pub async fn list(
+    db: &Database,
+    tenant_id: &str,
+) -> Result<Vec<inbound_event::Model>, sea_orm::DbErr> {
+    inbound_event::Entity::find()
+        .filter(inbound_event::Column::TenantId.eq(tenant_id))
+        .order_by_asc(inbound_event::Column::Id)
+        .all(&db.orm)
+        .await
+}
+
+/// Ids of rows not yet processed.
+pub async fn unprocessed_ids(db: &Database) -> Result<Vec<i64>, sea_orm::DbErr> {
+    use sea_orm::QuerySelect;
+    inbound_event::Entity::find()
+        .select_only()
+        .column(inbound_event::Column::Id)
+        .filter(inbound_event::Column::ProcessedAt.is_null())
+        .order_by_asc(inbound_event::Column::Id)
+        .into_tuple()
+        .all(&db.orm)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::classify;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("text", Some("打卡"), "message")]
+    #[case("text", Some(" /status 张三"), "command")]
+    #[case("location", None, "checkin_candidate")]
+    #[case("image", None, "checkin_candidate")]
+    #[case("card_button", None, "card_action")]
+    #[case("enter_agent", None, "enter_agent")]
+    #[case("other", None, "ignored")]
+    fn classifies(#[case] kind: &str, #[case] content: Option<&str>, #[case] class: &str) {
+        assert_eq!(classify(kind, content), class);
+    }
+}

@@ -1,0 +1,222 @@
+//! HTTP ingress (axum): translates requests into platform calls and inbox
+//! rows, and nothing else.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::config::Config;
+use crate::db::Database;
+use crate::inbox::Inbox;
+use crate::platform::wecom::WecomCrypto;
+
+pub mod wecom;
+
+/// Largest callback body accepted.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// What the ingress knows about one tenant.
+#[derive(Debug)]
+pub struct TenantIngress {
+    pub id: String,
+    pub wecom: Option<WecomCrypto>,
+}
+
+/// Why a callback was refused (or what became of it), counted for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    Duplicate,
+    Verified,
+    UnknownTenant,
+    BadRequest,
+    BadSignature,
+    Undecryptable,
+    WrongReceiveId,
+    MalformedXml,
+    TooLarge,
+    StaleTimestamp,
+    StoreFailed,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 12] = [
+        Outcome::Accepted,
+        Outcome::Duplicate,
+        Outcome::Verified,
+        Outcome::UnknownTenant,
+        Outcome::BadRequest,
+        Outcome::BadSignature,
+        Outcome::Undecryptable,
+        Outcome::WrongReceiveId,
+        Outcome::MalformedXml,
+        Outcome::TooLarge,
+        Outcome::StaleTimestamp,
+        Outcome::StoreFailed,
+    ];
+
+    /// The label used in logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Verified => "url_verified",
+            Outcome::UnknownTenant => "unknown_tenant",
+            Outcome::BadRequest => "bad_request",
+            Outcome::BadSignature => "bad_signature",
+            Outcome::Undecryptable => "undecryptable",
+            Outcome::WrongReceiveId => "wrong_receive_id",
+            Outcome::MalformedXml => "malformed_xml",
+            Outcome::TooLarge => "too_large",
+            Outcome::StaleTimestamp => "stale_timestamp",
+            Outcome::StoreFailed => "store_failed",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            Outcome::Accepted | Outcome::Duplicate | Outcome::Verified => StatusCode::OK,
+            Outcome::UnknownTenant => StatusCode::NOT_FOUND,
+            Outcome::BadRequest | Outcome::MalformedXml => StatusCode::BAD_REQUEST,
+            Outcome::BadSignature
+            | Outcome::Undecryptable
+            | Outcome::WrongReceiveId
+            | Outcome::StaleTimestamp => StatusCode::UNAUTHORIZED,
+            Outcome::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Outcome::StoreFailed => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// Callback counters by outcome.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    counts: [AtomicU64; Outcome::ALL.len()],
+}
+
+impl Metrics {
+    pub fn record(&self, outcome: Outcome) {
+        let i = Outcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .expect("listed");
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, outcome: Outcome) -> u64 {
+        let i = Outcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .expect("listed");
+        self.counts[i].load(Ordering::Relaxed)
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::from("# TYPE rollcall_callbacks_total counter\n");
+        for o in Outcome::ALL {
+            out.push_str(&format!(
+                "rollcall_callbacks_total{{outcome=\"{}\"}} {}\n",
+                o.label(),
+                self.get(o)
+            ));
+        }
+        out
+    }
+}
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub struct Ingress {
+    pub tenants: Arc<HashMap<String, TenantIngress>>,
+    pub inbox: Inbox,
+    pub db: Database,
+    pub replay_window_secs: u64,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Ingress {
+    /// Builds the ingress state from the configuration.
+    pub fn new(
+        config: &Config,
+        db: Database,
+        inbox: Inbox,
+        metrics: Arc<Metrics>,
+    ) -> Result<Ingress, String> {
+        let tenants = config
+            .tenants
+            .iter()
+            .map(|t| {
+                let wecom = t
+                    .wecom
+                    .as_ref()
+                    .map(|w| {
+                        WecomCrypto::new(w.token.expose(), w.encoding_aes_key.expose(), &w.corp_id)
+                    })
+                    .transpose()
+                    .map_err(|e| format!("tenant {}: {e}", t.id))?;
+                Ok((
+                    t.id.clone(),
+                    TenantIngress {
+                        id: t.id.clone(),
+                        wecom,
+                    },
+                ))
+            })
+            .collect::<Result<HashMap<_, _>, String>>()?;
+        Ok(Ingress {
+            tenants: Arc::new(tenants),
+            inbox,
+            db,
+            replay_window_secs: config.server.replay_window_secs,
+            metrics,
+        })
+    }
+
+    /// Counts and logs a refusal or an acceptance, and answers it.
+    fn answer(&self, tenant: &str, outcome: Outcome, body: impl Into<String>) -> Response {
+        self.metrics.record(outcome);
+        let status = outcome.status();
+        if status.is_success() {
+            tracing::debug!(tenant, outcome = outcome.label(), "callback");
+        } else {
+            tracing::warn!(
+                tenant,
+                outcome = outcome.label(),
+                status = status.as_u16(),
+                "callback refused"
+            );
+        }
+        (status, body.into()).into_response()
+    }
+}
+
+/// The HTTP routes.
+pub fn router(state: Ingress) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route(
+            "/callback/wecom/{tenant}",
+            get(wecom::verify_url).post(wecom::receive),
+        )
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<Ingress>) -> Response {
+    if state.db.ping().await {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Ingress>) -> String {
+    state.metrics.render()
+}

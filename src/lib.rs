@@ -1,0 +1,10 @@
+//! rollcall: attendance evidence and return-to-work notices through enterprise chat.
+
+pub mod app;
+pub mod config;
+pub mod db;
+pub mod inbox;
+pub mod ingress;
+pub mod loadgen;
+pub mod platform;
+pub mod workers;

@@ -1,0 +1,204 @@
+//! A load generator: N distinct, correctly signed WeCom callbacks with fresh
+//! timestamps, sent over HTTP from C connections; reports throughput and
+//! latency percentiles. Used for BENCHMARKS.md, never by tests for timing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+
+use crate::config::Config;
+use crate::platform::wecom::WecomCrypto;
+
+#[derive(Debug, clap::Args)]
+pub struct LoadgenArgs {
+    /// Tenant whose WeCom credentials sign the callbacks.
+    #[arg(long)]
+    pub tenant: String,
+    /// Base URL of the server (default: http://<server.listen>).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Number of distinct callbacks to send.
+    #[arg(short = 'n', long, default_value_t = 100_000)]
+    pub requests: usize,
+    /// Concurrent connections.
+    #[arg(short = 'c', long, default_value_t = 64)]
+    pub connections: usize,
+    /// Target rate in callbacks per second (default: as fast as possible).
+    /// Latency is then measured from each callback's scheduled send time.
+    #[arg(long)]
+    pub rate: Option<f64>,
+}
+
+/// One signed callback ready to send.
+pub struct SignedCallback {
+    pub query: String,
+    pub body: String,
+}
+
+/// A text callback of about 1 KB, as WeCom would send it.
+pub fn text_callback(
+    crypto: &WecomCrypto,
+    corp_id: &str,
+    msg_id: u64,
+    from_user: &str,
+    content: &str,
+    now: i64,
+) -> SignedCallback {
+    let plaintext = format!(
+        "<xml><ToUserName><![CDATA[{corp_id}]]></ToUserName><FromUserName><![CDATA[{from_user}]]></FromUserName><CreateTime>{now}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content><MsgId>{msg_id}</MsgId><AgentID>1000002</AgentID></xml>"
+    );
+    seal(crypto, corp_id, &plaintext, now, msg_id)
+}
+
+/// Encrypts and signs a plaintext into a POST callback.
+pub fn seal(
+    crypto: &WecomCrypto,
+    corp_id: &str,
+    plaintext: &str,
+    now: i64,
+    nonce: u64,
+) -> SignedCallback {
+    let encrypt = crypto.encrypt(plaintext);
+    let timestamp = now.to_string();
+    let nonce = nonce.to_string();
+    let sig = crypto.sign(&timestamp, &nonce, &encrypt);
+    SignedCallback {
+        query: format!("msg_signature={sig}&timestamp={timestamp}&nonce={nonce}"),
+        body: format!(
+            "<xml><ToUserName><![CDATA[{corp_id}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt><AgentID><![CDATA[1000002]]></AgentID></xml>"
+        ),
+    }
+}
+
+/// Runs the load and prints a report.
+pub async fn run(config: &Config, args: LoadgenArgs) -> anyhow::Result<()> {
+    let tenant = config
+        .tenant(&args.tenant)
+        .with_context(|| format!("no tenant `{}`", args.tenant))?;
+    let wecom = tenant
+        .wecom
+        .as_ref()
+        .context("tenant has no [tenants.wecom] section")?;
+    let crypto = WecomCrypto::new(
+        wecom.token.expose(),
+        wecom.encoding_aes_key.expose(),
+        &wecom.corp_id,
+    )?;
+    let base = args
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.server.listen));
+    let url = format!(
+        "{}/callback/wecom/{}",
+        base.trim_end_matches('/'),
+        tenant.id
+    );
+
+    let made = Instant::now();
+    let now = chrono::Utc::now().timestamp();
+    let run_id = u64::from(rand::random::<u32>()) << 24;
+    // Padding brings the callback to about 1 KB, a realistic size.
+    let padding = "工地签到 ".repeat(40);
+    let callbacks: Vec<SignedCallback> = (0..args.requests)
+        .map(|i| {
+            let user = format!("user{:05}", i % 5000);
+            text_callback(
+                &crypto,
+                &wecom.corp_id,
+                run_id + i as u64,
+                &user,
+                &format!("打卡 {padding}"),
+                now,
+            )
+        })
+        .collect();
+    eprintln!(
+        "made {} signed callbacks ({} bytes each) in {:.2?}",
+        callbacks.len(),
+        callbacks.first().map_or(0, |c| c.body.len()),
+        made.elapsed()
+    );
+
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.connections)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let callbacks = Arc::new(callbacks);
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..args.connections.max(1) {
+        let (client, callbacks, next, url) =
+            (client.clone(), callbacks.clone(), next.clone(), url.clone());
+        let rate = args.rate;
+        tasks.spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+            let mut errors = 0usize;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(cb) = callbacks.get(i) else { break };
+                let scheduled = match rate {
+                    Some(r) => {
+                        let at = start + Duration::from_secs_f64(i as f64 / r);
+                        tokio::time::sleep_until(at.into()).await;
+                        at
+                    }
+                    None => Instant::now(),
+                };
+                let ok = client
+                    .post(format!("{url}?{}", cb.query))
+                    .body(cb.body.clone())
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success());
+                let ok = match ok {
+                    Some(r) => r.text().await.is_ok_and(|t| t == "success"),
+                    None => false,
+                };
+                if !ok {
+                    errors += 1;
+                }
+                let micros = scheduled.elapsed().as_micros().max(1) as u64;
+                hist.saturating_record(micros);
+            }
+            (hist, errors)
+        });
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut errors = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (h, e) = done?;
+        hist.add(&h)?;
+        errors += e;
+    }
+    let elapsed = start.elapsed();
+    let n = callbacks.len();
+    println!("url          {url}");
+    println!("callbacks    {n} ({errors} failed)");
+    println!("connections  {}", args.connections);
+    if let Some(r) = args.rate {
+        println!("target rate  {r:.0}/s");
+    }
+    println!("elapsed      {:.3} s", elapsed.as_secs_f64());
+    println!(
+        "throughput   {:.0} callbacks/s",
+        n as f64 / elapsed.as_secs_f64()
+    );
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "latency ms   p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        hist.max() as f64 / 1000.0
+    );
+    anyhow::ensure!(
+        errors == 0,
+        "{errors} callbacks were not answered \"success\""
+    );
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! Chat platforms behind one vocabulary. Nothing platform-specific leaks out of
+//! this folder: the rest of rollcall sees [`InboundEvent`]s.
+
+use serde::Serialize;
+
+pub mod wecom;
+
+/// A message or event a user sent to the bot, as the platform delivered it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InboundEvent {
+    /// The platform user id of the sender.
+    pub from_user: String,
+    /// The receiving corp / app id as the platform states it.
+    pub to_user: String,
+    /// The platform's own message time (seconds since the epoch).
+    pub create_time: i64,
+    /// The agent (app) id, when the platform sends one.
+    pub agent_id: Option<String>,
+    /// What was sent.
+    #[serde(flatten)]
+    pub kind: InboundKind,
+}
+
+/// The kinds of inbound events rollcall understands; anything else is kept as
+/// [`InboundKind::Other`] so nothing is lost.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum InboundKind {
+    Text {
+        msg_id: String,
+        content: String,
+    },
+    Location {
+        msg_id: String,
+        latitude: f64,
+        longitude: f64,
+        scale: Option<u32>,
+        label: Option<String>,
+    },
+    Image {
+        msg_id: String,
+        pic_url: Option<String>,
+        media_id: String,
+    },
+    /// A button press on a template card (`template_card_event`).
+    CardButton {
+        event_key: String,
+        task_id: String,
+        card_type: Option<String>,
+        response_code: Option<String>,
+    },
+    /// The user opened the app (`enter_agent`).
+    EnterAgent {
+        event_key: Option<String>,
+    },
+    Other {
+        msg_type: String,
+        event: Option<String>,
+        event_key: Option<String>,
+        msg_id: Option<String>,
+    },
+}
+
+impl InboundKind {
+    /// A stable name for storage and classification.
+    pub fn name(&self) -> &'static str {
+        match self {
+            InboundKind::Text { .. } => "text",
+            InboundKind::Location { .. } => "location",
+            InboundKind::Image { .. } => "image",
+            InboundKind::CardButton { .. } => "card_button",
+            InboundKind::EnterAgent { .. } => "enter_agent",
+            InboundKind::Other { .. } => "other",
+        }
+    }
+}
+
+impl InboundEvent {
+    /// The key that identifies one platform delivery, so that a retry of the
+    /// same message is recognised: the MsgId for messages; for events
+    /// FromUserName + CreateTime + Event + EventKey + TaskId.
+    pub fn msg_key(&self) -> String {
+        let event = |event: &str, key: &str, task: &str| {
+            format!(
+                "event:{}:{}:{event}:{key}:{task}",
+                self.from_user, self.create_time
+            )
+        };
+        match &self.kind {
+            InboundKind::Text { msg_id, .. }
+            | InboundKind::Location { msg_id, .. }
+            | InboundKind::Image { msg_id, .. } => format!("msg:{msg_id}"),
+            InboundKind::CardButton {
+                event_key, task_id, ..
+            } => event("template_card_event", event_key, task_id),
+            InboundKind::EnterAgent { event_key } => {
+                event("enter_agent", event_key.as_deref().unwrap_or(""), "")
+            }
+            InboundKind::Other {
+                msg_id: Some(id), ..
+            } => format!("msg:{id}"),
+            InboundKind::Other {
+                msg_type,
+                event: ev,
+                event_key,
+                ..
+            } => event(
+                ev.as_deref().unwrap_or(msg_type),
+                event_key.as_deref().unwrap_or(""),
+                "",
+            ),
+        }
+    }
+
+    /// The text of a text message.
+    pub fn text(&self) -> Option<&str> {
+        match &self.kind {
+            InboundKind::Text { content, .. } => Some(content),
+            _ => None,
+        }
+    }
+}

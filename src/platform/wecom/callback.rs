@@ -1,0 +1,214 @@
+//! WeCom callback XML: the encrypted envelope and the decrypted message, parsed
+//! with quick-xml into a typed [`InboundEvent`].
+
+use serde::Deserialize;
+
+use crate::platform::{InboundEvent, InboundKind};
+
+/// Why a callback body could not be parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("malformed XML: {0}")]
+    Xml(String),
+    #[error("required element <{0}> is missing")]
+    Missing(&'static str),
+    #[error("element <{0}> is not a number")]
+    NotANumber(&'static str),
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "Encrypt")]
+    encrypt: Option<String>,
+}
+
+/// Extracts the `Encrypt` element of a POSTed callback envelope.
+pub fn parse_envelope(body: &str) -> Result<String, ParseError> {
+    let env: Envelope =
+        quick_xml::de::from_str(body).map_err(|e| ParseError::Xml(e.to_string()))?;
+    env.encrypt
+        .filter(|e| !e.is_empty())
+        .ok_or(ParseError::Missing("Encrypt"))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawMessage {
+    #[serde(rename = "ToUserName")]
+    to_user: Option<String>,
+    #[serde(rename = "FromUserName")]
+    from_user: Option<String>,
+    #[serde(rename = "CreateTime")]
+    create_time: Option<String>,
+    #[serde(rename = "MsgType")]
+    msg_type: Option<String>,
+    #[serde(rename = "Content")]
+    content: Option<String>,
+    #[serde(rename = "MsgId")]
+    msg_id: Option<String>,
+    #[serde(rename = "AgentID")]
+    agent_id: Option<String>,
+    #[serde(rename = "Location_X")]
+    location_x: Option<String>,
+    #[serde(rename = "Location_Y")]
+    location_y: Option<String>,
+    #[serde(rename = "Scale")]
+    scale: Option<String>,
+    #[serde(rename = "Label")]
+    label: Option<String>,
+    #[serde(rename = "PicUrl")]
+    pic_url: Option<String>,
+    #[serde(rename = "MediaId")]
+    media_id: Option<String>,
+    #[serde(rename = "Event")]
+    event: Option<String>,
+    #[serde(rename = "EventKey")]
+    event_key: Option<String>,
+    #[serde(rename = "TaskId")]
+    task_id: Option<String>,
+    #[serde(rename = "CardType")]
+    card_type: Option<String>,
+    #[serde(rename = "ResponseCode")]
+    response_code: Option<String>,
+}
+
+fn required(v: Option<String>, name: &'static str) -> Result<String, ParseError> {
+    v.ok_or(ParseError::Missing(name))
+}
+
+fn number<T: std::str::FromStr>(v: Option<String>, name: &'static str) -> Result<T, ParseError> {
+    required(v, name)?
+        .trim()
+        .parse()
+        .map_err(|_| ParseError::NotANumber(name))
+}
+
+/// Parses a decrypted WeCom message into an [`InboundEvent`]. Unknown message
+/// and event types are kept as [`InboundKind::Other`], not refused.
+pub fn parse_message(plaintext: &str) -> Result<InboundEvent, ParseError> {
+    let raw: RawMessage =
+        quick_xml::de::from_str(plaintext).map_err(|e| ParseError::Xml(e.to_string()))?;
+    let msg_type = required(raw.msg_type, "MsgType")?;
+    let from_user = required(raw.from_user, "FromUserName")?;
+    let create_time: i64 = number(raw.create_time, "CreateTime")?;
+    let kind = match msg_type.as_str() {
+        "text" => InboundKind::Text {
+            msg_id: required(raw.msg_id, "MsgId")?,
+            content: raw.content.unwrap_or_default(),
+        },
+        "location" => InboundKind::Location {
+            msg_id: required(raw.msg_id, "MsgId")?,
+            latitude: number(raw.location_x, "Location_X")?,
+            longitude: number(raw.location_y, "Location_Y")?,
+            scale: raw.scale.and_then(|s| s.trim().parse().ok()),
+            label: raw.label,
+        },
+        "image" => InboundKind::Image {
+            msg_id: required(raw.msg_id, "MsgId")?,
+            pic_url: raw.pic_url,
+            media_id: required(raw.media_id, "MediaId")?,
+        },
+        "event" => match raw.event.as_deref() {
+            Some("template_card_event") => InboundKind::CardButton {
+                event_key: raw.event_key.unwrap_or_default(),
+                task_id: required(raw.task_id, "TaskId")?,
+                card_type: raw.card_type,
+                response_code: raw.response_code,
+            },
+            Some("enter_agent") => InboundKind::EnterAgent {
+                event_key: raw.event_key.filter(|k| !k.is_empty()),
+            },
+            other => InboundKind::Other {
+                msg_type,
+                event: other.map(str::to_owned),
+                event_key: raw.event_key.filter(|k| !k.is_empty()),
+                msg_id: raw.msg_id,
+            },
+        },
+        _ => InboundKind::Other {
+            msg_type,
+            event: raw.event,
+            event_key: raw.event_key.filter(|k| !k.is_empty()),
+            msg_id: raw.msg_id,
+        },
+    };
+    Ok(InboundEvent {
+        to_user: raw.to_user.unwrap_or_default(),
+        from_user,
+        create_time,
+        agent_id: raw.agent_id,
+        kind,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case::text(
+        "<xml><FromUserName>u</FromUserName><CreateTime>5</CreateTime><MsgType>text</MsgType><Content><![CDATA[打卡]]></Content><MsgId>9</MsgId></xml>",
+        "text",
+        "msg:9"
+    )]
+    #[case::location(
+        "<xml><FromUserName>u</FromUserName><CreateTime>5</CreateTime><MsgType>location</MsgType><Location_X>31.2</Location_X><Location_Y>121.4</Location_Y><MsgId>10</MsgId></xml>",
+        "location",
+        "msg:10"
+    )]
+    #[case::image(
+        "<xml><FromUserName>u</FromUserName><CreateTime>5</CreateTime><MsgType>image</MsgType><MediaId>m</MediaId><MsgId>11</MsgId></xml>",
+        "image",
+        "msg:11"
+    )]
+    #[case::card(
+        "<xml><FromUserName>u</FromUserName><CreateTime>5</CreateTime><MsgType>event</MsgType><Event>template_card_event</Event><EventKey>ack</EventKey><TaskId>t1</TaskId></xml>",
+        "card_button",
+        "event:u:5:template_card_event:ack:t1"
+    )]
+    #[case::enter(
+        "<xml><FromUserName>u</FromUserName><CreateTime>5</CreateTime><MsgType>event</MsgType><Event>enter_agent</Event><EventKey></EventKey></xml>",
+        "enter_agent",
+        "event:u:5:enter_agent::"
+    )]
+    #[case::unknown_event(
+        "<xml><FromUserName>u</FromUserName><CreateTime>5</CreateTime><MsgType>event</MsgType><Event>change_contact</Event></xml>",
+        "other",
+        "event:u:5:change_contact::"
+    )]
+    #[case::unknown_type(
+        "<xml><FromUserName>u</FromUserName><CreateTime>5</CreateTime><MsgType>voice</MsgType><MsgId>12</MsgId></xml>",
+        "other",
+        "msg:12"
+    )]
+    fn parses_kinds_and_keys(#[case] xml: &str, #[case] kind: &str, #[case] key: &str) {
+        let ev = parse_message(xml).unwrap();
+        assert_eq!(ev.kind.name(), kind);
+        assert_eq!(ev.msg_key(), key);
+    }
+
+    #[rstest]
+    #[case::not_xml("hello")]
+    #[case::unclosed("<xml><MsgType>text")]
+    #[case::no_type("<xml><FromUserName>u</FromUserName><CreateTime>5</CreateTime></xml>")]
+    #[case::bad_time(
+        "<xml><FromUserName>u</FromUserName><CreateTime>x</CreateTime><MsgType>text</MsgType><MsgId>1</MsgId></xml>"
+    )]
+    #[case::text_without_id(
+        "<xml><FromUserName>u</FromUserName><CreateTime>5</CreateTime><MsgType>text</MsgType></xml>"
+    )]
+    fn refuses_malformed(#[case] xml: &str) {
+        assert!(parse_message(xml).is_err());
+    }
+
+    #[test]
+    fn envelope_needs_encrypt() {
+        assert_eq!(
+            parse_envelope("<xml><Encrypt><![CDATA[abc]]></Encrypt></xml>").unwrap(),
+            "abc"
+        );
+        assert!(parse_envelope("<xml><ToUserName>x</ToUserName></xml>").is_err());
+        assert!(parse_envelope("<xml><Encrypt><![CDATA[abc").is_err());
+    }
+}

@@ -1,0 +1,7 @@
+//! WeCom (企业微信): callback crypto and message parsing.
+
+pub mod callback;
+pub mod crypto;
+
+pub use callback::{ParseError, parse_envelope, parse_message};
+pub use crypto::{CryptoError, WecomCrypto};
