@@ -1,0 +1,216 @@
+//! Boots the real app on a temp database (SQLite in a temp dir, or a fresh
+//! PostgreSQL database) with the tenant of the shared crypto vectors.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rollcall::app::RunningApp;
+use rollcall::config::{Config, Env};
+use rollcall::db::{Database, Engine};
+use rollcall::loadgen::{SignedCallback, text_callback};
+use rollcall::platform::wecom::WecomCrypto;
+use serde_json::Value;
+
+/// The PostgreSQL server the suite uses (a fresh database is made per test).
+pub fn postgres_admin_url() -> String {
+    std::env::var("ROLLCALL_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database that lives as long as the test.
+pub struct TestDb {
+    pub engine: Engine,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pg_name: Option<String>,
+}
+
+impl TestDb {
+    pub async fn new(engine: Engine) -> TestDb {
+        let dir = tempfile::tempdir().unwrap();
+        match engine {
+            Engine::Sqlite => {
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("rollcall.db").display()
+                );
+                TestDb {
+                    engine,
+                    url,
+                    dir,
+                    pg_name: None,
+                }
+            }
+            Engine::Postgres => {
+                let name = format!(
+                    "rollcall_test_{}_{:08x}",
+                    std::process::id(),
+                    rand::random::<u32>()
+                );
+                let admin = postgres_admin_url();
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("PostgreSQL at {admin} is needed for this test: {e}")
+                    });
+                let sql = format!("CREATE DATABASE {name}");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                let base = admin.rsplit_once('/').unwrap().0;
+                TestDb {
+                    engine,
+                    url: format!("{base}/{name}"),
+                    dir,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+
+    /// Drops the PostgreSQL database (the SQLite file goes with the temp dir).
+    pub async fn cleanup(self) {
+        if let Some(name) = &self.pg_name {
+            let admin = postgres_admin_url();
+            if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await {
+                let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await;
+            }
+        }
+    }
+}
+
+pub fn vectors(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/vectors")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The tenant of `tests/vectors/wecom.json`.
+pub struct Tenant {
+    pub corp_id: String,
+    pub token: String,
+    pub key: String,
+}
+
+pub fn vector_tenant() -> Tenant {
+    let v = vectors("wecom.json");
+    Tenant {
+        corp_id: v["corp_id"].as_str().unwrap().into(),
+        token: v["token"].as_str().unwrap().into(),
+        key: v["encoding_aes_key"].as_str().unwrap().into(),
+    }
+}
+
+impl Tenant {
+    pub fn crypto(&self) -> WecomCrypto {
+        WecomCrypto::new(&self.token, &self.key, &self.corp_id).unwrap()
+    }
+
+    /// A fresh, correctly signed text callback.
+    pub fn text(&self, msg_id: u64, content: &str) -> SignedCallback {
+        text_callback(
+            &self.crypto(),
+            &self.corp_id,
+            msg_id,
+            "zhangsan",
+            content,
+            chrono::Utc::now().timestamp(),
+        )
+    }
+}
+
+/// A config TOML for the vector tenant `acme` on `db_url`.
+pub fn config_toml(db_url: &str, listen: &str, replay_window_secs: u64) -> String {
+    let t = vector_tenant();
+    format!(
+        r#"[server]
+listen = "{listen}"
+replay_window_secs = {replay_window_secs}
+[database]
+url = "{db_url}"
+[[tenants]]
+id = "acme"
+name = "示例建筑有限公司"
+[tenants.wecom]
+corp_id = "{}"
+agent_id = 1000019
+secret = "test-secret"
+token = "{}"
+encoding_aes_key = "{}"
+api_base = "http://127.0.0.1:9"
+"#,
+        t.corp_id, t.token, t.key
+    )
+}
+
+/// Vectors carry timestamps from the past: their app accepts ten years of skew.
+pub const VECTOR_WINDOW: u64 = 10 * 365 * 24 * 3600;
+
+pub async fn boot(db: &TestDb, replay_window_secs: u64) -> RunningApp {
+    let toml = config_toml(&db.url, "127.0.0.1:0", replay_window_secs);
+    let config = Config::parse(&toml, &[] as &[(&str, &str); 0]).unwrap();
+    rollcall::app::start(&config).await.unwrap()
+}
+
+pub fn no_env() -> impl Env {
+    [] as [(&str, &str); 0]
+}
+
+/// Rows in the inbox of tenant `acme`.
+pub async fn rows(db: &Database) -> Vec<entity::inbound_event::Model> {
+    rollcall::inbox::list(db, "acme").await.unwrap()
+}
+
+/// Waits until every stored row is processed (the jobs ran).
+pub async fn wait_all_processed(
+    db: &Database,
+    timeout: Duration,
+) -> Vec<entity::inbound_event::Model> {
+    let start = Instant::now();
+    loop {
+        let rows = rows(db).await;
+        if rows.iter().all(|r| r.processed_at.is_some()) {
+            return rows;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{} of {} rows still unprocessed after {timeout:?}",
+            rows.iter().filter(|r| r.processed_at.is_none()).count(),
+            rows.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn url(app: &RunningApp, path: &str) -> String {
+    format!("http://{}{path}", app.addr)
+}
+
+pub async fn post(
+    app: &RunningApp,
+    tenant: &str,
+    query: &str,
+    body: impl Into<reqwest::Body>,
+) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .post(url(app, &format!("/callback/wecom/{tenant}?{query}")))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+pub fn query_string(q: &Value) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in q.as_object().unwrap() {
+        s.append_pair(k, v.as_str().unwrap());
+    }
+    s.finish()
+}
