@@ -431,3 +431,46 @@ async fn sqlite_connections_are_durable() {
     drop(conns);
     app.stop().await;
 }
+
+/// A row committed whose job can no longer run (killed, or lost) is
+/// re-enqueued by the start-up sweep and processed.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test]
+async fn the_start_up_sweep_finishes_rows_without_a_runnable_job(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let app = boot(&db, 600).await;
+    let tenant = vector_tenant();
+    for i in 0..3 {
+        let cb = tenant.text(900 + i, "打卡");
+        assert_eq!(post(&app, "acme", &cb.query, cb.body).await.0, 200);
+    }
+    wait_all_processed(&app.db, Duration::from_secs(30)).await;
+    // Undo the processing and make the jobs unrunnable, as a crash or an
+    // exhausted retry budget would leave them.
+    let (reset, kill) = match engine {
+        Engine::Sqlite => (
+            "UPDATE inbound_events SET processed_at = NULL, classification = NULL",
+            "UPDATE Jobs SET status = 'Killed'",
+        ),
+        Engine::Postgres => (
+            "UPDATE inbound_events SET processed_at = NULL, classification = NULL",
+            "UPDATE apalis.jobs SET status = 'Killed'",
+        ),
+    };
+    use sea_orm::ConnectionTrait;
+    app.db.orm.execute_unprepared(reset).await.unwrap();
+    app.db.orm.execute_unprepared(kill).await.unwrap();
+    app.stop().await;
+
+    let app = boot(&db, 600).await;
+    let rows = wait_all_processed(&app.db, Duration::from_secs(30)).await;
+    assert_eq!(rows.len(), 3);
+    assert!(
+        rows.iter()
+            .all(|r| r.classification.as_deref() == Some("message"))
+    );
+    app.stop().await;
+    db.cleanup().await;
+}

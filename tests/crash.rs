@@ -1,0 +1,141 @@
+//! Fault test: the real `rollcall serve` binary is killed with SIGKILL while
+//! callbacks are arriving, then restarted. Every callback that was answered
+//! "success" must be stored exactly once, and every stored row processed.
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rollcall::db::{Database, Engine};
+use rstest::rstest;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn_serve(config: &std::path::Path, dir: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_ready(base: &str) {
+    let start = Instant::now();
+    let client = reqwest::Client::new();
+    loop {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "server did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_loses_no_acknowledged_callback(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let config = db.dir.path().join("rollcall.toml");
+    std::fs::write(
+        &config,
+        config_toml(&db.url, &format!("127.0.0.1:{port}"), 600),
+    )
+    .unwrap();
+
+    let mut server = spawn_serve(&config, db.dir.path());
+    wait_ready(&base).await;
+
+    // Eight clients post distinct callbacks until the server dies under them.
+    let tenant = Arc::new(vector_tenant());
+    let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut clients = tokio::task::JoinSet::new();
+    for c in 0..8u64 {
+        let (tenant, acked, client, base) =
+            (tenant.clone(), acked.clone(), client.clone(), base.clone());
+        clients.spawn(async move {
+            for i in 0..100_000u64 {
+                let msg_id = 5_000_000 + c * 100_000 + i;
+                let cb = tenant.text(msg_id, "打卡");
+                let url = format!("{base}/callback/wecom/acme?{}", cb.query);
+                match client.post(url).body(cb.body).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        if r.text().await.is_ok_and(|t| t == "success") {
+                            acked.lock().unwrap().insert(format!("msg:{msg_id}"));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => return, // the server is gone
+                }
+            }
+        });
+    }
+    // Kill it mid-stream, after a good number of acknowledgements.
+    let start = Instant::now();
+    while acked.lock().unwrap().len() < 400 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "too slow to acknowledge 400 callbacks"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill().unwrap(); // SIGKILL
+    server.wait().unwrap();
+    while clients.join_next().await.is_some() {}
+    let acked = acked.lock().unwrap().clone();
+
+    // Restart: the recovery sweep and the workers must finish the backlog.
+    let mut server = spawn_serve(&config, db.dir.path());
+    wait_ready(&base).await;
+    let store = Database::connect(&db.url).await.unwrap();
+    let rows = wait_all_processed(&store, Duration::from_secs(90)).await;
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    let stored: Vec<&str> = rows.iter().map(|r| r.msg_key.as_str()).collect();
+    let unique: HashSet<&str> = stored.iter().copied().collect();
+    assert_eq!(unique.len(), stored.len(), "no callback stored twice");
+    let missing: Vec<&String> = acked
+        .iter()
+        .filter(|k| !unique.contains(k.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged callbacks lost, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    assert!(stored.len() >= acked.len());
+    eprintln!(
+        "acknowledged {}, stored {} (the rest were committed but the answer was cut off)",
+        acked.len(),
+        stored.len()
+    );
+    store.close().await;
+    db.cleanup().await;
+}
