@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::Config;
 use crate::db::{Database, redact_url};
@@ -37,12 +37,12 @@ pub struct RunningApp {
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
     workers: JoinHandle<()>,
+    committers: JoinSet<()>,
 }
 
 /// Starts everything described by `config`.
 pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
-    let db = Database::connect(&config.database.url).await?;
-    db.migrate().await?;
+    let db = Database::open(&config.database.url).await?;
     tracing::info!(database = %redact_url(&config.database.url), tenants = config.tenants.len(), "database ready");
 
     let (inbox, committers) = Inbox::start(db.clone());
@@ -55,6 +55,7 @@ pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
     }
 
     let metrics = Arc::new(Metrics::default());
+    let worker_inbox = inbox.clone();
     let state =
         Ingress::new(config, db.clone(), inbox, metrics.clone()).map_err(StartError::Tenant)?;
     let listener = TcpListener::bind(config.server.listen)
@@ -81,13 +82,11 @@ pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
         {
             tracing::error!(error = %e, "http server failed");
         }
-        // The router (and its inbox handle) is gone: let the committers drain.
-        committers.join_all().await;
     });
     let worker_db = db.clone();
     let worker_stop = wait(stopped);
     let workers = tokio::spawn(async move {
-        if let Err(e) = workers::run(worker_db, worker_stop).await {
+        if let Err(e) = workers::run(worker_db, worker_inbox, worker_stop).await {
             tracing::error!(error = %e, "workers stopped with an error");
         }
     });
@@ -99,6 +98,7 @@ pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
         stop,
         server,
         workers,
+        committers,
     })
 }
 
@@ -108,6 +108,9 @@ impl RunningApp {
         let _ = self.stop.send(true);
         let _ = self.server.await;
         let _ = self.workers.await;
+        // Server and workers held the last inbox handles: the committers
+        // now drain what was queued and end.
+        self.committers.join_all().await;
         self.db.close().await;
     }
 }

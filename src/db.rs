@@ -49,7 +49,10 @@ impl Database {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(30))
-                .foreign_keys(true);
+                .foreign_keys(true)
+                // 64 MiB of page cache per connection: index pages of a busy
+                // inbox stay in memory instead of being read back for each batch.
+                .pragma("cache_size", "-65536");
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)
                 .connect_with(options)
@@ -80,6 +83,20 @@ impl Database {
         crate::workers::migrate(self)
             .await
             .map_err(|e| DbError::Migrate(e.to_string()))
+    }
+
+    /// Connects and migrates. On SQLite the pool is then opened anew, so that
+    /// every connection starts with the final schema and planner statistics.
+    pub async fn open(url: &str) -> Result<Database, DbError> {
+        let db = Database::connect(url).await?;
+        db.migrate().await?;
+        match db.engine {
+            Engine::Postgres => Ok(db),
+            Engine::Sqlite => {
+                db.close().await;
+                Database::connect(url).await
+            }
+        }
     }
 
     /// The SQLite pool (only on [`Engine::Sqlite`]).

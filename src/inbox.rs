@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use entity::inbound_event;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use sqlx::{Postgres, QueryBuilder, Sqlite};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -86,15 +86,27 @@ pub enum InboxError {
     Commit(String),
 }
 
-struct Pending {
-    row: NewInbound,
-    done: oneshot::Sender<Result<Stored, InboxError>>,
+/// A write waiting for the next group commit.
+enum Work {
+    /// A new callback row (and its job).
+    Store {
+        row: Box<NewInbound>,
+        done: oneshot::Sender<Result<Stored, InboxError>>,
+    },
+    /// A worker's decision about a stored row.
+    Processed {
+        id: i64,
+        class: &'static str,
+        done: oneshot::Sender<Result<(), InboxError>>,
+    },
 }
 
-/// Hands callbacks to the group committer(s).
+/// Hands writes to the group committer(s). All of the inbox's writes go
+/// through here, so that on SQLite one connection writes and many callbacks
+/// share one fsync instead of queueing for the lock one by one.
 #[derive(Clone)]
 pub struct Inbox {
-    tx: mpsc::Sender<Pending>,
+    tx: mpsc::Sender<Work>,
 }
 
 impl Inbox {
@@ -119,7 +131,21 @@ impl Inbox {
     pub async fn store(&self, row: NewInbound) -> Result<Stored, InboxError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Pending { row, done })
+            .send(Work::Store {
+                row: Box::new(row),
+                done,
+            })
+            .await
+            .map_err(|_| InboxError::Closed)?;
+        wait.await.map_err(|_| InboxError::Closed)?
+    }
+
+    /// Records that row `id` was processed as `class` (idempotent: the first
+    /// decision stays).
+    pub async fn mark_processed(&self, id: i64, class: &'static str) -> Result<(), InboxError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Work::Processed { id, class, done })
             .await
             .map_err(|_| InboxError::Closed)?;
         wait.await.map_err(|_| InboxError::Closed)?
@@ -128,8 +154,8 @@ impl Inbox {
 
 type DeliveryKey = (String, String, String);
 
-async fn commit_loop(db: Database, rx: Arc<Mutex<mpsc::Receiver<Pending>>>) {
-    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+async fn commit_loop(db: Database, rx: Arc<Mutex<mpsc::Receiver<Work>>>) {
+    let mut batch: Vec<Work> = Vec::with_capacity(MAX_BATCH);
     loop {
         {
             // Take everything that queued up while the last commit flushed.
@@ -138,28 +164,51 @@ async fn commit_loop(db: Database, rx: Arc<Mutex<mpsc::Receiver<Pending>>>) {
                 return;
             }
         }
-        let rows: Vec<&NewInbound> = batch.iter().map(|p| &p.row).collect();
+        let mut rows: Vec<&NewInbound> = Vec::with_capacity(batch.len());
+        let mut processed: Vec<(i64, &'static str)> = Vec::new();
+        for w in &batch {
+            match w {
+                Work::Store { row, .. } => rows.push(row),
+                Work::Processed { id, class, .. } => processed.push((*id, class)),
+            }
+        }
+        let now = Utc::now();
         let result = match db.engine {
-            Engine::Sqlite => commit_sqlite(&db, &rows).await,
-            Engine::Postgres => commit_postgres(&db, &rows).await,
+            Engine::Sqlite => commit_sqlite(&db, &rows, &processed, now).await,
+            Engine::Postgres => commit_postgres(&db, &rows, &processed, now).await,
         };
         match result {
             Ok(mut inserted) => {
-                for p in batch.drain(..) {
-                    let key = (p.row.tenant_id, p.row.platform.to_owned(), p.row.msg_key);
-                    // Within one batch only the first copy of a delivery is new.
-                    let outcome = if inserted.remove(&key) {
-                        Stored::New
-                    } else {
-                        Stored::Duplicate
-                    };
-                    let _ = p.done.send(Ok(outcome));
+                for w in batch.drain(..) {
+                    match w {
+                        Work::Store { row, done } => {
+                            let key = (row.tenant_id, row.platform.to_owned(), row.msg_key);
+                            // Within one batch only the first copy of a delivery is new.
+                            let outcome = if inserted.remove(&key) {
+                                Stored::New
+                            } else {
+                                Stored::Duplicate
+                            };
+                            let _ = done.send(Ok(outcome));
+                        }
+                        Work::Processed { done, .. } => {
+                            let _ = done.send(Ok(()));
+                        }
+                    }
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, rows = batch.len(), "inbox commit failed");
-                for p in batch.drain(..) {
-                    let _ = p.done.send(Err(InboxError::Commit(e.to_string())));
+                tracing::error!(error = %e, writes = batch.len(), "inbox commit failed");
+                let err = InboxError::Commit(e.to_string());
+                for w in batch.drain(..) {
+                    match w {
+                        Work::Store { done, .. } => {
+                            let _ = done.send(Err(err.clone()));
+                        }
+                        Work::Processed { done, .. } => {
+                            let _ = done.send(Err(err.clone()));
+                        }
+                    }
                 }
             }
         }
@@ -203,18 +252,58 @@ fn split(inserted: Vec<(i64, String, String, String)>) -> (Vec<i64>, HashSet<Del
         .unzip()
 }
 
+/// Sets `processed_at` and the classification of rows not yet processed,
+/// one statement per distinct classification.
+fn mark_processed<DB>(
+    processed: &[(i64, &'static str)],
+    now: DateTime<Utc>,
+) -> Vec<QueryBuilder<DB>>
+where
+    DB: sqlx::Database,
+    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> DateTime<Utc>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    let mut classes: Vec<&'static str> = processed.iter().map(|(_, c)| *c).collect();
+    classes.sort_unstable();
+    classes.dedup();
+    classes
+        .into_iter()
+        .map(|class| {
+            let mut qb = QueryBuilder::new("UPDATE inbound_events SET classification = ");
+            qb.push_bind(class).push(", processed_at = ").push_bind(now);
+            qb.push(" WHERE processed_at IS NULL AND id IN (");
+            let mut ids = qb.separated(", ");
+            for (id, _) in processed.iter().filter(|(_, c)| *c == class) {
+                ids.push_bind(*id);
+            }
+            qb.push(")");
+            qb
+        })
+        .collect()
+}
+
 async fn commit_sqlite(
     db: &Database,
     rows: &[&NewInbound],
+    processed: &[(i64, &'static str)],
+    now: DateTime<Utc>,
 ) -> Result<HashSet<DeliveryKey>, sqlx::Error> {
     // IMMEDIATE: take the write lock up front instead of failing on upgrade.
     let mut tx = db.sqlite().begin_with("BEGIN IMMEDIATE").await?;
-    let inserted = insert_rows::<Sqlite>(rows)
-        .build_query_as()
-        .fetch_all(&mut *tx)
-        .await?;
-    let (ids, keys) = split(inserted);
-    crate::workers::enqueue_inbound_sqlite(&mut tx, &ids).await?;
+    let mut keys = HashSet::new();
+    if !rows.is_empty() {
+        let inserted = insert_rows::<Sqlite>(rows)
+            .build_query_as()
+            .fetch_all(&mut *tx)
+            .await?;
+        let (ids, new_keys) = split(inserted);
+        crate::workers::enqueue_inbound_sqlite(&mut tx, &ids).await?;
+        keys = new_keys;
+    }
+    for mut update in mark_processed::<Sqlite>(processed, now) {
+        update.build().execute(&mut *tx).await?;
+    }
     tx.commit().await?;
     Ok(keys)
 }
@@ -222,14 +311,23 @@ async fn commit_sqlite(
 async fn commit_postgres(
     db: &Database,
     rows: &[&NewInbound],
+    processed: &[(i64, &'static str)],
+    now: DateTime<Utc>,
 ) -> Result<HashSet<DeliveryKey>, sqlx::Error> {
     let mut tx = db.postgres().begin().await?;
-    let inserted = insert_rows::<Postgres>(rows)
-        .build_query_as()
-        .fetch_all(&mut *tx)
-        .await?;
-    let (ids, keys) = split(inserted);
-    crate::workers::enqueue_inbound_postgres(&mut tx, &ids).await?;
+    let mut keys = HashSet::new();
+    if !rows.is_empty() {
+        let inserted = insert_rows::<Postgres>(rows)
+            .build_query_as()
+            .fetch_all(&mut *tx)
+            .await?;
+        let (ids, new_keys) = split(inserted);
+        crate::workers::enqueue_inbound_postgres(&mut tx, &ids).await?;
+        keys = new_keys;
+    }
+    for mut update in mark_processed::<Postgres>(processed, now) {
+        update.build().execute(&mut *tx).await?;
+    }
     tx.commit().await?;
     Ok(keys)
 }
@@ -247,25 +345,30 @@ pub fn classify(kind: &str, content: Option<&str>) -> &'static str {
     }
 }
 
-/// Marks one inbound row processed (idempotent: a second call changes nothing).
-/// Returns the classification, or `None` if the row does not exist.
-pub async fn process(db: &Database, id: i64) -> Result<Option<String>, sea_orm::DbErr> {
+/// Processes one inbound row: classifies it and records the decision
+/// (idempotent). Returns the classification, or `None` if the row does not
+/// exist.
+pub async fn process(
+    db: &Database,
+    inbox: &Inbox,
+    id: i64,
+) -> Result<Option<&'static str>, ProcessError> {
     let Some(row) = inbound_event::Entity::find_by_id(id).one(&db.orm).await? else {
         return Ok(None);
     };
-    if let Some(done) = row
-        .classification
-        .clone()
-        .filter(|_| row.processed_at.is_some())
-    {
-        return Ok(Some(done));
-    }
     let class = classify(&row.kind, row.content.as_deref());
-    let mut active: inbound_event::ActiveModel = row.into();
-    active.classification = Set(Some(class.to_owned()));
-    active.processed_at = Set(Some(Utc::now()));
-    active.update(&db.orm).await?;
-    Ok(Some(class.to_owned()))
+    if row.processed_at.is_none() {
+        inbox.mark_processed(id, class).await?;
+    }
+    Ok(Some(class))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error(transparent)]
+    Db(#[from] sea_orm::DbErr),
+    #[error(transparent)]
+    Inbox(#[from] InboxError),
 }
 
 /// A tenant's events, oldest first.

@@ -105,8 +105,7 @@ async fn events(config: Config, tenant: &str, json: bool) -> anyhow::Result<()> 
         config.tenant(tenant).is_some(),
         "no tenant `{tenant}` in the configuration"
     );
-    let db = Database::connect(&config.database.url).await?;
-    db.migrate().await?;
+    let db = Database::open(&config.database.url).await?;
     let rows = rollcall::inbox::list(&db, tenant)
         .await
         .context("reading events")?;

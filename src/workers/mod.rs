@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, SqliteConnection};
 
 use crate::db::{Database, Engine};
+use crate::inbox::Inbox;
 
 /// The queue of [`HandleInbound`] jobs. Named explicitly: apalis defaults to
 /// the Rust type path, and a rename would orphan stored jobs.
@@ -20,8 +21,12 @@ pub const INBOUND_QUEUE: &str = "rollcall.handle_inbound";
 const HEARTBEAT: Duration = Duration::from_secs(5);
 const MISSED_HEARTBEATS: usize = 3;
 /// Jobs taken per poll, and jobs run at once by one process.
-const BATCH: usize = 50;
-const CONCURRENCY: usize = 16;
+const BATCH: usize = 100;
+const CONCURRENCY: usize = 64;
+/// Attempts before a job is given up (the start-up sweep re-enqueues it).
+const MAX_ATTEMPTS: i64 = 25;
+/// How often finished jobs are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
 /// Handle one stored inbound event.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,6 +39,7 @@ fn inbound_tasks(ids: &[i64], suffix: &str) -> Vec<Task<Vec<u8>>> {
         .map(|&inbound_id| {
             let args = serde_json::to_vec(&HandleInbound { inbound_id }).expect("plain struct");
             TaskBuilder::new(args)
+                .max_attempts(MAX_ATTEMPTS as usize)
                 .idempotency_key(format!("inbound:{inbound_id}{suffix}"))
                 .build()
         })
@@ -45,6 +51,11 @@ fn job_error(e: impl std::fmt::Display) -> sqlx::Error {
 }
 
 /// Enqueues `handle_inbound` for new rows, inside the caller's transaction.
+///
+/// One multi-row statement with the columns and conflict rule of apalis'
+/// own SQLite sink (`queries/task/sink.sql`), which sends one statement per
+/// task: on the callback path that is a round trip to SQLite's thread for
+/// every callback. The request tests prove the worker runs these jobs.
 pub async fn enqueue_inbound_sqlite(
     conn: &mut SqliteConnection,
     ids: &[i64],
@@ -52,9 +63,26 @@ pub async fn enqueue_inbound_sqlite(
     if ids.is_empty() {
         return Ok(());
     }
-    apalis_sqlite::queries::push_tasks(conn, INBOUND_QUEUE, &inbound_tasks(ids, ""))
-        .await
-        .map_err(job_error)
+    let run_at = chrono::Utc::now().timestamp();
+    let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority, metadata, idempotency_key) ",
+    );
+    qb.push_values(ids, |mut row, &inbound_id| {
+        let args = serde_json::to_vec(&HandleInbound { inbound_id }).expect("plain struct");
+        row.push_bind(args)
+            .push_bind(ulid::Ulid::new().to_string())
+            .push_bind(INBOUND_QUEUE)
+            .push_bind("Pending")
+            .push_bind(0_i64)
+            .push_bind(MAX_ATTEMPTS)
+            .push_bind(run_at)
+            .push_bind(0_i64)
+            .push_bind("{}")
+            .push_bind(format!("inbound:{inbound_id}"));
+    });
+    qb.push(" ON CONFLICT(job_type, idempotency_key) DO NOTHING");
+    qb.build().execute(conn).await?;
+    Ok(())
 }
 
 /// Enqueues `handle_inbound` for new rows, inside the caller's transaction.
@@ -72,11 +100,42 @@ pub async fn enqueue_inbound_postgres(
 
 /// Creates the job tables (apalis' own migrations; not its `setup()`, which
 /// turns SQLite's `synchronous` off).
-pub async fn migrate(db: &Database) -> Result<(), sqlx::migrate::MigrateError> {
+pub async fn migrate(db: &Database) -> Result<(), sqlx::Error> {
     match db.engine {
-        Engine::Sqlite => SqliteStorage::<()>::migrations().run(db.sqlite()).await,
-        Engine::Postgres => PostgresStorage::<()>::migrations().run(db.postgres()).await,
+        Engine::Sqlite => {
+            SqliteStorage::<()>::migrations().run(db.sqlite()).await?;
+            tune_sqlite_planner(db.sqlite()).await
+        }
+        Engine::Postgres => Ok(PostgresStorage::<()>::migrations()
+            .run(db.postgres())
+            .await?),
     }
+}
+
+/// Planner statistics for apalis' `Jobs` table. Without them SQLite runs the
+/// acknowledgement (`UPDATE Jobs … FROM json_each(?) … AND lock_by = ?`)
+/// by walking every job the worker has locked and re-parsing the JSON batch
+/// for each: quadratic in the backlog. With them it looks each id up by its
+/// unique index. Connections load these when they open.
+async fn tune_sqlite_planner(pool: &sqlx::SqlitePool) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    // ANALYZE of a table creates sqlite_stat1 if it does not exist yet.
+    sqlx::query("ANALYZE Workers").execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM sqlite_stat1 WHERE tbl = 'Jobs'")
+        .execute(&mut *tx)
+        .await?;
+    for (index, stat) in [
+        ("sqlite_autoindex_Jobs_1", "1000000 1"),
+        ("LIdx", "1000000 100000"),
+        ("idx_jobs_idempotency_key", "1000000 100000 1"),
+    ] {
+        sqlx::query("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES ('Jobs', ?1, ?2)")
+            .bind(index)
+            .bind(stat)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
 }
 
 /// Start-up recovery: every committed row that is not processed and has no
@@ -146,8 +205,15 @@ fn ulid_like() -> String {
     )
 }
 
-async fn handle_inbound(job: HandleInbound, db: Data<Database>) -> Result<(), BoxDynError> {
-    match crate::inbox::process(&db, job.inbound_id).await? {
+/// What a worker needs.
+#[derive(Clone)]
+struct WorkerDeps {
+    db: Database,
+    inbox: Inbox,
+}
+
+async fn handle_inbound(job: HandleInbound, deps: Data<WorkerDeps>) -> Result<(), BoxDynError> {
+    match crate::inbox::process(&deps.db, &deps.inbox, job.inbound_id).await? {
         Some(class) => tracing::debug!(id = job.inbound_id, class, "inbound event processed"),
         None => tracing::warn!(
             id = job.inbound_id,
@@ -160,14 +226,30 @@ async fn handle_inbound(job: HandleInbound, db: Data<Database>) -> Result<(), Bo
 /// Runs the workers until `shutdown` resolves.
 pub async fn run(
     db: Database,
+    inbox: Inbox,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxDynError> {
     // Unique per process: apalis refuses a worker name seen alive recently.
     let name = format!("inbound-{}-{}", std::process::id(), ulid_like());
+    let (stop_pruning, mut pruning_stopped) = tokio::sync::watch::channel(false);
     let signal = async move {
         shutdown.await;
+        let _ = stop_pruning.send(true);
         Ok(())
     };
+    let prune_db = db.clone();
+    let pruner = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = pruning_stopped.wait_for(|s| *s) => return,
+            }
+            if let Err(e) = prune_done(&prune_db).await {
+                tracing::warn!(error = %e, "pruning finished jobs failed");
+            }
+        }
+    });
     let monitor = match db.engine {
         Engine::Sqlite => {
             let config = apalis_sqlite::Config::default()
@@ -178,12 +260,15 @@ pub async fn run(
             let storage = SqliteStorage::<HandleInbound>::new(db.sqlite())
                 .with_config(config)
                 .poll_with_interval(Duration::from_millis(100));
-            let db = db.clone();
+            let deps = WorkerDeps {
+                db: db.clone(),
+                inbox: inbox.clone(),
+            };
             Monitor::new().register(move |_| {
                 WorkerBuilder::new(name.as_str())
                     .backend(storage.clone())
                     .concurrency(CONCURRENCY)
-                    .data(db.clone())
+                    .data(deps.clone())
                     .build(handle_inbound)
             })
         }
@@ -196,19 +281,45 @@ pub async fn run(
             let storage = PostgresStorage::<HandleInbound>::new(db.postgres())
                 .with_config(config)
                 .poll_with_interval(Duration::from_millis(100));
-            let db = db.clone();
+            let deps = WorkerDeps {
+                db: db.clone(),
+                inbox: inbox.clone(),
+            };
             Monitor::new().register(move |_| {
                 WorkerBuilder::new(name.as_str())
                     .backend(storage.clone())
                     .concurrency(CONCURRENCY)
-                    .data(db.clone())
+                    .data(deps.clone())
                     .build(handle_inbound)
             })
         }
     };
-    monitor
+    let result = monitor
         .shutdown_timeout(Duration::from_secs(10))
         .run_with_signal(signal)
-        .await?;
+        .await;
+    let _ = pruner.await;
+    result?;
     Ok(())
+}
+
+/// Deletes finished `handle_inbound` jobs. The inbound row's `processed_at`
+/// is the lasting record; a growing table of done jobs only slows the queue
+/// (apalis' SQLite acknowledgement scans every job its worker ever locked).
+async fn prune_done(db: &Database) -> Result<u64, sqlx::Error> {
+    let done = match db.engine {
+        Engine::Sqlite => sqlx::query("DELETE FROM Jobs WHERE job_type = ?1 AND status = 'Done'")
+            .bind(INBOUND_QUEUE)
+            .execute(db.sqlite())
+            .await?
+            .rows_affected(),
+        Engine::Postgres => {
+            sqlx::query("DELETE FROM apalis.jobs WHERE job_type = $1 AND status = 'Done'")
+                .bind(INBOUND_QUEUE)
+                .execute(db.postgres())
+                .await?
+                .rows_affected()
+        }
+    };
+    Ok(done)
 }
