@@ -20,8 +20,11 @@ pub const INBOUND_QUEUE: &str = "rollcall.handle_inbound";
 /// `HEARTBEAT * MISSED_HEARTBEATS` goes back to the queue.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 const MISSED_HEARTBEATS: usize = 3;
+/// How often an idle worker looks for jobs; with BATCH this bounds a
+/// worker to BATCH / POLL_EVERY jobs a second.
+const POLL_EVERY: Duration = Duration::from_millis(100);
 /// Jobs taken per poll, and jobs run at once by one process.
-const BATCH: usize = 100;
+const BATCH: usize = 500;
 const CONCURRENCY: usize = 64;
 /// Attempts before a job is given up (the start-up sweep re-enqueues it).
 const MAX_ATTEMPTS: i64 = 25;
@@ -173,6 +176,11 @@ pub async fn recover(db: &Database) -> Result<usize, sqlx::Error> {
             Ok(ids.len())
         }
         Engine::Postgres => {
+            // Fresh statistics, so that the anti-join below is hashed rather
+            // than run as a nested loop over a backlog the planner thinks small.
+            sqlx::raw_sql("ANALYZE inbound_events; ANALYZE apalis.jobs")
+                .execute(db.postgres())
+                .await?;
             let mut tx = db.postgres().begin().await?;
             let ids: Vec<i64> = sqlx::query_scalar(
                 "SELECT e.id FROM inbound_events e WHERE e.processed_at IS NULL AND NOT EXISTS \
@@ -259,7 +267,7 @@ pub async fn run(
                 .missed_heartbeats(MISSED_HEARTBEATS);
             let storage = SqliteStorage::<HandleInbound>::new(db.sqlite())
                 .with_config(config)
-                .poll_with_interval(Duration::from_millis(100));
+                .poll_with_interval(POLL_EVERY);
             let deps = WorkerDeps {
                 db: db.clone(),
                 inbox: inbox.clone(),
@@ -280,7 +288,7 @@ pub async fn run(
                 .missed_heartbeats(MISSED_HEARTBEATS);
             let storage = PostgresStorage::<HandleInbound>::new(db.postgres())
                 .with_config(config)
-                .poll_with_interval(Duration::from_millis(100));
+                .poll_with_interval(POLL_EVERY);
             let deps = WorkerDeps {
                 db: db.clone(),
                 inbox: inbox.clone(),
