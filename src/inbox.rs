@@ -20,8 +20,8 @@ use crate::platform::InboundEvent;
 
 /// Most rows written in one statement (SQLite allows 32,766 bound values).
 const MAX_BATCH: usize = 1000;
-/// Callbacks waiting for a commit before new ones are pushed back.
-const QUEUE_DEPTH: usize = 1 << 16;
+/// Writes waiting for a commit before new ones are pushed back.
+const QUEUE_DEPTH: usize = 8192;
 
 /// A callback about to be stored.
 #[derive(Debug, Clone)]

@@ -65,8 +65,9 @@ impl std::fmt::Debug for WecomCrypto {
 
 /// Decodes a 43-character EncodingAESKey into the 32-byte AES key.
 pub fn decode_aes_key(encoding_aes_key: &str) -> Result<[u8; 32], CryptoError> {
-    if encoding_aes_key.len() != 43 {
-        return Err(CryptoError::KeyLength(encoding_aes_key.chars().count()));
+    let chars = encoding_aes_key.chars().count();
+    if chars != 43 {
+        return Err(CryptoError::KeyLength(chars));
     }
     let bytes = LENIENT
         .decode(format!("{encoding_aes_key}="))
