@@ -126,3 +126,53 @@ async fn events_lists_what_was_received(#[case] engine: Engine) {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nobody"));
     db.cleanup().await;
 }
+
+/// The README's first command: `serve` with no configuration file starts on
+/// an embedded SQLite file, says so, and answers health checks.
+#[tokio::test]
+async fn serve_without_a_config_file_runs_on_embedded_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("ROLLCALL_LISTEN", format!("127.0.0.1:{port}"))
+        .env_remove("ROLLCALL_DATABASE_URL")
+        .env_remove("ROLLCALL_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let start = std::time::Instant::now();
+    let ready = loop {
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+        {
+            break r.status().as_u16();
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "serve did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(ready, 200);
+    assert!(
+        dir.path().join("rollcall.db").exists(),
+        "the embedded database is created in the working directory"
+    );
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("no configuration file"),
+        "a clear banner: {log}"
+    );
+}
