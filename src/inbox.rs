@@ -4,7 +4,9 @@
 //! after the transaction holding it has committed, and all callbacks that
 //! arrived while the previous commit was flushing share the next transaction
 //! (one fsync for many callbacks). The same transaction enqueues each new row's
-//! `handle_inbound` job, so a row never exists without its job.
+//! `handle_inbound` job, so a row never exists without its job. The workers'
+//! results about stored rows ride the same commits, so that on SQLite one
+//! connection does the writing instead of many queueing for the lock.
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -148,7 +148,7 @@ async fn tune_sqlite_planner(pool: &sqlx::SqlitePool) -> Result<(), sqlx::Error>
 /// process are orphans and go back to `Pending` at once. On PostgreSQL other
 /// instances may be alive; their orphans return through apalis' heartbeats.
 pub async fn recover(db: &Database) -> Result<usize, sqlx::Error> {
-    let boot = format!(":recovered:{}", ulid_like());
+    let boot = format!(":recovered:{}", ulid::Ulid::new());
     match db.engine {
         Engine::Sqlite => {
             let pool = db.sqlite();
@@ -205,14 +205,6 @@ pub async fn recover(db: &Database) -> Result<usize, sqlx::Error> {
     }
 }
 
-fn ulid_like() -> String {
-    format!(
-        "{}-{:08x}",
-        chrono::Utc::now().timestamp_millis(),
-        rand::random::<u32>()
-    )
-}
-
 /// What a worker needs.
 #[derive(Clone)]
 struct WorkerDeps {
@@ -238,7 +230,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxDynError> {
     // Unique per process: apalis refuses a worker name seen alive recently.
-    let name = format!("inbound-{}-{}", std::process::id(), ulid_like());
+    let name = format!("inbound-{}-{}", std::process::id(), ulid::Ulid::new());
     let (stop_pruning, mut pruning_stopped) = tokio::sync::watch::channel(false);
     let signal = async move {
         shutdown.await;
