@@ -474,3 +474,38 @@ async fn the_start_up_sweep_finishes_rows_without_a_runnable_job(#[case] engine:
     app.stop().await;
     db.cleanup().await;
 }
+
+/// Scale-out: two instances on one PostgreSQL database. A platform retry that
+/// lands on the other instance is still one row, and each row is processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_postgres_database() {
+    let db = TestDb::new(Engine::Postgres).await;
+    let first = boot(&db, 600).await;
+    let second = boot(&db, 600).await;
+    let tenant = vector_tenant();
+    let client = reqwest::Client::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200u64 {
+        let cb = tenant.text(3_000_000 + i, "打卡");
+        // Every callback goes to both instances at once, as a retry might.
+        for app in [&first, &second] {
+            let url = url(app, &format!("/callback/wecom/acme?{}", cb.query));
+            let (client, body) = (client.clone(), cb.body.clone());
+            tasks.spawn(async move {
+                let r = client.post(url).body(body).send().await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            });
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        assert_eq!(r.unwrap(), (200, "success".to_owned()));
+    }
+    let accepted = first.metrics.get(Outcome::Accepted) + second.metrics.get(Outcome::Accepted);
+    let duplicates = first.metrics.get(Outcome::Duplicate) + second.metrics.get(Outcome::Duplicate);
+    assert_eq!((accepted, duplicates), (200, 200));
+    let rows = wait_all_processed(&first.db, Duration::from_secs(60)).await;
+    assert_eq!(rows.len(), 200);
+    first.stop().await;
+    second.stop().await;
+    db.cleanup().await;
+}
