@@ -1,6 +1,7 @@
 //! rollcall: attendance evidence and return-to-work notices through enterprise chat.
 
 pub mod app;
+pub mod attendance;
 pub mod config;
 pub mod db;
 pub mod inbox;
