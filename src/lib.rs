@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod attendance;
+pub mod cases;
 pub mod config;
 pub mod db;
 pub mod inbox;
