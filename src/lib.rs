@@ -3,6 +3,7 @@
 pub mod app;
 pub mod attendance;
 pub mod cases;
+pub mod commands;
 pub mod config;
 pub mod db;
 pub mod inbox;
