@@ -10,4 +10,5 @@ pub mod inbox;
 pub mod ingress;
 pub mod loadgen;
 pub mod platform;
+pub mod sealed;
 pub mod workers;
