@@ -3,7 +3,26 @@
 
 use serde::Serialize;
 
+pub mod sandbox;
 pub mod wecom;
+
+/// How a call to a platform failed, so that the caller knows what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlatformError {
+    /// Busy, 5xx, timeout, connection refused: try again with backoff.
+    #[error("temporary failure: {0}")]
+    Retryable(String),
+    /// The platform asked us to slow down.
+    #[error("rate limited ({reason}); retry after {after_secs} s")]
+    RateLimited { after_secs: u64, reason: String },
+    /// The recipient cannot receive on this platform (left, not in the app's
+    /// visible range): record it, tell HR, use the other channels.
+    #[error("recipient {user} cannot receive: {reason}")]
+    Undeliverable { user: String, reason: String },
+    /// Anything else: retrying will not help.
+    #[error("refused: {0}")]
+    Permanent(String),
+}
 
 /// A message or event a user sent to the bot, as the platform delivered it.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -1,5 +1,6 @@
-//! WeCom (企业微信): callback crypto and message parsing.
+//! WeCom (企业微信): callback crypto, message parsing and the server API.
 
+pub mod api;
 pub mod callback;
 pub mod crypto;
 
