@@ -385,19 +385,6 @@ pub async fn list(
         .await
 }
 
-/// Ids of rows not yet processed.
-pub async fn unprocessed_ids(db: &Database) -> Result<Vec<i64>, sea_orm::DbErr> {
-    use sea_orm::QuerySelect;
-    inbound_event::Entity::find()
-        .select_only()
-        .column(inbound_event::Column::Id)
-        .filter(inbound_event::Column::ProcessedAt.is_null())
-        .order_by_asc(inbound_event::Column::Id)
-        .into_tuple()
-        .all(&db.orm)
-        .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::classify;

@@ -24,7 +24,6 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// What the ingress knows about one tenant.
 #[derive(Debug)]
 pub struct TenantIngress {
-    pub id: String,
     pub wecom: Option<WecomCrypto>,
 }
 
@@ -160,13 +159,7 @@ impl Ingress {
                     })
                     .transpose()
                     .map_err(|e| format!("tenant {}: {e}", t.id))?;
-                Ok((
-                    t.id.clone(),
-                    TenantIngress {
-                        id: t.id.clone(),
-                        wecom,
-                    },
-                ))
+                Ok((t.id.clone(), TenantIngress { wecom }))
             })
             .collect::<Result<HashMap<_, _>, String>>()?;
         Ok(Ingress {
@@ -219,4 +212,19 @@ async fn readyz(State(state): State<Ingress>) -> Response {
 
 async fn metrics(State(state): State<Ingress>) -> String {
     state.metrics.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Outcome;
+
+    #[test]
+    fn counters_are_indexed_by_declaration_order() {
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(
+                *o as usize, i,
+                "{o:?}: keep Outcome::ALL in declaration order"
+            );
+        }
+    }
 }

@@ -103,7 +103,7 @@ pub async fn receive(
         Ok(q) => q,
         Err(reason) => return state.answer(&tenant, Outcome::BadRequest, reason),
     };
-    let Ok(body) = String::from_utf8(bytes.to_vec()) else {
+    let Ok(body) = String::from_utf8(Vec::from(bytes)) else {
         return state.answer(&tenant, Outcome::MalformedXml, "body is not UTF-8");
     };
     let encrypt = match parse_envelope(&body) {

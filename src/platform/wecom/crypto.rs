@@ -237,6 +237,29 @@ mod tests {
     }
 
     #[test]
+    fn a_passive_reply_opens_with_the_same_credentials() {
+        let c =
+            WecomCrypto::new("tok", "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C", "corp").unwrap();
+        let reply = c.seal_reply(
+            "<xml><Content>已记录</Content></xml>",
+            "1409659813",
+            "263014780",
+        );
+        let encrypt = crate::platform::wecom::parse_envelope(&reply).unwrap();
+        let sig = reply
+            .split("<MsgSignature><![CDATA[")
+            .nth(1)
+            .unwrap()
+            .split("]]>")
+            .next()
+            .unwrap();
+        assert_eq!(
+            c.open(sig, "1409659813", "263014780", &encrypt).unwrap(),
+            "<xml><Content>已记录</Content></xml>"
+        );
+    }
+
+    #[test]
     fn signature_is_checked() {
         let c =
             WecomCrypto::new("tok", "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C", "corp").unwrap();
