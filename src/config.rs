@@ -34,7 +34,7 @@ pub enum ConfigError {
     Invalid { key: String, reason: String },
 }
 
-fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         reason: reason.into(),
@@ -348,7 +348,7 @@ fn resolve_wecom(prefix: &str, w: RawWecom, env: &dyn Env) -> Result<WecomConfig
     })
 }
 
-fn resolve_secret(
+pub(crate) fn resolve_secret(
     key: &str,
     inline: Option<String>,
     env_name: Option<String>,

@@ -1,3 +1,11 @@
 //! sea-orm entities for rollcall's tables (schema lives in `migration/`).
 
+pub mod absence_case;
+pub mod card_action;
+pub mod case_event;
+pub mod check_in;
+pub mod employee;
 pub mod inbound_event;
+pub mod leave;
+pub mod media;
+pub mod outbox;

@@ -3,12 +3,16 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_create_inbound_events;
+mod m20261126_000002_create_attendance_tables;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261126_000001_create_inbound_events::Migration)]
+        vec![
+            Box::new(m20261126_000001_create_inbound_events::Migration),
+            Box::new(m20261126_000002_create_attendance_tables::Migration),
+        ]
     }
 }

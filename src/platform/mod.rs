@@ -1,7 +1,7 @@
 //! Chat platforms behind one vocabulary. Nothing platform-specific leaks out of
 //! this folder: the rest of rollcall sees [`InboundEvent`]s.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub mod sandbox;
 pub mod wecom;
@@ -25,7 +25,7 @@ pub enum PlatformError {
 }
 
 /// A message or event a user sent to the bot, as the platform delivered it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InboundEvent {
     /// The platform user id of the sender.
     pub from_user: String,
@@ -42,7 +42,7 @@ pub struct InboundEvent {
 
 /// The kinds of inbound events rollcall understands; anything else is kept as
 /// [`InboundKind::Other`] so nothing is lost.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum InboundKind {
     Text {

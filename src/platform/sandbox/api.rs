@@ -12,6 +12,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use crate::platform::wecom::directory::{Department, DirectoryUser};
+
 /// A fault the next API call will meet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -44,6 +46,8 @@ struct Inner {
     invalid_users: HashSet<String>,
     sent: Vec<SentMessage>,
     next: u64,
+    departments: Vec<Department>,
+    users: Vec<DirectoryUser>,
 }
 
 #[derive(Clone)]
@@ -71,6 +75,8 @@ impl SandboxApi {
         let router = Router::new()
             .route("/cgi-bin/gettoken", get(gettoken))
             .route("/cgi-bin/message/send", post(send))
+            .route("/cgi-bin/department/list", get(department_list))
+            .route("/cgi-bin/user/list", get(user_list))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -106,6 +112,13 @@ impl SandboxApi {
     /// Every message accepted so far.
     pub fn sent(&self) -> Vec<SentMessage> {
         self.inner().sent.clone()
+    }
+
+    /// Sets the address book served by `department/list` and `user/list`.
+    pub fn set_directory(&self, departments: Vec<Department>, users: Vec<DirectoryUser>) {
+        let mut inner = self.inner();
+        inner.departments = departments;
+        inner.users = users;
     }
 
     /// How many times `gettoken` was called.
@@ -195,4 +208,71 @@ async fn send(
         msgid,
     });
     Json(answer).into_response()
+}
+
+/// Checks the token; on success returns nothing, else the error answer.
+fn check_token(s: &Shared, q: &HashMap<String, String>) -> Option<Response> {
+    let token = q.get("access_token").cloned().unwrap_or_default();
+    let inner = s.inner.lock().expect("sandbox state");
+    (!inner.tokens.contains(&token)).then(|| reply(40014, "invalid access_token"))
+}
+
+/// The department and, with `fetch_child=1`, all below it.
+fn department_ids(departments: &[Department], root: i64, children: bool) -> Vec<i64> {
+    let mut ids = vec![root];
+    let mut i = 0;
+    while children && i < ids.len() {
+        let parent = ids[i];
+        ids.extend(
+            departments
+                .iter()
+                .filter(|d| d.parentid == Some(parent) && d.id != parent)
+                .map(|d| d.id),
+        );
+        i += 1;
+    }
+    ids
+}
+
+async fn department_list(
+    State(s): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(refusal) = check_token(&s, &q) {
+        return refusal;
+    }
+    let inner = s.inner.lock().expect("sandbox state");
+    let departments: Vec<&Department> = match q.get("id").and_then(|id| id.parse().ok()) {
+        Some(root) => {
+            let ids = department_ids(&inner.departments, root, true);
+            inner
+                .departments
+                .iter()
+                .filter(|d| ids.contains(&d.id))
+                .collect()
+        }
+        None => inner.departments.iter().collect(),
+    };
+    Json(json!({ "errcode": 0, "errmsg": "ok", "department": departments })).into_response()
+}
+
+async fn user_list(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+    if let Some(refusal) = check_token(&s, &q) {
+        return refusal;
+    }
+    let Some(root) = q.get("department_id").and_then(|id| id.parse::<i64>().ok()) else {
+        return reply(40009, "invalid department_id");
+    };
+    let inner = s.inner.lock().expect("sandbox state");
+    let ids = department_ids(
+        &inner.departments,
+        root,
+        q.get("fetch_child").is_some_and(|f| f == "1"),
+    );
+    let users: Vec<&DirectoryUser> = inner
+        .users
+        .iter()
+        .filter(|u| u.department.iter().any(|d| ids.contains(d)))
+        .collect();
+    Json(json!({ "errcode": 0, "errmsg": "ok", "userlist": users })).into_response()
 }

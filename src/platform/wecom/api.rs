@@ -172,6 +172,55 @@ impl WecomApi {
         }
     }
 
+    /// GETs an API path with the access token and returns the JSON answer
+    /// (errcode 0) and its text; a rejected token is refreshed once.
+    pub(crate) async fn get_json(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<(Value, String), PlatformError> {
+        let mut refreshed = false;
+        loop {
+            let token = self.access_token().await?;
+            let request = self
+                .http
+                .get(format!("{}{path}", self.base))
+                .query(&[("access_token", token.as_str())])
+                .query(query);
+            let (reply, raw) = self.call(request).await?;
+            match reply.errcode {
+                0 => {
+                    let value = serde_json::from_str(&raw).map_err(|e| {
+                        PlatformError::Retryable(format!("unreadable answer ({e})"))
+                    })?;
+                    return Ok((value, raw));
+                }
+                code if is_token_error(code) && !refreshed => {
+                    self.forget(&token).await;
+                    refreshed = true;
+                }
+                -1 => {
+                    return Err(PlatformError::Retryable(format!(
+                        "system busy: {}",
+                        reply.errmsg
+                    )));
+                }
+                45009 | 45033 => {
+                    return Err(PlatformError::RateLimited {
+                        after_secs: RATE_LIMIT_BACKOFF_SECS,
+                        reason: format!("{} {}", reply.errcode, reply.errmsg),
+                    });
+                }
+                code => {
+                    return Err(PlatformError::Permanent(format!(
+                        "{path}: {code} {}",
+                        reply.errmsg
+                    )));
+                }
+            }
+        }
+    }
+
     fn body(&self, touser: &str, message: &Outbound, duplicate_check: bool) -> Value {
         let mut body = json!({ "touser": touser, "agentid": self.agent_id });
         let (msgtype, payload) = match message {

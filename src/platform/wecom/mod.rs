@@ -3,6 +3,7 @@
 pub mod api;
 pub mod callback;
 pub mod crypto;
+pub mod directory;
 
 pub use callback::{ParseError, parse_envelope, parse_message};
 pub use crypto::{CryptoError, WecomCrypto};

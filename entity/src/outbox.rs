@@ -1,0 +1,44 @@
+//! One message to send on one channel, keyed so it is sent at most once.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "outbox")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub tenant_id: String,
+    /// notice:{case}:{step}:{recipient}:{channel}, reply:{event}, …
+    pub idem_key: String,
+    pub case_id: Option<i64>,
+    /// The case's fencing token when this was enqueued.
+    pub fence: Option<i64>,
+    pub step: Option<String>,
+    /// Platform user id of the recipient.
+    pub recipient: String,
+    /// chat, sms or email.
+    pub channel: String,
+    pub template: String,
+    /// SHA-256 of the template's source text.
+    pub template_hash: String,
+    /// The rendered message (JSON).
+    pub payload: String,
+    /// pending, sent, undeliverable, failed or cancelled.
+    pub status: String,
+    pub attempts: i32,
+    pub not_before: DateTimeUtc,
+    pub created_at: DateTimeUtc,
+    pub sent_at: Option<DateTimeUtc>,
+    /// WeCom msgid, Aliyun BizId or the email's Message-ID.
+    pub receipt_id: Option<String>,
+    /// The provider's answer as received.
+    pub receipt: Option<String>,
+    /// WeCom's single-use code for update_template_card.
+    pub response_code: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
