@@ -160,3 +160,174 @@ fn wrong_secret() -> rollcall::config::Secret {
         .unwrap()
         .secret
 }
+
+fn button_card(task_id: &str) -> Outbound {
+    Outbound::TemplateCard(json!({
+        "card_type": "button_interaction",
+        "main_title": { "title": "返岗通知" },
+        "task_id": task_id,
+        "button_list": [{ "text": "我已到岗", "key": "ack" }]
+    }))
+}
+
+#[tokio::test]
+async fn a_response_code_updates_a_card_once() {
+    let (sandbox, api) = setup(Duration::from_secs(5)).await;
+    let receipt = api
+        .send("ZhangSan", &button_card("case-1-step-1"), false)
+        .await
+        .unwrap();
+    let code = receipt
+        .response_code
+        .expect("button cards get a response code");
+    let raw = api
+        .update_template_card(&["ZhangSan"], &code, "已确认")
+        .await
+        .unwrap();
+    assert!(raw.contains("\"errcode\":0"), "{raw}");
+    let updates = sandbox.updates();
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].userids, ["ZhangSan"]);
+    assert_eq!(updates[0].replace_name.as_deref(), Some("已确认"));
+    assert_eq!(updates[0].body["agentid"], 1000002);
+    assert_eq!(updates[0].body["button"]["replace_name"], "已确认");
+
+    for (code, why) in [(code.as_str(), "used twice"), ("never-issued", "unknown")] {
+        match api.update_template_card(&["ZhangSan"], code, "x").await {
+            Err(PlatformError::Permanent(m)) => assert!(m.contains("60140"), "{why}: {m}"),
+            other => panic!("{why}: unexpected {other:?}"),
+        }
+    }
+    assert_eq!(sandbox.updates().len(), 1, "refusals record nothing");
+}
+
+#[tokio::test]
+async fn a_code_from_a_click_callback_is_single_use_too() {
+    let (sandbox, api) = setup(Duration::from_secs(5)).await;
+    let code = sandbox.issue_response_code();
+    api.update_template_card(&["a"], &code, "已处理")
+        .await
+        .unwrap();
+    assert!(matches!(
+        api.update_template_card(&["a"], &code, "已处理").await,
+        Err(PlatformError::Permanent(_))
+    ));
+}
+
+#[tokio::test]
+async fn update_template_card_meets_faults_and_refreshes_the_token() {
+    let (sandbox, api) = setup(Duration::from_millis(300)).await;
+    sandbox.push_fault(Fault::ServerError);
+    let code = sandbox.issue_response_code();
+    assert!(matches!(
+        api.update_template_card(&["a"], &code, "x").await,
+        Err(PlatformError::Retryable(_))
+    ));
+    sandbox.push_fault(Fault::RateLimited);
+    assert!(matches!(
+        api.update_template_card(&["a"], &code, "x").await,
+        Err(PlatformError::RateLimited { .. })
+    ));
+    sandbox.push_fault(Fault::ExpiredToken);
+    api.update_template_card(&["a"], &code, "x").await.unwrap();
+    assert_eq!(sandbox.gettoken_calls(), 2);
+    assert_eq!(
+        sandbox.updates().len(),
+        1,
+        "a faulted call consumed nothing"
+    );
+
+    sandbox.mark_invalid("Left");
+    let code = sandbox.issue_response_code();
+    assert!(matches!(
+        api.update_template_card(&["Left"], &code, "x").await,
+        Err(PlatformError::Undeliverable { user, .. }) if user == "Left"
+    ));
+}
+
+#[tokio::test]
+async fn media_get_returns_bytes_type_and_name() {
+    let (sandbox, api) = setup(Duration::from_secs(5)).await;
+    let jpeg = b"\xff\xd8\xff\xe0sandbox-site-photo\xff\xd9".to_vec();
+    let media_id = sandbox.add_media(jpeg.clone(), "image/jpeg");
+    let media = api.media_get(&media_id).await.unwrap();
+    assert_eq!(media.bytes, jpeg);
+    assert_eq!(media.content_type, "image/jpeg");
+    assert_eq!(media.file_name, Some(format!("{media_id}.jpg")));
+
+    // The raw answer looks like WeCom's download.
+    let token = api.access_token().await.unwrap();
+    let r = reqwest::Client::new()
+        .get(format!("{}/cgi-bin/media/get", sandbox.api_base()))
+        .query(&[("access_token", token.as_str()), ("media_id", &media_id)])
+        .send()
+        .await
+        .unwrap();
+    let disposition = r.headers()["content-disposition"].to_str().unwrap();
+    assert_eq!(
+        disposition,
+        format!("attachment; filename=\"{media_id}.jpg\"")
+    );
+}
+
+#[tokio::test]
+async fn media_get_refuses_an_unknown_id_permanently() {
+    let (_sandbox, api) = setup(Duration::from_secs(5)).await;
+    match api.media_get("no-such-media").await {
+        Err(PlatformError::Permanent(m)) => assert!(m.contains("40007"), "{m}"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn media_get_refreshes_an_expired_token_once() {
+    let (sandbox, api) = setup(Duration::from_secs(5)).await;
+    let id = sandbox.add_media(b"voice".to_vec(), "audio/amr");
+    api.access_token().await.unwrap();
+    sandbox.push_fault(Fault::ExpiredToken);
+    let media = api.media_get(&id).await.unwrap();
+    assert_eq!(media.bytes, b"voice");
+    assert_eq!(media.file_name, Some(format!("{id}.amr")));
+    assert_eq!(sandbox.gettoken_calls(), 2);
+}
+
+#[tokio::test]
+async fn media_get_faults_are_classified() {
+    let (sandbox, api) = setup(Duration::from_millis(300)).await;
+    let id = sandbox.add_media(vec![1, 2, 3], "image/png");
+    let cases = [
+        (Fault::ServerError, "retryable"),
+        (Fault::Busy, "retryable"),
+        (Fault::Timeout(Duration::from_secs(2)), "retryable"),
+        (Fault::RateLimited, "rate_limited"),
+        (Fault::MediaTooLarge, "permanent"),
+    ];
+    for (fault, expected) in cases {
+        sandbox.push_fault(fault);
+        let got = match api.media_get(&id).await {
+            Err(PlatformError::Retryable(_)) => "retryable",
+            Err(PlatformError::RateLimited { .. }) => "rate_limited",
+            Err(PlatformError::Permanent(_)) => "permanent",
+            other => panic!("{fault:?}: unexpected {other:?}"),
+        };
+        assert_eq!(got, expected, "{fault:?}");
+    }
+    assert_eq!(api.media_get(&id).await.unwrap().bytes, [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn beyond_thirty_a_minute_a_member_gets_nothing_but_the_api_says_ok() {
+    let (sandbox, api) = setup(Duration::from_secs(5)).await;
+    for i in 0..32 {
+        let receipt = api.send("WangWu", &text(&format!("{i}")), false).await;
+        assert!(receipt.is_ok(), "message {i} is accepted");
+    }
+    api.send("ZhaoLiu", &text("x"), false).await.unwrap();
+    assert_eq!(sandbox.sent().len(), 33, "every call was accepted");
+    assert_eq!(sandbox.sent_to("wangwu"), 30);
+    assert_eq!(sandbox.sent_to("ZhaoLiu"), 1);
+    let dropped = sandbox.dropped();
+    assert_eq!(dropped.len(), 2);
+    assert!(dropped.iter().all(|d| d.touser == "wangwu"));
+    assert_eq!(dropped[1].msgid, sandbox.sent()[31].msgid);
+}

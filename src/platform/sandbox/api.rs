@@ -3,10 +3,10 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -14,7 +14,13 @@ use serde_json::{Value, json};
 
 use crate::platform::wecom::directory::{Department, DirectoryUser};
 
-/// A fault the next API call will meet.
+/// WeCom drops (without an error) what an app sends one member beyond 30
+/// messages a minute ("每应用对同一个成员不可超过30次/分钟，超过部分会被丢弃不下发").
+pub const PER_MEMBER_PER_MINUTE: usize = 30;
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// A fault the next call to `message/send`, `message/update_template_card`
+/// or `media/get` will meet (one queue for the three, in call order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// HTTP 502.
@@ -27,6 +33,9 @@ pub enum Fault {
     RateLimited,
     /// errcode 42001: the caller's token has expired (and is revoked).
     ExpiredToken,
+    /// errcode 45001, media file too large (`media/get` only; other calls
+    /// answer it as they would any 45001).
+    MediaTooLarge,
 }
 
 /// A message the sandbox accepted.
@@ -36,6 +45,33 @@ pub struct SentMessage {
     pub msgtype: String,
     pub body: Value,
     pub msgid: String,
+}
+
+/// A message WeCom accepted but did not deliver to `touser`, because that
+/// member had already received [`PER_MEMBER_PER_MINUTE`] in the last minute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedMessage {
+    pub touser: String,
+    pub msgid: String,
+}
+
+/// A successful `message/update_template_card` call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CardUpdate {
+    pub userids: Vec<String>,
+    pub response_code: String,
+    /// `button.replace_name`, when the call greyed the button out.
+    pub replace_name: Option<String>,
+    /// `template_card`, when the call replaced the whole card.
+    pub template_card: Option<Value>,
+    pub body: Value,
+}
+
+/// Media served by `media/get`.
+#[derive(Debug, Clone)]
+struct StoredMedia {
+    bytes: Vec<u8>,
+    content_type: String,
 }
 
 #[derive(Default)]
@@ -48,6 +84,45 @@ struct Inner {
     next: u64,
     departments: Vec<Department>,
     users: Vec<DirectoryUser>,
+    /// response_code → already used.
+    response_codes: HashMap<String, bool>,
+    updates: Vec<CardUpdate>,
+    media: HashMap<String, StoredMedia>,
+    /// Per member (lower case): delivery times within the rate window.
+    recent: HashMap<String, VecDeque<Instant>>,
+    delivered: HashMap<String, usize>,
+    dropped: Vec<DroppedMessage>,
+}
+
+impl Inner {
+    /// Counts a delivery to `user`, or records it as dropped when the member
+    /// is over the per-minute limit; returns whether it was delivered.
+    fn deliver(&mut self, user: &str, msgid: &str, now: Instant) -> bool {
+        let recent = self.recent.entry(user.to_owned()).or_default();
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= RATE_WINDOW)
+        {
+            recent.pop_front();
+        }
+        if recent.len() >= PER_MEMBER_PER_MINUTE {
+            self.dropped.push(DroppedMessage {
+                touser: user.to_owned(),
+                msgid: msgid.to_owned(),
+            });
+            return false;
+        }
+        recent.push_back(now);
+        *self.delivered.entry(user.to_owned()).or_default() += 1;
+        true
+    }
+
+    fn issue_response_code(&mut self) -> String {
+        self.next += 1;
+        let code = format!("sandbox-rc-{}-{:08x}", self.next, rand::random::<u32>());
+        self.response_codes.insert(code.clone(), false);
+        code
+    }
 }
 
 #[derive(Clone)]
@@ -75,6 +150,11 @@ impl SandboxApi {
         let router = Router::new()
             .route("/cgi-bin/gettoken", get(gettoken))
             .route("/cgi-bin/message/send", post(send))
+            .route(
+                "/cgi-bin/message/update_template_card",
+                post(update_template_card),
+            )
+            .route("/cgi-bin/media/get", get(media_get))
             .route("/cgi-bin/department/list", get(department_list))
             .route("/cgi-bin/user/list", get(user_list))
             .with_state(shared.clone());
@@ -109,9 +189,52 @@ impl SandboxApi {
         self.inner().invalid_users.insert(user.to_lowercase());
     }
 
-    /// Every message accepted so far.
+    /// Every message accepted so far (dropped ones included: WeCom accepts
+    /// them too).
     pub fn sent(&self) -> Vec<SentMessage> {
         self.inner().sent.clone()
+    }
+
+    /// How many messages reached `user` (case-insensitive), not counting the
+    /// ones dropped by the per-member limit.
+    pub fn sent_to(&self, user: &str) -> usize {
+        self.inner()
+            .delivered
+            .get(&user.to_lowercase())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Messages accepted but dropped by the 30-a-minute limit, oldest first.
+    pub fn dropped(&self) -> Vec<DroppedMessage> {
+        self.inner().dropped.clone()
+    }
+
+    /// Every successful `update_template_card`, oldest first.
+    pub fn updates(&self) -> Vec<CardUpdate> {
+        self.inner().updates.clone()
+    }
+
+    /// A fresh single-use response code, as WeCom puts in the
+    /// `template_card_event` callback of a button press.
+    pub fn issue_response_code(&self) -> String {
+        self.inner().issue_response_code()
+    }
+
+    /// Registers media for `media/get` and returns its `media_id`.
+    pub fn add_media(&self, bytes: Vec<u8>, content_type: &str) -> String {
+        let mut inner = self.inner();
+        inner.next += 1;
+        // Real media ids are long opaque strings; the counter keeps them unique.
+        let media_id = format!("3sandbox{}{:016x}", inner.next, rand::random::<u64>());
+        inner.media.insert(
+            media_id.clone(),
+            StoredMedia {
+                bytes,
+                content_type: content_type.to_owned(),
+            },
+        );
+        media_id
     }
 
     /// Sets the address book served by `department/list` and `user/list`.
@@ -158,24 +281,8 @@ async fn send(
     Query(q): Query<HashMap<String, String>>,
     Json(body): Json<Value>,
 ) -> Response {
-    let token = q.get("access_token").cloned().unwrap_or_default();
-    let fault = {
-        let mut inner = s.inner.lock().expect("sandbox state");
-        if !inner.tokens.contains(&token) {
-            return reply(40014, "invalid access_token");
-        }
-        inner.faults.pop_front()
-    };
-    match fault {
-        Some(Fault::ServerError) => return StatusCode::BAD_GATEWAY.into_response(),
-        Some(Fault::Timeout(d)) => tokio::time::sleep(d).await,
-        Some(Fault::Busy) => return reply(-1, "system busy"),
-        Some(Fault::RateLimited) => return reply(45009, "api freq out of limit"),
-        Some(Fault::ExpiredToken) => {
-            s.inner.lock().expect("sandbox state").tokens.remove(&token);
-            return reply(42001, "access_token expired");
-        }
-        None => {}
+    if let Some(refusal) = token_and_fault(&s, &q).await {
+        return refusal;
     }
     let mut inner = s.inner.lock().expect("sandbox state");
     let touser = body["touser"].as_str().unwrap_or_default().to_owned();
@@ -199,7 +306,15 @@ async fn send(
     let mut answer =
         json!({ "errcode": 0, "errmsg": "ok", "invaliduser": invaliduser, "msgid": msgid });
     if msgtype == "template_card" {
-        answer["response_code"] = json!(format!("sandbox-rc-{}", inner.next));
+        answer["response_code"] = json!(inner.issue_response_code());
+    }
+    let now = Instant::now();
+    let reachable: Vec<&String> = users
+        .iter()
+        .filter(|u| !u.is_empty() && !inner.invalid_users.contains(*u))
+        .collect();
+    for user in reachable {
+        inner.deliver(user, &msgid, now);
     }
     inner.sent.push(SentMessage {
         touser,
@@ -208,6 +323,129 @@ async fn send(
         msgid,
     });
     Json(answer).into_response()
+}
+
+/// Checks the token, then meets the next queued fault; `Some` is the answer
+/// to give instead of going on.
+async fn token_and_fault(s: &Shared, q: &HashMap<String, String>) -> Option<Response> {
+    let token = q.get("access_token").cloned().unwrap_or_default();
+    let fault = {
+        let mut inner = s.inner.lock().expect("sandbox state");
+        if !inner.tokens.contains(&token) {
+            return Some(reply(40014, "invalid access_token"));
+        }
+        inner.faults.pop_front()
+    };
+    match fault? {
+        Fault::ServerError => Some(StatusCode::BAD_GATEWAY.into_response()),
+        Fault::Timeout(d) => {
+            tokio::time::sleep(d).await;
+            None
+        }
+        Fault::Busy => Some(reply(-1, "system busy")),
+        Fault::RateLimited => Some(reply(45009, "api freq out of limit")),
+        Fault::ExpiredToken => {
+            s.inner.lock().expect("sandbox state").tokens.remove(&token);
+            Some(reply(42001, "access_token expired"))
+        }
+        Fault::MediaTooLarge => Some(reply(45001, "media size out of limit")),
+    }
+}
+
+/// `message/update_template_card`: the response code must have been issued
+/// (by a template_card send or a button callback) and not used yet; WeCom
+/// answers 60140 ("无效的response_code") otherwise.
+async fn update_template_card(
+    State(s): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Some(refusal) = token_and_fault(&s, &q).await {
+        return refusal;
+    }
+    let Some(code) = body["response_code"].as_str().filter(|c| !c.is_empty()) else {
+        return reply(40058, "invalid Request Parameter: response_code");
+    };
+    let userids: Vec<String> = body["userids"]
+        .as_array()
+        .map(|ids| {
+            ids.iter()
+                .filter_map(|u| u.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let replace_name = body["button"]["replace_name"].as_str().map(str::to_owned);
+    let template_card = body.get("template_card").cloned();
+    if replace_name.is_none() && template_card.is_none() {
+        return reply(40058, "invalid Request Parameter: button or template_card");
+    }
+    let mut inner = s.inner.lock().expect("sandbox state");
+    match inner.response_codes.get(code) {
+        Some(false) => {}
+        _ => return reply(60140, "invalid response_code"),
+    }
+    let invalid: Vec<&String> = userids
+        .iter()
+        .filter(|u| inner.invalid_users.contains(&u.to_lowercase()))
+        .collect();
+    if !userids.is_empty() && invalid.len() == userids.len() {
+        return Json(json!({ "errcode": 81013, "errmsg": "user & party & tag all invalid", "invaliduser": invalid }))
+            .into_response();
+    }
+    let answer = json!({ "errcode": 0, "errmsg": "ok", "invaliduser": invalid });
+    inner.response_codes.insert(code.to_owned(), true);
+    inner.updates.push(CardUpdate {
+        userids,
+        response_code: code.to_owned(),
+        replace_name,
+        template_card,
+        body,
+    });
+    Json(answer).into_response()
+}
+
+/// The file extension WeCom gives a media file of this type.
+fn extension(content_type: &str) -> &'static str {
+    match content_type.split(';').next().unwrap_or_default().trim() {
+        "image/jpeg" => "jpg",
+        "image/png" => "png",
+        "image/gif" => "gif",
+        "audio/amr" => "amr",
+        "video/mp4" => "mp4",
+        "application/pdf" => "pdf",
+        _ => "bin",
+    }
+}
+
+/// `media/get`: the bytes as a download (Content-Type, Content-disposition
+/// with the file name), or a JSON error (40007 unknown media id).
+async fn media_get(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+    if let Some(refusal) = token_and_fault(&s, &q).await {
+        return refusal;
+    }
+    let Some(media_id) = q.get("media_id").filter(|m| !m.is_empty()) else {
+        return reply(41006, "media_id missing");
+    };
+    let inner = s.inner.lock().expect("sandbox state");
+    let Some(media) = inner.media.get(media_id) else {
+        return reply(40007, "invalid media_id");
+    };
+    let disposition = format!(
+        "attachment; filename=\"{media_id}.{}\"",
+        extension(&media.content_type)
+    );
+    (
+        [
+            (header::CONTENT_TYPE, media.content_type.clone()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (
+                header::CACHE_CONTROL,
+                "no-cache, must-revalidate".to_owned(),
+            ),
+        ],
+        media.bytes.clone(),
+    )
+        .into_response()
 }
 
 /// Checks the token; on success returns nothing, else the error answer.

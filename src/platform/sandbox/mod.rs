@@ -1,9 +1,10 @@
 //! The built-in sandbox platform: a WeCom-compatible simulator for tests and
-//! `rollcall demo`, speaking the real wire format. This part is the API side
-//! (`gettoken`, `message/send`), recording every message, with faults that a
-//! test can switch on. (The callback side, media and the directory come with
-//! the ladder issue.)
+//! `rollcall demo`, speaking the real wire format. The API side (`gettoken`,
+//! `message/send`, `message/update_template_card`, `media/get`, the address
+//! book) records what rollcall did, with faults a test can switch on; the
+//! callback side ([`CallbackSender`]) plays the WeCom servers that push
+//! encrypted callbacks to rollcall, retries included.
 
 pub mod api;
 
-pub use api::{Fault, SandboxApi, SentMessage};
+pub use api::{CardUpdate, DroppedMessage, Fault, PER_MEMBER_PER_MINUTE, SandboxApi, SentMessage};

@@ -1,5 +1,6 @@
 //! The WeCom server API (`api_base` from config): access tokens cached per
-//! app with single-flight refresh, `message/send`, and error classification.
+//! app with single-flight refresh, `message/send`,
+//! `message/update_template_card`, `media/get`, and error classification.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,9 @@ use crate::platform::PlatformError;
 const TOKEN_MARGIN: Duration = Duration::from_secs(300);
 /// How long to wait after WeCom's frequency limits (45009, 45033).
 const RATE_LIMIT_BACKOFF_SECS: u64 = 60;
+/// The largest media `media_get` downloads: WeCom's own upload limit for
+/// files (images and voice are 2 MB, video 10 MB, files 20 MB).
+pub const MAX_MEDIA_BYTES: usize = 20 * 1024 * 1024;
 
 /// A message for one recipient.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +49,16 @@ pub struct Receipt {
     pub raw: String,
 }
 
+/// A file downloaded with `media/get`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Media {
+    pub bytes: Vec<u8>,
+    /// The `Content-Type` WeCom gave.
+    pub content_type: String,
+    /// The file name from `Content-disposition`, when there is one.
+    pub file_name: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 struct ApiReply {
     #[serde(default)]
@@ -53,7 +67,8 @@ struct ApiReply {
     errmsg: String,
     access_token: Option<String>,
     expires_in: Option<u64>,
-    invaliduser: Option<String>,
+    /// `"a|b"` from `message/send`, `["a","b"]` from `update_template_card`.
+    invaliduser: Option<Value>,
     msgid: Option<String>,
     response_code: Option<String>,
 }
@@ -84,6 +99,40 @@ impl std::fmt::Debug for WecomApi {
 
 fn is_token_error(code: i64) -> bool {
     matches!(code, 40001 | 40014 | 42001)
+}
+
+/// Classifies a non-zero errcode that is not a token error.
+fn refusal(what: &str, reply: &ApiReply) -> PlatformError {
+    match reply.errcode {
+        -1 => PlatformError::Retryable(format!("{what}: system busy: {}", reply.errmsg)),
+        45009 | 45033 => PlatformError::RateLimited {
+            after_secs: RATE_LIMIT_BACKOFF_SECS,
+            reason: format!("{} {}", reply.errcode, reply.errmsg),
+        },
+        code => PlatformError::Permanent(format!("{what}: {code} {}", reply.errmsg)),
+    }
+}
+
+/// Whether `user` is in an `invaliduser` answer (a `|`-joined string or
+/// an array, depending on the API).
+fn is_listed(invalid: Option<&Value>, user: &str) -> bool {
+    match invalid {
+        Some(Value::String(s)) => s.split('|').any(|u| u.eq_ignore_ascii_case(user)),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|u| u.eq_ignore_ascii_case(user)),
+        _ => false,
+    }
+}
+
+/// The file name in a `Content-disposition: attachment; filename="x.jpg"`.
+fn file_name(disposition: &str) -> Option<String> {
+    disposition.split(';').find_map(|part| {
+        let value = part.trim().strip_prefix("filename=")?;
+        let name = value.trim().trim_matches('"');
+        (!name.is_empty()).then(|| name.to_owned())
+    })
 }
 
 fn transport(e: reqwest::Error) -> PlatformError {
@@ -174,6 +223,8 @@ impl WecomApi {
 
     /// GETs an API path with the access token and returns the JSON answer
     /// (errcode 0) and its text; a rejected token is refreshed once.
+    // The address-book sync (employees issue) is its first caller.
+    #[allow(dead_code)]
     pub(crate) async fn get_json(
         &self,
         path: &str,
@@ -247,6 +298,136 @@ impl WecomApi {
         body
     }
 
+    /// Greys out the button of a `button_interaction` card for `userids`
+    /// and relabels it (`message/update_template_card`). `response_code` is
+    /// single-use (from the send's receipt or the click callback); a used or
+    /// expired one is refused with 60140, which is permanent. A rejected
+    /// token is refreshed once. Returns the answer as received.
+    pub async fn update_template_card(
+        &self,
+        userids: &[&str],
+        response_code: &str,
+        replace_name: &str,
+    ) -> Result<String, PlatformError> {
+        let body = json!({
+            "userids": userids,
+            "agentid": self.agent_id,
+            "response_code": response_code,
+            "button": { "replace_name": replace_name },
+        });
+        let mut refreshed = false;
+        loop {
+            let token = self.access_token().await?;
+            let request = self
+                .http
+                .post(format!(
+                    "{}/cgi-bin/message/update_template_card",
+                    self.base
+                ))
+                .query(&[("access_token", token.as_str())])
+                .json(&body);
+            let (reply, raw) = self.call(request).await?;
+            match reply.errcode {
+                0 => return Ok(raw),
+                code if is_token_error(code) && !refreshed => {
+                    self.forget(&token).await;
+                    refreshed = true;
+                }
+                81013 => {
+                    return Err(PlatformError::Undeliverable {
+                        user: userids.join("|"),
+                        reason: format!("{} {}", reply.errcode, reply.errmsg),
+                    });
+                }
+                _ => return Err(refusal("update_template_card", &reply)),
+            }
+        }
+    }
+
+    /// Downloads media (`media/get`): the bytes on success, a JSON errcode
+    /// on failure. Unknown or expired ids (40007) and files over
+    /// [`MAX_MEDIA_BYTES`] (or WeCom's 45001) are permanent; a rejected
+    /// token is refreshed once.
+    pub async fn media_get(&self, media_id: &str) -> Result<Media, PlatformError> {
+        let mut refreshed = false;
+        loop {
+            let token = self.access_token().await?;
+            let mut response = self
+                .http
+                .get(format!("{}/cgi-bin/media/get", self.base))
+                .query(&[("access_token", token.as_str()), ("media_id", media_id)])
+                .send()
+                .await
+                .map_err(transport)?;
+            let status = response.status();
+            if status.is_server_error() {
+                return Err(PlatformError::Retryable(format!(
+                    "media/get: HTTP {status}"
+                )));
+            }
+            if !status.is_success() {
+                return Err(PlatformError::Permanent(format!(
+                    "media/get: HTTP {status}"
+                )));
+            }
+            let header = |name| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let content_type = header(reqwest::header::CONTENT_TYPE).unwrap_or_default();
+            let disposition = header(reqwest::header::CONTENT_DISPOSITION);
+            let too_large = || {
+                PlatformError::Permanent(format!(
+                    "media/get: {media_id} is larger than {MAX_MEDIA_BYTES} bytes"
+                ))
+            };
+            if response
+                .content_length()
+                .is_some_and(|n| n > MAX_MEDIA_BYTES as u64)
+            {
+                return Err(too_large());
+            }
+            let mut bytes = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(transport)? {
+                if bytes.len() + chunk.len() > MAX_MEDIA_BYTES {
+                    return Err(too_large());
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            // Errors come as JSON (WeCom labels them application/json or
+            // text/plain); a download always carries a Content-disposition.
+            let is_error = disposition.is_none()
+                && (content_type.starts_with("application/json")
+                    || content_type.starts_with("text/plain"));
+            if !is_error {
+                return Ok(Media {
+                    bytes,
+                    content_type,
+                    file_name: disposition.as_deref().and_then(file_name),
+                });
+            }
+            let reply: ApiReply = serde_json::from_slice(&bytes).map_err(|e| {
+                PlatformError::Retryable(format!("media/get: unreadable answer ({e})"))
+            })?;
+            match reply.errcode {
+                code if is_token_error(code) && !refreshed => {
+                    self.forget(&token).await;
+                    refreshed = true;
+                }
+                0 => {
+                    return Err(PlatformError::Retryable(
+                        "media/get: JSON answer without media".into(),
+                    ));
+                }
+                45001 => return Err(too_large()),
+                _ => return Err(refusal("media/get", &reply)),
+            }
+        }
+    }
+
     /// Sends one message to one user (`message/send`). A rejected token is
     /// refreshed once and the message sent again.
     pub async fn send(
@@ -267,8 +448,7 @@ impl WecomApi {
             let (reply, raw) = self.call(request).await?;
             match reply.errcode {
                 0 => {
-                    let invalid = reply.invaliduser.unwrap_or_default();
-                    if invalid.split('|').any(|u| u.eq_ignore_ascii_case(touser)) {
+                    if is_listed(reply.invaliduser.as_ref(), touser) {
                         return Err(PlatformError::Undeliverable {
                             user: touser.into(),
                             reason: "invaliduser".into(),
@@ -305,5 +485,23 @@ impl WecomApi {
                 code => return Err(PlatformError::Permanent(format!("{code} {}", reply.errmsg))),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_name;
+
+    #[test]
+    fn file_name_comes_from_the_disposition() {
+        assert_eq!(
+            file_name("attachment; filename=\"MEDIA_ID.jpg\"").as_deref(),
+            Some("MEDIA_ID.jpg")
+        );
+        assert_eq!(file_name("attachment").as_deref(), None);
+        assert_eq!(
+            file_name("attachment; filename=a.amr").as_deref(),
+            Some("a.amr")
+        );
     }
 }
