@@ -6,5 +6,7 @@
 //! encrypted callbacks to rollcall, retries included.
 
 pub mod api;
+pub mod callbacks;
 
 pub use api::{CardUpdate, DroppedMessage, Fault, PER_MEMBER_PER_MINUTE, SandboxApi, SentMessage};
+pub use callbacks::{CallbackSender, Delivery};
