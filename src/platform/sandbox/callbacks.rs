@@ -156,7 +156,8 @@ impl CallbackSender {
     /// An image message; `media_id` is what `media/get` serves.
     pub async fn image(&self, from: &str, media_id: &str, create_time: i64) -> Delivery {
         let id = self.next_msg_id();
-        let pic_url = format!("https://wework.qpic.cn/sandbox/{media_id}/0");
+        // Never a real host: the app must fetch the picture with media/get.
+        let pic_url = format!("https://pic.sandbox.invalid/{media_id}");
         let fields = format!(
             "<PicUrl>{}</PicUrl><MediaId>{}</MediaId><MsgId>{id}</MsgId>",
             cdata(&pic_url),
