@@ -7,10 +7,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::config::Config;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, ProcessEnv};
 use crate::db::{Database, redact_url};
 use crate::inbox::Inbox;
 use crate::ingress::{self, Ingress, Metrics};
+use crate::outbox::render::Templates;
+use crate::runtime::Runtime;
+use crate::sealed::DataKey;
 use crate::workers;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +25,10 @@ pub enum StartError {
     Recover(sqlx::Error),
     #[error("tenant setup: {0}")]
     Tenant(String),
+    #[error(transparent)]
+    Templates(#[from] crate::outbox::render::TemplateError),
+    #[error(transparent)]
+    DataKey(#[from] crate::sealed::DataKeyError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -34,15 +42,42 @@ pub struct RunningApp {
     pub addr: SocketAddr,
     pub db: Database,
     pub metrics: Arc<Metrics>,
+    /// What the handlers share (the clock, templates, tenants' clients).
+    pub runtime: Runtime,
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
     workers: JoinHandle<()>,
     committers: JoinSet<()>,
 }
 
-/// Starts everything described by `config`.
+/// Starts everything described by `config`, on the system clock.
 pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
+    start_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// Opens the database and builds what handlers share, without serving
+/// (the CLI's `scan`, and `start`).
+pub async fn runtime(config: &Config, clock: Arc<dyn Clock>) -> Result<Runtime, StartError> {
     let db = Database::open(&config.database.url).await?;
+    let templates_dir = Some(config.server.templates_dir.as_path()).filter(|d| d.is_dir());
+    let templates = Templates::load(templates_dir)?;
+    let key = DataKey::load(&ProcessEnv, &config.server.data_key_file)?;
+    for t in &config.tenants {
+        let year = chrono::Datelike::year(&clock.now().with_timezone(&t.timezone));
+        if !t.attendance.calendar.covers(year) {
+            tracing::warn!(tenant = %t.id, year, "the holiday calendar has no data for this year: only weekly rest days count until a holiday file is configured (tenants.attendance.holidays)");
+        }
+    }
+    Ok(Runtime::new(config, db, clock, templates, key))
+}
+
+/// Starts everything described by `config`, on `clock`.
+pub async fn start_with_clock(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> Result<RunningApp, StartError> {
+    let rt = runtime(config, clock).await?;
+    let db = rt.db.clone();
     tracing::info!(database = %redact_url(&config.database.url), tenants = config.tenants.len(), "database ready");
 
     let (inbox, committers) = Inbox::start(db.clone());
@@ -83,10 +118,10 @@ pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
             tracing::error!(error = %e, "http server failed");
         }
     });
-    let worker_db = db.clone();
+    let worker_rt = rt.clone();
     let worker_stop = wait(stopped);
     let workers = tokio::spawn(async move {
-        if let Err(e) = workers::run(worker_db, worker_inbox, worker_stop).await {
+        if let Err(e) = workers::run(worker_rt, worker_inbox, worker_stop).await {
             tracing::error!(error = %e, "workers stopped with an error");
         }
     });
@@ -95,6 +130,7 @@ pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
         addr,
         db,
         metrics,
+        runtime: rt,
         stop,
         server,
         workers,

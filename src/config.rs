@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 use chrono_tz::Tz;
 use serde::Deserialize;
 
+use chrono::NaiveTime;
+
+use crate::attendance::calendar::{HolidayCalendar, HolidayYear, RestDays};
+use crate::cases::Policy;
 use crate::platform::wecom::crypto::{CryptoError, decode_aes_key};
 
 /// The file read when `--config` is not given, if it exists.
@@ -71,6 +75,11 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// The AES-256-GCM key that seals personal data, created (mode 0600) on
+    /// first start; `ROLLCALL_DATA_KEY` (base64 of 32 bytes) wins over it.
+    pub data_key_file: PathBuf,
+    /// Where bot text is read from (files here replace the built-in ones).
+    pub templates_dir: PathBuf,
     /// Callbacks whose timestamp is further than this from now are refused.
     pub replay_window_secs: u64,
 }
@@ -86,6 +95,47 @@ pub struct TenantConfig {
     pub name: String,
     pub timezone: Tz,
     pub wecom: Option<WecomConfig>,
+    pub attendance: AttendanceConfig,
+    /// Work sites a location check-in is matched against.
+    pub sites: Vec<Site>,
+    /// The ladder in force for new cases.
+    pub policy: Policy,
+    pub notice: NoticeConfig,
+}
+
+/// How a tenant's attendance is judged.
+#[derive(Debug, Clone)]
+pub struct AttendanceConfig {
+    /// Texts that count as a check-in (a message containing one).
+    pub keywords: Vec<String>,
+    /// Weekly rest days (an employee's own override wins).
+    pub rest_days: RestDays,
+    /// How long after midnight (tenant's zone) a day may still change.
+    pub grace: chrono::Duration,
+    /// When the daily absence scan runs (tenant's zone).
+    pub scan_at: NaiveTime,
+    /// Statutory holidays and adjusted workdays: shipped years plus overrides.
+    pub calendar: HolidayCalendar,
+}
+
+/// A work site: a location within `radius_m` of it is on site.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    pub name: String,
+    pub latitude: f64,
+    pub longitude: f64,
+    pub radius_m: f64,
+}
+
+/// What the formal notice cites.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoticeConfig {
+    /// The rule breached, as the employee handbook words it.
+    pub rule: String,
+    /// The rule's version or date, shown next to it.
+    pub rule_version: String,
+    /// How to reach HR, printed in every formal notice.
+    pub hr_contact: String,
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +163,8 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Option<String>,
+    data_key_file: Option<PathBuf>,
+    templates_dir: Option<PathBuf>,
     replay_window_secs: Option<u64>,
 }
 
@@ -129,6 +181,40 @@ struct RawTenant {
     name: Option<String>,
     timezone: Option<String>,
     wecom: Option<RawWecom>,
+    attendance: Option<RawAttendance>,
+    #[serde(default)]
+    sites: Vec<RawSite>,
+    policy: Option<Policy>,
+    notice: Option<RawNotice>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAttendance {
+    keywords: Option<Vec<String>>,
+    rest_days: Option<String>,
+    grace_minutes: Option<i64>,
+    scan_at: Option<String>,
+    /// Holiday files (the format of `src/attendance/holidays/`), each replacing its year.
+    #[serde(default)]
+    holidays: Vec<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSite {
+    name: Option<String>,
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+    radius_m: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNotice {
+    rule: Option<String>,
+    rule_version: Option<String>,
+    hr_contact: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -256,6 +342,14 @@ impl Config {
         Ok(Config {
             server: ServerConfig {
                 listen,
+                data_key_file: raw
+                    .server
+                    .data_key_file
+                    .unwrap_or_else(|| PathBuf::from("rollcall.key")),
+                templates_dir: raw
+                    .server
+                    .templates_dir
+                    .unwrap_or_else(|| PathBuf::from("bot-templates")),
                 replay_window_secs,
             },
             database: DatabaseConfig { url },
@@ -295,11 +389,109 @@ fn resolve_tenant(i: usize, t: RawTenant, env: &dyn Env) -> Result<TenantConfig,
         .wecom
         .map(|w| resolve_wecom(&key("wecom"), w, env))
         .transpose()?;
+    let attendance = resolve_attendance(&key("attendance"), t.attendance.unwrap_or_default())?;
+    let sites = t
+        .sites
+        .into_iter()
+        .enumerate()
+        .map(|(j, s)| resolve_site(&key(&format!("sites[{j}]")), s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let policy = t.policy.unwrap_or_default();
+    if policy.rungs.is_empty() {
+        return Err(invalid(key("policy.rungs"), "needs at least one rung"));
+    }
+    let notice = t.notice.unwrap_or_default();
+    let notice = NoticeConfig {
+        rule: notice.rule.unwrap_or_else(|| DEFAULT_RULE.to_owned()),
+        rule_version: notice
+            .rule_version
+            .unwrap_or_else(|| policy.version.clone()),
+        hr_contact: notice.hr_contact.unwrap_or_default(),
+    };
     Ok(TenantConfig {
         name: t.name.unwrap_or_else(|| id.clone()),
         id,
         timezone,
         wecom,
+        attendance,
+        sites,
+        policy,
+        notice,
+    })
+}
+
+/// The check-in keywords when a tenant names none.
+pub const DEFAULT_KEYWORDS: &[&str] = &["打卡", "签到", "到岗", "上班"];
+/// Cited in formal notices when a tenant names no rule of its own.
+const DEFAULT_RULE: &str = "《员工手册》考勤与旷工管理规定";
+
+fn resolve_attendance(prefix: &str, a: RawAttendance) -> Result<AttendanceConfig, ConfigError> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    let keywords = a
+        .keywords
+        .unwrap_or_else(|| DEFAULT_KEYWORDS.iter().map(|k| (*k).to_owned()).collect());
+    if keywords.iter().any(|k| k.trim().is_empty()) {
+        return Err(invalid(key("keywords"), "holds an empty keyword"));
+    }
+    let rest_text = a.rest_days.unwrap_or_else(|| "sat,sun".to_owned());
+    let rest_days = RestDays::parse(&rest_text)
+        .map_err(|e| invalid(key("rest_days"), format!("`{rest_text}`: {e}")))?;
+    let grace_minutes = a.grace_minutes.unwrap_or(120);
+    if !(0..=24 * 60).contains(&grace_minutes) {
+        return Err(invalid(key("grace_minutes"), "must be between 0 and 1440"));
+    }
+    let scan_text = a.scan_at.unwrap_or_else(|| "10:00".to_owned());
+    let scan_at = NaiveTime::parse_from_str(&scan_text, "%H:%M").map_err(|_| {
+        invalid(
+            key("scan_at"),
+            format!("`{scan_text}` is not a time like 10:00"),
+        )
+    })?;
+    let mut calendar = HolidayCalendar::shipped()
+        .map_err(|e| invalid(key("holidays"), format!("shipped data: {e}")))?;
+    for (j, path) in a.holidays.iter().enumerate() {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            invalid(
+                key(&format!("holidays[{j}]")),
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        let year = HolidayYear::parse(&path.display().to_string(), &text)
+            .map_err(|e| invalid(key(&format!("holidays[{j}]")), e.to_string()))?;
+        calendar.set_year(year);
+    }
+    Ok(AttendanceConfig {
+        keywords,
+        rest_days,
+        grace: chrono::Duration::minutes(grace_minutes),
+        scan_at,
+        calendar,
+    })
+}
+
+fn resolve_site(prefix: &str, s: RawSite) -> Result<Site, ConfigError> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    let name = s
+        .name
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| invalid(key("name"), "is missing"))?;
+    let latitude = s
+        .latitude
+        .filter(|v| (-90.0..=90.0).contains(v))
+        .ok_or_else(|| invalid(key("latitude"), "is missing or not between -90 and 90"))?;
+    let longitude = s
+        .longitude
+        .filter(|v| (-180.0..=180.0).contains(v))
+        .ok_or_else(|| invalid(key("longitude"), "is missing or not between -180 and 180"))?;
+    let radius_m = s
+        .radius_m
+        .filter(|v| *v > 0.0)
+        .ok_or_else(|| invalid(key("radius_m"), "is missing or not positive"))?;
+    Ok(Site {
+        name,
+        latitude,
+        longitude,
+        radius_m,
     })
 }
 

@@ -3,12 +3,16 @@
 pub mod app;
 pub mod attendance;
 pub mod cases;
+pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod conversation;
 pub mod db;
 pub mod inbox;
 pub mod ingress;
 pub mod loadgen;
+pub mod outbox;
 pub mod platform;
+pub mod runtime;
 pub mod sealed;
 pub mod workers;

@@ -1,4 +1,5 @@
-//! Attendance: work calendars (which days count) and, in later steps,
-//! check-ins and absence detection. Pure functions plus their own queries.
+//! Attendance: work calendars (which days count) and check-ins. Pure
+//! functions plus their own queries.
 
 pub mod calendar;
+pub mod checkin;

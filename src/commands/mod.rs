@@ -3,6 +3,8 @@
 //! and the command's subject. (Handlers and the help text, rendered from
 //! `bot-templates/`, come with the ladder issue.)
 
+pub mod handle;
+
 use chrono::NaiveDate;
 
 /// A command sent to the bot in chat.

@@ -11,6 +11,8 @@ use sqlx::{PgConnection, SqliteConnection};
 
 use crate::db::{Database, Engine};
 use crate::inbox::Inbox;
+use crate::outbox::Delivered;
+use crate::runtime::Runtime;
 
 /// The queue of [`HandleInbound`] jobs. Named explicitly: apalis defaults to
 /// the Rust type path, and a rename would orphan stored jobs.
@@ -30,6 +32,105 @@ const CONCURRENCY: usize = 64;
 const MAX_ATTEMPTS: i64 = 25;
 /// How often finished jobs are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(1);
+
+/// The queue of [`Deliver`] jobs.
+pub const DELIVER_QUEUE: &str = "rollcall.deliver";
+/// The queue of [`Scan`] jobs.
+pub const SCAN_QUEUE: &str = "rollcall.scan";
+
+/// Send one outbox row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deliver {
+    pub outbox_id: i64,
+}
+
+/// Run the absence scan of one tenant for one day.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Scan {
+    pub tenant_id: String,
+    pub day: chrono::NaiveDate,
+}
+
+/// Inserts one job row through any sea-orm connection or transaction, so a
+/// job is committed with the rows that called for it. The columns are those
+/// of apalis' own sinks; a job whose key exists is not added again.
+async fn insert_job<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    engine: Engine,
+    queue: &str,
+    args: Vec<u8>,
+    key: String,
+    delay: Duration,
+) -> Result<(), sea_orm::DbErr> {
+    use sea_orm::{Statement, Value};
+    let run_at =
+        chrono::Utc::now().timestamp() + i64::try_from(delay.as_secs()).unwrap_or(i64::MAX / 2);
+    let values: Vec<Value> = vec![
+        ulid::Ulid::new().to_string().into(),
+        queue.into(),
+        args.into(),
+        MAX_ATTEMPTS.into(),
+        run_at.into(),
+        key.into(),
+    ];
+    let statement = match engine {
+        Engine::Sqlite => Statement::from_sql_and_values(
+            sea_orm::DbBackend::Sqlite,
+            "INSERT INTO Jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, metadata, idempotency_key) \
+             VALUES (?, ?, ?, 'Pending', 0, ?, ?, 0, '{}', ?) ON CONFLICT(job_type, idempotency_key) DO NOTHING",
+            values,
+        ),
+        Engine::Postgres => Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, metadata, idempotency_key) \
+             VALUES ($1, $2, $3, 'Pending', 0, $4, to_timestamp($5), 0, ''::hstore, $6) ON CONFLICT (job_type, idempotency_key) DO NOTHING",
+            values,
+        ),
+    };
+    conn.execute_raw(statement).await?;
+    Ok(())
+}
+
+/// Enqueues the delivery of outbox row `outbox_id` (its `attempt`th job).
+pub async fn enqueue_deliver<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    engine: Engine,
+    outbox_id: i64,
+    attempt: i32,
+    delay: Duration,
+) -> Result<(), sea_orm::DbErr> {
+    let args = serde_json::to_vec(&Deliver { outbox_id }).expect("plain struct");
+    insert_job(
+        conn,
+        engine,
+        DELIVER_QUEUE,
+        args,
+        format!("deliver:{outbox_id}:{attempt}"),
+        delay,
+    )
+    .await
+}
+
+/// Enqueues the scan of `tenant_id` for `day`, once: the key is the tenant
+/// and the day, so several instances (or a scan asked for twice) add one job.
+pub async fn enqueue_scan<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    engine: Engine,
+    tenant_id: &str,
+    day: chrono::NaiveDate,
+    again: Option<&str>,
+) -> Result<(), sea_orm::DbErr> {
+    let args = serde_json::to_vec(&Scan {
+        tenant_id: tenant_id.to_owned(),
+        day,
+    })
+    .expect("plain struct");
+    let key = match again {
+        None => format!("scan:{tenant_id}:{day}"),
+        Some(tag) => format!("scan:{tenant_id}:{day}:{tag}"),
+    };
+    insert_job(conn, engine, SCAN_QUEUE, args, key, Duration::ZERO).await
+}
 
 /// Handle one stored inbound event.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -205,15 +306,8 @@ pub async fn recover(db: &Database) -> Result<usize, sqlx::Error> {
     }
 }
 
-/// What a worker needs.
-#[derive(Clone)]
-struct WorkerDeps {
-    db: Database,
-    inbox: Inbox,
-}
-
-async fn handle_inbound(job: HandleInbound, deps: Data<WorkerDeps>) -> Result<(), BoxDynError> {
-    match crate::inbox::process(&deps.db, &deps.inbox, job.inbound_id).await? {
+async fn handle_inbound(job: HandleInbound, rt: Data<Runtime>) -> Result<(), BoxDynError> {
+    match crate::conversation::handle(&rt, job.inbound_id).await? {
         Some(class) => tracing::debug!(id = job.inbound_id, class, "inbound event processed"),
         None => tracing::warn!(
             id = job.inbound_id,
@@ -223,9 +317,60 @@ async fn handle_inbound(job: HandleInbound, deps: Data<WorkerDeps>) -> Result<()
     Ok(())
 }
 
+async fn deliver(job: Deliver, rt: Data<Runtime>) -> Result<(), BoxDynError> {
+    match crate::outbox::deliver(&rt, job.outbox_id).await? {
+        Delivered::Done(how) => tracing::debug!(id = job.outbox_id, how, "outbox row done"),
+        Delivered::RetryAfter(wait) => {
+            // A new job (a fresh key) for later; this one ends successfully.
+            let key = format!("deliver:{}:retry:{}", job.outbox_id, ulid::Ulid::new());
+            let args = serde_json::to_vec(&job).expect("plain struct");
+            insert_job(&rt.db.orm, rt.db.engine, DELIVER_QUEUE, args, key, wait).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn scan(job: Scan, rt: Data<Runtime>) -> Result<(), BoxDynError> {
+    let report = crate::cases::scan::scan(&rt, &job.tenant_id, Some(job.day)).await?;
+    tracing::info!(tenant = %report.tenant, day = %job.day, opened = report.opened, advanced = report.advanced, resolved = report.resolved, escalated = report.escalated, "absence scan");
+    Ok(())
+}
+
+/// How often each process looks whether a tenant's daily scan is due. The
+/// job's key (tenant, day) makes the scan happen once however many
+/// processes look.
+const SCHEDULE_EVERY: Duration = Duration::from_secs(30);
+
+/// Enqueues each tenant's scan once its `scan_at` has passed (local time):
+/// the scan of the last ended workday, and once an hour a scan of that same
+/// day again, which only checks deadlines (counting is idempotent).
+async fn schedule_scans(rt: &Runtime) -> Result<(), sea_orm::DbErr> {
+    let now = rt.clock.now();
+    for tenant in rt.tenants() {
+        let local = now.with_timezone(&tenant.config.timezone);
+        if local.time() < tenant.config.attendance.scan_at {
+            continue;
+        }
+        let Ok(day) = crate::cases::scan::default_day(tenant, now) else {
+            continue;
+        };
+        enqueue_scan(&rt.db.orm, rt.db.engine, &tenant.config.id, day, None).await?;
+        let hour = local.format("%Y-%m-%dT%H").to_string();
+        enqueue_scan(
+            &rt.db.orm,
+            rt.db.engine,
+            &tenant.config.id,
+            day,
+            Some(&hour),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Runs the workers until `shutdown` resolves.
 pub async fn run(
-    db: Database,
+    rt: Runtime,
     inbox: Inbox,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxDynError> {
@@ -237,61 +382,116 @@ pub async fn run(
         let _ = stop_pruning.send(true);
         Ok(())
     };
+    let db = rt.db.clone();
     let prune_db = db.clone();
+    let schedule_rt = rt.clone();
     let pruner = tokio::spawn(async move {
         let mut tick = tokio::time::interval(PRUNE_EVERY);
+        let mut schedule = tokio::time::interval(SCHEDULE_EVERY);
+        let stopped = async move {
+            let _ = pruning_stopped.wait_for(|s| *s).await;
+        };
+        tokio::pin!(stopped);
         loop {
             tokio::select! {
-                _ = tick.tick() => {}
-                _ = pruning_stopped.wait_for(|s| *s) => return,
-            }
-            if let Err(e) = prune_done(&prune_db).await {
-                tracing::warn!(error = %e, "pruning finished jobs failed");
+                _ = tick.tick() => {
+                    if let Err(e) = prune_done(&prune_db).await {
+                        tracing::warn!(error = %e, "pruning finished jobs failed");
+                    }
+                }
+                _ = schedule.tick() => {
+                    if let Err(e) = schedule_scans(&schedule_rt).await {
+                        tracing::warn!(error = %e, "scheduling absence scans failed");
+                    }
+                }
+                _ = &mut stopped => return,
             }
         }
     });
+    let _ = inbox;
+    // One worker per queue; names are unique per process, since apalis
+    // refuses a worker name seen alive recently.
+    macro_rules! register {
+        ($monitor:expr, $storage:ident, $config:path, $pool:expr, $job:ty, $queue:expr, $handler:expr) => {{
+            let config = <$config>::default()
+                .queue($queue)
+                .batch_size(BATCH)
+                .heartbeat_interval(HEARTBEAT)
+                .missed_heartbeats(MISSED_HEARTBEATS);
+            let storage = $storage::<$job>::new($pool)
+                .with_config(config)
+                .poll_with_interval(POLL_EVERY);
+            let worker_name = format!("{}-{}", $queue, name);
+            let rt = rt.clone();
+            $monitor.register(move |_| {
+                WorkerBuilder::new(worker_name.as_str())
+                    .backend(storage.clone())
+                    .concurrency(CONCURRENCY)
+                    .data(rt.clone())
+                    .build($handler)
+            })
+        }};
+    }
     let monitor = match db.engine {
         Engine::Sqlite => {
-            let config = apalis_sqlite::Config::default()
-                .queue(INBOUND_QUEUE)
-                .batch_size(BATCH)
-                .heartbeat_interval(HEARTBEAT)
-                .missed_heartbeats(MISSED_HEARTBEATS);
-            let storage = SqliteStorage::<HandleInbound>::new(db.sqlite())
-                .with_config(config)
-                .poll_with_interval(POLL_EVERY);
-            let deps = WorkerDeps {
-                db: db.clone(),
-                inbox: inbox.clone(),
-            };
-            Monitor::new().register(move |_| {
-                WorkerBuilder::new(name.as_str())
-                    .backend(storage.clone())
-                    .concurrency(CONCURRENCY)
-                    .data(deps.clone())
-                    .build(handle_inbound)
-            })
+            let m = Monitor::new();
+            let m = register!(
+                m,
+                SqliteStorage,
+                apalis_sqlite::Config,
+                db.sqlite(),
+                HandleInbound,
+                INBOUND_QUEUE,
+                handle_inbound
+            );
+            let m = register!(
+                m,
+                SqliteStorage,
+                apalis_sqlite::Config,
+                db.sqlite(),
+                Deliver,
+                DELIVER_QUEUE,
+                deliver
+            );
+            register!(
+                m,
+                SqliteStorage,
+                apalis_sqlite::Config,
+                db.sqlite(),
+                Scan,
+                SCAN_QUEUE,
+                scan
+            )
         }
         Engine::Postgres => {
-            let config = apalis_postgres::Config::default()
-                .queue(INBOUND_QUEUE)
-                .batch_size(BATCH)
-                .heartbeat_interval(HEARTBEAT)
-                .missed_heartbeats(MISSED_HEARTBEATS);
-            let storage = PostgresStorage::<HandleInbound>::new(db.postgres())
-                .with_config(config)
-                .poll_with_interval(POLL_EVERY);
-            let deps = WorkerDeps {
-                db: db.clone(),
-                inbox: inbox.clone(),
-            };
-            Monitor::new().register(move |_| {
-                WorkerBuilder::new(name.as_str())
-                    .backend(storage.clone())
-                    .concurrency(CONCURRENCY)
-                    .data(deps.clone())
-                    .build(handle_inbound)
-            })
+            let m = Monitor::new();
+            let m = register!(
+                m,
+                PostgresStorage,
+                apalis_postgres::Config,
+                db.postgres(),
+                HandleInbound,
+                INBOUND_QUEUE,
+                handle_inbound
+            );
+            let m = register!(
+                m,
+                PostgresStorage,
+                apalis_postgres::Config,
+                db.postgres(),
+                Deliver,
+                DELIVER_QUEUE,
+                deliver
+            );
+            register!(
+                m,
+                PostgresStorage,
+                apalis_postgres::Config,
+                db.postgres(),
+                Scan,
+                SCAN_QUEUE,
+                scan
+            )
         }
     };
     let result = monitor
@@ -308,14 +508,18 @@ pub async fn run(
 /// (apalis' SQLite acknowledgement scans every job its worker ever locked).
 async fn prune_done(db: &Database) -> Result<u64, sqlx::Error> {
     let done = match db.engine {
-        Engine::Sqlite => sqlx::query("DELETE FROM Jobs WHERE job_type = ?1 AND status = 'Done'")
-            .bind(INBOUND_QUEUE)
-            .execute(db.sqlite())
-            .await?
-            .rows_affected(),
-        Engine::Postgres => {
-            sqlx::query("DELETE FROM apalis.jobs WHERE job_type = $1 AND status = 'Done'")
+        Engine::Sqlite => {
+            sqlx::query("DELETE FROM Jobs WHERE job_type IN (?1, ?2) AND status = 'Done'")
                 .bind(INBOUND_QUEUE)
+                .bind(DELIVER_QUEUE)
+                .execute(db.sqlite())
+                .await?
+                .rows_affected()
+        }
+        Engine::Postgres => {
+            sqlx::query("DELETE FROM apalis.jobs WHERE job_type IN ($1, $2) AND status = 'Done'")
+                .bind(INBOUND_QUEUE)
+                .bind(DELIVER_QUEUE)
                 .execute(db.postgres())
                 .await?
                 .rows_affected()

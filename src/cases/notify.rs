@@ -1,0 +1,506 @@
+//! Turning ladder actions into outbox rows: who receives what, rendered from
+//! `bot-templates/`, keyed `notice:{case}:{step}:{recipient}:{channel}`.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use entity::{absence_case, case_event, employee, outbox};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder};
+use serde::Serialize;
+use serde_json::json;
+
+use super::store::{case_no, record};
+use super::{Action, Channel, Recipient, Step};
+use crate::attendance::calendar::{DayStatus, RestDays, day_status};
+use crate::outbox::render::{Rendered, TemplateError};
+use crate::outbox::{Button, NewMessage, Payload, channel_name, enqueue};
+use crate::runtime::{Runtime, Tenant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error(transparent)]
+    Db(#[from] DbErr),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+}
+
+impl From<NotifyError> for crate::outbox::DeliverError {
+    fn from(e: NotifyError) -> Self {
+        match e {
+            NotifyError::Db(e) => Self::Db(e),
+            NotifyError::Template(e) => Self::Template(e),
+        }
+    }
+}
+
+/// A person with their sealed fields opened (only when needed to send).
+#[derive(Debug, Clone)]
+pub struct Person {
+    pub row: employee::Model,
+    pub phone: Option<String>,
+    pub emergency_name: Option<String>,
+    pub emergency_phone: Option<String>,
+}
+
+/// The sealing context of an employee column (see `crate::sealed`).
+pub fn seal_context(column: &str, tenant_id: &str, user_id: &str) -> String {
+    format!("employees.{column}:{tenant_id}:{user_id}")
+}
+
+fn open(
+    rt: &Runtime,
+    row: &employee::Model,
+    column: &str,
+    value: &Option<String>,
+) -> Option<String> {
+    let sealed = value.as_deref()?;
+    match rt
+        .key
+        .open(sealed, &seal_context(column, &row.tenant_id, &row.user_id))
+    {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!(tenant = %row.tenant_id, user = %row.user_id, column, error = %e, "a sealed field does not open");
+            None
+        }
+    }
+}
+
+pub async fn employee_row<C: ConnectionTrait>(
+    conn: &C,
+    tenant_id: &str,
+    user_id: &str,
+) -> Result<Option<employee::Model>, DbErr> {
+    employee::Entity::find()
+        .filter(employee::Column::TenantId.eq(tenant_id))
+        .filter(employee::Column::UserId.eq(user_id))
+        .one(conn)
+        .await
+}
+
+pub async fn person<C: ConnectionTrait>(
+    rt: &Runtime,
+    conn: &C,
+    tenant_id: &str,
+    user_id: &str,
+) -> Result<Option<Person>, DbErr> {
+    Ok(employee_row(conn, tenant_id, user_id)
+        .await?
+        .map(|row| Person {
+            phone: open(rt, &row, "phone", &row.phone_sealed),
+            emergency_name: open(
+                rt,
+                &row,
+                "emergency_contact_name",
+                &row.emergency_contact_name_sealed,
+            ),
+            emergency_phone: open(
+                rt,
+                &row,
+                "emergency_contact_phone",
+                &row.emergency_contact_phone_sealed,
+            ),
+            row,
+        }))
+}
+
+/// The tenant's HR people (active, role hr).
+pub async fn hr_people<C: ConnectionTrait>(
+    conn: &C,
+    tenant_id: &str,
+) -> Result<Vec<employee::Model>, DbErr> {
+    employee::Entity::find()
+        .filter(employee::Column::TenantId.eq(tenant_id))
+        .filter(employee::Column::Role.eq("hr"))
+        .filter(employee::Column::Active.eq(true))
+        .order_by_asc(employee::Column::UserId)
+        .all(conn)
+        .await
+}
+
+/// The workdays of the case, from its first to its last missed day.
+pub fn missed_days(
+    tenant: &Tenant,
+    employee: &employee::Model,
+    case: &absence_case::Model,
+) -> Vec<NaiveDate> {
+    let rest = employee
+        .rest_days
+        .as_deref()
+        .and_then(|r| RestDays::parse(r).ok())
+        .unwrap_or(tenant.config.attendance.rest_days);
+    case.first_missed
+        .iter_days()
+        .take_while(|d| *d <= case.last_missed)
+        .filter(|d| {
+            day_status(&tenant.config.attendance.calendar, rest, &[], *d) == DayStatus::Workday
+        })
+        .collect()
+}
+
+/// One earlier attempt to reach the employee, for the formal notice.
+#[derive(Debug, Serialize)]
+struct Attempt {
+    at: String,
+    step: String,
+    channel: String,
+    who: String,
+}
+
+pub fn local(tenant: &Tenant, at: DateTime<Utc>) -> String {
+    at.with_timezone(&tenant.config.timezone)
+        .format("%Y-%m-%d %H:%M")
+        .to_string()
+}
+
+fn local_day(tenant: &Tenant, at: DateTime<Utc>) -> String {
+    at.with_timezone(&tenant.config.timezone)
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+async fn attempts<C: ConnectionTrait>(
+    conn: &C,
+    tenant: &Tenant,
+    case: &absence_case::Model,
+) -> Result<Vec<Attempt>, DbErr> {
+    let sent = outbox::Entity::find()
+        .filter(outbox::Column::CaseId.eq(case.id))
+        .filter(outbox::Column::Status.eq("sent"))
+        .filter(outbox::Column::Recipient.eq(&case.user_id))
+        .order_by_asc(outbox::Column::Id)
+        .all(conn)
+        .await?;
+    let mut out: Vec<Attempt> = sent
+        .into_iter()
+        .filter_map(|r| {
+            Some(Attempt {
+                at: local(tenant, r.sent_at?),
+                step: r.step.unwrap_or_default(),
+                channel: r.channel,
+                who: "company".into(),
+            })
+        })
+        .collect();
+    let contacts = case_event::Entity::find()
+        .filter(case_event::Column::CaseId.eq(case.id))
+        .filter(case_event::Column::Kind.eq("manager_contacted"))
+        .order_by_asc(case_event::Column::Id)
+        .all(conn)
+        .await?;
+    out.extend(contacts.into_iter().map(|e| Attempt {
+        at: local(tenant, e.at),
+        step: "manager_contacted".into(),
+        channel: "phone".into(),
+        who: e.actor.unwrap_or_default(),
+    }));
+    Ok(out)
+}
+
+struct Plan {
+    template: &'static str,
+    blocks: &'static [&'static str],
+    buttons: &'static [&'static str],
+}
+
+fn plan(step: Step, recipient: Recipient) -> Option<Plan> {
+    const REMINDER: &[&str] = &["arrived", "on_leave", "explain"];
+    Some(match (step, recipient) {
+        (Step::FirstReminder, Recipient::Employee) => Plan {
+            template: "first_reminder.employee",
+            blocks: &["title", "body"],
+            buttons: REMINDER,
+        },
+        (Step::SecondReminder, Recipient::Employee) => Plan {
+            template: "second_reminder.employee",
+            blocks: &["title", "body"],
+            buttons: REMINDER,
+        },
+        (Step::FirstReminder | Step::SecondReminder, Recipient::Manager | Recipient::Hr) => Plan {
+            template: "second_reminder.manager",
+            blocks: &["title", "body"],
+            buttons: &["contacted"],
+        },
+        (Step::FormalNotice, Recipient::Employee) => Plan {
+            template: "formal_notice.employee",
+            blocks: &["title", "body", "sms", "email_subject", "email_body"],
+            buttons: &["received"],
+        },
+        (Step::FormalNotice, Recipient::Manager | Recipient::Hr) => Plan {
+            template: "formal_notice.copy",
+            blocks: &["title", "body"],
+            buttons: &[],
+        },
+        (Step::DeadlinePassed, Recipient::Manager | Recipient::Hr) => Plan {
+            template: "deadline_passed.hr",
+            blocks: &["title", "body"],
+            buttons: &["start_departure"],
+        },
+        (Step::DeadlinePassed, Recipient::Employee) => return None,
+    })
+}
+
+/// Enqueues the notices for `actions` on `case`; returns the steps issued.
+/// A recipient or address that does not exist is recorded, not fatal: the
+/// ladder goes on over the other channels.
+pub async fn issue<C: ConnectionTrait>(
+    rt: &Runtime,
+    conn: &C,
+    tenant: &Tenant,
+    case: &absence_case::Model,
+    actions: &[Action],
+    now: DateTime<Utc>,
+) -> Result<BTreeSet<Step>, NotifyError> {
+    let mut steps = BTreeSet::new();
+    if actions.is_empty() {
+        return Ok(steps);
+    }
+    let tenant_id = &tenant.config.id;
+    let Some(subject) = person(rt, conn, tenant_id, &case.user_id).await? else {
+        record(
+            conn,
+            tenant_id,
+            Some(case.id),
+            Some(&case.user_id),
+            "notice_skipped",
+            None,
+            json!({ "reason": "employee not in the directory" }),
+            None,
+            now,
+        )
+        .await?;
+        return Ok(steps);
+    };
+    let manager = match &subject.row.manager_user_id {
+        Some(m) => employee_row(conn, tenant_id, m).await?,
+        None => None,
+    };
+    let hr = hr_people(conn, tenant_id).await?;
+    let policy = super::store::policy(case);
+    let deadline = case.deadline_at.unwrap_or_else(|| policy.deadline(now));
+    let dates: Vec<String> = missed_days(tenant, &subject.row, case)
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    let past = attempts(conn, tenant, case).await?;
+    let context = json!({
+        "employer": tenant.config.name,
+        "case_no": case_no(case.id),
+        "name": subject.row.name,
+        "user_id": subject.row.user_id,
+        "department": subject.row.department,
+        "first_missed": case.first_missed.to_string(),
+        "last_missed": case.last_missed.to_string(),
+        "missed_days": case.missed_workdays,
+        "dates": dates,
+        "today": local_day(tenant, now),
+        "deadline": local(tenant, deadline),
+        "rule": tenant.config.notice.rule,
+        "rule_version": tenant.config.notice.rule_version,
+        "hr_contact": tenant.config.notice.hr_contact,
+        "manager_name": manager.as_ref().map(|m| m.name.clone()),
+        "emergency_name": subject.emergency_name,
+        "emergency_phone": subject.emergency_phone,
+        "acknowledged_at": case.acknowledged_at.map(|a| local(tenant, a)),
+        "attempts": past,
+    });
+    for action in actions {
+        let Action::Notify {
+            step,
+            recipient,
+            channel,
+        } = *action;
+        steps.insert(step);
+        let Some(plan) = plan(step, recipient) else {
+            record(conn, tenant_id, Some(case.id), Some(&case.user_id), "notice_skipped", None, json!({ "step": step, "recipient": recipient, "reason": "no template for this recipient" }), None, now).await?;
+            continue;
+        };
+        let people: Vec<&employee::Model> = match recipient {
+            Recipient::Employee => vec![&subject.row],
+            Recipient::Manager => manager.iter().collect(),
+            Recipient::Hr => hr.iter().collect(),
+        };
+        if people.is_empty() {
+            record(
+                conn,
+                tenant_id,
+                Some(case.id),
+                Some(&case.user_id),
+                "notice_skipped",
+                None,
+                json!({ "step": step, "recipient": recipient, "reason": "nobody in this role" }),
+                None,
+                now,
+            )
+            .await?;
+            continue;
+        }
+        let mut blocks: Vec<&str> = plan.blocks.to_vec();
+        let button_blocks: Vec<String> =
+            plan.buttons.iter().map(|b| format!("button_{b}")).collect();
+        blocks.extend(button_blocks.iter().map(String::as_str));
+        let rendered = rt.templates.render(plan.template, &context, &blocks)?;
+        for person in people {
+            let payload = match channel {
+                Channel::Chat => chat_payload(tenant, case, step, &rendered, plan.buttons),
+                Channel::Sms => {
+                    let phone = if person.user_id == subject.row.user_id {
+                        subject.phone.clone()
+                    } else {
+                        None
+                    };
+                    if phone.is_none() {
+                        record(conn, tenant_id, Some(case.id), Some(&case.user_id), "notice_skipped", None, json!({ "step": step, "recipient": person.user_id, "channel": "sms", "reason": "no phone number" }), None, now).await?;
+                        continue;
+                    }
+                    let text = if rendered.blocks.contains_key("sms") {
+                        rendered.block("sms")
+                    } else {
+                        rendered.block("body")
+                    };
+                    let mut params = serde_json::Map::new();
+                    for k in [
+                        "case_no",
+                        "name",
+                        "first_missed",
+                        "missed_days",
+                        "deadline",
+                        "hr_contact",
+                    ] {
+                        params.insert(
+                            k.to_owned(),
+                            json!(context[k].to_string().trim_matches('"')),
+                        );
+                    }
+                    Payload::Sms {
+                        text: text.to_owned(),
+                        params,
+                    }
+                }
+                Channel::Email => {
+                    let Some(to) = person.email.clone().filter(|e| !e.is_empty()) else {
+                        record(conn, tenant_id, Some(case.id), Some(&case.user_id), "notice_skipped", None, json!({ "step": step, "recipient": person.user_id, "channel": "email", "reason": "no email address" }), None, now).await?;
+                        continue;
+                    };
+                    let pick = |a: &str, b: &str| {
+                        if rendered.blocks.contains_key(a) {
+                            rendered.block(a).to_owned()
+                        } else {
+                            rendered.block(b).to_owned()
+                        }
+                    };
+                    Payload::Email {
+                        to,
+                        subject: pick("email_subject", "title"),
+                        text: pick("email_body", "body"),
+                    }
+                }
+            };
+            let message = NewMessage {
+                tenant_id: tenant_id.clone(),
+                idem_key: format!(
+                    "notice:{}:{}:{}:{}",
+                    case.id,
+                    step.as_str(),
+                    person.user_id,
+                    channel_name(channel)
+                ),
+                case_id: Some(case.id),
+                fence: Some(case.fence),
+                step: Some(step.as_str().to_owned()),
+                recipient: person.user_id.clone(),
+                template: rendered.template.clone(),
+                template_hash: rendered.hash.clone(),
+                payload,
+            };
+            enqueue(conn, rt.db.engine, message, now).await?;
+        }
+    }
+    Ok(steps)
+}
+
+fn chat_payload(
+    tenant: &Tenant,
+    case: &absence_case::Model,
+    step: Step,
+    rendered: &Rendered,
+    buttons: &[&str],
+) -> Payload {
+    if buttons.is_empty() {
+        return Payload::Text {
+            content: format!("{}\n{}", rendered.block("title"), rendered.block("body")),
+        };
+    }
+    Payload::Card {
+        source: tenant.config.name.clone(),
+        title: rendered.block("title").to_owned(),
+        body: rendered.block("body").to_owned(),
+        task_id: format!("rc-{}-{}-{}", case.id, step.as_str(), ulid::Ulid::new()),
+        buttons: buttons
+            .iter()
+            .map(|b| Button {
+                action: (*b).to_owned(),
+                label: rendered.block(&format!("button_{b}")).to_owned(),
+                key: String::new(),
+            })
+            .collect(),
+    }
+}
+
+/// Tells HR that `row` could not be delivered (`reason`).
+pub async fn tell_hr_undeliverable<C: ConnectionTrait>(
+    rt: &Runtime,
+    conn: &C,
+    tenant: &Tenant,
+    row: &outbox::Model,
+    reason: &str,
+) -> Result<(), NotifyError> {
+    let now = rt.clock.now();
+    let name = employee_row(conn, &row.tenant_id, &row.recipient)
+        .await?
+        .map(|e| e.name)
+        .unwrap_or_else(|| row.recipient.clone());
+    let context = json!({
+        "name": name,
+        "case_no": row.case_id.map(case_no),
+        "step": row.step,
+        "channel": row.channel,
+        "reason": reason,
+    });
+    let rendered = rt
+        .templates
+        .render("undeliverable.hr", &context, &["text"])?;
+    record(
+        conn,
+        &row.tenant_id,
+        row.case_id,
+        Some(&row.recipient),
+        "undeliverable",
+        None,
+        json!({ "outbox": row.id, "channel": row.channel, "reason": reason }),
+        None,
+        now,
+    )
+    .await?;
+    for hr in hr_people(conn, &row.tenant_id).await? {
+        if hr.user_id == row.recipient && row.channel == "chat" {
+            continue;
+        }
+        let message = NewMessage {
+            tenant_id: row.tenant_id.clone(),
+            idem_key: format!("undeliverable:{}:{}", row.id, hr.user_id),
+            case_id: row.case_id,
+            fence: None,
+            step: None,
+            recipient: hr.user_id,
+            template: rendered.template.clone(),
+            template_hash: rendered.hash.clone(),
+            payload: Payload::Text {
+                content: rendered.block("text").to_owned(),
+            },
+        };
+        enqueue(conn, rt.db.engine, message, now).await?;
+    }
+    let _ = tenant;
+    Ok(())
+}

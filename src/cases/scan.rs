@@ -1,0 +1,264 @@
+//! The absence scan: for one tenant and one ended day, open a case for each
+//! employee with no check-in on that workday, count one more missed day on
+//! open cases, resolve cases covered by leave, and issue what the ladder says
+//! is due. Idempotent: a day is counted once per case, every notice has its key.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use entity::{absence_case, check_in, employee, leave};
+use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QuerySelect, TransactionTrait};
+
+use super::notify::{NotifyError, issue};
+use super::store::{self, Resolution};
+use super::{Action, CaseStatus, decide};
+use crate::attendance::calendar::{
+    DayStatus, Leave, RestDays, day_is_closed, day_status, last_closed_workday,
+};
+use crate::runtime::{Runtime, Tenant};
+
+/// Cases written per transaction: bounded so the callback path never waits long.
+const CHUNK: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("unknown tenant `{0}`")]
+    UnknownTenant(String),
+    #[error(
+        "{day} has not ended yet in {tz} (plus the {grace_minutes}-minute grace period): it cannot be judged"
+    )]
+    NotClosed {
+        day: NaiveDate,
+        tz: String,
+        grace_minutes: i64,
+    },
+    #[error("no ended workday in the last 31 days")]
+    NoWorkday,
+    #[error(transparent)]
+    Db(#[from] DbErr),
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
+}
+
+/// What one scan did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ScanReport {
+    pub tenant: String,
+    pub day: Option<NaiveDate>,
+    pub employees: usize,
+    pub workday_for: usize,
+    pub opened: usize,
+    pub advanced: usize,
+    pub resolved: usize,
+    /// Cases whose ladder issued at least one step.
+    pub escalated: usize,
+}
+
+/// The day a scan judges when none is given: the last ended workday.
+pub fn default_day(tenant: &Tenant, now: DateTime<Utc>) -> Result<NaiveDate, ScanError> {
+    let a = &tenant.config.attendance;
+    last_closed_workday(
+        &a.calendar,
+        a.rest_days,
+        &[],
+        tenant.config.timezone,
+        a.grace,
+        now,
+        31,
+    )
+    .ok_or(ScanError::NoWorkday)
+}
+
+struct Worker {
+    user_id: String,
+    rest: RestDays,
+}
+
+/// Runs the scan of `tenant_id` for `day` (default: the last ended workday).
+pub async fn scan(
+    rt: &Runtime,
+    tenant_id: &str,
+    day: Option<NaiveDate>,
+) -> Result<ScanReport, ScanError> {
+    let tenant = rt
+        .tenant(tenant_id)
+        .cloned()
+        .ok_or_else(|| ScanError::UnknownTenant(tenant_id.to_owned()))?;
+    let now = rt.clock.now();
+    let a = &tenant.config.attendance;
+    let day = match day {
+        Some(d) => d,
+        None => default_day(&tenant, now)?,
+    };
+    if !day_is_closed(day, tenant.config.timezone, a.grace, now) {
+        return Err(ScanError::NotClosed {
+            day,
+            tz: tenant.config.timezone.to_string(),
+            grace_minutes: a.grace.num_minutes(),
+        });
+    }
+    if !a.calendar.covers(chrono::Datelike::year(&day)) {
+        tracing::warn!(tenant = tenant_id, %day, "the holiday calendar has no data for this year: only weekly rest days count");
+    }
+    let db = &rt.db.orm;
+    let mut report = ScanReport {
+        tenant: tenant_id.to_owned(),
+        day: Some(day),
+        ..Default::default()
+    };
+
+    let rows: Vec<(String, Option<String>)> = employee::Entity::find()
+        .select_only()
+        .column(employee::Column::UserId)
+        .column(employee::Column::RestDays)
+        .filter(employee::Column::TenantId.eq(tenant_id))
+        .filter(employee::Column::Active.eq(true))
+        .into_tuple()
+        .all(db)
+        .await?;
+    report.employees = rows.len();
+    let workers: Vec<Worker> = rows
+        .into_iter()
+        .map(|(user_id, rest)| Worker {
+            rest: rest
+                .as_deref()
+                .and_then(|r| RestDays::parse(r).ok())
+                .unwrap_or(a.rest_days),
+            user_id,
+        })
+        .collect();
+    let checked: HashSet<String> = check_in::Entity::find()
+        .select_only()
+        .column(check_in::Column::UserId)
+        .distinct()
+        .filter(check_in::Column::TenantId.eq(tenant_id))
+        .filter(check_in::Column::WorkDate.eq(day))
+        .into_tuple()
+        .all(db)
+        .await?
+        .into_iter()
+        .collect();
+    let mut leaves: HashMap<String, Vec<Leave>> = HashMap::new();
+    for l in leave::Entity::find()
+        .filter(leave::Column::TenantId.eq(tenant_id))
+        .filter(leave::Column::FromDate.lte(day))
+        .filter(leave::Column::ToDate.gte(day))
+        .all(db)
+        .await?
+    {
+        leaves.entry(l.user_id).or_default().push(Leave {
+            from: l.from_date,
+            to: l.to_date,
+        });
+    }
+    let mut cases: HashMap<String, absence_case::Model> = absence_case::Entity::find()
+        .filter(absence_case::Column::TenantId.eq(tenant_id))
+        .filter(absence_case::Column::Status.ne("resolved"))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|c| (c.user_id.clone(), c))
+        .collect();
+
+    // Decide per employee without I/O; write only where something changes.
+    enum Change {
+        Open(String),
+        /// Count `day` as missed (when true), then check the ladder.
+        Advance(absence_case::Model, bool),
+        Resolve(absence_case::Model, Resolution),
+    }
+    let mut changes = Vec::new();
+    for w in &workers {
+        let status = day_status(
+            &a.calendar,
+            w.rest,
+            leaves.get(&w.user_id).map(Vec::as_slice).unwrap_or(&[]),
+            day,
+        );
+        let case = cases.remove(&w.user_id);
+        match (status, case) {
+            (DayStatus::Workday, case) => {
+                report.workday_for += 1;
+                let present = checked.contains(&w.user_id);
+                match case {
+                    Some(c) if present && c.first_missed <= day => {
+                        changes.push(Change::Resolve(c, Resolution::CheckedIn { day }))
+                    }
+                    Some(c) => changes.push(Change::Advance(c, !present)),
+                    None if !present => changes.push(Change::Open(w.user_id.clone())),
+                    None => {}
+                }
+            }
+            (DayStatus::Leave, Some(c)) => {
+                changes.push(Change::Resolve(c, Resolution::Leave { from: day, to: day }))
+            }
+            (_, Some(c)) => changes.push(Change::Advance(c, false)),
+            (_, None) => {}
+        }
+    }
+    // Cases of people no longer active still get their deadline checks.
+    changes.extend(cases.into_values().map(|c| Change::Advance(c, false)));
+
+    let policy = &tenant.config.policy;
+    for chunk in changes.chunks(CHUNK) {
+        let txn = db.begin().await?;
+        for change in chunk {
+            let case = match change {
+                Change::Open(user) => {
+                    match store::open(&txn, tenant_id, user, day, policy, now).await? {
+                        Some(c) => {
+                            report.opened += 1;
+                            c
+                        }
+                        None => continue,
+                    }
+                }
+                Change::Advance(c, missed) => {
+                    // store::advance counts a day once (scanned_through < day).
+                    if *missed {
+                        match store::advance(&txn, c, day, now).await? {
+                            Some(updated) => {
+                                report.advanced += 1;
+                                updated
+                            }
+                            None => c.clone(),
+                        }
+                    } else {
+                        c.clone()
+                    }
+                }
+                Change::Resolve(c, why) => {
+                    if store::resolve(&txn, c, why, None, None, now).await? {
+                        report.resolved += 1;
+                    }
+                    continue;
+                }
+            };
+            if escalate(rt, &txn, &tenant, &case, now).await? {
+                report.escalated += 1;
+            }
+        }
+        txn.commit().await?;
+    }
+    Ok(report)
+}
+
+/// Issues what the ladder says is due for `case` now. Returns whether any step was issued.
+pub async fn escalate<C: sea_orm::ConnectionTrait>(
+    rt: &Runtime,
+    conn: &C,
+    tenant: &Tenant,
+    case: &absence_case::Model,
+    now: DateTime<Utc>,
+) -> Result<bool, ScanError> {
+    if store::status_of(case) != CaseStatus::Open {
+        return Ok(false);
+    }
+    let actions: Vec<Action> = decide(now, &store::state(case), &store::policy(case));
+    if actions.is_empty() {
+        return Ok(false);
+    }
+    let steps = issue(rt, conn, tenant, case, &actions, now).await?;
+    store::mark_steps(conn, case, &steps, now).await?;
+    Ok(!steps.is_empty())
+}

@@ -1,0 +1,382 @@
+//! Absence cases in the database: opening, advancing, pausing, resolving,
+//! each with its case event. Resolving or pausing changes the fencing token,
+//! so notices still queued for the case are cancelled instead of sent.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use entity::{absence_case, case_event};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+use serde_json::{Value, json};
+
+use super::{CaseState, CaseStatus, Policy, Step};
+
+/// How a case is shown to people: `RC-000042`.
+pub fn case_no(id: i64) -> String {
+    format!("RC-{id:06}")
+}
+
+/// Reads `RC-000042`, `rc-42` or `42`.
+pub fn parse_case_no(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let digits = t
+        .strip_prefix("RC-")
+        .or_else(|| t.strip_prefix("rc-"))
+        .unwrap_or(t);
+    digits.parse().ok().filter(|id| *id > 0)
+}
+
+pub fn status_of(row: &absence_case::Model) -> CaseStatus {
+    match row.status.as_str() {
+        "paused" => CaseStatus::Paused,
+        "resolved" => CaseStatus::Resolved,
+        _ => CaseStatus::Open,
+    }
+}
+
+pub fn steps_done(row: &absence_case::Model) -> BTreeSet<Step> {
+    serde_json::from_str(&row.steps_done).unwrap_or_default()
+}
+
+/// The policy snapshotted onto the case.
+pub fn policy(row: &absence_case::Model) -> Policy {
+    serde_json::from_str(&row.policy).unwrap_or_default()
+}
+
+/// What [`super::decide`] needs of a stored case.
+pub fn state(row: &absence_case::Model) -> CaseState {
+    CaseState {
+        status: status_of(row),
+        missed_workdays: u32::try_from(row.missed_workdays).unwrap_or(0),
+        steps_done: steps_done(row),
+        formal_notice_sent_at: row.formal_notice_at,
+        acknowledged_at: row.acknowledged_at,
+    }
+}
+
+/// Records something that happened, for the case file.
+#[allow(clippy::too_many_arguments)]
+pub async fn record<C: ConnectionTrait>(
+    conn: &C,
+    tenant_id: &str,
+    case_id: Option<i64>,
+    user_id: Option<&str>,
+    kind: &str,
+    actor: Option<&str>,
+    detail: Value,
+    inbound_event_id: Option<i64>,
+    at: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    case_event::Entity::insert(case_event::ActiveModel {
+        tenant_id: Set(tenant_id.to_owned()),
+        case_id: Set(case_id),
+        user_id: Set(user_id.map(str::to_owned)),
+        kind: Set(kind.to_owned()),
+        actor: Set(actor.map(str::to_owned)),
+        detail: Set(detail.to_string()),
+        inbound_event_id: Set(inbound_event_id),
+        at: Set(at),
+        ..Default::default()
+    })
+    .exec_without_returning(conn)
+    .await?;
+    Ok(())
+}
+
+/// Opens a case for a first missed workday, with `policy` snapshotted.
+/// Returns `None` if the employee already has an unresolved case.
+pub async fn open<C: ConnectionTrait>(
+    conn: &C,
+    tenant_id: &str,
+    user_id: &str,
+    day: NaiveDate,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Result<Option<absence_case::Model>, DbErr> {
+    let row = absence_case::ActiveModel {
+        tenant_id: Set(tenant_id.to_owned()),
+        user_id: Set(user_id.to_owned()),
+        status: Set("open".to_owned()),
+        opened_at: Set(now),
+        first_missed: Set(day),
+        last_missed: Set(day),
+        missed_workdays: Set(1),
+        scanned_through: Set(day),
+        steps_done: Set("[]".to_owned()),
+        fence: Set(1),
+        policy: Set(serde_json::to_string(policy).expect("plain data")),
+        updated_at: Set(now),
+        ..Default::default()
+    };
+    let inserted = absence_case::Entity::insert(row)
+        .on_conflict_do_nothing()
+        .exec_with_returning(conn)
+        .await;
+    let case = match inserted {
+        Ok(sea_orm::TryInsertResult::Inserted(case)) => case,
+        Ok(_) | Err(DbErr::RecordNotInserted) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    record(
+        conn,
+        tenant_id,
+        Some(case.id),
+        Some(user_id),
+        "case_opened",
+        None,
+        json!({ "first_missed": day, "policy": policy }),
+        None,
+        now,
+    )
+    .await?;
+    Ok(Some(case))
+}
+
+/// Counts one more missed workday, once per day.
+pub async fn advance<C: ConnectionTrait>(
+    conn: &C,
+    case: &absence_case::Model,
+    day: NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<Option<absence_case::Model>, DbErr> {
+    let updated = absence_case::Entity::update_many()
+        .col_expr(
+            absence_case::Column::MissedWorkdays,
+            Expr::col(absence_case::Column::MissedWorkdays).add(1),
+        )
+        .col_expr(absence_case::Column::LastMissed, Expr::value(day))
+        .col_expr(absence_case::Column::ScannedThrough, Expr::value(day))
+        .col_expr(absence_case::Column::UpdatedAt, Expr::value(now))
+        .filter(absence_case::Column::Id.eq(case.id))
+        .filter(absence_case::Column::ScannedThrough.lt(day))
+        .filter(absence_case::Column::Status.ne("resolved"))
+        .exec(conn)
+        .await?;
+    if updated.rows_affected == 0 {
+        return Ok(None);
+    }
+    record(
+        conn,
+        &case.tenant_id,
+        Some(case.id),
+        Some(&case.user_id),
+        "missed_workday",
+        None,
+        json!({ "day": day, "missed_workdays": case.missed_workdays + 1 }),
+        None,
+        now,
+    )
+    .await?;
+    absence_case::Entity::find_by_id(case.id).one(conn).await
+}
+
+/// Marks `steps` issued; the formal notice also fixes the deadline.
+pub async fn mark_steps<C: ConnectionTrait>(
+    conn: &C,
+    case: &absence_case::Model,
+    steps: &BTreeSet<Step>,
+    now: DateTime<Utc>,
+) -> Result<absence_case::Model, DbErr> {
+    let mut done = steps_done(case);
+    done.extend(steps.iter().copied());
+    let mut update = absence_case::Entity::update_many()
+        .col_expr(
+            absence_case::Column::StepsDone,
+            Expr::value(serde_json::to_string(&done).expect("plain data")),
+        )
+        .col_expr(absence_case::Column::UpdatedAt, Expr::value(now))
+        .filter(absence_case::Column::Id.eq(case.id));
+    if steps.contains(&Step::FormalNotice) && case.formal_notice_at.is_none() {
+        let deadline = policy(case).deadline(now);
+        update = update
+            .col_expr(absence_case::Column::FormalNoticeAt, Expr::value(now))
+            .col_expr(absence_case::Column::DeadlineAt, Expr::value(deadline));
+    }
+    update.exec(conn).await?;
+    for step in steps {
+        record(
+            conn,
+            &case.tenant_id,
+            Some(case.id),
+            Some(&case.user_id),
+            "step_issued",
+            None,
+            json!({ "step": step, "missed_workdays": case.missed_workdays }),
+            None,
+            now,
+        )
+        .await?;
+    }
+    absence_case::Entity::find_by_id(case.id)
+        .one(conn)
+        .await?
+        .ok_or(DbErr::RecordNotFound(format!("case {}", case.id)))
+}
+
+/// The employee's unresolved case, if any.
+pub async fn unresolved<C: ConnectionTrait>(
+    conn: &C,
+    tenant_id: &str,
+    user_id: &str,
+) -> Result<Option<absence_case::Model>, DbErr> {
+    absence_case::Entity::find()
+        .filter(absence_case::Column::TenantId.eq(tenant_id))
+        .filter(absence_case::Column::UserId.eq(user_id))
+        .filter(absence_case::Column::Status.ne("resolved"))
+        .one(conn)
+        .await
+}
+
+/// Changes the status of `case` and its fencing token, if it is still at
+/// `case.fence`. Returns whether this call made the change.
+async fn transition<C: ConnectionTrait>(
+    conn: &C,
+    case: &absence_case::Model,
+    status: &str,
+    resolution: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let mut update = absence_case::Entity::update_many()
+        .col_expr(absence_case::Column::Status, Expr::value(status.to_owned()))
+        .col_expr(absence_case::Column::Fence, Expr::value(case.fence + 1))
+        .col_expr(absence_case::Column::UpdatedAt, Expr::value(now))
+        .filter(absence_case::Column::Id.eq(case.id))
+        .filter(absence_case::Column::Fence.eq(case.fence));
+    if status == "resolved" {
+        update = update
+            .col_expr(absence_case::Column::ResolvedAt, Expr::value(now))
+            .col_expr(
+                absence_case::Column::Resolution,
+                Expr::value(resolution.map(str::to_owned)),
+            );
+    }
+    Ok(update.exec(conn).await?.rows_affected == 1)
+}
+
+/// Why a case was resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    CheckedIn { day: NaiveDate },
+    Leave { from: NaiveDate, to: NaiveDate },
+    ClosedByHr { reason: String },
+}
+
+impl Resolution {
+    fn summary(&self) -> String {
+        match self {
+            Resolution::CheckedIn { day } => format!("checked_in {day}"),
+            Resolution::Leave { from, to } => format!("leave {from}..{to}"),
+            Resolution::ClosedByHr { reason } => format!("closed: {reason}"),
+        }
+    }
+}
+
+/// Resolves `case` (stops its ladder). Returns whether it was still unresolved.
+#[allow(clippy::too_many_arguments)]
+pub async fn resolve<C: ConnectionTrait>(
+    conn: &C,
+    case: &absence_case::Model,
+    resolution: &Resolution,
+    actor: Option<&str>,
+    inbound_event_id: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    if case.status == "resolved" {
+        return Ok(false);
+    }
+    let summary = resolution.summary();
+    if !transition(conn, case, "resolved", Some(&summary), now).await? {
+        return Ok(false);
+    }
+    record(
+        conn,
+        &case.tenant_id,
+        Some(case.id),
+        Some(&case.user_id),
+        "case_resolved",
+        actor,
+        json!({ "resolution": summary }),
+        inbound_event_id,
+        now,
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Pauses `case`: the employee answered, HR decides. Returns whether it was open.
+pub async fn pause<C: ConnectionTrait>(
+    conn: &C,
+    case: &absence_case::Model,
+    why: Value,
+    inbound_event_id: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    if case.status != "open" || !transition(conn, case, "paused", None, now).await? {
+        return Ok(false);
+    }
+    record(
+        conn,
+        &case.tenant_id,
+        Some(case.id),
+        Some(&case.user_id),
+        "case_paused",
+        Some(&case.user_id),
+        why,
+        inbound_event_id,
+        now,
+    )
+    .await?;
+    Ok(true)
+}
+
+/// The employee acknowledged the formal notice (saw it; the case stays open).
+pub async fn acknowledge<C: ConnectionTrait>(
+    conn: &C,
+    case: &absence_case::Model,
+    inbound_event_id: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    absence_case::Entity::update_many()
+        .col_expr(absence_case::Column::AcknowledgedAt, Expr::value(now))
+        .filter(absence_case::Column::Id.eq(case.id))
+        .filter(absence_case::Column::AcknowledgedAt.is_null())
+        .exec(conn)
+        .await?;
+    record(
+        conn,
+        &case.tenant_id,
+        Some(case.id),
+        Some(&case.user_id),
+        "notice_acknowledged",
+        Some(&case.user_id),
+        json!({}),
+        inbound_event_id,
+        now,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("RC-000042", Some(42))]
+    #[case("rc-42", Some(42))]
+    #[case("42", Some(42))]
+    #[case(" RC-7 ", Some(7))]
+    #[case("RC-", None)]
+    #[case("0", None)]
+    #[case("张三", None)]
+    fn case_numbers_parse(#[case] text: &str, #[case] expected: Option<i64>) {
+        assert_eq!(parse_case_no(text), expected);
+    }
+
+    #[test]
+    fn case_numbers_print_and_parse_back() {
+        assert_eq!(case_no(42), "RC-000042");
+        assert_eq!(parse_case_no(&case_no(123_456_789)), Some(123_456_789));
+    }
+}

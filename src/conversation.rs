@@ -1,0 +1,586 @@
+//! What the bot does with one inbound event: a check-in, a card press, a
+//! command, a reply to a case, or a short help. Everything an event causes
+//! (rows, case changes, replies in the outbox) is written in one transaction
+//! that also marks the event processed, so a re-run job changes nothing.
+
+use chrono::{DateTime, Utc};
+use entity::{card_action, employee, inbound_event, media, outbox};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, TransactionTrait,
+};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::attendance::checkin::{self, NewCheckIn, geofence, is_checkin_text, work_date};
+use crate::cases::notify::{NotifyError, employee_row, hr_people, local};
+use crate::cases::store::{self, Resolution, case_no, record};
+use crate::outbox::render::{TemplateError, hex};
+use crate::outbox::{NewMessage, Payload, enqueue};
+use crate::platform::{InboundEvent, InboundKind};
+use crate::runtime::{Runtime, Tenant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    #[error(transparent)]
+    Db(#[from] DbErr),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error("stored event {id} does not parse: {reason}")]
+    Unreadable { id: i64, reason: String },
+}
+
+impl From<NotifyError> for HandleError {
+    fn from(e: NotifyError) -> Self {
+        match e {
+            NotifyError::Db(e) => Self::Db(e),
+            NotifyError::Template(e) => Self::Template(e),
+        }
+    }
+}
+
+/// The context of one event's handling.
+pub(crate) struct Turn<'a> {
+    pub rt: &'a Runtime,
+    pub txn: &'a DatabaseTransaction,
+    pub tenant: &'a Tenant,
+    pub event_id: i64,
+    pub event: &'a InboundEvent,
+    pub sent_at: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+}
+
+impl Turn<'_> {
+    /// Answers the sender with `block` of `template` (one answer per event).
+    pub async fn reply(
+        &self,
+        template: &str,
+        block: &str,
+        context: &Value,
+    ) -> Result<(), HandleError> {
+        self.send_text(
+            &format!("reply:{}", self.event_id),
+            &self.event.from_user,
+            template,
+            block,
+            context,
+        )
+        .await
+    }
+
+    pub async fn send_text(
+        &self,
+        key: &str,
+        to: &str,
+        template: &str,
+        block: &str,
+        context: &Value,
+    ) -> Result<(), HandleError> {
+        let rendered = self.rt.templates.render(template, context, &[block])?;
+        let message = NewMessage {
+            tenant_id: self.tenant.config.id.clone(),
+            idem_key: key.to_owned(),
+            case_id: None,
+            fence: None,
+            step: None,
+            recipient: to.to_owned(),
+            template: rendered.template.clone(),
+            template_hash: rendered.hash.clone(),
+            payload: Payload::Text {
+                content: rendered.block(block).to_owned(),
+            },
+        };
+        enqueue(self.txn, self.rt.db.engine, message, self.now).await?;
+        Ok(())
+    }
+
+    pub async fn record(
+        &self,
+        case_id: Option<i64>,
+        user: Option<&str>,
+        kind: &str,
+        detail: Value,
+    ) -> Result<(), DbErr> {
+        record(
+            self.txn,
+            &self.tenant.config.id,
+            case_id,
+            user,
+            kind,
+            Some(&self.event.from_user),
+            detail,
+            Some(self.event_id),
+            self.now,
+        )
+        .await
+    }
+}
+
+/// A downloaded photo, fetched before the transaction opens.
+struct Photo {
+    sha256: String,
+    bytes: Vec<u8>,
+    content_type: Option<String>,
+}
+
+/// Handles inbound event `id` once. Returns its classification, or `None`
+/// if there is no such event.
+pub async fn handle(rt: &Runtime, id: i64) -> Result<Option<String>, HandleError> {
+    let db = &rt.db.orm;
+    let Some(row) = inbound_event::Entity::find_by_id(id).one(db).await? else {
+        return Ok(None);
+    };
+    if row.processed_at.is_some() {
+        return Ok(row.classification);
+    }
+    let event: InboundEvent =
+        serde_json::from_str(&row.fields).map_err(|e| HandleError::Unreadable {
+            id,
+            reason: e.to_string(),
+        })?;
+    let Some(tenant) = rt.tenant(&row.tenant_id).cloned() else {
+        mark(db, id, "unknown_tenant").await?;
+        return Ok(Some("unknown_tenant".into()));
+    };
+    let photo = match &event.kind {
+        InboundKind::Image { media_id, .. } => fetch_photo(&tenant, media_id).await,
+        _ => None,
+    };
+    let now = rt.clock.now();
+    let sent_at = DateTime::from_timestamp(event.create_time, 0).unwrap_or(now);
+    let txn = db.begin().await?;
+    // Claim the event first: a concurrent or repeated job finds it taken.
+    let claimed = inbound_event::Entity::update_many()
+        .col_expr(inbound_event::Column::ProcessedAt, Expr::value(Utc::now()))
+        .filter(inbound_event::Column::Id.eq(id))
+        .filter(inbound_event::Column::ProcessedAt.is_null())
+        .exec(&txn)
+        .await?;
+    if claimed.rows_affected == 0 {
+        txn.rollback().await?;
+        return Ok(inbound_event::Entity::find_by_id(id)
+            .one(db)
+            .await?
+            .and_then(|r| r.classification));
+    }
+    let turn = Turn {
+        rt,
+        txn: &txn,
+        tenant: &tenant,
+        event_id: id,
+        event: &event,
+        sent_at,
+        now,
+    };
+    let sender = employee_row(&txn, &tenant.config.id, &event.from_user)
+        .await?
+        .filter(|e| e.active);
+    let class = dispatch(&turn, sender.as_ref(), photo).await?;
+    inbound_event::Entity::update_many()
+        .col_expr(inbound_event::Column::Classification, Expr::value(class))
+        .filter(inbound_event::Column::Id.eq(id))
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(Some(class.to_owned()))
+}
+
+async fn mark(db: &sea_orm::DatabaseConnection, id: i64, class: &str) -> Result<(), DbErr> {
+    inbound_event::Entity::update_many()
+        .col_expr(inbound_event::Column::ProcessedAt, Expr::value(Utc::now()))
+        .col_expr(
+            inbound_event::Column::Classification,
+            Expr::value(class.to_owned()),
+        )
+        .filter(inbound_event::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+async fn fetch_photo(tenant: &Tenant, media_id: &str) -> Option<Photo> {
+    let api = tenant.chat.as_ref()?;
+    match api.media_get(media_id).await {
+        Ok(m) => Some(Photo {
+            sha256: hex(&Sha256::digest(&m.bytes)),
+            bytes: m.bytes,
+            content_type: Some(m.content_type),
+        }),
+        Err(e) => {
+            tracing::warn!(tenant = %tenant.config.id, error = %e, "could not download a check-in photo; the check-in is kept without it");
+            None
+        }
+    }
+}
+
+async fn dispatch(
+    turn: &Turn<'_>,
+    sender: Option<&employee::Model>,
+    photo: Option<Photo>,
+) -> Result<&'static str, HandleError> {
+    let Some(sender) = sender else {
+        return match &turn.event.kind {
+            InboundKind::Text { .. } | InboundKind::Location { .. } | InboundKind::Image { .. } => {
+                turn.record(
+                    None,
+                    None,
+                    "unknown_sender",
+                    json!({ "kind": turn.event.kind.name() }),
+                )
+                .await?;
+                turn.reply("command", "unknown_user", &json!({})).await?;
+                Ok("unknown_sender")
+            }
+            _ => Ok("ignored"),
+        };
+    };
+    match &turn.event.kind {
+        InboundKind::Text { content, .. } => {
+            let t = content.trim_start();
+            if t.starts_with('/') || t.starts_with('／') {
+                crate::commands::handle::command(turn, sender, content).await?;
+                Ok("command")
+            } else if is_checkin_text(&turn.tenant.config.attendance.keywords, content) {
+                check_in(turn, sender, "text", None, None).await?;
+                Ok("checkin")
+            } else {
+                free_text(turn, sender, content).await
+            }
+        }
+        InboundKind::Location {
+            latitude,
+            longitude,
+            label,
+            ..
+        } => {
+            check_in(
+                turn,
+                sender,
+                "location",
+                Some((*latitude, *longitude, label.clone())),
+                None,
+            )
+            .await?;
+            Ok("checkin")
+        }
+        InboundKind::Image { media_id, .. } => {
+            check_in(turn, sender, "image", None, Some((media_id.clone(), photo))).await?;
+            Ok("checkin")
+        }
+        InboundKind::CardButton {
+            event_key,
+            response_code,
+            ..
+        } => card_press(turn, sender, event_key, response_code.as_deref()).await,
+        InboundKind::EnterAgent { .. } | InboundKind::Other { .. } => Ok("ignored"),
+    }
+}
+
+type Place = (f64, f64, Option<String>);
+
+async fn check_in(
+    turn: &Turn<'_>,
+    sender: &employee::Model,
+    source: &'static str,
+    place: Option<Place>,
+    image: Option<(String, Option<Photo>)>,
+) -> Result<(), HandleError> {
+    let tenant = &turn.tenant.config;
+    let day = work_date(turn.sent_at, tenant.timezone);
+    let fence = place
+        .as_ref()
+        .map(|(lat, lon, _)| geofence(&turn.tenant.config.sites, *lat, *lon));
+    let mut media_sha256 = None;
+    if let Some((media_id, photo)) = image {
+        match photo {
+            Some(p) => {
+                media_sha256 = Some(p.sha256.clone());
+                media::Entity::insert(media::ActiveModel {
+                    tenant_id: Set(tenant.id.clone()),
+                    sha256: Set(p.sha256),
+                    content_type: Set(p.content_type),
+                    size: Set(i64::try_from(p.bytes.len()).unwrap_or(i64::MAX)),
+                    bytes: Set(p.bytes),
+                    platform_media_id: Set(Some(media_id)),
+                    created_at: Set(turn.now),
+                    ..Default::default()
+                })
+                .on_conflict_do_nothing_on([media::Column::TenantId, media::Column::Sha256])
+                .exec_without_returning(turn.txn)
+                .await?;
+            }
+            None => {
+                turn.record(
+                    None,
+                    Some(&sender.user_id),
+                    "media_unavailable",
+                    json!({ "media_id": media_id }),
+                )
+                .await?
+            }
+        }
+    }
+    let flagged = fence.as_ref().is_some_and(|f| !f.inside);
+    let new = NewCheckIn {
+        tenant_id: tenant.id.clone(),
+        user_id: sender.user_id.clone(),
+        work_date: day,
+        checked_at: turn.sent_at,
+        source,
+        inbound_event_id: turn.event_id,
+        site: fence
+            .as_ref()
+            .filter(|f| f.inside)
+            .and_then(|f| f.nearest.clone()),
+        flagged,
+        latitude: place.as_ref().map(|p| p.0),
+        longitude: place.as_ref().map(|p| p.1),
+        label: place.and_then(|p| p.2),
+        distance_m: fence.as_ref().and_then(|f| f.distance_m),
+        media_sha256,
+    };
+    checkin::store(turn.txn, new, turn.now).await?;
+    let mut resolved = None;
+    if let Some(case) = store::unresolved(turn.txn, &tenant.id, &sender.user_id).await?
+        && day >= case.first_missed
+        && store::resolve(
+            turn.txn,
+            &case,
+            &Resolution::CheckedIn { day },
+            Some(&sender.user_id),
+            Some(turn.event_id),
+            turn.now,
+        )
+        .await?
+    {
+        resolved = Some(case_no(case.id));
+    }
+    turn.reply(
+        "checkin_reply",
+        "text",
+        &json!({
+            "name": sender.name,
+            "time": local(turn.tenant, turn.sent_at),
+            "source": source,
+            "site": fence.as_ref().filter(|f| f.inside).and_then(|f| f.nearest.clone()),
+            "nearest_site": fence.as_ref().and_then(|f| f.nearest.clone()),
+            "distance_m": fence.as_ref().and_then(|f| f.distance_m),
+            "flagged": flagged,
+            "resolved_case": resolved,
+        }),
+    )
+    .await
+}
+
+/// A text that is neither a command nor a check-in: an employee's answer to
+/// their case (pauses it, HR decides), a manager's note on a report's case,
+/// or a short help.
+async fn free_text(
+    turn: &Turn<'_>,
+    sender: &employee::Model,
+    text: &str,
+) -> Result<&'static str, HandleError> {
+    if let Some(case) = store::unresolved(turn.txn, &turn.tenant.config.id, &sender.user_id).await?
+    {
+        store::pause(
+            turn.txn,
+            &case,
+            json!({ "reply": text }),
+            Some(turn.event_id),
+            turn.now,
+        )
+        .await?;
+        forward_to_hr(turn, sender, &case, "reply", text).await?;
+        turn.reply(
+            "command",
+            "reply_recorded",
+            &json!({ "case_no": case_no(case.id) }),
+        )
+        .await?;
+        return Ok("case_reply");
+    }
+    // A manager writing after a card about a report: a note on that case.
+    let recent_card = outbox::Entity::find()
+        .filter(outbox::Column::TenantId.eq(&turn.tenant.config.id))
+        .filter(outbox::Column::Recipient.eq(&sender.user_id))
+        .filter(outbox::Column::CaseId.is_not_null())
+        .filter(outbox::Column::Step.eq("second_reminder"))
+        .order_by_desc(outbox::Column::Id)
+        .one(turn.txn)
+        .await?;
+    if let Some(card) = recent_card
+        && let Some(case_id) = card.case_id
+        && let Some(case) = entity::absence_case::Entity::find_by_id(case_id)
+            .one(turn.txn)
+            .await?
+        && case.status != "resolved"
+    {
+        turn.record(
+            Some(case.id),
+            Some(&case.user_id),
+            "manager_note",
+            json!({ "text": text }),
+        )
+        .await?;
+        turn.reply(
+            "command",
+            "reply_recorded",
+            &json!({ "case_no": case_no(case.id) }),
+        )
+        .await?;
+        return Ok("manager_note");
+    }
+    turn.reply("command", "chat_help", &json!({})).await?;
+    Ok("message")
+}
+
+async fn forward_to_hr(
+    turn: &Turn<'_>,
+    sender: &employee::Model,
+    case: &entity::absence_case::Model,
+    what: &str,
+    text: &str,
+) -> Result<(), HandleError> {
+    let context = json!({ "name": sender.name, "user_id": sender.user_id, "case_no": case_no(case.id), "what": what, "text": text });
+    for hr in hr_people(turn.txn, &turn.tenant.config.id).await? {
+        let key = format!("forward:{}:{}", turn.event_id, hr.user_id);
+        turn.send_text(&key, &hr.user_id, "employee_replied.hr", "text", &context)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A button press on one of our cards: the key is an opaque token that says
+/// which case and action, and for whom.
+async fn card_press(
+    turn: &Turn<'_>,
+    sender: &employee::Model,
+    token: &str,
+    response_code: Option<&str>,
+) -> Result<&'static str, HandleError> {
+    let Some(action) = card_action::Entity::find()
+        .filter(card_action::Column::TenantId.eq(&turn.tenant.config.id))
+        .filter(card_action::Column::Token.eq(token))
+        .one(turn.txn)
+        .await?
+    else {
+        turn.record(
+            None,
+            Some(&sender.user_id),
+            "card_press_unknown",
+            json!({ "key": token }),
+        )
+        .await?;
+        return Ok("card_unknown");
+    };
+    if action.for_user != sender.user_id {
+        turn.record(
+            action.case_id,
+            None,
+            "card_press_foreign",
+            json!({ "key": token, "for": action.for_user }),
+        )
+        .await?;
+        return Ok("card_foreign");
+    }
+    card_action::Entity::update_many()
+        .col_expr(card_action::Column::PressedAt, Expr::value(turn.now))
+        .filter(card_action::Column::Id.eq(action.id))
+        .exec(turn.txn)
+        .await?;
+    let case = match action.case_id {
+        Some(id) => {
+            entity::absence_case::Entity::find_by_id(id)
+                .one(turn.txn)
+                .await?
+        }
+        None => None,
+    };
+    let subject = match &case {
+        Some(c) => employee_row(turn.txn, &turn.tenant.config.id, &c.user_id).await?,
+        None => None,
+    };
+    turn.record(
+        case.as_ref().map(|c| c.id),
+        case.as_ref().map(|c| c.user_id.as_str()),
+        "card_pressed",
+        json!({ "action": action.action, "outbox": action.outbox_id }),
+    )
+    .await?;
+    let context = json!({
+        "case_no": case.as_ref().map(|c| case_no(c.id)),
+        "name": subject.as_ref().map(|s| s.name.clone()),
+        "actor_name": sender.name,
+        "time": local(turn.tenant, turn.sent_at),
+        "deadline": case.as_ref().and_then(|c| c.deadline_at).map(|d| local(turn.tenant, d)),
+    });
+    let live = case.as_ref().filter(|c| c.status != "resolved");
+    let reply_block = match (action.action.as_str(), live) {
+        // A check-in is a check-in even if the case is closed already.
+        ("arrived", _) => {
+            check_in(turn, sender, "card", None, None).await?;
+            None
+        }
+        ("on_leave", Some(c)) => {
+            store::pause(
+                turn.txn,
+                c,
+                json!({ "claimed": "on_leave" }),
+                Some(turn.event_id),
+                turn.now,
+            )
+            .await?;
+            forward_to_hr(turn, sender, c, "on_leave", "").await?;
+            Some("reply_on_leave")
+        }
+        ("explain", Some(_)) => Some("reply_explain"),
+        ("contacted", Some(c)) => {
+            turn.record(Some(c.id), Some(&c.user_id), "manager_contacted", json!({}))
+                .await?;
+            Some("reply_contacted")
+        }
+        ("received", Some(c)) => {
+            store::acknowledge(turn.txn, c, Some(turn.event_id), turn.now).await?;
+            Some("reply_received")
+        }
+        ("start_departure", Some(c)) => {
+            turn.record(
+                Some(c.id),
+                Some(&c.user_id),
+                "departure_requested",
+                json!({}),
+            )
+            .await?;
+            Some("reply_start_departure")
+        }
+        _ => Some("reply_stale"),
+    };
+    if let Some(block) = reply_block {
+        turn.reply("card_pressed", block, &context).await?;
+    }
+    // The card's button becomes a label (the code is single-use).
+    if let Some(code) = response_code.filter(|c| !c.is_empty()) {
+        let replace = format!("replace_{}", action.action);
+        let rendered = turn
+            .rt
+            .templates
+            .render("card_pressed", &context, &[&replace])?;
+        let message = NewMessage {
+            tenant_id: turn.tenant.config.id.clone(),
+            idem_key: format!("card_update:{}", turn.event_id),
+            case_id: None,
+            fence: None,
+            step: None,
+            recipient: sender.user_id.clone(),
+            template: rendered.template.clone(),
+            template_hash: rendered.hash.clone(),
+            payload: Payload::CardUpdate {
+                response_code: code.to_owned(),
+                replace_name: rendered.block(&replace).to_owned(),
+            },
+        };
+        enqueue(turn.txn, turn.rt.db.engine, message, turn.now).await?;
+    }
+    Ok("card_action")
+}

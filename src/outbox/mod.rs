@@ -1,0 +1,471 @@
+//! Outbound messages: every message is first an outbox row with a unique
+//! idempotency key (`notice:{case}:{step}:{recipient}:{channel}` for notices,
+//! `reply:{inbound event}` for answers), written in the same transaction as
+//! the decision that caused it, with its `deliver` job. The job sends the row
+//! once and stores the receipt: jobs run at least once, notices go out once.
+
+pub mod render;
+
+use chrono::{DateTime, Duration, Utc};
+use entity::{absence_case, card_action, outbox};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
+    QueryFilter, TransactionTrait, TryInsertResult,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::cases::Channel;
+use crate::db::Engine;
+use crate::platform::PlatformError;
+use crate::platform::wecom::api::Outbound;
+use crate::runtime::{Runtime, Tenant};
+
+/// WeCom drops, silently, messages beyond 30 a minute to one member.
+pub const PER_MEMBER_PER_MINUTE: u64 = 30;
+/// Transient failures are retried for this long, then the row fails and HR is told.
+pub const RETRY_FOR: Duration = Duration::hours(6);
+/// The longest wait between two attempts.
+const MAX_BACKOFF_SECS: u64 = 300;
+
+/// A card button: what pressing it means, and its label.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Button {
+    pub action: String,
+    pub label: String,
+    /// The opaque key sent to the platform; filled in when enqueued.
+    #[serde(default)]
+    pub key: String,
+}
+
+/// What is sent, rendered. Stored as JSON in `outbox.payload`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Payload {
+    Text {
+        content: String,
+    },
+    /// A `button_interaction` template card.
+    Card {
+        source: String,
+        title: String,
+        body: String,
+        task_id: String,
+        buttons: Vec<Button>,
+    },
+    /// Turns the pressed card's button into a label (`update_template_card`).
+    CardUpdate {
+        response_code: String,
+        replace_name: String,
+    },
+    /// The recipient's phone is looked up (and unsealed) when sending.
+    Sms {
+        text: String,
+        params: serde_json::Map<String, Value>,
+    },
+    Email {
+        to: String,
+        subject: String,
+        text: String,
+    },
+}
+
+impl Payload {
+    pub fn channel(&self) -> Channel {
+        match self {
+            Payload::Text { .. } | Payload::Card { .. } | Payload::CardUpdate { .. } => {
+                Channel::Chat
+            }
+            Payload::Sms { .. } => Channel::Sms,
+            Payload::Email { .. } => Channel::Email,
+        }
+    }
+}
+
+/// A message to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub tenant_id: String,
+    pub idem_key: String,
+    pub case_id: Option<i64>,
+    /// The case's fencing token: if it changed before sending, the row is cancelled.
+    pub fence: Option<i64>,
+    pub step: Option<String>,
+    pub recipient: String,
+    pub template: String,
+    pub template_hash: String,
+    pub payload: Payload,
+}
+
+pub fn channel_name(channel: Channel) -> &'static str {
+    match channel {
+        Channel::Chat => "chat",
+        Channel::Sms => "sms",
+        Channel::Email => "email",
+    }
+}
+
+/// Puts `message` in the outbox with its job, inside the caller's
+/// transaction. Returns the new row's id, or `None` if a row with this key
+/// already exists (then nothing is written).
+pub async fn enqueue<C: ConnectionTrait>(
+    txn: &C,
+    engine: Engine,
+    mut message: NewMessage,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>, DbErr> {
+    let mut tokens = Vec::new();
+    if let Payload::Card { buttons, .. } = &mut message.payload {
+        for b in buttons.iter_mut() {
+            b.key = ulid::Ulid::new().to_string();
+            tokens.push((b.key.clone(), b.action.clone()));
+        }
+    }
+    let row = outbox::ActiveModel {
+        tenant_id: Set(message.tenant_id.clone()),
+        idem_key: Set(message.idem_key),
+        case_id: Set(message.case_id),
+        fence: Set(message.fence),
+        step: Set(message.step),
+        recipient: Set(message.recipient.clone()),
+        channel: Set(channel_name(message.payload.channel()).to_owned()),
+        template: Set(message.template),
+        template_hash: Set(message.template_hash),
+        payload: Set(serde_json::to_string(&message.payload).expect("plain data")),
+        status: Set("pending".to_owned()),
+        attempts: Set(0),
+        not_before: Set(now),
+        created_at: Set(now),
+        ..Default::default()
+    };
+    let id = match outbox::Entity::insert(row)
+        .on_conflict_do_nothing_on([outbox::Column::IdemKey])
+        .exec(txn)
+        .await?
+    {
+        TryInsertResult::Inserted(r) => r.last_insert_id,
+        TryInsertResult::Conflicted | TryInsertResult::Empty => return Ok(None),
+    };
+    if !tokens.is_empty() {
+        let actions = tokens
+            .into_iter()
+            .map(|(token, action)| card_action::ActiveModel {
+                tenant_id: Set(message.tenant_id.clone()),
+                token: Set(token),
+                case_id: Set(message.case_id),
+                outbox_id: Set(id),
+                action: Set(action),
+                for_user: Set(message.recipient.clone()),
+                pressed_at: Set(None),
+                ..Default::default()
+            });
+        card_action::Entity::insert_many(actions).exec(txn).await?;
+    }
+    crate::workers::enqueue_deliver(txn, engine, id, 0, std::time::Duration::ZERO).await?;
+    Ok(Some(id))
+}
+
+/// What became of one delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivered {
+    /// Sent, cancelled, given up or already done: nothing more to do.
+    Done(&'static str),
+    /// Try again after this long.
+    RetryAfter(std::time::Duration),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    #[error(transparent)]
+    Db(#[from] DbErr),
+    #[error("rendering: {0}")]
+    Template(#[from] render::TemplateError),
+}
+
+/// The template_card body WeCom expects for a button card.
+pub fn card_body(
+    source: &str,
+    title: &str,
+    body: &str,
+    task_id: &str,
+    buttons: &[Button],
+) -> Value {
+    json!({
+        "card_type": "button_interaction",
+        "source": { "desc": source },
+        "main_title": { "title": title },
+        "sub_title_text": body,
+        "task_id": task_id,
+        "button_list": buttons.iter().map(|b| json!({ "text": b.label, "style": 1, "key": b.key })).collect::<Vec<_>>(),
+    })
+}
+
+/// Sends outbox row `id`, once. Safe to call again for the same row.
+pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
+    let db = &rt.db.orm;
+    let Some(row) = outbox::Entity::find_by_id(id).one(db).await? else {
+        return Ok(Delivered::Done("missing"));
+    };
+    if !matches!(row.status.as_str(), "pending" | "sending") {
+        return Ok(Delivered::Done("already final"));
+    }
+    let now = rt.clock.now();
+    let Some(tenant) = rt.tenant(&row.tenant_id).cloned() else {
+        finish(rt, &row, "failed", Some("tenant no longer configured")).await?;
+        return Ok(Delivered::Done("failed"));
+    };
+    // The fencing token: a notice for a case that was resolved, paused or
+    // restarted since it was enqueued is not sent.
+    if let (Some(case_id), Some(fence)) = (row.case_id, row.fence) {
+        let case = absence_case::Entity::find_by_id(case_id).one(db).await?;
+        if case.is_none_or(|c| c.fence != fence) {
+            finish(
+                rt,
+                &row,
+                "cancelled",
+                Some("the case changed before sending"),
+            )
+            .await?;
+            return Ok(Delivered::Done("cancelled"));
+        }
+    }
+    let payload: Payload = match serde_json::from_str(&row.payload) {
+        Ok(p) => p,
+        Err(e) => {
+            finish(
+                rt,
+                &row,
+                "failed",
+                Some(&format!("unreadable payload: {e}")),
+            )
+            .await?;
+            return Ok(Delivered::Done("failed"));
+        }
+    };
+    if payload.channel() == Channel::Chat {
+        if let Some(wait) = member_budget(rt, &row, now).await? {
+            return Ok(Delivered::RetryAfter(wait));
+        }
+    }
+    // The attempt is on record before the request leaves: after a crash the
+    // row says it may have been sent, and WeCom's duplicate check (same
+    // content within 30 minutes) is the second guard.
+    outbox::Entity::update_many()
+        .col_expr(outbox::Column::Status, Expr::value("sending"))
+        .col_expr(
+            outbox::Column::Attempts,
+            Expr::col(outbox::Column::Attempts).add(1),
+        )
+        .filter(outbox::Column::Id.eq(row.id))
+        .exec(db)
+        .await?;
+    let result = send(rt, &tenant, &row, &payload).await;
+    match result {
+        Ok(receipt) => {
+            let sent = outbox::ActiveModel {
+                id: Set(row.id),
+                status: Set("sent".to_owned()),
+                sent_at: Set(Some(rt.clock.now())),
+                receipt_id: Set(receipt.id),
+                receipt: Set(Some(receipt.raw)),
+                response_code: Set(receipt.response_code),
+                error: Set(None),
+                ..Default::default()
+            };
+            sent.update(db).await?;
+            Ok(Delivered::Done("sent"))
+        }
+        Err(PlatformError::Retryable(reason)) => {
+            if now - row.created_at > RETRY_FOR {
+                give_up(rt, &tenant, &row, "failed", &reason).await?;
+                return Ok(Delivered::Done("failed"));
+            }
+            let wait = backoff(row.attempts);
+            retry_later(rt, &row, &reason).await?;
+            Ok(Delivered::RetryAfter(wait))
+        }
+        Err(PlatformError::RateLimited { after_secs, reason }) => {
+            retry_later(rt, &row, &reason).await?;
+            Ok(Delivered::RetryAfter(std::time::Duration::from_secs(
+                after_secs,
+            )))
+        }
+        Err(PlatformError::Undeliverable { reason, .. }) => {
+            give_up(rt, &tenant, &row, "undeliverable", &reason).await?;
+            Ok(Delivered::Done("undeliverable"))
+        }
+        Err(PlatformError::Permanent(reason)) => {
+            give_up(rt, &tenant, &row, "failed", &reason).await?;
+            Ok(Delivered::Done("failed"))
+        }
+    }
+}
+
+/// Exponential: 2, 4, 8 … seconds, at most five minutes.
+fn backoff(attempts_before: i32) -> std::time::Duration {
+    let exp = u32::try_from(attempts_before.clamp(0, 16)).unwrap_or(16) + 1;
+    std::time::Duration::from_secs(Ord::min(2u64.saturating_pow(exp), MAX_BACKOFF_SECS))
+}
+
+/// If `row`'s recipient already got the per-minute maximum, how long to wait.
+async fn member_budget(
+    rt: &Runtime,
+    row: &outbox::Model,
+    now: DateTime<Utc>,
+) -> Result<Option<std::time::Duration>, DbErr> {
+    let window_start = now - Duration::seconds(60);
+    let recent: Vec<Option<DateTime<Utc>>> = outbox::Entity::find()
+        .select_only()
+        .column(outbox::Column::SentAt)
+        .filter(outbox::Column::TenantId.eq(&row.tenant_id))
+        .filter(outbox::Column::Recipient.eq(&row.recipient))
+        .filter(outbox::Column::Channel.eq("chat"))
+        .filter(outbox::Column::Id.ne(row.id))
+        .filter(
+            sea_orm::Condition::any()
+                .add(outbox::Column::SentAt.gt(window_start))
+                .add(outbox::Column::Status.eq("sending")),
+        )
+        .into_tuple()
+        .all(&rt.db.orm)
+        .await?;
+    if (recent.len() as u64) < PER_MEMBER_PER_MINUTE {
+        return Ok(None);
+    }
+    let oldest = recent.iter().flatten().min().copied().unwrap_or(now);
+    let wait = (oldest + Duration::seconds(61) - now)
+        .to_std()
+        .unwrap_or(std::time::Duration::from_secs(1));
+    Ok(Some(wait.max(std::time::Duration::from_secs(1))))
+}
+
+use sea_orm::QuerySelect;
+
+/// A provider's answer to a successful send.
+struct SendReceipt {
+    id: Option<String>,
+    raw: String,
+    response_code: Option<String>,
+}
+
+async fn send(
+    rt: &Runtime,
+    tenant: &Tenant,
+    row: &outbox::Model,
+    payload: &Payload,
+) -> Result<SendReceipt, PlatformError> {
+    match payload {
+        Payload::Text { content } => {
+            chat(
+                tenant,
+                row,
+                &Outbound::Text {
+                    content: content.clone(),
+                },
+            )
+            .await
+        }
+        Payload::Card {
+            source,
+            title,
+            body,
+            task_id,
+            buttons,
+        } => {
+            let card = card_body(source, title, body, task_id, buttons);
+            chat(tenant, row, &Outbound::TemplateCard(card)).await
+        }
+        Payload::CardUpdate {
+            response_code,
+            replace_name,
+        } => {
+            let Some(api) = &tenant.chat else {
+                return Err(PlatformError::Permanent(
+                    "the tenant has no chat platform configured".into(),
+                ));
+            };
+            let raw = api
+                .update_template_card(&[row.recipient.as_str()], response_code, replace_name)
+                .await?;
+            Ok(SendReceipt {
+                id: None,
+                raw,
+                response_code: None,
+            })
+        }
+        Payload::Sms { .. } | Payload::Email { .. } => {
+            let _ = rt;
+            Err(PlatformError::Permanent(format!(
+                "no {} provider is configured for tenant {}",
+                row.channel, row.tenant_id
+            )))
+        }
+    }
+}
+
+async fn chat(
+    tenant: &Tenant,
+    row: &outbox::Model,
+    message: &Outbound,
+) -> Result<SendReceipt, PlatformError> {
+    let Some(api) = &tenant.chat else {
+        return Err(PlatformError::Permanent(
+            "the tenant has no chat platform configured".into(),
+        ));
+    };
+    let receipt = api.send(&row.recipient, message, true).await?;
+    Ok(SendReceipt {
+        id: receipt.msgid,
+        raw: receipt.raw,
+        response_code: receipt.response_code,
+    })
+}
+
+async fn retry_later(rt: &Runtime, row: &outbox::Model, reason: &str) -> Result<(), DbErr> {
+    outbox::Entity::update_many()
+        .col_expr(outbox::Column::Status, Expr::value("pending"))
+        .col_expr(outbox::Column::Error, Expr::value(reason.to_owned()))
+        .filter(outbox::Column::Id.eq(row.id))
+        .exec(&rt.db.orm)
+        .await?;
+    Ok(())
+}
+
+async fn finish(
+    rt: &Runtime,
+    row: &outbox::Model,
+    status: &str,
+    error: Option<&str>,
+) -> Result<(), DbErr> {
+    outbox::Entity::update_many()
+        .col_expr(outbox::Column::Status, Expr::value(status.to_owned()))
+        .col_expr(outbox::Column::Error, Expr::value(error.map(str::to_owned)))
+        .filter(outbox::Column::Id.eq(row.id))
+        .exec(&rt.db.orm)
+        .await?;
+    Ok(())
+}
+
+/// Marks the row final and tells HR that a recipient could not be reached
+/// (unless the message was itself for HR about such a failure).
+async fn give_up(
+    rt: &Runtime,
+    tenant: &Tenant,
+    row: &outbox::Model,
+    status: &str,
+    reason: &str,
+) -> Result<(), DeliverError> {
+    let txn = rt.db.orm.begin().await?;
+    outbox::Entity::update_many()
+        .col_expr(outbox::Column::Status, Expr::value(status.to_owned()))
+        .col_expr(outbox::Column::Error, Expr::value(reason.to_owned()))
+        .filter(outbox::Column::Id.eq(row.id))
+        .exec(&txn)
+        .await?;
+    if !row.idem_key.starts_with("undeliverable:") {
+        crate::cases::notify::tell_hr_undeliverable(rt, &txn, tenant, row, reason).await?;
+    }
+    txn.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! Bot text from `bot-templates/` (minijinja). Each template holds named
+//! blocks; a message is the blocks its channel needs, stored with the
+//! template's name and the SHA-256 of its text.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use minijinja::Environment;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// The templates compiled into the binary; a file of the same name in the
+/// templates folder replaces one at start.
+const BUILT_IN: &[(&str, &str)] = &[
+    (
+        "card_pressed",
+        include_str!("../../bot-templates/card_pressed.j2"),
+    ),
+    (
+        "checkin_reply",
+        include_str!("../../bot-templates/checkin_reply.j2"),
+    ),
+    ("command", include_str!("../../bot-templates/command.j2")),
+    (
+        "deadline_passed.hr",
+        include_str!("../../bot-templates/deadline_passed.hr.j2"),
+    ),
+    (
+        "employee_replied.hr",
+        include_str!("../../bot-templates/employee_replied.hr.j2"),
+    ),
+    (
+        "first_reminder.employee",
+        include_str!("../../bot-templates/first_reminder.employee.j2"),
+    ),
+    (
+        "formal_notice.copy",
+        include_str!("../../bot-templates/formal_notice.copy.j2"),
+    ),
+    (
+        "formal_notice.employee",
+        include_str!("../../bot-templates/formal_notice.employee.j2"),
+    ),
+    (
+        "second_reminder.employee",
+        include_str!("../../bot-templates/second_reminder.employee.j2"),
+    ),
+    (
+        "second_reminder.manager",
+        include_str!("../../bot-templates/second_reminder.manager.j2"),
+    ),
+    (
+        "undeliverable.hr",
+        include_str!("../../bot-templates/undeliverable.hr.j2"),
+    ),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("template {name}: {source}")]
+    Syntax {
+        name: String,
+        #[source]
+        source: minijinja::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no template named {0}")]
+    Unknown(String),
+    #[error("rendering {name}#{block}: {source}")]
+    Render {
+        name: String,
+        block: String,
+        #[source]
+        source: minijinja::Error,
+    },
+}
+
+/// Rendered blocks of one template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub template: String,
+    /// SHA-256 (hex) of the template's text.
+    pub hash: String,
+    pub blocks: BTreeMap<String, String>,
+}
+
+impl Rendered {
+    /// A rendered block (empty if it was not asked for).
+    pub fn block(&self, name: &str) -> &str {
+        self.blocks
+            .get(name)
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+}
+
+/// The loaded templates.
+#[derive(Debug)]
+pub struct Templates {
+    env: Environment<'static>,
+    hashes: HashMap<String, String>,
+}
+
+impl Templates {
+    /// The built-in templates, each replaced by `dir/<name>.j2` when that
+    /// file exists. Every template is compiled now, so a syntax error stops
+    /// the start instead of a notice.
+    pub fn load(dir: Option<&Path>) -> Result<Templates, TemplateError> {
+        let mut env = Environment::new();
+        let mut hashes = HashMap::new();
+        for (name, built_in) in BUILT_IN {
+            let source = match dir.map(|d| d.join(format!("{name}.j2"))) {
+                Some(path) if path.exists() => {
+                    std::fs::read_to_string(&path).map_err(|source| TemplateError::Read {
+                        path: path.display().to_string(),
+                        source,
+                    })?
+                }
+                _ => (*built_in).to_owned(),
+            };
+            hashes.insert((*name).to_owned(), hex(&Sha256::digest(source.as_bytes())));
+            env.add_template_owned(*name, source)
+                .map_err(|source| TemplateError::Syntax {
+                    name: (*name).to_owned(),
+                    source,
+                })?;
+        }
+        Ok(Templates { env, hashes })
+    }
+
+    /// Renders `blocks` of template `name` with `context`. Surrounding
+    /// whitespace of each block is trimmed.
+    pub fn render(
+        &self,
+        name: &str,
+        context: impl Serialize,
+        blocks: &[&str],
+    ) -> Result<Rendered, TemplateError> {
+        let template = self
+            .env
+            .get_template(name)
+            .map_err(|_| TemplateError::Unknown(name.to_owned()))?;
+        let render_err = |block: &str, source| TemplateError::Render {
+            name: name.to_owned(),
+            block: block.to_owned(),
+            source,
+        };
+        let mut captured = template
+            .render_captured(minijinja::Value::from(minijinja::value::Serde(&context)))
+            .map_err(|e| render_err("", e))?;
+        let mut out = BTreeMap::new();
+        for block in blocks {
+            let text = captured
+                .with_state_mut(|state| state.render_block(block))
+                .map_err(|e| render_err(block, e))?;
+            out.insert((*block).to_owned(), text.trim().to_owned());
+        }
+        Ok(Rendered {
+            template: name.to_owned(),
+            hash: self.hashes.get(name).cloned().unwrap_or_default(),
+            blocks: out,
+        })
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minijinja::context;
+
+    #[test]
+    fn every_built_in_template_compiles() {
+        let t = Templates::load(None).unwrap();
+        assert_eq!(t.hashes.len(), BUILT_IN.len());
+    }
+
+    #[test]
+    fn a_notice_names_its_case_step_and_date() {
+        let t = Templates::load(None).unwrap();
+        let r = t
+            .render(
+                "first_reminder.employee",
+                context! { case_no => "RC-7", name => "张三", last_missed => "2026-12-01",
+                employer => "示例", today => "2026-12-02" },
+                &["title", "body", "button_arrived"],
+            )
+            .unwrap();
+        assert!(r.block("title").contains("RC-7"), "{r:?}");
+        assert!(r.block("body").contains("2026-12-01") && r.block("body").contains("2026-12-02"));
+        assert_eq!(r.block("button_arrived"), "我已到岗");
+        assert_eq!(r.hash.len(), 64);
+    }
+
+    #[test]
+    fn a_file_in_the_folder_replaces_the_built_in_one_and_changes_the_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let builtin = Templates::load(None).unwrap();
+        std::fs::write(
+            dir.path().join("checkin_reply.j2"),
+            "{% block text %}OK {{ name }}{% endblock %}",
+        )
+        .unwrap();
+        let t = Templates::load(Some(dir.path())).unwrap();
+        let r = t
+            .render("checkin_reply", context! { name => "李四" }, &["text"])
+            .unwrap();
+        assert_eq!(r.block("text"), "OK 李四");
+        assert_ne!(r.hash, builtin.hashes["checkin_reply"]);
+    }
+
+    #[test]
+    fn a_broken_template_is_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("command.j2"),
+            "{% block help %}{{ x {% endblock %}",
+        )
+        .unwrap();
+        assert!(matches!(
+            Templates::load(Some(dir.path())),
+            Err(TemplateError::Syntax { .. })
+        ));
+    }
+}

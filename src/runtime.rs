@@ -1,0 +1,80 @@
+//! What the workers and handlers share: the database, the clock, the
+//! templates, the data key, and each tenant's configuration and channels.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::config::{Config, TenantConfig};
+use crate::db::Database;
+use crate::outbox::render::Templates;
+use crate::platform::wecom::api::WecomApi;
+use crate::sealed::DataKey;
+
+/// How long a call to a platform API may take.
+const API_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One tenant's configuration and the clients for its channels.
+#[derive(Debug)]
+pub struct Tenant {
+    pub config: TenantConfig,
+    /// The chat platform's API (WeCom or the sandbox).
+    pub chat: Option<WecomApi>,
+}
+
+/// The shared dependencies of every handler.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    pub db: Database,
+    pub clock: Arc<dyn Clock>,
+    pub templates: Arc<Templates>,
+    pub key: Arc<DataKey>,
+    tenants: Arc<HashMap<String, Arc<Tenant>>>,
+}
+
+impl Runtime {
+    pub fn new(
+        config: &Config,
+        db: Database,
+        clock: Arc<dyn Clock>,
+        templates: Templates,
+        key: DataKey,
+    ) -> Runtime {
+        let tenants = config
+            .tenants
+            .iter()
+            .map(|t| {
+                let chat = t.wecom.as_ref().map(|w| {
+                    WecomApi::new(
+                        &w.api_base,
+                        &w.corp_id,
+                        w.secret.clone(),
+                        w.agent_id,
+                        API_TIMEOUT,
+                    )
+                });
+                let tenant = Tenant {
+                    config: t.clone(),
+                    chat,
+                };
+                (t.id.clone(), Arc::new(tenant))
+            })
+            .collect();
+        Runtime {
+            db,
+            clock,
+            templates: Arc::new(templates),
+            key: Arc::new(key),
+            tenants: Arc::new(tenants),
+        }
+    }
+
+    pub fn tenant(&self, id: &str) -> Option<&Arc<Tenant>> {
+        self.tenants.get(id)
+    }
+
+    pub fn tenants(&self) -> impl Iterator<Item = &Arc<Tenant>> {
+        self.tenants.values()
+    }
+}
