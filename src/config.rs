@@ -66,6 +66,7 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
+    pub delivery: DeliveryConfig,
     pub database: DatabaseConfig,
     pub tenants: Vec<TenantConfig>,
     /// Where it came from, for the start-up banner (`None`: built-in defaults).
@@ -82,6 +83,17 @@ pub struct ServerConfig {
     pub templates_dir: PathBuf,
     /// Callbacks whose timestamp is further than this from now are refused.
     pub replay_window_secs: u64,
+}
+
+/// How outbound messages are retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryConfig {
+    /// The longest wait between two attempts (also caps a platform's
+    /// "retry after").
+    pub max_backoff_secs: u64,
+    /// Transient failures are retried this long, then the message fails
+    /// and HR is told.
+    pub retry_for_secs: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +168,8 @@ struct RawConfig {
     #[serde(default)]
     database: RawDatabase,
     #[serde(default)]
+    delivery: RawDelivery,
+    #[serde(default)]
     tenants: Vec<RawTenant>,
 }
 
@@ -166,6 +180,13 @@ struct RawServer {
     data_key_file: Option<PathBuf>,
     templates_dir: Option<PathBuf>,
     replay_window_secs: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    max_backoff_secs: Option<u64>,
+    retry_for_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -353,6 +374,10 @@ impl Config {
                 replay_window_secs,
             },
             database: DatabaseConfig { url },
+            delivery: DeliveryConfig {
+                max_backoff_secs: raw.delivery.max_backoff_secs.unwrap_or(300).max(1),
+                retry_for_secs: raw.delivery.retry_for_secs.unwrap_or(6 * 3600),
+            },
             tenants,
             source: None,
         })

@@ -8,6 +8,7 @@ pub mod commands;
 pub mod config;
 pub mod conversation;
 pub mod db;
+pub mod demo;
 pub mod inbox;
 pub mod ingress;
 pub mod loadgen;

@@ -37,17 +37,33 @@ enum Command {
     },
     /// Drive a running server with signed callbacks and report throughput and latency.
     Loadgen(rollcall::loadgen::LoadgenArgs),
+    /// Judge an ended day now: open, advance and resolve absence cases and
+    /// enqueue the notices due (the running `serve` delivers them).
+    Scan {
+        #[arg(long)]
+        tenant: String,
+        /// The day to judge (default: the last ended workday).
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        as_of: Option<chrono::NaiveDate>,
+    },
+    /// The whole story on a sandbox tenant with a simulated clock, in seconds.
+    Demo(rollcall::demo::DemoArgs),
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The demo's output is its timeline: only warnings go to stderr.
+    let default_filter = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info,sqlx=warn,sea_orm=warn,apalis=warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn,sea_orm=warn,apalis=warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(run(cli))
 }
@@ -64,21 +80,55 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Events { tenant, json } => events(config, &tenant, json).await,
         Command::Loadgen(args) => rollcall::loadgen::run(&config, args).await,
+        Command::Scan { tenant, as_of } => {
+            let rt =
+                rollcall::app::runtime(&config, std::sync::Arc::new(rollcall::clock::SystemClock))
+                    .await?;
+            let report = rollcall::cases::scan::scan(&rt, &tenant, as_of).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Demo(args) => rollcall::demo::run(args).await,
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(mut config: Config) -> anyhow::Result<()> {
+    // With no configuration file: the sandbox tenant, so the service can be
+    // tried without credentials. Its platform runs inside this process.
+    let mut sandbox = None;
     match &config.source {
         Some(path) => tracing::info!(config = %path.display(), "configuration loaded"),
-        None => tracing::warn!(
-            "no configuration file: running on the embedded SQLite database with no tenants; \
-             copy rollcall.example.toml to rollcall.toml and fill in a WeCom app to receive callbacks"
-        ),
+        None => {
+            let api = rollcall::platform::sandbox::SandboxApi::start(
+                "wwsandbox0000demo",
+                "sandbox-secret",
+            )
+            .await?;
+            let (token, aes) = rollcall::demo::fresh_secrets();
+            let tenants = Config::parse(
+                &rollcall::demo::sandbox_tenant_toml(&api.api_base(), &token, &aes),
+                &ProcessEnv,
+            )?;
+            config.tenants = tenants.tenants;
+            eprintln!(
+                "\n  rollcall is running WITHOUT a configuration file: embedded SQLite ({}),\n  \
+                 one SANDBOX tenant `{}` whose WeCom platform is simulated in this process (API {}).\n  \
+                 Nothing reaches a real chat platform. Callback token {token}, EncodingAESKey {aes}.\n  \
+                 For a real tenant copy rollcall.example.toml to rollcall.toml.\n",
+                config.database.url,
+                rollcall::demo::TENANT,
+                api.api_base()
+            );
+            sandbox = Some(api);
+        }
     }
     for t in &config.tenants {
         tracing::info!(tenant = %t.id, name = %t.name, timezone = %t.timezone, "callback URL path: /callback/wecom/{}", t.id);
     }
     let app = rollcall::app::start(&config).await?;
+    if sandbox.is_some() {
+        rollcall::demo::seed_roster(&app.runtime).await?;
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
     app.stop().await;

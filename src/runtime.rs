@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Clock;
-use crate::config::{Config, TenantConfig};
+use crate::config::{Config, DeliveryConfig, TenantConfig};
 use crate::db::Database;
 use crate::outbox::render::Templates;
 use crate::platform::wecom::api::WecomApi;
@@ -30,6 +30,7 @@ pub struct Runtime {
     pub clock: Arc<dyn Clock>,
     pub templates: Arc<Templates>,
     pub key: Arc<DataKey>,
+    pub delivery: DeliveryConfig,
     tenants: Arc<HashMap<String, Arc<Tenant>>>,
 }
 
@@ -66,6 +67,7 @@ impl Runtime {
             clock,
             templates: Arc::new(templates),
             key: Arc::new(key),
+            delivery: config.delivery.clone(),
             tenants: Arc::new(tenants),
         }
     }

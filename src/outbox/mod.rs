@@ -24,10 +24,6 @@ use crate::runtime::{Runtime, Tenant};
 
 /// WeCom drops, silently, messages beyond 30 a minute to one member.
 pub const PER_MEMBER_PER_MINUTE: u64 = 30;
-/// Transient failures are retried for this long, then the row fails and HR is told.
-pub const RETRY_FOR: Duration = Duration::hours(6);
-/// The longest wait between two attempts.
-const MAX_BACKOFF_SECS: u64 = 300;
 
 /// A card button: what pressing it means, and its label.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -277,11 +273,14 @@ pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
             Ok(Delivered::Done("sent"))
         }
         Err(PlatformError::Retryable(reason)) => {
-            if now - row.created_at > RETRY_FOR {
+            let retry_for = Duration::seconds(
+                i64::try_from(rt.delivery.retry_for_secs).unwrap_or(i64::MAX / 2),
+            );
+            if now - row.created_at > retry_for {
                 give_up(rt, &tenant, &row, "failed", &reason).await?;
                 return Ok(Delivered::Done("failed"));
             }
-            let wait = backoff(row.attempts);
+            let wait = backoff(row.attempts, rt.delivery.max_backoff_secs);
             retry_later(rt, &row, &reason).await?;
             Ok(Delivered::RetryAfter(wait))
         }
@@ -302,10 +301,10 @@ pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
     }
 }
 
-/// Exponential: 2, 4, 8 … seconds, at most five minutes.
-fn backoff(attempts_before: i32) -> std::time::Duration {
+/// Exponential: 2, 4, 8 … seconds, at most `max_secs`.
+fn backoff(attempts_before: i32, max_secs: u64) -> std::time::Duration {
     let exp = u32::try_from(attempts_before.clamp(0, 16)).unwrap_or(16) + 1;
-    std::time::Duration::from_secs(Ord::min(2u64.saturating_pow(exp), MAX_BACKOFF_SECS))
+    std::time::Duration::from_secs(Ord::min(2u64.saturating_pow(exp), max_secs))
 }
 
 /// If `row`'s recipient already got the per-minute maximum, how long to wait.

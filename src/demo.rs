@@ -1,0 +1,545 @@
+//! `rollcall demo`: the whole story on a sandbox tenant with a simulated
+//! clock, through the real app: callbacks are encrypted and posted by the
+//! sandbox, notices go out through the sandbox's WeCom API.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use base64::Engine as _;
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use entity::{absence_case, case_event, employee, outbox};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+};
+use serde_json::{Value, json};
+
+use crate::cases::notify::seal_context;
+use crate::cases::store::case_no;
+use crate::clock::{Clock, SimulatedClock};
+use crate::config::{Config, ProcessEnv};
+use crate::platform::sandbox::{CallbackSender, SandboxApi, SentMessage};
+use crate::runtime::Runtime;
+
+pub const TENANT: &str = "demo";
+const CORP_ID: &str = "wwsandbox0000demo";
+const SECRET: &str = "sandbox-secret";
+const AGENT_ID: i64 = 1000002;
+
+/// The demo company (data, not bot text).
+const ROSTER: &[(&str, &str, &str, Option<&str>, &str, &str, &str)] = &[
+    // user_id, name, department, manager, role, phone, emergency contact
+    (
+        "wangmin",
+        "王敏",
+        "人力资源部",
+        None,
+        "hr",
+        "13800000001",
+        "",
+    ),
+    (
+        "zhaogang",
+        "赵刚",
+        "一号工地",
+        None,
+        "manager",
+        "13800000002",
+        "",
+    ),
+    (
+        "zhangsan",
+        "张三",
+        "一号工地",
+        Some("zhaogang"),
+        "employee",
+        "13800000003",
+        "张父:13900000003",
+    ),
+    (
+        "lisi",
+        "李四",
+        "一号工地",
+        Some("zhaogang"),
+        "employee",
+        "13800000004",
+        "李母:13900000004",
+    ),
+    (
+        "wangwu",
+        "王五",
+        "一号工地",
+        Some("zhaogang"),
+        "employee",
+        "13800000005",
+        "王妻:13900000005",
+    ),
+];
+
+/// The tenant configuration of the demo and of `serve` with no config file.
+pub fn sandbox_tenant_toml(api_base: &str, token: &str, aes_key: &str) -> String {
+    format!(
+        r#"
+[[tenants]]
+id = "{TENANT}"
+name = "示例建筑有限公司（沙箱）"
+timezone = "Asia/Shanghai"
+[tenants.wecom]
+corp_id = "{CORP_ID}"
+agent_id = {AGENT_ID}
+secret = "{SECRET}"
+token = "{token}"
+encoding_aes_key = "{aes_key}"
+api_base = "{api_base}"
+[[tenants.sites]]
+name = "一号工地"
+latitude = 31.2304
+longitude = 121.4737
+radius_m = 300
+[tenants.notice]
+rule = "《员工手册》第五章第十二条（连续旷工三个工作日以上的，视为严重违反规章制度）"
+rule_version = "2026-01"
+hr_contact = "人力资源部 王敏，021-00000000"
+"#
+    )
+}
+
+/// A fresh callback token and EncodingAESKey.
+pub fn fresh_secrets() -> (String, String) {
+    let token: String = ulid::Ulid::new().to_string();
+    let key: [u8; 32] = rand::random();
+    let aes = base64::engine::general_purpose::STANDARD_NO_PAD.encode(key);
+    (token, aes)
+}
+
+/// Puts the demo roster in the database (phones and contacts sealed).
+pub async fn seed_roster(rt: &Runtime) -> anyhow::Result<()> {
+    let now = rt.clock.now();
+    for (user_id, name, dept, manager, role, phone, contact) in ROSTER {
+        let seal = |column: &str, v: &str| {
+            (!v.is_empty()).then(|| rt.key.seal(v, &seal_context(column, TENANT, user_id)))
+        };
+        let (contact_name, contact_phone) = contact.split_once(':').unwrap_or(("", ""));
+        employee::Entity::insert(employee::ActiveModel {
+            tenant_id: Set(TENANT.into()),
+            user_id: Set((*user_id).into()),
+            name: Set((*name).into()),
+            department: Set((*dept).into()),
+            manager_user_id: Set(manager.map(Into::into)),
+            role: Set((*role).into()),
+            phone_sealed: Set(seal("phone", phone)),
+            email: Set(Some(format!("{user_id}@example.com"))),
+            emergency_contact_name_sealed: Set(seal("emergency_contact_name", contact_name)),
+            emergency_contact_phone_sealed: Set(seal("emergency_contact_phone", contact_phone)),
+            postal_address_sealed: Set(None),
+            hire_date: Set(NaiveDate::from_ymd_opt(2025, 3, 1)),
+            contract_end_date: Set(None),
+            rest_days: Set(None),
+            site: Set(Some("一号工地".into())),
+            active: Set(true),
+            source: Set("demo".into()),
+            updated_at: Set(now),
+            ..Default::default()
+        })
+        .on_conflict_do_nothing()
+        .exec_without_returning(&rt.db.orm)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Options of `rollcall demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// One JSON object per line instead of the readable timeline.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep the database here (a new SQLite file) for inspection.
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+}
+
+/// What the demo leaves behind.
+pub struct DemoRun {
+    pub lines: Vec<Value>,
+    pub db_path: PathBuf,
+    pub sent: Vec<SentMessage>,
+    pub elapsed: Duration,
+}
+
+fn shanghai(date: &str, time: &str) -> DateTime<Utc> {
+    let naive = chrono::NaiveDateTime::parse_from_str(&format!("{date} {time}"), "%Y-%m-%d %H:%M")
+        .expect("demo times are valid");
+    chrono_tz::Asia::Shanghai
+        .from_local_datetime(&naive)
+        .single()
+        .expect("no DST in Shanghai")
+        .with_timezone(&Utc)
+}
+
+/// A running app on the sandbox tenant with a simulated clock: what the
+/// demo and the request tests drive.
+pub struct Sandboxed {
+    pub app: crate::app::RunningApp,
+    pub rt: Runtime,
+    pub sandbox: SandboxApi,
+    pub phone: CallbackSender,
+    pub clock: Arc<SimulatedClock>,
+}
+
+impl Sandboxed {
+    /// Starts rollcall on `database_url` with the demo roster, the clock at
+    /// `start`. `extra` is appended to the configuration (TOML).
+    pub async fn start(
+        database_url: &str,
+        key_file: &std::path::Path,
+        start: DateTime<Utc>,
+        extra: &str,
+    ) -> anyhow::Result<Sandboxed> {
+        let sandbox = SandboxApi::start(CORP_ID, SECRET)
+            .await
+            .context("starting the sandbox")?;
+        let (token, aes) = fresh_secrets();
+        let toml = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_key_file = \"{}\"\n[database]\nurl = \"{database_url}\"\n{}{extra}",
+            key_file.display(),
+            sandbox_tenant_toml(&sandbox.api_base(), &token, &aes)
+        );
+        let config = Config::parse(&toml, &ProcessEnv).context("sandbox configuration")?;
+        let clock = Arc::new(SimulatedClock::new(start));
+        let app = crate::app::start_with_clock(&config, clock.clone()).await?;
+        let rt = app.runtime.clone();
+        seed_roster(&rt).await?;
+        let url = format!("http://{}/callback/wecom/{TENANT}", app.addr);
+        let phone = CallbackSender::new(&url, &token, &aes, CORP_ID, AGENT_ID)?;
+        Ok(Sandboxed {
+            app,
+            rt,
+            sandbox,
+            phone,
+            clock,
+        })
+    }
+
+    /// Sets the clock to `date` `time` in Shanghai; returns it as a WeCom CreateTime.
+    pub fn at(&self, date: &str, time: &str) -> i64 {
+        let t = shanghai(date, time);
+        self.clock.set(t);
+        t.timestamp()
+    }
+
+    /// Each of `users` sends 打卡 at the current time.
+    pub async fn check_in(&self, users: &[&str]) -> anyhow::Result<()> {
+        let t = self.clock.now().timestamp();
+        for user in users {
+            let d = self.phone.text(user, "打卡", t).await;
+            anyhow::ensure!(d.delivered, "check-in of {user} not accepted: {d:?}");
+        }
+        self.settle().await
+    }
+
+    /// Sends a text from `user` at the current time and waits for its effects.
+    pub async fn say(&self, user: &str, text: &str) -> anyhow::Result<()> {
+        let d = self
+            .phone
+            .text(user, text, self.clock.now().timestamp())
+            .await;
+        anyhow::ensure!(d.delivered, "message of {user} not accepted: {d:?}");
+        self.settle().await
+    }
+
+    /// Runs the scan for the last ended workday and waits for its notices.
+    pub async fn scan(&self) -> anyhow::Result<crate::cases::scan::ScanReport> {
+        let report = crate::cases::scan::scan(&self.rt, TENANT, None).await?;
+        self.settle().await?;
+        Ok(report)
+    }
+
+    /// Presses `action` on the latest card `user` received.
+    pub async fn press(&self, user: &str, action: &str) -> anyhow::Result<()> {
+        press(
+            &self.sandbox,
+            &self.phone,
+            user,
+            action,
+            self.clock.now().timestamp(),
+        )
+        .await?;
+        self.settle().await
+    }
+
+    pub async fn settle(&self) -> anyhow::Result<()> {
+        settle(&self.rt).await
+    }
+
+    pub async fn stop(self) {
+        self.app.stop().await;
+    }
+}
+
+/// Runs the story on `database_url`.
+pub async fn run_story(database_url: &str, key_file: &std::path::Path) -> anyhow::Result<DemoRun> {
+    let started = Instant::now();
+    let s = Sandboxed::start(database_url, key_file, shanghai("2026-11-30", "08:00"), "").await?;
+    let photo = s
+        .sandbox
+        .add_media(b"\xff\xd8\xff\xe0demo-site-photo".to_vec(), "image/jpeg");
+    let everyone = ["wangmin", "zhaogang", "zhangsan", "lisi", "wangwu"];
+    let but = |absent: &[&str]| {
+        everyone
+            .iter()
+            .copied()
+            .filter(|u| !absent.contains(u))
+            .collect::<Vec<_>>()
+    };
+
+    // Monday: everyone checks in, by text, location and photo.
+    let t = s.at("2026-11-30", "08:10");
+    for (i, user) in everyone.iter().enumerate() {
+        match i % 3 {
+            0 => s.phone.text(user, "打卡", t).await,
+            1 => {
+                s.phone
+                    .location(user, 31.2306, 121.4739, "一号工地北门", t)
+                    .await
+            }
+            _ => s.phone.image(user, &photo, t).await,
+        };
+    }
+    s.settle().await?;
+    // Tuesday: 张三 and 李四 do not come.
+    s.at("2026-12-01", "08:05");
+    s.check_in(&but(&["zhangsan", "lisi"])).await?;
+    // Wednesday 10:00: the scan of Tuesday: day-1 reminders.
+    s.at("2026-12-02", "10:00");
+    s.scan().await?;
+    // 李四 comes in late and presses 我已到岗 on his reminder: his case closes.
+    s.at("2026-12-02", "10:40");
+    s.press("lisi", "arrived").await?;
+    s.check_in(&but(&["zhangsan", "lisi"])).await?;
+    // Thursday: day 2 for 张三; his manager gets a card and attests the call.
+    s.at("2026-12-03", "10:00");
+    s.scan().await?;
+    s.at("2026-12-03", "11:15");
+    s.press("zhaogang", "contacted").await?;
+    s.check_in(&but(&["zhangsan"])).await?;
+    // Friday: day 3, the formal notice on every channel; 张三 acknowledges it.
+    s.at("2026-12-04", "08:00");
+    s.check_in(&but(&["zhangsan"])).await?;
+    s.at("2026-12-04", "10:00");
+    s.scan().await?;
+    s.at("2026-12-04", "20:30");
+    s.press("zhangsan", "received").await?;
+    // He does not return. Monday 10:00: the deadline has passed: HR's card.
+    s.at("2026-12-07", "10:00");
+    s.scan().await?;
+
+    let lines = timeline(&s.rt).await?;
+    let sent = s.sandbox.sent();
+    s.stop().await;
+    Ok(DemoRun {
+        lines,
+        db_path: PathBuf::from(database_url),
+        sent,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Presses the button for `action` on the latest card `user` received.
+async fn press(
+    sandbox: &SandboxApi,
+    phone: &CallbackSender,
+    user: &str,
+    action: &str,
+    t: i64,
+) -> anyhow::Result<()> {
+    let card = sandbox
+        .sent()
+        .into_iter()
+        .rev()
+        .find(|m| m.touser == user && m.msgtype == "template_card")
+        .with_context(|| format!("{user} has no card"))?;
+    let task = card.body["template_card"]["task_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // The buttons carry opaque keys; find the one for `action` as a person
+    // finds a button: by its label (rendered from the same template).
+    let label = card_label(action);
+    let key = card.body["template_card"]["button_list"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["text"] == label))
+        .and_then(|b| b["key"].as_str())
+        .with_context(|| format!("{user}'s latest card has no button {label}"))?
+        .to_owned();
+    let code = sandbox.issue_response_code();
+    let d = phone.card_button(user, &task, &key, &code, t).await;
+    anyhow::ensure!(d.delivered, "the card press was not accepted: {d:?}");
+    Ok(())
+}
+
+/// The label of an action's button, as the templates render it.
+fn card_label(action: &str) -> String {
+    let templates =
+        crate::outbox::render::Templates::load(None).expect("built-in templates compile");
+    let (template, block) = match action {
+        "contacted" => ("second_reminder.manager", "button_contacted"),
+        "received" => ("formal_notice.employee", "button_received"),
+        "start_departure" => ("deadline_passed.hr", "button_start_departure"),
+        other => (
+            "first_reminder.employee",
+            if other == "arrived" {
+                "button_arrived"
+            } else if other == "on_leave" {
+                "button_on_leave"
+            } else {
+                "button_explain"
+            },
+        ),
+    };
+    templates
+        .render(template, json!({}), &[block])
+        .map(|r| r.block(block).to_owned())
+        .unwrap_or_default()
+}
+
+/// Waits until every inbound event is handled and every outbox row is final.
+pub async fn settle(rt: &Runtime) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let unhandled = entity::inbound_event::Entity::find()
+            .filter(entity::inbound_event::Column::ProcessedAt.is_null())
+            .count(&rt.db.orm)
+            .await?;
+        let pending = outbox::Entity::find()
+            .filter(outbox::Column::Status.is_in(["pending", "sending"]))
+            .count(&rt.db.orm)
+            .await?;
+        if unhandled == 0 && pending == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "still {unhandled} events and {pending} messages pending after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every message and decision, in order: one JSON object each.
+pub async fn timeline(rt: &Runtime) -> anyhow::Result<Vec<Value>> {
+    let tz = chrono_tz::Asia::Shanghai;
+    let names: std::collections::HashMap<String, String> = employee::Entity::find()
+        .filter(employee::Column::TenantId.eq(TENANT))
+        .all(&rt.db.orm)
+        .await?
+        .into_iter()
+        .map(|e| (e.user_id, e.name))
+        .collect();
+    let name = |u: &str| names.get(u).cloned().unwrap_or_else(|| u.to_owned());
+    let cases: std::collections::HashMap<i64, String> = absence_case::Entity::find()
+        .all(&rt.db.orm)
+        .await?
+        .into_iter()
+        .map(|c| (c.id, c.user_id))
+        .collect();
+    let mut lines: Vec<(DateTime<Utc>, i64, Value)> = Vec::new();
+    for o in outbox::Entity::find()
+        .order_by_asc(outbox::Column::Id)
+        .all(&rt.db.orm)
+        .await?
+    {
+        let employee = o.case_id.and_then(|c| cases.get(&c)).map(|u| name(u));
+        lines.push((o.created_at, o.id * 2, json!({
+            "at": o.created_at.with_timezone(&tz).to_rfc3339(),
+            "employee": employee,
+            "case": o.case_id.map(case_no),
+            "step": o.step.clone().unwrap_or_else(|| o.idem_key.split(':').next().unwrap_or_default().to_owned()),
+            "recipient": name(&o.recipient),
+            "channel": o.channel,
+            "template": o.template,
+            "outcome": match &o.receipt_id { Some(id) => format!("{} ({id})", o.status), None => o.status.clone() },
+        })));
+    }
+    for e in case_event::Entity::find()
+        .filter(case_event::Column::Kind.is_in([
+            "case_opened",
+            "case_resolved",
+            "manager_contacted",
+            "notice_acknowledged",
+            "card_pressed",
+            "missed_workday",
+        ]))
+        .order_by_asc(case_event::Column::Id)
+        .all(&rt.db.orm)
+        .await?
+    {
+        lines.push((e.at, e.id * 2 + 1, json!({
+            "at": e.at.with_timezone(&tz).to_rfc3339(),
+            "employee": e.user_id.as_deref().map(name),
+            "case": e.case_id.map(case_no),
+            "step": e.kind,
+            "recipient": null,
+            "channel": null,
+            "template": null,
+            "outcome": e.actor.as_deref().map(|a| format!("by {}", name(a))).unwrap_or_else(|| "by the scan".into()),
+        })));
+    }
+    lines.sort_by(|a, b| (a.0, a.1 % 2 == 0, a.1).cmp(&(b.0, b.1 % 2 == 0, b.1)));
+    Ok(lines.into_iter().map(|(_, _, v)| v).collect())
+}
+
+/// `rollcall demo`.
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let temp;
+    let db = match args.db {
+        Some(p) => p,
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("rollcall-demo-")
+                .tempdir()?
+                .keep();
+            temp.join("demo.db")
+        }
+    };
+    anyhow::ensure!(
+        !db.exists(),
+        "{} exists already: give a new path",
+        db.display()
+    );
+    let key_file = db.with_extension("key");
+    let url = format!("sqlite://{}?mode=rwc", db.display());
+    let mut run = run_story(&url, &key_file).await?;
+    run.db_path = db;
+    let mut out = std::io::stdout().lock();
+    use std::io::Write;
+    for line in &run.lines {
+        if args.json {
+            writeln!(out, "{line}")?;
+        } else {
+            let s = |k: &str| line[k].as_str().unwrap_or("").to_owned();
+            writeln!(
+                out,
+                "{}  {:<8} {:<10} {:<20} {:<6} {:<6} {}",
+                &s("at")[..16].replace('T', " "),
+                s("employee"),
+                s("case"),
+                s("step"),
+                s("recipient"),
+                s("channel"),
+                s("outcome"),
+            )?;
+        }
+    }
+    if !args.json {
+        writeln!(
+            out,
+            "\n{} messages reached the sandbox in {:.1} s; database: {}",
+            run.sent.len(),
+            run.elapsed.as_secs_f64(),
+            run.db_path.display()
+        )?;
+    }
+    Ok(())
+}
