@@ -11,4 +11,5 @@ pub mod ingress;
 pub mod loadgen;
 pub mod platform;
 pub mod sealed;
+pub mod tls;
 pub mod workers;
