@@ -9,6 +9,7 @@ pub mod db;
 pub mod inbox;
 pub mod ingress;
 pub mod loadgen;
+pub mod outbox;
 pub mod platform;
 pub mod sealed;
 pub mod tls;
