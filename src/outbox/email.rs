@@ -255,13 +255,34 @@ fn classify(step: Step, e: &SmtpError, to: &str) -> PlatformError {
         }
         return PlatformError::Permanent(what);
     }
-    if e.is_client() || e.is_tls() {
+    if e.is_client() || e.is_tls() || is_certificate_error(e) {
         // A server without STARTTLS, a certificate we do not trust, a message
         // the server cannot take: retrying will not change it.
         return PlatformError::Permanent(what);
     }
     // Network errors, garbled or cut answers.
     PlatformError::Retryable(what)
+}
+
+/// A server certificate we do not trust is reported as a connection error;
+/// find it in the error's sources (possibly inside an `io::Error`).
+fn is_certificate_error(e: &SmtpError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = source {
+        let rustls_error = err.downcast_ref::<rustls::Error>().or_else(|| {
+            err.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if matches!(
+            rustls_error,
+            Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+        ) {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 fn describe(response: &Response) -> String {
