@@ -372,6 +372,11 @@ async fn unreachable_and_silent_endpoints_are_retryable() {
     let sms = sms_config(&aliyun_toml(&closed, ALIYUN_SECRET)).unwrap();
     let result = sms.send(&sms_message()).await;
     assert_eq!(outcome(&result), Outcome::Retryable, "{result:?}");
+    // A token in the URL stays out of the error.
+    let sms = sms_config(&webhook_toml(&format!("{closed}send?token=tok-9931"), "k")).unwrap();
+    let result = sms.send(&sms_message()).await;
+    assert_eq!(outcome(&result), Outcome::Retryable, "{result:?}");
+    assert!(!format!("{result:?}").contains("tok-9931"), "{result:?}");
 
     // A server that accepts and never answers: the 2 s timeout fires.
     let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -171,7 +171,9 @@ fn limit_window_secs(message: &str) -> u64 {
     }
 }
 
-fn transport_error(e: &reqwest::Error) -> PlatformError {
+fn transport_error(e: reqwest::Error) -> PlatformError {
+    // The URL may carry a gateway token in its query: keep it out of errors.
+    let e = e.without_url();
     if e.is_builder() {
         PlatformError::Permanent(format!("request could not be built: {e}"))
     } else {
@@ -274,9 +276,9 @@ impl SmsProvider for AliyunSms {
             .body(form_body(&params))
             .send()
             .await
-            .map_err(|e| transport_error(&e))?;
+            .map_err(transport_error)?;
         let status = response.status();
-        let raw = response.text().await.map_err(|e| transport_error(&e))?;
+        let raw = response.text().await.map_err(transport_error)?;
         let reply = match serde_json::from_str::<AliyunReply>(&raw) {
             Ok(AliyunReply {
                 code: Some(code),
@@ -416,14 +418,14 @@ impl SmsProvider for WebhookSms {
             .body(body.clone())
             .send()
             .await
-            .map_err(|e| transport_error(&e))?;
+            .map_err(transport_error)?;
         let status = response.status();
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let raw = response.text().await.map_err(|e| transport_error(&e))?;
+        let raw = response.text().await.map_err(transport_error)?;
         if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             return Err(PlatformError::RateLimited {
                 after_secs: retry_after.unwrap_or(DEFAULT_RETRY_AFTER_SECS),
