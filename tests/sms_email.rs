@@ -571,6 +571,8 @@ struct SinkScript {
     data_end: Option<&'static str>,
     /// Offer STARTTLS with this acceptor (and AUTH only after it).
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// With `tls`: TLS from the first byte (SMTPS) instead of STARTTLS.
+    implicit_tls: bool,
 }
 
 #[derive(Default, Debug, Clone)]
@@ -598,7 +600,15 @@ async fn smtp_sink(script: SinkScript) -> Sink {
         while let Ok((socket, _)) = listener.accept().await {
             let (script, d) = (script.clone(), d.clone());
             tokio::spawn(async move {
-                let _ = smtp_session(Box::new(socket), script, d).await;
+                if script.implicit_tls
+                    && let Some(acceptor) = script.tls.clone()
+                {
+                    if let Ok(tls) = acceptor.accept(socket).await {
+                        let _ = smtp_session(Box::new(tls), script, d).await;
+                    }
+                } else {
+                    let _ = smtp_session(Box::new(socket), script, d).await;
+                }
             });
         }
     });
@@ -622,7 +632,10 @@ async fn smtp_session(
     if !greeting.starts_with("220") {
         return Ok(());
     }
-    let mut current = Delivery::default();
+    let mut current = Delivery {
+        encrypted: script.implicit_tls,
+        ..Delivery::default()
+    };
     let mut line = String::new();
     loop {
         line.clear();
@@ -940,4 +953,30 @@ async fn starttls_refuses_a_certificate_it_does_not_trust() {
     assert_eq!(outcome(&result), Outcome::Permanent, "{result:?}");
     assert!(format!("{result:?}").contains("certificate"), "{result:?}");
     assert!(sink.deliveries.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn implicit_tls_delivers() {
+    let pki = test_pki();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let sink = smtp_sink(SinkScript {
+        tls: Some(pki.acceptor.clone()),
+        implicit_tls: true,
+        ..SinkScript::default()
+    })
+    .await;
+    let mailer = mailer(&format!(
+        "host = \"127.0.0.1\"\nport = {}\nsecurity = \"tls\"\nca_file = \"{}\"\n",
+        sink.port,
+        ca_file.display()
+    ))
+    .unwrap();
+    let receipt = mailer.send(&notice()).await.unwrap();
+    assert_eq!(receipt.server_reply, QUEUED);
+    let deliveries = sink.deliveries.lock().unwrap().clone();
+    assert_eq!(deliveries.len(), 1);
+    assert!(deliveries[0].encrypted);
+    assert_eq!(deliveries[0].auth, None);
 }
