@@ -16,4 +16,5 @@ pub mod outbox;
 pub mod platform;
 pub mod runtime;
 pub mod sealed;
+pub mod tls;
 pub mod workers;

@@ -122,6 +122,7 @@ pub async fn run(config: &Config, args: LoadgenArgs) -> anyhow::Result<()> {
         made.elapsed()
     );
 
+    crate::tls::install_crypto_provider();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections)
         .timeout(Duration::from_secs(30))

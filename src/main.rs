@@ -51,6 +51,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    rollcall::tls::install_crypto_provider();
     let cli = Cli::parse();
     // The demo's output is its timeline: only warnings go to stderr.
     let default_filter = match cli.command {

@@ -18,7 +18,7 @@ async fn vectors_through_the_endpoint(#[case] engine: Engine) {
     let db = TestDb::new(engine).await;
     let app = boot(&db, VECTOR_WINDOW).await;
     let v = vectors("wecom.json");
-    let client = reqwest::Client::new();
+    let client = common::http();
     let mut accepted = Vec::new();
     for case in v["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
@@ -146,7 +146,7 @@ async fn a_thousand_concurrent_callbacks_make_a_thousand_rows(#[case] engine: En
     let db = TestDb::new(engine).await;
     let app = boot(&db, 600).await;
     let tenant = vector_tenant();
-    let client = reqwest::Client::new();
+    let client = common::http();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..1000u64 {
         let cb = tenant.text(1_000_000 + i, &format!("打卡 {i}"));
@@ -336,7 +336,7 @@ async fn url_verification_refusals(#[case] engine: Engine) {
     let now = chrono::Utc::now().timestamp();
     let echostr = crypto.encrypt("1234567890");
     let sig = crypto.sign(&now.to_string(), "5", &echostr);
-    let client = reqwest::Client::new();
+    let client = common::http();
     let get = |q: String| {
         let client = client.clone();
         let u = url(&app, &format!("/callback/wecom/acme?{q}"));
@@ -379,7 +379,7 @@ async fn url_verification_refusals(#[case] engine: Engine) {
 async fn health_and_readiness(#[case] engine: Engine) {
     let db = TestDb::new(engine).await;
     let app = boot(&db, 600).await;
-    let client = reqwest::Client::new();
+    let client = common::http();
     for (path, body) in [("/healthz", "ok"), ("/readyz", "ready")] {
         let r = client.get(url(&app, path)).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 200);
@@ -483,7 +483,7 @@ async fn two_instances_share_one_postgres_database() {
     let first = boot(&db, 600).await;
     let second = boot(&db, 600).await;
     let tenant = vector_tenant();
-    let client = reqwest::Client::new();
+    let client = common::http();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..200u64 {
         let cb = tenant.text(3_000_000 + i, "打卡");

@@ -147,7 +147,7 @@ async fn serve_without_a_config_file_runs_on_embedded_sqlite() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let client = reqwest::Client::new();
+    let client = common::http();
     let start = std::time::Instant::now();
     let ready = loop {
         if let Ok(r) = client

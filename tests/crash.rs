@@ -34,7 +34,7 @@ fn spawn_serve(config: &std::path::Path, dir: &std::path::Path) -> Child {
 
 async fn wait_ready(base: &str) {
     let start = Instant::now();
-    let client = reqwest::Client::new();
+    let client = common::http();
     loop {
         if let Ok(r) = client.get(format!("{base}/readyz")).send().await
             && r.status().is_success()
@@ -70,6 +70,7 @@ async fn kill_dash_nine_loses_no_acknowledged_callback(#[case] engine: Engine) {
     // Eight clients post distinct callbacks until the server dies under them.
     let tenant = Arc::new(vector_tenant());
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+    rollcall::tls::install_crypto_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()

@@ -4,7 +4,9 @@
 //! the decision that caused it, with its `deliver` job. The job sends the row
 //! once and stores the receipt: jobs run at least once, notices go out once.
 
+pub mod email;
 pub mod render;
+pub mod sms;
 
 use chrono::{DateTime, Duration, Utc};
 use entity::{absence_case, card_action, outbox};

@@ -198,7 +198,7 @@ pub async fn post(
     query: &str,
     body: impl Into<reqwest::Body>,
 ) -> (u16, String) {
-    let r = reqwest::Client::new()
+    let r = http()
         .post(url(app, &format!("/callback/wecom/{tenant}?{query}")))
         .body(body)
         .send()
@@ -213,4 +213,10 @@ pub fn query_string(q: &Value) -> String {
         s.append_pair(k, v.as_str().unwrap());
     }
     s.finish()
+}
+
+/// An HTTP client (reqwest needs the process's rustls provider first).
+pub fn http() -> reqwest::Client {
+    rollcall::tls::install_crypto_provider();
+    reqwest::Client::new()
 }

@@ -149,6 +149,7 @@ impl WecomApi {
         agent_id: i64,
         timeout: Duration,
     ) -> WecomApi {
+        crate::tls::install_crypto_provider();
         WecomApi {
             http: reqwest::Client::builder()
                 .timeout(timeout)
