@@ -89,6 +89,13 @@ pub async fn start_with_clock(
         );
     }
 
+    let resent = workers::recover_outbox(&db)
+        .await
+        .map_err(|e| StartError::Db(crate::db::DbError::from(e)))?;
+    if resent > 0 {
+        tracing::warn!(resent, "re-enqueued outbox rows left without a delivery job");
+    }
+
     let metrics = Arc::new(Metrics::default());
     let worker_inbox = inbox.clone();
     let state =

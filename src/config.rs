@@ -113,6 +113,10 @@ pub struct TenantConfig {
     /// The ladder in force for new cases.
     pub policy: Policy,
     pub notice: NoticeConfig,
+    /// The SMS gateway for formal notices, if any.
+    pub sms: Option<crate::outbox::sms::SmsConfig>,
+    /// The mail server for formal notices, if any.
+    pub email: Option<crate::outbox::email::EmailConfig>,
 }
 
 /// How a tenant's attendance is judged.
@@ -207,6 +211,8 @@ struct RawTenant {
     sites: Vec<RawSite>,
     policy: Option<Policy>,
     notice: Option<RawNotice>,
+    sms: Option<crate::outbox::sms::RawSmsConfig>,
+    email: Option<crate::outbox::email::RawEmailConfig>,
 }
 
 #[derive(Deserialize, Default)]
@@ -433,6 +439,14 @@ fn resolve_tenant(i: usize, t: RawTenant, env: &dyn Env) -> Result<TenantConfig,
             .unwrap_or_else(|| policy.version.clone()),
         hr_contact: notice.hr_contact.unwrap_or_default(),
     };
+    let sms = t
+        .sms
+        .map(|raw| crate::outbox::sms::resolve_sms(&key("sms"), raw, env))
+        .transpose()?;
+    let email = t
+        .email
+        .map(|raw| crate::outbox::email::resolve_email(&key("email"), raw, env))
+        .transpose()?;
     Ok(TenantConfig {
         name: t.name.unwrap_or_else(|| id.clone()),
         id,
@@ -442,6 +456,8 @@ fn resolve_tenant(i: usize, t: RawTenant, env: &dyn Env) -> Result<TenantConfig,
         sites,
         policy,
         notice,
+        sms,
+        email,
     })
 }
 

@@ -8,7 +8,9 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::config::{Config, DeliveryConfig, TenantConfig};
 use crate::db::Database;
+use crate::outbox::email::Mailer;
 use crate::outbox::render::Templates;
+use crate::outbox::sms::{SmsProvider, sms_provider};
 use crate::platform::wecom::api::WecomApi;
 use crate::sealed::DataKey;
 
@@ -16,11 +18,23 @@ use crate::sealed::DataKey;
 const API_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One tenant's configuration and the clients for its channels.
-#[derive(Debug)]
 pub struct Tenant {
     pub config: TenantConfig,
     /// The chat platform's API (WeCom or the sandbox).
     pub chat: Option<WecomApi>,
+    pub sms: Option<Arc<dyn SmsProvider>>,
+    pub mail: Option<Mailer>,
+}
+
+impl std::fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenant")
+            .field("id", &self.config.id)
+            .field("chat", &self.chat)
+            .field("sms", &self.sms.as_ref().map(|s| s.name()))
+            .field("mail", &self.mail)
+            .finish()
+    }
 }
 
 /// The shared dependencies of every handler.
@@ -58,6 +72,8 @@ impl Runtime {
                 let tenant = Tenant {
                     config: t.clone(),
                     chat,
+                    sms: t.sms.as_ref().map(|c| sms_provider(c, API_TIMEOUT)),
+                    mail: t.email.clone().map(Mailer::new),
                 };
                 (t.id.clone(), Arc::new(tenant))
             })

@@ -241,10 +241,18 @@ pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
             return Ok(Delivered::Done("failed"));
         }
     };
-    if payload.channel() == Channel::Chat {
-        if let Some(wait) = member_budget(rt, &row, now).await? {
-            return Ok(Delivered::RetryAfter(wait));
-        }
+    // An attempt that was interrupted (the process died between request and
+    // receipt): chat is sent again under WeCom's duplicate check and email
+    // with the same Message-ID, but an SMS gateway has no such guard, so the
+    // SMS is not sent twice: HR is told to check instead.
+    if row.status == "sending" && payload.channel() == Channel::Sms {
+        give_up(rt, &tenant, &row, "failed", "interrupted between request and receipt; not re-sent to avoid a second SMS").await?;
+        return Ok(Delivered::Done("failed"));
+    }
+    if payload.channel() == Channel::Chat
+        && let Some(wait) = member_budget(rt, &row, now).await?
+    {
+        return Ok(Delivered::RetryAfter(wait));
     }
     // The attempt is on record before the request leaves: after a crash the
     // row says it may have been sent, and WeCom's duplicate check (same
@@ -395,12 +403,38 @@ async fn send(
                 response_code: None,
             })
         }
-        Payload::Sms { .. } | Payload::Email { .. } => {
-            let _ = rt;
-            Err(PlatformError::Permanent(format!(
-                "no {} provider is configured for tenant {}",
-                row.channel, row.tenant_id
-            )))
+        Payload::Sms { text, params } => {
+            let Some(sms) = &tenant.sms else {
+                return Err(PlatformError::Permanent("no SMS gateway is configured ([tenants.sms])".into()));
+            };
+            // The number is unsealed only now, for this request.
+            let person = crate::cases::notify::person(rt, &rt.db.orm, &row.tenant_id, &row.recipient)
+                .await
+                .map_err(|e| PlatformError::Retryable(format!("reading the directory: {e}")))?;
+            let Some(phone) = person.and_then(|p| p.phone) else {
+                return Err(PlatformError::Undeliverable { user: row.recipient.clone(), reason: "no phone number on file".into() });
+            };
+            let receipt = sms
+                .send(&sms::SmsMessage { phone, text: text.clone(), template_param: params.clone(), out_id: row.idem_key.clone() })
+                .await?;
+            Ok(SendReceipt {
+                id: Some(receipt.provider_id),
+                raw: json!({ "provider": sms.name(), "request": receipt.request, "response": receipt.response }).to_string(),
+                response_code: None,
+            })
+        }
+        Payload::Email { to, subject, text } => {
+            let Some(mail) = &tenant.mail else {
+                return Err(PlatformError::Permanent("no mail server is configured ([tenants.email])".into()));
+            };
+            let receipt = mail
+                .send(&email::EmailMessage { to: to.clone(), subject: subject.clone(), text: text.clone(), out_id: row.idem_key.clone() })
+                .await?;
+            Ok(SendReceipt {
+                id: Some(receipt.message_id),
+                raw: json!({ "server_reply": receipt.server_reply, "message": String::from_utf8_lossy(&receipt.message) }).to_string(),
+                response_code: None,
+            })
         }
     }
 }

@@ -242,6 +242,31 @@ async fn tune_sqlite_planner(pool: &sqlx::SqlitePool) -> Result<(), sqlx::Error>
     tx.commit().await
 }
 
+/// Start-up recovery of the outbox: every row not final whose delivery job
+/// is gone (finished without a final status, or given up) gets a new job.
+pub async fn recover_outbox(db: &Database) -> Result<usize, sea_orm::DbErr> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let sql = match db.engine {
+        Engine::Sqlite => "SELECT o.id FROM outbox o WHERE o.status IN ('pending', 'sending') AND NOT EXISTS \
+             (SELECT 1 FROM Jobs j WHERE j.job_type = 'rollcall.deliver' AND j.idempotency_key LIKE 'deliver:' || o.id || ':%' \
+              AND j.status IN ('Pending', 'Running', 'Queued'))",
+        Engine::Postgres => "SELECT o.id FROM outbox o WHERE o.status IN ('pending', 'sending') AND NOT EXISTS \
+             (SELECT 1 FROM apalis.jobs j WHERE j.job_type = 'rollcall.deliver' AND j.idempotency_key LIKE 'deliver:' || o.id || ':%' \
+              AND j.status IN ('Pending', 'Running', 'Queued'))",
+    };
+    let backend = db.orm.get_database_backend();
+    let rows = db.orm.query_all_raw(Statement::from_string(backend, sql)).await?;
+    let mut n = 0;
+    for row in rows {
+        let id: i64 = row.try_get_by_index(0)?;
+        let args = serde_json::to_vec(&Deliver { outbox_id: id }).expect("plain struct");
+        let key = format!("deliver:{id}:recovered:{}", ulid::Ulid::new());
+        insert_job(&db.orm, db.engine, DELIVER_QUEUE, args, key, Duration::ZERO).await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// Start-up recovery: every committed row that is not processed and has no
 /// job that can still run gets a new job, so nothing committed is lost.
 ///
@@ -254,8 +279,10 @@ pub async fn recover(db: &Database) -> Result<usize, sqlx::Error> {
         Engine::Sqlite => {
             let pool = db.sqlite();
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::query("UPDATE Jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL WHERE job_type = ?1 AND status IN ('Running', 'Queued')")
+            sqlx::query("UPDATE Jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL WHERE job_type IN (?1, ?2, ?3) AND status IN ('Running', 'Queued')")
                 .bind(INBOUND_QUEUE)
+                .bind(DELIVER_QUEUE)
+                .bind(SCAN_QUEUE)
                 .execute(&mut *tx)
                 .await?;
             let ids: Vec<i64> = sqlx::query_scalar(

@@ -23,6 +23,9 @@ const RATE_WINDOW: Duration = Duration::from_secs(60);
 /// or `media/get` will meet (one queue for the three, in call order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
+    /// `message/send` accepts and records the message, then answers only
+    /// after this long (a sender killed meanwhile never sees the receipt).
+    AcceptThenHang(Duration),
     /// HTTP 502.
     ServerError,
     /// No answer for this long.
@@ -82,6 +85,9 @@ struct Inner {
     invalid_users: HashSet<String>,
     sent: Vec<SentMessage>,
     next: u64,
+    /// Answers of recent sends, by duplicate-check key.
+    sent_recently: HashMap<String, (Instant, Value)>,
+    duplicates: u64,
     departments: Vec<Department>,
     users: Vec<DirectoryUser>,
     /// response_code → already used.
@@ -244,6 +250,11 @@ impl SandboxApi {
         inner.users = users;
     }
 
+    /// How many sends were recognised as duplicates (and not delivered again).
+    pub fn duplicates(&self) -> u64 {
+        self.inner().duplicates
+    }
+
     /// How many times `gettoken` was called.
     pub fn gettoken_calls(&self) -> u64 {
         self.inner().gettoken_calls
@@ -281,11 +292,47 @@ async fn send(
     Query(q): Query<HashMap<String, String>>,
     Json(body): Json<Value>,
 ) -> Response {
-    if let Some(refusal) = token_and_fault(&s, &q).await {
+    let hang = {
+        let mut inner = s.inner.lock().expect("sandbox state");
+        match inner.faults.front() {
+            Some(Fault::AcceptThenHang(d)) if inner.tokens.contains(q.get("access_token").map(String::as_str).unwrap_or("")) => {
+                let d = *d;
+                inner.faults.pop_front();
+                Some(d)
+            }
+            _ => None,
+        }
+    };
+    if hang.is_none()
+        && let Some(refusal) = token_and_fault(&s, &q).await
+    {
         return refusal;
     }
+    let answer = accept(&s, body);
+    if let Some(d) = hang {
+        tokio::time::sleep(d).await;
+    }
+    Json(answer).into_response()
+}
+
+/// Records an accepted message (or recognises a duplicate) and makes the answer.
+fn accept(s: &Shared, body: Value) -> Value {
     let mut inner = s.inner.lock().expect("sandbox state");
     let touser = body["touser"].as_str().unwrap_or_default().to_owned();
+    let msgtype = body["msgtype"].as_str().unwrap_or_default().to_owned();
+    // enable_duplicate_check: the same content to the same users within the
+    // interval is not sent again; WeCom answers as for the first.
+    let dedup_key = format!("{touser}\u{0}{msgtype}\u{0}{}", body[msgtype.as_str()]);
+    if body["enable_duplicate_check"] == 1 {
+        let interval = body["duplicate_check_interval"].as_u64().unwrap_or(1800);
+        if let Some((at, answer)) = inner.sent_recently.get(&dedup_key)
+            && at.elapsed() < Duration::from_secs(interval)
+        {
+            let answer = answer.clone();
+            inner.duplicates += 1;
+            return answer;
+        }
+    }
     let users: Vec<String> = touser.split('|').map(str::to_lowercase).collect();
     let invalid: Vec<&String> = users
         .iter()
@@ -297,12 +344,10 @@ async fn send(
         .collect::<Vec<_>>()
         .join("|");
     if !users.is_empty() && invalid.len() == users.len() {
-        return Json(json!({ "errcode": 81013, "errmsg": "user & party & tag all invalid", "invaliduser": invaliduser }))
-            .into_response();
+        return json!({ "errcode": 81013, "errmsg": "user & party & tag all invalid", "invaliduser": invaliduser });
     }
     inner.next += 1;
     let msgid = format!("sandbox-msg-{}", inner.next);
-    let msgtype = body["msgtype"].as_str().unwrap_or_default().to_owned();
     let mut answer =
         json!({ "errcode": 0, "errmsg": "ok", "invaliduser": invaliduser, "msgid": msgid });
     if msgtype == "template_card" {
@@ -322,7 +367,8 @@ async fn send(
         body,
         msgid,
     });
-    Json(answer).into_response()
+    inner.sent_recently.insert(dedup_key, (now, answer.clone()));
+    answer
 }
 
 /// Checks the token, then meets the next queued fault; `Some` is the answer
@@ -349,6 +395,11 @@ async fn token_and_fault(s: &Shared, q: &HashMap<String, String>) -> Option<Resp
             Some(reply(42001, "access_token expired"))
         }
         Fault::MediaTooLarge => Some(reply(45001, "media size out of limit")),
+        // Only message/send accepts first; elsewhere it is a slow answer.
+        Fault::AcceptThenHang(d) => {
+            tokio::time::sleep(d).await;
+            None
+        }
     }
 }
 
