@@ -93,7 +93,10 @@ pub async fn start_with_clock(
         .await
         .map_err(|e| StartError::Db(crate::db::DbError::from(e)))?;
     if resent > 0 {
-        tracing::warn!(resent, "re-enqueued outbox rows left without a delivery job");
+        tracing::warn!(
+            resent,
+            "re-enqueued outbox rows left without a delivery job"
+        );
     }
 
     let metrics = Arc::new(Metrics::default());

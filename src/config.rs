@@ -94,6 +94,8 @@ pub struct DeliveryConfig {
     /// Transient failures are retried this long, then the message fails
     /// and HR is told.
     pub retry_for_secs: u64,
+    /// How long one call to a platform or gateway may take.
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +193,7 @@ struct RawServer {
 struct RawDelivery {
     max_backoff_secs: Option<u64>,
     retry_for_secs: Option<u64>,
+    timeout_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -383,6 +386,7 @@ impl Config {
             delivery: DeliveryConfig {
                 max_backoff_secs: raw.delivery.max_backoff_secs.unwrap_or(300).max(1),
                 retry_for_secs: raw.delivery.retry_for_secs.unwrap_or(6 * 3600),
+                timeout_secs: raw.delivery.timeout_secs.unwrap_or(10).max(1),
             },
             tenants,
             source: None,

@@ -419,10 +419,23 @@ pub async fn settle(rt: &Runtime) -> anyhow::Result<()> {
         if unhandled == 0 && pending == 0 {
             return Ok(());
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "still {unhandled} events and {pending} messages pending after 30 s"
-        );
+        if Instant::now() >= deadline {
+            let stuck: Vec<String> = outbox::Entity::find()
+                .filter(outbox::Column::Status.is_in(["pending", "sending"]))
+                .all(&rt.db.orm)
+                .await?
+                .into_iter()
+                .map(|o| {
+                    format!(
+                        "{} {} attempts={} error={:?}",
+                        o.idem_key, o.status, o.attempts, o.error
+                    )
+                })
+                .collect();
+            anyhow::bail!(
+                "still {unhandled} events and {pending} messages pending after 30 s: {stuck:?}"
+            );
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

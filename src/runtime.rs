@@ -14,9 +14,6 @@ use crate::outbox::sms::{SmsProvider, sms_provider};
 use crate::platform::wecom::api::WecomApi;
 use crate::sealed::DataKey;
 
-/// How long a call to a platform API may take.
-const API_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// One tenant's configuration and the clients for its channels.
 pub struct Tenant {
     pub config: TenantConfig,
@@ -56,6 +53,7 @@ impl Runtime {
         templates: Templates,
         key: DataKey,
     ) -> Runtime {
+        let timeout = Duration::from_secs(config.delivery.timeout_secs);
         let tenants = config
             .tenants
             .iter()
@@ -66,13 +64,13 @@ impl Runtime {
                         &w.corp_id,
                         w.secret.clone(),
                         w.agent_id,
-                        API_TIMEOUT,
+                        timeout,
                     )
                 });
                 let tenant = Tenant {
                     config: t.clone(),
                     chat,
-                    sms: t.sms.as_ref().map(|c| sms_provider(c, API_TIMEOUT)),
+                    sms: t.sms.as_ref().map(|c| sms_provider(c, timeout)),
                     mail: t.email.clone().map(Mailer::new),
                 };
                 (t.id.clone(), Arc::new(tenant))

@@ -180,7 +180,7 @@ async fn run(
             .await?;
             Ok((
                 "leave_ok",
-                json!({ "name": t.name, "from": from.to_string(), "to": to.to_string(), "reason": reason, "resolved_case": resolved }),
+                json!({ "name": t.name, "leave_from": from.to_string(), "leave_to": to.to_string(), "reason": reason, "resolved_case": resolved }),
             ))
         }
         Command::Resolve { case, reason } => {

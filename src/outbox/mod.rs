@@ -246,7 +246,14 @@ pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
     // with the same Message-ID, but an SMS gateway has no such guard, so the
     // SMS is not sent twice: HR is told to check instead.
     if row.status == "sending" && payload.channel() == Channel::Sms {
-        give_up(rt, &tenant, &row, "failed", "interrupted between request and receipt; not re-sent to avoid a second SMS").await?;
+        give_up(
+            rt,
+            &tenant,
+            &row,
+            "failed",
+            "interrupted between request and receipt; not re-sent to avoid a second SMS",
+        )
+        .await?;
         return Ok(Delivered::Done("failed"));
     }
     if payload.channel() == Channel::Chat
@@ -296,8 +303,9 @@ pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
         }
         Err(PlatformError::RateLimited { after_secs, reason }) => {
             retry_later(rt, &row, &reason).await?;
+            // The platform's wait, within our cap.
             Ok(Delivered::RetryAfter(std::time::Duration::from_secs(
-                after_secs,
+                Ord::min(after_secs, rt.delivery.max_backoff_secs),
             )))
         }
         Err(PlatformError::Undeliverable { reason, .. }) => {
@@ -405,17 +413,28 @@ async fn send(
         }
         Payload::Sms { text, params } => {
             let Some(sms) = &tenant.sms else {
-                return Err(PlatformError::Permanent("no SMS gateway is configured ([tenants.sms])".into()));
+                return Err(PlatformError::Permanent(
+                    "no SMS gateway is configured ([tenants.sms])".into(),
+                ));
             };
             // The number is unsealed only now, for this request.
-            let person = crate::cases::notify::person(rt, &rt.db.orm, &row.tenant_id, &row.recipient)
-                .await
-                .map_err(|e| PlatformError::Retryable(format!("reading the directory: {e}")))?;
+            let person =
+                crate::cases::notify::person(rt, &rt.db.orm, &row.tenant_id, &row.recipient)
+                    .await
+                    .map_err(|e| PlatformError::Retryable(format!("reading the directory: {e}")))?;
             let Some(phone) = person.and_then(|p| p.phone) else {
-                return Err(PlatformError::Undeliverable { user: row.recipient.clone(), reason: "no phone number on file".into() });
+                return Err(PlatformError::Undeliverable {
+                    user: row.recipient.clone(),
+                    reason: "no phone number on file".into(),
+                });
             };
             let receipt = sms
-                .send(&sms::SmsMessage { phone, text: text.clone(), template_param: params.clone(), out_id: row.idem_key.clone() })
+                .send(&sms::SmsMessage {
+                    phone,
+                    text: text.clone(),
+                    template_param: params.clone(),
+                    out_id: row.idem_key.clone(),
+                })
                 .await?;
             Ok(SendReceipt {
                 id: Some(receipt.provider_id),
@@ -425,10 +444,17 @@ async fn send(
         }
         Payload::Email { to, subject, text } => {
             let Some(mail) = &tenant.mail else {
-                return Err(PlatformError::Permanent("no mail server is configured ([tenants.email])".into()));
+                return Err(PlatformError::Permanent(
+                    "no mail server is configured ([tenants.email])".into(),
+                ));
             };
             let receipt = mail
-                .send(&email::EmailMessage { to: to.clone(), subject: subject.clone(), text: text.clone(), out_id: row.idem_key.clone() })
+                .send(&email::EmailMessage {
+                    to: to.clone(),
+                    subject: subject.clone(),
+                    text: text.clone(),
+                    out_id: row.idem_key.clone(),
+                })
                 .await?;
             Ok(SendReceipt {
                 id: Some(receipt.message_id),

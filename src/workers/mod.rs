@@ -247,15 +247,22 @@ async fn tune_sqlite_planner(pool: &sqlx::SqlitePool) -> Result<(), sqlx::Error>
 pub async fn recover_outbox(db: &Database) -> Result<usize, sea_orm::DbErr> {
     use sea_orm::{ConnectionTrait, Statement};
     let sql = match db.engine {
-        Engine::Sqlite => "SELECT o.id FROM outbox o WHERE o.status IN ('pending', 'sending') AND NOT EXISTS \
+        Engine::Sqlite => {
+            "SELECT o.id FROM outbox o WHERE o.status IN ('pending', 'sending') AND NOT EXISTS \
              (SELECT 1 FROM Jobs j WHERE j.job_type = 'rollcall.deliver' AND j.idempotency_key LIKE 'deliver:' || o.id || ':%' \
-              AND j.status IN ('Pending', 'Running', 'Queued'))",
-        Engine::Postgres => "SELECT o.id FROM outbox o WHERE o.status IN ('pending', 'sending') AND NOT EXISTS \
+              AND j.status IN ('Pending', 'Running', 'Queued'))"
+        }
+        Engine::Postgres => {
+            "SELECT o.id FROM outbox o WHERE o.status IN ('pending', 'sending') AND NOT EXISTS \
              (SELECT 1 FROM apalis.jobs j WHERE j.job_type = 'rollcall.deliver' AND j.idempotency_key LIKE 'deliver:' || o.id || ':%' \
-              AND j.status IN ('Pending', 'Running', 'Queued'))",
+              AND j.status IN ('Pending', 'Running', 'Queued'))"
+        }
     };
     let backend = db.orm.get_database_backend();
-    let rows = db.orm.query_all_raw(Statement::from_string(backend, sql)).await?;
+    let rows = db
+        .orm
+        .query_all_raw(Statement::from_string(backend, sql))
+        .await?;
     let mut n = 0;
     for row in rows {
         let id: i64 = row.try_get_by_index(0)?;

@@ -295,7 +295,11 @@ async fn send(
     let hang = {
         let mut inner = s.inner.lock().expect("sandbox state");
         match inner.faults.front() {
-            Some(Fault::AcceptThenHang(d)) if inner.tokens.contains(q.get("access_token").map(String::as_str).unwrap_or("")) => {
+            Some(Fault::AcceptThenHang(d))
+                if inner
+                    .tokens
+                    .contains(q.get("access_token").map(String::as_str).unwrap_or("")) =>
+            {
                 let d = *d;
                 inner.faults.pop_front();
                 Some(d)

@@ -1,0 +1,617 @@
+//! Simulated days through the real app, on SQLite and PostgreSQL: check-ins,
+//! cases, the ladder's notices through the sandbox platform, resolution by
+//! check-in and by leave, replies, commands and their permissions, faults.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use entity::{absence_case, case_event, check_in, media, outbox};
+use rollcall::cases::store::case_no;
+use rollcall::db::Engine;
+use rollcall::demo::{Sandboxed, TENANT, run_story};
+use rollcall::outbox::render::Templates;
+use rollcall::platform::sandbox::Fault;
+use rstest::rstest;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
+
+fn shanghai(date: &str, time: &str) -> chrono::DateTime<chrono::Utc> {
+    use chrono::TimeZone;
+    let naive =
+        chrono::NaiveDateTime::parse_from_str(&format!("{date} {time}"), "%Y-%m-%d %H:%M").unwrap();
+    chrono_tz::Asia::Shanghai
+        .from_local_datetime(&naive)
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
+async fn start(db: &TestDb, date: &str, extra: &str) -> Sandboxed {
+    Sandboxed::start(
+        &db.url,
+        &db.dir.path().join("data.key"),
+        shanghai(date, "07:00"),
+        extra,
+    )
+    .await
+    .unwrap()
+}
+
+async fn case_of(s: &Sandboxed, user: &str) -> Option<absence_case::Model> {
+    absence_case::Entity::find()
+        .filter(absence_case::Column::UserId.eq(user))
+        .order_by_desc(absence_case::Column::Id)
+        .one(&s.rt.db.orm)
+        .await
+        .unwrap()
+}
+
+async fn rows(s: &Sandboxed) -> Vec<outbox::Model> {
+    outbox::Entity::find()
+        .order_by_asc(outbox::Column::Id)
+        .all(&s.rt.db.orm)
+        .await
+        .unwrap()
+}
+
+/// The text of the last chat message `user` received from the sandbox.
+fn last_text(s: &Sandboxed, user: &str) -> String {
+    let m = s
+        .sandbox
+        .sent()
+        .into_iter()
+        .rev()
+        .find(|m| m.touser == user)
+        .unwrap_or_else(|| panic!("{user} got nothing"));
+    match m.msgtype.as_str() {
+        "text" => m.body["text"]["content"].as_str().unwrap().to_owned(),
+        "template_card" => format!(
+            "{}\n{}",
+            m.body["template_card"]["main_title"]["title"]
+                .as_str()
+                .unwrap(),
+            m.body["template_card"]["sub_title_text"].as_str().unwrap()
+        ),
+        other => panic!("unexpected {other}"),
+    }
+}
+
+fn block(template: &str, name: &str) -> String {
+    Templates::load(None)
+        .unwrap()
+        .render(template, serde_json::json!({}), &[name])
+        .unwrap()
+        .block(name)
+        .to_owned()
+}
+
+const EVERYONE: [&str; 5] = ["wangmin", "zhaogang", "zhangsan", "lisi", "wangwu"];
+
+fn but(absent: &[&str]) -> Vec<&'static str> {
+    EVERYONE
+        .iter()
+        .copied()
+        .filter(|u| !absent.contains(u))
+        .collect()
+}
+
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_story(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let run = run_story(&db.url, &db.dir.path().join("data.key"))
+        .await
+        .unwrap();
+    let conn = rollcall::db::Database::open(&db.url).await.unwrap();
+    let cases = absence_case::Entity::find()
+        .order_by_asc(absence_case::Column::Id)
+        .all(&conn.orm)
+        .await
+        .unwrap();
+    let by_user: HashMap<&str, &absence_case::Model> =
+        cases.iter().map(|c| (c.user_id.as_str(), c)).collect();
+    assert_eq!(
+        cases.len(),
+        2,
+        "only 张三 and 李四 missed a day: {cases:#?}"
+    );
+
+    let lisi = by_user["lisi"];
+    assert_eq!(lisi.status, "resolved");
+    assert_eq!(lisi.resolution.as_deref(), Some("checked_in 2026-12-02"));
+
+    let zhangsan = by_user["zhangsan"];
+    assert_eq!(zhangsan.status, "open", "acknowledged is not resolved");
+    assert_eq!(zhangsan.missed_workdays, 4);
+    assert!(zhangsan.acknowledged_at.is_some());
+    assert_eq!(zhangsan.deadline_at, Some(shanghai("2026-12-07", "10:00")));
+    let steps: Vec<String> = serde_json::from_str(&zhangsan.steps_done).unwrap();
+    assert_eq!(
+        steps,
+        [
+            "first_reminder",
+            "second_reminder",
+            "formal_notice",
+            "deadline_passed"
+        ]
+    );
+
+    let rows = outbox::Entity::find()
+        .filter(outbox::Column::CaseId.eq(zhangsan.id))
+        .all(&conn.orm)
+        .await
+        .unwrap();
+    let keys: Vec<&str> = rows.iter().map(|r| r.idem_key.as_str()).collect();
+    let z = zhangsan.id;
+    for expected in [
+        format!("notice:{z}:first_reminder:zhangsan:chat"),
+        format!("notice:{z}:second_reminder:zhangsan:chat"),
+        format!("notice:{z}:second_reminder:zhaogang:chat"),
+        format!("notice:{z}:formal_notice:zhangsan:chat"),
+        format!("notice:{z}:formal_notice:zhangsan:sms"),
+        format!("notice:{z}:formal_notice:zhangsan:email"),
+        format!("notice:{z}:formal_notice:zhaogang:chat"),
+        format!("notice:{z}:formal_notice:wangmin:chat"),
+        format!("notice:{z}:deadline_passed:wangmin:chat"),
+    ] {
+        assert!(
+            keys.contains(&expected.as_str()),
+            "{expected} missing from {keys:#?}"
+        );
+    }
+    for r in rows.iter().filter(|r| r.channel == "chat") {
+        assert_eq!(r.status, "sent", "{r:#?}");
+        assert!(r.receipt_id.is_some() && r.template_hash.len() == 64);
+    }
+    // Every chat message reached the platform once.
+    let mut seen = HashMap::new();
+    for m in &run.sent {
+        *seen.entry(m.body.to_string()).or_insert(0) += 1;
+    }
+    assert!(seen.values().all(|n| *n == 1), "a message was sent twice");
+    // The formal notice states the facts.
+    let formal = rows
+        .iter()
+        .find(|r| r.idem_key == format!("notice:{z}:formal_notice:zhangsan:chat"))
+        .unwrap();
+    for fact in [
+        "2026-12-01、2026-12-02、2026-12-03",
+        "2026-12-07 10:00",
+        "2026-01",
+        &case_no(z),
+        "主管联系",
+    ] {
+        assert!(
+            formal.payload.contains(fact),
+            "{fact} not in {}",
+            formal.payload
+        );
+    }
+    // The manager attested; the employee acknowledged; the timeline says so.
+    let kinds: Vec<String> = case_event::Entity::find()
+        .filter(case_event::Column::CaseId.eq(z))
+        .all(&conn.orm)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(
+        kinds.contains(&"manager_contacted".into())
+            && kinds.contains(&"notice_acknowledged".into()),
+        "{kinds:?}"
+    );
+    assert!(
+        run.lines
+            .iter()
+            .any(|l| l["step"] == "deadline_passed" && l["recipient"] == "王敏")
+    );
+    // Card presses turned the buttons into labels, once each.
+    let updates = rows.len();
+    assert!(updates > 0);
+    conn.close().await;
+    db.cleanup().await;
+}
+
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holidays_and_adjusted_workdays_count_right(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let s = start(&db, "2026-09-30", "").await;
+    // 王五 misses Wednesday 30 September; 1–7 October is the National Day
+    // holiday; he misses Thursday 8 and Friday 9 and Saturday 10 October, an
+    // adjusted workday (调休上班). Sunday 11 is a rest day.
+    s.at("2026-09-30", "08:00");
+    s.check_in(&but(&["wangwu"])).await.unwrap();
+    s.at("2026-10-01", "10:00");
+    let r = s.scan().await.unwrap();
+    assert_eq!(
+        (r.day.unwrap().to_string().as_str(), r.opened),
+        ("2026-09-30", 1)
+    );
+    // During the holiday the last ended workday stays 30 September: nothing changes.
+    s.at("2026-10-08", "10:00");
+    let r = s.scan().await.unwrap();
+    assert_eq!(
+        (
+            r.day.unwrap().to_string().as_str(),
+            r.opened,
+            r.advanced,
+            r.escalated
+        ),
+        ("2026-09-30", 0, 0, 0)
+    );
+    s.at("2026-10-08", "11:00");
+    s.check_in(&but(&["wangwu"])).await.unwrap();
+    s.at("2026-10-09", "10:00");
+    s.scan().await.unwrap();
+    assert_eq!(case_of(&s, "wangwu").await.unwrap().missed_workdays, 2);
+    s.at("2026-10-09", "11:00");
+    s.check_in(&but(&["wangwu"])).await.unwrap();
+    s.at("2026-10-10", "10:00");
+    s.scan().await.unwrap();
+    let c = case_of(&s, "wangwu").await.unwrap();
+    assert_eq!(c.missed_workdays, 3);
+    assert!(c.formal_notice_at.is_some());
+    let notice = last_text(&s, "wangwu");
+    assert!(
+        notice.contains("2026-09-30、2026-10-08、2026-10-09"),
+        "{notice}"
+    );
+    s.at("2026-10-10", "11:00");
+    s.check_in(&but(&["wangwu"])).await.unwrap();
+    // Sunday judges Saturday, an adjusted workday: missed.
+    s.at("2026-10-11", "10:00");
+    let r = s.scan().await.unwrap();
+    assert_eq!(r.day.unwrap().to_string(), "2026-10-10");
+    assert_eq!(case_of(&s, "wangwu").await.unwrap().missed_workdays, 4);
+    // Monday morning judges Saturday again (Sunday is rest): no change.
+    s.at("2026-10-12", "10:00");
+    let r = s.scan().await.unwrap();
+    assert_eq!(
+        (r.day.unwrap().to_string().as_str(), r.advanced),
+        ("2026-10-10", 0)
+    );
+    assert_eq!(case_of(&s, "wangwu").await.unwrap().missed_workdays, 4);
+    // Nobody who came to work has a case.
+    assert_eq!(
+        absence_case::Entity::find()
+            .count(&s.rt.db.orm)
+            .await
+            .unwrap(),
+        1
+    );
+    s.stop().await;
+    db.cleanup().await;
+}
+
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scan_run_twice_changes_nothing_the_second_time(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let s = start(&db, "2026-12-01", "").await;
+    s.at("2026-12-01", "08:00");
+    s.check_in(&but(&["zhangsan"])).await.unwrap();
+    s.at("2026-12-02", "10:00");
+    let first = s.scan().await.unwrap();
+    let after_first = (rows(&s).await.len(), s.sandbox.sent().len());
+    let second = s.scan().await.unwrap();
+    assert_eq!((first.opened, first.escalated), (1, 1));
+    assert_eq!(
+        (second.opened, second.advanced, second.escalated),
+        (0, 0, 0)
+    );
+    assert_eq!((rows(&s).await.len(), s.sandbox.sent().len()), after_first);
+    // The same through the CLI's path: the job queue keys a day's scan once.
+    rollcall::workers::enqueue_scan(
+        &s.rt.db.orm,
+        s.rt.db.engine,
+        TENANT,
+        first.day.unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    rollcall::workers::enqueue_scan(
+        &s.rt.db.orm,
+        s.rt.db.engine,
+        TENANT,
+        first.day.unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    s.settle().await.unwrap();
+    assert_eq!(rows(&s).await.len(), after_first.0);
+    assert_eq!(case_of(&s, "zhangsan").await.unwrap().missed_workdays, 1);
+    s.stop().await;
+    db.cleanup().await;
+}
+
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approved_leave_resolves_the_case_and_stops_the_ladder(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let s = start(&db, "2026-12-01", "").await;
+    s.at("2026-12-02", "10:00");
+    s.scan().await.unwrap();
+    let c = case_of(&s, "zhangsan").await.unwrap();
+    assert_eq!(c.status, "open");
+    // HR enters the leave the next morning, for the day already judged.
+    s.at("2026-12-02", "10:30");
+    s.say("wangmin", "/请假 张三 2026-12-01 2026-12-03 病假")
+        .await
+        .unwrap();
+    let c = case_of(&s, "zhangsan").await.unwrap();
+    assert_eq!(c.status, "resolved");
+    assert_eq!(
+        c.resolution.as_deref(),
+        Some("leave 2026-12-01..2026-12-03")
+    );
+    assert!(last_text(&s, "wangmin").contains(&case_no(c.id)));
+    // The next scans judge leave days: no new case, no reminder.
+    for (date, _) in [("2026-12-03", ()), ("2026-12-04", ())] {
+        s.at(date, "10:00");
+        s.scan().await.unwrap();
+    }
+    let zhangsan_cases = absence_case::Entity::find()
+        .filter(absence_case::Column::UserId.eq("zhangsan"))
+        .count(&s.rt.db.orm)
+        .await
+        .unwrap();
+    assert_eq!(zhangsan_cases, 1);
+    assert!(
+        !rows(&s)
+            .await
+            .iter()
+            .any(|r| r.step.as_deref() == Some("second_reminder") && r.recipient == "zhangsan")
+    );
+    s.stop().await;
+    db.cleanup().await;
+}
+
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_pauses_the_case_and_tells_hr(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let s = start(&db, "2026-12-01", "").await;
+    s.at("2026-12-01", "08:00");
+    s.check_in(&but(&["zhangsan"])).await.unwrap();
+    s.at("2026-12-02", "10:00");
+    s.scan().await.unwrap();
+    s.at("2026-12-02", "10:20");
+    s.say("zhangsan", "家里老人住院，我下周一回来")
+        .await
+        .unwrap();
+    let c = case_of(&s, "zhangsan").await.unwrap();
+    assert_eq!(c.status, "paused");
+    assert!(
+        last_text(&s, "wangmin").contains("家里老人住院"),
+        "HR sees the reply"
+    );
+    // Paused: the next missed day is counted, no reminder goes out; HR decides.
+    s.at("2026-12-02", "11:00");
+    s.check_in(&but(&["zhangsan"])).await.unwrap();
+    s.at("2026-12-03", "10:00");
+    s.scan().await.unwrap();
+    let c = case_of(&s, "zhangsan").await.unwrap();
+    assert_eq!((c.status.as_str(), c.missed_workdays), ("paused", 2));
+    assert!(
+        !rows(&s)
+            .await
+            .iter()
+            .any(|r| r.step.as_deref() == Some("second_reminder"))
+    );
+    s.at("2026-12-03", "10:30");
+    s.say(
+        "wangmin",
+        &format!("/结案 {} 已核实家中有事，批准事假", case_no(c.id)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(case_of(&s, "zhangsan").await.unwrap().status, "resolved");
+    s.stop().await;
+    db.cleanup().await;
+}
+
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_answer_by_role(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let s = start(&db, "2026-12-01", "").await;
+    s.at("2026-12-02", "10:00");
+    s.scan().await.unwrap(); // everyone has a case for 12-01: nobody checked in
+    let refused = block("command", "refused");
+    let help = block("command", "help");
+    let hr_case = case_no(case_of(&s, "wangmin").await.unwrap().id);
+    let own_case = case_no(case_of(&s, "zhangsan").await.unwrap().id);
+    let resolve_hr = format!("/resolve {hr_case} 好了");
+    let resolve_own = format!("/resolve {own_case} 好了");
+    // (sender, command, what the answer holds; None = the refusal)
+    let table: &[(&str, &str, Option<&str>)] = &[
+        ("wangmin", "/cases", Some("RC-")),
+        ("wangmin", "/状态 张三", Some("张三")),
+        ("zhaogang", "/status zhangsan", Some("张三")),
+        ("zhaogang", "/status 王敏", None),
+        ("zhaogang", "/案件", Some("李四")),
+        ("zhangsan", "/status", Some("张三")),
+        ("zhangsan", "/status 李四", None),
+        ("zhangsan", "/cases", None),
+        ("zhangsan", "/leave 张三 2026-12-01 2026-12-01 病假", None),
+        ("zhangsan", &resolve_own, None),
+        ("zhaogang", &resolve_hr, None),
+        (
+            "zhaogang",
+            "/leave 李四 2026-12-01 2026-12-01 事假",
+            Some("李四"),
+        ),
+    ];
+    for (sender, text, expect) in table {
+        s.say(sender, text).await.unwrap();
+        let answer = last_text(&s, sender);
+        match expect {
+            Some(fragment) => assert!(
+                answer.contains(fragment) && answer != refused,
+                "{sender} {text}: {answer}"
+            ),
+            None => assert_eq!(answer, refused, "{sender} {text}"),
+        }
+    }
+    s.say("wangwu", "/help").await.unwrap();
+    assert_eq!(last_text(&s, "wangwu"), help);
+    s.say("wangwu", "/请假 张三 明天 后天 病假").await.unwrap();
+    assert!(
+        last_text(&s, "wangwu").contains("明天"),
+        "a bad date is named"
+    );
+    // Someone not in the directory gets the polite answer, and it is recorded.
+    s.say("stranger", "/cases").await.unwrap();
+    assert_eq!(last_text(&s, "stranger"), block("command", "unknown_user"));
+    let commands = case_event::Entity::find()
+        .filter(case_event::Column::Kind.eq("command"))
+        .count(&s.rt.db.orm)
+        .await
+        .unwrap();
+    assert_eq!(
+        commands as usize,
+        table.len() + 2,
+        "each command and its answer is recorded"
+    );
+    s.stop().await;
+    db.cleanup().await;
+}
+
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_ins_keep_what_was_sent(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let s = start(&db, "2026-12-01", "").await;
+    let t = s.at("2026-12-01", "07:55");
+    let photo = s
+        .sandbox
+        .add_media(b"\xff\xd8\xffsite-photo-bytes".to_vec(), "image/jpeg");
+    assert!(s.phone.image("zhangsan", &photo, t).await.delivered);
+    assert!(
+        s.phone
+            .location("lisi", 31.2600, 121.4737, "别处", t)
+            .await
+            .delivered
+    );
+    assert!(
+        s.phone
+            .location("wangwu", 31.2305, 121.4738, "一号工地", t)
+            .await
+            .delivered
+    );
+    s.settle().await.unwrap();
+    let all = check_in::Entity::find().all(&s.rt.db.orm).await.unwrap();
+    let get = |u: &str| all.iter().find(|c| c.user_id == u).unwrap().clone();
+    let z = get("zhangsan");
+    let stored = media::Entity::find()
+        .one(&s.rt.db.orm)
+        .await
+        .unwrap()
+        .unwrap();
+    use sha2::Digest;
+    assert_eq!(stored.bytes, b"\xff\xd8\xffsite-photo-bytes");
+    assert_eq!(
+        z.media_sha256.as_deref(),
+        Some(rollcall::outbox::render::hex(&sha2::Sha256::digest(&stored.bytes)).as_str())
+    );
+    let l = get("lisi");
+    assert!(
+        l.flagged && l.site.is_none() && l.distance_m.unwrap() > 3000.0,
+        "{l:?}"
+    );
+    assert!(
+        last_text(&s, "lisi").contains("⚠"),
+        "the reply says it is off site"
+    );
+    let w = get("wangwu");
+    assert_eq!((w.flagged, w.site.as_deref()), (false, Some("一号工地")));
+    assert_eq!(w.work_date.to_string(), "2026-12-01");
+    s.stop().await;
+    db.cleanup().await;
+}
+
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_ends_sent_once_or_undeliverable_with_hr_told(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let s = start(
+        &db,
+        "2026-12-01",
+        "[delivery]\nmax_backoff_secs = 1\ntimeout_secs = 1\n",
+    )
+    .await;
+    s.sandbox.mark_invalid("lisi");
+    for f in [
+        Fault::ServerError,
+        Fault::Busy,
+        Fault::Timeout(std::time::Duration::from_millis(1500)),
+        Fault::RateLimited,
+        Fault::ExpiredToken,
+        Fault::ServerError,
+    ] {
+        s.sandbox.push_fault(f);
+    }
+    s.at("2026-12-02", "10:00");
+    s.scan().await.unwrap(); // five first reminders
+    let all = rows(&s).await;
+    let notices: Vec<&outbox::Model> = all
+        .iter()
+        .filter(|r| r.idem_key.starts_with("notice:"))
+        .collect();
+    assert_eq!(notices.len(), 5);
+    for n in &notices {
+        let expected = if n.recipient == "lisi" {
+            "undeliverable"
+        } else {
+            "sent"
+        };
+        assert_eq!(n.status, expected, "{n:#?}");
+    }
+    // Each delivered notice reached the platform exactly once.
+    for n in notices.iter().filter(|n| n.status == "sent") {
+        let task: serde_json::Value = serde_json::from_str(&n.payload).unwrap();
+        let copies = s
+            .sandbox
+            .sent()
+            .iter()
+            .filter(|m| m.body["template_card"]["task_id"] == task["task_id"])
+            .count();
+        assert_eq!(copies, 1, "{}", n.idem_key);
+    }
+    assert!(
+        notices.iter().any(|n| n.attempts > 1),
+        "the faults were met"
+    );
+    // HR heard about 李四.
+    let told = all
+        .iter()
+        .find(|r| r.idem_key.starts_with("undeliverable:"))
+        .expect("HR is told");
+    assert_eq!(
+        (told.recipient.as_str(), told.status.as_str()),
+        ("wangmin", "sent")
+    );
+    assert!(told.payload.contains("李四"));
+    s.stop().await;
+    db.cleanup().await;
+}
