@@ -475,7 +475,12 @@ async fn chat(
             "the tenant has no chat platform configured".into(),
         ));
     };
-    let receipt = api.send(&row.recipient, message, true).await?;
+    // WeCom's duplicate check guards notices (unique text by design) against
+    // a resend after a crash; answers to commands may rightly repeat a text
+    // ("not allowed"), which the check would silently drop.
+    let receipt = api
+        .send(&row.recipient, message, row.step.is_some())
+        .await?;
     Ok(SendReceipt {
         id: receipt.msgid,
         raw: receipt.raw,
