@@ -6,6 +6,7 @@ pub mod cases;
 pub mod commands;
 pub mod config;
 pub mod db;
+pub mod employees;
 pub mod inbox;
 pub mod ingress;
 pub mod loadgen;

@@ -37,6 +37,8 @@ enum Command {
     },
     /// Drive a running server with signed callbacks and report throughput and latency.
     Loadgen(rollcall::loadgen::LoadgenArgs),
+    /// Import employees from a CSV file or sync them from WeCom.
+    Employees(rollcall::employees::cli::EmployeesArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,6 +66,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Events { tenant, json } => events(config, &tenant, json).await,
         Command::Loadgen(args) => rollcall::loadgen::run(&config, args).await,
+        Command::Employees(args) => Ok(rollcall::employees::cli::run(&config, args).await?),
     }
 }
 
