@@ -63,8 +63,8 @@ pub enum CliError {
     Key(#[from] DataKeyError),
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error("{path}: {source}")]
-    Import { path: PathBuf, source: ImportError },
+    #[error("{path}: {error}")]
+    Import { path: PathBuf, error: ImportError },
     #[error(transparent)]
     Sync(#[from] SyncError),
 }
@@ -96,9 +96,9 @@ pub async fn run(config: &Config, args: EmployeesArgs) -> Result<(), CliError> {
                 progress,
             )
             .await
-            .map_err(|source| CliError::Import {
+            .map_err(|error| CliError::Import {
                 path: file.clone(),
-                source,
+                error,
             });
             db.close().await;
             println!("{}", summary("imported", &report?, "file"));

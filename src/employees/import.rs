@@ -80,7 +80,14 @@ pub enum ImportError {
         more: usize,
     },
     #[error("nothing imported: {0}")]
-    Db(#[from] DbErr),
+    Db(DbErr),
+}
+
+// By hand rather than `#[from]`: the message carries the cause already.
+impl From<DbErr> for ImportError {
+    fn from(e: DbErr) -> Self {
+        ImportError::Db(e)
+    }
 }
 
 fn list(errors: &[RowError], more: usize) -> String {

@@ -25,9 +25,23 @@ const ROOT_DEPARTMENT: i64 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error("reading the WeCom address book: {0}")]
-    Platform(#[from] PlatformError),
+    Platform(PlatformError),
     #[error("nothing synced: {0}")]
-    Db(#[from] DbErr),
+    Db(DbErr),
+}
+
+// By hand rather than `#[from]`: the message already carries the cause, and a
+// source would print it twice.
+impl From<PlatformError> for SyncError {
+    fn from(e: PlatformError) -> Self {
+        SyncError::Platform(e)
+    }
+}
+
+impl From<DbErr> for SyncError {
+    fn from(e: DbErr) -> Self {
+        SyncError::Db(e)
+    }
 }
 
 /// Upserts the tenant's employees from the WeCom address book, in one
