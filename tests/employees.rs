@@ -90,6 +90,11 @@ async fn a_good_file_imports_and_a_reimport_updates(#[case] engine: Engine) {
     assert_eq!(z.role, Role::Employee);
     assert_eq!(z.phone.as_deref(), Some("138 1234 5678"));
     assert_eq!(z.email.as_deref(), Some("zhangsan@acme.cn"));
+    assert_eq!(
+        z.manager_user_id.as_deref(),
+        Some("lisi"),
+        "no leader keeps the CSV's"
+    );
     assert_eq!(z.emergency_contact_name.as_deref(), Some("张母"));
     assert_eq!(z.emergency_contact_phone.as_deref(), Some("13700003333"));
     assert_eq!(z.postal_address.as_deref(), Some("上海市浦东新区某路1号"));
@@ -478,8 +483,9 @@ async fn sandbox_directory() -> SandboxApi {
         vec![
             user("wangfang", "王芳", 3, Some("13900001111"), None, 1),
             user("lisi", "李四", 2, Some("13900002222"), Some("wangfang"), 1),
-            // Mobile hidden from the app: the CSV's phone stays.
-            user("zhangsan", "张三", 4, None, Some("lisi"), 1),
+            // Mobile hidden from the app and no 直属上级: the CSV's phone
+            // and manager stay.
+            user("zhangsan", "张三", 4, None, None, 1),
             user("zhaoliu", "赵六", 4, Some("13600006666"), Some("lisi"), 5),
             user("sunqi", "孙七", 4, Some("13500005555"), Some("lisi"), 2),
             user("zhouba", "周八", 4, Some("13400004444"), Some("lisi"), 4),
@@ -531,6 +537,11 @@ async fn sync_from_the_wecom_directory(#[case] engine: Engine) {
         "hidden mobile keeps the CSV phone"
     );
     assert_eq!(z.email.as_deref(), Some("zhangsan@acme.cn"));
+    assert_eq!(
+        z.manager_user_id.as_deref(),
+        Some("lisi"),
+        "no leader keeps the CSV's"
+    );
     assert_eq!(z.emergency_contact_name.as_deref(), Some("张母"));
     assert_eq!(z.emergency_contact_phone.as_deref(), Some("13700003333"));
     assert_eq!(z.postal_address.as_deref(), Some("上海市浦东新区某路1号"));
@@ -550,6 +561,7 @@ async fn sync_from_the_wecom_directory(#[case] engine: Engine) {
     );
     let zhaoliu = load("zhaoliu").await;
     assert!(!zhaoliu.active, "left");
+    assert_eq!(zhaoliu.manager_user_id.as_deref(), Some("lisi"));
     assert_eq!(zhaoliu.role, Role::Employee);
     assert_eq!(zhaoliu.phone.as_deref(), Some("13600006666"));
     assert_eq!(zhaoliu.site, None);

@@ -200,14 +200,9 @@ fn parse(
         Some(Err(e)) => return Err(read_error(e)),
         Some(Ok(h)) => h,
     };
-    // Column index → known column name.
+    // Column index → known column name. (csv-core strips a UTF-8 BOM.)
     let mut columns: Vec<&'static str> = Vec::new();
-    for (i, name) in header.iter().enumerate() {
-        let name = if i == 0 {
-            name.trim_start_matches('\u{feff}').trim()
-        } else {
-            name
-        };
+    for name in header.iter() {
         match COLUMNS.iter().find(|c| **c == name) {
             Some(c) if columns.contains(c) => {
                 problems.add(1, Some(c), "the column appears twice".into())

@@ -3,7 +3,9 @@
 //! The directory owns name, department, manager, phone, email and whether
 //! someone still works there (status 2 disabled or 5 left → inactive). What
 //! it does not know (emergency contact, postal address, hire and contract
-//! dates, rest days, site) is left as a CSV import set it. A member who leads
+//! dates, rest days, site) is left as a CSV import set it, and so are a
+//! manager, phone or email the directory leaves empty (直属上级 is often not
+//! filled in; mobile and email are hidden from some apps). A member who leads
 //! someone becomes a manager unless already hr; sync never demotes.
 
 use std::collections::{HashMap, HashSet};
@@ -103,7 +105,14 @@ pub async fn sync_directory(
                 .main_department
                 .or(u.department.first().copied())
                 .and_then(|id| departments.get(&id).cloned())
+                .or_else(|| before.map(|m| m.department.clone()))
                 .unwrap_or_default();
+            // Many companies never fill in 直属上级: keep the file's manager.
+            let manager = u
+                .direct_leader
+                .first()
+                .cloned()
+                .or_else(|| before.and_then(|m| m.manager_user_id.clone()));
             // WeCom leaves out mobile and email for apps not allowed to read
             // them: keep what we have rather than wipe it.
             let phone = match u.mobile.as_deref().filter(|m| !m.is_empty()) {
@@ -120,7 +129,7 @@ pub async fn sync_directory(
                 user_id: Set(u.userid.clone()),
                 name: Set(u.name.clone()),
                 department: Set(department),
-                manager_user_id: Set(u.direct_leader.first().cloned()),
+                manager_user_id: Set(manager),
                 role: Set(role.to_owned()),
                 phone_sealed: Set(phone),
                 email: Set(email),
