@@ -31,17 +31,24 @@ pub struct EmployeesArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum EmployeesCommand {
-    /// Add or update employees from a CSV file (UTF-8, header line first):
+    /// Add or update employees from a CSV file; a bad row imports nothing.
+    ///
+    /// UTF-8 (with or without BOM), a header line first, columns in any order:
     /// user_id,name,department,manager_user_id,role,phone,email,
     /// emergency_contact_name,emergency_contact_phone,postal_address,
-    /// hire_date,contract_end_date,rest_days,site. Any bad row imports nothing.
+    /// hire_date,contract_end_date,rest_days,site. Only user_id and name are
+    /// required; a column left out is kept as it is, an empty cell is cleared.
+    /// Nobody is deleted.
     Import {
+        /// The CSV file.
         file: PathBuf,
+        /// The tenant id, as in the configuration.
         #[arg(long)]
         tenant: String,
     },
     /// Add or update employees from the tenant's WeCom address book.
     Sync {
+        /// The tenant id, as in the configuration.
         #[arg(long)]
         tenant: String,
     },
