@@ -320,6 +320,12 @@ async fn all_problems_are_reported_up_to_a_limit() {
     assert_eq!(errors[19].line, 21);
     assert_eq!(errors[0].column.as_deref(), Some("hire_date"));
     assert!(err.to_string().contains("and 5 more"), "{err}");
+    let empty = import(&db, "").await.unwrap_err();
+    assert!(
+        matches!(&empty, ImportError::Read(m) if m.contains("header")),
+        "{empty:?}"
+    );
+    assert_eq!(count(&db).await, 0);
     db.close().await;
     test_db.cleanup().await;
 }
