@@ -8,14 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use base64::Engine as _;
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use entity::{absence_case, case_event, employee, outbox};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
 use serde_json::{Value, json};
 
-use crate::cases::notify::seal_context;
 use crate::cases::store::case_no;
 use crate::clock::{Clock, SimulatedClock};
 use crate::config::{Config, ProcessEnv};
@@ -27,55 +24,15 @@ const CORP_ID: &str = "wwsandbox0000demo";
 const SECRET: &str = "sandbox-secret";
 const AGENT_ID: i64 = 1000002;
 
-/// The demo company (data, not bot text).
-const ROSTER: &[(&str, &str, &str, Option<&str>, &str, &str, &str)] = &[
-    // user_id, name, department, manager, role, phone, emergency contact
-    (
-        "wangmin",
-        "王敏",
-        "人力资源部",
-        None,
-        "hr",
-        "13800000001",
-        "",
-    ),
-    (
-        "zhaogang",
-        "赵刚",
-        "一号工地",
-        None,
-        "manager",
-        "13800000002",
-        "",
-    ),
-    (
-        "zhangsan",
-        "张三",
-        "一号工地",
-        Some("zhaogang"),
-        "employee",
-        "13800000003",
-        "张父:13900000003",
-    ),
-    (
-        "lisi",
-        "李四",
-        "一号工地",
-        Some("zhaogang"),
-        "employee",
-        "13800000004",
-        "李母:13900000004",
-    ),
-    (
-        "wangwu",
-        "王五",
-        "一号工地",
-        Some("zhaogang"),
-        "employee",
-        "13800000005",
-        "王妻:13900000005",
-    ),
-];
+/// The demo company (data, not bot text), imported as an HR user would.
+const ROSTER_CSV: &str = "\
+user_id,name,department,manager_user_id,role,phone,email,emergency_contact_name,emergency_contact_phone,postal_address,hire_date,contract_end_date,rest_days,site
+wangmin,王敏,人力资源部,,hr,13800000001,wangmin@example.com,,,,2024-03-01,,,
+zhaogang,赵刚,一号工地,,manager,13800000002,zhaogang@example.com,,,,2024-05-01,,,一号工地
+zhangsan,张三,一号工地,zhaogang,employee,13800000003,zhangsan@example.com,张父,13900000003,上海市浦东新区示例路1号,2025-03-01,2027-02-28,,一号工地
+lisi,李四,一号工地,zhaogang,employee,13800000004,lisi@example.com,李母,13900000004,,2025-04-01,2027-03-31,,一号工地
+wangwu,王五,一号工地,zhaogang,employee,13800000005,wangwu@example.com,王妻,13900000005,,2025-06-01,2027-05-31,,一号工地
+";
 
 /// The tenant configuration of the demo and of `serve` with no config file.
 pub fn sandbox_tenant_toml(api_base: &str, token: &str, aes_key: &str) -> String {
@@ -113,39 +70,9 @@ pub fn fresh_secrets() -> (String, String) {
     (token, aes)
 }
 
-/// Puts the demo roster in the database (phones and contacts sealed).
+/// Puts the demo roster in the database, through the CSV import.
 pub async fn seed_roster(rt: &Runtime) -> anyhow::Result<()> {
-    let now = rt.clock.now();
-    for (user_id, name, dept, manager, role, phone, contact) in ROSTER {
-        let seal = |column: &str, v: &str| {
-            (!v.is_empty()).then(|| rt.key.seal(v, &seal_context(column, TENANT, user_id)))
-        };
-        let (contact_name, contact_phone) = contact.split_once(':').unwrap_or(("", ""));
-        employee::Entity::insert(employee::ActiveModel {
-            tenant_id: Set(TENANT.into()),
-            user_id: Set((*user_id).into()),
-            name: Set((*name).into()),
-            department: Set((*dept).into()),
-            manager_user_id: Set(manager.map(Into::into)),
-            role: Set((*role).into()),
-            phone_sealed: Set(seal("phone", phone)),
-            email: Set(Some(format!("{user_id}@example.com"))),
-            emergency_contact_name_sealed: Set(seal("emergency_contact_name", contact_name)),
-            emergency_contact_phone_sealed: Set(seal("emergency_contact_phone", contact_phone)),
-            postal_address_sealed: Set(None),
-            hire_date: Set(NaiveDate::from_ymd_opt(2025, 3, 1)),
-            contract_end_date: Set(None),
-            rest_days: Set(None),
-            site: Set(Some("一号工地".into())),
-            active: Set(true),
-            source: Set("demo".into()),
-            updated_at: Set(now),
-            ..Default::default()
-        })
-        .on_conflict_do_nothing()
-        .exec_without_returning(&rt.db.orm)
-        .await?;
-    }
+    crate::employees::import_csv(&rt.db, &rt.key, TENANT, ROSTER_CSV.as_bytes(), false).await?;
     Ok(())
 }
 

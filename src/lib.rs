@@ -9,6 +9,7 @@ pub mod config;
 pub mod conversation;
 pub mod db;
 pub mod demo;
+pub mod employees;
 pub mod inbox;
 pub mod ingress;
 pub mod loadgen;

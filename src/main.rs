@@ -48,6 +48,8 @@ enum Command {
     },
     /// The whole story on a sandbox tenant with a simulated clock, in seconds.
     Demo(rollcall::demo::DemoArgs),
+    /// Import employees from a CSV file or sync them from WeCom.
+    Employees(rollcall::employees::cli::EmployeesArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -90,6 +92,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo(args) => rollcall::demo::run(args).await,
+        Command::Employees(args) => Ok(rollcall::employees::cli::run(&config, args).await?),
     }
 }
 

@@ -12,6 +12,7 @@ use serde_json::json;
 use super::store::{case_no, record};
 use super::{Action, Channel, Recipient, Step};
 use crate::attendance::calendar::{DayStatus, RestDays, day_status};
+use crate::employees::SealedColumn;
 use crate::outbox::render::{Rendered, TemplateError};
 use crate::outbox::{Button, NewMessage, Payload, channel_name, enqueue};
 use crate::runtime::{Runtime, Tenant};
@@ -42,25 +43,20 @@ pub struct Person {
     pub emergency_phone: Option<String>,
 }
 
-/// The sealing context of an employee column (see `crate::sealed`).
-pub fn seal_context(column: &str, tenant_id: &str, user_id: &str) -> String {
-    format!("employees.{column}:{tenant_id}:{user_id}")
-}
-
 fn open(
     rt: &Runtime,
     row: &employee::Model,
-    column: &str,
+    column: SealedColumn,
     value: &Option<String>,
 ) -> Option<String> {
     let sealed = value.as_deref()?;
     match rt
         .key
-        .open(sealed, &seal_context(column, &row.tenant_id, &row.user_id))
+        .open(sealed, &column.context(&row.tenant_id, &row.user_id))
     {
         Ok(v) => Some(v),
         Err(e) => {
-            tracing::error!(tenant = %row.tenant_id, user = %row.user_id, column, error = %e, "a sealed field does not open");
+            tracing::error!(tenant = %row.tenant_id, user = %row.user_id, column = column.name(), error = %e, "a sealed field does not open");
             None
         }
     }
@@ -87,17 +83,17 @@ pub async fn person<C: ConnectionTrait>(
     Ok(employee_row(conn, tenant_id, user_id)
         .await?
         .map(|row| Person {
-            phone: open(rt, &row, "phone", &row.phone_sealed),
+            phone: open(rt, &row, SealedColumn::Phone, &row.phone_sealed),
             emergency_name: open(
                 rt,
                 &row,
-                "emergency_contact_name",
+                SealedColumn::EmergencyContactName,
                 &row.emergency_contact_name_sealed,
             ),
             emergency_phone: open(
                 rt,
                 &row,
-                "emergency_contact_phone",
+                SealedColumn::EmergencyContactPhone,
                 &row.emergency_contact_phone_sealed,
             ),
             row,

@@ -12,11 +12,8 @@ use crate::cases::store::{self, Resolution, case_no, parse_case_no};
 use crate::conversation::{HandleError, Turn};
 
 fn role_of(e: &employee::Model) -> Role {
-    match e.role.as_str() {
-        "hr" => Role::Hr,
-        "manager" => Role::Manager,
-        _ => Role::Employee,
-    }
+    // The import refuses other values; anything unknown gets the least rights.
+    crate::employees::parse_role(&e.role).unwrap_or(Role::Employee)
 }
 
 fn subject_of(sender: &employee::Model, target: &employee::Model) -> Subject {
