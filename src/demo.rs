@@ -27,8 +27,20 @@ const CORP_ID: &str = "wwsandbox0000demo";
 const SECRET: &str = "sandbox-secret";
 const AGENT_ID: i64 = 1000002;
 
+/// One member of the demo company: user_id, name, department, manager, role,
+/// phone, emergency contact.
+type RosterEntry = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    &'static str,
+    &'static str,
+    &'static str,
+);
+
 /// The demo company (data, not bot text).
-const ROSTER: &[(&str, &str, &str, Option<&str>, &str, &str, &str)] = &[
+const ROSTER: &[RosterEntry] = &[
     // user_id, name, department, manager, role, phone, emergency contact
     (
         "wangmin",
@@ -486,7 +498,7 @@ pub async fn timeline(rt: &Runtime) -> anyhow::Result<Vec<Value>> {
             "outcome": e.actor.as_deref().map(|a| format!("by {}", name(a))).unwrap_or_else(|| "by the scan".into()),
         })));
     }
-    lines.sort_by(|a, b| (a.0, a.1 % 2 == 0, a.1).cmp(&(b.0, b.1 % 2 == 0, b.1)));
+    lines.sort_by_key(|a| (a.0, a.1 % 2 == 0, a.1));
     Ok(lines.into_iter().map(|(_, _, v)| v).collect())
 }
 

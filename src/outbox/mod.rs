@@ -241,10 +241,10 @@ pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
             return Ok(Delivered::Done("failed"));
         }
     };
-    if payload.channel() == Channel::Chat {
-        if let Some(wait) = member_budget(rt, &row, now).await? {
-            return Ok(Delivered::RetryAfter(wait));
-        }
+    if payload.channel() == Channel::Chat
+        && let Some(wait) = member_budget(rt, &row, now).await?
+    {
+        return Ok(Delivered::RetryAfter(wait));
     }
     // The attempt is on record before the request leaves: after a crash the
     // row says it may have been sent, and WeCom's duplicate check (same
