@@ -311,6 +311,10 @@ impl SmsProvider for AliyunSms {
 // Webhook
 // ---------------------------------------------------------------------------
 
+/// The `"error"` a webhook answers (with HTTP 422) for a number that cannot
+/// receive texts.
+pub const WEBHOOK_INVALID_NUMBER: &str = "invalid_number";
+
 /// Header carrying the signing time (Unix seconds).
 pub const WEBHOOK_TIMESTAMP_HEADER: &str = "X-Rollcall-Timestamp";
 /// Header carrying the hex HMAC-SHA256 signature.
@@ -358,6 +362,9 @@ pub fn webhook_signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
 /// - `2xx` with a JSON object holding a string `"id"`: sent; the id is kept;
 /// - `429`: wait for `Retry-After` seconds (60 when absent) and try again;
 /// - `5xx` (or no answer in time): try again later;
+/// - `422` with a JSON object whose `"error"` is `"invalid_number"`: this
+///   number cannot receive texts (not a phone, unassigned, blocked); rollcall
+///   gives up on this number, tells HR and uses the other channels;
 /// - any other status: refused for good (a 2xx without an `id` counts as
 ///   refused too). Redirects are not followed.
 pub struct WebhookSms {
@@ -386,6 +393,46 @@ impl WebhookSms {
 #[derive(Deserialize)]
 struct WebhookReply {
     id: Option<String>,
+    error: Option<String>,
+}
+
+/// What a webhook's answer means (see the contract on [`WebhookSms`]): the
+/// message id, or what to do instead.
+fn classify_webhook(
+    status: u16,
+    retry_after: Option<u64>,
+    raw: &str,
+    phone: &str,
+) -> Result<String, PlatformError> {
+    let reply = serde_json::from_str::<WebhookReply>(raw).ok();
+    if status == 429 {
+        return Err(PlatformError::RateLimited {
+            after_secs: retry_after.unwrap_or(DEFAULT_RETRY_AFTER_SECS),
+            reason: "webhook: HTTP 429".to_owned(),
+        });
+    }
+    if (500..600).contains(&status) {
+        return Err(PlatformError::Retryable(format!("webhook: HTTP {status}")));
+    }
+    if status == 422
+        && reply.as_ref().and_then(|r| r.error.as_deref()) == Some(WEBHOOK_INVALID_NUMBER)
+    {
+        return Err(PlatformError::Undeliverable {
+            user: mask_phone(phone),
+            reason: format!("webhook: HTTP 422 {WEBHOOK_INVALID_NUMBER}"),
+        });
+    }
+    if !(200..300).contains(&status) {
+        return Err(PlatformError::Permanent(format!("webhook: HTTP {status}")));
+    }
+    reply
+        .and_then(|r| r.id)
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| {
+            PlatformError::Permanent(format!(
+                "webhook: HTTP {status} but the answer has no string `id`"
+            ))
+        })
 }
 
 #[async_trait::async_trait]
@@ -426,27 +473,7 @@ impl SmsProvider for WebhookSms {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         let raw = response.text().await.map_err(transport_error)?;
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return Err(PlatformError::RateLimited {
-                after_secs: retry_after.unwrap_or(DEFAULT_RETRY_AFTER_SECS),
-                reason: "webhook: HTTP 429".to_owned(),
-            });
-        }
-        if status.is_server_error() {
-            return Err(PlatformError::Retryable(format!("webhook: HTTP {status}")));
-        }
-        if !status.is_success() {
-            return Err(PlatformError::Permanent(format!("webhook: HTTP {status}")));
-        }
-        let id = serde_json::from_str::<WebhookReply>(&raw)
-            .ok()
-            .and_then(|r| r.id)
-            .filter(|id| !id.is_empty())
-            .ok_or_else(|| {
-                PlatformError::Permanent(format!(
-                    "webhook: HTTP {status} but the answer has no string `id`"
-                ))
-            })?;
+        let id = classify_webhook(status.as_u16(), retry_after, &raw, &msg.phone)?;
         Ok(SmsReceipt {
             provider_id: id,
             request: body,
@@ -662,6 +689,34 @@ mod tests {
         assert_eq!(a, webhook_signature("k", "1", b"{}"));
         assert_ne!(a, webhook_signature("k", "2", b"{}"));
         assert_ne!(a, webhook_signature("k", "1", b"{ }"));
+    }
+
+    #[rstest]
+    #[case::sent(200, None, r#"{"id":"m-1"}"#, Ok("m-1".to_owned()))]
+    #[case::invalid_number(
+        422,
+        None,
+        r#"{"error":"invalid_number"}"#,
+        Err("undeliverable 138****5678")
+    )]
+    #[case::other_422(422, None, r#"{"error":"template_missing"}"#, Err("permanent"))]
+    #[case::plain_422(422, None, "invalid_number", Err("permanent"))]
+    #[case::invalid_number_on_400(400, None, r#"{"error":"invalid_number"}"#, Err("permanent"))]
+    #[case::rate_limited(429, Some(3), "", Err("rate limited 3"))]
+    #[case::server_error(502, None, r#"{"error":"invalid_number"}"#, Err("retryable"))]
+    fn webhook_answers_follow_the_contract(
+        #[case] status: u16,
+        #[case] retry_after: Option<u64>,
+        #[case] raw: &str,
+        #[case] expected: Result<String, &str>,
+    ) {
+        let got = classify_webhook(status, retry_after, raw, "13812345678").map_err(|e| match e {
+            PlatformError::Undeliverable { user, .. } => format!("undeliverable {user}"),
+            PlatformError::RateLimited { after_secs, .. } => format!("rate limited {after_secs}"),
+            PlatformError::Retryable(_) => "retryable".to_owned(),
+            PlatformError::Permanent(_) => "permanent".to_owned(),
+        });
+        assert_eq!(got, expected.map_err(str::to_owned));
     }
 
     fn parse(text: &str) -> Result<SmsConfig, ConfigError> {

@@ -3,10 +3,16 @@
 //! `message/send`, `message/update_template_card`, `media/get`, the address
 //! book) records what rollcall did, with faults a test can switch on; the
 //! callback side ([`CallbackSender`]) plays the WeCom servers that push
-//! encrypted callbacks to rollcall, retries included.
+//! encrypted callbacks to rollcall, retries included. The other channels
+//! have theirs: an SMS gateway behind the signed webhook ([`SandboxSms`]) and
+//! a plain SMTP server ([`SandboxMail`]).
 
 pub mod api;
 pub mod callbacks;
+pub mod mail;
+pub mod sms;
 
 pub use api::{CardUpdate, DroppedMessage, Fault, PER_MEMBER_PER_MINUTE, SandboxApi, SentMessage};
 pub use callbacks::{CallbackSender, Delivery};
+pub use mail::{MailRecord, SandboxMail};
+pub use sms::{SandboxSms, SmsFault, SmsRecord};
