@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::cases::store::case_no;
 use crate::clock::{Clock, SimulatedClock};
 use crate::config::{Config, ProcessEnv};
-use crate::platform::sandbox::{CallbackSender, SandboxApi, SentMessage};
+use crate::platform::sandbox::{CallbackSender, SandboxApi, SandboxMail, SandboxSms, SentMessage};
 use crate::runtime::Runtime;
 
 pub const TENANT: &str = "demo";
@@ -35,7 +35,12 @@ wangwu,王五,一号工地,zhaogang,employee,13800000005,wangwu@example.com,王�
 ";
 
 /// The tenant configuration of the demo and of `serve` with no config file.
-pub fn sandbox_tenant_toml(api_base: &str, token: &str, aes_key: &str) -> String {
+fn sandbox_tenant_toml(platform: &SandboxPlatform) -> String {
+    let api_base = platform.api.api_base();
+    let token = &platform.token;
+    let aes_key = &platform.aes_key;
+    let sms_url = platform.sms.url();
+    let mail_port = platform.mail.port();
     format!(
         r#"
 [[tenants]]
@@ -58,8 +63,54 @@ radius_m = 300
 rule = "《员工手册》第五章第十二条（连续旷工三个工作日以上的，视为严重违反规章制度）"
 rule_version = "2026-01"
 hr_contact = "人力资源部 王敏，021-00000000"
+[tenants.sms]
+provider = "webhook"
+url = "{sms_url}"
+secret = "{SMS_SECRET}"
+[tenants.email]
+host = "127.0.0.1"
+port = {mail_port}
+security = "none"
+from = "示例建筑有限公司人力资源部 <hr@example.com>"
 "#
     )
+}
+
+const SMS_SECRET: &str = "sandbox-sms-secret";
+
+/// The whole simulated platform of the sandbox tenant: the WeCom-compatible
+/// API, an SMS gateway and a mail server, all on 127.0.0.1 in this process.
+pub struct SandboxPlatform {
+    pub api: SandboxApi,
+    pub sms: SandboxSms,
+    pub mail: SandboxMail,
+    /// The callback token and EncodingAESKey of the tenant.
+    pub token: String,
+    pub aes_key: String,
+}
+
+impl SandboxPlatform {
+    pub async fn start() -> anyhow::Result<SandboxPlatform> {
+        let (token, aes_key) = fresh_secrets();
+        Ok(SandboxPlatform {
+            api: SandboxApi::start(CORP_ID, SECRET)
+                .await
+                .context("starting the sandbox API")?,
+            sms: SandboxSms::start(SMS_SECRET)
+                .await
+                .context("starting the sandbox SMS gateway")?,
+            mail: SandboxMail::start()
+                .await
+                .context("starting the sandbox mail server")?,
+            token,
+            aes_key,
+        })
+    }
+
+    /// The `[[tenants]]` table of the sandbox tenant (TOML).
+    pub fn tenant_toml(&self) -> String {
+        sandbox_tenant_toml(self)
+    }
 }
 
 /// A fresh callback token and EncodingAESKey.
@@ -92,6 +143,9 @@ pub struct DemoRun {
     pub lines: Vec<Value>,
     pub db_path: PathBuf,
     pub sent: Vec<SentMessage>,
+    /// What reached the sandbox SMS gateway and mail server.
+    pub texts: Vec<crate::platform::sandbox::SmsRecord>,
+    pub mails: Vec<crate::platform::sandbox::MailRecord>,
     pub elapsed: Duration,
 }
 
@@ -111,6 +165,8 @@ pub struct Sandboxed {
     pub app: crate::app::RunningApp,
     pub rt: Runtime,
     pub sandbox: SandboxApi,
+    pub sms: SandboxSms,
+    pub mail: SandboxMail,
     pub phone: CallbackSender,
     pub clock: Arc<SimulatedClock>,
 }
@@ -124,14 +180,11 @@ impl Sandboxed {
         start: DateTime<Utc>,
         extra: &str,
     ) -> anyhow::Result<Sandboxed> {
-        let sandbox = SandboxApi::start(CORP_ID, SECRET)
-            .await
-            .context("starting the sandbox")?;
-        let (token, aes) = fresh_secrets();
+        let platform = SandboxPlatform::start().await?;
         let toml = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\ndata_key_file = \"{}\"\n[database]\nurl = \"{database_url}\"\n{}{extra}",
             key_file.display(),
-            sandbox_tenant_toml(&sandbox.api_base(), &token, &aes)
+            platform.tenant_toml()
         );
         let config = Config::parse(&toml, &ProcessEnv).context("sandbox configuration")?;
         let clock = Arc::new(SimulatedClock::new(start));
@@ -139,11 +192,14 @@ impl Sandboxed {
         let rt = app.runtime.clone();
         seed_roster(&rt).await?;
         let url = format!("http://{}/callback/wecom/{TENANT}", app.addr);
-        let phone = CallbackSender::new(&url, &token, &aes, CORP_ID, AGENT_ID)?;
+        let phone =
+            CallbackSender::new(&url, &platform.token, &platform.aes_key, CORP_ID, AGENT_ID)?;
         Ok(Sandboxed {
             app,
             rt,
-            sandbox,
+            sandbox: platform.api,
+            sms: platform.sms,
+            mail: platform.mail,
             phone,
             clock,
         })
@@ -264,11 +320,15 @@ pub async fn run_story(database_url: &str, key_file: &std::path::Path) -> anyhow
 
     let lines = timeline(&s.rt).await?;
     let sent = s.sandbox.sent();
+    let texts = s.sms.texts();
+    let mails = s.mail.messages();
     s.stop().await;
     Ok(DemoRun {
         lines,
         db_path: PathBuf::from(database_url),
         sent,
+        texts,
+        mails,
         elapsed: started.elapsed(),
     })
 }

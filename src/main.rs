@@ -103,27 +103,23 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     match &config.source {
         Some(path) => tracing::info!(config = %path.display(), "configuration loaded"),
         None => {
-            let api = rollcall::platform::sandbox::SandboxApi::start(
-                "wwsandbox0000demo",
-                "sandbox-secret",
-            )
-            .await?;
-            let (token, aes) = rollcall::demo::fresh_secrets();
-            let tenants = Config::parse(
-                &rollcall::demo::sandbox_tenant_toml(&api.api_base(), &token, &aes),
-                &ProcessEnv,
-            )?;
+            let platform = rollcall::demo::SandboxPlatform::start().await?;
+            let tenants = Config::parse(&platform.tenant_toml(), &ProcessEnv)?;
             config.tenants = tenants.tenants;
             eprintln!(
                 "\n  rollcall is running WITHOUT a configuration file: embedded SQLite ({}),\n  \
-                 one SANDBOX tenant `{}` whose WeCom platform is simulated in this process (API {}).\n  \
-                 Nothing reaches a real chat platform. Callback token {token}, EncodingAESKey {aes}.\n  \
+                 one SANDBOX tenant `{}`: its WeCom API ({}), SMS gateway and mail server are\n  \
+                 simulated in this process; nothing reaches a real platform, phone or mailbox.\n  \
+                 Callback URL /callback/wecom/{}, token {}, EncodingAESKey {}.\n  \
                  For a real tenant copy rollcall.example.toml to rollcall.toml.\n",
                 config.database.url,
                 rollcall::demo::TENANT,
-                api.api_base()
+                platform.api.api_base(),
+                rollcall::demo::TENANT,
+                platform.token,
+                platform.aes_key,
             );
-            sandbox = Some(api);
+            sandbox = Some(platform);
         }
     }
     for t in &config.tenants {

@@ -161,7 +161,26 @@ async fn the_demo_story(#[case] engine: Engine) {
             "{expected} missing from {keys:#?}"
         );
     }
-    for r in rows.iter().filter(|r| r.channel == "chat") {
+    // SMS and email reached the gateway and the mail server, once, with receipts.
+    assert_eq!(run.texts.len(), 1);
+    assert_eq!(run.texts[0].to, "13800000003");
+    assert!(run.texts[0].text.contains(&case_no(z)));
+    assert_eq!(run.mails.len(), 1);
+    assert_eq!(run.mails[0].to, ["zhangsan@example.com"]);
+    let sms_row = rows.iter().find(|r| r.channel == "sms").unwrap();
+    assert_eq!(
+        sms_row.receipt_id.as_deref(),
+        Some(run.texts[0].id.as_str())
+    );
+    let mail_row = rows.iter().find(|r| r.channel == "email").unwrap();
+    assert_eq!(mail_row.receipt_id, run.mails[0].message_id);
+    // The manager's card carries the emergency contact, opened from its seal.
+    let manager_card = rows
+        .iter()
+        .find(|r| r.idem_key == format!("notice:{z}:second_reminder:zhaogang:chat"))
+        .unwrap();
+    assert!(manager_card.payload.contains("张父") && manager_card.payload.contains("13900000003"));
+    for r in &rows {
         assert_eq!(r.status, "sent", "{r:#?}");
         assert!(r.receipt_id.is_some() && r.template_hash.len() == 64);
     }

@@ -433,7 +433,7 @@ async fn send(
                     phone,
                     text: text.clone(),
                     template_param: params.clone(),
-                    out_id: row.idem_key.clone(),
+                    out_id: format!("{}:{}", row.tenant_id, row.idem_key),
                 })
                 .await?;
             Ok(SendReceipt {
@@ -453,7 +453,7 @@ async fn send(
                     to: to.clone(),
                     subject: subject.clone(),
                     text: text.clone(),
-                    out_id: row.idem_key.clone(),
+                    out_id: format!("{}:{}", row.tenant_id, row.idem_key),
                 })
                 .await?;
             Ok(SendReceipt {
