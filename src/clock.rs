@@ -20,17 +20,19 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that only moves when told to.
+/// A clock set to another time that then runs at the real pace: jumping
+/// through days is a `set`, while waits of seconds (backoff, the per-member
+/// window) take the seconds they say.
 #[derive(Debug)]
-pub struct SimulatedClock(Mutex<DateTime<Utc>>);
+pub struct SimulatedClock(Mutex<Duration>);
 
 impl SimulatedClock {
     pub fn new(start: DateTime<Utc>) -> SimulatedClock {
-        SimulatedClock(Mutex::new(start))
+        SimulatedClock(Mutex::new(start - Utc::now()))
     }
 
     pub fn set(&self, to: DateTime<Utc>) {
-        *self.0.lock().expect("clock") = to;
+        *self.0.lock().expect("clock") = to - Utc::now();
     }
 
     pub fn advance(&self, by: Duration) {
@@ -40,6 +42,23 @@ impl SimulatedClock {
 
 impl Clock for SimulatedClock {
     fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().expect("clock")
+        Utc::now() + *self.0.lock().expect("clock")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_simulated_clock_jumps_then_runs() {
+        let start: DateTime<Utc> = "2026-12-01T02:00:00Z".parse().unwrap();
+        let clock = SimulatedClock::new(start);
+        let first = clock.now();
+        assert!(first >= start && first - start < Duration::seconds(1));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(clock.now() - first >= Duration::milliseconds(20));
+        clock.advance(Duration::days(1));
+        assert!(clock.now() - start >= Duration::days(1));
     }
 }

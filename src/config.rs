@@ -96,6 +96,10 @@ pub struct DeliveryConfig {
     pub retry_for_secs: u64,
     /// How long one call to a platform or gateway may take.
     pub timeout_secs: u64,
+    /// Chat messages one member may receive per window (WeCom: 30 a
+    /// minute; more are dropped without an error).
+    pub member_limit: u64,
+    pub member_window_secs: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -194,6 +198,8 @@ struct RawDelivery {
     max_backoff_secs: Option<u64>,
     retry_for_secs: Option<u64>,
     timeout_secs: Option<u64>,
+    member_limit: Option<u64>,
+    member_window_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -387,6 +393,8 @@ impl Config {
                 max_backoff_secs: raw.delivery.max_backoff_secs.unwrap_or(300).max(1),
                 retry_for_secs: raw.delivery.retry_for_secs.unwrap_or(6 * 3600),
                 timeout_secs: raw.delivery.timeout_secs.unwrap_or(10).max(1),
+                member_limit: raw.delivery.member_limit.unwrap_or(30).max(1),
+                member_window_secs: raw.delivery.member_window_secs.unwrap_or(60).max(1),
             },
             tenants,
             source: None,

@@ -126,7 +126,12 @@ async fn the_demo_story(#[case] engine: Engine) {
     assert_eq!(zhangsan.status, "open", "acknowledged is not resolved");
     assert_eq!(zhangsan.missed_workdays, 4);
     assert!(zhangsan.acknowledged_at.is_some());
-    assert_eq!(zhangsan.deadline_at, Some(shanghai("2026-12-07", "10:00")));
+    // Three days after the formal notice went out (Friday 10:00).
+    let deadline = zhangsan.deadline_at.unwrap();
+    assert!(
+        deadline >= shanghai("2026-12-07", "10:00") && deadline < shanghai("2026-12-07", "10:01"),
+        "{deadline}"
+    );
     let steps: Vec<String> = serde_json::from_str(&zhangsan.steps_done).unwrap();
     assert_eq!(
         steps,
@@ -631,6 +636,41 @@ async fn every_fault_ends_sent_once_or_undeliverable_with_hr_told(#[case] engine
         ("wangmin", "sent")
     );
     assert!(told.payload.contains("李四"));
+    s.stop().await;
+    db.cleanup().await;
+}
+
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_member_limit_is_honoured(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    // WeCom's limit is 30 a minute; the same rule at 5 per 2 s runs in seconds.
+    let s = start(
+        &db,
+        "2026-12-01",
+        "[delivery]\nmember_limit = 5\nmember_window_secs = 2\nmax_backoff_secs = 1\n",
+    )
+    .await;
+    s.sandbox
+        .set_member_limit(5, std::time::Duration::from_secs(2));
+    let t = s.at("2026-12-01", "09:00");
+    let started = std::time::Instant::now();
+    for _ in 0..12 {
+        assert!(s.phone.text("wangmin", "/帮助", t).await.delivered);
+    }
+    s.settle().await.unwrap();
+    assert!(
+        s.sandbox.dropped().is_empty(),
+        "nothing over the limit: {:?}",
+        s.sandbox.dropped()
+    );
+    assert_eq!(s.sandbox.sent_to("wangmin"), 12, "every answer arrived");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(4),
+        "12 messages at 5 per 2 s need two waits"
+    );
     s.stop().await;
     db.cleanup().await;
 }

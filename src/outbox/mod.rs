@@ -10,7 +10,7 @@ pub mod sms;
 
 use chrono::{DateTime, Duration, Utc};
 use entity::{absence_case, card_action, outbox};
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
     QueryFilter, TransactionTrait, TryInsertResult,
@@ -23,9 +23,6 @@ use crate::db::Engine;
 use crate::platform::PlatformError;
 use crate::platform::wecom::api::Outbound;
 use crate::runtime::{Runtime, Tenant};
-
-/// WeCom drops, silently, messages beyond 30 a minute to one member.
-pub const PER_MEMBER_PER_MINUTE: u64 = 30;
 
 /// A card button: what pressing it means, and its label.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,23 +253,17 @@ pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
         .await?;
         return Ok(Delivered::Done("failed"));
     }
-    if payload.channel() == Channel::Chat
-        && let Some(wait) = member_budget(rt, &row, now).await?
-    {
-        return Ok(Delivered::RetryAfter(wait));
-    }
     // The attempt is on record before the request leaves: after a crash the
     // row says it may have been sent, and WeCom's duplicate check (same
-    // content within 30 minutes) is the second guard.
-    outbox::Entity::update_many()
-        .col_expr(outbox::Column::Status, Expr::value("sending"))
-        .col_expr(
-            outbox::Column::Attempts,
-            Expr::col(outbox::Column::Attempts).add(1),
-        )
-        .filter(outbox::Column::Id.eq(row.id))
-        .exec(db)
-        .await?;
+    // content within 30 minutes) is the second guard. For chat, the claim
+    // also checks the member's budget in the same statement, so concurrent
+    // deliveries to one member cannot all pass the check.
+    if !claim(rt, &row, payload.channel() == Channel::Chat, now).await? {
+        let wait = member_budget(rt, &row, now)
+            .await?
+            .unwrap_or(std::time::Duration::from_millis(100));
+        return Ok(Delivered::RetryAfter(wait));
+    }
     let result = send(rt, &tenant, &row, &payload).await;
     match result {
         Ok(receipt) => {
@@ -325,13 +316,14 @@ fn backoff(attempts_before: i32, max_secs: u64) -> std::time::Duration {
     std::time::Duration::from_secs(Ord::min(2u64.saturating_pow(exp), max_secs))
 }
 
-/// If `row`'s recipient already got the per-minute maximum, how long to wait.
+/// If `row`'s recipient already got the most messages allowed in the
+/// window (WeCom: 30 a minute), how long to wait.
 async fn member_budget(
     rt: &Runtime,
     row: &outbox::Model,
     now: DateTime<Utc>,
 ) -> Result<Option<std::time::Duration>, DbErr> {
-    let window_start = now - Duration::seconds(60);
+    let window = Duration::seconds(i64::try_from(rt.delivery.member_window_secs).unwrap_or(60));
     let recent: Vec<Option<DateTime<Utc>>> = outbox::Entity::find()
         .select_only()
         .column(outbox::Column::SentAt)
@@ -341,23 +333,92 @@ async fn member_budget(
         .filter(outbox::Column::Id.ne(row.id))
         .filter(
             sea_orm::Condition::any()
-                .add(outbox::Column::SentAt.gt(window_start))
+                .add(outbox::Column::SentAt.gt(now - window))
                 .add(outbox::Column::Status.eq("sending")),
         )
         .into_tuple()
         .all(&rt.db.orm)
         .await?;
-    if (recent.len() as u64) < PER_MEMBER_PER_MINUTE {
+    if (recent.len() as u64) < rt.delivery.member_limit {
         return Ok(None);
     }
     let oldest = recent.iter().flatten().min().copied().unwrap_or(now);
-    let wait = (oldest + Duration::seconds(61) - now)
+    let wait = (oldest + window + Duration::milliseconds(100) - now)
         .to_std()
-        .unwrap_or(std::time::Duration::from_secs(1));
-    Ok(Some(wait.max(std::time::Duration::from_secs(1))))
+        .unwrap_or(std::time::Duration::from_millis(100));
+    Ok(Some(Ord::min(
+        wait,
+        std::time::Duration::from_secs(rt.delivery.max_backoff_secs),
+    )))
 }
 
 use sea_orm::QuerySelect;
+
+/// Marks `row` as being sent (and counts the attempt), if it is still
+/// pending and, for chat, its recipient is under the per-member limit.
+/// Returns whether this call claimed it.
+async fn claim(
+    rt: &Runtime,
+    row: &outbox::Model,
+    chat: bool,
+    now: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    use sea_orm::{ConnectionTrait, Statement, TransactionTrait, Value};
+    let window_start =
+        now - Duration::seconds(i64::try_from(rt.delivery.member_window_secs).unwrap_or(60));
+    let limit = i64::try_from(rt.delivery.member_limit).unwrap_or(30);
+    let values: Vec<Value> = vec![
+        row.id.into(),
+        row.tenant_id.clone().into(),
+        row.recipient.clone().into(),
+        window_start.into(),
+        limit.into(),
+        chat.into(),
+    ];
+    let budget = "(NOT {chat} OR (SELECT count(*) FROM outbox o WHERE o.tenant_id = {tenant} AND o.recipient = {recipient} \
+         AND o.channel = 'chat' AND o.id <> {id} AND (o.sent_at > {since} OR o.status = 'sending')) < {limit})";
+    let txn = rt.db.orm.begin().await?;
+    let sql = match rt.db.engine {
+        crate::db::Engine::Sqlite => format!(
+            "UPDATE outbox SET status = 'sending', attempts = attempts + 1 WHERE id = ?1 AND status IN ('pending', 'sending') AND {}",
+            budget
+                .replace("{chat}", "?6")
+                .replace("{tenant}", "?2")
+                .replace("{recipient}", "?3")
+                .replace("{id}", "?1")
+                .replace("{since}", "?4")
+                .replace("{limit}", "?5")
+        ),
+        crate::db::Engine::Postgres => {
+            // One claimer per member at a time across instances.
+            txn.execute_raw(Statement::from_sql_and_values(
+                sea_orm::DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                [format!("{}:{}", row.tenant_id, row.recipient).into()],
+            ))
+            .await?;
+            format!(
+                "UPDATE outbox SET status = 'sending', attempts = attempts + 1 WHERE id = $1 AND status IN ('pending', 'sending') AND {}",
+                budget
+                    .replace("{chat}", "$6")
+                    .replace("{tenant}", "$2")
+                    .replace("{recipient}", "$3")
+                    .replace("{id}", "$1")
+                    .replace("{since}", "$4")
+                    .replace("{limit}", "$5")
+            )
+        }
+    };
+    let done = txn
+        .execute_raw(Statement::from_sql_and_values(
+            rt.db.orm.get_database_backend(),
+            sql,
+            values,
+        ))
+        .await?;
+    txn.commit().await?;
+    Ok(done.rows_affected() == 1)
+}
 
 /// A provider's answer to a successful send.
 struct SendReceipt {

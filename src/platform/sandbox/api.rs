@@ -98,20 +98,25 @@ struct Inner {
     recent: HashMap<String, VecDeque<Instant>>,
     delivered: HashMap<String, usize>,
     dropped: Vec<DroppedMessage>,
+    /// The per-member limit: this many messages per window.
+    member_limit: Option<(usize, Duration)>,
 }
 
 impl Inner {
     /// Counts a delivery to `user`, or records it as dropped when the member
     /// is over the per-minute limit; returns whether it was delivered.
     fn deliver(&mut self, user: &str, msgid: &str, now: Instant) -> bool {
+        let (limit, window) = self
+            .member_limit
+            .unwrap_or((PER_MEMBER_PER_MINUTE, RATE_WINDOW));
         let recent = self.recent.entry(user.to_owned()).or_default();
         while recent
             .front()
-            .is_some_and(|t| now.duration_since(*t) >= RATE_WINDOW)
+            .is_some_and(|t| now.duration_since(*t) >= window)
         {
             recent.pop_front();
         }
-        if recent.len() >= PER_MEMBER_PER_MINUTE {
+        if recent.len() >= limit {
             self.dropped.push(DroppedMessage {
                 touser: user.to_owned(),
                 msgid: msgid.to_owned(),
@@ -248,6 +253,12 @@ impl SandboxApi {
         let mut inner = self.inner();
         inner.departments = departments;
         inner.users = users;
+    }
+
+    /// Changes the per-member limit (default 30 a minute), so a test can
+    /// reach it in seconds.
+    pub fn set_member_limit(&self, messages: usize, window: Duration) {
+        self.inner().member_limit = Some((messages, window));
     }
 
     /// How many sends were recognised as duplicates (and not delivered again).

@@ -138,7 +138,8 @@ fn file_name(disposition: &str) -> Option<String> {
 fn transport(e: reqwest::Error) -> PlatformError {
     // Timeouts and refused connections are worth another try; the URL or the
     // body being wrong is not, but we build both ourselves.
-    PlatformError::Retryable(format!("request failed: {e}"))
+    // Without the URL: a gettoken URL carries the app secret.
+    PlatformError::Retryable(format!("request failed: {}", e.without_url()))
 }
 
 impl WecomApi {
