@@ -140,3 +140,113 @@ async fn kill_dash_nine_loses_no_acknowledged_callback(#[case] engine: Engine) {
     store.close().await;
     db.cleanup().await;
 }
+
+/// A notice whose request reached the platform but whose answer never came
+/// back (the process was killed in between) is sent again after the restart,
+/// and WeCom's duplicate check keeps the employee from getting it twice.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_cut_off_between_send_and_receipt_arrives_once(#[case] engine: Engine) {
+    use chrono::TimeZone;
+    use entity::outbox;
+    use rollcall::demo::{SandboxPlatform, TENANT};
+    use rollcall::platform::sandbox::Fault;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+    let db = TestDb::new(engine).await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let platform = SandboxPlatform::start().await.unwrap();
+    let config_path = db.dir.path().join("rollcall.toml");
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_key_file = \"{}\"\n[database]\nurl = \"{}\"\n[delivery]\nmax_backoff_secs = 1\n{}",
+        db.dir.path().join("data.key").display(),
+        db.url,
+        platform.tenant_toml()
+    );
+    std::fs::write(&config_path, &toml).unwrap();
+
+    // Five first reminders are waiting in the outbox (nobody checked in on 1 December).
+    let config = rollcall::config::Config::parse(&toml, &no_env()).unwrap();
+    let judged_at = chrono_tz::Asia::Shanghai
+        .with_ymd_and_hms(2026, 12, 2, 10, 0, 0)
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let clock = std::sync::Arc::new(rollcall::clock::SimulatedClock::new(judged_at));
+    let rt = rollcall::app::runtime(&config, clock).await.unwrap();
+    rollcall::demo::seed_roster(&rt).await.unwrap();
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+    let report = rollcall::cases::scan::scan(&rt, TENANT, Some(day))
+        .await
+        .unwrap();
+    assert_eq!(report.opened, 5);
+    rt.db.clone().close().await;
+
+    // The platform takes the first message, then never answers.
+    platform
+        .api
+        .push_fault(Fault::AcceptThenHang(Duration::from_secs(120)));
+    let mut server = spawn_serve(&config_path, db.dir.path());
+    wait_ready(&base).await;
+    let store = Database::connect(&db.url).await.unwrap();
+    let start = Instant::now();
+    loop {
+        let sent = outbox::Entity::find()
+            .filter(outbox::Column::Status.eq("sent"))
+            .all(&store.orm)
+            .await
+            .unwrap()
+            .len();
+        if platform.api.sent().len() == 5 && sent == 4 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the notices did not go out"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill().unwrap(); // SIGKILL, one answer still outstanding
+    server.wait().unwrap();
+    let cut_off = outbox::Entity::find()
+        .filter(outbox::Column::Status.eq("sending"))
+        .all(&store.orm)
+        .await
+        .unwrap();
+    assert_eq!(cut_off.len(), 1, "one notice was sent without a receipt");
+
+    let mut server = spawn_serve(&config_path, db.dir.path());
+    wait_ready(&base).await;
+    let start = Instant::now();
+    loop {
+        let rows = outbox::Entity::find().all(&store.orm).await.unwrap();
+        if rows.iter().all(|r| r.status == "sent") {
+            assert!(rows.iter().all(|r| r.receipt_id.is_some()));
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "not all delivered: {:?}",
+            rows.iter()
+                .map(|r| (&r.idem_key, &r.status))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(
+        platform.api.sent().len(),
+        5,
+        "each notice reached the employee once"
+    );
+    assert_eq!(
+        platform.api.duplicates(),
+        1,
+        "the resend was recognised as a duplicate"
+    );
+    store.close().await;
+    db.cleanup().await;
+}
