@@ -717,7 +717,17 @@ mod tests {
     #[test]
     fn shipped_example_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rollcall.example.toml");
-        let c = Config::load(Some(&path), &[]).unwrap();
+        let env = [
+            ("ALIYUN_ACCESS_KEY_SECRET", "secret"),
+            ("SMTP_PASSWORD", "password"),
+        ];
+        let c = Config::load(Some(&path), &env).unwrap();
         assert_eq!(c.tenants.len(), 1);
+        let t = &c.tenants[0];
+        // The example spells out the defaults: it must say what the code does.
+        assert_eq!(t.policy, crate::cases::Policy::default());
+        assert_eq!(t.sites.len(), 1);
+        assert!(t.sms.is_some() && t.email.is_some());
+        assert_eq!(c.delivery.member_limit, 30);
     }
 }

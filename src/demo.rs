@@ -452,7 +452,7 @@ pub async fn timeline(rt: &Runtime) -> anyhow::Result<Vec<Value>> {
     {
         let employee = o.case_id.and_then(|c| cases.get(&c)).map(|u| name(u));
         lines.push((o.created_at, o.id * 2, json!({
-            "at": o.created_at.with_timezone(&tz).to_rfc3339(),
+            "at": o.created_at.with_timezone(&tz).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
             "employee": employee,
             "case": o.case_id.map(case_no),
             "step": o.step.clone().unwrap_or_else(|| o.idem_key.split(':').next().unwrap_or_default().to_owned()),
@@ -476,7 +476,7 @@ pub async fn timeline(rt: &Runtime) -> anyhow::Result<Vec<Value>> {
         .await?
     {
         lines.push((e.at, e.id * 2 + 1, json!({
-            "at": e.at.with_timezone(&tz).to_rfc3339(),
+            "at": e.at.with_timezone(&tz).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
             "employee": e.user_id.as_deref().map(name),
             "case": e.case_id.map(case_no),
             "step": e.kind,
@@ -486,7 +486,7 @@ pub async fn timeline(rt: &Runtime) -> anyhow::Result<Vec<Value>> {
             "outcome": e.actor.as_deref().map(|a| format!("by {}", name(a))).unwrap_or_else(|| "by the scan".into()),
         })));
     }
-    lines.sort_by(|a, b| (a.0, a.1 % 2 == 0, a.1).cmp(&(b.0, b.1 % 2 == 0, b.1)));
+    lines.sort_by_key(|l| (l.0, l.1 % 2 == 0, l.1));
     Ok(lines.into_iter().map(|(_, _, v)| v).collect())
 }
 
@@ -512,10 +512,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let url = format!("sqlite://{}?mode=rwc", db.display());
     let mut run = run_story(&url, &key_file).await?;
     run.db_path = db;
+    match print_timeline(&run, args.json) {
+        // `rollcall demo | head` closes the pipe early: not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+fn print_timeline(run: &DemoRun, json: bool) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     use std::io::Write;
     for line in &run.lines {
-        if args.json {
+        if json {
             writeln!(out, "{line}")?;
         } else {
             let s = |k: &str| line[k].as_str().unwrap_or("").to_owned();
@@ -532,7 +540,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             )?;
         }
     }
-    if !args.json {
+    if !json {
         writeln!(
             out,
             "\n{} messages reached the sandbox in {:.1} s; database: {}",

@@ -174,6 +174,12 @@ async fn commit_loop(db: Database, rx: Arc<Mutex<mpsc::Receiver<Work>>>) {
                 Work::Processed { id, class, .. } => processed.push((*id, class)),
             }
         }
+        // One order for every batch: two instances inserting the same
+        // deliveries (a platform retry sent to both) then wait for each
+        // other instead of deadlocking on the unique index.
+        rows.sort_by(|a, b| {
+            (&a.tenant_id, a.platform, &a.msg_key).cmp(&(&b.tenant_id, b.platform, &b.msg_key))
+        });
         let now = Utc::now();
         let result = match db.engine {
             Engine::Sqlite => commit_sqlite(&db, &rows, &processed, now).await,

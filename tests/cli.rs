@@ -168,11 +168,35 @@ async fn serve_without_a_config_file_runs_on_embedded_sqlite() {
         dir.path().join("rollcall.db").exists(),
         "the embedded database is created in the working directory"
     );
+    // The sandbox tenant's roster is there to try things with.
+    let db = rollcall::db::Database::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("rollcall.db").display()
+    ))
+    .await
+    .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        use sea_orm::{EntityTrait, PaginatorTrait};
+        let n = entity::employee::Entity::find()
+            .count(&db.orm)
+            .await
+            .unwrap_or(0);
+        if n == 5 {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "roster not imported ({n})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    db.close().await;
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(
-        log.contains("no configuration file"),
+        log.contains("WITHOUT a configuration file") && log.contains("SANDBOX tenant `demo`"),
         "a clear banner: {log}"
     );
 }
