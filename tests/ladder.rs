@@ -320,10 +320,19 @@ async fn holidays_and_adjusted_workdays_count_right(#[case] engine: Engine) {
 async fn the_scan_run_twice_changes_nothing_the_second_time(#[case] engine: Engine) {
     let db = TestDb::new(engine).await;
     let s = start(&db, "2026-12-01", "").await;
+    // Someone hired on the 2nd is not absent on the 1st.
+    let csv = "user_id,name,department,role,hire_date\nnewbie,新人,一号工地,employee,2026-12-02\n";
+    rollcall::employees::import_csv(&s.rt.db, &s.rt.key, TENANT, csv.as_bytes(), false)
+        .await
+        .unwrap();
     s.at("2026-12-01", "08:00");
     s.check_in(&but(&["zhangsan"])).await.unwrap();
     s.at("2026-12-02", "10:00");
     let first = s.scan().await.unwrap();
+    assert!(
+        case_of(&s, "newbie").await.is_none(),
+        "no case before the hire date"
+    );
     let after_first = (rows(&s).await.len(), s.sandbox.sent().len());
     let second = s.scan().await.unwrap();
     assert_eq!((first.opened, first.escalated), (1, 1));

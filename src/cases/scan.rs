@@ -72,6 +72,8 @@ pub fn default_day(tenant: &Tenant, now: DateTime<Utc>) -> Result<NaiveDate, Sca
 struct Worker {
     user_id: String,
     rest: RestDays,
+    /// Employed on the day judged (between hire date and contract end).
+    employed: bool,
 }
 
 /// Runs the scan of `tenant_id` for `day` (default: the last ended workday).
@@ -107,10 +109,13 @@ pub async fn scan(
         ..Default::default()
     };
 
-    let rows: Vec<(String, Option<String>)> = employee::Entity::find()
+    type Row = (String, Option<String>, Option<NaiveDate>, Option<NaiveDate>);
+    let rows: Vec<Row> = employee::Entity::find()
         .select_only()
         .column(employee::Column::UserId)
         .column(employee::Column::RestDays)
+        .column(employee::Column::HireDate)
+        .column(employee::Column::ContractEndDate)
         .filter(employee::Column::TenantId.eq(tenant_id))
         .filter(employee::Column::Active.eq(true))
         .into_tuple()
@@ -119,11 +124,12 @@ pub async fn scan(
     report.employees = rows.len();
     let workers: Vec<Worker> = rows
         .into_iter()
-        .map(|(user_id, rest)| Worker {
+        .map(|(user_id, rest, hired, contract_end)| Worker {
             rest: rest
                 .as_deref()
                 .and_then(|r| RestDays::parse(r).ok())
                 .unwrap_or(a.rest_days),
+            employed: hired.is_none_or(|h| h <= day) && contract_end.is_none_or(|e| day <= e),
             user_id,
         })
         .collect();
@@ -169,12 +175,17 @@ pub async fn scan(
     }
     let mut changes = Vec::new();
     for w in &workers {
-        let status = day_status(
-            &a.calendar,
-            w.rest,
-            leaves.get(&w.user_id).map(Vec::as_slice).unwrap_or(&[]),
-            day,
-        );
+        let status = if w.employed {
+            day_status(
+                &a.calendar,
+                w.rest,
+                leaves.get(&w.user_id).map(Vec::as_slice).unwrap_or(&[]),
+                day,
+            )
+        } else {
+            // Before the hire date or after the contract: not a workday for them.
+            DayStatus::RestDay
+        };
         let case = cases.remove(&w.user_id);
         match (status, case) {
             (DayStatus::Workday, case) => {
