@@ -683,3 +683,42 @@ async fn the_per_member_limit_is_honoured(#[case] engine: Engine) {
     s.stop().await;
     db.cleanup().await;
 }
+
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_scan_runs_by_itself_once(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let s = start(&db, "2026-12-01", "").await;
+    s.at("2026-12-01", "08:00");
+    s.check_in(&but(&["zhangsan"])).await.unwrap();
+    // After 10:00 the scheduler (every 30 s) enqueues the scan of the 1st.
+    s.at("2026-12-02", "10:05");
+    let started = std::time::Instant::now();
+    while case_of(&s, "zhangsan").await.is_none() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(45),
+            "the scan did not run"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Later ticks find the day's scan done: still one case, one reminder.
+    tokio::time::sleep(std::time::Duration::from_secs(31)).await;
+    s.settle().await.unwrap();
+    assert_eq!(
+        absence_case::Entity::find()
+            .count(&s.rt.db.orm)
+            .await
+            .unwrap(),
+        1
+    );
+    let reminders = rows(&s)
+        .await
+        .into_iter()
+        .filter(|r| r.step.as_deref() == Some("first_reminder"))
+        .count();
+    assert_eq!(reminders, 1);
+    s.stop().await;
+    db.cleanup().await;
+}

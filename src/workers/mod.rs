@@ -370,10 +370,17 @@ async fn scan(job: Scan, rt: Data<Runtime>) -> Result<(), BoxDynError> {
     Ok(())
 }
 
-/// How often each process looks whether a tenant's daily scan is due. The
-/// job's key (tenant, day) makes the scan happen once however many
-/// processes look.
-const SCHEDULE_EVERY: Duration = Duration::from_secs(30);
+/// When each process looks whether a tenant's scan is due (apalis-cron,
+/// every 30 s). The scan itself is a job keyed by tenant and day in the job
+/// store, so it runs once however many processes look.
+const SCHEDULE: &str = "0/30 * * * * *";
+
+async fn tick(_tick: apalis_cron::Tick, rt: Data<Runtime>) -> Result<(), BoxDynError> {
+    if let Err(e) = schedule_scans(&rt).await {
+        tracing::warn!(error = %e, "scheduling absence scans failed");
+    }
+    Ok(())
+}
 
 /// Enqueues each tenant's scan once its `scan_at` has passed (local time):
 /// the scan of the last ended workday, and once an hour a scan of that same
@@ -418,10 +425,8 @@ pub async fn run(
     };
     let db = rt.db.clone();
     let prune_db = db.clone();
-    let schedule_rt = rt.clone();
     let pruner = tokio::spawn(async move {
         let mut tick = tokio::time::interval(PRUNE_EVERY);
-        let mut schedule = tokio::time::interval(SCHEDULE_EVERY);
         let stopped = async move {
             let _ = pruning_stopped.wait_for(|s| *s).await;
         };
@@ -431,11 +436,6 @@ pub async fn run(
                 _ = tick.tick() => {
                     if let Err(e) = prune_done(&prune_db).await {
                         tracing::warn!(error = %e, "pruning finished jobs failed");
-                    }
-                }
-                _ = schedule.tick() => {
-                    if let Err(e) = schedule_scans(&schedule_rt).await {
-                        tracing::warn!(error = %e, "scheduling absence scans failed");
                     }
                 }
                 _ = &mut stopped => return,
@@ -466,9 +466,18 @@ pub async fn run(
             })
         }};
     }
+    let schedule: cron::Schedule = SCHEDULE.parse().expect("a valid cron expression");
+    let cron_name = format!("schedule-{name}");
+    let cron_rt = rt.clone();
+    let monitor = Monitor::new().register(move |_| {
+        WorkerBuilder::new(cron_name.as_str())
+            .backend(apalis_cron::CronScheduler::new(schedule.clone()))
+            .data(cron_rt.clone())
+            .build(tick)
+    });
     let monitor = match db.engine {
         Engine::Sqlite => {
-            let m = Monitor::new();
+            let m = monitor;
             let m = register!(
                 m,
                 SqliteStorage,
@@ -498,7 +507,7 @@ pub async fn run(
             )
         }
         Engine::Postgres => {
-            let m = Monitor::new();
+            let m = monitor;
             let m = register!(
                 m,
                 PostgresStorage,
