@@ -60,8 +60,25 @@ impl DataKey {
             reason,
         };
         match std::fs::read_to_string(key_file) {
-            Ok(text) => Self::from_base64(&text)
-                .ok_or_else(|| file_err("does not hold base64 of 32 bytes".into())),
+            Ok(text) => {
+                // A key others can read protects nothing.
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = std::fs::metadata(key_file)
+                        .map_err(|e| file_err(e.to_string()))?
+                        .permissions()
+                        .mode();
+                    if mode & 0o077 != 0 {
+                        return Err(file_err(format!(
+                            "is readable by others (mode {:o}): run chmod 600 on it",
+                            mode & 0o777
+                        )));
+                    }
+                }
+                Self::from_base64(&text)
+                    .ok_or_else(|| file_err("does not hold base64 of 32 bytes".into()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = Key::<Aes256Gcm>::generate();
                 let mut options = std::fs::OpenOptions::new();
@@ -156,6 +173,13 @@ mod tests {
             again.open(&sealed, "employee:acme:zhangsan:phone").unwrap(),
             "13800138000"
         );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let err = DataKey::load(&no_env(), &path).unwrap_err().to_string();
+            assert!(err.contains("readable by others"), "{err}");
+        }
     }
 
     #[test]
