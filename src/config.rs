@@ -152,8 +152,9 @@ pub struct Site {
 /// What the formal notice cites.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoticeConfig {
-    /// The rule breached, as the employee handbook words it.
-    pub rule: String,
+    /// The rule breached, as the employee handbook words it (the template
+    /// names a generic rule when this is not given).
+    pub rule: Option<String>,
     /// The rule's version or date, shown next to it.
     pub rule_version: String,
     /// How to reach HR, printed in every formal notice.
@@ -445,7 +446,7 @@ fn resolve_tenant(i: usize, t: RawTenant, env: &dyn Env) -> Result<TenantConfig,
     }
     let notice = t.notice.unwrap_or_default();
     let notice = NoticeConfig {
-        rule: notice.rule.unwrap_or_else(|| DEFAULT_RULE.to_owned()),
+        rule: notice.rule.filter(|r| !r.trim().is_empty()),
         rule_version: notice
             .rule_version
             .unwrap_or_else(|| policy.version.clone()),
@@ -475,8 +476,6 @@ fn resolve_tenant(i: usize, t: RawTenant, env: &dyn Env) -> Result<TenantConfig,
 
 /// The check-in keywords when a tenant names none.
 pub const DEFAULT_KEYWORDS: &[&str] = &["打卡", "签到", "到岗", "上班"];
-/// Cited in formal notices when a tenant names no rule of its own.
-const DEFAULT_RULE: &str = "《员工手册》考勤与旷工管理规定";
 
 fn resolve_attendance(prefix: &str, a: RawAttendance) -> Result<AttendanceConfig, ConfigError> {
     let key = |k: &str| format!("{prefix}.{k}");

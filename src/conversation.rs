@@ -484,11 +484,24 @@ async fn card_press(
         .await?;
         return Ok("card_foreign");
     }
-    card_action::Entity::update_many()
+    // A button counts once: pressing it again (the card may not have been
+    // updated yet) records nothing new.
+    let first = card_action::Entity::update_many()
         .col_expr(card_action::Column::PressedAt, Expr::value(turn.now))
         .filter(card_action::Column::Id.eq(action.id))
+        .filter(card_action::Column::PressedAt.is_null())
         .exec(turn.txn)
         .await?;
+    if first.rows_affected == 0 {
+        turn.record(
+            action.case_id,
+            None,
+            "card_press_again",
+            json!({ "action": action.action }),
+        )
+        .await?;
+        return Ok("card_again");
+    }
     let case = match action.case_id {
         Some(id) => {
             entity::absence_case::Entity::find_by_id(id)

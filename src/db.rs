@@ -201,6 +201,20 @@ fn disable_nagle_towards(port: u16) {
 #[cfg(not(target_os = "linux"))]
 fn disable_nagle_towards(_port: u16) {}
 
+/// Begins a transaction that will write after reading: on SQLite it takes
+/// the write lock at once (`BEGIN IMMEDIATE`), since a read transaction
+/// cannot become a writer once another connection has committed (WAL).
+pub async fn begin_write(
+    orm: &DatabaseConnection,
+) -> Result<sea_orm::DatabaseTransaction, sea_orm::DbErr> {
+    use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+    orm.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    })
+    .await
+}
+
 /// The URL with any password replaced, for messages.
 pub fn redact_url(url: &str) -> String {
     match reqwest::Url::parse(url) {

@@ -314,8 +314,8 @@ pub async fn run_story(database_url: &str, key_file: &std::path::Path) -> anyhow
     s.scan().await?;
     s.at("2026-12-04", "20:30");
     s.press("zhangsan", "received").await?;
-    // He does not return. Monday 10:00: the deadline has passed: HR's card.
-    s.at("2026-12-07", "10:00");
+    // He does not return. Monday 10:05: the deadline (10:00) has passed: HR's card.
+    s.at("2026-12-07", "10:05");
     s.scan().await?;
 
     let lines = timeline(&s.rt).await?;

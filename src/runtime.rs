@@ -42,6 +42,8 @@ pub struct Runtime {
     pub templates: Arc<Templates>,
     pub key: Arc<DataKey>,
     pub delivery: DeliveryConfig,
+    /// One scan at a time in this process (several processes: a database lock).
+    pub scan_lock: Arc<tokio::sync::Mutex<()>>,
     tenants: Arc<HashMap<String, Arc<Tenant>>>,
 }
 
@@ -82,6 +84,7 @@ impl Runtime {
             templates: Arc::new(templates),
             key: Arc::new(key),
             delivery: config.delivery.clone(),
+            scan_lock: Arc::default(),
             tenants: Arc::new(tenants),
         }
     }

@@ -234,11 +234,20 @@ async fn the_demo_story(#[case] engine: Engine) {
     );
     // Every message of the story, replies and card updates included, went out.
     let all = outbox::Entity::find().all(&conn.orm).await.unwrap();
-    let unsent: Vec<_> = all.iter().filter(|r| r.status != "sent").map(|r| &r.idem_key).collect();
+    let unsent: Vec<_> = all
+        .iter()
+        .filter(|r| r.status != "sent")
+        .map(|r| &r.idem_key)
+        .collect();
     assert!(unsent.is_empty(), "{unsent:?}");
     // Three presses (李四 arrived, 赵刚 contacted, 张三 received), each turned
     // its button into a label with the press's single-use code.
-    assert_eq!(all.iter().filter(|r| r.idem_key.starts_with("card_update:")).count(), 3);
+    assert_eq!(
+        all.iter()
+            .filter(|r| r.idem_key.starts_with("card_update:"))
+            .count(),
+        3
+    );
     conn.close().await;
     db.cleanup().await;
 }
@@ -476,6 +485,8 @@ async fn commands_answer_by_role(#[case] engine: Engine) {
     let own_case = case_no(case_of(&s, "zhangsan").await.unwrap().id);
     let resolve_hr = format!("/resolve {hr_case} 好了");
     let resolve_own = format!("/resolve {own_case} 好了");
+    let manager_case = case_no(case_of(&s, "zhaogang").await.unwrap().id);
+    let resolve_manager_own = format!("/结案 {manager_case} 我自己的");
     // (sender, command, what the answer holds; None = the refusal)
     let table: &[(&str, &str, Option<&str>)] = &[
         ("wangmin", "/cases", Some("RC-")),
@@ -494,6 +505,7 @@ async fn commands_answer_by_role(#[case] engine: Engine) {
             "/leave 李四 2026-12-01 2026-12-01 事假",
             Some("李四"),
         ),
+        ("zhaogang", &resolve_manager_own, None),
     ];
     for (sender, text, expect) in table {
         s.say(sender, text).await.unwrap();
@@ -723,6 +735,131 @@ async fn the_daily_scan_runs_by_itself_once(#[case] engine: Engine) {
         .filter(|r| r.step.as_deref() == Some("first_reminder"))
         .count();
     assert_eq!(reminders, 1);
+    s.stop().await;
+    db.cleanup().await;
+}
+
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_judged_day_is_never_reopened(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let s = start(&db, "2026-12-01", "").await;
+    s.at("2026-12-01", "08:00");
+    s.check_in(&but(&["zhangsan", "lisi"])).await.unwrap();
+    // 李四 is back on the 2nd before the scan of the 1st: his missed day is
+    // recorded as a case closed by his return, with no reminder.
+    s.at("2026-12-02", "08:00");
+    s.check_in(&["lisi"]).await.unwrap();
+    s.at("2026-12-02", "10:00");
+    // Two scans of the same day at once (the scheduler's daily and hourly
+    // jobs): both succeed, one case each.
+    let (a, b) = tokio::join!(
+        rollcall::cases::scan::scan(&s.rt, TENANT, None),
+        rollcall::cases::scan::scan(&s.rt, TENANT, None)
+    );
+    a.unwrap();
+    b.unwrap();
+    s.settle().await.unwrap();
+    let lisi = case_of(&s, "lisi").await.unwrap();
+    assert_eq!(
+        (lisi.status.as_str(), lisi.resolution.as_deref()),
+        ("resolved", Some("checked_in 2026-12-02"))
+    );
+    assert_eq!(
+        absence_case::Entity::find()
+            .count(&s.rt.db.orm)
+            .await
+            .unwrap(),
+        2
+    );
+    // 张三 presses 我已到岗: resolved. The hourly scans of the 1st change nothing.
+    s.at("2026-12-02", "10:30");
+    s.press("zhangsan", "arrived").await.unwrap();
+    s.press("zhangsan", "arrived").await.unwrap(); // a second press counts once
+    assert_eq!(case_of(&s, "zhangsan").await.unwrap().status, "resolved");
+    for hour in ["11:00", "12:00"] {
+        s.at("2026-12-02", hour);
+        let r = s.scan().await.unwrap();
+        assert_eq!((r.opened, r.escalated), (0, 0), "{hour}");
+    }
+    assert_eq!(
+        absence_case::Entity::find()
+            .count(&s.rt.db.orm)
+            .await
+            .unwrap(),
+        2
+    );
+    let reminders = rows(&s)
+        .await
+        .into_iter()
+        .filter(|r| r.step.as_deref() == Some("first_reminder"))
+        .count();
+    assert_eq!(reminders, 1, "only 张三 was reminded, once");
+    let presses = case_event::Entity::find()
+        .filter(case_event::Column::Kind.eq("card_pressed"))
+        .count(&s.rt.db.orm)
+        .await
+        .unwrap();
+    assert_eq!(presses, 1);
+    s.stop().await;
+    db.cleanup().await;
+}
+
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_rest_days_partial_leave_and_resume(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let s = start(&db, "2026-12-05", "").await;
+    // 老陈 works Saturdays (his own rest day is Sunday only).
+    let csv = "user_id,name,department,manager_user_id,role,rest_days\nlaochen,老陈,一号工地,zhaogang,employee,sun\n";
+    rollcall::employees::import_csv(&s.rt.db, &s.rt.key, TENANT, csv.as_bytes(), false)
+        .await
+        .unwrap();
+    s.at("2026-12-06", "10:00");
+    let sat = chrono::NaiveDate::from_ymd_opt(2026, 12, 5).unwrap();
+    let r = rollcall::cases::scan::scan(&s.rt, TENANT, Some(sat))
+        .await
+        .unwrap();
+    s.settle().await.unwrap();
+    assert_eq!(
+        (r.workday_for, r.opened),
+        (1, 1),
+        "Saturday is a workday for him alone"
+    );
+    // He misses Monday too; leave for Monday only leaves Saturday unexcused.
+    s.at("2026-12-08", "10:00");
+    s.scan().await.unwrap();
+    assert_eq!(case_of(&s, "laochen").await.unwrap().missed_workdays, 2);
+    s.say("wangmin", "/请假 老陈 2026-12-07 2026-12-07 病假")
+        .await
+        .unwrap();
+    let c = case_of(&s, "laochen").await.unwrap();
+    assert_eq!(
+        c.status, "open",
+        "leave for one of two missed days does not close the case"
+    );
+    // His reply pauses it; HR reads it and resumes: the ladder goes on.
+    s.say("laochen", "我周六家里有事").await.unwrap();
+    assert_eq!(case_of(&s, "laochen").await.unwrap().status, "paused");
+    s.say("wangmin", &format!("/继续 {}", case_no(c.id)))
+        .await
+        .unwrap();
+    let c = case_of(&s, "laochen").await.unwrap();
+    assert_eq!(c.status, "open");
+    let sent: Vec<String> = rows(&s)
+        .await
+        .into_iter()
+        .filter(|r| r.case_id == Some(c.id) && r.status == "sent")
+        .filter_map(|r| r.step)
+        .collect();
+    assert!(
+        sent.contains(&"second_reminder".to_owned()),
+        "due on resume: {sent:?}"
+    );
     s.stop().await;
     db.cleanup().await;
 }

@@ -28,6 +28,8 @@ pub struct Model {
     pub attempts: i32,
     pub not_before: DateTimeUtc,
     pub created_at: DateTimeUtc,
+    /// When the current attempt was claimed.
+    pub claimed_at: Option<DateTimeUtc>,
     pub sent_at: Option<DateTimeUtc>,
     /// WeCom msgid, Aliyun BizId or the email's Message-ID.
     pub receipt_id: Option<String>,

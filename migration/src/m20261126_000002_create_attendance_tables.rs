@@ -218,6 +218,9 @@ impl MigrationTrait for Migration {
                     .col(integer(Outbox::Attempts))
                     .col(timestamp_with_time_zone(Outbox::NotBefore))
                     .col(timestamp_with_time_zone(Outbox::CreatedAt))
+                    // When the current attempt was claimed: a `sending` row
+                    // whose claim is old was cut off and may be retried.
+                    .col(timestamp_with_time_zone_null(Outbox::ClaimedAt))
                     .col(timestamp_with_time_zone_null(Outbox::SentAt))
                     .col(string_null(Outbox::ReceiptId))
                     .col(text_null(Outbox::Receipt))
@@ -434,6 +437,7 @@ enum Outbox {
     Attempts,
     NotBefore,
     CreatedAt,
+    ClaimedAt,
     SentAt,
     ReceiptId,
     Receipt,

@@ -74,30 +74,67 @@ pub async fn employee_row<C: ConnectionTrait>(
         .await
 }
 
+/// Which sealed fields to open: only what the message at hand needs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unseal {
+    pub phone: bool,
+    pub emergency_contact: bool,
+}
+
 pub async fn person<C: ConnectionTrait>(
     rt: &Runtime,
     conn: &C,
     tenant_id: &str,
     user_id: &str,
+    unseal: Unseal,
 ) -> Result<Option<Person>, DbErr> {
     Ok(employee_row(conn, tenant_id, user_id)
         .await?
         .map(|row| Person {
-            phone: open(rt, &row, SealedColumn::Phone, &row.phone_sealed),
-            emergency_name: open(
-                rt,
-                &row,
-                SealedColumn::EmergencyContactName,
-                &row.emergency_contact_name_sealed,
-            ),
-            emergency_phone: open(
-                rt,
-                &row,
-                SealedColumn::EmergencyContactPhone,
-                &row.emergency_contact_phone_sealed,
-            ),
+            phone: unseal
+                .phone
+                .then(|| open(rt, &row, SealedColumn::Phone, &row.phone_sealed))
+                .flatten(),
+            emergency_name: unseal
+                .emergency_contact
+                .then(|| {
+                    open(
+                        rt,
+                        &row,
+                        SealedColumn::EmergencyContactName,
+                        &row.emergency_contact_name_sealed,
+                    )
+                })
+                .flatten(),
+            emergency_phone: unseal
+                .emergency_contact
+                .then(|| {
+                    open(
+                        rt,
+                        &row,
+                        SealedColumn::EmergencyContactPhone,
+                        &row.emergency_contact_phone_sealed,
+                    )
+                })
+                .flatten(),
             row,
         }))
+}
+
+/// The phone number of `user_id`, unsealed (to send an SMS, nothing else).
+pub async fn phone_of<C: ConnectionTrait>(
+    rt: &Runtime,
+    conn: &C,
+    tenant_id: &str,
+    user_id: &str,
+) -> Result<Option<String>, DbErr> {
+    let unseal = Unseal {
+        phone: true,
+        emergency_contact: false,
+    };
+    Ok(person(rt, conn, tenant_id, user_id, unseal)
+        .await?
+        .and_then(|p| p.phone))
 }
 
 /// The tenant's HR people (active, role hr).
@@ -252,7 +289,18 @@ pub async fn issue<C: ConnectionTrait>(
         return Ok(steps);
     }
     let tenant_id = &tenant.config.id;
-    let Some(subject) = person(rt, conn, tenant_id, &case.user_id).await? else {
+    // The emergency contact only for the manager's card, the phone only for an SMS.
+    let unseal = Unseal {
+        phone: actions.iter().any(
+            |Action::Notify {
+                 channel, recipient, ..
+             }| *channel == Channel::Sms && *recipient == Recipient::Employee,
+        ),
+        emergency_contact: actions
+            .iter()
+            .any(|Action::Notify { recipient, .. }| *recipient == Recipient::Manager),
+    };
+    let Some(subject) = person(rt, conn, tenant_id, &case.user_id, unseal).await? else {
         record(
             conn,
             tenant_id,
@@ -279,6 +327,12 @@ pub async fn issue<C: ConnectionTrait>(
         .map(|d| d.to_string())
         .collect();
     let past = attempts(conn, tenant, case).await?;
+    let replied = case_event::Entity::find()
+        .filter(case_event::Column::CaseId.eq(case.id))
+        .filter(case_event::Column::Kind.eq("case_paused"))
+        .one(conn)
+        .await?
+        .is_some();
     let context = json!({
         "employer": tenant.config.name,
         "case_no": case_no(case.id),
@@ -299,6 +353,7 @@ pub async fn issue<C: ConnectionTrait>(
         "emergency_phone": subject.emergency_phone,
         "acknowledged_at": case.acknowledged_at.map(|a| local(tenant, a)),
         "attempts": past,
+        "replied": replied,
     });
     for action in actions {
         let Action::Notify {
@@ -363,10 +418,13 @@ pub async fn issue<C: ConnectionTrait>(
                         "deadline",
                         "hr_contact",
                     ] {
-                        params.insert(
-                            k.to_owned(),
-                            json!(context[k].to_string().trim_matches('"')),
-                        );
+                        // Template parameters are strings; an absent value is empty.
+                        let v = match &context[k] {
+                            serde_json::Value::String(s) => s.clone(),
+                            serde_json::Value::Null => String::new(),
+                            other => other.to_string(),
+                        };
+                        params.insert(k.to_owned(), json!(v));
                     }
                     Payload::Sms {
                         text: text.to_owned(),

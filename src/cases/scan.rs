@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use entity::{absence_case, check_in, employee, leave};
-use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QuerySelect, TransactionTrait};
+use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
 
 use super::notify::{NotifyError, issue};
 use super::store::{self, Resolution};
@@ -69,6 +69,15 @@ pub fn default_day(tenant: &Tenant, now: DateTime<Utc>) -> Result<NaiveDate, Sca
     .ok_or(ScanError::NoWorkday)
 }
 
+/// The most recent day that has ended (plus the grace period) at `now`.
+pub fn last_closed_day(tenant: &Tenant, now: DateTime<Utc>) -> Option<NaiveDate> {
+    let tz = tenant.config.timezone;
+    let today = now.with_timezone(&tz).date_naive();
+    (1..=3)
+        .filter_map(|back| today.checked_sub_signed(chrono::Duration::days(back)))
+        .find(|d| day_is_closed(*d, tz, tenant.config.attendance.grace, now))
+}
+
 struct Worker {
     user_id: String,
     rest: RestDays,
@@ -102,6 +111,9 @@ pub async fn scan(
     if !a.calendar.covers(chrono::Datelike::year(&day)) {
         tracing::warn!(tenant = tenant_id, %day, "the holiday calendar has no data for this year: only weekly rest days count");
     }
+    // Scans of one tenant do not interleave: the hourly scan of a day may
+    // start while the daily one still runs.
+    let _one_at_a_time = rt.scan_lock.lock().await;
     let db = &rt.db.orm;
     let mut report = ScanReport {
         tenant: tenant_id.to_owned(),
@@ -165,10 +177,42 @@ pub async fn scan(
         .into_iter()
         .map(|c| (c.user_id.clone(), c))
         .collect();
+    // Days already judged by a case that is closed now (the scan of a day
+    // runs again hourly, for deadlines): never a new case for them.
+    let judged: HashSet<String> = absence_case::Entity::find()
+        .select_only()
+        .column(absence_case::Column::UserId)
+        .filter(absence_case::Column::TenantId.eq(tenant_id))
+        .filter(absence_case::Column::Status.eq("resolved"))
+        .filter(absence_case::Column::FirstMissed.lte(day))
+        .filter(absence_case::Column::ScannedThrough.gte(day))
+        .into_tuple()
+        .all(db)
+        .await?
+        .into_iter()
+        .collect();
+    // The first check-in after the day, of each employee who came back since.
+    let mut back: HashMap<String, NaiveDate> = HashMap::new();
+    let later: Vec<(String, NaiveDate)> = check_in::Entity::find()
+        .select_only()
+        .column(check_in::Column::UserId)
+        .column(check_in::Column::WorkDate)
+        .filter(check_in::Column::TenantId.eq(tenant_id))
+        .filter(check_in::Column::WorkDate.gt(day))
+        .into_tuple()
+        .all(db)
+        .await?;
+    for (user, date) in later {
+        let first = back.entry(user).or_insert(date);
+        *first = (*first).min(date);
+    }
 
     // Decide per employee without I/O; write only where something changes.
     enum Change {
         Open(String),
+        /// A missed day of someone who has come back since: recorded as a
+        /// case resolved by that return, with no reminder.
+        OpenResolved(String, NaiveDate),
         /// Count `day` as missed (when true), then check the ladder.
         Advance(absence_case::Model, bool),
         Resolve(absence_case::Model, Resolution),
@@ -196,13 +240,17 @@ pub async fn scan(
                         changes.push(Change::Resolve(c, Resolution::CheckedIn { day }))
                     }
                     Some(c) => changes.push(Change::Advance(c, !present)),
-                    None if !present => changes.push(Change::Open(w.user_id.clone())),
-                    None => {}
+                    None if present || judged.contains(&w.user_id) => {}
+                    None => match back.get(&w.user_id) {
+                        Some(returned) => {
+                            changes.push(Change::OpenResolved(w.user_id.clone(), *returned))
+                        }
+                        None => changes.push(Change::Open(w.user_id.clone())),
+                    },
                 }
             }
-            (DayStatus::Leave, Some(c)) => {
-                changes.push(Change::Resolve(c, Resolution::Leave { from: day, to: day }))
-            }
+            // A day of leave is not a missed day; it does not close the case
+            // either (`/leave` covering every missed day does).
             (_, Some(c)) => changes.push(Change::Advance(c, false)),
             (_, None) => {}
         }
@@ -212,9 +260,25 @@ pub async fn scan(
 
     let policy = &tenant.config.policy;
     for chunk in changes.chunks(CHUNK) {
-        let txn = db.begin().await?;
+        let txn = crate::db::begin_write(db).await?;
+        if rt.db.engine == crate::db::Engine::Postgres {
+            // Other instances' scans of this tenant wait for this chunk.
+            use sea_orm::ConnectionTrait;
+            txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+                sea_orm::DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                [format!("scan:{tenant_id}").into()],
+            ))
+            .await?;
+        }
         for change in chunk {
             let case = match change {
+                // Judged already (by a case closed since it was read).
+                Change::OpenResolved(user, _) | Change::Open(user)
+                    if store::judged(&txn, tenant_id, user, day).await? =>
+                {
+                    continue;
+                }
                 Change::Open(user) => {
                     match store::open(&txn, tenant_id, user, day, policy, now).await? {
                         Some(c) => {
@@ -224,18 +288,35 @@ pub async fn scan(
                         None => continue,
                     }
                 }
+                Change::OpenResolved(user, returned) => {
+                    if let Some(c) = store::open(&txn, tenant_id, user, day, policy, now).await? {
+                        report.opened += 1;
+                        let why = Resolution::CheckedIn { day: *returned };
+                        if store::resolve(&txn, &c, &why, None, None, now).await? {
+                            report.resolved += 1;
+                        }
+                    }
+                    continue;
+                }
                 Change::Advance(c, missed) => {
                     // store::advance counts a day once (scanned_through < day).
-                    if *missed {
-                        match store::advance(&txn, c, day, now).await? {
-                            Some(updated) => {
-                                report.advanced += 1;
-                                updated
-                            }
-                            None => c.clone(),
-                        }
+                    let counted = if *missed {
+                        store::advance(&txn, c, day, now).await?
                     } else {
-                        c.clone()
+                        None
+                    };
+                    if counted.is_some() {
+                        report.advanced += 1;
+                    }
+                    // The case as it is now, inside this transaction: a
+                    // check-in may have resolved it since it was read.
+                    let current = match counted {
+                        Some(c) => Some(c),
+                        None => absence_case::Entity::find_by_id(c.id).one(&txn).await?,
+                    };
+                    match current {
+                        Some(c) if c.status != "resolved" => c,
+                        _ => continue,
                     }
                 }
                 Change::Resolve(c, why) => {
@@ -254,6 +335,21 @@ pub async fn scan(
     Ok(report)
 }
 
+async fn formal_notice_delivered<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    case: &absence_case::Model,
+) -> Result<bool, DbErr> {
+    use sea_orm::PaginatorTrait;
+    let n = entity::outbox::Entity::find()
+        .filter(entity::outbox::Column::CaseId.eq(case.id))
+        .filter(entity::outbox::Column::Step.eq(super::Step::FormalNotice.as_str()))
+        .filter(entity::outbox::Column::Recipient.eq(&case.user_id))
+        .filter(entity::outbox::Column::Status.eq("sent"))
+        .count(conn)
+        .await?;
+    Ok(n > 0)
+}
+
 /// Issues what the ladder says is due for `case` now. Returns whether any step was issued.
 pub async fn escalate<C: sea_orm::ConnectionTrait>(
     rt: &Runtime,
@@ -265,7 +361,17 @@ pub async fn escalate<C: sea_orm::ConnectionTrait>(
     if store::status_of(case) != CaseStatus::Open {
         return Ok(false);
     }
-    let actions: Vec<Action> = decide(now, &store::state(case), &store::policy(case));
+    let mut actions: Vec<Action> = decide(now, &store::state(case), &store::policy(case));
+    // The deadline runs from a notice the employee was sent: if no channel
+    // delivered the formal notice (HR was told of each failure), the
+    // deadline card waits rather than claim a deadline that never started.
+    if actions
+        .iter()
+        .any(|Action::Notify { step, .. }| *step == super::Step::DeadlinePassed)
+        && !formal_notice_delivered(conn, case).await?
+    {
+        actions.retain(|Action::Notify { step, .. }| *step != super::Step::DeadlinePassed);
+    }
     if actions.is_empty() {
         return Ok(false);
     }

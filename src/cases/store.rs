@@ -109,13 +109,19 @@ pub async fn open<C: ConnectionTrait>(
         updated_at: Set(now),
         ..Default::default()
     };
+    // No conflict target: the clash to ignore is on the partial unique
+    // index (one unresolved case per employee), not on the id.
     let inserted = absence_case::Entity::insert(row)
-        .on_conflict_do_nothing()
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::new()
+                .do_nothing()
+                .to_owned(),
+        )
         .exec_with_returning(conn)
         .await;
     let case = match inserted {
-        Ok(sea_orm::TryInsertResult::Inserted(case)) => case,
-        Ok(_) | Err(DbErr::RecordNotInserted) => return Ok(None),
+        Ok(case) => case,
+        Err(DbErr::RecordNotInserted | DbErr::RecordNotFound(_)) => return Ok(None),
         Err(e) => return Err(e),
     };
     record(
@@ -212,6 +218,23 @@ pub async fn mark_steps<C: ConnectionTrait>(
         .one(conn)
         .await?
         .ok_or(DbErr::RecordNotFound(format!("case {}", case.id)))
+}
+
+/// Whether a case of the employee (open or closed) already judged `day`.
+pub async fn judged<C: ConnectionTrait>(
+    conn: &C,
+    tenant_id: &str,
+    user_id: &str,
+    day: NaiveDate,
+) -> Result<bool, DbErr> {
+    Ok(absence_case::Entity::find()
+        .filter(absence_case::Column::TenantId.eq(tenant_id))
+        .filter(absence_case::Column::UserId.eq(user_id))
+        .filter(absence_case::Column::FirstMissed.lte(day))
+        .filter(absence_case::Column::ScannedThrough.gte(day))
+        .one(conn)
+        .await?
+        .is_some())
 }
 
 /// The employee's unresolved case, if any.
@@ -324,6 +347,33 @@ pub async fn pause<C: ConnectionTrait>(
         Some(&case.user_id),
         why,
         inbound_event_id,
+        now,
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Resumes a paused case (HR decided): the ladder goes on, with a new
+/// fencing token. Returns whether the case was paused.
+pub async fn resume<C: ConnectionTrait>(
+    conn: &C,
+    case: &absence_case::Model,
+    actor: &str,
+    inbound_event_id: i64,
+    now: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    if case.status != "paused" || !transition(conn, case, "open", None, now).await? {
+        return Ok(false);
+    }
+    record(
+        conn,
+        &case.tenant_id,
+        Some(case.id),
+        Some(&case.user_id),
+        "case_resumed",
+        Some(actor),
+        json!({}),
+        Some(inbound_event_id),
         now,
     )
     .await?;

@@ -92,7 +92,8 @@ async fn run(
 ) -> Result<(&'static str, Value), HandleError> {
     let role = role_of(sender);
     let refused = Ok(("refused", json!({})));
-    // Who the command is about.
+    // Who the command is about (and, for /resolve and /resume, the case).
+    let mut case_row = None;
     let target = match cmd {
         Command::Help | Command::Cases => None,
         Command::Status { who: None } => Some(sender.clone()),
@@ -103,7 +104,7 @@ async fn run(
             Found::None => return Ok(("not_found", json!({ "who": who }))),
             Found::Many(ids) => return Ok(("ambiguous", json!({ "who": who, "candidates": ids }))),
         },
-        Command::Resolve { case, .. } => {
+        Command::Resolve { case, .. } | Command::Resume { case } => {
             let found = match parse_case_no(case) {
                 Some(id) => absence_case::Entity::find_by_id(id)
                     .one(turn.txn)
@@ -114,8 +115,14 @@ async fn run(
             let Some(found) = found else {
                 return Ok(("not_found", json!({ "who": case })));
             };
-            crate::cases::notify::employee_row(turn.txn, &turn.tenant.config.id, &found.user_id)
-                .await?
+            let person = crate::cases::notify::employee_row(
+                turn.txn,
+                &turn.tenant.config.id,
+                &found.user_id,
+            )
+            .await?;
+            case_row = Some(found);
+            person
         }
     };
     let subject = match &target {
@@ -128,14 +135,18 @@ async fn run(
     match cmd {
         Command::Help => Ok(("help", json!({}))),
         Command::Status { .. } => {
-            let t = target.expect("status has a subject");
+            let Some(t) = target else {
+                return Ok(("not_found", json!({ "who": "" })));
+            };
             status(turn, &t).await.map(|c| ("status", c))
         }
         Command::Cases => cases(turn, sender, role).await.map(|c| ("cases", c)),
         Command::Leave {
             from, to, reason, ..
         } => {
-            let t = target.expect("leave has a subject");
+            let Some(t) = target else {
+                return Ok(("not_found", json!({ "who": "" })));
+            };
             leave::Entity::insert(leave::ActiveModel {
                 tenant_id: Set(turn.tenant.config.id.clone()),
                 user_id: Set(t.user_id.clone()),
@@ -151,8 +162,9 @@ async fn run(
             let mut resolved = None;
             if let Some(case) =
                 store::unresolved(turn.txn, &turn.tenant.config.id, &t.user_id).await?
-                && *from <= case.last_missed
-                && *to >= case.first_missed
+                // Leave for some of the missed days leaves the others unexcused.
+                && *from <= case.first_missed
+                && *to >= case.last_missed
                 && store::resolve(
                     turn.txn,
                     &case,
@@ -181,12 +193,10 @@ async fn run(
             ))
         }
         Command::Resolve { case, reason } => {
-            let t = target.expect("resolve has a subject");
-            let id = parse_case_no(case).expect("checked above");
-            let row = absence_case::Entity::find_by_id(id)
-                .one(turn.txn)
-                .await?
-                .expect("checked above");
+            let (Some(t), Some(row)) = (target, case_row) else {
+                return Ok(("not_found", json!({ "who": case })));
+            };
+            let id = row.id;
             store::resolve(
                 turn.txn,
                 &row,
@@ -201,6 +211,37 @@ async fn run(
             Ok((
                 "resolve_ok",
                 json!({ "case_no": case_no(id), "name": t.name, "reason": reason }),
+            ))
+        }
+        Command::Resume { case } => {
+            let (Some(t), Some(row)) = (target, case_row) else {
+                return Ok(("not_found", json!({ "who": case })));
+            };
+            if !store::resume(turn.txn, &row, &sender.user_id, turn.event_id, turn.now).await? {
+                return Ok((
+                    "resume_not_paused",
+                    json!({ "case_no": case_no(row.id), "name": t.name }),
+                ));
+            }
+            // The ladder picks up where it stopped: what is due now goes out.
+            if let Some(current) = absence_case::Entity::find_by_id(row.id)
+                .one(turn.txn)
+                .await?
+            {
+                crate::cases::scan::escalate(turn.rt, turn.txn, turn.tenant, &current, turn.now)
+                    .await
+                    .map_err(|e| match e {
+                        crate::cases::scan::ScanError::Db(e) => HandleError::Db(e),
+                        crate::cases::scan::ScanError::Notify(e) => e.into(),
+                        other => HandleError::Unreadable {
+                            id: turn.event_id,
+                            reason: other.to_string(),
+                        },
+                    })?;
+            }
+            Ok((
+                "resume_ok",
+                json!({ "case_no": case_no(row.id), "name": t.name }),
             ))
         }
     }

@@ -25,6 +25,9 @@ pub enum Command {
     },
     /// `/resolve <case> <reason>`, `/结案`
     Resolve { case: String, reason: String },
+    /// `/resume <case>`, `/继续`: a paused case's ladder goes on (HR read
+    /// the employee's answer and found no reason to stop).
+    Resume { case: String },
 }
 
 /// The commands, their names and Chinese aliases, for parsing and help.
@@ -34,6 +37,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("cases", "案件"),
     ("leave", "请假"),
     ("resolve", "结案"),
+    ("resume", "继续"),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,6 +121,9 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
             };
             Command::Resolve { case, reason }
         }
+        "resume" => Command::Resume {
+            case: need("case")?.to_owned(),
+        },
         _ => unreachable!("every name in COMMANDS has an arm"),
     };
     Ok(command)
@@ -151,15 +158,19 @@ pub fn allowed(role: Role, command: &Command, subject: Subject) -> bool {
         Role::Hr => true,
         Role::Manager => match command {
             Command::Help | Command::Cases => true,
-            Command::Status { .. } | Command::Leave { .. } | Command::Resolve { .. } => {
-                matches!(subject, Subject::Themself | Subject::Report)
-                    && !matches!(command, Command::Leave { .. } if subject == Subject::Themself)
+            Command::Status { .. } => matches!(subject, Subject::Themself | Subject::Report),
+            // Never about their own case or leave: that is HR's.
+            Command::Leave { .. } | Command::Resolve { .. } | Command::Resume { .. } => {
+                subject == Subject::Report
             }
         },
         Role::Employee => match command {
             Command::Help => true,
             Command::Status { .. } => subject == Subject::Themself,
-            Command::Cases | Command::Leave { .. } | Command::Resolve { .. } => false,
+            Command::Cases
+            | Command::Leave { .. }
+            | Command::Resolve { .. }
+            | Command::Resume { .. } => false,
         },
     }
 }
@@ -185,6 +196,8 @@ mod tests {
     #[case("/请假 张三 2026-11-26 2026/11/27 病假", Command::Leave { who: "张三".into(), from: d("2026-11-26"), to: d("2026-11-27"), reason: "病假".into() })]
     #[case("/leave zhangsan 2026-11-26 2026-11-26 family matter", Command::Leave { who: "zhangsan".into(), from: d("2026-11-26"), to: d("2026-11-26"), reason: "family matter".into() })]
     #[case("/结案 C-42 已返岗", Command::Resolve { case: "C-42".into(), reason: "已返岗".into() })]
+    #[case("/继续 RC-000042", Command::Resume { case: "RC-000042".into() })]
+    #[case("/resume 42", Command::Resume { case: "42".into() })]
     fn parses(#[case] text: &str, #[case] expected: Command) {
         assert_eq!(parse(text), Ok(expected));
     }

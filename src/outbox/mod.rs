@@ -242,7 +242,10 @@ pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
     // receipt): chat is sent again under WeCom's duplicate check and email
     // with the same Message-ID, but an SMS gateway has no such guard, so the
     // SMS is not sent twice: HR is told to check instead.
-    if row.status == "sending" && payload.channel() == Channel::Sms {
+    if row.status == "sending"
+        && payload.channel() == Channel::Sms
+        && row.claimed_at.is_none_or(|c| c + cut_off_after(rt) <= now)
+    {
         give_up(
             rt,
             &tenant,
@@ -259,6 +262,20 @@ pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
     // also checks the member's budget in the same statement, so concurrent
     // deliveries to one member cannot all pass the check.
     if !claim(rt, &row, payload.channel() == Channel::Chat, now).await? {
+        // Another job holds a live attempt: look again once it would be cut off.
+        if row.status == "sending"
+            && let Some(claimed) = row.claimed_at
+            && claimed + cut_off_after(rt) > now
+        {
+            let wait = (claimed + cut_off_after(rt) - now)
+                .to_std()
+                .unwrap_or_default();
+            return Ok(Delivered::RetryAfter(
+                wait + std::time::Duration::from_millis(100),
+            ));
+        }
+        // Over the member's budget, or the case moved on (the next run
+        // cancels it), or final already (the next run sees it).
         let wait = member_budget(rt, &row, now)
             .await?
             .unwrap_or(std::time::Duration::from_millis(100));
@@ -354,9 +371,12 @@ async fn member_budget(
 
 use sea_orm::QuerySelect;
 
-/// Marks `row` as being sent (and counts the attempt), if it is still
-/// pending and, for chat, its recipient is under the per-member limit.
-/// Returns whether this call claimed it.
+/// Marks `row` as being sent (and counts the attempt), if it is pending, or
+/// `sending` with a claim so old that its attempt was cut off; if its case
+/// still has the row's fencing token; and, for chat, if its recipient is
+/// under the per-member limit. One statement, so two jobs for one row, or
+/// deliveries to one member, cannot both pass. Returns whether this call
+/// claimed it.
 async fn claim(
     rt: &Runtime,
     row: &outbox::Model,
@@ -366,6 +386,7 @@ async fn claim(
     use sea_orm::{ConnectionTrait, Statement, TransactionTrait, Value};
     let window_start =
         now - Duration::seconds(i64::try_from(rt.delivery.member_window_secs).unwrap_or(60));
+    let stale = now - cut_off_after(rt);
     let limit = i64::try_from(rt.delivery.member_limit).unwrap_or(30);
     let values: Vec<Value> = vec![
         row.id.into(),
@@ -374,41 +395,37 @@ async fn claim(
         window_start.into(),
         limit.into(),
         chat.into(),
+        now.into(),
+        stale.into(),
     ];
-    let budget = "(NOT {chat} OR (SELECT count(*) FROM outbox o WHERE o.tenant_id = {tenant} AND o.recipient = {recipient} \
+    let sql = "UPDATE outbox SET status = 'sending', attempts = attempts + 1, claimed_at = {now} \
+         WHERE id = {id} AND (status = 'pending' OR (status = 'sending' AND (claimed_at IS NULL OR claimed_at < {stale}))) \
+         AND (fence IS NULL OR fence = (SELECT c.fence FROM absence_cases c WHERE c.id = outbox.case_id)) \
+         AND (NOT {chat} OR (SELECT count(*) FROM outbox o WHERE o.tenant_id = {tenant} AND o.recipient = {recipient} \
          AND o.channel = 'chat' AND o.id <> {id} AND (o.sent_at > {since} OR o.status = 'sending')) < {limit})";
     let txn = rt.db.orm.begin().await?;
-    let sql = match rt.db.engine {
-        crate::db::Engine::Sqlite => format!(
-            "UPDATE outbox SET status = 'sending', attempts = attempts + 1 WHERE id = ?1 AND status IN ('pending', 'sending') AND {}",
-            budget
-                .replace("{chat}", "?6")
-                .replace("{tenant}", "?2")
-                .replace("{recipient}", "?3")
-                .replace("{id}", "?1")
-                .replace("{since}", "?4")
-                .replace("{limit}", "?5")
-        ),
-        crate::db::Engine::Postgres => {
-            // One claimer per member at a time across instances.
-            txn.execute_raw(Statement::from_sql_and_values(
-                sea_orm::DbBackend::Postgres,
-                "SELECT pg_advisory_xact_lock(hashtext($1))",
-                [format!("{}:{}", row.tenant_id, row.recipient).into()],
-            ))
-            .await?;
-            format!(
-                "UPDATE outbox SET status = 'sending', attempts = attempts + 1 WHERE id = $1 AND status IN ('pending', 'sending') AND {}",
-                budget
-                    .replace("{chat}", "$6")
-                    .replace("{tenant}", "$2")
-                    .replace("{recipient}", "$3")
-                    .replace("{id}", "$1")
-                    .replace("{since}", "$4")
-                    .replace("{limit}", "$5")
-            )
-        }
+    let placeholder = |n: usize| match rt.db.engine {
+        crate::db::Engine::Sqlite => format!("?{n}"),
+        crate::db::Engine::Postgres => format!("${n}"),
     };
+    let sql = sql
+        .replace("{id}", &placeholder(1))
+        .replace("{tenant}", &placeholder(2))
+        .replace("{recipient}", &placeholder(3))
+        .replace("{since}", &placeholder(4))
+        .replace("{limit}", &placeholder(5))
+        .replace("{chat}", &placeholder(6))
+        .replace("{now}", &placeholder(7))
+        .replace("{stale}", &placeholder(8));
+    if rt.db.engine == crate::db::Engine::Postgres {
+        // One claimer per member at a time across instances.
+        txn.execute_raw(Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            [format!("{}:{}", row.tenant_id, row.recipient).into()],
+        ))
+        .await?;
+    }
     let done = txn
         .execute_raw(Statement::from_sql_and_values(
             rt.db.orm.get_database_backend(),
@@ -418,6 +435,12 @@ async fn claim(
         .await?;
     txn.commit().await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// How long an attempt may be in flight before it counts as cut off (its
+/// process died): well past the request timeout.
+fn cut_off_after(rt: &Runtime) -> Duration {
+    Duration::seconds(i64::try_from(rt.delivery.timeout_secs).unwrap_or(10) * 3 + 5)
 }
 
 /// A provider's answer to a successful send.
@@ -479,19 +502,20 @@ async fn send(
                 ));
             };
             // The number is unsealed only now, for this request.
-            let person =
-                crate::cases::notify::person(rt, &rt.db.orm, &row.tenant_id, &row.recipient)
+            let phone =
+                crate::cases::notify::phone_of(rt, &rt.db.orm, &row.tenant_id, &row.recipient)
                     .await
                     .map_err(|e| PlatformError::Retryable(format!("reading the directory: {e}")))?;
-            let Some(phone) = person.and_then(|p| p.phone) else {
+            let Some(phone) = phone else {
                 return Err(PlatformError::Undeliverable {
                     user: row.recipient.clone(),
                     reason: "no phone number on file".into(),
                 });
             };
+            let masked = sms::mask_phone(&phone);
             let receipt = sms
                 .send(&sms::SmsMessage {
-                    phone,
+                    phone: phone.clone(),
                     text: text.clone(),
                     template_param: params.clone(),
                     out_id: format!("{}:{}", row.tenant_id, row.idem_key),
@@ -499,7 +523,8 @@ async fn send(
                 .await?;
             Ok(SendReceipt {
                 id: Some(receipt.provider_id),
-                raw: json!({ "provider": sms.name(), "request": receipt.request, "response": receipt.response }).to_string(),
+                // The number stays sealed at rest: the stored request has it masked.
+                raw: json!({ "provider": sms.name(), "request": receipt.request.replace(&phone, &masked), "response": receipt.response.replace(&phone, &masked) }).to_string(),
                 response_code: None,
             })
         }

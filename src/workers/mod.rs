@@ -389,22 +389,28 @@ async fn schedule_scans(rt: &Runtime) -> Result<(), sea_orm::DbErr> {
     let now = rt.clock.now();
     for tenant in rt.tenants() {
         let local = now.with_timezone(&tenant.config.timezone);
-        if local.time() < tenant.config.attendance.scan_at {
+        let scan_at = tenant.config.attendance.scan_at;
+        if local.time() < scan_at {
             continue;
         }
-        let Ok(day) = crate::cases::scan::default_day(tenant, now) else {
+        // Every ended day, not only the tenant's workdays: whether a day was
+        // a workday is each employee's own calendar (some work Saturdays).
+        let Some(day) = crate::cases::scan::last_closed_day(tenant, now) else {
             continue;
         };
         enqueue_scan(&rt.db.orm, rt.db.engine, &tenant.config.id, day, None).await?;
-        let hour = local.format("%Y-%m-%dT%H").to_string();
-        enqueue_scan(
-            &rt.db.orm,
-            rt.db.engine,
-            &tenant.config.id,
-            day,
-            Some(&hour),
-        )
-        .await?;
+        // Then once an hour, for deadlines (counting is idempotent).
+        if local.time() >= scan_at + chrono::Duration::hours(1) {
+            let hour = local.format("%Y-%m-%dT%H").to_string();
+            enqueue_scan(
+                &rt.db.orm,
+                rt.db.engine,
+                &tenant.config.id,
+                day,
+                Some(&hour),
+            )
+            .await?;
+        }
     }
     Ok(())
 }
