@@ -486,7 +486,7 @@ pub async fn timeline(rt: &Runtime) -> anyhow::Result<Vec<Value>> {
             "outcome": e.actor.as_deref().map(|a| format!("by {}", name(a))).unwrap_or_else(|| "by the scan".into()),
         })));
     }
-    lines.sort_by(|a, b| (a.0, a.1 % 2 == 0, a.1).cmp(&(b.0, b.1 % 2 == 0, b.1)));
+    lines.sort_by_key(|l| (l.0, l.1 % 2 == 0, l.1));
     Ok(lines.into_iter().map(|(_, _, v)| v).collect())
 }
 
