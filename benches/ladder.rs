@@ -8,9 +8,10 @@
 //!     cargo bench --bench ladder -- delivery-sqlite   #   delivery-sqlite, delivery-postgres
 //!
 //! `LADDER_INDEXES=1` adds, as an experiment, the two indexes the report
-//! proposes (not in the migrations): `employees (tenant_id, role, user_id)` for the HR
-//! lookup of every notice (with `user_id`, or SQLite keeps the unique index for its order), `outbox (tenant_id, recipient, channel)` for the
-//! per-member budget of every chat message.
+//! proposes (they are not in the migrations): `employees (tenant_id, role,
+//! user_id)` for the HR lookup of every notice (without `user_id` SQLite keeps
+//! the unique index, which gives the order), and `outbox (tenant_id,
+//! recipient, channel)` for the per-member budget of every chat message.
 //!
 //! Sizes: `LADDER_EMPLOYEES` (100000), `LADDER_DAYS` (60), `LADDER_MESSAGES`
 //! (20000), `LADDER_SCAN_ROUNDS` (3). PostgreSQL: `ROLLCALL_TEST_POSTGRES`
@@ -36,7 +37,7 @@ const CORP_ID: &str = "wwbench000000000";
 const SECRET: &str = "bench-secret";
 /// The scanned day: a Tuesday, an ordinary workday.
 const SCAN_DAY: &str = "2026-12-01";
-/// Rows per check-in statement: one workday of one thousand people.
+/// Employees per check-in statement (one row each).
 const CHECK_IN_BATCH: i64 = 10_000;
 /// Outbox rows per enqueue transaction.
 const ENQUEUE_BATCH: usize = 1_000;
