@@ -7,12 +7,6 @@
 //!     cargo bench --bench ladder -- delivery          #   delivery (both databases),
 //!     cargo bench --bench ladder -- delivery-sqlite   #   delivery-sqlite, delivery-postgres
 //!
-//! `LADDER_INDEXES=1` adds, as an experiment, the two indexes the report
-//! proposes (they are not in the migrations): `employees (tenant_id, role,
-//! user_id)` for the HR lookup of every notice (without `user_id` SQLite keeps
-//! the unique index, which gives the order), and `outbox (tenant_id,
-//! recipient, channel)` for the per-member budget of every chat message.
-//!
 //! Sizes: `LADDER_EMPLOYEES` (100000), `LADDER_DAYS` (60), `LADDER_MESSAGES`
 //! (20000), `LADDER_SCAN_ROUNDS` (3). PostgreSQL: `ROLLCALL_TEST_POSTGRES`
 //! (default `postgres://postgres@127.0.0.1:5432/postgres`); a fresh database
@@ -41,34 +35,6 @@ const SCAN_DAY: &str = "2026-12-01";
 const CHECK_IN_BATCH: i64 = 10_000;
 /// Outbox rows per enqueue transaction.
 const ENQUEUE_BATCH: usize = 1_000;
-
-/// The indexes the report proposes, for the `LADDER_INDEXES=1` experiment.
-const PROPOSED_INDEXES: &str = "\
-    CREATE INDEX IF NOT EXISTS ix_employees_role ON employees (tenant_id, role, user_id); \
-    CREATE INDEX IF NOT EXISTS ix_outbox_member ON outbox (tenant_id, recipient, channel);";
-
-fn proposed_indexes() -> bool {
-    std::env::var("LADDER_INDEXES").is_ok_and(|v| v == "1")
-}
-
-/// " (+ proposed indexes)" when the experiment is on.
-fn variant() -> &'static str {
-    if proposed_indexes() {
-        ", + proposed indexes"
-    } else {
-        ""
-    }
-}
-
-async fn add_proposed_indexes(db: &rollcall::db::Database) -> anyhow::Result<()> {
-    if proposed_indexes() {
-        use sea_orm::ConnectionTrait;
-        for statement in PROPOSED_INDEXES.split(';').filter(|s| !s.trim().is_empty()) {
-            db.orm.execute_unprepared(statement).await?;
-        }
-    }
-    Ok(())
-}
 
 fn size(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -200,7 +166,6 @@ async fn scan_bench() -> anyhow::Result<Vec<Line>> {
     let day = NaiveDate::parse_from_str(SCAN_DAY, "%Y-%m-%d")?;
     let clock = Arc::new(SimulatedClock::new(shanghai("2026-12-02", "10:00")));
     let rt = rollcall::app::runtime(&config, clock.clone()).await?;
-    add_proposed_indexes(&rt.db).await?;
     let pool = rt.db.sqlite().clone();
 
     // The roster: 10 HR people, 1,000 managers, the rest employees, each
@@ -341,13 +306,13 @@ async fn scan_bench() -> anyhow::Result<Vec<Line>> {
     lines.push(Line {
         what: format!(
             "scan, first of the day: {roster} employees, {absent} absent → {absent} cases + first reminders{}",
-            variant()
+            ""
         ),
         result: list(&firsts),
         target: met(&firsts).into(),
     });
     lines.push(Line {
-        what: format!("scan, same day again (no-op){}", variant()),
+        what: format!("scan, same day again (no-op){}", ""),
         result: list(&seconds),
         target: met(&seconds).into(),
     });
@@ -424,7 +389,7 @@ async fn scan_phases(rt: &rollcall::runtime::Runtime, day: NaiveDate) -> anyhow:
     let n = sample.len().max(1) as u32;
     let t = Instant::now();
     for c in &sample {
-        rollcall::cases::notify::person(rt, db, TENANT, &c.user_id).await?;
+        rollcall::cases::notify::person(rt, db, TENANT, &c.user_id, Default::default()).await?;
     }
     time("per case: the employee's row (avg)", t.elapsed() / n);
     let t = Instant::now();
@@ -556,7 +521,6 @@ api_base = "{}"
     // Before the day's scan time, so the scheduler enqueues no scan meanwhile.
     let clock = Arc::new(SimulatedClock::new(shanghai("2026-12-02", "07:00")));
     let app = rollcall::app::start_with_clock(&config, clock.clone()).await?;
-    add_proposed_indexes(&app.db).await?;
     let orm = app.db.orm.clone();
     let now = clock.now();
 
@@ -661,7 +625,7 @@ api_base = "{}"
     Ok(vec![Line {
         what: format!(
             "delivery ({label}{}): {messages} messages, {members} members, enqueue → all `sent`",
-            variant()
+            ""
         ),
         result: format!(
             "{rate:.0} msg/s ({} total; enqueue {}, {sent_while_enqueueing} sent meanwhile, then {drain_rate:.0}/s; dropped {}, ≤ {per_member_max}/member)",

@@ -41,6 +41,14 @@ impl MigrationTrait for Migration {
             &[Employees::TenantId, Employees::UserId],
         )
         .await?;
+        // Notices look up the tenant's HR people for every case.
+        index(
+            manager,
+            "ix_employees_role",
+            Employees::Table,
+            &[Employees::TenantId, Employees::Role, Employees::UserId],
+        )
+        .await?;
 
         manager
             .create_table(
@@ -238,6 +246,19 @@ impl MigrationTrait for Migration {
         )
         .await?;
         index(manager, "ix_outbox_case", Outbox::Table, &[Outbox::CaseId]).await?;
+        // The per-member budget of every chat message.
+        index(
+            manager,
+            "ix_outbox_member",
+            Outbox::Table,
+            &[
+                Outbox::TenantId,
+                Outbox::Recipient,
+                Outbox::Channel,
+                Outbox::SentAt,
+            ],
+        )
+        .await?;
 
         manager
             .create_table(
