@@ -155,6 +155,7 @@ async fn the_demo_story(#[case] engine: Engine) {
         format!("notice:{z}:second_reminder:zhangsan:chat"),
         format!("notice:{z}:second_reminder:zhaogang:chat"),
         format!("notice:{z}:formal_notice:zhangsan:chat"),
+        format!("notice:{z}:formal_notice:zhangsan:chat-ack"),
         format!("notice:{z}:formal_notice:zhangsan:sms"),
         format!("notice:{z}:formal_notice:zhangsan:email"),
         format!("notice:{z}:formal_notice:zhaogang:chat"),
@@ -294,7 +295,12 @@ async fn holidays_and_adjusted_workdays_count_right(#[case] engine: Engine) {
     let c = case_of(&s, "wangwu").await.unwrap();
     assert_eq!(c.missed_workdays, 3);
     assert!(c.formal_notice_at.is_some());
-    let notice = last_text(&s, "wangwu");
+    let notice = rows(&s)
+        .await
+        .into_iter()
+        .find(|r| r.idem_key == format!("notice:{}:formal_notice:wangwu:chat", c.id))
+        .expect("the formal notice's text")
+        .payload;
     assert!(
         notice.contains("2026-09-30、2026-10-08、2026-10-09"),
         "{notice}"

@@ -256,7 +256,14 @@ fn plan(step: Step, recipient: Recipient) -> Option<Plan> {
         },
         (Step::FormalNotice, Recipient::Employee) => Plan {
             template: "formal_notice.employee",
-            blocks: &["title", "body", "sms", "email_subject", "email_body"],
+            blocks: &[
+                "title",
+                "body",
+                "card_summary",
+                "sms",
+                "email_subject",
+                "email_body",
+            ],
             buttons: &["received"],
         },
         (Step::FormalNotice, Recipient::Manager | Recipient::Hr) => Plan {
@@ -467,7 +474,28 @@ pub async fn issue<C: ConnectionTrait>(
                 template_hash: rendered.hash.clone(),
                 payload,
             };
+            // The formal notice's full text goes as a text message (a card
+            // shows only a short text); the card to acknowledge it follows.
+            let ack = (step == Step::FormalNotice
+                && channel == Channel::Chat
+                && recipient == Recipient::Employee)
+                .then(|| {
+                    let mut ack = message.clone();
+                    ack.idem_key.push_str("-ack");
+                    ack.payload = chat_payload(tenant, case, step, &rendered, plan.buttons);
+                    if let Payload::Card { body, .. } = &mut ack.payload {
+                        *body = rendered.block("card_summary").to_owned();
+                    }
+                    ack
+                });
+            let mut message = message;
+            if ack.is_some() {
+                message.payload = chat_payload(tenant, case, step, &rendered, &[]);
+            }
             enqueue(conn, rt.db.engine, message, now).await?;
+            if let Some(ack) = ack {
+                enqueue(conn, rt.db.engine, ack, now).await?;
+            }
         }
     }
     Ok(steps)
