@@ -280,6 +280,27 @@ fn plan(step: Step, recipient: Recipient) -> Option<Plan> {
     })
 }
 
+/// Records that a notice could not be made (no such person, address, template).
+async fn skipped<C: ConnectionTrait>(
+    conn: &C,
+    case: &absence_case::Model,
+    detail: serde_json::Value,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    record(
+        conn,
+        &case.tenant_id,
+        Some(case.id),
+        Some(&case.user_id),
+        "notice_skipped",
+        None,
+        detail,
+        None,
+        now,
+    )
+    .await
+}
+
 /// Enqueues the notices for `actions` on `case`; returns the steps issued.
 /// A recipient or address that does not exist is recorded, not fatal: the
 /// ladder goes on over the other channels.
@@ -308,15 +329,10 @@ pub async fn issue<C: ConnectionTrait>(
             .any(|Action::Notify { recipient, .. }| *recipient == Recipient::Manager),
     };
     let Some(subject) = person(rt, conn, tenant_id, &case.user_id, unseal).await? else {
-        record(
+        skipped(
             conn,
-            tenant_id,
-            Some(case.id),
-            Some(&case.user_id),
-            "notice_skipped",
-            None,
+            case,
             json!({ "reason": "employee not in the directory" }),
-            None,
             now,
         )
         .await?;
@@ -370,7 +386,7 @@ pub async fn issue<C: ConnectionTrait>(
         } = *action;
         steps.insert(step);
         let Some(plan) = plan(step, recipient) else {
-            record(conn, tenant_id, Some(case.id), Some(&case.user_id), "notice_skipped", None, json!({ "step": step, "recipient": recipient, "reason": "no template for this recipient" }), None, now).await?;
+            skipped(conn, case, json!({ "step": step, "recipient": recipient, "reason": "no template for this recipient" }), now).await?;
             continue;
         };
         let people: Vec<&employee::Model> = match recipient {
@@ -379,15 +395,10 @@ pub async fn issue<C: ConnectionTrait>(
             Recipient::Hr => hr.iter().collect(),
         };
         if people.is_empty() {
-            record(
+            skipped(
                 conn,
-                tenant_id,
-                Some(case.id),
-                Some(&case.user_id),
-                "notice_skipped",
-                None,
+                case,
                 json!({ "step": step, "recipient": recipient, "reason": "nobody in this role" }),
-                None,
                 now,
             )
             .await?;
@@ -408,7 +419,7 @@ pub async fn issue<C: ConnectionTrait>(
                         None
                     };
                     if phone.is_none() {
-                        record(conn, tenant_id, Some(case.id), Some(&case.user_id), "notice_skipped", None, json!({ "step": step, "recipient": person.user_id, "channel": "sms", "reason": "no phone number" }), None, now).await?;
+                        skipped(conn, case, json!({ "step": step, "recipient": person.user_id, "channel": "sms", "reason": "no phone number" }), now).await?;
                         continue;
                     }
                     let text = if rendered.blocks.contains_key("sms") {
@@ -440,7 +451,7 @@ pub async fn issue<C: ConnectionTrait>(
                 }
                 Channel::Email => {
                     let Some(to) = person.email.clone().filter(|e| !e.is_empty()) else {
-                        record(conn, tenant_id, Some(case.id), Some(&case.user_id), "notice_skipped", None, json!({ "step": step, "recipient": person.user_id, "channel": "email", "reason": "no email address" }), None, now).await?;
+                        skipped(conn, case, json!({ "step": step, "recipient": person.user_id, "channel": "email", "reason": "no email address" }), now).await?;
                         continue;
                     };
                     let pick = |a: &str, b: &str| {

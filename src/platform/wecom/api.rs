@@ -252,24 +252,7 @@ impl WecomApi {
                     self.forget(&token).await;
                     refreshed = true;
                 }
-                -1 => {
-                    return Err(PlatformError::Retryable(format!(
-                        "system busy: {}",
-                        reply.errmsg
-                    )));
-                }
-                45009 | 45033 => {
-                    return Err(PlatformError::RateLimited {
-                        after_secs: RATE_LIMIT_BACKOFF_SECS,
-                        reason: format!("{} {}", reply.errcode, reply.errmsg),
-                    });
-                }
-                code => {
-                    return Err(PlatformError::Permanent(format!(
-                        "{path}: {code} {}",
-                        reply.errmsg
-                    )));
-                }
+                _ => return Err(refusal(path, &reply)),
             }
         }
     }
@@ -466,25 +449,13 @@ impl WecomApi {
                     self.forget(&token).await;
                     refreshed = true;
                 }
-                -1 => {
-                    return Err(PlatformError::Retryable(format!(
-                        "system busy: {}",
-                        reply.errmsg
-                    )));
-                }
-                45009 | 45033 => {
-                    return Err(PlatformError::RateLimited {
-                        after_secs: RATE_LIMIT_BACKOFF_SECS,
-                        reason: format!("{} {}", reply.errcode, reply.errmsg),
-                    });
-                }
                 81013 | 82001 => {
                     return Err(PlatformError::Undeliverable {
                         user: touser.into(),
                         reason: format!("{} {}", reply.errcode, reply.errmsg),
                     });
                 }
-                code => return Err(PlatformError::Permanent(format!("{code} {}", reply.errmsg))),
+                _ => return Err(refusal("message/send", &reply)),
             }
         }
     }
