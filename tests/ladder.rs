@@ -26,7 +26,19 @@ fn shanghai(date: &str, time: &str) -> chrono::DateTime<chrono::Utc> {
         .with_timezone(&chrono::Utc)
 }
 
+/// The app on the sandbox tenant, with the clock at 07:00 on `date`. The
+/// daily scan's own schedule is moved to 23:59, so that the tests' explicit
+/// scans are the only ones (see `the_daily_scan_runs_by_itself_once`).
 async fn start(db: &TestDb, date: &str, extra: &str) -> Sandboxed {
+    start_scheduled(
+        db,
+        date,
+        &format!("[tenants.attendance]\nscan_at = \"23:59\"\n{extra}"),
+    )
+    .await
+}
+
+async fn start_scheduled(db: &TestDb, date: &str, extra: &str) -> Sandboxed {
     Sandboxed::start(
         &db.url,
         &db.dir.path().join("data.key"),
@@ -712,7 +724,7 @@ async fn the_per_member_limit_is_honoured(#[case] engine: Engine) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daily_scan_runs_by_itself_once(#[case] engine: Engine) {
     let db = TestDb::new(engine).await;
-    let s = start(&db, "2026-12-01", "").await;
+    let s = start_scheduled(&db, "2026-12-01", "").await;
     s.at("2026-12-01", "08:00");
     s.check_in(&but(&["zhangsan"])).await.unwrap();
     // After 10:00 the scheduler (every 30 s) enqueues the scan of the 1st.
