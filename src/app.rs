@@ -100,7 +100,6 @@ pub async fn start_with_clock(
     }
 
     let metrics = Arc::new(Metrics::default());
-    let worker_inbox = inbox.clone();
     let state =
         Ingress::new(config, db.clone(), inbox, metrics.clone()).map_err(StartError::Tenant)?;
     let listener = TcpListener::bind(config.server.listen)
@@ -131,7 +130,7 @@ pub async fn start_with_clock(
     let worker_rt = rt.clone();
     let worker_stop = wait(stopped);
     let workers = tokio::spawn(async move {
-        if let Err(e) = workers::run(worker_rt, worker_inbox, worker_stop).await {
+        if let Err(e) = workers::run(worker_rt, worker_stop).await {
             tracing::error!(error = %e, "workers stopped with an error");
         }
     });
@@ -154,7 +153,7 @@ impl RunningApp {
         let _ = self.stop.send(true);
         let _ = self.server.await;
         let _ = self.workers.await;
-        // Server and workers held the last inbox handles: the committers
+        // The server held the last inbox handle: the committers
         // now drain what was queued and end.
         self.committers.join_all().await;
         self.db.close().await;

@@ -88,19 +88,10 @@ pub enum InboxError {
     Commit(String),
 }
 
-/// A write waiting for the next group commit.
-enum Work {
-    /// A new callback row (and its job).
-    Store {
-        row: Box<NewInbound>,
-        done: oneshot::Sender<Result<Stored, InboxError>>,
-    },
-    /// A worker's decision about a stored row.
-    Processed {
-        id: i64,
-        class: &'static str,
-        done: oneshot::Sender<Result<(), InboxError>>,
-    },
+/// A new callback row (and its job) waiting for the next group commit.
+struct Work {
+    row: Box<NewInbound>,
+    done: oneshot::Sender<Result<Stored, InboxError>>,
 }
 
 /// Hands writes to the group committer(s). All of the inbox's writes go
@@ -133,21 +124,10 @@ impl Inbox {
     pub async fn store(&self, row: NewInbound) -> Result<Stored, InboxError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Work::Store {
+            .send(Work {
                 row: Box::new(row),
                 done,
             })
-            .await
-            .map_err(|_| InboxError::Closed)?;
-        wait.await.map_err(|_| InboxError::Closed)?
-    }
-
-    /// Records that row `id` was processed as `class` (idempotent: the first
-    /// decision stays).
-    pub async fn mark_processed(&self, id: i64, class: &'static str) -> Result<(), InboxError> {
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Work::Processed { id, class, done })
             .await
             .map_err(|_| InboxError::Closed)?;
         wait.await.map_err(|_| InboxError::Closed)?
@@ -166,57 +146,35 @@ async fn commit_loop(db: Database, rx: Arc<Mutex<mpsc::Receiver<Work>>>) {
                 return;
             }
         }
-        let mut rows: Vec<&NewInbound> = Vec::with_capacity(batch.len());
-        let mut processed: Vec<(i64, &'static str)> = Vec::new();
-        for w in &batch {
-            match w {
-                Work::Store { row, .. } => rows.push(row),
-                Work::Processed { id, class, .. } => processed.push((*id, class)),
-            }
-        }
+        let mut rows: Vec<&NewInbound> = batch.iter().map(|w| &*w.row).collect();
         // One order for every batch: two instances inserting the same
         // deliveries (a platform retry sent to both) then wait for each
         // other instead of deadlocking on the unique index.
         rows.sort_by(|a, b| {
             (&a.tenant_id, a.platform, &a.msg_key).cmp(&(&b.tenant_id, b.platform, &b.msg_key))
         });
-        let now = Utc::now();
         let result = match db.engine {
-            Engine::Sqlite => commit_sqlite(&db, &rows, &processed, now).await,
-            Engine::Postgres => commit_postgres(&db, &rows, &processed, now).await,
+            Engine::Sqlite => commit_sqlite(&db, &rows).await,
+            Engine::Postgres => commit_postgres(&db, &rows).await,
         };
         match result {
             Ok(mut inserted) => {
-                for w in batch.drain(..) {
-                    match w {
-                        Work::Store { row, done } => {
-                            let key = (row.tenant_id, row.platform.to_owned(), row.msg_key);
-                            // Within one batch only the first copy of a delivery is new.
-                            let outcome = if inserted.remove(&key) {
-                                Stored::New
-                            } else {
-                                Stored::Duplicate
-                            };
-                            let _ = done.send(Ok(outcome));
-                        }
-                        Work::Processed { done, .. } => {
-                            let _ = done.send(Ok(()));
-                        }
-                    }
+                for Work { row, done } in batch.drain(..) {
+                    let key = (row.tenant_id, row.platform.to_owned(), row.msg_key);
+                    // Within one batch only the first copy of a delivery is new.
+                    let outcome = if inserted.remove(&key) {
+                        Stored::New
+                    } else {
+                        Stored::Duplicate
+                    };
+                    let _ = done.send(Ok(outcome));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, writes = batch.len(), "inbox commit failed");
                 let err = InboxError::Commit(e.to_string());
-                for w in batch.drain(..) {
-                    match w {
-                        Work::Store { done, .. } => {
-                            let _ = done.send(Err(err.clone()));
-                        }
-                        Work::Processed { done, .. } => {
-                            let _ = done.send(Err(err.clone()));
-                        }
-                    }
+                for Work { done, .. } in batch.drain(..) {
+                    let _ = done.send(Err(err.clone()));
                 }
             }
         }
@@ -260,42 +218,9 @@ fn split(inserted: Vec<(i64, String, String, String)>) -> (Vec<i64>, HashSet<Del
         .unzip()
 }
 
-/// Sets `processed_at` and the classification of rows not yet processed,
-/// one statement per distinct classification.
-fn mark_processed<DB>(
-    processed: &[(i64, &'static str)],
-    now: DateTime<Utc>,
-) -> Vec<QueryBuilder<DB>>
-where
-    DB: sqlx::Database,
-    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
-    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
-    for<'t> DateTime<Utc>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
-{
-    let mut classes: Vec<&'static str> = processed.iter().map(|(_, c)| *c).collect();
-    classes.sort_unstable();
-    classes.dedup();
-    classes
-        .into_iter()
-        .map(|class| {
-            let mut qb = QueryBuilder::new("UPDATE inbound_events SET classification = ");
-            qb.push_bind(class).push(", processed_at = ").push_bind(now);
-            qb.push(" WHERE processed_at IS NULL AND id IN (");
-            let mut ids = qb.separated(", ");
-            for (id, _) in processed.iter().filter(|(_, c)| *c == class) {
-                ids.push_bind(*id);
-            }
-            qb.push(")");
-            qb
-        })
-        .collect()
-}
-
 async fn commit_sqlite(
     db: &Database,
     rows: &[&NewInbound],
-    processed: &[(i64, &'static str)],
-    now: DateTime<Utc>,
 ) -> Result<HashSet<DeliveryKey>, sqlx::Error> {
     // IMMEDIATE: take the write lock up front instead of failing on upgrade.
     let mut tx = db.sqlite().begin_with("BEGIN IMMEDIATE").await?;
@@ -309,9 +234,6 @@ async fn commit_sqlite(
         crate::workers::enqueue_inbound_sqlite(&mut tx, &ids).await?;
         keys = new_keys;
     }
-    for mut update in mark_processed::<Sqlite>(processed, now) {
-        update.build().execute(&mut *tx).await?;
-    }
     tx.commit().await?;
     Ok(keys)
 }
@@ -319,8 +241,6 @@ async fn commit_sqlite(
 async fn commit_postgres(
     db: &Database,
     rows: &[&NewInbound],
-    processed: &[(i64, &'static str)],
-    now: DateTime<Utc>,
 ) -> Result<HashSet<DeliveryKey>, sqlx::Error> {
     let mut tx = db.postgres().begin().await?;
     let mut keys = HashSet::new();
@@ -333,50 +253,8 @@ async fn commit_postgres(
         crate::workers::enqueue_inbound_postgres(&mut tx, &ids).await?;
         keys = new_keys;
     }
-    for mut update in mark_processed::<Postgres>(processed, now) {
-        update.build().execute(&mut *tx).await?;
-    }
     tx.commit().await?;
     Ok(keys)
-}
-
-/// What the worker made of an inbound event. Later stages (check-ins, cards,
-/// commands) take over from here.
-pub fn classify(kind: &str, content: Option<&str>) -> &'static str {
-    match kind {
-        "text" if content.is_some_and(|c| c.trim_start().starts_with('/')) => "command",
-        "text" => "message",
-        "location" | "image" => "checkin_candidate",
-        "card_button" => "card_action",
-        "enter_agent" => "enter_agent",
-        _ => "ignored",
-    }
-}
-
-/// Processes one inbound row: classifies it and records the decision
-/// (idempotent). Returns the classification, or `None` if the row does not
-/// exist.
-pub async fn process(
-    db: &Database,
-    inbox: &Inbox,
-    id: i64,
-) -> Result<Option<&'static str>, ProcessError> {
-    let Some(row) = inbound_event::Entity::find_by_id(id).one(&db.orm).await? else {
-        return Ok(None);
-    };
-    let class = classify(&row.kind, row.content.as_deref());
-    if row.processed_at.is_none() {
-        inbox.mark_processed(id, class).await?;
-    }
-    Ok(Some(class))
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ProcessError {
-    #[error(transparent)]
-    Db(#[from] sea_orm::DbErr),
-    #[error(transparent)]
-    Inbox(#[from] InboxError),
 }
 
 /// A tenant's events, oldest first.
@@ -389,22 +267,4 @@ pub async fn list(
         .order_by_asc(inbound_event::Column::Id)
         .all(&db.orm)
         .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::classify;
-    use rstest::rstest;
-
-    #[rstest]
-    #[case("text", Some("打卡"), "message")]
-    #[case("text", Some(" /status 张三"), "command")]
-    #[case("location", None, "checkin_candidate")]
-    #[case("image", None, "checkin_candidate")]
-    #[case("card_button", None, "card_action")]
-    #[case("enter_agent", None, "enter_agent")]
-    #[case("other", None, "ignored")]
-    fn classifies(#[case] kind: &str, #[case] content: Option<&str>, #[case] class: &str) {
-        assert_eq!(classify(kind, content), class);
-    }
 }

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, SqliteConnection};
 
 use crate::db::{Database, Engine};
-use crate::inbox::Inbox;
 use crate::outbox::Delivered;
 use crate::runtime::Runtime;
 
@@ -418,7 +417,6 @@ async fn schedule_scans(rt: &Runtime) -> Result<(), sea_orm::DbErr> {
 /// Runs the workers until `shutdown` resolves.
 pub async fn run(
     rt: Runtime,
-    inbox: Inbox,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxDynError> {
     // Unique per process: apalis refuses a worker name seen alive recently.
@@ -448,7 +446,6 @@ pub async fn run(
             }
         }
     });
-    let _ = inbox;
     // One worker per queue; names are unique per process, since apalis
     // refuses a worker name seen alive recently.
     macro_rules! register {
