@@ -10,6 +10,7 @@ pub mod conversation;
 pub mod db;
 pub mod demo;
 pub mod employees;
+pub mod evidence;
 pub mod inbox;
 pub mod ingress;
 pub mod loadgen;
