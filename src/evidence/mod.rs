@@ -3,3 +3,4 @@
 //! Not wired to the rest of rollcall yet.
 
 pub mod merkle;
+pub mod note;
