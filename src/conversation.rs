@@ -143,8 +143,16 @@ pub async fn handle(rt: &Runtime, id: i64) -> Result<Option<String>, HandleError
         mark(db, id, "unknown_tenant").await?;
         return Ok(Some("unknown_tenant".into()));
     };
+    // Downloaded before the transaction opens, and only for someone in the
+    // directory: a stranger's photo is neither fetched nor kept.
     let photo = match &event.kind {
-        InboundKind::Image { media_id, .. } => fetch_photo(&tenant, media_id).await,
+        InboundKind::Image { media_id, .. }
+            if employee_row(db, &tenant.config.id, &event.from_user)
+                .await?
+                .is_some_and(|e| e.active) =>
+        {
+            fetch_photo(&tenant, media_id).await
+        }
         _ => None,
     };
     let now = rt.clock.now();

@@ -192,20 +192,19 @@ pub async fn scan(
         .into_iter()
         .collect();
     // The first check-in after the day, of each employee who came back since.
-    let mut back: HashMap<String, NaiveDate> = HashMap::new();
-    let later: Vec<(String, NaiveDate)> = check_in::Entity::find()
+    // One row per person (a scan of an old day must not read every later check-in).
+    let back: HashMap<String, NaiveDate> = check_in::Entity::find()
         .select_only()
         .column(check_in::Column::UserId)
-        .column(check_in::Column::WorkDate)
+        .column_as(check_in::Column::WorkDate.min(), "first_back")
         .filter(check_in::Column::TenantId.eq(tenant_id))
         .filter(check_in::Column::WorkDate.gt(day))
+        .group_by(check_in::Column::UserId)
         .into_tuple()
         .all(db)
-        .await?;
-    for (user, date) in later {
-        let first = back.entry(user).or_insert(date);
-        *first = (*first).min(date);
-    }
+        .await?
+        .into_iter()
+        .collect();
 
     // Decide per employee without I/O; write only where something changes.
     enum Change {
