@@ -29,6 +29,8 @@ pub enum StartError {
     Templates(#[from] crate::outbox::render::TemplateError),
     #[error(transparent)]
     DataKey(#[from] crate::sealed::DataKeyError),
+    #[error(transparent)]
+    EvidenceKey(#[from] crate::evidence::checkpoint::KeyError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -62,13 +64,29 @@ pub async fn runtime(config: &Config, clock: Arc<dyn Clock>) -> Result<Runtime, 
     let templates_dir = Some(config.server.templates_dir.as_path()).filter(|d| d.is_dir());
     let templates = Templates::load(templates_dir)?;
     let key = DataKey::load(&ProcessEnv, &config.server.data_key_file)?;
+    let signer = crate::evidence::checkpoint::load_or_create_key(
+        &config.evidence.key_file,
+        &config.evidence.name,
+    )?;
     for t in &config.tenants {
         let year = chrono::Datelike::year(&clock.now().with_timezone(&t.timezone));
         if !t.attendance.calendar.covers(year) {
             tracing::warn!(tenant = %t.id, year, "the holiday calendar has no data for this year: only weekly rest days count until a holiday file is configured (tenants.attendance.holidays)");
         }
     }
-    Ok(Runtime::new(config, db, clock, templates, key))
+    let rt = Runtime::new(config, db, clock, templates, key, signer);
+    for t in &config.tenants {
+        crate::evidence::log::ensure_log(
+            &rt.db.orm,
+            &t.id,
+            &rt.origin(&t.id),
+            t.timezone.name(),
+            rt.clock.now(),
+        )
+        .await
+        .map_err(|e| StartError::Db(crate::db::DbError::from(e)))?;
+    }
+    Ok(rt)
 }
 
 /// Starts everything described by `config`, on `clock`.

@@ -67,6 +67,7 @@ impl std::fmt::Debug for Secret {
 pub struct Config {
     pub server: ServerConfig,
     pub delivery: DeliveryConfig,
+    pub evidence: EvidenceConfig,
     pub database: DatabaseConfig,
     pub tenants: Vec<TenantConfig>,
     /// Where it came from, for the start-up banner (`None`: built-in defaults).
@@ -83,6 +84,22 @@ pub struct ServerConfig {
     pub templates_dir: PathBuf,
     /// Callbacks whose timestamp is further than this from now are refused.
     pub replay_window_secs: u64,
+}
+
+/// The evidence log: its signing key, checkpoints and retention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceConfig {
+    /// The Ed25519 key that signs checkpoints and packages, created (mode
+    /// 0600) on first start.
+    pub key_file: PathBuf,
+    /// The key's name, and the first part of each tenant's log origin
+    /// (`{name}/{tenant}`): no spaces, no `+`.
+    pub name: String,
+    /// A checkpoint is signed this often when the log grew.
+    pub checkpoint_every_secs: u64,
+    /// A person's records may be forgotten this many days after their last
+    /// case closed.
+    pub retention_days: u64,
 }
 
 /// How outbound messages are retried.
@@ -181,6 +198,8 @@ struct RawConfig {
     #[serde(default)]
     delivery: RawDelivery,
     #[serde(default)]
+    evidence: RawEvidence,
+    #[serde(default)]
     tenants: Vec<RawTenant>,
 }
 
@@ -191,6 +210,15 @@ struct RawServer {
     data_key_file: Option<PathBuf>,
     templates_dir: Option<PathBuf>,
     replay_window_secs: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEvidence {
+    key_file: Option<PathBuf>,
+    name: Option<String>,
+    checkpoint_every_secs: Option<u64>,
+    retention_days: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -376,7 +404,24 @@ impl Config {
                 Ok(tenant)
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let evidence_name = raw.evidence.name.unwrap_or_else(|| "rollcall".to_owned());
+        if evidence_name.is_empty() || evidence_name.chars().any(|c| c.is_whitespace() || c == '+')
+        {
+            return Err(invalid(
+                "evidence.name".to_owned(),
+                format!("`{evidence_name}` must be non-empty, without spaces or `+`"),
+            ));
+        }
         Ok(Config {
+            evidence: EvidenceConfig {
+                key_file: raw
+                    .evidence
+                    .key_file
+                    .unwrap_or_else(|| PathBuf::from("rollcall-evidence.key")),
+                name: evidence_name,
+                checkpoint_every_secs: raw.evidence.checkpoint_every_secs.unwrap_or(600).max(1),
+                retention_days: raw.evidence.retention_days.unwrap_or(3 * 365),
+            },
             server: ServerConfig {
                 listen,
                 data_key_file: raw

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::attendance::checkin::{self, NewCheckIn, geofence, is_checkin_text, work_date};
 use crate::cases::notify::{NotifyError, employee_row, hr_people, local};
 use crate::cases::store::{self, Resolution, case_no, record};
+use crate::evidence::{NewLeaf, append_one};
 use crate::outbox::render::{TemplateError, hex};
 use crate::outbox::{NewMessage, Payload, enqueue};
 use crate::platform::{InboundEvent, InboundKind};
@@ -172,6 +173,34 @@ pub async fn handle(rt: &Runtime, id: i64) -> Result<Option<String>, HandleError
             .await?
             .and_then(|r| r.classification));
     }
+    // The callback itself is the first leaf of what it causes.
+    let fields: Value = serde_json::from_str(&row.fields).unwrap_or(Value::Null);
+    let mut leaf = NewLeaf::new("callback")
+        .subject(Some(&event.from_user))
+        .actor(Some(&event.from_user))
+        .channel("chat")
+        .occurred_at(sent_at)
+        .id("msg_key", row.msg_key.clone())
+        .id("platform", row.platform.clone())
+        .raw("callback", "application/xml", row.raw_body.clone())
+        .raw(
+            "query",
+            "application/x-www-form-urlencoded",
+            row.raw_query.clone(),
+        )
+        .raw("decrypted", "application/xml", row.plaintext.clone())
+        .source("inbound_events", id)
+        .detail(fields);
+    if let Some(p) = &photo {
+        leaf = leaf.raw(
+            "file",
+            p.content_type
+                .as_deref()
+                .unwrap_or("application/octet-stream"),
+            p.bytes.clone(),
+        );
+    }
+    append_one(&txn, &tenant.config.id, now, leaf).await?;
     let turn = Turn {
         rt,
         txn: &txn,
@@ -348,7 +377,23 @@ async fn check_in(
         distance_m: fence.as_ref().and_then(|f| f.distance_m),
         media_sha256,
     };
-    checkin::store(turn.txn, new, turn.now).await?;
+    let leaf = NewLeaf::new("check_in")
+        .subject(Some(&sender.user_id))
+        .actor(Some(&sender.user_id))
+        .channel("chat")
+        .occurred_at(turn.sent_at)
+        .id("inbound_event", turn.event_id.to_string())
+        .detail(json!({
+            "source": source,
+            "work_date": day,
+            "site": new.site,
+            "flagged": flagged,
+            "distance_m": new.distance_m,
+            "media_sha256": new.media_sha256,
+        }));
+    if checkin::store(turn.txn, new, turn.now).await? {
+        append_one(turn.txn, &tenant.id, turn.now, leaf).await?;
+    }
     let mut resolved = None;
     if let Some(case) = store::unresolved(turn.txn, &tenant.id, &sender.user_id).await?
         && day >= case.first_missed

@@ -182,8 +182,9 @@ impl Sandboxed {
     ) -> anyhow::Result<Sandboxed> {
         let platform = SandboxPlatform::start().await?;
         let toml = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndata_key_file = \"{}\"\n[database]\nurl = \"{database_url}\"\n{}{extra}",
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_key_file = \"{}\"\n[evidence]\nkey_file = \"{}\"\n[database]\nurl = \"{database_url}\"\n{}{extra}",
             key_file.display(),
+            key_file.with_extension("evidence.key").display(),
             platform.tenant_toml()
         );
         let config = Config::parse(&toml, &ProcessEnv).context("sandbox configuration")?;

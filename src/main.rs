@@ -50,6 +50,8 @@ enum Command {
     Demo(rollcall::demo::DemoArgs),
     /// Import employees from a CSV file or sync them from WeCom.
     Employees(rollcall::employees::cli::EmployeesArgs),
+    /// The evidence log: its public key, checkpoints, verification, packages.
+    Evidence(rollcall::evidence::cli::EvidenceArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -93,6 +95,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo(args) => rollcall::demo::run(args).await,
         Command::Employees(args) => Ok(rollcall::employees::cli::run(&config, args).await?),
+        Command::Evidence(args) => rollcall::evidence::cli::run(&config, args).await,
     }
 }
 

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Clock;
-use crate::config::{Config, DeliveryConfig, TenantConfig};
+use crate::config::{Config, DeliveryConfig, EvidenceConfig, TenantConfig};
 use crate::db::Database;
+use crate::evidence::note::NoteSigner;
 use crate::outbox::email::Mailer;
 use crate::outbox::render::Templates;
 use crate::outbox::sms::{SmsProvider, sms_provider};
@@ -42,6 +43,9 @@ pub struct Runtime {
     pub templates: Arc<Templates>,
     pub key: Arc<DataKey>,
     pub delivery: DeliveryConfig,
+    /// The key that signs checkpoints and packages.
+    pub signer: Arc<NoteSigner>,
+    pub evidence: EvidenceConfig,
     /// One scan at a time in this process (several processes: a database lock).
     pub scan_lock: Arc<tokio::sync::Mutex<()>>,
     tenants: Arc<HashMap<String, Arc<Tenant>>>,
@@ -54,6 +58,7 @@ impl Runtime {
         clock: Arc<dyn Clock>,
         templates: Templates,
         key: DataKey,
+        signer: NoteSigner,
     ) -> Runtime {
         let timeout = Duration::from_secs(config.delivery.timeout_secs);
         let tenants = config
@@ -84,6 +89,8 @@ impl Runtime {
             templates: Arc::new(templates),
             key: Arc::new(key),
             delivery: config.delivery.clone(),
+            signer: Arc::new(signer),
+            evidence: config.evidence.clone(),
             scan_lock: Arc::default(),
             tenants: Arc::new(tenants),
         }
@@ -91,6 +98,11 @@ impl Runtime {
 
     pub fn tenant(&self, id: &str) -> Option<&Arc<Tenant>> {
         self.tenants.get(id)
+    }
+
+    /// The checkpoint origin of `tenant`'s log.
+    pub fn origin(&self, tenant: &str) -> String {
+        format!("{}/{tenant}", self.evidence.name)
     }
 
     pub fn tenants(&self) -> impl Iterator<Item = &Arc<Tenant>> {

@@ -161,8 +161,9 @@ async fn a_notice_cut_off_between_send_and_receipt_arrives_once(#[case] engine: 
     let platform = SandboxPlatform::start().await.unwrap();
     let config_path = db.dir.path().join("rollcall.toml");
     let toml = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_key_file = \"{}\"\n[database]\nurl = \"{}\"\n[delivery]\nmax_backoff_secs = 1\ntimeout_secs = 1\n{}",
+        "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_key_file = \"{}\"\n[evidence]\nkey_file = \"{}\"\n[database]\nurl = \"{}\"\n[delivery]\nmax_backoff_secs = 1\ntimeout_secs = 1\n{}",
         db.dir.path().join("data.key").display(),
+        db.dir.path().join("evidence.key").display(),
         db.url,
         platform.tenant_toml()
     );

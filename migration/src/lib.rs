@@ -4,6 +4,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_create_inbound_events;
 mod m20261126_000002_create_attendance_tables;
+mod m20261126_000003_create_evidence_tables;
 
 pub struct Migrator;
 
@@ -13,6 +14,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261126_000001_create_inbound_events::Migration),
             Box::new(m20261126_000002_create_attendance_tables::Migration),
+            Box::new(m20261126_000003_create_evidence_tables::Migration),
         ]
     }
 }

@@ -11,6 +11,7 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait
 use serde_json::{Value, json};
 
 use super::{CaseState, CaseStatus, Policy, Step};
+use crate::evidence::{NewLeaf, append_one};
 
 /// How a case is shown to people: `RC-000042`.
 pub fn case_no(id: i64) -> String {
@@ -68,7 +69,12 @@ pub async fn record<C: ConnectionTrait>(
     inbound_event_id: Option<i64>,
     at: DateTime<Utc>,
 ) -> Result<(), DbErr> {
-    case_event::Entity::insert(case_event::ActiveModel {
+    let leaf = NewLeaf::new(kind)
+        .case(case_id)
+        .subject(user_id)
+        .actor(actor)
+        .detail(detail.clone());
+    let inserted = case_event::Entity::insert(case_event::ActiveModel {
         tenant_id: Set(tenant_id.to_owned()),
         case_id: Set(case_id),
         user_id: Set(user_id.map(str::to_owned)),
@@ -79,8 +85,13 @@ pub async fn record<C: ConnectionTrait>(
         at: Set(at),
         ..Default::default()
     })
-    .exec_without_returning(conn)
+    .exec(conn)
     .await?;
+    let mut leaf = leaf.source("case_events", inserted.last_insert_id);
+    if let Some(event) = inbound_event_id {
+        leaf = leaf.id("inbound_event", event.to_string());
+    }
+    append_one(conn, tenant_id, at, leaf).await?;
     Ok(())
 }
 

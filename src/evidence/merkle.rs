@@ -200,6 +200,27 @@ impl Frontier {
         self.size
     }
 
+    /// Rebuilds a frontier from its size and its peaks' hashes (largest
+    /// first), as stored; `None` if their number does not fit the size.
+    pub fn from_peaks(size: u64, hashes: &[Hash]) -> Option<Frontier> {
+        if hashes.len() != size.count_ones() as usize {
+            return None;
+        }
+        let sizes = (0..64u32)
+            .rev()
+            .map(|bit| 1u64 << bit)
+            .filter(|b| size & b != 0);
+        Some(Frontier {
+            size,
+            peaks: sizes.zip(hashes.iter().copied()).collect(),
+        })
+    }
+
+    /// The peaks' hashes, largest subtree first (what `from_peaks` takes).
+    pub fn peak_hashes(&self) -> impl Iterator<Item = &Hash> {
+        self.peaks.iter().map(|(_, h)| h)
+    }
+
     /// Appends a leaf hash.
     pub fn push(&mut self, leaf: Hash) {
         let mut carry = (1u64, leaf);
@@ -232,6 +253,21 @@ mod tests {
         (0..n)
             .map(|i| leaf_hash(format!("leaf {i}").as_bytes()))
             .collect()
+    }
+
+    #[test]
+    fn a_frontier_round_trips_through_its_peaks() {
+        let all = leaves(77);
+        let mut f = Frontier::default();
+        for (i, l) in all.iter().enumerate() {
+            let stored: Vec<Hash> = f.peak_hashes().copied().collect();
+            let mut back = Frontier::from_peaks(i as u64, &stored).unwrap();
+            assert_eq!(back, f);
+            back.push(*l);
+            f.push(*l);
+            assert_eq!(back.root(), root(&all[..=i]));
+        }
+        assert!(Frontier::from_peaks(3, &[[0; 32]]).is_none());
     }
 
     fn hex(h: &Hash) -> String {

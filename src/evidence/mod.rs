@@ -1,6 +1,11 @@
-//! The evidence log (groundwork for the evidence issue): an append-only
-//! Merkle tree hashed as RFC 6962, its inclusion and consistency proofs.
-//! Not wired to the rest of rollcall yet.
+//! The evidence log: an append-only, per-tenant Merkle log (RFC 6962) of
+//! everything that happens to a case, signed checkpoints, and what is
+//! built on them (verification, the case package).
 
+pub mod checkpoint;
+pub mod cli;
+pub mod log;
 pub mod merkle;
 pub mod note;
+
+pub use log::{NewLeaf, append, append_one};

@@ -99,6 +99,33 @@ impl NoteSigner {
         Ok(signer)
     }
 
+    /// A fresh random key for `name`.
+    pub fn generate(name: &str) -> Result<NoteSigner, NoteError> {
+        NoteSigner::from_seed(name, &rand::random::<[u8; 32]>())
+    }
+
+    /// Go's private key encoding, which `from_private_key` reads.
+    pub fn private_key(&self) -> String {
+        let mut bytes = vec![ED25519];
+        bytes.extend_from_slice(self.key.as_bytes());
+        format!(
+            "PRIVATE+KEY+{}+{:08x}+{}",
+            self.name,
+            self.id(),
+            STANDARD.encode(bytes)
+        )
+    }
+
+    /// The raw 32-byte Ed25519 public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+
+    /// A detached Ed25519 signature of `bytes` (the package manifest).
+    pub fn sign_bytes(&self, bytes: &[u8]) -> [u8; 64] {
+        self.key.sign(bytes).to_bytes()
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -207,6 +234,7 @@ mod tests {
         assert_eq!(signer.verifier_key(), GO_VERIFIER);
         assert_eq!(signer.sign(GO_TEXT).unwrap(), GO_NOTE);
         assert_eq!(verify(GO_NOTE, GO_VERIFIER).unwrap(), GO_TEXT);
+        assert_eq!(signer.private_key(), GO_PRIVATE);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 use crate::cases::Channel;
 use crate::db::Engine;
+use crate::evidence::{NewLeaf, append_one};
 use crate::platform::PlatformError;
 use crate::platform::wecom::api::Outbound;
 use crate::runtime::{Runtime, Tenant};
@@ -67,6 +68,18 @@ pub enum Payload {
 }
 
 impl Payload {
+    /// What a person reads: the text, the card's title and body, the
+    /// email's subject and text. Its SHA-256 goes into the evidence log.
+    pub fn text(&self) -> String {
+        match self {
+            Payload::Text { content } => content.clone(),
+            Payload::Card { title, body, .. } => format!("{title}\n{body}"),
+            Payload::CardUpdate { replace_name, .. } => replace_name.clone(),
+            Payload::Sms { text, .. } => text.clone(),
+            Payload::Email { subject, text, .. } => format!("{subject}\n\n{text}"),
+        }
+    }
+
     pub fn channel(&self) -> Channel {
         match self {
             Payload::Text { .. } | Payload::Card { .. } | Payload::CardUpdate { .. } => {
@@ -117,6 +130,15 @@ pub async fn enqueue<C: ConnectionTrait>(
             tokens.push((b.key.clone(), b.action.clone()));
         }
     }
+    let payload_json = serde_json::to_string(&message.payload).expect("plain data");
+    let leaf = NewLeaf::new("message_queued")
+        .case(message.case_id)
+        .channel(channel_name(message.payload.channel()))
+        .template(&message.template, &message.template_hash)
+        .text(&message.payload.text())
+        .id("idem_key", message.idem_key.clone())
+        .raw("rendered", "application/json", payload_json.clone())
+        .detail(json!({ "recipient": message.recipient, "step": message.step }));
     let row = outbox::ActiveModel {
         tenant_id: Set(message.tenant_id.clone()),
         idem_key: Set(message.idem_key),
@@ -127,7 +149,7 @@ pub async fn enqueue<C: ConnectionTrait>(
         channel: Set(channel_name(message.payload.channel()).to_owned()),
         template: Set(message.template),
         template_hash: Set(message.template_hash),
-        payload: Set(serde_json::to_string(&message.payload).expect("plain data")),
+        payload: Set(payload_json),
         status: Set("pending".to_owned()),
         attempts: Set(0),
         not_before: Set(now),
@@ -157,8 +179,46 @@ pub async fn enqueue<C: ConnectionTrait>(
             });
         card_action::Entity::insert_many(actions).exec(txn).await?;
     }
+    let subject = subject_of(txn, message.case_id, &message.recipient).await?;
+    append_one(
+        txn,
+        &message.tenant_id,
+        now,
+        leaf.subject(Some(&subject)).source("outbox", id),
+    )
+    .await?;
     crate::workers::enqueue_deliver(txn, engine, id, 0, std::time::Duration::ZERO).await?;
     Ok(Some(id))
+}
+
+/// The employee a message concerns: its case's, else its recipient.
+async fn subject_of<C: ConnectionTrait>(
+    conn: &C,
+    case_id: Option<i64>,
+    recipient: &str,
+) -> Result<String, DbErr> {
+    if let Some(id) = case_id
+        && let Some(case) = absence_case::Entity::find_by_id(id).one(conn).await?
+    {
+        return Ok(case.user_id);
+    }
+    Ok(recipient.to_owned())
+}
+
+/// A leaf about outbox row `row` (an attempt, its receipt, its end).
+async fn message_leaf<C: ConnectionTrait>(
+    conn: &C,
+    kind: &str,
+    row: &outbox::Model,
+) -> Result<NewLeaf, DbErr> {
+    let subject = subject_of(conn, row.case_id, &row.recipient).await?;
+    Ok(NewLeaf::new(kind)
+        .case(row.case_id)
+        .subject(Some(&subject))
+        .channel(&row.channel)
+        .template(&row.template, &row.template_hash)
+        .id("idem_key", row.idem_key.clone())
+        .source("outbox", row.id))
 }
 
 /// What became of one delivery attempt.
@@ -284,17 +344,33 @@ pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
     let result = send(rt, &tenant, &row, &payload).await;
     match result {
         Ok(receipt) => {
+            let at = rt.clock.now();
+            // Read before the transaction: on SQLite a transaction that
+            // reads first cannot always upgrade to writing.
+            let mut leaf = message_leaf(db, "message_sent", &row)
+                .await?
+                .occurred_at(at)
+                .text(&payload.text())
+                .id("receipt", receipt.id.clone().unwrap_or_default())
+                .detail(json!({ "recipient": row.recipient, "attempt": row.attempts + 1 }));
+            if let Some((media_type, bytes)) = receipt.request {
+                leaf = leaf.raw("request", media_type, bytes);
+            }
+            leaf = leaf.raw("response", receipt.response.0, receipt.response.1);
+            let txn = db.begin().await?;
             let sent = outbox::ActiveModel {
                 id: Set(row.id),
                 status: Set("sent".to_owned()),
-                sent_at: Set(Some(rt.clock.now())),
+                sent_at: Set(Some(at)),
                 receipt_id: Set(receipt.id),
                 receipt: Set(Some(receipt.raw)),
                 response_code: Set(receipt.response_code),
                 error: Set(None),
                 ..Default::default()
             };
-            sent.update(db).await?;
+            sent.update(&txn).await?;
+            append_one(&txn, &row.tenant_id, at, leaf).await?;
+            txn.commit().await?;
             Ok(Delivered::Done("sent"))
         }
         Err(PlatformError::Retryable(reason)) => {
@@ -448,6 +524,10 @@ struct SendReceipt {
     id: Option<String>,
     raw: String,
     response_code: Option<String>,
+    /// For the evidence log: the request as sent and the answer as
+    /// received, each with its media type.
+    request: Option<(&'static str, Vec<u8>)>,
+    response: (&'static str, Vec<u8>),
 }
 
 async fn send(
@@ -491,8 +571,10 @@ async fn send(
                 .await?;
             Ok(SendReceipt {
                 id: None,
+                response: ("application/json", raw.clone().into_bytes()),
                 raw,
                 response_code: None,
+                request: None,
             })
         }
         Payload::Sms { text, params } => {
@@ -521,11 +603,16 @@ async fn send(
                     out_id: format!("{}:{}", row.tenant_id, row.idem_key),
                 })
                 .await?;
+            // The number stays sealed at rest: the stored request has it masked.
+            let request = receipt.request.replace(&phone, &masked);
+            let response = receipt.response.replace(&phone, &masked);
             Ok(SendReceipt {
                 id: Some(receipt.provider_id),
-                // The number stays sealed at rest: the stored request has it masked.
-                raw: json!({ "provider": sms.name(), "request": receipt.request.replace(&phone, &masked), "response": receipt.response.replace(&phone, &masked) }).to_string(),
+                raw: json!({ "provider": sms.name(), "request": request, "response": response })
+                    .to_string(),
                 response_code: None,
+                request: Some(("text/plain; charset=utf-8", request.into_bytes())),
+                response: ("text/plain; charset=utf-8", response.into_bytes()),
             })
         }
         Payload::Email { to, subject, text } => {
@@ -546,6 +633,8 @@ async fn send(
                 id: Some(receipt.message_id),
                 raw: json!({ "server_reply": receipt.server_reply, "message": String::from_utf8_lossy(&receipt.message) }).to_string(),
                 response_code: None,
+                response: ("text/plain; charset=utf-8", receipt.server_reply.into_bytes()),
+                request: Some(("message/rfc822", receipt.message)),
             })
         }
     }
@@ -569,33 +658,70 @@ async fn chat(
         .await?;
     Ok(SendReceipt {
         id: receipt.msgid,
+        response: ("application/json", receipt.raw.clone().into_bytes()),
         raw: receipt.raw,
         response_code: receipt.response_code,
+        request: Some(("application/json", receipt.request.into_bytes())),
     })
 }
 
+/// Records a failed attempt that will be retried.
 async fn retry_later(rt: &Runtime, row: &outbox::Model, reason: &str) -> Result<(), DbErr> {
+    let txn = rt.db.orm.begin().await?;
     outbox::Entity::update_many()
         .col_expr(outbox::Column::Status, Expr::value("pending"))
         .col_expr(outbox::Column::Error, Expr::value(reason.to_owned()))
         .filter(outbox::Column::Id.eq(row.id))
-        .exec(&rt.db.orm)
+        .exec(&txn)
         .await?;
+    attempt_leaf(rt, &txn, row, "message_attempt_failed", reason).await?;
+    txn.commit().await?;
     Ok(())
 }
 
+/// The evidence leaf of an attempt that did not deliver.
+async fn attempt_leaf<C: ConnectionTrait>(
+    rt: &Runtime,
+    conn: &C,
+    row: &outbox::Model,
+    kind: &str,
+    reason: &str,
+) -> Result<(), DbErr> {
+    let now = rt.clock.now();
+    let leaf = message_leaf(conn, kind, row)
+        .await?
+        .occurred_at(now)
+        .detail(
+            json!({ "recipient": row.recipient, "attempt": row.attempts + 1, "reason": reason }),
+        );
+    append_one(conn, &row.tenant_id, now, leaf).await?;
+    Ok(())
+}
+
+/// Marks `row` final without sending it (cancelled, or failed before any
+/// attempt).
 async fn finish(
     rt: &Runtime,
     row: &outbox::Model,
     status: &str,
     error: Option<&str>,
 ) -> Result<(), DbErr> {
+    let txn = rt.db.orm.begin().await?;
     outbox::Entity::update_many()
         .col_expr(outbox::Column::Status, Expr::value(status.to_owned()))
         .col_expr(outbox::Column::Error, Expr::value(error.map(str::to_owned)))
         .filter(outbox::Column::Id.eq(row.id))
-        .exec(&rt.db.orm)
+        .exec(&txn)
         .await?;
+    attempt_leaf(
+        rt,
+        &txn,
+        row,
+        &format!("message_{status}"),
+        error.unwrap_or_default(),
+    )
+    .await?;
+    txn.commit().await?;
     Ok(())
 }
 
@@ -615,6 +741,7 @@ async fn give_up(
         .filter(outbox::Column::Id.eq(row.id))
         .exec(&txn)
         .await?;
+    attempt_leaf(rt, &txn, row, &format!("message_{status}"), reason).await?;
     if !row.idem_key.starts_with("undeliverable:") {
         crate::cases::notify::tell_hr_undeliverable(rt, &txn, tenant, row, reason).await?;
     }

@@ -378,6 +378,15 @@ async fn tick(_tick: apalis_cron::Tick, rt: Data<Runtime>) -> Result<(), BoxDynE
     if let Err(e) = schedule_scans(&rt).await {
         tracing::warn!(error = %e, "scheduling absence scans failed");
     }
+    // Signing is idempotent per tree size, so every process may look.
+    let every =
+        chrono::Duration::seconds(i64::try_from(rt.evidence.checkpoint_every_secs).unwrap_or(600));
+    match crate::evidence::checkpoint::sign_due(&rt.db.orm, &rt.signer, every, rt.clock.now()).await
+    {
+        Ok(0) => {}
+        Ok(signed) => tracing::info!(signed, "signed evidence checkpoints"),
+        Err(e) => tracing::warn!(error = %e, "signing evidence checkpoints failed"),
+    }
     Ok(())
 }
 

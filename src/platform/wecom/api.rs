@@ -47,6 +47,8 @@ pub struct Receipt {
     pub response_code: Option<String>,
     /// The response body exactly as received.
     pub raw: String,
+    /// The request body as sent (the token travels in the query, not here).
+    pub request: String,
 }
 
 /// A file downloaded with `media/get`.
@@ -443,6 +445,7 @@ impl WecomApi {
                         msgid: reply.msgid,
                         response_code: reply.response_code,
                         raw,
+                        request: body.to_string(),
                     });
                 }
                 code if is_token_error(code) && !refreshed => {

@@ -1,0 +1,22 @@
+//! A signed checkpoint of a tenant's evidence log (C2SP tlog-checkpoint).
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "evidence_checkpoints")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub tenant_id: String,
+    pub size: i64,
+    /// Hex of the tree's root at `size`.
+    pub root: String,
+    /// The signed note exactly as signed.
+    pub note: String,
+    pub created_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
