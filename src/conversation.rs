@@ -310,7 +310,13 @@ async fn dispatch(
             response_code,
             ..
         } => card_press(turn, sender, event_key, response_code.as_deref()).await,
-        InboundKind::EnterAgent { .. } | InboundKind::Other { .. } => Ok("ignored"),
+        // Files become evidence with the self-departure process; until then,
+        // as before (they were `Other`), nothing.
+        InboundKind::Voice { .. }
+        | InboundKind::Video { .. }
+        | InboundKind::File { .. }
+        | InboundKind::EnterAgent { .. }
+        | InboundKind::Other { .. } => Ok("ignored"),
     }
 }
 
