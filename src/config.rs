@@ -140,6 +140,15 @@ pub struct TenantConfig {
     pub sms: Option<crate::outbox::sms::SmsConfig>,
     /// The mail server for formal notices, if any.
     pub email: Option<crate::outbox::email::EmailConfig>,
+    pub departure: DepartureConfig,
+}
+
+/// The self-departure (自离) process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepartureConfig {
+    /// How long after `#证据 <who> <caption>` the sender's files are filed
+    /// on that case.
+    pub evidence_window: chrono::Duration,
 }
 
 /// How a tenant's attendance is judged.
@@ -251,6 +260,13 @@ struct RawTenant {
     notice: Option<RawNotice>,
     sms: Option<crate::outbox::sms::RawSmsConfig>,
     email: Option<crate::outbox::email::RawEmailConfig>,
+    departure: Option<RawDeparture>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDeparture {
+    evidence_window_minutes: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -505,6 +521,20 @@ fn resolve_tenant(i: usize, t: RawTenant, env: &dyn Env) -> Result<TenantConfig,
         .email
         .map(|raw| crate::outbox::email::resolve_email(&key("email"), raw, env))
         .transpose()?;
+    let window = t
+        .departure
+        .unwrap_or_default()
+        .evidence_window_minutes
+        .unwrap_or(10);
+    if !(1..=24 * 60).contains(&window) {
+        return Err(invalid(
+            key("departure.evidence_window_minutes"),
+            "must be between 1 and 1440",
+        ));
+    }
+    let departure = DepartureConfig {
+        evidence_window: chrono::Duration::minutes(window),
+    };
     Ok(TenantConfig {
         name: t.name.unwrap_or_else(|| id.clone()),
         id,
@@ -516,6 +546,7 @@ fn resolve_tenant(i: usize, t: RawTenant, env: &dyn Env) -> Result<TenantConfig,
         notice,
         sms,
         email,
+        departure,
     })
 }
 
@@ -745,6 +776,7 @@ mod tests {
     #[case::bad_listen("[server]\nlisten = \"nowhere\"\n", "server.listen")]
     #[case::bad_db("[database]\nurl = \"mysql://x\"\n", "database.url")]
     #[case::bad_api_base(&tenant("").replace("encoding_aes_key", "api_base = \"ftp://x\"\nencoding_aes_key"), "tenants[0].wecom.api_base")]
+    #[case::no_evidence_window(&format!("{}[tenants.departure]\nevidence_window_minutes = 0\n", tenant("")), "tenants[0].departure.evidence_window_minutes")]
     fn bad_config_names_the_key(#[case] text: &str, #[case] key: &str) {
         let err = Config::parse(text, &[]).unwrap_err().to_string();
         assert!(err.contains(&format!("`{key}`")), "{err}");

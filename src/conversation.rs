@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::attendance::checkin::{self, NewCheckIn, geofence, is_checkin_text, work_date};
+use crate::cases::departure::{self, Capacity, Halt, Recorded, Refusal, UnionNotice};
+use crate::cases::exhibits::{self, Download, Received};
 use crate::cases::notify::{NotifyError, employee_row, hr_people, local};
 use crate::cases::store::{self, Resolution, case_no, record};
 use crate::evidence::{NewLeaf, append_one};
@@ -118,12 +120,8 @@ impl Turn<'_> {
     }
 }
 
-/// A downloaded photo, fetched before the transaction opens.
-struct Photo {
-    sha256: String,
-    bytes: Vec<u8>,
-    content_type: Option<String>,
-}
+/// A downloaded photo or file, fetched before the transaction opens.
+type Photo = Download;
 
 /// Handles inbound event `id` once. Returns its classification, or `None`
 /// if there is no such event.
@@ -145,18 +143,27 @@ pub async fn handle(rt: &Runtime, id: i64) -> Result<Option<String>, HandleError
         return Ok(Some("unknown_tenant".into()));
     };
     // Downloaded before the transaction opens, and only for someone in the
-    // directory: a stranger's photo is neither fetched nor kept.
-    let photo = match &event.kind {
-        InboundKind::Image { media_id, .. }
+    // directory: a stranger's photo is neither fetched nor kept. Other files
+    // are evidence only: fetched when their sender has an evidence window open.
+    let now = rt.clock.now();
+    let media_id = match &event.kind {
+        InboundKind::Image { media_id, .. } => Some(media_id.as_str()),
+        _ => event.attachment(),
+    };
+    let photo = match media_id {
+        Some(media_id)
             if employee_row(db, &tenant.config.id, &event.from_user)
                 .await?
-                .is_some_and(|e| e.active) =>
+                .is_some_and(|e| e.active)
+                && (matches!(event.kind, InboundKind::Image { .. })
+                    || exhibits::open_window_of(db, &tenant.config.id, &event.from_user, now)
+                        .await?
+                        .is_some()) =>
         {
             fetch_photo(&tenant, media_id).await
         }
         _ => None,
     };
-    let now = rt.clock.now();
     let sent_at = DateTime::from_timestamp(event.create_time, 0).unwrap_or(now);
     let txn = db.begin().await?;
     // Claim the event first: a concurrent or repeated job finds it taken.
@@ -243,9 +250,10 @@ async fn fetch_photo(tenant: &Tenant, media_id: &str) -> Option<Photo> {
             sha256: hex(&Sha256::digest(&m.bytes)),
             bytes: m.bytes,
             content_type: Some(m.content_type),
+            file_name: m.file_name,
         }),
         Err(e) => {
-            tracing::warn!(tenant = %tenant.config.id, error = %e, "could not download a check-in photo; the check-in is kept without it");
+            tracing::warn!(tenant = %tenant.config.id, error = %e, "could not download a photo or file; the message is kept without it");
             None
         }
     }
@@ -258,7 +266,12 @@ async fn dispatch(
 ) -> Result<&'static str, HandleError> {
     let Some(sender) = sender else {
         return match &turn.event.kind {
-            InboundKind::Text { .. } | InboundKind::Location { .. } | InboundKind::Image { .. } => {
+            InboundKind::Text { .. }
+            | InboundKind::Location { .. }
+            | InboundKind::Image { .. }
+            | InboundKind::Voice { .. }
+            | InboundKind::Video { .. }
+            | InboundKind::File { .. } => {
                 turn.record(
                     None,
                     None,
@@ -278,6 +291,10 @@ async fn dispatch(
             if t.starts_with('/') || t.starts_with('／') {
                 crate::commands::handle::command(turn, sender, content).await?;
                 Ok("command")
+            } else if crate::commands::parse_caption(content).is_some() {
+                // Before the check-in keywords: a caption may well say 打卡.
+                crate::commands::handle::caption(turn, sender, content).await?;
+                Ok("evidence_caption")
             } else if is_checkin_text(&turn.tenant.config.attendance.keywords, content) {
                 check_in(turn, sender, "text", None, None).await?;
                 Ok("checkin")
@@ -302,8 +319,57 @@ async fn dispatch(
             Ok("checkin")
         }
         InboundKind::Image { media_id, .. } => {
-            check_in(turn, sender, "image", None, Some((media_id.clone(), photo))).await?;
-            Ok("checkin")
+            // In an evidence window a photo is an exhibit, not a check-in.
+            match exhibits::open_window_of(
+                turn.txn,
+                &turn.tenant.config.id,
+                &sender.user_id,
+                turn.now,
+            )
+            .await?
+            {
+                Some(window) => {
+                    file_exhibit(turn, sender, &window, media_id, None, photo).await?;
+                    Ok("exhibit")
+                }
+                None => {
+                    check_in(turn, sender, "image", None, Some((media_id.clone(), photo))).await?;
+                    Ok("checkin")
+                }
+            }
+        }
+        InboundKind::Voice { media_id, .. }
+        | InboundKind::Video { media_id, .. }
+        | InboundKind::File { media_id, .. } => {
+            let file_name = match &turn.event.kind {
+                InboundKind::File { file_name, .. } => file_name.clone(),
+                _ => None,
+            };
+            match exhibits::open_window_of(
+                turn.txn,
+                &turn.tenant.config.id,
+                &sender.user_id,
+                turn.now,
+            )
+            .await?
+            {
+                Some(window) => {
+                    file_exhibit(turn, sender, &window, media_id, file_name, photo).await?;
+                    Ok("exhibit")
+                }
+                None => {
+                    turn.reply(
+                        "command",
+                        "file_without_window",
+                        &json!({
+                            "kind": turn.event.kind.name(),
+                            "window_minutes": turn.tenant.config.departure.evidence_window.num_minutes(),
+                        }),
+                    )
+                    .await?;
+                    Ok("message")
+                }
+            }
         }
         InboundKind::CardButton {
             event_key,
@@ -315,6 +381,56 @@ async fn dispatch(
 }
 
 type Place = (f64, f64, Option<String>);
+
+/// A file sent in `window`: filed on its case and confirmed with its hash,
+/// or, if it could not be downloaded, recorded and the sender asked again.
+async fn file_exhibit(
+    turn: &Turn<'_>,
+    sender: &employee::Model,
+    window: &entity::exhibit_window::Model,
+    media_id: &str,
+    file_name: Option<String>,
+    download: Option<Download>,
+) -> Result<(), HandleError> {
+    let kind = turn.event.kind.name();
+    let subject = employee_row(turn.txn, &turn.tenant.config.id, &window.user_id).await?;
+    let mut context = json!({
+        "case_no": case_no(window.case_id),
+        "name": subject.map(|s| s.name).unwrap_or_else(|| window.user_id.clone()),
+        "kind": kind,
+        "caption": window.caption,
+    });
+    let Some(download) = download else {
+        turn.record(
+            Some(window.case_id),
+            Some(&window.user_id),
+            "media_unavailable",
+            json!({ "media_id": media_id, "kind": kind, "window": window.id }),
+        )
+        .await?;
+        return turn.reply("command", "exhibit_unavailable", &context).await;
+    };
+    let received = Received {
+        kind,
+        media_id,
+        file_name,
+        inbound_event_id: turn.event_id,
+        sent_at: turn.sent_at,
+    };
+    let row = exhibits::file(
+        turn.txn,
+        window,
+        &sender.user_id,
+        received,
+        download,
+        turn.now,
+    )
+    .await?;
+    context["file_name"] = json!(row.file_name);
+    context["size"] = json!(row.size);
+    context["sha256"] = json!(row.sha256);
+    turn.reply("command", "exhibit_filed", &context).await
+}
 
 async fn check_in(
     turn: &Turn<'_>,
@@ -395,9 +511,27 @@ async fn check_in(
         append_one(turn.txn, &tenant.id, turn.now, leaf).await?;
     }
     let mut resolved = None;
+    let mut departure_case = None;
     if let Some(case) = store::unresolved(turn.txn, &tenant.id, &sender.user_id).await?
         && day >= case.first_missed
-        && store::resolve(
+    {
+        if case.status == "departing" {
+            // Someone who came back is not terminated by a process that
+            // goes on by itself: it halts, and HR decides.
+            departure::halt(
+                turn.rt,
+                turn.txn,
+                turn.tenant,
+                &case,
+                sender,
+                Halt::CheckedIn,
+                turn.sent_at,
+                turn.event_id,
+                turn.now,
+            )
+            .await?;
+            departure_case = Some(case_no(case.id));
+        } else if store::resolve(
             turn.txn,
             &case,
             &Resolution::CheckedIn { day },
@@ -406,8 +540,9 @@ async fn check_in(
             turn.now,
         )
         .await?
-    {
-        resolved = Some(case_no(case.id));
+        {
+            resolved = Some(case_no(case.id));
+        }
     }
     turn.reply(
         "checkin_reply",
@@ -421,6 +556,7 @@ async fn check_in(
             "distance_m": fence.as_ref().and_then(|f| f.distance_m),
             "flagged": flagged,
             "resolved_case": resolved,
+            "departure_case": departure_case,
         }),
     )
     .await
@@ -444,6 +580,7 @@ async fn free_text(
             turn.now,
         )
         .await?;
+        halt_departure(turn, sender, &case).await?;
         forward_to_hr(turn, sender, &case, "reply", text).await?;
         turn.reply(
             "command",
@@ -488,6 +625,30 @@ async fn free_text(
     Ok("message")
 }
 
+/// An answer from the employee halts a self-departure process in progress
+/// (the answer goes to HR, who closes the case or goes on).
+async fn halt_departure(
+    turn: &Turn<'_>,
+    sender: &employee::Model,
+    case: &entity::absence_case::Model,
+) -> Result<(), HandleError> {
+    if case.status == "departing" {
+        departure::halt(
+            turn.rt,
+            turn.txn,
+            turn.tenant,
+            case,
+            sender,
+            Halt::Replied,
+            turn.sent_at,
+            turn.event_id,
+            turn.now,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 async fn forward_to_hr(
     turn: &Turn<'_>,
     sender: &employee::Model,
@@ -495,13 +656,27 @@ async fn forward_to_hr(
     what: &str,
     text: &str,
 ) -> Result<(), HandleError> {
-    let context = json!({ "name": sender.name, "user_id": sender.user_id, "case_no": case_no(case.id), "what": what, "text": text });
+    let context = json!({ "name": sender.name, "user_id": sender.user_id, "case_no": case_no(case.id), "what": what, "text": text, "departing": case.status == "departing" });
     for hr in hr_people(turn.txn, &turn.tenant.config.id).await? {
         let key = format!("forward:{}:{}", turn.event_id, hr.user_id);
         turn.send_text(&key, &hr.user_id, "employee_replied.hr", "text", &context)
             .await?;
     }
     Ok(())
+}
+
+/// The answer to a confirmation or union press, with what is still missing.
+fn departure_reply(context: &mut Value, recorded: Recorded, done: &'static str) -> &'static str {
+    match recorded {
+        Recorded::Done(p) => {
+            context["pending"] = json!(p.pending);
+            context["document_sha256"] = json!(p.departure.document_sha256);
+            context["union_status"] = json!(p.departure.union_status);
+            done
+        }
+        Recorded::Already(_) => "reply_departure_done_already",
+        Recorded::Stale => "reply_stale",
+    }
 }
 
 /// A button press on one of our cards: the key is an opaque token that says
@@ -574,14 +749,16 @@ async fn card_press(
         json!({ "action": action.action, "outbox": action.outbox_id }),
     )
     .await?;
-    let context = json!({
+    let mut context = json!({
         "case_no": case.as_ref().map(|c| case_no(c.id)),
         "name": subject.as_ref().map(|s| s.name.clone()),
         "actor_name": sender.name,
         "time": local(turn.tenant, turn.sent_at),
         "deadline": case.as_ref().and_then(|c| c.deadline_at).map(|d| local(turn.tenant, d)),
+        "window_minutes": turn.tenant.config.departure.evidence_window.num_minutes(),
     });
     let live = case.as_ref().filter(|c| c.status != "resolved");
+    let departing = live.filter(|c| c.status == "departing");
     let reply_block = match (action.action.as_str(), live) {
         // A check-in is a check-in even if the case is closed already.
         ("arrived", _) => {
@@ -597,6 +774,7 @@ async fn card_press(
                 turn.now,
             )
             .await?;
+            halt_departure(turn, sender, c).await?;
             forward_to_hr(turn, sender, c, "on_leave", "").await?;
             Some("reply_on_leave")
         }
@@ -610,15 +788,88 @@ async fn card_press(
             store::acknowledge(turn.txn, c, Some(turn.event_id), turn.now).await?;
             Some("reply_received")
         }
+        // Only HR decides, whoever the policy sends the deadline card to.
+        ("start_departure", Some(_)) if sender.role != "hr" => {
+            context["refusal"] = json!("not_hr");
+            Some("reply_departure_refused")
+        }
         ("start_departure", Some(c)) => {
-            turn.record(
-                Some(c.id),
-                Some(&c.user_id),
-                "departure_requested",
-                json!({}),
+            let started = departure::start(
+                turn.rt,
+                turn.txn,
+                turn.tenant,
+                c,
+                sender,
+                "card",
+                turn.event_id,
+                turn.now,
             )
             .await?;
-            Some("reply_start_departure")
+            match started {
+                Ok(_) => Some("reply_start_departure"),
+                Err(refusal) => {
+                    context["refusal"] = json!(match refusal {
+                        Refusal::NotDue { .. } => "not_due",
+                        Refusal::Already => "already",
+                        Refusal::Closed => "closed",
+                    });
+                    Some("reply_departure_refused")
+                }
+            }
+        }
+        ("confirm_manager" | "confirm_hr", Some(c)) if departing.is_some() => {
+            let capacity = if action.action == Capacity::Manager.action() {
+                Capacity::Manager
+            } else {
+                Capacity::Hr
+            };
+            let recorded = departure::confirm(
+                turn.rt,
+                turn.txn,
+                turn.tenant,
+                c,
+                sender,
+                capacity,
+                turn.event_id,
+                turn.sent_at,
+                turn.now,
+            )
+            .await?;
+            Some(departure_reply(&mut context, recorded, "reply_confirmed"))
+        }
+        ("union_notified" | "no_union", Some(c)) if departing.is_some() => {
+            let notice = if action.action == UnionNotice::Notified.action() {
+                UnionNotice::Notified
+            } else {
+                UnionNotice::NoUnion
+            };
+            let recorded = departure::record_union(
+                turn.rt,
+                turn.txn,
+                turn.tenant,
+                c,
+                sender,
+                notice,
+                None,
+                turn.event_id,
+                turn.sent_at,
+                turn.now,
+            )
+            .await?;
+            Some(departure_reply(&mut context, recorded, "reply_union"))
+        }
+        // The termination notice's card: the case is closed by then.
+        ("termination_received", _) if case.is_some() => {
+            if let Some(c) = &case {
+                turn.record(
+                    Some(c.id),
+                    Some(&c.user_id),
+                    "termination_acknowledged",
+                    json!({ "outbox": action.outbox_id }),
+                )
+                .await?;
+            }
+            Some("reply_termination_received")
         }
         _ => Some("reply_stale"),
     };

@@ -334,7 +334,8 @@ pub async fn run_story(database_url: &str, key_file: &std::path::Path) -> anyhow
     })
 }
 
-/// Presses the button for `action` on the latest card `user` received.
+/// Presses the button for `action` on the latest card `user` received that
+/// has it (HR may have a newer card with other buttons).
 async fn press(
     sandbox: &SandboxApi,
     phone: &CallbackSender,
@@ -342,24 +343,26 @@ async fn press(
     action: &str,
     t: i64,
 ) -> anyhow::Result<()> {
-    let card = sandbox
-        .sent()
-        .into_iter()
-        .rev()
-        .find(|m| m.touser == user && m.msgtype == "template_card")
-        .with_context(|| format!("{user} has no card"))?;
-    let task = card.body["template_card"]["task_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
     // The buttons carry opaque keys; find the one for `action` as a person
     // finds a button: by its label (rendered from the same template).
     let label = card_label(action);
-    let key = card.body["template_card"]["button_list"]
-        .as_array()
-        .and_then(|b| b.iter().find(|b| b["text"] == label))
-        .and_then(|b| b["key"].as_str())
-        .with_context(|| format!("{user}'s latest card has no button {label}"))?
+    let button = |m: &SentMessage| {
+        m.body["template_card"]["button_list"]
+            .as_array()
+            .and_then(|b| b.iter().find(|b| b["text"] == label))
+            .and_then(|b| b["key"].as_str())
+            .map(str::to_owned)
+    };
+    let (card, key) = sandbox
+        .sent()
+        .into_iter()
+        .rev()
+        .filter(|m| m.touser == user && m.msgtype == "template_card")
+        .find_map(|m| button(&m).map(|k| (m, k)))
+        .with_context(|| format!("{user} has no card with a button {label}"))?;
+    let task = card.body["template_card"]["task_id"]
+        .as_str()
+        .unwrap_or_default()
         .to_owned();
     let code = sandbox.issue_response_code();
     let d = phone.card_button(user, &task, &key, &code, t).await;
@@ -375,6 +378,10 @@ fn card_label(action: &str) -> String {
         "contacted" => ("second_reminder.manager", "button_contacted"),
         "received" => ("formal_notice.employee", "button_received"),
         "start_departure" => ("deadline_passed.hr", "button_start_departure"),
+        "confirm_manager" | "confirm_hr" => ("departure", "button_confirm"),
+        "union_notified" => ("departure", "button_union_notified"),
+        "no_union" => ("departure", "button_no_union"),
+        "termination_received" => ("termination_notice.employee", "button_termination_received"),
         other => (
             "first_reminder.employee",
             if other == "arrived" {

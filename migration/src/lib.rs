@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261126_000001_create_inbound_events;
 mod m20261126_000002_create_attendance_tables;
 mod m20261126_000003_create_evidence_tables;
+mod m20261126_000004_create_departure_tables;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_create_inbound_events::Migration),
             Box::new(m20261126_000002_create_attendance_tables::Migration),
             Box::new(m20261126_000003_create_evidence_tables::Migration),
+            Box::new(m20261126_000004_create_departure_tables::Migration),
         ]
     }
 }

@@ -132,7 +132,10 @@ pub enum CaseStatus {
     Open,
     /// The employee replied: the ladder waits for HR.
     Paused,
-    /// Back at work, on approved leave, or closed by HR.
+    /// HR started the self-departure (自离) process: the ladder has stopped;
+    /// the process (`cases::departure`) decides what is sent next.
+    Departing,
+    /// Back at work, on approved leave, closed by HR, or terminated.
     Resolved,
 }
 
@@ -244,6 +247,8 @@ mod tests {
     #[case::deadline_passed(CaseStatus::Open, 5, &[FirstReminder, SecondReminder, FormalNotice], Some("2026-11-23T02:00:00Z"), &[(DeadlinePassed, Hr, Chat)])]
     #[case::deadline_done(CaseStatus::Open, 6, &[FirstReminder, SecondReminder, FormalNotice, DeadlinePassed], Some("2026-11-20T02:00:00Z"), &[])]
     #[case::paused(CaseStatus::Paused, 3, &[FirstReminder], None, &[])]
+    #[case::departing(CaseStatus::Departing, 6, &[FirstReminder, SecondReminder, FormalNotice, DeadlinePassed], Some("2026-11-20T02:00:00Z"), &[])]
+    #[case::departing_before_the_deadline_card(CaseStatus::Departing, 6, &[FirstReminder, SecondReminder, FormalNotice], Some("2026-11-20T02:00:00Z"), &[])]
     #[case::resolved(CaseStatus::Resolved, 3, &[], None, &[])]
     #[case::resolved_after_deadline(CaseStatus::Resolved, 6, &[FirstReminder, SecondReminder, FormalNotice], Some("2026-11-20T02:00:00Z"), &[])]
     fn the_default_ladder(

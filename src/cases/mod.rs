@@ -3,7 +3,11 @@
 //! due. [`notify`] turns each into outbox rows keyed
 //! `notice:{case}:{step}:{recipient}:{channel}`, so a notice is never sent
 //! twice; [`scan`] judges ended days; [`store`] keeps the cases.
+//! [`departure`] is the self-departure (自离) process after the deadline,
+//! [`exhibits`] the files filed on a case.
 
+pub mod departure;
+pub mod exhibits;
 pub mod ladder;
 pub mod notify;
 pub mod scan;

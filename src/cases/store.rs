@@ -31,6 +31,7 @@ pub fn parse_case_no(text: &str) -> Option<i64> {
 pub fn status_of(row: &absence_case::Model) -> CaseStatus {
     match row.status.as_str() {
         "paused" => CaseStatus::Paused,
+        "departing" => CaseStatus::Departing,
         "resolved" => CaseStatus::Resolved,
         _ => CaseStatus::Open,
     }
@@ -73,14 +74,29 @@ pub async fn record<C: ConnectionTrait>(
         .case(case_id)
         .subject(user_id)
         .actor(actor)
-        .detail(detail.clone());
+        .detail(detail);
+    record_leaf(conn, tenant_id, leaf, inbound_event_id, at).await?;
+    Ok(())
+}
+
+/// Records `leaf` as a case event (its kind, case, subject, actor and
+/// detail) and appends it to the evidence log with what only the leaf
+/// carries (a document's hash, a file, the platform's time). Returns the
+/// case event's id.
+pub async fn record_leaf<C: ConnectionTrait>(
+    conn: &C,
+    tenant_id: &str,
+    leaf: NewLeaf,
+    inbound_event_id: Option<i64>,
+    at: DateTime<Utc>,
+) -> Result<i64, DbErr> {
     let inserted = case_event::Entity::insert(case_event::ActiveModel {
         tenant_id: Set(tenant_id.to_owned()),
-        case_id: Set(case_id),
-        user_id: Set(user_id.map(str::to_owned)),
-        kind: Set(kind.to_owned()),
-        actor: Set(actor.map(str::to_owned)),
-        detail: Set(detail.to_string()),
+        case_id: Set(leaf.case_id),
+        user_id: Set(leaf.subject.clone()),
+        kind: Set(leaf.kind.clone()),
+        actor: Set(leaf.actor.clone()),
+        detail: Set(leaf.detail.to_string()),
         inbound_event_id: Set(inbound_event_id),
         at: Set(at),
         ..Default::default()
@@ -92,7 +108,7 @@ pub async fn record<C: ConnectionTrait>(
         leaf = leaf.id("inbound_event", event.to_string());
     }
     append_one(conn, tenant_id, at, leaf).await?;
-    Ok(())
+    Ok(inserted.last_insert_id)
 }
 
 /// Opens a case for a first missed workday, with `policy` snapshotted.
@@ -291,9 +307,18 @@ async fn transition<C: ConnectionTrait>(
 /// Why a case was resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution {
-    CheckedIn { day: NaiveDate },
-    Leave { from: NaiveDate, to: NaiveDate },
-    ClosedByHr { reason: String },
+    CheckedIn {
+        day: NaiveDate,
+    },
+    Leave {
+        from: NaiveDate,
+        to: NaiveDate,
+    },
+    ClosedByHr {
+        reason: String,
+    },
+    /// The self-departure process ended with the termination notice.
+    Terminated,
 }
 
 impl Resolution {
@@ -302,6 +327,7 @@ impl Resolution {
             Resolution::CheckedIn { day } => format!("checked_in {day}"),
             Resolution::Leave { from, to } => format!("leave {from}..{to}"),
             Resolution::ClosedByHr { reason } => format!("closed: {reason}"),
+            Resolution::Terminated => "terminated".to_owned(),
         }
     }
 }
@@ -319,9 +345,27 @@ pub async fn resolve<C: ConnectionTrait>(
     if case.status == "resolved" {
         return Ok(false);
     }
+    // A check-in never closes a case in the self-departure process: HR
+    // decides (see `departure::halt`).
+    if case.status == "departing" && matches!(resolution, Resolution::CheckedIn { .. }) {
+        return Ok(false);
+    }
     let summary = resolution.summary();
     if !transition(conn, case, "resolved", Some(&summary), now).await? {
         return Ok(false);
+    }
+    // A self-departure process closed otherwise than by its notice ends too.
+    if case.status == "departing" && *resolution != Resolution::Terminated {
+        entity::departure::Entity::update_many()
+            .col_expr(
+                entity::departure::Column::State,
+                Expr::value(super::departure::CANCELLED.to_owned()),
+            )
+            .col_expr(entity::departure::Column::UpdatedAt, Expr::value(now))
+            .filter(entity::departure::Column::CaseId.eq(case.id))
+            .filter(entity::departure::Column::State.ne(super::departure::TERMINATED))
+            .exec(conn)
+            .await?;
     }
     record(
         conn,
@@ -384,6 +428,37 @@ pub async fn resume<C: ConnectionTrait>(
         "case_resumed",
         Some(actor),
         json!({}),
+        Some(inbound_event_id),
+        now,
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Stops the ladder of an open or paused case for the self-departure
+/// process (a new fencing token cancels what is still queued). Returns
+/// whether this call started it.
+pub async fn begin_departure<C: ConnectionTrait>(
+    conn: &C,
+    case: &absence_case::Model,
+    actor: &str,
+    via: &str,
+    inbound_event_id: i64,
+    now: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    if !matches!(case.status.as_str(), "open" | "paused")
+        || !transition(conn, case, "departing", None, now).await?
+    {
+        return Ok(false);
+    }
+    record(
+        conn,
+        &case.tenant_id,
+        Some(case.id),
+        Some(&case.user_id),
+        "departure_started",
+        Some(actor),
+        json!({ "via": via, "from_status": case.status, "deadline": case.deadline_at }),
         Some(inbound_event_id),
         now,
     )

@@ -6,7 +6,12 @@ use entity::{absence_case, check_in, employee, leave};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::{Value, json};
 
-use super::{Command, ParseError, Role, Subject, allowed, parse};
+use super::{
+    Caption, Command, ParseError, Role, Subject, UNION_CHOICES, allowed, may_file_evidence, parse,
+    parse_caption,
+};
+use crate::cases::departure::{self, Recorded, Refusal};
+use crate::cases::exhibits;
 use crate::cases::notify::local;
 use crate::cases::store::{self, Resolution, case_no, parse_case_no};
 use crate::conversation::{HandleError, Turn};
@@ -38,6 +43,15 @@ fn error_context(e: &ParseError) -> Value {
         ParseError::DateOrder { from, to } => {
             json!({ "code": "date_order", "from": from.to_string(), "to": to.to_string() })
         }
+        ParseError::BadChoice {
+            command,
+            argument,
+            text,
+        } => {
+            // The words help shows: one per choice.
+            let choices: Vec<&str> = UNION_CHOICES.iter().take(2).map(|(w, _)| *w).collect();
+            json!({ "code": "bad_choice", "command": command, "argument": argument, "text": text, "choices": choices })
+        }
     }
 }
 
@@ -63,6 +77,72 @@ async fn find(turn: &Turn<'_>, who: &str) -> Result<Found, HandleError> {
         1 => Found::One(Box::new(named.remove(0))),
         _ => Found::Many(named.into_iter().map(|e| e.user_id).collect()),
     })
+}
+
+/// `#证据 <who> <caption>` from `sender`: opens the window in which their
+/// files are filed on that person's case, and answers.
+pub(crate) async fn caption(
+    turn: &Turn<'_>,
+    sender: &employee::Model,
+    text: &str,
+) -> Result<(), HandleError> {
+    let (block, context) = match parse_caption(text) {
+        None => ("error", json!({ "error": { "code": "not_a_command" } })),
+        Some(Err(e)) => ("error", json!({ "error": error_context(&e) })),
+        Some(Ok(c)) => open_window(turn, sender, &c).await?,
+    };
+    turn.record(
+        None,
+        Some(&sender.user_id),
+        "command",
+        json!({ "text": text, "answer": block }),
+    )
+    .await?;
+    turn.reply("command", block, &context).await
+}
+
+async fn open_window(
+    turn: &Turn<'_>,
+    sender: &employee::Model,
+    c: &Caption,
+) -> Result<(&'static str, Value), HandleError> {
+    let target = match find(turn, &c.who).await? {
+        Found::One(e) => *e,
+        Found::None => return Ok(("not_found", json!({ "who": c.who }))),
+        Found::Many(ids) => {
+            return Ok(("ambiguous", json!({ "who": c.who, "candidates": ids })));
+        }
+    };
+    if !may_file_evidence(role_of(sender), subject_of(sender, &target)) {
+        return Ok(("refused", json!({})));
+    }
+    let Some(case) = exhibits::case_for(turn.txn, &turn.tenant.config.id, &target.user_id).await?
+    else {
+        return Ok(("evidence_no_case", json!({ "name": target.name })));
+    };
+    let window = exhibits::open_window(
+        turn.txn,
+        &case,
+        &sender.user_id,
+        &c.text,
+        turn.tenant.config.departure.evidence_window,
+        turn.event_id,
+        turn.now,
+    )
+    .await?;
+    Ok((
+        "evidence_window_open",
+        json!({
+            "name": target.name,
+            "case_no": case_no(case.id),
+            "caption": window.caption,
+            "until": local(turn.tenant, window.expires_at),
+        }),
+    ))
+}
+
+fn window_minutes(turn: &Turn<'_>) -> i64 {
+    turn.tenant.config.departure.evidence_window.num_minutes()
 }
 
 /// Runs `text` as a command from `sender` and answers.
@@ -97,9 +177,11 @@ async fn run(
     let target = match cmd {
         Command::Help | Command::Cases => None,
         Command::Status { who: None } => Some(sender.clone()),
-        Command::Status { who: Some(who) } | Command::Leave { who, .. } => match find(turn, who)
-            .await?
-        {
+        Command::Status { who: Some(who) }
+        | Command::Leave { who, .. }
+        | Command::Depart { who }
+        | Command::Evidence { who }
+        | Command::Union { who, .. } => match find(turn, who).await? {
             Found::One(e) => Some(*e),
             Found::None => return Ok(("not_found", json!({ "who": who }))),
             Found::Many(ids) => return Ok(("ambiguous", json!({ "who": who, "candidates": ids }))),
@@ -132,8 +214,12 @@ async fn run(
     if !allowed(role, cmd, subject) {
         return refused;
     }
+    // Closing or going on with a self-departure process is HR's decision.
+    if role != Role::Hr && case_row.as_ref().is_some_and(|c| c.status == "departing") {
+        return refused;
+    }
     match cmd {
-        Command::Help => Ok(("help", json!({}))),
+        Command::Help => Ok(("help", json!({ "window_minutes": window_minutes(turn) }))),
         Command::Status { .. } => {
             let Some(t) = target else {
                 return Ok(("not_found", json!({ "who": "" })));
@@ -165,6 +251,8 @@ async fn run(
                 // Leave for some of the missed days leaves the others unexcused.
                 && *from <= case.first_missed
                 && *to >= case.last_missed
+                // A self-departure process is closed by HR only.
+                && (case.status != "departing" || role == Role::Hr)
                 && store::resolve(
                     turn.txn,
                     &case,
@@ -217,6 +305,28 @@ async fn run(
             let (Some(t), Some(row)) = (target, case_row) else {
                 return Ok(("not_found", json!({ "who": case })));
             };
+            if row.status == "departing" {
+                let Some(progress) = departure::resume(
+                    turn.rt,
+                    turn.txn,
+                    turn.tenant,
+                    &row,
+                    &sender.user_id,
+                    turn.event_id,
+                    turn.now,
+                )
+                .await?
+                else {
+                    return Ok((
+                        "resume_not_paused",
+                        json!({ "case_no": case_no(row.id), "name": t.name }),
+                    ));
+                };
+                return Ok((
+                    "resume_departure_ok",
+                    json!({ "case_no": case_no(row.id), "name": t.name, "pending": progress.pending }),
+                ));
+            }
             if !store::resume(turn.txn, &row, &sender.user_id, turn.event_id, turn.now).await? {
                 return Ok((
                     "resume_not_paused",
@@ -244,11 +354,130 @@ async fn run(
                 json!({ "case_no": case_no(row.id), "name": t.name }),
             ))
         }
+        Command::Depart { who } => {
+            let Some(t) = target else {
+                return Ok(("not_found", json!({ "who": who })));
+            };
+            depart(turn, sender, &t).await
+        }
+        Command::Evidence { who } => {
+            let Some(t) = target else {
+                return Ok(("not_found", json!({ "who": who })));
+            };
+            evidence(turn, &t).await.map(|c| ("evidence_list", c))
+        }
+        Command::Union { who, notice, note } => {
+            let Some(t) = target else {
+                return Ok(("not_found", json!({ "who": who })));
+            };
+            let case = store::unresolved(turn.txn, &turn.tenant.config.id, &t.user_id)
+                .await?
+                .filter(|c| c.status == "departing");
+            let Some(case) = case else {
+                return Ok(("union_no_departure", json!({ "name": t.name })));
+            };
+            let context = |pending: Vec<&str>, status: Option<String>, note: Option<String>| json!({ "name": t.name, "case_no": case_no(case.id), "pending": pending, "union_status": status, "note": note });
+            match departure::record_union(
+                turn.rt,
+                turn.txn,
+                turn.tenant,
+                &case,
+                sender,
+                *notice,
+                note.as_deref(),
+                turn.event_id,
+                turn.sent_at,
+                turn.now,
+            )
+            .await?
+            {
+                Recorded::Done(p) => Ok((
+                    "union_ok",
+                    context(p.pending, p.departure.union_status, p.departure.union_note),
+                )),
+                Recorded::Already(d) => Ok((
+                    "union_already",
+                    context(Vec::new(), d.union_status, d.union_note),
+                )),
+                Recorded::Stale => Ok(("union_no_departure", json!({ "name": t.name }))),
+            }
+        }
     }
 }
 
-fn case_json(turn: &Turn<'_>, c: &absence_case::Model, name: &str) -> Value {
-    json!({
+/// `/depart <who>`: starts the self-departure process on their case.
+async fn depart(
+    turn: &Turn<'_>,
+    sender: &employee::Model,
+    t: &employee::Model,
+) -> Result<(&'static str, Value), HandleError> {
+    let Some(case) = store::unresolved(turn.txn, &turn.tenant.config.id, &t.user_id).await? else {
+        return Ok(("depart_no_case", json!({ "name": t.name })));
+    };
+    let context = json!({ "name": t.name, "case_no": case_no(case.id) });
+    let started = departure::start(
+        turn.rt,
+        turn.txn,
+        turn.tenant,
+        &case,
+        sender,
+        "command",
+        turn.event_id,
+        turn.now,
+    )
+    .await?;
+    Ok(match started {
+        Ok(s) => (
+            "depart_ok",
+            json!({
+                "name": t.name,
+                "case_no": case_no(s.case.id),
+                "document_sha256": s.departure.document_sha256,
+                "manager_name": s.manager.map(|m| m.name),
+                "window_minutes": window_minutes(turn),
+            }),
+        ),
+        Err(Refusal::NotDue { deadline }) => (
+            "depart_not_due",
+            json!({ "name": t.name, "case_no": case_no(case.id), "deadline": deadline.map(|d| local(turn.tenant, d)) }),
+        ),
+        Err(Refusal::Already) => ("depart_already", context),
+        Err(Refusal::Closed) => ("depart_no_case", context),
+    })
+}
+
+/// `/evidence <who>`: the exhibits of their case.
+async fn evidence(turn: &Turn<'_>, t: &employee::Model) -> Result<Value, HandleError> {
+    let Some(case) = exhibits::case_for(turn.txn, &turn.tenant.config.id, &t.user_id).await? else {
+        return Ok(json!({ "name": t.name, "case_no": null, "exhibits": [] }));
+    };
+    let mut list = Vec::new();
+    for e in exhibits::list(turn.txn, case.id).await? {
+        let sender =
+            crate::cases::notify::employee_row(turn.txn, &turn.tenant.config.id, &e.sender)
+                .await?
+                .map(|s| s.name)
+                .unwrap_or_else(|| e.sender.clone());
+        list.push(json!({
+            "kind": e.media_kind,
+            "file_name": e.file_name,
+            "size": e.size,
+            "caption": e.caption,
+            "sender": sender,
+            "at": local(turn.tenant, e.received_at),
+            "sha256": e.sha256,
+        }));
+    }
+    Ok(json!({ "name": t.name, "case_no": case_no(case.id), "exhibits": list }))
+}
+
+async fn case_json(
+    turn: &Turn<'_>,
+    c: &absence_case::Model,
+    name: &str,
+) -> Result<Value, HandleError> {
+    let departure = departure::summary(turn.txn, turn.tenant, c.id).await?;
+    Ok(json!({
         "no": case_no(c.id),
         "name": name,
         "status": c.status,
@@ -256,7 +485,8 @@ fn case_json(turn: &Turn<'_>, c: &absence_case::Model, name: &str) -> Value {
         "first_missed": c.first_missed.to_string(),
         "steps": store::steps_done(c).iter().map(|s| s.as_str()).collect::<Vec<_>>(),
         "deadline": c.deadline_at.map(|d| local(turn.tenant, d)),
-    })
+        "departure": departure,
+    }))
 }
 
 async fn status(turn: &Turn<'_>, t: &employee::Model) -> Result<Value, HandleError> {
@@ -268,11 +498,28 @@ async fn status(turn: &Turn<'_>, t: &employee::Model) -> Result<Value, HandleErr
         .await?
         .map(|c| c.checked_at);
     let case = store::unresolved(turn.txn, &turn.tenant.config.id, &t.user_id).await?;
+    let case = match &case {
+        Some(c) => Some(case_json(turn, c, &t.name).await?),
+        None => None,
+    };
+    // With no open case, a contract ended by the self-departure process is shown.
+    let terminated = match case {
+        Some(_) => None,
+        None => absence_case::Entity::find()
+            .filter(absence_case::Column::TenantId.eq(&turn.tenant.config.id))
+            .filter(absence_case::Column::UserId.eq(&t.user_id))
+            .filter(absence_case::Column::Resolution.eq("terminated"))
+            .order_by_desc(absence_case::Column::Id)
+            .one(turn.txn)
+            .await?
+            .map(|c| json!({ "no": case_no(c.id), "at": c.resolved_at.map(|r| local(turn.tenant, r)) })),
+    };
     Ok(json!({
         "name": t.name,
         "department": t.department,
         "last_checkin": last.map(|l| local(turn.tenant, l)),
-        "case": case.as_ref().map(|c| case_json(turn, c, &t.name)),
+        "case": case,
+        "terminated": terminated,
     }))
 }
 
@@ -296,7 +543,7 @@ async fn cases(
             continue;
         };
         if role == Role::Hr || e.manager_user_id.as_deref() == Some(sender.user_id.as_str()) {
-            list.push(case_json(turn, c, &e.name));
+            list.push(case_json(turn, c, &e.name).await?);
         }
     }
     Ok(json!({ "cases": list }))

@@ -1,11 +1,14 @@
 //! HR, manager and employee chat commands: one enum is the parser and the
 //! exhaustive `match`; permissions are a pure function of the sender's role
-//! and the command's subject. (Handlers and the help text, rendered from
-//! `bot-templates/`, come with the ladder issue.)
+//! and the command's subject. Handlers are in [`handle`]; the help text and
+//! the answers are rendered from `bot-templates/command.j2`. The caption
+//! `#证据 <who> <说明>` that precedes evidence files is parsed here too.
 
 pub mod handle;
 
 use chrono::NaiveDate;
+
+use crate::cases::departure::UnionNotice;
 
 /// A command sent to the bot in chat.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,8 +29,22 @@ pub enum Command {
     /// `/resolve <case> <reason>`, `/结案`
     Resolve { case: String, reason: String },
     /// `/resume <case>`, `/继续`: a paused case's ladder goes on (HR read
-    /// the employee's answer and found no reason to stop).
+    /// the employee's answer and found no reason to stop); a self-departure
+    /// process halted by the employee's check-in goes on (HR decided).
     Resume { case: String },
+    /// `/depart <who>`, `/自离`: HR starts the self-departure process once the
+    /// formal notice's deadline has passed.
+    Depart { who: String },
+    /// `/evidence <who>`, `/证据`: the files filed on that person's case.
+    Evidence { who: String },
+    /// `/union <who> <已通知|无工会> [note]`, `/工会`: HR records that the
+    /// union was told the reasons before the termination (劳动合同法 art. 43),
+    /// or that there is no union.
+    Union {
+        who: String,
+        notice: UnionNotice,
+        note: Option<String>,
+    },
 }
 
 /// The commands, their names and Chinese aliases, for parsing and help.
@@ -38,6 +55,19 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("leave", "请假"),
     ("resolve", "结案"),
     ("resume", "继续"),
+    ("depart", "自离"),
+    ("evidence", "证据"),
+    ("union", "工会"),
+];
+
+/// The words `/union` takes for its <notice>, first the ones help shows.
+pub const UNION_CHOICES: &[(&str, UnionNotice)] = &[
+    ("已通知", UnionNotice::Notified),
+    ("无工会", UnionNotice::NoUnion),
+    ("通知", UnionNotice::Notified),
+    ("无", UnionNotice::NoUnion),
+    ("notified", UnionNotice::Notified),
+    ("none", UnionNotice::NoUnion),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,6 +85,48 @@ pub enum ParseError {
     BadDate(String),
     #[error("the leave ends ({to}) before it starts ({from})")]
     DateOrder { from: NaiveDate, to: NaiveDate },
+    #[error("`/{command}` <{argument}> cannot be `{text}`")]
+    BadChoice {
+        command: &'static str,
+        argument: &'static str,
+        text: String,
+    },
+}
+
+/// `#证据 <who> [说明]`: the files its sender sends next are filed on that
+/// person's case with this caption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caption {
+    pub who: String,
+    pub text: String,
+}
+
+/// The tag that starts a caption, after `#` (or the full-width `＃`).
+pub const CAPTION_TAG: &str = "证据";
+
+/// Parses a caption. `None` if the text is not one (it does not start with
+/// `#证据` followed by a space or its end), so "#证据材料" stays a message.
+pub fn parse_caption(text: &str) -> Option<Result<Caption, ParseError>> {
+    let text = text.trim();
+    let rest = text
+        .strip_prefix('#')
+        .or_else(|| text.strip_prefix('＃'))?
+        .strip_prefix(CAPTION_TAG)?;
+    if !rest.is_empty() && !rest.starts_with(char::is_whitespace) {
+        return None;
+    }
+    let rest = rest.trim();
+    if rest.is_empty() {
+        return Some(Err(ParseError::Missing {
+            command: "#证据",
+            argument: "who",
+        }));
+    }
+    let (who, caption) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    Some(Ok(Caption {
+        who: who.to_owned(),
+        text: caption.trim().to_owned(),
+    }))
 }
 
 fn date(text: &str) -> Result<NaiveDate, ParseError> {
@@ -124,6 +196,31 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
         "resume" => Command::Resume {
             case: need("case")?.to_owned(),
         },
+        "depart" => Command::Depart {
+            who: need("who")?.to_owned(),
+        },
+        "evidence" => Command::Evidence {
+            who: need("who")?.to_owned(),
+        },
+        "union" => {
+            let who = need("who")?.to_owned();
+            let word = need("notice")?;
+            let notice = UNION_CHOICES
+                .iter()
+                .find(|(w, _)| word.eq_ignore_ascii_case(w))
+                .map(|(_, n)| *n)
+                .ok_or_else(|| ParseError::BadChoice {
+                    command: "union",
+                    argument: "notice",
+                    text: word.to_owned(),
+                })?;
+            let rest: Vec<&str> = words.collect();
+            Command::Union {
+                who,
+                notice,
+                note: (!rest.is_empty()).then(|| rest.join(" ")),
+            }
+        }
         _ => unreachable!("every name in COMMANDS has an arm"),
     };
     Ok(command)
@@ -151,7 +248,8 @@ pub enum Subject {
 }
 
 /// HR may do everything; a manager, anything about their reports (and
-/// `/help`, `/cases` for their reports); an employee, `/help` and `/status`
+/// `/help`, `/cases` for their reports) except the self-departure decisions
+/// (`/depart`, `/union`), which are HR's; an employee, `/help` and `/status`
 /// for themself. Everyone else gets a polite refusal.
 pub fn allowed(role: Role, command: &Command, subject: Subject) -> bool {
     match role {
@@ -160,9 +258,11 @@ pub fn allowed(role: Role, command: &Command, subject: Subject) -> bool {
             Command::Help | Command::Cases => true,
             Command::Status { .. } => matches!(subject, Subject::Themself | Subject::Report),
             // Never about their own case or leave: that is HR's.
-            Command::Leave { .. } | Command::Resolve { .. } | Command::Resume { .. } => {
-                subject == Subject::Report
-            }
+            Command::Leave { .. }
+            | Command::Resolve { .. }
+            | Command::Resume { .. }
+            | Command::Evidence { .. } => subject == Subject::Report,
+            Command::Depart { .. } | Command::Union { .. } => false,
         },
         Role::Employee => match command {
             Command::Help => true,
@@ -170,8 +270,21 @@ pub fn allowed(role: Role, command: &Command, subject: Subject) -> bool {
             Command::Cases
             | Command::Leave { .. }
             | Command::Resolve { .. }
-            | Command::Resume { .. } => false,
+            | Command::Resume { .. }
+            | Command::Depart { .. }
+            | Command::Evidence { .. }
+            | Command::Union { .. } => false,
         },
+    }
+}
+
+/// Who may file evidence on a person's case with `#证据`: HR, or the
+/// person's manager.
+pub fn may_file_evidence(role: Role, subject: Subject) -> bool {
+    match role {
+        Role::Hr => true,
+        Role::Manager => subject == Subject::Report,
+        Role::Employee => false,
     }
 }
 
@@ -198,6 +311,15 @@ mod tests {
     #[case("/结案 C-42 已返岗", Command::Resolve { case: "C-42".into(), reason: "已返岗".into() })]
     #[case("/继续 RC-000042", Command::Resume { case: "RC-000042".into() })]
     #[case("/resume 42", Command::Resume { case: "42".into() })]
+    #[case("/自离 张三", Command::Depart { who: "张三".into() })]
+    #[case("/depart zhangsan", Command::Depart { who: "zhangsan".into() })]
+    #[case("／自离 张三 多余", Command::Depart { who: "张三".into() })]
+    #[case("/证据 张三", Command::Evidence { who: "张三".into() })]
+    #[case("/EVIDENCE zhangsan", Command::Evidence { who: "zhangsan".into() })]
+    #[case("/工会 张三 已通知 书面通知工会主席 李某", Command::Union { who: "张三".into(), notice: UnionNotice::Notified, note: Some("书面通知工会主席 李某".into()) })]
+    #[case("/union zhangsan none", Command::Union { who: "zhangsan".into(), notice: UnionNotice::NoUnion, note: None })]
+    #[case("/工会 张三 无工会", Command::Union { who: "张三".into(), notice: UnionNotice::NoUnion, note: None })]
+    #[case("/union 张三 Notified 2026-12-08", Command::Union { who: "张三".into(), notice: UnionNotice::Notified, note: Some("2026-12-08".into()) })]
     fn parses(#[case] text: &str, #[case] expected: Command) {
         assert_eq!(parse(text), Ok(expected));
     }
@@ -212,6 +334,11 @@ mod tests {
     #[case("/请假 张三 明天 后天 病假", ParseError::BadDate("明天".into()))]
     #[case("/请假 张三 2026-11-27 2026-11-26 病假", ParseError::DateOrder { from: d("2026-11-27"), to: d("2026-11-26") })]
     #[case("/结案 C-42", ParseError::Missing { command: "resolve", argument: "reason" })]
+    #[case("/自离", ParseError::Missing { command: "depart", argument: "who" })]
+    #[case("/证据", ParseError::Missing { command: "evidence", argument: "who" })]
+    #[case("/工会 张三", ParseError::Missing { command: "union", argument: "notice" })]
+    #[case("/工会 张三 也许", ParseError::BadChoice { command: "union", argument: "notice", text: "也许".into() })]
+    #[case("/depart", ParseError::Missing { command: "depart", argument: "who" })]
     fn refuses(#[case] text: &str, #[case] expected: ParseError) {
         assert_eq!(parse(text), Err(expected));
     }
@@ -246,6 +373,16 @@ mod tests {
         false
     )]
     #[case(Role::Employee, "/help", Subject::None, true)]
+    #[case(Role::Hr, "/自离 张三", Subject::Other, true)]
+    #[case(Role::Manager, "/自离 张三", Subject::Report, false)]
+    #[case(Role::Employee, "/自离 张三", Subject::Themself, false)]
+    #[case(Role::Employee, "/自离 李四", Subject::Other, false)]
+    #[case(Role::Hr, "/工会 张三 无工会", Subject::Other, true)]
+    #[case(Role::Manager, "/工会 张三 已通知", Subject::Report, false)]
+    #[case(Role::Hr, "/证据 张三", Subject::Other, true)]
+    #[case(Role::Manager, "/证据 张三", Subject::Report, true)]
+    #[case(Role::Manager, "/证据 王敏", Subject::Other, false)]
+    #[case(Role::Employee, "/证据 张三", Subject::Themself, false)]
     fn permissions(
         #[case] role: Role,
         #[case] text: &str,
@@ -253,5 +390,31 @@ mod tests {
         #[case] ok: bool,
     ) {
         assert_eq!(allowed(role, &parse(text).unwrap(), subject), ok);
+    }
+
+    #[rstest]
+    #[case("#证据 张三 现场说明", Some(Ok(("张三", "现场说明"))))]
+    #[case("＃证据 张三 宿舍 已搬空", Some(Ok(("张三", "宿舍 已搬空"))))]
+    #[case("  #证据 zhangsan  ", Some(Ok(("zhangsan", ""))))]
+    #[case("#证据\t张三\t打卡机记录", Some(Ok(("张三", "打卡机记录"))))]
+    #[case("#证据", Some(Err(ParseError::Missing { command: "#证据", argument: "who" })))]
+    #[case("#证据材料 张三", None)]
+    #[case("证据 张三", None)]
+    #[case("#打卡", None)]
+    #[case("/证据 张三", None)]
+    fn captions(#[case] text: &str, #[case] expected: Option<Result<(&str, &str), ParseError>>) {
+        let got = parse_caption(text).map(|r| r.map(|c| (c.who, c.text)));
+        let expected = expected.map(|r| r.map(|(w, t)| (w.to_owned(), t.to_owned())));
+        assert_eq!(got, expected);
+    }
+
+    #[rstest]
+    #[case(Role::Hr, Subject::Other, true)]
+    #[case(Role::Manager, Subject::Report, true)]
+    #[case(Role::Manager, Subject::Other, false)]
+    #[case(Role::Manager, Subject::Themself, false)]
+    #[case(Role::Employee, Subject::Themself, false)]
+    fn evidence_filers(#[case] role: Role, #[case] subject: Subject, #[case] ok: bool) {
+        assert_eq!(may_file_evidence(role, subject), ok);
     }
 }

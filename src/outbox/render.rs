@@ -22,6 +22,10 @@ const BUILT_IN: &[(&str, &str)] = &[
     ),
     ("command", include_str!("../../bot-templates/command.j2")),
     (
+        "departure",
+        include_str!("../../bot-templates/departure.j2"),
+    ),
+    (
         "deadline_passed.hr",
         include_str!("../../bot-templates/deadline_passed.hr.j2"),
     ),
@@ -48,6 +52,14 @@ const BUILT_IN: &[(&str, &str)] = &[
     (
         "second_reminder.manager",
         include_str!("../../bot-templates/second_reminder.manager.j2"),
+    ),
+    (
+        "termination_notice.copy",
+        include_str!("../../bot-templates/termination_notice.copy.j2"),
+    ),
+    (
+        "termination_notice.employee",
+        include_str!("../../bot-templates/termination_notice.employee.j2"),
     ),
     (
         "undeliverable.hr",
@@ -205,6 +217,49 @@ mod tests {
         assert!(r.block("body").contains("2026-12-01") && r.block("body").contains("2026-12-02"));
         assert_eq!(r.block("button_arrived"), "我已到岗");
         assert_eq!(r.hash.len(), 64);
+    }
+
+    #[test]
+    fn the_termination_notice_states_the_facts_it_is_given() {
+        let t = Templates::load(None).unwrap();
+        let r = t
+            .render(
+                "termination_notice.employee",
+                context! { case_no => "RC-7", name => "张三", department => "一号工地",
+                first_missed => "2026-12-01", missed_days => 3,
+                dates => vec!["2026-12-01", "2026-12-02", "2026-12-03"],
+                formal_notice_at => "2026-12-04 10:00", deadline => "2026-12-07 10:00",
+                receipts => vec![context! { channel => "sms", at => "2026-12-04 10:00", receipt => "BIZ-1" }],
+                rule_version => "2026-01", policy_version => "default-1",
+                employer => "示例", today => "2026-12-08" },
+                &["title", "body", "sms"],
+            )
+            .unwrap();
+        let body = r.block("body");
+        for fact in [
+            "2026-12-01、2026-12-02、2026-12-03",
+            "短信 2026-12-04 10:00，回执 BIZ-1",
+            "2026-12-07 10:00",
+            "2026-01",
+            "default-1",
+        ] {
+            assert!(body.contains(fact), "{fact} not in {body}");
+        }
+        assert!(r.block("title").contains("RC-7") && r.block("sms").contains("RC-7"));
+    }
+
+    #[test]
+    fn a_caption_without_a_person_names_the_caption_tag() {
+        let t = Templates::load(None).unwrap();
+        let r = t
+            .render(
+                "command",
+                context! { error => context! { code => "missing", command => "#证据", argument => "who" } },
+                &["error"],
+            )
+            .unwrap();
+        assert!(r.block("error").contains("#证据 缺少参数 <who>"), "{r:?}");
+        assert!(!r.block("error").contains("/#证据"));
     }
 
     #[test]

@@ -61,6 +61,24 @@ pub enum InboundKind {
         pic_url: Option<String>,
         media_id: String,
     },
+    /// A voice message; `format` is WeCom's `Format` (amr, speex, …).
+    Voice {
+        msg_id: String,
+        media_id: String,
+        format: Option<String>,
+    },
+    Video {
+        msg_id: String,
+        media_id: String,
+        thumb_media_id: Option<String>,
+    },
+    /// A file; the name is WeCom's `FileName` when it sends one (otherwise
+    /// the download's `Content-disposition` names it).
+    File {
+        msg_id: String,
+        media_id: String,
+        file_name: Option<String>,
+    },
     /// A button press on a template card (`template_card_event`).
     CardButton {
         event_key: String,
@@ -87,6 +105,9 @@ impl InboundKind {
             InboundKind::Text { .. } => "text",
             InboundKind::Location { .. } => "location",
             InboundKind::Image { .. } => "image",
+            InboundKind::Voice { .. } => "voice",
+            InboundKind::Video { .. } => "video",
+            InboundKind::File { .. } => "file",
             InboundKind::CardButton { .. } => "card_button",
             InboundKind::EnterAgent { .. } => "enter_agent",
             InboundKind::Other { .. } => "other",
@@ -108,7 +129,10 @@ impl InboundEvent {
         match &self.kind {
             InboundKind::Text { msg_id, .. }
             | InboundKind::Location { msg_id, .. }
-            | InboundKind::Image { msg_id, .. } => format!("msg:{msg_id}"),
+            | InboundKind::Image { msg_id, .. }
+            | InboundKind::Voice { msg_id, .. }
+            | InboundKind::Video { msg_id, .. }
+            | InboundKind::File { msg_id, .. } => format!("msg:{msg_id}"),
             InboundKind::CardButton {
                 event_key, task_id, ..
             } => event("template_card_event", event_key, task_id),
@@ -128,6 +152,17 @@ impl InboundEvent {
                 event_key.as_deref().unwrap_or(""),
                 "",
             ),
+        }
+    }
+
+    /// The platform's id of the media a voice, video or file message carries
+    /// (images are check-ins first, see `conversation`).
+    pub fn attachment(&self) -> Option<&str> {
+        match &self.kind {
+            InboundKind::Voice { media_id, .. }
+            | InboundKind::Video { media_id, .. }
+            | InboundKind::File { media_id, .. } => Some(media_id),
+            _ => None,
         }
     }
 

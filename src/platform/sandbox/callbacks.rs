@@ -167,6 +167,60 @@ impl CallbackSender {
         self.deliver(&xml, format!("msg:{id}"), Some(id)).await
     }
 
+    /// A file message; `media_id` is what `media/get` serves.
+    pub async fn file(
+        &self,
+        from: &str,
+        media_id: &str,
+        file_name: &str,
+        create_time: i64,
+    ) -> Delivery {
+        let id = self.next_msg_id();
+        let fields = format!(
+            "<MediaId>{}</MediaId><FileName>{}</FileName><MsgId>{id}</MsgId>",
+            cdata(media_id),
+            cdata(file_name)
+        );
+        let xml = self.message(from, create_time, "file", &fields);
+        self.deliver(&xml, format!("msg:{id}"), Some(id)).await
+    }
+
+    /// A video message (its thumbnail is another media id).
+    pub async fn video(
+        &self,
+        from: &str,
+        media_id: &str,
+        thumb_media_id: &str,
+        create_time: i64,
+    ) -> Delivery {
+        let id = self.next_msg_id();
+        let fields = format!(
+            "<MediaId>{}</MediaId><ThumbMediaId>{}</ThumbMediaId><MsgId>{id}</MsgId>",
+            cdata(media_id),
+            cdata(thumb_media_id)
+        );
+        let xml = self.message(from, create_time, "video", &fields);
+        self.deliver(&xml, format!("msg:{id}"), Some(id)).await
+    }
+
+    /// A voice message in `format` (WeCom: amr).
+    pub async fn voice(
+        &self,
+        from: &str,
+        media_id: &str,
+        format: &str,
+        create_time: i64,
+    ) -> Delivery {
+        let id = self.next_msg_id();
+        let fields = format!(
+            "<MediaId>{}</MediaId><Format>{}</Format><MsgId>{id}</MsgId>",
+            cdata(media_id),
+            cdata(format)
+        );
+        let xml = self.message(from, create_time, "voice", &fields);
+        self.deliver(&xml, format!("msg:{id}"), Some(id)).await
+    }
+
     /// A button press on a `button_interaction` template card
     /// (`template_card_event`); `response_code` is the single-use code for
     /// `update_template_card` that WeCom puts in the callback.
@@ -305,6 +359,15 @@ mod tests {
         );
         let ev = crate::platform::wecom::parse_message(&xml).unwrap();
         assert_eq!(ev.text(), Some("打卡 ]]>"));
+        let file = s.message(
+            "wangmin",
+            5,
+            "file",
+            "<MediaId><![CDATA[m1]]></MediaId><FileName><![CDATA[说明.pdf]]></FileName><MsgId>10</MsgId>",
+        );
+        let ev = crate::platform::wecom::parse_message(&file).unwrap();
+        assert_eq!(ev.kind.name(), "file");
+        assert_eq!(ev.attachment(), Some("m1"));
         assert_eq!(ev.agent_id.as_deref(), Some("1000002"));
         assert_eq!(ev.to_user, "corp");
     }

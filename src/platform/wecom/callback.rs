@@ -60,6 +60,12 @@ struct RawMessage {
     pic_url: Option<String>,
     #[serde(rename = "MediaId")]
     media_id: Option<String>,
+    #[serde(rename = "Format")]
+    format: Option<String>,
+    #[serde(rename = "ThumbMediaId")]
+    thumb_media_id: Option<String>,
+    #[serde(rename = "FileName")]
+    file_name: Option<String>,
     #[serde(rename = "Event")]
     event: Option<String>,
     #[serde(rename = "EventKey")]
@@ -107,6 +113,24 @@ pub fn parse_message(plaintext: &str) -> Result<InboundEvent, ParseError> {
             msg_id: required(raw.msg_id, "MsgId")?,
             pic_url: raw.pic_url,
             media_id: required(raw.media_id, "MediaId")?,
+        },
+        // WeCom documents voice (MediaId, Format) and video (MediaId,
+        // ThumbMediaId) for self-built apps; file messages carry MediaId and,
+        // in what clients send, FileName, which is optional here.
+        "voice" => InboundKind::Voice {
+            msg_id: required(raw.msg_id, "MsgId")?,
+            media_id: required(raw.media_id, "MediaId")?,
+            format: raw.format.filter(|f| !f.is_empty()),
+        },
+        "video" => InboundKind::Video {
+            msg_id: required(raw.msg_id, "MsgId")?,
+            media_id: required(raw.media_id, "MediaId")?,
+            thumb_media_id: raw.thumb_media_id.filter(|t| !t.is_empty()),
+        },
+        "file" => InboundKind::File {
+            msg_id: required(raw.msg_id, "MsgId")?,
+            media_id: required(raw.media_id, "MediaId")?,
+            file_name: raw.file_name.filter(|n| !n.trim().is_empty()),
         },
         "event" => match raw.event.as_deref() {
             Some("template_card_event") => InboundKind::CardButton {
@@ -177,8 +201,23 @@ mod tests {
         "other",
         "event:u:5:change_contact::"
     )]
+    #[case::voice(
+        "<xml><FromUserName>u</FromUserName><CreateTime>5</CreateTime><MsgType>voice</MsgType><MediaId>v</MediaId><Format>amr</Format><MsgId>13</MsgId></xml>",
+        "voice",
+        "msg:13"
+    )]
+    #[case::video(
+        "<xml><FromUserName>u</FromUserName><CreateTime>5</CreateTime><MsgType>video</MsgType><MediaId>v</MediaId><ThumbMediaId>t</ThumbMediaId><MsgId>14</MsgId></xml>",
+        "video",
+        "msg:14"
+    )]
+    #[case::file(
+        "<xml><FromUserName>u</FromUserName><CreateTime>5</CreateTime><MsgType>file</MsgType><MediaId>f</MediaId><FileName><![CDATA[现场说明.pdf]]></FileName><MsgId>15</MsgId></xml>",
+        "file",
+        "msg:15"
+    )]
     #[case::unknown_type(
-        "<xml><FromUserName>u</FromUserName><CreateTime>5</CreateTime><MsgType>voice</MsgType><MsgId>12</MsgId></xml>",
+        "<xml><FromUserName>u</FromUserName><CreateTime>5</CreateTime><MsgType>link</MsgType><Title>t</Title><MsgId>12</MsgId></xml>",
         "other",
         "msg:12"
     )]
@@ -200,6 +239,31 @@ mod tests {
     )]
     fn refuses_malformed(#[case] xml: &str) {
         assert!(parse_message(xml).is_err());
+    }
+
+    #[test]
+    fn media_messages_keep_their_fields() {
+        let file = parse_message("<xml><FromUserName>u</FromUserName><CreateTime>5</CreateTime><MsgType>file</MsgType><MediaId>f1</MediaId><FileName><![CDATA[现场说明.pdf]]></FileName><MsgId>15</MsgId></xml>").unwrap();
+        assert_eq!(
+            file.kind,
+            InboundKind::File {
+                msg_id: "15".into(),
+                media_id: "f1".into(),
+                file_name: Some("现场说明.pdf".into())
+            }
+        );
+        assert_eq!(file.attachment(), Some("f1"));
+        let voice = parse_message("<xml><FromUserName>u</FromUserName><CreateTime>5</CreateTime><MsgType>voice</MsgType><MediaId>v1</MediaId><Format>amr</Format><MsgId>13</MsgId></xml>").unwrap();
+        assert_eq!(
+            voice.kind,
+            InboundKind::Voice {
+                msg_id: "13".into(),
+                media_id: "v1".into(),
+                format: Some("amr".into())
+            }
+        );
+        // A file message without a MediaId cannot be fetched: refused.
+        assert!(parse_message("<xml><FromUserName>u</FromUserName><CreateTime>5</CreateTime><MsgType>file</MsgType><MsgId>16</MsgId></xml>").is_err());
     }
 
     #[test]
