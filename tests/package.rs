@@ -200,8 +200,8 @@ struct Story {
 }
 
 /// The demo story's log, then: a checkpoint, and later leaves (one about
-/// another employee, three about 张三: one erased, one whose raw payload
-/// is erased, a message with markup), so the export has a consistency proof to give.
+/// another employee, six about 张三: one erased, one whose raw payload is
+/// erased, a chat command about 李四 and its answer, a message with markup), so the export has a consistency proof to give.
 /// The app's scheduler may have signed checkpoints during the story too
 /// (its tick runs on the wall clock): expectations come from the database.
 async fn story_then_more(db: &TestDb) -> Story {
@@ -237,6 +237,33 @@ async fn story_then_more(db: &TestDb) -> Story {
             NewLeaf::new("check_in")
                 .subject(Some("zhangsan"))
                 .actor(Some("zhangsan")),
+            // A command about someone else, with its answer: left out.
+            NewLeaf::new("callback")
+                .subject(Some("zhangsan"))
+                .actor(Some("zhangsan"))
+                .detail(json!({ "kind": "text", "content": "/status 李四" }))
+                .raw(
+                    "decrypted",
+                    "application/xml",
+                    "<xml><Content>/status 李四</Content></xml>",
+                )
+                .source("inbound_events", 999_999),
+            NewLeaf::new("command")
+                .subject(Some("zhangsan"))
+                .actor(Some("zhangsan"))
+                .id("inbound_event", "999999")
+                .detail(json!({ "text": "/status 李四", "answer": "refused" })),
+            NewLeaf::new("message_queued")
+                .subject(Some("zhangsan"))
+                .channel("chat")
+                .id("idem_key", "reply:999999")
+                .text("李四 lisi: 无权查看")
+                .raw(
+                    "rendered",
+                    "application/json",
+                    json!({ "kind": "text", "content": "李四 lisi: 无权查看" }).to_string(),
+                )
+                .detail(json!({ "recipient": "zhangsan", "step": null })),
             // What an employee types reaches the report as text, never as markup.
             NewLeaf::new("callback")
                 .subject(Some("zhangsan"))
@@ -331,7 +358,7 @@ async fn the_package_of_a_case_verifies_offline_and_catches_changes(#[case] engi
 
     // Proved against a checkpoint signed now, consistent with the earlier one.
     let size = p.summary.checkpoint_size;
-    assert_eq!(size, story_size + 4, "the story's leaves and 4 more");
+    assert_eq!(size, story_size + 7, "the story's leaves and 7 more");
     assert_eq!(p.summary.earliest_checkpoint, Some(earliest));
     assert_eq!(p.summary.case, Some(case.id));
     let all = checkpoint::all(conn, TENANT).await.unwrap();
@@ -667,7 +694,25 @@ async fn the_package_of_an_employee_holds_all_their_records(#[case] engine: Engi
         .iter()
         .filter(|l| l["included_as"] == "employee")
         .count();
-    assert_eq!(employee_lines, theirs.len());
+    // All of his, but the chat command about 李四: its callback, itself, its answer.
+    let exchange = theirs
+        .iter()
+        .filter(|l| {
+            l.kind == "command"
+                || l.source.as_deref() == Some("inbound_events/999999")
+                || l.content
+                    .as_deref()
+                    .is_some_and(|c| c.contains("reply:999999"))
+        })
+        .count();
+    assert_eq!(exchange, 3);
+    assert_eq!(employee_lines, theirs.len() - exchange);
+    for (path, bytes) in p.files() {
+        assert!(
+            !bytes.windows("李四".len()).any(|w| w == "李四".as_bytes()),
+            "{path}"
+        );
+    }
     let monday = monday_check_in(&rt).await;
     assert!(
         lines.iter().any(|l| l["index"] == monday),

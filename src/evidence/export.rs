@@ -11,7 +11,9 @@
 //! inbound_event`: a manager's button press is the manager's callback).
 //! With a case: only that case's leaves and the employee's leaves without a
 //! case recorded in the case's period: from the first missed day (00:00,
-//! tenant time) to its resolution, or on while it is unresolved.
+//! tenant time) to its resolution, or on while it is unresolved. Chat
+//! commands the employee sent, and their answers, are left out: a command's
+//! subject is its sender, but it may be about someone else.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write as _;
@@ -561,6 +563,7 @@ async fn choose(
             },
         );
     }
+    leave_out_commands(&mut chosen);
     let sources: BTreeSet<String> = chosen
         .values()
         .filter_map(|c| c.data.as_ref()?.platform_ids.get("inbound_event"))
@@ -591,6 +594,47 @@ async fn choose(
         }
     }
     Ok(chosen)
+}
+
+/// Removes chat command exchanges: the `command` leaf, the callback that
+/// carried it and the bot's answer (`reply:{event}`). Their subject is who
+/// sent the command, but `/status 李四` is about someone else. A callback a
+/// remaining leaf points to (a case event) stays.
+fn leave_out_commands(chosen: &mut BTreeMap<u64, Chosen>) {
+    let event_of = |c: &Chosen| {
+        c.data
+            .as_ref()
+            .and_then(|d| d.platform_ids.get("inbound_event").cloned())
+    };
+    let commands: BTreeSet<String> = chosen
+        .values()
+        .filter(|c| c.row.kind == "command")
+        .filter_map(event_of)
+        .collect();
+    chosen.retain(|_, c| c.row.kind != "command");
+    if commands.is_empty() {
+        return;
+    }
+    let still_pointed_to: BTreeSet<String> = chosen
+        .values()
+        .filter(|c| c.row.kind != "callback")
+        .filter_map(event_of)
+        .collect();
+    chosen.retain(|_, c| {
+        let answer = c
+            .data
+            .as_ref()
+            .and_then(|d| d.platform_ids.get("idem_key"))
+            .and_then(|k| k.strip_prefix("reply:"))
+            .is_some_and(|e| commands.contains(e));
+        let carried = c.row.kind == "callback"
+            && c.row
+                .source
+                .as_deref()
+                .and_then(|s| s.strip_prefix("inbound_events/"))
+                .is_some_and(|e| commands.contains(e) && !still_pointed_to.contains(e));
+        !(answer || carried)
+    });
 }
 
 /// Parses a leaf's content after checking that it hashes to the stored
