@@ -1,10 +1,18 @@
 //! `rollcall evidence …`: the signing key, checkpoints (and, built on
 //! them, verification and the case package).
 
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
 use super::checkpoint::{self, fingerprint, load_or_create_key};
+use super::export;
+use crate::cases::store::{case_no, parse_case_no};
+use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::db::Database;
 
@@ -25,6 +33,27 @@ pub enum EvidenceCommand {
         #[arg(long)]
         tenant: String,
     },
+    /// Export the evidence package of an employee, or of one of their
+    /// cases: leaves with inclusion proofs against a checkpoint signed now,
+    /// raw payloads, notices, a report, a signed manifest and a verifier.
+    Export {
+        #[arg(long)]
+        tenant: String,
+        /// The employee's platform user id.
+        #[arg(long)]
+        employee: String,
+        /// Only this case (RC-000002 or 2) and the employee's other records
+        /// in its period.
+        #[arg(long, value_parser = case_arg)]
+        case: Option<i64>,
+        /// A new folder, or a zip file when it ends in `.zip`.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn case_arg(text: &str) -> Result<i64, String> {
+    parse_case_no(text).ok_or_else(|| format!("`{text}` is not a case number (RC-000002 or 2)"))
 }
 
 pub async fn run(config: &Config, args: EvidenceArgs) -> anyhow::Result<()> {
@@ -52,6 +81,54 @@ pub async fn run(config: &Config, args: EvidenceArgs) -> anyhow::Result<()> {
                 Some(c) => print!("{}", c.note),
                 None => println!("the log of `{tenant}` is empty: nothing to sign"),
             }
+            Ok(())
+        }
+        EvidenceCommand::Export {
+            tenant,
+            employee,
+            case,
+            out,
+        } => {
+            anyhow::ensure!(
+                config.tenant(&tenant).is_some(),
+                "no tenant `{tenant}` in the configuration"
+            );
+            let zip = out
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("zip"));
+            anyhow::ensure!(
+                !(zip && out.exists()),
+                "{} exists already: give a new path",
+                out.display()
+            );
+            let rt = crate::app::runtime(config, Arc::new(SystemClock)).await?;
+            let package = export::package(&rt, &tenant, &employee, case).await?;
+            if zip {
+                let mut file = std::fs::File::create_new(&out)
+                    .with_context(|| format!("creating {}", out.display()))?;
+                file.write_all(&package.to_zip())
+                    .and_then(|()| file.sync_all())
+                    .with_context(|| format!("writing {}", out.display()))?;
+            } else {
+                package.write_dir(&out)?;
+            }
+            let s = &package.summary;
+            println!(
+                "exported {} leaves about {employee}{} to {}",
+                s.leaves,
+                case.map(|c| format!(" (case {})", case_no(c)))
+                    .unwrap_or_default(),
+                out.display()
+            );
+            println!(
+                "proved against the checkpoint of {} leaves, root {}",
+                s.checkpoint_size, s.checkpoint_root
+            );
+            match s.earliest_checkpoint {
+                Some(size) => println!("consistent with the earlier checkpoint of {size} leaves"),
+                None => println!("no checkpoint covered the case before this export"),
+            }
+            println!("key fingerprint (SHA-256): {}", s.fingerprint);
             Ok(())
         }
     }

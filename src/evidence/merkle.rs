@@ -186,6 +186,66 @@ pub fn verify_consistency(
     fr == *root1 && sr == *root2 && sn == 0
 }
 
+/// A whole tree held as its levels (leaves, then each level of parents up
+/// to the root), built once in O(n): audit paths then cost O(log n) each,
+/// where [`inclusion_proof`] rehashes the tree for every one.
+///
+/// A level of odd length passes its last node up unhashed, which gives the
+/// same tree as RFC 6962's split at the largest power of two.
+#[derive(Debug, Clone)]
+pub struct Tree {
+    levels: Vec<Vec<Hash>>,
+}
+
+impl Tree {
+    pub fn new(leaves: Vec<Hash>) -> Tree {
+        let mut levels = vec![leaves];
+        while let Some(below) = levels.last().filter(|l| l.len() > 1) {
+            let above = below
+                .chunks(2)
+                .map(|pair| match pair.get(1) {
+                    Some(right) => node_hash(&pair[0], right),
+                    None => pair[0],
+                })
+                .collect();
+            levels.push(above);
+        }
+        Tree { levels }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.levels[0].len() as u64
+    }
+
+    pub fn leaves(&self) -> &[Hash] {
+        &self.levels[0]
+    }
+
+    pub fn root(&self) -> Hash {
+        match self.levels.last().and_then(|top| top.first()) {
+            Some(root) if self.size() > 0 => *root,
+            _ => empty_root(),
+        }
+    }
+
+    /// The audit path of leaf `m`, as [`inclusion_proof`] gives it;
+    /// `None` when there is no such leaf.
+    pub fn inclusion_proof(&self, m: u64) -> Option<Vec<Hash>> {
+        let mut i = usize::try_from(m)
+            .ok()
+            .filter(|&i| i < self.levels[0].len())?;
+        let mut path = Vec::with_capacity(self.levels.len());
+        for level in &self.levels[..self.levels.len() - 1] {
+            // A node without a sibling was passed up as it is: no step.
+            if let Some(sibling) = level.get(i ^ 1) {
+                path.push(*sibling);
+            }
+            i >>= 1;
+        }
+        Some(path)
+    }
+}
+
 /// The right edge of an append-only tree: the roots of its perfect
 /// subtrees, largest first. Appending touches O(log n) of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -320,6 +380,25 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_tree_of_levels_gives_the_recursive_root_and_paths() {
+        assert_eq!(Tree::new(Vec::new()).root(), empty_root());
+        assert_eq!(Tree::new(Vec::new()).inclusion_proof(0), None);
+        for n in 1..=70usize {
+            let all = leaves(n);
+            let tree = Tree::new(all.clone());
+            assert_eq!(tree.root(), root(&all), "root of {n}");
+            for m in 0..n {
+                assert_eq!(
+                    tree.inclusion_proof(m as u64),
+                    Some(inclusion_proof(m, &all)),
+                    "path of {m} in {n}"
+                );
+            }
+            assert_eq!(tree.inclusion_proof(n as u64), None);
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod export;
 pub mod log;
 pub mod merkle;
 pub mod note;

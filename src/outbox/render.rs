@@ -46,6 +46,10 @@ const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../../bot-templates/formal_notice.employee.j2"),
     ),
     (
+        "report.html",
+        include_str!("../../bot-templates/report.html.j2"),
+    ),
+    (
         "second_reminder.employee",
         include_str!("../../bot-templates/second_reminder.employee.j2"),
     ),

@@ -1,0 +1,954 @@
+//! The evidence package of the demo story's 张三, on SQLite and PostgreSQL:
+//! exported, copied alone into a folder (or zipped and unzipped) and
+//! checked there by its own verify.py, with the `cryptography` package and
+//! with openssl; changed files are caught and named; nothing about the
+//! other employees is inside.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use chrono::{DateTime, TimeZone, Utc};
+use common::*;
+use entity::{absence_case, case_event, employee, evidence_leaf, evidence_raw, outbox};
+use rollcall::clock::SimulatedClock;
+use rollcall::config::Config;
+use rollcall::db::Engine;
+use rollcall::demo::{SandboxPlatform, TENANT, run_story};
+use rollcall::evidence::checkpoint::{self, load_or_create_key};
+use rollcall::evidence::export::{Package, package};
+use rollcall::evidence::note::NoteSigner;
+use rollcall::evidence::{NewLeaf, append};
+use rollcall::outbox::Payload;
+use rollcall::runtime::Runtime;
+use rstest::rstest;
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+fn shanghai(date: &str, time: &str) -> DateTime<Utc> {
+    let naive =
+        chrono::NaiveDateTime::parse_from_str(&format!("{date} {time}"), "%Y-%m-%d %H:%M").unwrap();
+    chrono_tz::Asia::Shanghai
+        .from_local_datetime(&naive)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The demo tenant's configuration on `db`, with the story's key files.
+async fn demo_config(db: &TestDb) -> String {
+    let key_file = db.dir.path().join("data.key");
+    // Only for its tenant table: the export talks to no platform.
+    let platform = SandboxPlatform::start().await.unwrap();
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_key_file = \"{}\"\n[evidence]\nkey_file = \"{}\"\n[database]\nurl = \"{}\"\n{}",
+        key_file.display(),
+        key_file.with_extension("evidence.key").display(),
+        db.url,
+        platform.tenant_toml()
+    )
+}
+
+async fn demo_runtime(db: &TestDb, now: DateTime<Utc>) -> Runtime {
+    let config = Config::parse(&demo_config(db).await, &no_env()).unwrap();
+    rollcall::app::runtime(&config, Arc::new(SimulatedClock::new(now)))
+        .await
+        .unwrap()
+}
+
+fn signer_of(db: &TestDb) -> NoteSigner {
+    load_or_create_key(
+        &db.dir
+            .path()
+            .join("data.key")
+            .with_extension("evidence.key"),
+        "rollcall",
+    )
+    .unwrap()
+}
+
+/// Runs `python3 verify.py` inside `dir`, as a recipient would.
+fn verify(dir: &Path, args: &[&str]) -> (Output, String) {
+    let out = Command::new("python3")
+        .arg("verify.py")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out, text)
+}
+
+fn assert_verifies(dir: &Path, args: &[&str], backend: &str) -> String {
+    let (out, text) = verify(dir, args);
+    assert!(
+        out.status.success(),
+        "verify.py {args:?} failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("RESULT: all"), "{text}");
+    assert!(!text.contains("[FAIL]"), "{text}");
+    // Never a silent fallback: the Ed25519 implementation asked for is the one used.
+    assert!(
+        text.contains(backend),
+        "verify.py did not use {backend} (for `cryptography`: pip install cryptography):\n{text}"
+    );
+    text
+}
+
+/// verify.py must fail, with a [FAIL] line naming `names`.
+fn assert_caught(dir: &Path, what: &str, names: &str) {
+    let (out, text) = verify(dir, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{what}: verify.py should fail:\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("[FAIL]") && l.contains(names)),
+        "{what}: no [FAIL] line names {names}:\n{text}"
+    );
+}
+
+/// Writes the package into a new folder that holds nothing else.
+fn fresh_copy(p: &Package) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    p.write_dir(dir.path()).unwrap();
+    dir
+}
+
+fn flip_byte(path: &Path, at: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at] ^= 0x01;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// What someone holding the signing key (but not able to rewrite the log)
+/// could do: re-list every file in the manifest and sign it again.
+fn resign(dir: &Path, signer: &NoteSigner) {
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let rel = path
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if rel == "manifest.json" || rel == "manifest.sig" {
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            files.push(json!({ "path": rel, "size": bytes.len(), "sha256": sha256_hex(&bytes) }));
+        }
+    }
+    manifest["files"] = Value::Array(files);
+    let bytes = serde_json::to_vec_pretty(&manifest).unwrap();
+    std::fs::write(dir.join("manifest.json"), &bytes).unwrap();
+    let sig = base64::engine::general_purpose::STANDARD.encode(signer.sign_bytes(&bytes));
+    std::fs::write(dir.join("manifest.sig"), sig).unwrap();
+}
+
+fn lines(p: &Package) -> Vec<Value> {
+    std::str::from_utf8(p.file("leaves.jsonl").unwrap())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Does `needle` occur in `hay` as a whole token (not inside a longer run
+/// of letters and digits, as in base64 or hex)?
+fn holds_token(hay: &[u8], needle: &[u8]) -> bool {
+    let word = |b: u8| b.is_ascii_alphanumeric();
+    hay.windows(needle.len()).enumerate().any(|(i, w)| {
+        w == needle
+            && (i == 0 || !word(hay[i - 1]))
+            && hay.get(i + needle.len()).is_none_or(|b| !word(*b))
+    })
+}
+
+/// The demo story's log after `story_then_more`.
+struct Story {
+    rt: Runtime,
+    /// 张三's case.
+    case: absence_case::Model,
+    /// The log's size at the checkpoint signed after the story.
+    story_size: u64,
+    /// The leaf whose content was erased.
+    erased: u64,
+    /// The first checkpoint that held the case's first leaf.
+    earliest: u64,
+}
+
+/// The demo story's log, then: a checkpoint, and later leaves (one about
+/// another employee, six about 张三: one erased, one whose raw payload is
+/// erased, a chat command about 李四 and its answer, a message with markup), so the export has a consistency proof to give.
+/// The app's scheduler may have signed checkpoints during the story too
+/// (its tick runs on the wall clock): expectations come from the database.
+async fn story_then_more(db: &TestDb) -> Story {
+    run_story(&db.url, &db.dir.path().join("data.key"))
+        .await
+        .unwrap();
+    let rt = demo_runtime(db, shanghai("2026-12-07", "12:00")).await;
+    let conn = &rt.db.orm;
+    let at = shanghai("2026-12-07", "11:00");
+    let before = checkpoint::checkpoint(conn, &rt.signer, TENANT, at)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let txn = conn.begin().await.unwrap();
+    let added = append(
+        &txn,
+        TENANT,
+        at,
+        vec![
+            NewLeaf::new("check_in")
+                .subject(Some("lisi"))
+                .actor(Some("lisi"))
+                .raw("file", "text/plain", "lisi 李四 checked in".as_bytes()),
+            NewLeaf::new("check_in")
+                .subject(Some("zhangsan"))
+                .actor(Some("zhangsan"))
+                .raw(
+                    "file",
+                    "image/jpeg",
+                    b"\xff\xd8 photo to be forgotten".to_vec(),
+                ),
+            NewLeaf::new("check_in")
+                .subject(Some("zhangsan"))
+                .actor(Some("zhangsan")),
+            // A command about someone else, with its answer: left out.
+            NewLeaf::new("callback")
+                .subject(Some("zhangsan"))
+                .actor(Some("zhangsan"))
+                .detail(json!({ "kind": "text", "content": "/status 李四" }))
+                .raw(
+                    "decrypted",
+                    "application/xml",
+                    "<xml><Content>/status 李四</Content></xml>",
+                )
+                .source("inbound_events", 999_999),
+            NewLeaf::new("command")
+                .subject(Some("zhangsan"))
+                .actor(Some("zhangsan"))
+                .id("inbound_event", "999999")
+                .detail(json!({ "text": "/status 李四", "answer": "refused" })),
+            NewLeaf::new("message_queued")
+                .subject(Some("zhangsan"))
+                .channel("chat")
+                .id("idem_key", "reply:999999")
+                .text("李四 lisi: 无权查看")
+                .raw(
+                    "rendered",
+                    "application/json",
+                    json!({ "kind": "text", "content": "李四 lisi: 无权查看" }).to_string(),
+                )
+                .detail(json!({ "recipient": "zhangsan", "step": null })),
+            // What an employee types reaches the report as text, never as markup.
+            NewLeaf::new("callback")
+                .subject(Some("zhangsan"))
+                .actor(Some("zhangsan"))
+                .detail(json!({ "kind": "text", "content": "<script>alert(1)</script>我病了" })),
+        ],
+    )
+    .await
+    .unwrap();
+    txn.commit().await.unwrap();
+    assert_eq!(added[0].index, before.size as u64);
+
+    // What forgetting does (privacy): content and salt gone, hash kept.
+    let forgotten = added[2].index as i64;
+    evidence_leaf::Entity::update_many()
+        .col_expr(evidence_leaf::Column::Content, Expr::value(None::<String>))
+        .col_expr(evidence_leaf::Column::ErasedAt, Expr::value(at))
+        .filter(evidence_leaf::Column::TenantId.eq(TENANT))
+        .filter(evidence_leaf::Column::Idx.eq(forgotten))
+        .exec(conn)
+        .await
+        .unwrap();
+    evidence_raw::Entity::update_many()
+        .col_expr(evidence_raw::Column::Bytes, Expr::value(None::<Vec<u8>>))
+        .col_expr(evidence_raw::Column::ErasedAt, Expr::value(at))
+        .filter(evidence_raw::Column::Sha256.eq(sha256_hex(b"\xff\xd8 photo to be forgotten")))
+        .exec(conn)
+        .await
+        .unwrap();
+
+    let case = absence_case::Entity::find()
+        .filter(absence_case::Column::UserId.eq("zhangsan"))
+        .one(conn)
+        .await
+        .unwrap()
+        .unwrap();
+    let first_case_leaf = evidence_leaf::Entity::find()
+        .filter(evidence_leaf::Column::CaseId.eq(case.id))
+        .order_by_asc(evidence_leaf::Column::Idx)
+        .one(conn)
+        .await
+        .unwrap()
+        .unwrap()
+        .idx;
+    let earliest = checkpoint::all(conn, TENANT)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.size > first_case_leaf)
+        .unwrap()
+        .size as u64;
+    assert!(earliest <= before.size as u64);
+    Story {
+        rt,
+        case,
+        story_size: before.size as u64,
+        erased: added[2].index,
+        earliest,
+    }
+}
+
+/// 张三's check-in of Monday, before his case.
+async fn monday_check_in(rt: &Runtime) -> u64 {
+    evidence_leaf::Entity::find()
+        .filter(evidence_leaf::Column::Subject.eq("zhangsan"))
+        .filter(evidence_leaf::Column::Kind.eq("check_in"))
+        .order_by_asc(evidence_leaf::Column::Idx)
+        .one(&rt.db.orm)
+        .await
+        .unwrap()
+        .unwrap()
+        .idx as u64
+}
+
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_package_of_a_case_verifies_offline_and_catches_changes(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let Story {
+        rt,
+        case,
+        story_size,
+        erased,
+        earliest,
+    } = story_then_more(&db).await;
+    let conn = &rt.db.orm;
+    let p = package(&rt, TENANT, "zhangsan", Some(case.id))
+        .await
+        .unwrap();
+
+    // Proved against a checkpoint signed now, consistent with the earlier one.
+    let size = p.summary.checkpoint_size;
+    assert_eq!(size, story_size + 7, "the story's leaves and 7 more");
+    assert_eq!(p.summary.earliest_checkpoint, Some(earliest));
+    assert_eq!(p.summary.case, Some(case.id));
+    let all = checkpoint::all(conn, TENANT).await.unwrap();
+    assert_eq!(all.last().unwrap().size as u64, size);
+    assert_eq!(
+        p.file("checkpoint.txt").unwrap(),
+        all.last().unwrap().note.as_bytes()
+    );
+    let consistency: Value = serde_json::from_slice(p.file("consistency.json").unwrap()).unwrap();
+    assert_eq!(consistency["from"]["size"], earliest);
+    assert!(!consistency["proof"].as_array().unwrap().is_empty());
+
+    // Every leaf of the case, 张三's other leaves of its period, the
+    // callbacks its events point to; nothing else.
+    let lines = lines(&p);
+    assert_eq!(lines.len(), p.summary.leaves);
+    let case_leaves = evidence_leaf::Entity::find()
+        .filter(evidence_leaf::Column::CaseId.eq(case.id))
+        .all(conn)
+        .await
+        .unwrap();
+    let by_index: BTreeMap<u64, &Value> = lines
+        .iter()
+        .map(|l| (l["index"].as_u64().unwrap(), l))
+        .collect();
+    for leaf in &case_leaves {
+        let line = by_index
+            .get(&(leaf.idx as u64))
+            .unwrap_or_else(|| panic!("leaf {} of the case is missing", leaf.idx));
+        assert_eq!(line["data"].as_str(), leaf.content.as_deref());
+        assert_eq!(line["leaf_hash"], leaf.leaf_hash);
+    }
+    let contacted = case_event::Entity::find()
+        .filter(case_event::Column::Kind.eq("manager_contacted"))
+        .one(conn)
+        .await
+        .unwrap()
+        .unwrap();
+    let source = format!("inbound_events/{}", contacted.inbound_event_id.unwrap());
+    let callback = lines
+        .iter()
+        .find(|l| {
+            l["included_as"] == "callback"
+                && serde_json::from_str::<Value>(l["data"].as_str().unwrap()).unwrap()["source"]
+                    == source.as_str()
+        })
+        .expect("the manager's button press is in the package");
+    assert!(
+        callback["data"]
+            .as_str()
+            .unwrap()
+            .contains("\"subject\":\"zhaogang\"")
+    );
+    let mut subjects = BTreeSet::new();
+    for l in &lines {
+        if l["erased"] == true {
+            assert!(l["data"].is_null());
+            assert_eq!(l["index"], erased, "the forgotten leaf");
+            continue;
+        }
+        let data: Value = serde_json::from_str(l["data"].as_str().unwrap()).unwrap();
+        assert!(l["index"].as_u64().unwrap() < size);
+        match l["included_as"].as_str().unwrap() {
+            "employee" => assert_eq!(data["subject"], "zhangsan"),
+            "callback" => assert_eq!(data["kind"], "callback"),
+            other => panic!("included as {other}"),
+        }
+        if data["case"].is_null() && data["kind"] != "callback" {
+            let at =
+                DateTime::parse_from_rfc3339(data["recorded_at"]["utc"].as_str().unwrap()).unwrap();
+            assert!(
+                at >= shanghai("2026-12-01", "00:00"),
+                "before the case: {data}"
+            );
+        }
+        subjects.insert(data["subject"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        subjects,
+        BTreeSet::from(["zhangsan".to_owned(), "zhaogang".to_owned()])
+    );
+    assert!(
+        !by_index.contains_key(&monday_check_in(&rt).await),
+        "the check-in of Monday is before the case"
+    );
+    let forgotten_raw = lines
+        .iter()
+        .flat_map(|l| l["raw"].as_array().cloned().unwrap_or_default())
+        .find(|r| r["absent"] == "erased")
+        .expect("an erased payload is named, not shipped");
+    assert!(forgotten_raw["path"].is_null());
+
+    // Notices as rendered: the text whose SHA-256 the queued leaf holds.
+    let queued = outbox::Entity::find()
+        .filter(outbox::Column::CaseId.eq(case.id))
+        .order_by_asc(outbox::Column::Id)
+        .all(conn)
+        .await
+        .unwrap();
+    let notices: Vec<&String> = p
+        .files()
+        .keys()
+        .filter(|k| k.starts_with("notices/"))
+        .collect();
+    assert!(notices.len() >= queued.len(), "{notices:?}");
+    for l in lines.iter().filter(|l| l["kind"] == "message_queued") {
+        let data: Value = serde_json::from_str(l["data"].as_str().unwrap()).unwrap();
+        let file = p
+            .file(
+                l["notice"]
+                    .as_str()
+                    .expect("a queued message names its notice"),
+            )
+            .unwrap();
+        assert_eq!(data["text_sha256"], sha256_hex(file));
+    }
+    for row in &queued {
+        let text = serde_json::from_str::<Payload>(&row.payload)
+            .unwrap()
+            .text();
+        assert!(
+            p.files()
+                .iter()
+                .any(|(k, v)| k.starts_with("notices/") && v == text.as_bytes()),
+            "the notice of outbox row {} is missing",
+            row.id
+        );
+    }
+
+    // The report: one page, no outside assets or scripts, the facts a lawyer needs.
+    let report = std::str::from_utf8(p.file("report.html").unwrap()).unwrap();
+    for needed in [
+        "<html lang=\"zh-CN\">",
+        "@media print",
+        "示例建筑有限公司（沙箱）",
+        "张三",
+        "zh*****n",
+        "RC-000002",
+        "default-1",
+        "2026-12-07 10:00",
+        "2026-12-04 20:30",
+        "赵刚",
+        "sandbox-sms-1",
+        &p.summary.fingerprint,
+    ] {
+        assert!(report.contains(needed), "the report lacks {needed}");
+    }
+    for outside in ["<script", "<link", "src=", "href=", "url(", "@import"] {
+        assert!(!report.contains(outside), "the report loads {outside}");
+    }
+    assert!(
+        report.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;我病了"),
+        "escaped"
+    );
+
+    // Nothing about other employees: the roster minus 张三 and the people
+    // who acted in or received a message of his case.
+    let involved: BTreeSet<String> = case_event::Entity::find()
+        .filter(case_event::Column::CaseId.eq(case.id))
+        .all(conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.actor)
+        .chain(queued.iter().map(|o| o.recipient.clone()))
+        .chain(["zhangsan".to_owned()])
+        .collect();
+    let others: Vec<employee::Model> = employee::Entity::find()
+        .all(conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| !involved.contains(&e.user_id))
+        .collect();
+    let other_ids: BTreeSet<&str> = others.iter().map(|e| e.user_id.as_str()).collect();
+    assert_eq!(other_ids, BTreeSet::from(["lisi", "wangwu"]));
+    for (path, bytes) in p.files() {
+        for other in &others {
+            assert!(
+                !holds_token(bytes, other.user_id.as_bytes()),
+                "{path} holds {}",
+                other.user_id
+            );
+            assert!(
+                !bytes
+                    .windows(other.name.len())
+                    .any(|w| w == other.name.as_bytes()),
+                "{path} holds {}",
+                other.name
+            );
+        }
+    }
+
+    // Alone in a folder: verify.py passes, with `cryptography` and with openssl.
+    let dir = fresh_copy(&p);
+    let text = assert_verifies(dir.path(), &[], "the Python package cryptography");
+    assert!(
+        text.contains(&format!(
+            "extends the signed checkpoint of {earliest} leaves"
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&format!("[PASS] leaf {erased} ")), "{text}");
+    assert_verifies(dir.path(), &["--openssl"], "the openssl command");
+    assert_verifies(
+        dir.path(),
+        &["--fingerprint", &p.summary.fingerprint],
+        "cryptography",
+    );
+
+    // As a zip, unzipped by someone else's tool.
+    let zipped = tempfile::tempdir().unwrap();
+    let zip = zipped.path().join("package.zip");
+    std::fs::write(&zip, p.to_zip()).unwrap();
+    let unzipped = zipped.path().join("unzipped");
+    let out = Command::new("python3")
+        .args(["-m", "zipfile", "-e"])
+        .arg(&zip)
+        .arg(&unzipped)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for (path, bytes) in p.files() {
+        assert_eq!(
+            &std::fs::read(unzipped.join(path)).unwrap(),
+            bytes,
+            "{path}"
+        );
+    }
+    assert_verifies(&unzipped, &[], "cryptography");
+
+    // One byte changed, anywhere: caught and named.
+    let raw = p
+        .files()
+        .keys()
+        .find(|k| k.starts_with("raw/") && k.ends_with(".txt"))
+        .unwrap()
+        .clone();
+    let d = fresh_copy(&p);
+    flip_byte(&d.path().join(&raw), 10);
+    assert_caught(d.path(), "a raw payload", &raw);
+
+    let d = fresh_copy(&p);
+    let jsonl = std::fs::read_to_string(d.path().join("leaves.jsonl")).unwrap();
+    let ack = lines
+        .iter()
+        .find(|l| l["kind"] == "notice_acknowledged")
+        .unwrap()["index"]
+        .as_u64()
+        .unwrap();
+    let line_start = jsonl
+        .find(&format!("{{\"index\":{ack},"))
+        .expect("the acknowledgement's line");
+    let salt = line_start + jsonl[line_start..].find("salt").unwrap() + 10;
+    flip_byte(&d.path().join("leaves.jsonl"), salt);
+    assert_caught(d.path(), "a leaf line", "leaves.jsonl");
+    assert_caught(d.path(), "a leaf line", &format!("leaf {ack} "));
+
+    let d = fresh_copy(&p);
+    let note = std::fs::read_to_string(d.path().join("checkpoint.txt")).unwrap();
+    let root_line = note.find('\n').unwrap() + 1 + note.lines().nth(1).unwrap().len() + 1;
+    flip_byte(&d.path().join("checkpoint.txt"), root_line + 5);
+    assert_caught(d.path(), "the checkpoint", "checkpoint.txt");
+
+    let d = fresh_copy(&p);
+    let manifest = std::fs::read_to_string(d.path().join("manifest.json")).unwrap();
+    flip_byte(
+        &d.path().join("manifest.json"),
+        manifest.find("\"created_at\"").unwrap() + 20,
+    );
+    assert_caught(d.path(), "the manifest", "manifest.json");
+
+    // With the manifest signed again (the key alone does not rewrite the
+    // log): the leaves' hashes still catch every change.
+    let signer = signer_of(&db);
+    let d = fresh_copy(&p);
+    flip_byte(&d.path().join(&raw), 10);
+    resign(d.path(), &signer);
+    assert_caught(d.path(), "a re-signed raw payload", &raw);
+
+    let d = fresh_copy(&p);
+    let notice = notices[0].clone();
+    std::fs::write(d.path().join(&notice), "张三：请忽略此前的通知。").unwrap();
+    resign(d.path(), &signer);
+    assert_caught(d.path(), "a re-signed notice", &notice);
+
+    let d = fresh_copy(&p);
+    let mut consistency = consistency.clone();
+    consistency["proof"][0] = json!("00".repeat(32));
+    std::fs::write(
+        d.path().join("consistency.json"),
+        serde_json::to_vec(&consistency).unwrap(),
+    )
+    .unwrap();
+    resign(d.path(), &signer);
+    assert_caught(
+        d.path(),
+        "a re-signed consistency proof",
+        "consistency.json",
+    );
+
+    let d = fresh_copy(&p);
+    std::fs::write(d.path().join("raw/extra.txt"), "planted").unwrap();
+    assert_caught(d.path(), "an extra file", "raw/extra.txt");
+    resign(d.path(), &signer);
+    assert_caught(d.path(), "a re-signed extra file", "raw/extra.txt");
+
+    let d = fresh_copy(&p);
+    std::fs::remove_file(d.path().join(&raw)).unwrap();
+    assert_caught(d.path(), "a missing file", &raw);
+
+    rt.db.orm.clone().close().await.unwrap();
+    db.cleanup().await;
+}
+
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_package_of_an_employee_holds_all_their_records(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let Story {
+        rt, case, earliest, ..
+    } = story_then_more(&db).await;
+    let p = package(&rt, TENANT, "zhangsan", None).await.unwrap();
+    let lines = lines(&p);
+    let theirs = evidence_leaf::Entity::find()
+        .filter(evidence_leaf::Column::Subject.eq("zhangsan"))
+        .all(&rt.db.orm)
+        .await
+        .unwrap();
+    let employee_lines = lines
+        .iter()
+        .filter(|l| l["included_as"] == "employee")
+        .count();
+    // All of his, but the chat command about 李四: its callback, itself, its answer.
+    let exchange = theirs
+        .iter()
+        .filter(|l| {
+            l.kind == "command"
+                || l.source.as_deref() == Some("inbound_events/999999")
+                || l.content
+                    .as_deref()
+                    .is_some_and(|c| c.contains("reply:999999"))
+        })
+        .count();
+    assert_eq!(exchange, 3);
+    assert_eq!(employee_lines, theirs.len() - exchange);
+    for (path, bytes) in p.files() {
+        assert!(
+            !bytes.windows("李四".len()).any(|w| w == "李四".as_bytes()),
+            "{path}"
+        );
+    }
+    let monday = monday_check_in(&rt).await;
+    assert!(
+        lines.iter().any(|l| l["index"] == monday),
+        "Monday's check-in"
+    );
+    assert_eq!(p.summary.case, None);
+    // The anchor is still his (only) case's first leaf.
+    assert_eq!(p.summary.earliest_checkpoint, Some(earliest));
+    let dir = fresh_copy(&p);
+    assert_verifies(dir.path(), &[], "cryptography");
+
+    // Another employee's case, an unknown tenant: refused.
+    let lisi = absence_case::Entity::find()
+        .filter(absence_case::Column::UserId.eq("lisi"))
+        .one(&rt.db.orm)
+        .await
+        .unwrap()
+        .unwrap();
+    let err = package(&rt, TENANT, "zhangsan", Some(lisi.id))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no case"), "{err}");
+    assert!(
+        package(&rt, "nobody", "zhangsan", Some(case.id))
+            .await
+            .is_err()
+    );
+    let err = package(&rt, TENANT, "nobody", None).await.unwrap_err();
+    assert!(err.to_string().contains("nothing about"), "{err}");
+
+    rt.db.orm.clone().close().await.unwrap();
+    db.cleanup().await;
+}
+
+/// A case whose first leaf no checkpoint held before the export: no
+/// consistency proof, said so, and the package still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_earlier_checkpoint_the_package_says_so() {
+    let db = TestDb::new(Engine::Sqlite).await;
+    run_story(&db.url, &db.dir.path().join("data.key"))
+        .await
+        .unwrap();
+    let rt = demo_runtime(&db, shanghai("2026-12-07", "12:00")).await;
+    // As if the scheduler had never signed one during the story.
+    entity::evidence_checkpoint::Entity::delete_many()
+        .exec(&rt.db.orm)
+        .await
+        .unwrap();
+    let p = package(&rt, TENANT, "zhangsan", None).await.unwrap();
+    assert_eq!(p.summary.earliest_checkpoint, None);
+    let consistency: Value = serde_json::from_slice(p.file("consistency.json").unwrap()).unwrap();
+    assert!(consistency["from"].is_null());
+    assert!(p.file("checkpoint-earliest.txt").is_none());
+    let dir = fresh_copy(&p);
+    let text = assert_verifies(dir.path(), &[], "cryptography");
+    assert!(text.contains("no checkpoint covered the case"), "{text}");
+    rt.db.orm.clone().close().await.unwrap();
+}
+
+/// `rollcall evidence export` as an operator runs it: a zip, a folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_exports_a_zip_or_a_folder() {
+    let db = TestDb::new(Engine::Sqlite).await;
+    run_story(&db.url, &db.dir.path().join("data.key"))
+        .await
+        .unwrap();
+    let config = db.dir.path().join("rollcall.toml");
+    std::fs::write(&config, demo_config(&db).await).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "evidence",
+                "export",
+                "--tenant",
+                TENANT,
+                "--employee",
+                "zhangsan",
+            ])
+            .args(args)
+            .current_dir(db.dir.path())
+            .env("RUST_LOG", "error")
+            .env_remove("ROLLCALL_DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--case", "RC-000002", "--out", "case.zip"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("case RC-000002") && said.contains("fingerprint"),
+        "{said}"
+    );
+    let unzipped = db.dir.path().join("unzipped");
+    let status = Command::new("python3")
+        .args(["-m", "zipfile", "-e", "case.zip"])
+        .arg(&unzipped)
+        .current_dir(db.dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_verifies(&unzipped, &[], "cryptography");
+
+    let out = run(&["--out", "folder"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_verifies(&db.dir.path().join("folder"), &["--openssl"], "openssl");
+
+    // Not over an existing file or a folder that is not empty; not a bad case number.
+    for args in [
+        &["--out", "case.zip"][..],
+        &["--out", "folder"],
+        &["--case", "RC-x", "--out", "other"],
+        &["--case", "1", "--out", "other"],
+    ] {
+        let out = run(args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(!db.dir.path().join("other").exists());
+    }
+}
+
+/// The target: a case of 200 leaves in a log of 20,000 exports in
+/// at most a second (release build; a debug build gets ten).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_of_200_leaves_exports_within_a_second() {
+    let db = TestDb::new(Engine::Sqlite).await;
+    run_story(&db.url, &db.dir.path().join("data.key"))
+        .await
+        .unwrap();
+    let rt = demo_runtime(&db, shanghai("2026-12-08", "12:00")).await;
+    let conn = &rt.db.orm;
+    let case = absence_case::Entity::find()
+        .filter(absence_case::Column::UserId.eq("zhangsan"))
+        .one(conn)
+        .await
+        .unwrap()
+        .unwrap();
+    let at = shanghai("2026-12-08", "09:00");
+    let payload = Payload::Text {
+        content: format!("张三：{}", "请尽快返岗。".repeat(60)),
+    };
+    let rendered = serde_json::to_string(&payload).unwrap();
+    let mut case_leaves = evidence_leaf::Entity::find()
+        .filter(evidence_leaf::Column::CaseId.eq(case.id))
+        .all(conn)
+        .await
+        .unwrap()
+        .len();
+    for batch in 0..20 {
+        let mut leaves = Vec::new();
+        for i in 0..1000 {
+            let n = batch * 1000 + i;
+            if n % 50 == 0 && case_leaves < 200 {
+                case_leaves += 2;
+                let outbox_id = 1_000_000 + n as i64;
+                leaves.push(
+                    NewLeaf::new("message_queued")
+                        .case(Some(case.id))
+                        .subject(Some("zhangsan"))
+                        .channel("chat")
+                        .template("first_reminder.employee", &"ab".repeat(32))
+                        .text(&payload.text())
+                        .raw("rendered", "application/json", rendered.clone())
+                        .source("outbox", outbox_id)
+                        .detail(json!({ "recipient": "zhangsan", "step": "first_reminder" })),
+                );
+                leaves.push(
+                    NewLeaf::new("message_sent")
+                        .case(Some(case.id))
+                        .subject(Some("zhangsan"))
+                        .channel("chat")
+                        .text(&payload.text())
+                        .id("receipt", format!("msg-{n}"))
+                        .raw(
+                            "request",
+                            "application/json",
+                            format!("{{\"n\":{n},\"p\":{rendered}}}"),
+                        )
+                        .raw(
+                            "response",
+                            "application/json",
+                            format!("{{\"msgid\":\"msg-{n}\"}}"),
+                        )
+                        .source("outbox", outbox_id)
+                        .detail(json!({ "recipient": "zhangsan", "attempt": 1 })),
+                );
+            } else {
+                leaves.push(
+                    NewLeaf::new("check_in")
+                        .subject(Some(&format!("worker{}", n % 500)))
+                        .raw(
+                            "callback",
+                            "application/xml",
+                            format!("<xml><n>{n}</n></xml>"),
+                        ),
+                );
+            }
+        }
+        let txn = conn.begin().await.unwrap();
+        append(&txn, TENANT, at, leaves).await.unwrap();
+        txn.commit().await.unwrap();
+    }
+    let started = Instant::now();
+    let p = package(&rt, TENANT, "zhangsan", Some(case.id))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let in_case = lines(&p)
+        .iter()
+        .filter(|l| {
+            l["data"]
+                .as_str()
+                .is_some_and(|d| d.contains(&format!("\"case\":{},", case.id)))
+        })
+        .count();
+    assert!(in_case >= 200, "{in_case} leaves of the case");
+    assert!(p.summary.checkpoint_size > 20_000);
+    let limit = if cfg!(debug_assertions) {
+        Duration::from_secs(10)
+    } else {
+        Duration::from_secs(1)
+    };
+    eprintln!(
+        "exported {} leaves ({in_case} of the case) from a log of {} in {took:?}",
+        p.summary.leaves, p.summary.checkpoint_size
+    );
+    assert!(took <= limit, "export took {took:?}");
+    let dir = fresh_copy(&p);
+    assert_verifies(dir.path(), &[], "cryptography");
+    rt.db.orm.clone().close().await.unwrap();
+}
