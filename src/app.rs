@@ -135,7 +135,7 @@ pub async fn start_with_clock(
     let wait = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let router = ingress::router(state);
+    let router = ingress::router(state).merge(ingress::runtime_router(rt.clone()));
     let server_stop = wait(stopped.clone());
     let server = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router)

@@ -84,6 +84,9 @@ pub struct ServerConfig {
     pub templates_dir: PathBuf,
     /// Callbacks whose timestamp is further than this from now are refused.
     pub replay_window_secs: u64,
+    /// How people reach this server from their phones: the base of the
+    /// one-time download links that `/export` sends.
+    pub public_url: String,
 }
 
 /// The evidence log: its signing key, checkpoints and retention.
@@ -219,6 +222,7 @@ struct RawServer {
     data_key_file: Option<PathBuf>,
     templates_dir: Option<PathBuf>,
     replay_window_secs: Option<u64>,
+    public_url: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -420,6 +424,17 @@ impl Config {
                 Ok(tenant)
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let public_url = raw
+            .server
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{listen}"));
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            return Err(invalid(
+                "server.public_url".to_owned(),
+                format!("`{public_url}` must start with http:// or https://"),
+            ));
+        }
         let evidence_name = raw.evidence.name.unwrap_or_else(|| "rollcall".to_owned());
         if evidence_name.is_empty() || evidence_name.chars().any(|c| c.is_whitespace() || c == '+')
         {
@@ -449,6 +464,7 @@ impl Config {
                     .templates_dir
                     .unwrap_or_else(|| PathBuf::from("bot-templates")),
                 replay_window_secs,
+                public_url: public_url.trim_end_matches('/').to_owned(),
             },
             database: DatabaseConfig { url },
             delivery: DeliveryConfig {

@@ -46,6 +46,8 @@ pub struct Runtime {
     /// The key that signs checkpoints and packages.
     pub signer: Arc<NoteSigner>,
     pub evidence: EvidenceConfig,
+    /// The base of links people open from their phones (`server.public_url`).
+    pub public_url: String,
     /// One scan at a time in this process (several processes: a database lock).
     pub scan_lock: Arc<tokio::sync::Mutex<()>>,
     tenants: Arc<HashMap<String, Arc<Tenant>>>,
@@ -91,6 +93,7 @@ impl Runtime {
             delivery: config.delivery.clone(),
             signer: Arc::new(signer),
             evidence: config.evidence.clone(),
+            public_url: config.server.public_url.clone(),
             scan_lock: Arc::default(),
             tenants: Arc::new(tenants),
         }

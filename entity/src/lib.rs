@@ -12,6 +12,7 @@ pub mod evidence_log;
 pub mod evidence_raw;
 pub mod exhibit;
 pub mod exhibit_window;
+pub mod export_download;
 pub mod inbound_event;
 pub mod leave;
 pub mod media;

@@ -6,6 +6,7 @@ mod m20261126_000001_create_inbound_events;
 mod m20261126_000002_create_attendance_tables;
 mod m20261126_000003_create_evidence_tables;
 mod m20261126_000004_create_departure_tables;
+mod m20261126_000005_create_export_downloads;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000002_create_attendance_tables::Migration),
             Box::new(m20261126_000003_create_evidence_tables::Migration),
             Box::new(m20261126_000004_create_departure_tables::Migration),
+            Box::new(m20261126_000005_create_export_downloads::Migration),
         ]
     }
 }

@@ -181,6 +181,7 @@ async fn run(
         | Command::Leave { who, .. }
         | Command::Depart { who }
         | Command::Evidence { who }
+        | Command::Export { who, .. }
         | Command::Union { who, .. } => match find(turn, who).await? {
             Found::One(e) => Some(*e),
             Found::None => return Ok(("not_found", json!({ "who": who }))),
@@ -359,6 +360,46 @@ async fn run(
                 return Ok(("not_found", json!({ "who": who })));
             };
             depart(turn, sender, &t).await
+        }
+        Command::Export { who, case } => {
+            let Some(t) = target else {
+                return Ok(("not_found", json!({ "who": who })));
+            };
+            let case_id = match case {
+                None => None,
+                Some(text) => {
+                    let found = match parse_case_no(text) {
+                        Some(id) => absence_case::Entity::find_by_id(id)
+                            .one(turn.txn)
+                            .await?
+                            .filter(|c| {
+                                c.tenant_id == turn.tenant.config.id && c.user_id == t.user_id
+                            }),
+                        None => None,
+                    };
+                    match found {
+                        Some(c) => Some(c.id),
+                        None => return Ok(("not_found", json!({ "who": text }))),
+                    }
+                }
+            };
+            // Built by a job, outside this transaction: the package signs a
+            // checkpoint and reads the whole log.
+            crate::evidence::download::request(
+                turn.txn,
+                turn.rt.db.engine,
+                &turn.tenant.config.id,
+                &t.user_id,
+                case_id,
+                &sender.user_id,
+                turn.event_id,
+                turn.now,
+            )
+            .await?;
+            Ok((
+                "export_queued",
+                json!({ "name": t.name, "case_no": case_id.map(case_no) }),
+            ))
         }
         Command::Evidence { who } => {
             let Some(t) = target else {

@@ -45,6 +45,9 @@ pub enum Command {
         notice: UnionNotice,
         note: Option<String>,
     },
+    /// `/export <who> [case]`, `/导出`: HR gets that person's evidence
+    /// package (of one case, or of everything) through a one-time link.
+    Export { who: String, case: Option<String> },
 }
 
 /// The commands, their names and Chinese aliases, for parsing and help.
@@ -58,6 +61,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("depart", "自离"),
     ("evidence", "证据"),
     ("union", "工会"),
+    ("export", "导出"),
 ];
 
 /// The words `/union` takes for its <notice>, first the ones help shows.
@@ -221,6 +225,10 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
                 note: (!rest.is_empty()).then(|| rest.join(" ")),
             }
         }
+        "export" => Command::Export {
+            who: need("who")?.to_owned(),
+            case: words.next().map(str::to_owned),
+        },
         _ => unreachable!("every name in COMMANDS has an arm"),
     };
     Ok(command)
@@ -262,7 +270,8 @@ pub fn allowed(role: Role, command: &Command, subject: Subject) -> bool {
             | Command::Resolve { .. }
             | Command::Resume { .. }
             | Command::Evidence { .. } => subject == Subject::Report,
-            Command::Depart { .. } | Command::Union { .. } => false,
+            // A package holds a person's whole file: HR's to hand out.
+            Command::Depart { .. } | Command::Union { .. } | Command::Export { .. } => false,
         },
         Role::Employee => match command {
             Command::Help => true,
@@ -273,7 +282,8 @@ pub fn allowed(role: Role, command: &Command, subject: Subject) -> bool {
             | Command::Resume { .. }
             | Command::Depart { .. }
             | Command::Evidence { .. }
-            | Command::Union { .. } => false,
+            | Command::Union { .. }
+            | Command::Export { .. } => false,
         },
     }
 }
@@ -315,6 +325,8 @@ mod tests {
     #[case("/depart zhangsan", Command::Depart { who: "zhangsan".into() })]
     #[case("／自离 张三 多余", Command::Depart { who: "张三".into() })]
     #[case("/证据 张三", Command::Evidence { who: "张三".into() })]
+    #[case("/导出 张三", Command::Export { who: "张三".into(), case: None })]
+    #[case("/export zhangsan RC-000002", Command::Export { who: "zhangsan".into(), case: Some("RC-000002".into()) })]
     #[case("/EVIDENCE zhangsan", Command::Evidence { who: "zhangsan".into() })]
     #[case("/工会 张三 已通知 书面通知工会主席 李某", Command::Union { who: "张三".into(), notice: UnionNotice::Notified, note: Some("书面通知工会主席 李某".into()) })]
     #[case("/union zhangsan none", Command::Union { who: "zhangsan".into(), notice: UnionNotice::NoUnion, note: None })]
@@ -336,6 +348,7 @@ mod tests {
     #[case("/结案 C-42", ParseError::Missing { command: "resolve", argument: "reason" })]
     #[case("/自离", ParseError::Missing { command: "depart", argument: "who" })]
     #[case("/证据", ParseError::Missing { command: "evidence", argument: "who" })]
+    #[case("/导出", ParseError::Missing { command: "export", argument: "who" })]
     #[case("/工会 张三", ParseError::Missing { command: "union", argument: "notice" })]
     #[case("/工会 张三 也许", ParseError::BadChoice { command: "union", argument: "notice", text: "也许".into() })]
     #[case("/depart", ParseError::Missing { command: "depart", argument: "who" })]

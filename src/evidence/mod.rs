@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod download;
 pub mod export;
 pub mod log;
 pub mod merkle;

@@ -16,6 +16,7 @@ use crate::db::Database;
 use crate::inbox::Inbox;
 use crate::platform::wecom::WecomCrypto;
 
+pub mod export;
 pub mod wecom;
 
 /// Largest callback body accepted.
@@ -200,6 +201,13 @@ pub fn router(state: Ingress) -> Router {
             get(wecom::verify_url).post(wecom::receive),
         )
         .with_state(state)
+}
+
+/// The routes that need the handlers' runtime: package downloads.
+pub fn runtime_router(rt: crate::runtime::Runtime) -> Router {
+    Router::new()
+        .route("/export/{token}", get(export::download))
+        .with_state(rt)
 }
 
 async fn readyz(State(state): State<Ingress>) -> Response {

@@ -21,6 +21,7 @@ const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../../bot-templates/checkin_reply.j2"),
     ),
     ("command", include_str!("../../bot-templates/command.j2")),
+    ("export", include_str!("../../bot-templates/export.j2")),
     (
         "departure",
         include_str!("../../bot-templates/departure.j2"),

@@ -36,6 +36,14 @@ const PRUNE_EVERY: Duration = Duration::from_secs(1);
 pub const DELIVER_QUEUE: &str = "rollcall.deliver";
 /// The queue of [`Scan`] jobs.
 pub const SCAN_QUEUE: &str = "rollcall.scan";
+/// The queue of [`ExportPackage`] jobs.
+pub const EXPORT_QUEUE: &str = "rollcall.export";
+
+/// Build a case package asked for in chat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExportPackage {
+    pub download_id: i64,
+}
 
 /// Send one outbox row.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -129,6 +137,24 @@ pub async fn enqueue_scan<C: sea_orm::ConnectionTrait>(
         Some(tag) => format!("scan:{tenant_id}:{day}:{tag}"),
     };
     insert_job(conn, engine, SCAN_QUEUE, args, key, Duration::ZERO).await
+}
+
+/// Enqueues the building of requested package `download_id`, once.
+pub async fn enqueue_export<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    engine: Engine,
+    download_id: i64,
+) -> Result<(), sea_orm::DbErr> {
+    let args = serde_json::to_vec(&ExportPackage { download_id }).expect("plain struct");
+    insert_job(
+        conn,
+        engine,
+        EXPORT_QUEUE,
+        args,
+        format!("export:{download_id}"),
+        Duration::ZERO,
+    )
+    .await
 }
 
 /// Handle one stored inbound event.
@@ -363,6 +389,11 @@ async fn deliver(job: Deliver, rt: Data<Runtime>) -> Result<(), BoxDynError> {
     Ok(())
 }
 
+async fn export_package(job: ExportPackage, rt: Data<Runtime>) -> Result<(), BoxDynError> {
+    crate::evidence::download::build(&rt, job.download_id).await?;
+    Ok(())
+}
+
 async fn scan(job: Scan, rt: Data<Runtime>) -> Result<(), BoxDynError> {
     let report = crate::cases::scan::scan(&rt, &job.tenant_id, Some(job.day)).await?;
     tracing::info!(tenant = %report.tenant, day = %job.day, opened = report.opened, advanced = report.advanced, resolved = report.resolved, escalated = report.escalated, "absence scan");
@@ -508,7 +539,7 @@ pub async fn run(
                 DELIVER_QUEUE,
                 deliver
             );
-            register!(
+            let m = register!(
                 m,
                 SqliteStorage,
                 apalis_sqlite::Config,
@@ -516,6 +547,15 @@ pub async fn run(
                 Scan,
                 SCAN_QUEUE,
                 scan
+            );
+            register!(
+                m,
+                SqliteStorage,
+                apalis_sqlite::Config,
+                db.sqlite(),
+                ExportPackage,
+                EXPORT_QUEUE,
+                export_package
             )
         }
         Engine::Postgres => {
@@ -538,7 +578,7 @@ pub async fn run(
                 DELIVER_QUEUE,
                 deliver
             );
-            register!(
+            let m = register!(
                 m,
                 PostgresStorage,
                 apalis_postgres::Config,
@@ -546,6 +586,15 @@ pub async fn run(
                 Scan,
                 SCAN_QUEUE,
                 scan
+            );
+            register!(
+                m,
+                PostgresStorage,
+                apalis_postgres::Config,
+                db.postgres(),
+                ExportPackage,
+                EXPORT_QUEUE,
+                export_package
             )
         }
     };

@@ -1,0 +1,280 @@
+//! Case packages asked for in chat (`/export 导出`): a job builds the
+//! package outside the asking message's transaction, keeps the zip, and
+//! sends the asker a link with a one-time token; the link serves it once.
+
+use chrono::{DateTime, Duration, Utc};
+use entity::export_download;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+    TransactionTrait, TryInsertResult,
+};
+use serde_json::json;
+
+use super::export::{self, ExportError};
+use super::log::sha256_hex;
+use super::{NewLeaf, append_one};
+use crate::cases::notify::local;
+use crate::cases::store::case_no;
+use crate::outbox::render::{TemplateError, hex};
+use crate::outbox::{NewMessage, Payload, enqueue};
+use crate::runtime::Runtime;
+
+/// How long a download link works.
+pub const LINK_TTL_HOURS: i64 = 24;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error(transparent)]
+    Db(#[from] DbErr),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+}
+
+/// Records that `requested_by` asked for `employee`'s package in inbound
+/// event `event_id`, with the job that builds it. Nothing is added if that
+/// event asked already.
+#[allow(clippy::too_many_arguments)]
+pub async fn request<C: ConnectionTrait>(
+    conn: &C,
+    engine: crate::db::Engine,
+    tenant: &str,
+    employee: &str,
+    case: Option<i64>,
+    requested_by: &str,
+    event_id: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>, DbErr> {
+    let row = export_download::ActiveModel {
+        tenant_id: Set(tenant.to_owned()),
+        employee: Set(employee.to_owned()),
+        case_id: Set(case),
+        requested_by: Set(requested_by.to_owned()),
+        inbound_event_id: Set(event_id),
+        status: Set("pending".to_owned()),
+        created_at: Set(now),
+        ..Default::default()
+    };
+    let id = match export_download::Entity::insert(row)
+        .on_conflict_do_nothing_on([export_download::Column::InboundEventId])
+        .exec(conn)
+        .await?
+    {
+        TryInsertResult::Inserted(r) => r.last_insert_id,
+        TryInsertResult::Conflicted | TryInsertResult::Empty => return Ok(None),
+    };
+    crate::workers::enqueue_export(conn, engine, id).await?;
+    Ok(Some(id))
+}
+
+/// Builds requested package `id` (once) and sends the asker its link.
+pub async fn build(rt: &Runtime, id: i64) -> Result<(), DownloadError> {
+    let db = &rt.db.orm;
+    let Some(row) = export_download::Entity::find_by_id(id).one(db).await? else {
+        return Ok(());
+    };
+    if row.status != "pending" {
+        return Ok(());
+    }
+    let Some(tenant) = rt.tenant(&row.tenant_id).cloned() else {
+        return Ok(());
+    };
+    let name = crate::cases::notify::employee_row(db, &row.tenant_id, &row.employee)
+        .await?
+        .map_or_else(|| row.employee.clone(), |e| e.name);
+    let built = export::package(rt, &row.tenant_id, &row.employee, row.case_id).await;
+    let now = rt.clock.now();
+    let case_text = row.case_id.map(case_no);
+    let (status, block, context) = match built {
+        Ok(package) => {
+            let token = hex(&rand::random::<[u8; 32]>());
+            let expires = now + Duration::hours(LINK_TTL_HOURS);
+            let zip = package.to_zip();
+            let manifest = package
+                .file("manifest.json")
+                .map(sha256_hex)
+                .unwrap_or_default();
+            let summary = &package.summary;
+            let txn = db.begin().await?;
+            let done = export_download::Entity::update_many()
+                .col_expr(export_download::Column::Status, Expr::value("ready"))
+                .col_expr(
+                    export_download::Column::TokenSha256,
+                    Expr::value(sha256_hex(token.as_bytes())),
+                )
+                .col_expr(export_download::Column::Bytes, Expr::value(zip))
+                .col_expr(
+                    export_download::Column::ManifestSha256,
+                    Expr::value(manifest.clone()),
+                )
+                .col_expr(export_download::Column::ExpiresAt, Expr::value(expires))
+                .filter(export_download::Column::Id.eq(id))
+                .filter(export_download::Column::Status.eq("pending"))
+                .exec(&txn)
+                .await?;
+            if done.rows_affected == 0 {
+                return Ok(());
+            }
+            append_one(
+                &txn,
+                &row.tenant_id,
+                now,
+                NewLeaf::new("package_exported")
+                    .case(row.case_id)
+                    .subject(Some(&row.employee))
+                    .actor(Some(&row.requested_by))
+                    .id("inbound_event", row.inbound_event_id.to_string())
+                    .detail(json!({
+                        "manifest_sha256": manifest,
+                        "checkpoint_size": summary.checkpoint_size,
+                        "leaves": summary.leaves,
+                        "delivered_as": "one-time link",
+                    })),
+            )
+            .await?;
+            let context = json!({
+                "name": name,
+                "case_no": case_text,
+                "leaves": summary.leaves,
+                "checkpoint_size": summary.checkpoint_size,
+                "manifest_sha256": manifest,
+                "link": format!("{}/export/{token}", rt.public_url),
+                "expires": local(&tenant, expires),
+            });
+            send(rt, &txn, &row, "ready", &context, now).await?;
+            txn.commit().await?;
+            return Ok(());
+        }
+        Err(e) => {
+            if matches!(e, ExportError::Db(_)) {
+                tracing::warn!(id, error = %e, "building a case package failed");
+            }
+            (
+                "failed",
+                "failed",
+                json!({ "name": name, "reason": e.to_string() }),
+            )
+        }
+    };
+    let txn = db.begin().await?;
+    let done = export_download::Entity::update_many()
+        .col_expr(export_download::Column::Status, Expr::value(status))
+        .col_expr(
+            export_download::Column::Error,
+            Expr::value(context["reason"].as_str().map(str::to_owned)),
+        )
+        .filter(export_download::Column::Id.eq(id))
+        .filter(export_download::Column::Status.eq("pending"))
+        .exec(&txn)
+        .await?;
+    if done.rows_affected == 1 {
+        send(rt, &txn, &row, block, &context, now).await?;
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
+async fn send<C: ConnectionTrait>(
+    rt: &Runtime,
+    conn: &C,
+    row: &export_download::Model,
+    block: &str,
+    context: &serde_json::Value,
+    now: DateTime<Utc>,
+) -> Result<(), DownloadError> {
+    let rendered = rt.templates.render("export", context, &[block])?;
+    enqueue(
+        conn,
+        rt.db.engine,
+        NewMessage {
+            tenant_id: row.tenant_id.clone(),
+            idem_key: format!("export:{}:{block}", row.id),
+            case_id: None,
+            fence: None,
+            step: None,
+            recipient: row.requested_by.clone(),
+            template: rendered.template.clone(),
+            template_hash: rendered.hash.clone(),
+            payload: Payload::Text {
+                content: rendered.block(block).to_owned(),
+            },
+        },
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
+/// What a download link gives.
+#[derive(Debug)]
+pub enum Taken {
+    /// The zip, and a file name for it.
+    Package {
+        file_name: String,
+        bytes: Vec<u8>,
+    },
+    /// Used already, or expired.
+    Gone,
+    NotFound,
+}
+
+/// Serves the package behind `token` once: marks it downloaded and drops
+/// the stored zip in the same transaction, and logs the download.
+pub async fn take(rt: &Runtime, token: &str) -> Result<Taken, DbErr> {
+    let now = rt.clock.now();
+    let hash = sha256_hex(token.as_bytes());
+    let txn = rt.db.orm.begin().await?;
+    // The write comes first: it claims the row (SQLite: the database).
+    let claimed = export_download::Entity::update_many()
+        .col_expr(export_download::Column::Status, Expr::value("downloaded"))
+        .col_expr(export_download::Column::DownloadedAt, Expr::value(now))
+        .filter(export_download::Column::TokenSha256.eq(&hash))
+        .filter(export_download::Column::Status.eq("ready"))
+        .filter(export_download::Column::ExpiresAt.gt(now))
+        .exec_with_returning(&txn)
+        .await?;
+    let Some(row) = claimed.into_iter().next() else {
+        txn.rollback().await?;
+        let known = export_download::Entity::find()
+            .filter(export_download::Column::TokenSha256.eq(&hash))
+            .one(&rt.db.orm)
+            .await?;
+        return Ok(if known.is_some() {
+            Taken::Gone
+        } else {
+            Taken::NotFound
+        });
+    };
+    export_download::Entity::update_many()
+        .col_expr(
+            export_download::Column::Bytes,
+            Expr::value(Option::<Vec<u8>>::None),
+        )
+        .filter(export_download::Column::Id.eq(row.id))
+        .exec(&txn)
+        .await?;
+    append_one(
+        &txn,
+        &row.tenant_id,
+        now,
+        NewLeaf::new("package_downloaded")
+            .case(row.case_id)
+            .subject(Some(&row.employee))
+            .actor(Some(&row.requested_by))
+            .detail(json!({ "manifest_sha256": row.manifest_sha256 })),
+    )
+    .await?;
+    txn.commit().await?;
+    let file_name = format!(
+        "rollcall-{}-{}{}.zip",
+        row.tenant_id,
+        row.employee,
+        row.case_id
+            .map(|c| format!("-{}", case_no(c)))
+            .unwrap_or_default()
+    );
+    Ok(Taken::Package {
+        file_name,
+        bytes: row.bytes.unwrap_or_default(),
+    })
+}

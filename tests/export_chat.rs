@@ -1,0 +1,138 @@
+//! `/export 导出` in chat, through the real app and the sandbox platform on
+//! SQLite and PostgreSQL: HR asks for an employee's package, a job builds
+//! it, HR gets a one-time link, the link serves the zip once and is gone
+//! after; a manager may not ask; every step is an evidence leaf.
+
+mod common;
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use common::*;
+use entity::evidence_leaf;
+use rollcall::db::Engine;
+use rollcall::demo::Sandboxed;
+use rstest::rstest;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+fn shanghai(date: &str, time: &str) -> chrono::DateTime<chrono::Utc> {
+    use chrono::TimeZone;
+    let naive =
+        chrono::NaiveDateTime::parse_from_str(&format!("{date} {time}"), "%Y-%m-%d %H:%M").unwrap();
+    chrono_tz::Asia::Shanghai
+        .from_local_datetime(&naive)
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
+/// Chat texts `user` received, oldest first.
+fn texts(s: &Sandboxed, user: &str) -> Vec<String> {
+    s.sandbox
+        .sent()
+        .into_iter()
+        .filter(|m| m.touser == user && m.msgtype == "text")
+        .filter_map(|m| m.body["text"]["content"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Waits for a text to `user` containing `needle` (the package is built by
+/// its own job, after the command's answer).
+async fn wait_for(s: &Sandboxed, user: &str, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(t) = texts(s, user).into_iter().find(|t| t.contains(needle)) {
+            return t;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{user} never got a message with {needle:?}: {:?}",
+            texts(s, user)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn kinds(s: &Sandboxed) -> Vec<String> {
+    evidence_leaf::Entity::find()
+        .filter(evidence_leaf::Column::Subject.eq("zhangsan"))
+        .all(&s.rt.db.orm)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.kind)
+        .collect()
+}
+
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hr_gets_a_package_through_a_one_time_link(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let s = Sandboxed::start(
+        &db.url,
+        &db.dir.path().join("data.key"),
+        shanghai("2026-12-01", "07:00"),
+        "[tenants.attendance]\nscan_at = \"23:59\"\n",
+    )
+    .await
+    .unwrap();
+    s.at("2026-12-01", "08:00");
+    s.check_in(&["wangmin", "zhaogang", "lisi", "wangwu"])
+        .await
+        .unwrap();
+    s.at("2026-12-02", "10:00");
+    s.scan().await.unwrap();
+
+    // A manager may not hand out a person's file.
+    s.say("zhaogang", "/导出 张三").await.unwrap();
+    assert!(!kinds(&s).await.contains(&"package_exported".to_owned()));
+
+    s.say("wangmin", "/导出 张三").await.unwrap();
+    let ready = wait_for(&s, "wangmin", "/export/").await;
+    let token = ready
+        .split("/export/")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    assert_eq!(token.len(), 64, "{ready}");
+
+    let url = format!("http://{}/export/{token}", s.app.addr);
+    let first = http().get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(
+        first.headers()["content-type"].to_str().unwrap(),
+        "application/zip"
+    );
+    let bytes = first.bytes().await.unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
+    let mut leaves = String::new();
+    zip.by_name("leaves.jsonl")
+        .unwrap()
+        .read_to_string(&mut leaves)
+        .unwrap();
+    assert!(leaves.contains("zhangsan") && leaves.contains("first_reminder"));
+    for name in ["manifest.json", "manifest.sig", "verify.py", "report.html"] {
+        assert!(zip.by_name(name).is_ok(), "{name} is in the package");
+    }
+
+    // Once only, and an unknown token is not found.
+    let again = http().get(&url).send().await.unwrap();
+    assert_eq!(again.status(), 410);
+    let unknown = http()
+        .get(format!("http://{}/export/{}", s.app.addr, "ab".repeat(32)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+
+    let kinds = kinds(&s).await;
+    assert!(kinds.contains(&"package_exported".to_owned()), "{kinds:?}");
+    assert!(
+        kinds.contains(&"package_downloaded".to_owned()),
+        "{kinds:?}"
+    );
+    s.stop().await;
+    db.cleanup().await;
+}
