@@ -1,7 +1,9 @@
-//! The evidence log at scale: appending leaves (SQLite and PostgreSQL).
+//! The evidence log at scale: appending leaves (SQLite and PostgreSQL), and
+//! exporting the package of a 200-leaf case from a log of 20,000 (SQLite).
 //!
 //!     cargo bench --bench evidence                    # everything
-//!     cargo bench --bench evidence -- append          # appends only
+//!     cargo bench --bench evidence -- append          # appends only (append-sqlite, append-postgres)
+//!     cargo bench --bench evidence -- export          # the export only
 //!
 //! Sizes: `EVIDENCE_LEAVES` (200000 leaves per append run). PostgreSQL:
 //! `ROLLCALL_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432/postgres`);
@@ -155,6 +157,67 @@ async fn append_concurrent(engine: Engine, n: usize, tasks: usize) -> anyhow::Re
     Ok(n as f64 / secs)
 }
 
+/// A case of 200 leaves (100 notices queued and sent, with their payloads)
+/// among 20,000 leaves of 500 other people, on the sandbox tenant; then
+/// `export::package` of that case, three times (each signs a checkpoint
+/// first, as every export does).
+async fn export_bench() -> anyhow::Result<()> {
+    use rollcall::demo::{Sandboxed, TENANT};
+    let dir = tempfile::tempdir()?;
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("bench.db").display()
+    );
+    let s = Sandboxed::start(&url, &dir.path().join("data.key"), Utc::now(), "").await?;
+    let rt = s.rt.clone();
+    let tenant = rt.tenant(TENANT).context("sandbox tenant")?.clone();
+    let day = Utc::now().date_naive();
+    let txn = rt.db.orm.begin().await?;
+    let case = rollcall::cases::store::open(
+        &txn,
+        TENANT,
+        "zhangsan",
+        day,
+        &tenant.config.policy,
+        Utc::now(),
+    )
+    .await?
+    .context("a new case")?;
+    txn.commit().await?;
+    let mut in_case = 0;
+    for batch in 0..20 {
+        let leaves = (0..1000)
+            .map(|i| {
+                let n = batch * 1000 + i;
+                if n % 100 < 2 && in_case < 200 {
+                    in_case += 1;
+                    leaf(n, true).case(Some(case.id)).subject(Some("zhangsan"))
+                } else {
+                    leaf(n, true)
+                        .case(None)
+                        .subject(Some(&format!("worker{}", n % 500)))
+                }
+            })
+            .collect();
+        let txn = rt.db.orm.begin().await?;
+        append(&txn, TENANT, Utc::now(), leaves).await?;
+        txn.commit().await?;
+    }
+    for run in 1..=3 {
+        let start = Instant::now();
+        let p = rollcall::evidence::export::package(&rt, TENANT, "zhangsan", Some(case.id)).await?;
+        let took = start.elapsed();
+        println!(
+            "export-sqlite: run {run}: {} leaves of a case from a log of {}: {:.0} ms",
+            p.summary.leaves,
+            p.summary.checkpoint_size,
+            took.as_secs_f64() * 1000.0
+        );
+    }
+    s.stop().await;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     rollcall::tls::install_crypto_provider();
     let filter: Vec<String> = std::env::args()
@@ -182,6 +245,9 @@ fn main() -> anyhow::Result<()> {
                     "append-{name}: {one} leaves (with a 1 KB raw payload each), one per transaction, 16 tasks: {rate:.0} leaves/s"
                 );
             }
+        }
+        if wanted("export-sqlite") {
+            export_bench().await?;
         }
         anyhow::Ok(())
     })
