@@ -86,16 +86,15 @@ impl BenchDb {
 /// A leaf like a queued notice: a template, a text hash, a small detail,
 /// and (with `raw`) a 1 KB rendered payload of its own, stored with it.
 fn leaf(i: usize, raw: bool) -> NewLeaf {
-    let payload = format!(
-        "{{\"kind\":\"text\",\"content\":\"{i} {}\"}}",
-        "您已连续旷工，请于规定期限内返岗。".repeat(18)
-    );
+    // What the outbox stores: the rendered payload, whose text is hashed.
+    let text = format!("{i} {}", "您已连续旷工，请于规定期限内返岗。".repeat(18));
+    let payload = json!({ "kind": "text", "content": text }).to_string();
     let leaf = NewLeaf::new("message_queued")
         .case(Some((i / 50) as i64))
         .subject(Some(&format!("user{:06}", i / 50)))
         .channel("chat")
         .template("formal_notice.employee", &"ab".repeat(32))
-        .text(&payload)
+        .text(&text)
         .id(
             "idem_key",
             format!("notice:{}:formal:user:chat:{i}", i / 50),
