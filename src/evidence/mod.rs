@@ -7,5 +7,6 @@ pub mod cli;
 pub mod log;
 pub mod merkle;
 pub mod note;
+pub mod verify;
 
 pub use log::{NewLeaf, append, append_one};
