@@ -1,6 +1,8 @@
 //! The evidence log of the demo story, through the real app, on SQLite and
 //! PostgreSQL: `evidence verify` passes on the log as written and names the
-//! record (and the field) of each alteration.
+//! record (and the field) of each alteration; `privacy forget` erases one
+//! person once their retention period has passed and leaves every other
+//! proof valid.
 
 mod common;
 
@@ -9,7 +11,10 @@ use std::process::Command;
 
 use chrono::{DateTime, TimeZone, Utc};
 use common::*;
-use entity::{evidence_checkpoint, evidence_leaf, evidence_raw};
+use entity::{
+    absence_case, check_in, employee, evidence_checkpoint, evidence_leaf, evidence_raw,
+    inbound_event,
+};
 use rollcall::db::{Database, Engine};
 use rollcall::demo::{Sandboxed, TENANT, run_story};
 use rollcall::evidence::checkpoint::{checkpoint, load_or_create_key};
@@ -18,10 +23,12 @@ use rollcall::evidence::note::NoteSigner;
 use rollcall::evidence::verify::{
     Field, Problem, Record, VerifyReport, field_differences, verify_log,
 };
+use rollcall::evidence::{NewLeaf, append_one};
+use rollcall::privacy::{Basis, DirectoryEntry, ForgetError, forget};
 use rstest::rstest;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Value,
 };
 
 fn shanghai(date: &str, time: &str) -> DateTime<Utc> {
@@ -488,6 +495,243 @@ async fn a_clean_log_verifies_and_each_alteration_is_named(#[case] engine: Engin
     db.cleanup().await;
 }
 
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgetting_a_person_erases_only_theirs_once_retention_passed(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let (conn, signer) = story(&db).await;
+    let now = shanghai("2026-12-09", "09:00");
+    let lisi_case = absence_case::Entity::find()
+        .filter(absence_case::Column::UserId.eq("lisi"))
+        .one(&conn.orm)
+        .await
+        .unwrap()
+        .unwrap();
+    let closed = lisi_case.resolved_at.unwrap();
+
+    // Before the retention period has passed, or with a case open: refused,
+    // naming the date it becomes possible.
+    let err = forget(&conn.orm, TENANT, "lisi", 1095, now, false)
+        .await
+        .unwrap_err();
+    let possible = closed + chrono::Duration::days(1095);
+    match &err {
+        ForgetError::TooEarly {
+            possible: p, basis, ..
+        } => {
+            assert_eq!(*p, possible);
+            assert_eq!(*basis, Basis::LastCaseClosed(closed));
+        }
+        other => panic!("{other}"),
+    }
+    let date = possible
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .format("%Y-%m-%d")
+        .to_string();
+    assert!(err.to_string().contains(&date), "{err}");
+    let err = forget(&conn.orm, TENANT, "zhangsan", 0, now, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ForgetError::CaseOpen { .. }), "{err}");
+    // 王五 never had a case: his retention counts from his last leaf (today's check-in).
+    let err = forget(&conn.orm, TENANT, "wangwu", 30, now, false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ForgetError::TooEarly {
+                basis: Basis::LastLeaf(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(matches!(
+        forget(&conn.orm, TENANT, "nobody", 0, now, false).await,
+        Err(ForgetError::Unknown { .. })
+    ));
+    assert!(verify(&conn, &signer).await.erased.is_empty());
+
+    let before = leaves(&conn).await;
+    let theirs: Vec<u64> = before
+        .iter()
+        .filter(|l| l.subject.as_deref() == Some("lisi"))
+        .map(|l| l.idx as u64)
+        .collect();
+    assert!(theirs.len() > 10, "{theirs:?}");
+    // 李四's first callback, forwarded as evidence in 王五's record: that
+    // payload must stay.
+    let callback = inbound_event::Entity::find()
+        .filter(inbound_event::Column::FromUser.eq("lisi"))
+        .order_by_asc(inbound_event::Column::Id)
+        .one(&conn.orm)
+        .await
+        .unwrap()
+        .unwrap();
+    let shared = rollcall::evidence::log::sha256_hex(callback.raw_body.as_bytes());
+    append_one(
+        &conn.orm,
+        TENANT,
+        now,
+        NewLeaf::new("note").subject(Some("wangwu")).raw(
+            "callback",
+            "application/xml",
+            callback.raw_body.clone(),
+        ),
+    )
+    .await
+    .unwrap();
+
+    // A dry run changes nothing.
+    let dry = forget(&conn.orm, TENANT, "lisi", 0, now, true)
+        .await
+        .unwrap();
+    assert_eq!(dry.leaves.iter().map(|l| l.0).collect::<Vec<_>>(), theirs);
+    assert!(dry.raw_kept.contains(&shared), "{dry:?}");
+    assert_eq!(dry.recorded_as, None);
+    assert!(verify(&conn, &signer).await.erased.is_empty());
+
+    let done = forget(&conn.orm, TENANT, "lisi", 0, now, false)
+        .await
+        .unwrap();
+    assert_eq!(done.leaves.iter().map(|l| l.0).collect::<Vec<_>>(), theirs);
+    assert_eq!(done.raw_kept, dry.raw_kept);
+    assert!(done.raw.len() > theirs.len() / 2, "{done:?}");
+    assert_eq!(done.directory, DirectoryEntry::ContactsCleared);
+    assert!(
+        done.inbound_events > 0 && done.check_ins > 0 && done.case_events > 0 && done.messages > 0
+    );
+
+    // The log verifies; 李四's leaves are reported erased, nothing else.
+    checkpoint(&conn.orm, &signer, TENANT, now)
+        .await
+        .unwrap()
+        .unwrap();
+    let report = verify(&conn, &signer).await;
+    assert!(report.ok(), "{}", lines(&report));
+    assert_eq!(report.erased, theirs);
+    assert_eq!(report.raw_erased, done.raw.len() as u64);
+    assert!(
+        report
+            .summary()
+            .contains(&format!("({} erased)", theirs.len()))
+    );
+    // Every leaf hash is as it was: every other proof still holds.
+    let after = leaves(&conn).await;
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(a.leaf_hash, b.leaf_hash);
+        let mine = b.subject.as_deref() == Some("lisi");
+        assert_eq!(a.content.is_none(), mine, "leaf {}", a.idx);
+        assert_eq!(a.erased_at.is_some(), mine, "leaf {}", a.idx);
+        if !mine {
+            assert_eq!(a.content, b.content, "leaf {}", a.idx);
+        }
+    }
+    // The erasure is a leaf of its own, without the person in it.
+    let recorded = after.last().unwrap();
+    assert_eq!(Some(recorded.idx as u64), done.recorded_as);
+    assert_eq!(recorded.kind, "forgotten");
+    let content = recorded.content.as_deref().unwrap();
+    assert!(
+        !content.contains("lisi") && !content.contains("李四"),
+        "{content}"
+    );
+    assert!(content.contains(&format!("\"erased_leaves\":{}", theirs.len())));
+    // The shared payload kept its bytes; one of 李四's alone did not.
+    let raw = |sha: String| {
+        let conn = conn.orm.clone();
+        async move {
+            evidence_raw::Entity::find_by_id((TENANT.to_owned(), sha))
+                .one(&conn)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    for sha in &done.raw_kept {
+        assert!(raw(sha.clone()).await.bytes.is_some());
+    }
+    for sha in &done.raw {
+        let erased = raw(sha.clone()).await;
+        assert!(erased.bytes.is_none() && erased.erased_at.is_some());
+    }
+
+    // The operational rows keep ids, dates and statuses, not content.
+    let events = inbound_event::Entity::find()
+        .filter(inbound_event::Column::FromUser.eq("lisi"))
+        .all(&conn.orm)
+        .await
+        .unwrap();
+    assert!(!events.is_empty());
+    for e in &events {
+        assert!(e.raw_body.is_empty() && e.plaintext.is_empty() && e.content.is_none());
+        assert_eq!(e.fields, "{}");
+    }
+    let others = inbound_event::Entity::find()
+        .filter(inbound_event::Column::FromUser.eq("wangwu"))
+        .all(&conn.orm)
+        .await
+        .unwrap();
+    assert!(others.iter().all(|e| !e.raw_body.is_empty()));
+    for c in check_in::Entity::find()
+        .filter(check_in::Column::UserId.eq("lisi"))
+        .all(&conn.orm)
+        .await
+        .unwrap()
+    {
+        assert!(c.latitude.is_none() && c.label.is_none() && c.media_sha256.is_none());
+    }
+    let person = employee::Entity::find()
+        .filter(employee::Column::UserId.eq("lisi"))
+        .one(&conn.orm)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(person.phone_sealed.is_none() && person.emergency_contact_name_sealed.is_none());
+    let case = absence_case::Entity::find_by_id(lisi_case.id)
+        .one(&conn.orm)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (case.status, case.first_missed, case.missed_workdays),
+        (
+            lisi_case.status,
+            lisi_case.first_missed,
+            lisi_case.missed_workdays
+        )
+    );
+
+    // Once forgotten, forgetting again erases nothing more.
+    let again = forget(&conn.orm, TENANT, "lisi", 0, now, false)
+        .await
+        .unwrap();
+    assert!(again.leaves.is_empty() && again.raw.is_empty(), "{again:?}");
+    let report = verify(&conn, &signer).await;
+    assert!(report.ok(), "{}", lines(&report));
+    assert_eq!(report.erased, theirs);
+    // Erasing a payload that a live leaf still references is named.
+    evidence_raw::Entity::update_many()
+        .col_expr(evidence_raw::Column::Bytes, Expr::value(Value::Bytes(None)))
+        .col_expr(evidence_raw::Column::ErasedAt, Expr::value(now))
+        .filter(evidence_raw::Column::Sha256.eq(&shared))
+        .exec(&conn.orm)
+        .await
+        .unwrap();
+    let report = verify(&conn, &signer).await;
+    assert_eq!(report.problems.len(), 1, "{}", lines(&report));
+    assert!(
+        report.problems[0]
+            .message
+            .starts_with("was erased, but leaf")
+    );
+    conn.close().await;
+    db.cleanup().await;
+}
+
 fn rollcall(dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_rollcall"))
         .args(args)
@@ -564,6 +808,24 @@ async fn the_command_line_reports_and_exits_non_zero_on_a_problem() {
     assert_eq!(json["problems"][0]["field"], "text_sha256");
     set_content(&conn, leaf.idx, Some(original)).await;
 
+    // Forgetting before the retention period (3 years by default) is refused.
+    let out = rollcall(
+        dir,
+        &[
+            "privacy",
+            "forget",
+            "--tenant",
+            TENANT,
+            "--employee",
+            "lisi",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("`lisi` cannot be forgotten before 2029-"),
+        "{stderr}"
+    );
     let out = rollcall(dir, &["evidence", "verify", "--tenant", TENANT]);
     assert!(out.status.success());
     conn.close().await;
