@@ -16,6 +16,7 @@ pub mod ingress;
 pub mod loadgen;
 pub mod outbox;
 pub mod platform;
+pub mod privacy;
 pub mod runtime;
 pub mod sealed;
 pub mod tls;

@@ -52,6 +52,8 @@ enum Command {
     Employees(rollcall::employees::cli::EmployeesArgs),
     /// The evidence log: its public key, checkpoints, verification, packages.
     Evidence(rollcall::evidence::cli::EvidenceArgs),
+    /// Personal data: forget a person once their retention period has passed.
+    Privacy(rollcall::privacy::cli::PrivacyArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -96,6 +98,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => rollcall::demo::run(args).await,
         Command::Employees(args) => Ok(rollcall::employees::cli::run(&config, args).await?),
         Command::Evidence(args) => rollcall::evidence::cli::run(&config, args).await,
+        Command::Privacy(args) => rollcall::privacy::cli::run(&config, args).await,
     }
 }
 

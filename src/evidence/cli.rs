@@ -1,5 +1,5 @@
-//! `rollcall evidence …`: the signing key, checkpoints (and, built on
-//! them, verification and the case package).
+//! `rollcall evidence …`: the signing key, checkpoints, verification (and,
+//! built on them, the case package).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 
 use super::checkpoint::{self, fingerprint, load_or_create_key};
 use super::export;
+use super::verify::{VerifyReport, verify_log};
 use crate::cases::store::{case_no, parse_case_no};
 use crate::clock::SystemClock;
 use crate::config::Config;
@@ -49,6 +50,22 @@ pub enum EvidenceCommand {
         /// A new folder, or a zip file when it ends in `.zip`.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Recompute a tenant's log from what is stored: every leaf from its
+    /// content, every raw payload, the tree at every checkpoint, each
+    /// checkpoint's signature and the consistency between consecutive
+    /// checkpoints. One line per record that does not match, then a
+    /// summary; the exit status is 1 if anything does not match.
+    Verify {
+        #[arg(long)]
+        tenant: String,
+        /// The report as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// The published verifier key (`name+id+key`) to check signatures
+        /// with; default: the key of `evidence.key_file`.
+        #[arg(long)]
+        verifier_key: Option<String>,
     },
 }
 
@@ -131,5 +148,56 @@ pub async fn run(config: &Config, args: EvidenceArgs) -> anyhow::Result<()> {
             println!("key fingerprint (SHA-256): {}", s.fingerprint);
             Ok(())
         }
+        EvidenceCommand::Verify {
+            tenant,
+            json,
+            verifier_key,
+        } => {
+            let key = match verifier_key {
+                Some(k) => k,
+                None => {
+                    let path = &config.evidence.key_file;
+                    // Verifying never creates a key: a new one would verify nothing.
+                    anyhow::ensure!(
+                        path.exists(),
+                        "no evidence key file at {}: give --verifier-key",
+                        path.display()
+                    );
+                    load_or_create_key(path, &config.evidence.name)?.verifier_key()
+                }
+            };
+            let db = Database::connect(&config.database.url).await?;
+            let report = verify_log(&db.orm, &tenant, &key).await?;
+            match print_report(&report, json) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                other => other?,
+            }
+            anyhow::ensure!(
+                report.ok(),
+                "the evidence log of `{tenant}` does not verify: {} problems",
+                report.problems.len()
+            );
+            Ok(())
+        }
     }
+}
+
+fn print_report(report: &VerifyReport, json: bool) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let mut value = serde_json::to_value(report).map_err(std::io::Error::other)?;
+        value["ok"] = report.ok().into();
+        return writeln!(out, "{value}");
+    }
+    for p in &report.problems {
+        writeln!(out, "{p}")?;
+    }
+    if !report.erased.is_empty() {
+        writeln!(
+            out,
+            "erased (content and salt deleted by privacy forget): leaves {}",
+            report.erased_ranges()
+        )?;
+    }
+    writeln!(out, "{}", report.summary())
 }

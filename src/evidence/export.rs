@@ -30,7 +30,7 @@ use serde_json::Value;
 
 use super::checkpoint::{self, fingerprint};
 use super::log::{LeafData, TemplateRef, sha256_hex};
-use super::merkle::{Hash, Tree, consistency_proof, leaf_hash, root};
+use super::merkle::{Hash, Tree, leaf_hash};
 use super::note;
 use crate::cases::ladder::Policy;
 use crate::cases::store::{self, case_no};
@@ -330,8 +330,8 @@ pub async fn package(
     let earliest = earliest_covering(conn, tenant, anchor, &signed, &verifier_key).await?;
     let consistency = match &earliest {
         Some(first) => {
-            let m = first.size as usize;
-            if hex(&root(&tree.leaves()[..m])) != first.root {
+            let m = first.size as u64;
+            if hex(&tree.root_at(m)) != first.root {
                 return Err(corrupt(format!(
                     "the log's first {m} leaves do not hash to the root signed for them"
                 )));
@@ -340,7 +340,7 @@ pub async fn package(
             serde_json::json!({
                 "from": { "size": first.size, "root": first.root, "note": EARLIEST_NOTE },
                 "to": { "size": size, "root": signed.root },
-                "proof": consistency_proof(m, tree.leaves()).iter().map(|h| hex(h)).collect::<Vec<_>>(),
+                "proof": tree.consistency_proof(m, tree.size()).iter().map(|h| hex(h)).collect::<Vec<_>>(),
             })
         }
         None => serde_json::json!({

@@ -186,66 +186,6 @@ pub fn verify_consistency(
     fr == *root1 && sr == *root2 && sn == 0
 }
 
-/// A whole tree held as its levels (leaves, then each level of parents up
-/// to the root), built once in O(n): audit paths then cost O(log n) each,
-/// where [`inclusion_proof`] rehashes the tree for every one.
-///
-/// A level of odd length passes its last node up unhashed, which gives the
-/// same tree as RFC 6962's split at the largest power of two.
-#[derive(Debug, Clone)]
-pub struct Tree {
-    levels: Vec<Vec<Hash>>,
-}
-
-impl Tree {
-    pub fn new(leaves: Vec<Hash>) -> Tree {
-        let mut levels = vec![leaves];
-        while let Some(below) = levels.last().filter(|l| l.len() > 1) {
-            let above = below
-                .chunks(2)
-                .map(|pair| match pair.get(1) {
-                    Some(right) => node_hash(&pair[0], right),
-                    None => pair[0],
-                })
-                .collect();
-            levels.push(above);
-        }
-        Tree { levels }
-    }
-
-    pub fn size(&self) -> u64 {
-        self.levels[0].len() as u64
-    }
-
-    pub fn leaves(&self) -> &[Hash] {
-        &self.levels[0]
-    }
-
-    pub fn root(&self) -> Hash {
-        match self.levels.last().and_then(|top| top.first()) {
-            Some(root) if self.size() > 0 => *root,
-            _ => empty_root(),
-        }
-    }
-
-    /// The audit path of leaf `m`, as [`inclusion_proof`] gives it;
-    /// `None` when there is no such leaf.
-    pub fn inclusion_proof(&self, m: u64) -> Option<Vec<Hash>> {
-        let mut i = usize::try_from(m)
-            .ok()
-            .filter(|&i| i < self.levels[0].len())?;
-        let mut path = Vec::with_capacity(self.levels.len());
-        for level in &self.levels[..self.levels.len() - 1] {
-            // A node without a sibling was passed up as it is: no step.
-            if let Some(sibling) = level.get(i ^ 1) {
-                path.push(*sibling);
-            }
-            i >>= 1;
-        }
-        Some(path)
-    }
-}
-
 /// The right edge of an append-only tree: the roots of its perfect
 /// subtrees, largest first. Appending touches O(log n) of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -301,6 +241,165 @@ impl Frontier {
         match peaks.next() {
             None => empty_root(),
             Some(&(_, last)) => peaks.fold(last, |acc, (_, h)| node_hash(h, &acc)),
+        }
+    }
+}
+
+/// A whole tree with every complete subtree's root kept, level by level:
+/// the root at any size, and consistency proofs between any two sizes, in
+/// O(log² n) hashes each instead of the O(n) of [`root`] and
+/// [`consistency_proof`] (a verifier checks thousands of checkpoints).
+#[derive(Debug, Clone, Default)]
+pub struct Tree {
+    /// `levels[k][i]`: the root of leaves `i·2^k .. (i+1)·2^k`; only whole
+    /// subtrees are kept, so level k has `size >> k` entries.
+    levels: Vec<Vec<Hash>>,
+}
+
+/// Below this many nodes a level is hashed on one thread.
+const PARALLEL_LEVEL: usize = 1 << 14;
+
+impl Tree {
+    /// Builds the levels over `leaves` (hashing large levels on two threads).
+    pub fn new(leaves: Vec<Hash>) -> Tree {
+        let mut levels = vec![leaves];
+        while let Some(below) = levels.last().filter(|l| l.len() >= 2) {
+            let mut level = vec![[0u8; 32]; below.len() / 2];
+            let pairs = |out: &mut [Hash], from: &[Hash]| {
+                for (o, pair) in out.iter_mut().zip(from.chunks_exact(2)) {
+                    *o = node_hash(&pair[0], &pair[1]);
+                }
+            };
+            if level.len() < PARALLEL_LEVEL {
+                pairs(&mut level, below);
+            } else {
+                let half = level.len() / 2;
+                let (lo, hi) = level.split_at_mut(half);
+                let (from_lo, from_hi) = below.split_at(half * 2);
+                std::thread::scope(|s| {
+                    s.spawn(|| pairs(lo, from_lo));
+                    pairs(hi, from_hi);
+                });
+            }
+            levels.push(level);
+        }
+        Tree { levels }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.levels.first().map_or(0, |l| l.len() as u64)
+    }
+
+    pub fn leaves(&self) -> &[Hash] {
+        self.levels.first().map_or(&[], Vec::as_slice)
+    }
+
+    /// The whole tree's root.
+    pub fn root(&self) -> Hash {
+        self.range_root(0, self.size())
+    }
+
+    /// The audit path of leaf `m` in the whole tree (RFC 6962 §2.1.1), as
+    /// [`inclusion_proof`] gives it; `None` when there is no such leaf.
+    pub fn inclusion_proof(&self, m: u64) -> Option<Vec<Hash>> {
+        if m >= self.size() {
+            return None;
+        }
+        let mut path = Vec::new();
+        self.path(m, 0, self.size(), &mut path);
+        Some(path)
+    }
+
+    /// PATH(m, D[start:end]), appending in the RFC's order (leaf side first).
+    fn path(&self, m: u64, start: u64, end: u64, out: &mut Vec<Hash>) {
+        let n = end - start;
+        if n <= 1 {
+            return;
+        }
+        let k = split(n);
+        if m < k {
+            self.path(m, start, start + k, out);
+            out.push(self.range_root(start + k, end));
+        } else {
+            self.path(m - k, start + k, end, out);
+            out.push(self.range_root(start, start + k));
+        }
+    }
+
+    /// MTH of leaves `start..end` (RFC 6962 §2.1).
+    fn range_root(&self, start: u64, end: u64) -> Hash {
+        let n = end - start;
+        if n == 0 {
+            return empty_root();
+        }
+        if n.is_power_of_two() && start.is_multiple_of(n) {
+            let k = n.trailing_zeros() as usize;
+            return self.levels[k][(start >> k) as usize];
+        }
+        let k = split(n);
+        node_hash(
+            &self.range_root(start, start + k),
+            &self.range_root(start + k, end),
+        )
+    }
+
+    /// The root of the tree's first `size` leaves.
+    pub fn root_at(&self, size: u64) -> Hash {
+        assert!(
+            size <= self.size(),
+            "no size {size} in a tree of {}",
+            self.size()
+        );
+        self.range_root(0, size)
+    }
+
+    /// The frontier of the tree's first `size` leaves.
+    pub fn frontier_at(&self, size: u64) -> Frontier {
+        assert!(
+            size <= self.size(),
+            "no size {size} in a tree of {}",
+            self.size()
+        );
+        let mut peaks = Vec::new();
+        let mut start = 0;
+        for bit in (0..64u32).rev() {
+            let width = 1u64 << bit;
+            if size & width != 0 {
+                peaks.push(self.levels[bit as usize][(start >> bit) as usize]);
+                start += width;
+            }
+        }
+        Frontier::from_peaks(size, &peaks).expect("one peak per set bit")
+    }
+
+    /// The consistency proof from the first `m` leaves to the first `n`
+    /// (RFC 6962 §2.1.2), equal to [`consistency_proof`]`(m, &leaves[..n])`.
+    pub fn consistency_proof(&self, m: u64, n: u64) -> Vec<Hash> {
+        assert!(m <= n && n <= self.size());
+        if m == 0 || m == n {
+            return Vec::new();
+        }
+        let mut proof = Vec::new();
+        self.subproof(m, 0, n, true, &mut proof);
+        proof
+    }
+
+    /// SUBPROOF(m, D[start:end], whole), appending to `out` in the RFC's order.
+    fn subproof(&self, m: u64, start: u64, end: u64, whole: bool, out: &mut Vec<Hash>) {
+        let n = end - start;
+        if m == n {
+            if !whole {
+                out.push(self.range_root(start, end));
+            }
+            return;
+        }
+        let k = split(n);
+        if m <= k {
+            self.subproof(m, start, start + k, whole, out);
+            out.push(self.range_root(start + k, end));
+        } else {
+            self.subproof(m - k, start + k, end, false, out);
+            out.push(self.range_root(start, start + k));
         }
     }
 }
@@ -421,5 +520,38 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_level_tree_gives_the_recursive_roots_frontiers_and_proofs() {
+        for n in 0..=70usize {
+            let all = leaves(n);
+            let tree = Tree::new(all.clone());
+            assert_eq!(tree.size(), n as u64);
+            let mut f = Frontier::default();
+            for size in 0..=n {
+                assert_eq!(tree.root_at(size as u64), root(&all[..size]), "root {size}");
+                assert_eq!(tree.frontier_at(size as u64), f, "frontier {size}");
+                if size < n {
+                    f.push(all[size]);
+                }
+                for m in 0..=size {
+                    assert_eq!(
+                        tree.consistency_proof(m as u64, size as u64),
+                        consistency_proof(m, &all[..size]),
+                        "{m} → {size}"
+                    );
+                }
+            }
+        }
+        // Large enough for the levels to be hashed on two threads.
+        let all = leaves(3 * PARALLEL_LEVEL + 5);
+        let tree = Tree::new(all.clone());
+        assert_eq!(tree.root_at(all.len() as u64), root(&all));
+        let (m, n) = (PARALLEL_LEVEL as u64 + 3, all.len() as u64 - 1);
+        assert_eq!(
+            tree.consistency_proof(m, n),
+            consistency_proof(m as usize, &all[..n as usize])
+        );
     }
 }

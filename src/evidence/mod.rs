@@ -9,5 +9,6 @@ pub mod export;
 pub mod log;
 pub mod merkle;
 pub mod note;
+pub mod verify;
 
 pub use log::{NewLeaf, append, append_one};

@@ -157,8 +157,14 @@ impl NoteSigner {
     }
 }
 
-/// Verifies `note` against a published verifier key; returns its text.
-pub fn verify(note: &str, verifier_key: &str) -> Result<String, NoteError> {
+/// Checks that `verifier_key` is a well-formed Ed25519 verifier key whose
+/// id matches its name and key, before anything is verified with it.
+pub fn check_verifier_key(verifier_key: &str) -> Result<(), NoteError> {
+    parse_verifier_key(verifier_key).map(|_| ())
+}
+
+/// A verifier key's name, key id and public key.
+fn parse_verifier_key(verifier_key: &str) -> Result<(&str, u32, VerifyingKey), NoteError> {
     let mut parts = verifier_key.splitn(3, '+');
     let (name, id, key) = (
         parts.next().ok_or(NoteError::BadKey("no name"))?,
@@ -180,6 +186,12 @@ pub fn verify(note: &str, verifier_key: &str) -> Result<String, NoteError> {
     if key_id(name, &public) != id {
         return Err(NoteError::BadKey("key id does not match"));
     }
+    Ok((name, id, public))
+}
+
+/// Verifies `note` against a published verifier key; returns its text.
+pub fn verify(note: &str, verifier_key: &str) -> Result<String, NoteError> {
+    let (name, id, public) = parse_verifier_key(verifier_key)?;
     let split = note
         .rfind("\n\n")
         .ok_or(NoteError::Malformed("no blank line before the signatures"))?;
