@@ -1,8 +1,10 @@
-//! The evidence log at scale: appending leaves (SQLite and PostgreSQL), and
-//! exporting the package of a 200-leaf case from a log of 20,000 (SQLite).
+//! The evidence log at scale: appending leaves (SQLite and PostgreSQL),
+//! verifying a log of 1,000,000 leaves, and exporting the package of a
+//! 200-leaf case from a log of 20,000 (SQLite).
 //!
 //!     cargo bench --bench evidence                    # everything
 //!     cargo bench --bench evidence -- append          # appends only (append-sqlite, append-postgres)
+//!     cargo bench --bench evidence -- verify          # the verification only
 //!     cargo bench --bench evidence -- export          # the export only
 //!
 //! Sizes: `EVIDENCE_LEAVES` (200000 leaves per append run). PostgreSQL:
@@ -217,6 +219,43 @@ async fn export_bench() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A log of `VERIFY_LEAVES` (1,000,000) leaves without raw payloads, with
+/// a checkpoint every 100,000; then `evidence verify` of it, three times.
+async fn verify_bench() -> anyhow::Result<()> {
+    let n = size("VERIFY_LEAVES", 1_000_000);
+    let db = BenchDb::new(Engine::Sqlite).await?;
+    let store = Database::open(&db.url).await?;
+    let signer = rollcall::evidence::note::NoteSigner::generate("rollcall")?;
+    let mut i = 0;
+    while i < n {
+        let txn = store.orm.begin().await?;
+        let leaves = (i..(i + 10_000).min(n)).map(|i| leaf(i, false)).collect();
+        append(&txn, TENANT, Utc::now(), leaves).await?;
+        txn.commit().await?;
+        i += 10_000;
+        if i % 100_000 == 0 {
+            rollcall::evidence::checkpoint::checkpoint(&store.orm, &signer, TENANT, Utc::now())
+                .await?;
+        }
+    }
+    for run in 1..=3 {
+        let start = Instant::now();
+        let report =
+            rollcall::evidence::verify::verify_log(&store.orm, TENANT, &signer.verifier_key())
+                .await?;
+        let took = start.elapsed();
+        anyhow::ensure!(report.ok(), "the bench log does not verify");
+        println!(
+            "verify-sqlite: run {run}: {} leaves, {} checkpoints: {:.2} s",
+            report.leaves,
+            n / 100_000,
+            took.as_secs_f64()
+        );
+    }
+    store.close().await;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     rollcall::tls::install_crypto_provider();
     let filter: Vec<String> = std::env::args()
@@ -244,6 +283,9 @@ fn main() -> anyhow::Result<()> {
                     "append-{name}: {one} leaves (with a 1 KB raw payload each), one per transaction, 16 tasks: {rate:.0} leaves/s"
                 );
             }
+        }
+        if wanted("verify-sqlite") {
+            verify_bench().await?;
         }
         if wanted("export-sqlite") {
             export_bench().await?;
