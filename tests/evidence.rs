@@ -359,17 +359,47 @@ async fn a_clean_log_verifies_and_each_alteration_is_named(#[case] engine: Engin
         first.note.lines().collect::<Vec<_>>(),
         first.note.find("\u{2014} ").unwrap(),
     );
-    // A signature byte.
-    let mut note = first.note.clone().into_bytes();
-    note[sig_at + "\u{2014} rollcall ".len() + 10] ^= 0x02;
-    set_checkpoint(String::from_utf8(note).unwrap(), first.root.clone())
-        .await
-        .unwrap();
+    // A signature byte: one bit of the decoded signature (past the 4-byte
+    // key id), encoded again, so the note stays well formed whatever the key.
+    let (signed, signature_b64) = {
+        let sig_line = &first.note[sig_at..];
+        let b64 = sig_line["\u{2014} rollcall ".len()..].trim_end();
+        assert!(!b64.contains('\n'), "one signature: {sig_line}");
+        (&first.note[..sig_at], b64)
+    };
+    let altered = {
+        use base64::Engine as _;
+        let engine = base64::engine::general_purpose::STANDARD;
+        let mut blob = engine.decode(signature_b64).unwrap();
+        assert_eq!(blob.len(), 68, "key id and Ed25519 signature");
+        blob[4 + 10] ^= 0x02;
+        engine.encode(blob)
+    };
+    set_checkpoint(
+        format!("{signed}\u{2014} rollcall {altered}\n"),
+        first.root.clone(),
+    )
+    .await
+    .unwrap();
     let report = verify(&conn, &signer).await;
     assert_eq!(
         lines(&report),
         format!(
             "checkpoint size {size}: signature does not verify (no signature by rollcall verifies)"
+        )
+    );
+    // A signature that is not base64 at all ('*' is outside the alphabet).
+    set_checkpoint(
+        format!("{signed}\u{2014} rollcall *{}\n", &signature_b64[1..]),
+        first.root.clone(),
+    )
+    .await
+    .unwrap();
+    let report = verify(&conn, &signer).await;
+    assert_eq!(
+        lines(&report),
+        format!(
+            "checkpoint size {size}: signature does not verify (malformed note: signature not base64)"
         )
     );
     // The root inside the note (whose signature then fails too).
