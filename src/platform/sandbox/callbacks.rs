@@ -14,7 +14,8 @@
 //! `success` or an encrypted passive reply as a failure and retries it, which
 //! is the stricter reading for the app under test.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::platform::wecom::{CryptoError, WecomCrypto};
@@ -23,6 +24,18 @@ use crate::platform::wecom::{CryptoError, WecomCrypto};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Retries after the first attempt.
 pub const DEFAULT_RETRIES: u32 = 3;
+
+/// The high half of a sender's MsgIds: random per process, then one more
+/// for each sender, so two senders in one process (a test that starts the
+/// app twice on one database) never make the same MsgId, not even by chance.
+fn next_id_prefix() -> u64 {
+    static BASE: OnceLock<u32> = OnceLock::new();
+    static SENDERS: AtomicU32 = AtomicU32::new(0);
+    let base = *BASE.get_or_init(rand::random::<u32>);
+    let n = SENDERS.fetch_add(1, Ordering::Relaxed);
+    // 31 bits above a 32-bit counter: a positive i64 like WeCom's.
+    u64::from(base.wrapping_add(n) & 0x7fff_ffff) << 32
+}
 
 /// What became of one callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +97,9 @@ impl CallbackSender {
         corp_id: &str,
         agent_id: i64,
     ) -> Result<CallbackSender, CryptoError> {
+        // reqwest panics without a rustls provider; do not rely on some
+        // other part of the process having installed one first.
+        crate::tls::install_crypto_provider();
         Ok(CallbackSender {
             http: reqwest::Client::new(),
             url: url.to_owned(),
@@ -92,8 +108,7 @@ impl CallbackSender {
             agent_id,
             timeout: DEFAULT_TIMEOUT,
             retries: DEFAULT_RETRIES,
-            // 31 random bits above a 32-bit counter: a positive i64 like WeCom's.
-            id_prefix: u64::from(rand::random::<u32>() >> 1) << 32,
+            id_prefix: next_id_prefix(),
             counter: AtomicU64::new(0),
         })
     }
@@ -334,6 +349,28 @@ mod tests {
         let b = s.next_msg_id();
         assert_ne!(a, b);
         assert!(a.parse::<i64>().is_ok_and(|n| n > 0), "{a}");
+    }
+
+    #[test]
+    fn two_senders_never_share_a_msg_id() {
+        let sender = || {
+            CallbackSender::new(
+                "http://127.0.0.1:9/cb",
+                "tok",
+                "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
+                "corp",
+                1,
+            )
+            .unwrap()
+        };
+        let (a, b) = (sender(), sender());
+        let prefix = |id: String| id.parse::<u64>().unwrap() >> 32;
+        assert_ne!(prefix(a.next_msg_id()), prefix(b.next_msg_id()));
+        // Both start their counters at 1: only the prefix tells them apart.
+        assert_eq!(
+            a.next_msg_id().parse::<u64>().unwrap() & 0xffff_ffff,
+            b.next_msg_id().parse::<u64>().unwrap() & 0xffff_ffff
+        );
     }
 
     #[test]
