@@ -299,6 +299,46 @@ pub async fn recover_outbox(db: &Database) -> Result<usize, sea_orm::DbErr> {
     Ok(n)
 }
 
+/// The jobs of `queue` whose key is LIKE `key_pattern`, a line each (key,
+/// status, attempts, when it may run, which worker holds it), in the order
+/// they may run: what a report of work that does not finish shows.
+pub async fn jobs_like(
+    db: &Database,
+    queue: &str,
+    key_pattern: &str,
+) -> Result<Vec<String>, sea_orm::DbErr> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let (sql, backend) = match db.engine {
+        Engine::Sqlite => (
+            "SELECT idempotency_key || ' ' || status || ' attempts=' || attempts || ' run_at=' || run_at \
+             || ' lock_by=' || coalesce(lock_by, '-') FROM Jobs WHERE job_type = ?1 AND idempotency_key LIKE ?2 \
+             ORDER BY run_at, idempotency_key",
+            sea_orm::DbBackend::Sqlite,
+        ),
+        Engine::Postgres => (
+            "SELECT idempotency_key || ' ' || status || ' attempts=' || attempts || ' run_at=' || run_at::text \
+             || ' lock_by=' || coalesce(lock_by, '-') FROM apalis.jobs WHERE job_type = $1 AND idempotency_key LIKE $2 \
+             ORDER BY run_at, idempotency_key",
+            sea_orm::DbBackend::Postgres,
+        ),
+    };
+    let rows = db
+        .orm
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [queue.into(), key_pattern.into()],
+        ))
+        .await?;
+    rows.iter().map(|r| r.try_get_by_index(0)).collect()
+}
+
+/// The delivery jobs of outbox row `outbox_id` (see [`jobs_like`]); done
+/// ones are pruned.
+pub async fn deliver_jobs(db: &Database, outbox_id: i64) -> Result<Vec<String>, sea_orm::DbErr> {
+    jobs_like(db, DELIVER_QUEUE, &format!("deliver:{outbox_id}:%")).await
+}
+
 /// Start-up recovery: every committed row that is not processed and has no
 /// job that can still run gets a new job, so nothing committed is lost.
 ///
