@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use rollcall::db::Engine;
 use rollcall::ingress::Outcome;
@@ -85,7 +83,7 @@ async fn vectors_through_the_endpoint(#[case] engine: Engine) {
             .contains("msg_signature=f7b94ad892356ebe61a8dd30c2e3c2486ef4e870")
     );
     assert!(rows[0].raw_body.contains("<Encrypt>"));
-    let processed = wait_all_processed(&app.db, Duration::from_secs(30)).await;
+    let processed = wait_all_processed(&app.db).await;
     let classes: Vec<&str> = processed
         .iter()
         .map(|r| r.classification.as_deref().unwrap())
@@ -169,7 +167,7 @@ async fn a_thousand_concurrent_callbacks_make_a_thousand_rows(#[case] engine: En
     keys.sort_unstable();
     keys.dedup();
     assert_eq!(keys.len(), 1000);
-    wait_all_processed(&app.db, Duration::from_secs(60)).await;
+    wait_all_processed(&app.db).await;
     app.stop().await;
     db.cleanup().await;
 }
@@ -410,7 +408,7 @@ async fn sqlite_connections_are_durable() {
     let tenant = vector_tenant();
     let cb = tenant.text(77, "打卡");
     assert_eq!(post(&app, "acme", &cb.query, cb.body).await.0, 200);
-    wait_all_processed(&app.db, Duration::from_secs(30)).await;
+    wait_all_processed(&app.db).await;
     let pool = app.db.sqlite();
     let mut conns = Vec::new();
     for _ in 0..pool.options().get_max_connections() {
@@ -449,7 +447,7 @@ async fn the_start_up_sweep_finishes_rows_without_a_runnable_job(#[case] engine:
         let cb = tenant.text(900 + i, "打卡");
         assert_eq!(post(&app, "acme", &cb.query, cb.body).await.0, 200);
     }
-    wait_all_processed(&app.db, Duration::from_secs(30)).await;
+    wait_all_processed(&app.db).await;
     // Undo the processing and make the jobs unrunnable, as a crash or an
     // exhausted retry budget would leave them.
     let (reset, kill) = match engine {
@@ -468,7 +466,7 @@ async fn the_start_up_sweep_finishes_rows_without_a_runnable_job(#[case] engine:
     app.stop().await;
 
     let app = boot(&db, 600).await;
-    let rows = wait_all_processed(&app.db, Duration::from_secs(30)).await;
+    let rows = wait_all_processed(&app.db).await;
     assert_eq!(rows.len(), 3);
     assert!(
         rows.iter()
@@ -506,7 +504,7 @@ async fn two_instances_share_one_postgres_database() {
     let accepted = first.metrics.get(Outcome::Accepted) + second.metrics.get(Outcome::Accepted);
     let duplicates = first.metrics.get(Outcome::Duplicate) + second.metrics.get(Outcome::Duplicate);
     assert_eq!((accepted, duplicates), (200, 200));
-    let rows = wait_all_processed(&first.db, Duration::from_secs(60)).await;
+    let rows = wait_all_processed(&first.db).await;
     assert_eq!(rows.len(), 200);
     first.stop().await;
     second.stop().await;

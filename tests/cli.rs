@@ -73,7 +73,7 @@ async fn events_lists_what_was_received(#[case] engine: Engine) {
         .await;
         assert_eq!(status, 200);
     }
-    wait_all_processed(&app.db, std::time::Duration::from_secs(30)).await;
+    wait_all_processed(&app.db).await;
     app.stop().await;
 
     let config = db.dir.path().join("rollcall.toml");
@@ -132,11 +132,7 @@ async fn events_lists_what_was_received(#[case] engine: Engine) {
 #[tokio::test]
 async fn serve_without_a_config_file_runs_on_embedded_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_rollcall"))
         .arg("serve")
         .current_dir(dir.path())
@@ -157,10 +153,7 @@ async fn serve_without_a_config_file_runs_on_embedded_sqlite() {
         {
             break r.status().as_u16();
         }
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(30),
-            "serve did not start"
-        );
+        assert!(start.elapsed() < common::PATIENCE, "serve did not start");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     assert_eq!(ready, 200);
@@ -186,7 +179,7 @@ async fn serve_without_a_config_file_runs_on_embedded_sqlite() {
             break;
         }
         assert!(
-            start.elapsed() < std::time::Duration::from_secs(30),
+            start.elapsed() < common::PATIENCE,
             "roster not imported ({n})"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -44,7 +44,7 @@ async fn wait_for(s: &Sandboxed, user: &str, needle: &str) -> String {
             return t;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(60),
+            start.elapsed() < PATIENCE,
             "{user} never got a message with {needle:?}: {:?}",
             texts(s, user)
         );

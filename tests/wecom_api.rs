@@ -99,11 +99,11 @@ async fn an_expired_token_is_refreshed_once_and_the_message_sent() {
 
 #[tokio::test]
 async fn faults_are_classified() {
-    let (sandbox, api) = setup(Duration::from_millis(300)).await;
+    let (sandbox, api) = setup(Duration::from_secs(3)).await;
     let cases = [
         (Fault::ServerError, "retryable"),
         (Fault::Busy, "retryable"),
-        (Fault::Timeout(Duration::from_secs(2)), "retryable"),
+        (Fault::Timeout(Duration::from_secs(60)), "retryable"),
         (Fault::RateLimited, "rate_limited"),
     ];
     for (fault, expected) in cases {
@@ -216,7 +216,7 @@ async fn a_code_from_a_click_callback_is_single_use_too() {
 
 #[tokio::test]
 async fn update_template_card_meets_faults_and_refreshes_the_token() {
-    let (sandbox, api) = setup(Duration::from_millis(300)).await;
+    let (sandbox, api) = setup(Duration::from_secs(3)).await;
     sandbox.push_fault(Fault::ServerError);
     let code = sandbox.issue_response_code();
     assert!(matches!(
@@ -293,12 +293,12 @@ async fn media_get_refreshes_an_expired_token_once() {
 
 #[tokio::test]
 async fn media_get_faults_are_classified() {
-    let (sandbox, api) = setup(Duration::from_millis(300)).await;
+    let (sandbox, api) = setup(Duration::from_secs(3)).await;
     let id = sandbox.add_media(vec![1, 2, 3], "image/png");
     let cases = [
         (Fault::ServerError, "retryable"),
         (Fault::Busy, "retryable"),
-        (Fault::Timeout(Duration::from_secs(2)), "retryable"),
+        (Fault::Timeout(Duration::from_secs(60)), "retryable"),
         (Fault::RateLimited, "rate_limited"),
         (Fault::MediaTooLarge, "permanent"),
     ];

@@ -84,6 +84,19 @@ impl TestDb {
     }
 }
 
+/// A port for a `rollcall serve` child process to listen on. Picked below
+/// Linux's ephemeral range (32768–60999), where neither another test's
+/// `bind(0)` nor an outgoing connection's source port can take it between
+/// this check and the child's bind, nor while the child is restarted.
+pub fn free_port() -> u16 {
+    loop {
+        let port = 20_000 + rand::random::<u16>() % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 pub fn vectors(name: &str) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/vectors")
@@ -162,16 +175,22 @@ pub fn no_env() -> impl Env {
     [] as [(&str, &str); 0]
 }
 
+/// How long a test waits for something the app does in the background
+/// before it fails. Generous on purpose: a wait returns as soon as its
+/// condition holds, and a loaded 2-core machine (a build beside the suite)
+/// can take many times the usual second. Never a measure of speed: that is
+/// what the benchmarks are for.
+pub const PATIENCE: Duration = Duration::from_secs(180);
+
 /// Rows in the inbox of tenant `acme`.
 pub async fn rows(db: &Database) -> Vec<entity::inbound_event::Model> {
     rollcall::inbox::list(db, "acme").await.unwrap()
 }
 
-/// Waits until every stored row is processed (the jobs ran).
-pub async fn wait_all_processed(
-    db: &Database,
-    timeout: Duration,
-) -> Vec<entity::inbound_event::Model> {
+/// Waits until every stored row is processed (the jobs ran), at most
+/// [`PATIENCE`].
+pub async fn wait_all_processed(db: &Database) -> Vec<entity::inbound_event::Model> {
+    let timeout = PATIENCE;
     let start = Instant::now();
     loop {
         let rows = rows(db).await;
