@@ -731,15 +731,44 @@ async fn the_daily_scan_runs_by_itself_once(#[case] engine: Engine) {
     s.at("2026-12-02", "10:05");
     let started = std::time::Instant::now();
     while case_of(&s, "zhangsan").await.is_none() {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(45),
-            "the scan did not run"
-        );
+        assert!(started.elapsed() < PATIENCE, "the scan did not run");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    // Later ticks find the day's scan done: still one case, one reminder.
-    tokio::time::sleep(std::time::Duration::from_secs(31)).await;
     s.settle().await.unwrap();
+    // An hour later a tick (every 30 s) enqueues the same day's scan again,
+    // which its key keeps to the one job, and the hourly deadline scan of
+    // that day, which must count nothing twice. Wait until that one ran.
+    s.at("2026-12-02", "11:05");
+    let scans = || async {
+        rollcall::workers::jobs_like(
+            &s.rt.db,
+            rollcall::workers::SCAN_QUEUE,
+            &format!("scan:{TENANT}:%"),
+        )
+        .await
+        .unwrap()
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let jobs = scans().await;
+        if jobs.iter().any(|j| j.contains(":2026-12-02T11 Done")) {
+            break;
+        }
+        assert!(started.elapsed() < PATIENCE, "no hourly scan ran: {jobs:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    s.settle().await.unwrap();
+    let jobs = scans().await;
+    assert_eq!(
+        jobs.iter()
+            .map(|j| j.split(' ').next().unwrap())
+            .collect::<Vec<_>>(),
+        [
+            format!("scan:{TENANT}:2026-12-01"),
+            format!("scan:{TENANT}:2026-12-01:2026-12-02T11")
+        ],
+        "{jobs:?}"
+    );
     assert_eq!(
         absence_case::Entity::find()
             .count(&s.rt.db.orm)
