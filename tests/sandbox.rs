@@ -27,9 +27,13 @@ use tokio::net::{TcpListener, TcpStream};
 /// The agent id of the test tenant (tests/common).
 const AGENT_ID: i64 = 1000019;
 
+/// A sender that waits as long as a loaded machine may need; the tests of
+/// WeCom's retries set their own short timeouts.
 fn sender(url: &str) -> CallbackSender {
     let t = vector_tenant();
-    CallbackSender::new(url, &t.token, &t.key, &t.corp_id, AGENT_ID).unwrap()
+    CallbackSender::new(url, &t.token, &t.key, &t.corp_id, AGENT_ID)
+        .unwrap()
+        .with_timeout(rollcall::demo::PHONE_PATIENCE)
 }
 
 fn now() -> i64 {
