@@ -74,7 +74,7 @@ pub async fn runtime(config: &Config, clock: Arc<dyn Clock>) -> Result<Runtime, 
             tracing::warn!(tenant = %t.id, year, "the holiday calendar has no data for this year: only weekly rest days count until a holiday file is configured (tenants.attendance.holidays)");
         }
     }
-    let rt = Runtime::new(config, db, clock, templates, key, signer);
+    let rt = Runtime::new(config, db, clock, templates, key, signer).map_err(StartError::Tenant)?;
     for t in &config.tenants {
         crate::evidence::log::ensure_log(
             &rt.db.orm,

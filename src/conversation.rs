@@ -64,7 +64,7 @@ impl Turn<'_> {
     ) -> Result<(), HandleError> {
         self.send_text(
             &format!("reply:{}", self.event_id),
-            &self.event.from_user,
+            &self.event.sender,
             template,
             block,
             context,
@@ -111,7 +111,7 @@ impl Turn<'_> {
             case_id,
             user,
             kind,
-            Some(&self.event.from_user),
+            Some(&self.event.sender),
             detail,
             Some(self.event_id),
             self.now,
@@ -152,11 +152,11 @@ pub async fn handle(rt: &Runtime, id: i64) -> Result<Option<String>, HandleError
     };
     let photo = match media_id {
         Some(media_id)
-            if employee_row(db, &tenant.config.id, &event.from_user)
+            if employee_row(db, &tenant.config.id, &event.sender)
                 .await?
                 .is_some_and(|e| e.active)
                 && (matches!(event.kind, InboundKind::Image { .. })
-                    || exhibits::open_window_of(db, &tenant.config.id, &event.from_user, now)
+                    || exhibits::open_window_of(db, &tenant.config.id, &event.sender, now)
                         .await?
                         .is_some()) =>
         {
@@ -164,7 +164,7 @@ pub async fn handle(rt: &Runtime, id: i64) -> Result<Option<String>, HandleError
         }
         _ => None,
     };
-    let sent_at = DateTime::from_timestamp(event.create_time, 0).unwrap_or(now);
+    let sent_at = DateTime::from_timestamp(event.sent_at, 0).unwrap_or(now);
     let txn = db.begin().await?;
     // Claim the event first: a concurrent or repeated job finds it taken.
     let claimed = inbound_event::Entity::update_many()
@@ -183,19 +183,19 @@ pub async fn handle(rt: &Runtime, id: i64) -> Result<Option<String>, HandleError
     // The callback itself is the first leaf of what it causes.
     let fields: Value = serde_json::from_str(&row.fields).unwrap_or(Value::Null);
     let mut leaf = NewLeaf::new("callback")
-        .subject(Some(&event.from_user))
-        .actor(Some(&event.from_user))
+        .subject(Some(&event.sender))
+        .actor(Some(&event.sender))
         .channel("chat")
         .occurred_at(sent_at)
         .id("msg_key", row.msg_key.clone())
         .id("platform", row.platform.clone())
-        .raw("callback", "application/xml", row.raw_body.clone())
+        .raw("callback", &event.media_type, row.raw_body.clone())
         .raw(
             "query",
             "application/x-www-form-urlencoded",
             row.raw_query.clone(),
         )
-        .raw("decrypted", "application/xml", row.plaintext.clone())
+        .raw("decrypted", &event.media_type, row.plaintext.clone())
         .source("inbound_events", id)
         .detail(fields);
     if let Some(p) = &photo {
@@ -217,7 +217,7 @@ pub async fn handle(rt: &Runtime, id: i64) -> Result<Option<String>, HandleError
         sent_at,
         now,
     };
-    let sender = employee_row(&txn, &tenant.config.id, &event.from_user)
+    let sender = employee_row(&txn, &tenant.config.id, &event.sender)
         .await?
         .filter(|e| e.active);
     let class = dispatch(&turn, sender.as_ref(), photo).await?;
@@ -245,7 +245,7 @@ async fn mark(db: &sea_orm::DatabaseConnection, id: i64, class: &str) -> Result<
 
 async fn fetch_photo(tenant: &Tenant, media_id: &str) -> Option<Photo> {
     let api = tenant.chat.as_ref()?;
-    match api.media_get(media_id).await {
+    match api.fetch_media(media_id).await {
         Ok(m) => Some(Photo {
             sha256: hex(&Sha256::digest(&m.bytes)),
             bytes: m.bytes,
@@ -371,12 +371,10 @@ async fn dispatch(
                 }
             }
         }
-        InboundKind::CardButton {
-            event_key,
-            response_code,
-            ..
-        } => card_press(turn, sender, event_key, response_code.as_deref()).await,
-        InboundKind::EnterAgent { .. } | InboundKind::Other { .. } => Ok("ignored"),
+        InboundKind::CardButton { key, card_ref, .. } => {
+            card_press(turn, sender, key, card_ref.as_deref()).await
+        }
+        InboundKind::Other { .. } => Ok("ignored"),
     }
 }
 
@@ -685,7 +683,7 @@ async fn card_press(
     turn: &Turn<'_>,
     sender: &employee::Model,
     token: &str,
-    response_code: Option<&str>,
+    card_ref: Option<&str>,
 ) -> Result<&'static str, HandleError> {
     let Some(action) = card_action::Entity::find()
         .filter(card_action::Column::TenantId.eq(&turn.tenant.config.id))
@@ -876,8 +874,9 @@ async fn card_press(
     if let Some(block) = reply_block {
         turn.reply("card_pressed", block, &context).await?;
     }
-    // The card's button becomes a label (the code is single-use).
-    if let Some(code) = response_code.filter(|c| !c.is_empty()) {
+    // The card's button becomes a label (a platform's reference may be
+    // single-use: it comes with this press).
+    if let Some(card_ref) = card_ref.filter(|c| !c.is_empty()) {
         let replace = format!("replace_{}", action.action);
         let rendered = turn
             .rt
@@ -893,8 +892,8 @@ async fn card_press(
             template: rendered.template.clone(),
             template_hash: rendered.hash.clone(),
             payload: Payload::CardUpdate {
-                response_code: code.to_owned(),
-                replace_name: rendered.block(&replace).to_owned(),
+                card_ref: card_ref.to_owned(),
+                label: rendered.block(&replace).to_owned(),
             },
         };
         enqueue(turn.txn, turn.rt.db.engine, message, turn.now).await?;

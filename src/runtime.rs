@@ -12,14 +12,14 @@ use crate::evidence::note::NoteSigner;
 use crate::outbox::email::Mailer;
 use crate::outbox::render::Templates;
 use crate::outbox::sms::{SmsProvider, sms_provider};
-use crate::platform::wecom::api::WecomApi;
+use crate::platform::ChatApi;
 use crate::sealed::DataKey;
 
 /// One tenant's configuration and the clients for its channels.
 pub struct Tenant {
     pub config: TenantConfig,
-    /// The chat platform's API (WeCom or the sandbox).
-    pub chat: Option<WecomApi>,
+    /// The chat platform's API (see [`crate::platform::build`]).
+    pub chat: Option<Arc<dyn ChatApi>>,
     pub sms: Option<Arc<dyn SmsProvider>>,
     pub mail: Option<Mailer>,
 }
@@ -61,31 +61,22 @@ impl Runtime {
         templates: Templates,
         key: DataKey,
         signer: NoteSigner,
-    ) -> Runtime {
+    ) -> Result<Runtime, String> {
         let timeout = Duration::from_secs(config.delivery.timeout_secs);
         let tenants = config
             .tenants
             .iter()
             .map(|t| {
-                let chat = t.wecom.as_ref().map(|w| {
-                    WecomApi::new(
-                        &w.api_base,
-                        &w.corp_id,
-                        w.secret.clone(),
-                        w.agent_id,
-                        timeout,
-                    )
-                });
                 let tenant = Tenant {
                     config: t.clone(),
-                    chat,
+                    chat: crate::platform::build(t, timeout)?.map(|p| p.api),
                     sms: t.sms.as_ref().map(|c| sms_provider(c, timeout)),
                     mail: t.email.clone().map(Mailer::new),
                 };
-                (t.id.clone(), Arc::new(tenant))
+                Ok((t.id.clone(), Arc::new(tenant)))
             })
-            .collect();
-        Runtime {
+            .collect::<Result<_, String>>()?;
+        Ok(Runtime {
             db,
             clock,
             templates: Arc::new(templates),
@@ -96,7 +87,7 @@ impl Runtime {
             public_url: config.server.public_url.clone(),
             scan_lock: Arc::default(),
             tenants: Arc::new(tenants),
-        }
+        })
     }
 
     pub fn tenant(&self, id: &str) -> Option<&Arc<Tenant>> {

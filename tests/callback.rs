@@ -66,7 +66,7 @@ async fn vectors_through_the_endpoint(#[case] engine: Engine) {
             "location",
             "image",
             "card_button",
-            "enter_agent",
+            "other",
             "text"
         ]
     );
@@ -269,7 +269,7 @@ async fn refusals_store_nothing(#[case] engine: Engine) {
             good.query.clone(),
             "<xml><Encrypt><![CDATA[abc".into(),
             400,
-            Outcome::MalformedXml,
+            Outcome::Malformed,
         ),
         (
             "malformed plaintext",
@@ -277,7 +277,7 @@ async fn refusals_store_nothing(#[case] engine: Engine) {
             not_xml_inside.query,
             not_xml_inside.body,
             400,
-            Outcome::MalformedXml,
+            Outcome::Malformed,
         ),
         (
             "too large",
@@ -368,6 +368,12 @@ async fn url_verification_refusals(#[case] engine: Engine) {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
+    // A tenant answers only on its own platform's URL, even when signed.
+    for platform in ["dingtalk", "feishu", "nonsense"] {
+        let path = format!("/callback/{platform}/acme?{}", q(&sig, now));
+        let r = client.get(url(&app, &path)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 404, "{platform}");
+    }
     assert!(rows(&app.db).await.is_empty());
     app.stop().await;
     db.cleanup().await;

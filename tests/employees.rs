@@ -702,7 +702,11 @@ async fn the_employees_commands_end_to_end(#[case] engine: Engine) {
 
     let out = rollcall(dir, &["employees", "sync", "--tenant", "nowecom"]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("no [tenants.wecom]"), "{}", text(&out));
+    assert!(
+        text(&out).contains("has no chat platform configured"),
+        "{}",
+        text(&out)
+    );
 
     let db = Database::open(&test_db.url).await.unwrap();
     let z = employees::load(&db, &key(), "acme", "zhangsan")

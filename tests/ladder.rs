@@ -661,7 +661,7 @@ async fn every_fault_ends_sent_once_or_undeliverable_with_hr_told(#[case] engine
             .sandbox
             .sent()
             .iter()
-            .filter(|m| m.body["template_card"]["task_id"] == task["task_id"])
+            .filter(|m| m.body["template_card"]["task_id"] == task["card_id"])
             .count();
         assert_eq!(copies, 1, "{}", n.idem_key);
     }

@@ -88,9 +88,10 @@ async fn each_kind_is_stored_once(#[case] engine: Engine) {
     assert_eq!(fields[1]["longitude"], 121.4737);
     assert_eq!(fields[1]["label"], "上海市黄浦区工地");
     assert_eq!(fields[2]["media_id"], photo.as_str());
-    assert_eq!(fields[3]["task_id"], "case-1-step-1");
-    assert_eq!(fields[3]["response_code"], code.as_str());
-    assert_eq!(fields[3]["card_type"], "button_interaction");
+    assert_eq!(fields[3]["card_id"], "case-1-step-1");
+    assert_eq!(fields[3]["card_ref"], code.as_str());
+    assert_eq!(fields[3]["key"], "ack");
+    assert_eq!(fields[0]["media_type"], "application/xml");
     assert_eq!(app.metrics.get(Outcome::Accepted), 4);
     wait_all_processed(&app.db).await;
     app.stop().await;

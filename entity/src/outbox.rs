@@ -31,12 +31,13 @@ pub struct Model {
     /// When the current attempt was claimed.
     pub claimed_at: Option<DateTimeUtc>,
     pub sent_at: Option<DateTimeUtc>,
-    /// WeCom msgid, Aliyun BizId or the email's Message-ID.
+    /// The chat platform's message id, the SMS gateway's id (Aliyun's
+    /// BizId) or the email's Message-ID.
     pub receipt_id: Option<String>,
     /// The provider's answer as received.
     pub receipt: Option<String>,
-    /// WeCom's single-use code for update_template_card.
-    pub response_code: Option<String>,
+    /// For a card: what updating it later takes (see `ChatApi::update_card`).
+    pub card_ref: Option<String>,
     pub error: Option<String>,
 }
 

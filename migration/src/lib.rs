@@ -7,6 +7,7 @@ mod m20261126_000002_create_attendance_tables;
 mod m20261126_000003_create_evidence_tables;
 mod m20261126_000004_create_departure_tables;
 mod m20261126_000005_create_export_downloads;
+mod m20261206_000001_rename_outbox_card_ref;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000003_create_evidence_tables::Migration),
             Box::new(m20261126_000004_create_departure_tables::Migration),
             Box::new(m20261126_000005_create_export_downloads::Migration),
+            Box::new(m20261206_000001_rename_outbox_card_ref::Migration),
         ]
     }
 }

@@ -302,7 +302,7 @@ fn card(
         source: tenant.config.name.clone(),
         title: title.to_owned(),
         body: body.to_owned(),
-        task_id: format!("rc-{}-{step}-{}", case.id, ulid::Ulid::new()),
+        card_id: format!("rc-{}-{step}-{}", case.id, ulid::Ulid::new()),
         buttons: buttons
             .iter()
             .map(|(action, label)| Button {

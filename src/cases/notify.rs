@@ -528,7 +528,7 @@ fn chat_payload(
         source: tenant.config.name.clone(),
         title: rendered.block("title").to_owned(),
         body: rendered.block("body").to_owned(),
-        task_id: format!("rc-{}-{}-{}", case.id, step.as_str(), ulid::Ulid::new()),
+        card_id: format!("rc-{}-{}-{}", case.id, step.as_str(), ulid::Ulid::new()),
         buttons: buttons
             .iter()
             .map(|b| Button {

@@ -7,7 +7,6 @@ use std::time::Duration;
 use super::{ImportError, ImportReport, SyncError, import_csv, sync_directory};
 use crate::config::{Config, ProcessEnv};
 use crate::db::{Database, DbError};
-use crate::platform::wecom::api::WecomApi;
 use crate::sealed::{DataKey, DataKeyError};
 
 /// Files larger than this get a progress bar (when stderr is a terminal).
@@ -55,8 +54,10 @@ pub enum EmployeesCommand {
 pub enum CliError {
     #[error("no tenant `{0}` in the configuration")]
     UnknownTenant(String),
-    #[error("tenant `{0}` has no [tenants.wecom] section to sync from")]
-    NoWecom(String),
+    #[error("tenant `{0}` has no chat platform configured to sync from")]
+    NoPlatform(String),
+    #[error("{0}")]
+    Platform(String),
     #[error("cannot open {path}: {source}")]
     Open {
         path: PathBuf,
@@ -111,21 +112,15 @@ pub async fn run(config: &Config, args: EmployeesArgs) -> Result<(), CliError> {
             println!("{}", summary("imported", &report?, "file"));
         }
         EmployeesCommand::Sync { .. } => {
-            let wecom = tenant
-                .wecom
-                .as_ref()
-                .ok_or_else(|| CliError::NoWecom(tenant.id.clone()))?;
-            let api = WecomApi::new(
-                &wecom.api_base,
-                &wecom.corp_id,
-                wecom.secret.clone(),
-                wecom.agent_id,
-                API_TIMEOUT,
-            );
+            let api = crate::platform::build(tenant, API_TIMEOUT)
+                .map_err(CliError::Platform)?
+                .ok_or_else(|| CliError::NoPlatform(tenant.id.clone()))?
+                .api;
             let db = Database::open(&config.database.url).await?;
-            let report = sync_directory(&db, &key, &tenant.id, &api).await;
+            let report = sync_directory(&db, &key, &tenant.id, api.as_ref()).await;
             db.close().await;
-            println!("{}", summary("synced", &report?, "WeCom address book"));
+            let from = format!("{} directory", api.platform());
+            println!("{}", summary("synced", &report?, &from));
         }
     }
     Ok(())

@@ -2,7 +2,7 @@
 //! role, and the personal data the ladder needs (phone for SMS, emergency
 //! contact, postal address for a formal notice).
 //!
-//! Rows come from a CSV import (`import`) or the WeCom address book (`sync`);
+//! Rows come from a CSV import (`import`) or the platform's directory (`sync`);
 //! both upsert on (tenant_id, user_id) and never delete anyone.
 //!
 //! Personal data is sealed at rest with [`DataKey`]; each value is bound to

@@ -1,7 +1,8 @@
-//! `rollcall employees sync`: the same upsert from the WeCom address book.
+//! `rollcall employees sync`: the same upsert from the chat platform's
+//! directory (WeCom's address book, …; see [`ChatApi::directory`]).
 //!
 //! The directory owns name, department, manager, phone, email and whether
-//! someone still works there (status 2 disabled or 5 left → inactive). What
+//! someone still works there (disabled or left → inactive). What
 //! it does not know (emergency contact, postal address, hire and contract
 //! dates, rest days, site) is left as a CSV import set it, and so are a
 //! manager, phone or email the directory leaves empty (直属上级 is often not
@@ -16,17 +17,13 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, Tr
 
 use super::{ImportReport, SealedColumn, seal, upsert};
 use crate::db::Database;
-use crate::platform::PlatformError;
-use crate::platform::wecom::api::WecomApi;
+use crate::platform::{ChatApi, PlatformError};
 use crate::sealed::DataKey;
-
-/// The root department: `user/list` with `fetch_child=1` from it is everyone.
-const ROOT_DEPARTMENT: i64 = 1;
 
 /// Why a sync wrote nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("reading the WeCom address book: {0}")]
+    #[error("reading the directory: {0}")]
     Platform(PlatformError),
     #[error("nothing synced: {0}")]
     Db(DbErr),
@@ -46,32 +43,16 @@ impl From<DbErr> for SyncError {
     }
 }
 
-/// Upserts the tenant's employees from the WeCom address book, in one
+/// Upserts the tenant's employees from its platform's directory, in one
 /// transaction.
 pub async fn sync_directory(
     db: &Database,
     key: &DataKey,
     tenant: &str,
-    api: &WecomApi,
+    api: &dyn ChatApi,
 ) -> Result<ImportReport, SyncError> {
-    let departments: HashMap<i64, String> = api
-        .departments()
-        .await?
-        .into_iter()
-        .map(|d| (d.id, d.name))
-        .collect();
-    let mut seen = HashSet::new();
-    let users: Vec<_> = api
-        .users(ROOT_DEPARTMENT, true)
-        .await?
-        .into_iter()
-        // A member of two departments may be listed twice.
-        .filter(|u| !u.userid.is_empty() && seen.insert(u.userid.clone()))
-        .collect();
-    let leaders: HashSet<&str> = users
-        .iter()
-        .filter_map(|u| u.direct_leader.first().map(String::as_str))
-        .collect();
+    let users = api.directory().await?;
+    let leaders: HashSet<&str> = users.iter().filter_map(|u| u.manager.as_deref()).collect();
 
     let existing: HashMap<String, employee::Model> = employee::Entity::find()
         .filter(employee::Column::TenantId.eq(tenant))
@@ -84,7 +65,7 @@ pub async fn sync_directory(
     let now = Utc::now();
     let updated = users
         .iter()
-        .filter(|u| existing.contains_key(&u.userid))
+        .filter(|u| existing.contains_key(&u.user_id))
         .count();
     let report = ImportReport {
         added: users.len() - updated,
@@ -94,29 +75,27 @@ pub async fn sync_directory(
     let models: Vec<employee::ActiveModel> = users
         .iter()
         .map(|u| {
-            let before = existing.get(&u.userid);
+            let before = existing.get(&u.user_id);
             let role = match before.map(|m| m.role.as_str()) {
                 Some("hr") => "hr",
-                _ if leaders.contains(u.userid.as_str()) => "manager",
+                _ if leaders.contains(u.user_id.as_str()) => "manager",
                 Some(other) => other,
                 None => "employee",
             };
             let department = u
-                .main_department
-                .or(u.department.first().copied())
-                .and_then(|id| departments.get(&id).cloned())
+                .department
+                .clone()
                 .or_else(|| before.map(|m| m.department.clone()))
                 .unwrap_or_default();
             // Many companies never fill in 直属上级: keep the file's manager.
             let manager = u
-                .direct_leader
-                .first()
-                .cloned()
+                .manager
+                .clone()
                 .or_else(|| before.and_then(|m| m.manager_user_id.clone()));
-            // WeCom leaves out mobile and email for apps not allowed to read
-            // them: keep what we have rather than wipe it.
+            // Platforms leave out mobile and email for apps not allowed to
+            // read them: keep what we have rather than wipe it.
             let phone = match u.mobile.as_deref().filter(|m| !m.is_empty()) {
-                Some(m) => Some(seal(key, SealedColumn::Phone, tenant, &u.userid, m)),
+                Some(m) => Some(seal(key, SealedColumn::Phone, tenant, &u.user_id, m)),
                 None => before.and_then(|m| m.phone_sealed.clone()),
             };
             let email = u
@@ -126,7 +105,7 @@ pub async fn sync_directory(
                 .or_else(|| before.and_then(|m| m.email.clone()));
             employee::ActiveModel {
                 tenant_id: Set(tenant.to_owned()),
-                user_id: Set(u.userid.clone()),
+                user_id: Set(u.user_id.clone()),
                 name: Set(u.name.clone()),
                 department: Set(department),
                 manager_user_id: Set(manager),
@@ -140,7 +119,7 @@ pub async fn sync_directory(
                 contract_end_date: Set(None),
                 rest_days: Set(None),
                 site: Set(None),
-                active: Set(!matches!(u.status, Some(2 | 5))),
+                active: Set(u.active),
                 source: Set("directory".into()),
                 updated_at: Set(now),
                 ..Default::default()

@@ -14,18 +14,18 @@ use axum::routing::get;
 use crate::config::Config;
 use crate::db::Database;
 use crate::inbox::Inbox;
-use crate::platform::wecom::WecomCrypto;
+use crate::platform::CallbackSide;
 
+pub mod callback;
 pub mod export;
-pub mod wecom;
 
 /// Largest callback body accepted.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
-/// What the ingress knows about one tenant.
+/// What the ingress knows about one tenant: its platform's callback side.
 #[derive(Debug)]
 pub struct TenantIngress {
-    pub wecom: Option<WecomCrypto>,
+    pub callbacks: Option<Arc<dyn CallbackSide>>,
 }
 
 /// Why a callback was refused (or what became of it), counted for `/metrics`.
@@ -39,7 +39,7 @@ pub enum Outcome {
     BadSignature,
     Undecryptable,
     WrongReceiveId,
-    MalformedXml,
+    Malformed,
     TooLarge,
     StaleTimestamp,
     StoreFailed,
@@ -55,7 +55,7 @@ impl Outcome {
         Outcome::BadSignature,
         Outcome::Undecryptable,
         Outcome::WrongReceiveId,
-        Outcome::MalformedXml,
+        Outcome::Malformed,
         Outcome::TooLarge,
         Outcome::StaleTimestamp,
         Outcome::StoreFailed,
@@ -72,7 +72,7 @@ impl Outcome {
             Outcome::BadSignature => "bad_signature",
             Outcome::Undecryptable => "undecryptable",
             Outcome::WrongReceiveId => "wrong_receive_id",
-            Outcome::MalformedXml => "malformed_xml",
+            Outcome::Malformed => "malformed",
             Outcome::TooLarge => "too_large",
             Outcome::StaleTimestamp => "stale_timestamp",
             Outcome::StoreFailed => "store_failed",
@@ -83,7 +83,7 @@ impl Outcome {
         match self {
             Outcome::Accepted | Outcome::Duplicate | Outcome::Verified => StatusCode::OK,
             Outcome::UnknownTenant => StatusCode::NOT_FOUND,
-            Outcome::BadRequest | Outcome::MalformedXml => StatusCode::BAD_REQUEST,
+            Outcome::BadRequest | Outcome::Malformed => StatusCode::BAD_REQUEST,
             Outcome::BadSignature
             | Outcome::Undecryptable
             | Outcome::WrongReceiveId
@@ -152,15 +152,9 @@ impl Ingress {
             .tenants
             .iter()
             .map(|t| {
-                let wecom = t
-                    .wecom
-                    .as_ref()
-                    .map(|w| {
-                        WecomCrypto::new(w.token.expose(), w.encoding_aes_key.expose(), &w.corp_id)
-                    })
-                    .transpose()
-                    .map_err(|e| format!("tenant {}: {e}", t.id))?;
-                Ok((t.id.clone(), TenantIngress { wecom }))
+                let timeout = std::time::Duration::from_secs(config.delivery.timeout_secs);
+                let callbacks = crate::platform::build(t, timeout)?.map(|p| p.callbacks);
+                Ok((t.id.clone(), TenantIngress { callbacks }))
             })
             .collect::<Result<HashMap<_, _>, String>>()?;
         Ok(Ingress {
@@ -197,8 +191,8 @@ pub fn router(state: Ingress) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route(
-            "/callback/wecom/{tenant}",
-            get(wecom::verify_url).post(wecom::receive),
+            "/callback/{platform}/{tenant}",
+            get(callback::receive).post(callback::receive),
         )
         .with_state(state)
 }

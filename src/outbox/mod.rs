@@ -21,8 +21,7 @@ use serde_json::{Value, json};
 use crate::cases::Channel;
 use crate::db::Engine;
 use crate::evidence::{NewLeaf, append_one};
-use crate::platform::PlatformError;
-use crate::platform::wecom::api::Outbound;
+use crate::platform::{Card, CardButton, OutboundMessage, PlatformError};
 use crate::runtime::{Runtime, Tenant};
 
 /// A card button: what pressing it means, and its label.
@@ -42,18 +41,23 @@ pub enum Payload {
     Text {
         content: String,
     },
-    /// A `button_interaction` template card.
+    /// A card with buttons (see [`crate::platform::Card`]).
     Card {
         source: String,
         title: String,
         body: String,
-        task_id: String,
+        /// Rows written before the platform seam call it `task_id`.
+        #[serde(alias = "task_id")]
+        card_id: String,
         buttons: Vec<Button>,
     },
-    /// Turns the pressed card's button into a label (`update_template_card`).
+    /// Turns the pressed card's button into a label.
     CardUpdate {
-        response_code: String,
-        replace_name: String,
+        /// What the platform needs to update the card (from the press).
+        #[serde(alias = "response_code")]
+        card_ref: String,
+        #[serde(alias = "replace_name")]
+        label: String,
     },
     /// The recipient's phone is looked up (and unsealed) when sending.
     Sms {
@@ -74,7 +78,7 @@ impl Payload {
         match self {
             Payload::Text { content } => content.clone(),
             Payload::Card { title, body, .. } => format!("{title}\n{body}"),
-            Payload::CardUpdate { replace_name, .. } => replace_name.clone(),
+            Payload::CardUpdate { label, .. } => label.clone(),
             Payload::Sms { text, .. } => text.clone(),
             Payload::Email { subject, text, .. } => format!("{subject}\n\n{text}"),
         }
@@ -238,24 +242,6 @@ pub enum DeliverError {
     Template(#[from] render::TemplateError),
 }
 
-/// The template_card body WeCom expects for a button card.
-pub fn card_body(
-    source: &str,
-    title: &str,
-    body: &str,
-    task_id: &str,
-    buttons: &[Button],
-) -> Value {
-    json!({
-        "card_type": "button_interaction",
-        "source": { "desc": source },
-        "main_title": { "title": title },
-        "sub_title_text": body,
-        "task_id": task_id,
-        "button_list": buttons.iter().map(|b| json!({ "text": b.label, "style": 1, "key": b.key })).collect::<Vec<_>>(),
-    })
-}
-
 /// Sends outbox row `id`, once. Safe to call again for the same row.
 pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
     let db = &rt.db.orm;
@@ -364,7 +350,7 @@ pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
                 sent_at: Set(Some(at)),
                 receipt_id: Set(receipt.id),
                 receipt: Set(Some(receipt.raw)),
-                response_code: Set(receipt.response_code),
+                card_ref: Set(receipt.card_ref),
                 error: Set(None),
                 ..Default::default()
             };
@@ -523,7 +509,8 @@ fn cut_off_after(rt: &Runtime) -> Duration {
 struct SendReceipt {
     id: Option<String>,
     raw: String,
-    response_code: Option<String>,
+    /// For cards: what updating it later takes.
+    card_ref: Option<String>,
     /// For the evidence log: the request as sent and the answer as
     /// received, each with its media type.
     request: Option<(&'static str, Vec<u8>)>,
@@ -538,44 +525,37 @@ async fn send(
 ) -> Result<SendReceipt, PlatformError> {
     match payload {
         Payload::Text { content } => {
-            chat(
-                tenant,
-                row,
-                &Outbound::Text {
-                    content: content.clone(),
-                },
-            )
-            .await
+            let message = OutboundMessage::Text {
+                content: content.clone(),
+            };
+            chat(tenant, row, &message).await
         }
         Payload::Card {
             source,
             title,
             body,
-            task_id,
+            card_id,
             buttons,
         } => {
-            let card = card_body(source, title, body, task_id, buttons);
-            chat(tenant, row, &Outbound::TemplateCard(card)).await
+            let message = OutboundMessage::Card(Card {
+                source: source.clone(),
+                title: title.clone(),
+                body: body.clone(),
+                card_id: card_id.clone(),
+                buttons: buttons
+                    .iter()
+                    .map(|b| CardButton {
+                        key: b.key.clone(),
+                        label: b.label.clone(),
+                    })
+                    .collect(),
+            });
+            chat(tenant, row, &message).await
         }
-        Payload::CardUpdate {
-            response_code,
-            replace_name,
-        } => {
-            let Some(api) = &tenant.chat else {
-                return Err(PlatformError::Permanent(
-                    "the tenant has no chat platform configured".into(),
-                ));
-            };
-            let raw = api
-                .update_template_card(&[row.recipient.as_str()], response_code, replace_name)
-                .await?;
-            Ok(SendReceipt {
-                id: None,
-                response: ("application/json", raw.clone().into_bytes()),
-                raw,
-                response_code: None,
-                request: None,
-            })
+        Payload::CardUpdate { card_ref, label } => {
+            let api = chat_api(tenant)?;
+            let receipt = api.update_card(&row.recipient, card_ref, label).await?;
+            Ok(SendReceipt::of_chat(receipt))
         }
         Payload::Sms { text, params } => {
             let Some(sms) = &tenant.sms else {
@@ -610,7 +590,7 @@ async fn send(
                 id: Some(receipt.provider_id),
                 raw: json!({ "provider": sms.name(), "request": request, "response": response })
                     .to_string(),
-                response_code: None,
+                card_ref: None,
                 request: Some(("text/plain; charset=utf-8", request.into_bytes())),
                 response: ("text/plain; charset=utf-8", response.into_bytes()),
             })
@@ -632,7 +612,7 @@ async fn send(
             Ok(SendReceipt {
                 id: Some(receipt.message_id),
                 raw: json!({ "server_reply": receipt.server_reply, "message": String::from_utf8_lossy(&receipt.message) }).to_string(),
-                response_code: None,
+                card_ref: None,
                 response: ("text/plain; charset=utf-8", receipt.server_reply.into_bytes()),
                 request: Some(("message/rfc822", receipt.message)),
             })
@@ -640,29 +620,36 @@ async fn send(
     }
 }
 
+fn chat_api(tenant: &Tenant) -> Result<&dyn crate::platform::ChatApi, PlatformError> {
+    tenant.chat.as_deref().ok_or_else(|| {
+        PlatformError::Permanent("the tenant has no chat platform configured".into())
+    })
+}
+
 async fn chat(
     tenant: &Tenant,
     row: &outbox::Model,
-    message: &Outbound,
+    message: &OutboundMessage,
 ) -> Result<SendReceipt, PlatformError> {
-    let Some(api) = &tenant.chat else {
-        return Err(PlatformError::Permanent(
-            "the tenant has no chat platform configured".into(),
-        ));
-    };
-    // WeCom's duplicate check guards notices (unique text by design) against
-    // a resend after a crash; answers to commands may rightly repeat a text
-    // ("not allowed"), which the check would silently drop.
-    let receipt = api
+    // A notice's text is unique by design, so a platform's duplicate check
+    // may guard it against a resend after a crash; answers to commands may
+    // rightly repeat a text ("not allowed"), which such a check would drop.
+    let receipt = chat_api(tenant)?
         .send(&row.recipient, message, row.step.is_some())
         .await?;
-    Ok(SendReceipt {
-        id: receipt.msgid,
-        response: ("application/json", receipt.raw.clone().into_bytes()),
-        raw: receipt.raw,
-        response_code: receipt.response_code,
-        request: Some(("application/json", receipt.request.into_bytes())),
-    })
+    Ok(SendReceipt::of_chat(receipt))
+}
+
+impl SendReceipt {
+    fn of_chat(receipt: crate::platform::Receipt) -> SendReceipt {
+        SendReceipt {
+            id: receipt.message_id,
+            raw: String::from_utf8_lossy(&receipt.response.bytes).into_owned(),
+            card_ref: receipt.card_ref,
+            request: receipt.request.map(|r| (r.media_type, r.bytes)),
+            response: (receipt.response.media_type, receipt.response.bytes),
+        }
+    }
 }
 
 /// Records a failed attempt that will be retried.

@@ -1,10 +1,245 @@
 //! Chat platforms behind one vocabulary. Nothing platform-specific leaks out of
-//! this folder: the rest of rollcall sees [`InboundEvent`]s.
+//! this folder: the rest of rollcall sees [`InboundEvent`]s coming in, and
+//! sends [`OutboundMessage`]s through a tenant's [`ChatApi`], built by
+//! [`build`] (the one place that matches on a platform's name).
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::TenantConfig;
+
 pub mod sandbox;
 pub mod wecom;
+
+/// A tenant's chat platform: its server API and its callback side.
+#[derive(Clone, Debug)]
+pub struct Platform {
+    pub api: Arc<dyn ChatApi>,
+    pub callbacks: Arc<dyn CallbackSide>,
+}
+
+/// `tenant`'s chat platform, or `None` when it has none configured (then
+/// chat messages fail as permanent and the other channels still go out).
+/// `timeout` bounds every API request. The one place that matches on a
+/// platform's name.
+pub fn build(tenant: &TenantConfig, timeout: Duration) -> Result<Option<Platform>, String> {
+    if let Some(w) = &tenant.wecom {
+        let callbacks = wecom::callbacks::WecomCallbacks::new(w)
+            .map_err(|e| format!("tenant {}: {e}", tenant.id))?;
+        return Ok(Some(Platform {
+            api: Arc::new(wecom::api::WecomApi::new(
+                &w.api_base,
+                &w.corp_id,
+                w.secret.clone(),
+                w.agent_id,
+                timeout,
+            )),
+            callbacks: Arc::new(callbacks),
+        }));
+    }
+    Ok(None)
+}
+
+/// One HTTP callback as received, before anything in it is trusted.
+#[derive(Debug, Clone, Copy)]
+pub struct CallbackRequest<'a> {
+    pub method: CallbackMethod,
+    /// The raw query string (without `?`).
+    pub query: &'a str,
+    /// Header names in lower case.
+    pub headers: &'a [(String, String)],
+    pub body: &'a [u8],
+    /// The server's time now (seconds since the epoch), for replay checks.
+    pub now: i64,
+    /// How far a signed timestamp may be from `now`, in seconds.
+    pub replay_window_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackMethod {
+    Get,
+    Post,
+}
+
+/// What a verified callback asks of rollcall.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Callback {
+    /// The platform's check of the callback URL: answer it, store nothing.
+    Verified(Answer),
+    /// An event: store it (with the raw request and `plaintext`, the text it
+    /// was decrypted to), then give the platform `answer`.
+    Event {
+        event: InboundEvent,
+        plaintext: String,
+        answer: Answer,
+    },
+}
+
+/// The body of a 200 answer, exactly as the platform expects it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn text(body: impl Into<String>) -> Answer {
+        Answer {
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+        }
+    }
+}
+
+/// Why a callback was refused (each a 4xx; nothing is stored).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    BadSignature(String),
+    #[error("{0}")]
+    Undecryptable(String),
+    /// Decrypted, but for another app or corp than the tenant's.
+    #[error("{0}")]
+    WrongReceiveId(String),
+    /// Not the format the platform sends.
+    #[error("{0}")]
+    Malformed(String),
+    #[error("timestamp outside the allowed window")]
+    StaleTimestamp,
+}
+
+/// The callback side of a platform: verify, decrypt and parse a request,
+/// and say what to answer. Pure: storing is the ingress's job.
+pub trait CallbackSide: Send + Sync + std::fmt::Debug {
+    /// The platform's name as the configuration and the callback URL
+    /// (`/callback/{platform}/{tenant}`) spell it.
+    fn platform(&self) -> &'static str;
+
+    fn handle(&self, request: &CallbackRequest<'_>) -> Result<Callback, Refusal>;
+}
+
+/// What rollcall asks of a chat platform's server API. Implemented once per
+/// platform; everything above `platform/` holds an `Arc<dyn ChatApi>`.
+#[async_trait::async_trait]
+pub trait ChatApi: Send + Sync + std::fmt::Debug {
+    /// The platform's name as the configuration spells it (`wecom`, …).
+    fn platform(&self) -> &'static str;
+
+    /// Sends `message` to the user `to`. `unique_text`: the text is unique
+    /// by design (a notice), so a platform's own duplicate check may guard
+    /// it against a resend after a crash; answers to commands may rightly
+    /// repeat a text and must not be dropped as duplicates.
+    async fn send(
+        &self,
+        to: &str,
+        message: &OutboundMessage,
+        unique_text: bool,
+    ) -> Result<Receipt, PlatformError>;
+
+    /// Turns the pressed button of the card that `card_ref` designates
+    /// (from the press, see [`InboundKind::CardButton`], or the send's
+    /// [`Receipt`]) into the label `label`, for the user `to`.
+    async fn update_card(
+        &self,
+        to: &str,
+        card_ref: &str,
+        label: &str,
+    ) -> Result<Receipt, PlatformError>;
+
+    /// Downloads the media (photo, file, voice, video) a user sent.
+    async fn fetch_media(&self, media_id: &str) -> Result<Media, PlatformError>;
+
+    /// Everyone in the directory the app can see.
+    async fn directory(&self) -> Result<Vec<Member>, PlatformError>;
+}
+
+/// A message to one user, in no platform's terms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OutboundMessage {
+    Text { content: String },
+    Card(Card),
+}
+
+/// A card with buttons that call back when pressed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Card {
+    /// Who it is from, as a header (the company's name).
+    pub source: String,
+    pub title: String,
+    pub body: String,
+    /// rollcall's id of the card, unique per tenant (`[0-9A-Za-z_-]`): what
+    /// a platform that names cards (WeCom's `task_id`) gets.
+    pub card_id: String,
+    pub buttons: Vec<CardButton>,
+}
+
+/// One button: `key` is the opaque token a press sends back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardButton {
+    pub key: String,
+    pub label: String,
+}
+
+/// What the platform answered for a message it took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The platform's id of the message, when it gives one.
+    pub message_id: Option<String>,
+    /// For cards: what updating this card later takes, when the platform
+    /// gives one.
+    pub card_ref: Option<String>,
+    /// The request as sent (without credentials), for the evidence log.
+    pub request: Option<Exchange>,
+    /// The answer as received.
+    pub response: Exchange,
+}
+
+/// Bytes that crossed the wire, with their media type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    pub media_type: &'static str,
+    pub bytes: Vec<u8>,
+}
+
+impl Exchange {
+    pub fn json(text: impl Into<String>) -> Exchange {
+        Exchange {
+            media_type: "application/json",
+            bytes: text.into().into_bytes(),
+        }
+    }
+}
+
+/// A downloaded photo, file, voice or video.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Media {
+    pub bytes: Vec<u8>,
+    /// The media type the platform gave.
+    pub content_type: String,
+    /// The file name, when the platform gives one.
+    pub file_name: Option<String>,
+}
+
+/// One person in a platform's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub user_id: String,
+    pub name: String,
+    /// The name of their main department.
+    pub department: Option<String>,
+    /// The user id of their direct manager, when the directory has one.
+    pub manager: Option<String>,
+    /// Only when the app may read it.
+    pub mobile: Option<String>,
+    pub email: Option<String>,
+    /// Still working there (not disabled, not left).
+    pub active: bool,
+}
 
 /// How a call to a platform failed, so that the caller knows what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,16 +263,26 @@ pub enum PlatformError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InboundEvent {
     /// The platform user id of the sender.
-    pub from_user: String,
-    /// The receiving corp / app id as the platform states it.
-    pub to_user: String,
-    /// The platform's own message time (seconds since the epoch).
-    pub create_time: i64,
-    /// The agent (app) id, when the platform sends one.
-    pub agent_id: Option<String>,
+    #[serde(alias = "from_user")]
+    pub sender: String,
+    /// When the platform says it was sent (seconds since the epoch).
+    #[serde(alias = "create_time")]
+    pub sent_at: i64,
+    /// The key that identifies one delivery, so that the platform's retry
+    /// of the same message or event is recognised (see each parser).
+    #[serde(default)]
+    pub dedup_key: String,
+    /// The media type of the raw body and of its decrypted text.
+    #[serde(default = "xml")]
+    pub media_type: String,
     /// What was sent.
     #[serde(flatten)]
     pub kind: InboundKind,
+}
+
+/// What events stored before the seam carried (WeCom's XML).
+fn xml() -> String {
+    "application/xml".to_owned()
 }
 
 /// The kinds of inbound events rollcall understands; anything else is kept as
@@ -61,7 +306,8 @@ pub enum InboundKind {
         pic_url: Option<String>,
         media_id: String,
     },
-    /// A voice message; `format` is WeCom's `Format` (amr, speex, …).
+    /// A voice message; `format` is the platform's name of its encoding
+    /// (amr, speex, …) when it gives one.
     Voice {
         msg_id: String,
         media_id: String,
@@ -72,23 +318,25 @@ pub enum InboundKind {
         media_id: String,
         thumb_media_id: Option<String>,
     },
-    /// A file; the name is WeCom's `FileName` when it sends one (otherwise
-    /// the download's `Content-disposition` names it).
+    /// A file, with its name when the platform sends one (otherwise the
+    /// download may name it).
     File {
         msg_id: String,
         media_id: String,
         file_name: Option<String>,
     },
-    /// A button press on a template card (`template_card_event`).
+    /// A button pressed on one of our cards.
     CardButton {
-        event_key: String,
-        task_id: String,
-        card_type: Option<String>,
-        response_code: Option<String>,
-    },
-    /// The user opened the app (`enter_agent`).
-    EnterAgent {
-        event_key: Option<String>,
+        /// The button's opaque key (see [`CardButton::key`]).
+        #[serde(alias = "event_key")]
+        key: String,
+        /// Which card ([`Card::card_id`]).
+        #[serde(alias = "task_id")]
+        card_id: String,
+        /// What updating the pressed card takes, when the platform gives it
+        /// with the press ([`ChatApi::update_card`]).
+        #[serde(alias = "response_code")]
+        card_ref: Option<String>,
     },
     Other {
         msg_type: String,
@@ -109,52 +357,12 @@ impl InboundKind {
             InboundKind::Video { .. } => "video",
             InboundKind::File { .. } => "file",
             InboundKind::CardButton { .. } => "card_button",
-            InboundKind::EnterAgent { .. } => "enter_agent",
             InboundKind::Other { .. } => "other",
         }
     }
 }
 
 impl InboundEvent {
-    /// The key that identifies one platform delivery, so that a retry of the
-    /// same message is recognised: the MsgId for messages; for events
-    /// FromUserName + CreateTime + Event + EventKey + TaskId.
-    pub fn msg_key(&self) -> String {
-        let event = |event: &str, key: &str, task: &str| {
-            format!(
-                "event:{}:{}:{event}:{key}:{task}",
-                self.from_user, self.create_time
-            )
-        };
-        match &self.kind {
-            InboundKind::Text { msg_id, .. }
-            | InboundKind::Location { msg_id, .. }
-            | InboundKind::Image { msg_id, .. }
-            | InboundKind::Voice { msg_id, .. }
-            | InboundKind::Video { msg_id, .. }
-            | InboundKind::File { msg_id, .. } => format!("msg:{msg_id}"),
-            InboundKind::CardButton {
-                event_key, task_id, ..
-            } => event("template_card_event", event_key, task_id),
-            InboundKind::EnterAgent { event_key } => {
-                event("enter_agent", event_key.as_deref().unwrap_or(""), "")
-            }
-            InboundKind::Other {
-                msg_id: Some(id), ..
-            } => format!("msg:{id}"),
-            InboundKind::Other {
-                msg_type,
-                event: ev,
-                event_key,
-                ..
-            } => event(
-                ev.as_deref().unwrap_or(msg_type),
-                event_key.as_deref().unwrap_or(""),
-                "",
-            ),
-        }
-    }
-
     /// The platform's id of the media a voice, video or file message carries
     /// (images are check-ins first, see `conversation`).
     pub fn attachment(&self) -> Option<&str> {

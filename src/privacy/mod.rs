@@ -694,7 +694,7 @@ impl Operational {
         let messages = outbox::Entity::update_many()
             .col_expr(outbox::Column::Payload, Expr::value("{}"))
             .col_expr(outbox::Column::Receipt, null_text())
-            .col_expr(outbox::Column::ResponseCode, null_text())
+            .col_expr(outbox::Column::CardRef, null_text())
             .filter(mine)
             .exec(conn)
             .await?

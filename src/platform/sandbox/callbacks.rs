@@ -405,7 +405,11 @@ mod tests {
         let ev = crate::platform::wecom::parse_message(&file).unwrap();
         assert_eq!(ev.kind.name(), "file");
         assert_eq!(ev.attachment(), Some("m1"));
-        assert_eq!(ev.agent_id.as_deref(), Some("1000002"));
-        assert_eq!(ev.to_user, "corp");
+        assert_eq!((ev.sender.as_str(), ev.sent_at), ("wangmin", 5));
+        assert!(
+            file.contains("<ToUserName><![CDATA[corp]]></ToUserName>")
+                && file.contains("<AgentID>1000002</AgentID>"),
+            "{file}"
+        );
     }
 }

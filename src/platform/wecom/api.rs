@@ -51,15 +51,8 @@ pub struct Receipt {
     pub request: String,
 }
 
-/// A file downloaded with `media/get`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Media {
-    pub bytes: Vec<u8>,
-    /// The `Content-Type` WeCom gave.
-    pub content_type: String,
-    /// The file name from `Content-disposition`, when there is one.
-    pub file_name: Option<String>,
-}
+/// A file downloaded with `media/get` (the name from `Content-disposition`).
+pub use crate::platform::Media;
 
 #[derive(Debug, Deserialize)]
 struct ApiReply {

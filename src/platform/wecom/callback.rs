@@ -34,8 +34,6 @@ pub fn parse_envelope(body: &str) -> Result<String, ParseError> {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct RawMessage {
-    #[serde(rename = "ToUserName")]
-    to_user: Option<String>,
     #[serde(rename = "FromUserName")]
     from_user: Option<String>,
     #[serde(rename = "CreateTime")]
@@ -46,8 +44,6 @@ struct RawMessage {
     content: Option<String>,
     #[serde(rename = "MsgId")]
     msg_id: Option<String>,
-    #[serde(rename = "AgentID")]
-    agent_id: Option<String>,
     #[serde(rename = "Location_X")]
     location_x: Option<String>,
     #[serde(rename = "Location_Y")]
@@ -134,13 +130,9 @@ pub fn parse_message(plaintext: &str) -> Result<InboundEvent, ParseError> {
         },
         "event" => match raw.event.as_deref() {
             Some("template_card_event") => InboundKind::CardButton {
-                event_key: raw.event_key.unwrap_or_default(),
-                task_id: required(raw.task_id, "TaskId")?,
-                card_type: raw.card_type,
-                response_code: raw.response_code,
-            },
-            Some("enter_agent") => InboundKind::EnterAgent {
-                event_key: raw.event_key.filter(|k| !k.is_empty()),
+                key: raw.event_key.unwrap_or_default(),
+                card_id: required(raw.task_id, "TaskId")?,
+                card_ref: raw.response_code.filter(|c| !c.is_empty()),
             },
             other => InboundKind::Other {
                 msg_type,
@@ -157,12 +149,43 @@ pub fn parse_message(plaintext: &str) -> Result<InboundEvent, ParseError> {
         },
     };
     Ok(InboundEvent {
-        to_user: raw.to_user.unwrap_or_default(),
-        from_user,
-        create_time,
-        agent_id: raw.agent_id,
+        dedup_key: dedup_key(&from_user, create_time, &kind),
+        sender: from_user,
+        sent_at: create_time,
+        media_type: "application/xml".to_owned(),
         kind,
     })
+}
+
+/// What identifies one delivery, so that WeCom's retry of it is recognised:
+/// the MsgId for messages; for events FromUserName + CreateTime + Event +
+/// EventKey (+ TaskId for card presses).
+pub fn dedup_key(from_user: &str, create_time: i64, kind: &InboundKind) -> String {
+    let event = |event: &str, key: &str, task: &str| {
+        format!("event:{from_user}:{create_time}:{event}:{key}:{task}")
+    };
+    match kind {
+        InboundKind::Text { msg_id, .. }
+        | InboundKind::Location { msg_id, .. }
+        | InboundKind::Image { msg_id, .. }
+        | InboundKind::Voice { msg_id, .. }
+        | InboundKind::Video { msg_id, .. }
+        | InboundKind::File { msg_id, .. } => format!("msg:{msg_id}"),
+        InboundKind::CardButton { key, card_id, .. } => event("template_card_event", key, card_id),
+        InboundKind::Other {
+            msg_id: Some(id), ..
+        } => format!("msg:{id}"),
+        InboundKind::Other {
+            msg_type,
+            event: ev,
+            event_key,
+            ..
+        } => event(
+            ev.as_deref().unwrap_or(msg_type),
+            event_key.as_deref().unwrap_or(""),
+            "",
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -193,7 +216,7 @@ mod tests {
     )]
     #[case::enter(
         "<xml><FromUserName>u</FromUserName><CreateTime>5</CreateTime><MsgType>event</MsgType><Event>enter_agent</Event><EventKey></EventKey></xml>",
-        "enter_agent",
+        "other",
         "event:u:5:enter_agent::"
     )]
     #[case::unknown_event(
@@ -224,7 +247,7 @@ mod tests {
     fn parses_kinds_and_keys(#[case] xml: &str, #[case] kind: &str, #[case] key: &str) {
         let ev = parse_message(xml).unwrap();
         assert_eq!(ev.kind.name(), kind);
-        assert_eq!(ev.msg_key(), key);
+        assert_eq!(ev.dedup_key, key);
     }
 
     #[rstest]

@@ -2,6 +2,8 @@
 
 pub mod api;
 pub mod callback;
+pub mod callbacks;
+pub mod chat;
 pub mod crypto;
 pub mod directory;
 

@@ -1,0 +1,105 @@
+//! `GET|POST /callback/{platform}/{tenant}`: the platform's callback side
+//! verifies and parses the request; a URL check is answered at once, an
+//! event is stored (durably) before the platform gets its answer.
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, Method};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+
+use super::{Ingress, MAX_BODY_BYTES, Outcome};
+use crate::inbox::{NewInbound, Stored};
+use crate::platform::{Answer, Callback, CallbackMethod, CallbackRequest, Refusal};
+
+fn outcome(refusal: &Refusal) -> Outcome {
+    match refusal {
+        Refusal::BadRequest(_) => Outcome::BadRequest,
+        Refusal::BadSignature(_) => Outcome::BadSignature,
+        Refusal::Undecryptable(_) => Outcome::Undecryptable,
+        Refusal::WrongReceiveId(_) => Outcome::WrongReceiveId,
+        Refusal::Malformed(_) => Outcome::Malformed,
+        Refusal::StaleTimestamp => Outcome::StaleTimestamp,
+    }
+}
+
+/// Any callback of any platform.
+pub async fn receive(
+    State(state): State<Ingress>,
+    Path((platform, tenant)): Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Body,
+) -> Response {
+    let received_at = Utc::now();
+    // A tenant answers only on its own platform's URL.
+    let Some(side) = state
+        .tenants
+        .get(&tenant)
+        .and_then(|t| t.callbacks.as_ref())
+        .filter(|c| c.platform() == platform)
+    else {
+        return state.answer(&tenant, Outcome::UnknownTenant, "unknown tenant");
+    };
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return state.answer(&tenant, Outcome::TooLarge, "body larger than 256 KiB");
+    };
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect();
+    let query = raw.unwrap_or_default();
+    let request = CallbackRequest {
+        method: if method == Method::GET {
+            CallbackMethod::Get
+        } else {
+            CallbackMethod::Post
+        },
+        query: &query,
+        headers: &headers,
+        body: &bytes,
+        now: received_at.timestamp(),
+        replay_window_secs: state.replay_window_secs,
+    };
+    let (event, plaintext, answer) = match side.handle(&request) {
+        Ok(Callback::Verified(answer)) => {
+            return respond(&state, &tenant, Outcome::Verified, answer);
+        }
+        Ok(Callback::Event {
+            event,
+            plaintext,
+            answer,
+        }) => (event, plaintext, answer),
+        Err(refusal) => return state.answer(&tenant, outcome(&refusal), refusal.to_string()),
+    };
+    // Verified bytes are the platform's own; a body that is not text was
+    // refused by the platform's parser already.
+    let body = String::from_utf8_lossy(&bytes).into_owned();
+    let row = NewInbound::new(
+        &tenant,
+        side.platform(),
+        &event,
+        query,
+        body,
+        plaintext,
+        received_at,
+    );
+    match state.inbox.store(row).await {
+        Ok(Stored::New) => respond(&state, &tenant, Outcome::Accepted, answer),
+        Ok(Stored::Duplicate) => respond(&state, &tenant, Outcome::Duplicate, answer),
+        Err(e) => state.answer(&tenant, Outcome::StoreFailed, e.to_string()),
+    }
+}
+
+fn respond(state: &Ingress, tenant: &str, outcome: Outcome, answer: Answer) -> Response {
+    let mut response = state.answer(tenant, outcome, answer.body);
+    if let Ok(value) = answer.content_type.parse() {
+        response
+            .headers_mut()
+            .insert(axum::http::header::CONTENT_TYPE, value);
+    }
+    response.into_response()
+}
