@@ -1,0 +1,4 @@
+//! DingTalk (钉钉): callbacks over HTTP (event subscription and robot
+//! messages).
+
+pub mod callbacks;
