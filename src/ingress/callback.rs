@@ -45,12 +45,6 @@ pub async fn receive(
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
         return state.answer(&tenant, Outcome::TooLarge, "body larger than 256 KiB");
     };
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .filter_map(|(name, value)| {
-            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
-        })
-        .collect();
     let query = raw.unwrap_or_default();
     let request = CallbackRequest {
         method: if method == Method::GET {

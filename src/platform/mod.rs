@@ -49,8 +49,7 @@ pub struct CallbackRequest<'a> {
     pub method: CallbackMethod,
     /// The raw query string (without `?`).
     pub query: &'a str,
-    /// Header names in lower case.
-    pub headers: &'a [(String, String)],
+    pub headers: &'a reqwest::header::HeaderMap,
     pub body: &'a [u8],
     /// The server's time now (seconds since the epoch), for replay checks.
     pub now: i64,
