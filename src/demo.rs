@@ -427,6 +427,18 @@ pub async fn settle(rt: &Runtime) -> anyhow::Result<()> {
             return Ok(());
         }
         if Instant::now() >= deadline {
+            let mut events = Vec::new();
+            for e in entity::inbound_event::Entity::find()
+                .filter(entity::inbound_event::Column::ProcessedAt.is_null())
+                .all(&rt.db.orm)
+                .await?
+            {
+                let jobs = crate::workers::inbound_jobs(&rt.db, e.id).await?;
+                events.push(format!(
+                    "event {} {} from {} jobs={jobs:?}",
+                    e.id, e.kind, e.from_user
+                ));
+            }
             let mut stuck = Vec::new();
             for o in outbox::Entity::find()
                 .filter(outbox::Column::Status.is_in(["pending", "sending"]))
@@ -440,7 +452,7 @@ pub async fn settle(rt: &Runtime) -> anyhow::Result<()> {
                 ));
             }
             anyhow::bail!(
-                "still {unhandled} events and {pending} messages pending after {SETTLE_WITHIN:?}: {stuck:?}"
+                "still {unhandled} events and {pending} messages pending after {SETTLE_WITHIN:?}: {events:?} {stuck:?}"
             );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

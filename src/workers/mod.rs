@@ -333,6 +333,12 @@ pub async fn jobs_like(
     rows.iter().map(|r| r.try_get_by_index(0)).collect()
 }
 
+/// The jobs of inbound event `inbound_id` (see [`jobs_like`]); done ones
+/// are pruned.
+pub async fn inbound_jobs(db: &Database, inbound_id: i64) -> Result<Vec<String>, sea_orm::DbErr> {
+    jobs_like(db, INBOUND_QUEUE, &format!("inbound:{inbound_id}%")).await
+}
+
 /// The delivery jobs of outbox row `outbox_id` (see [`jobs_like`]); done
 /// ones are pruned.
 pub async fn deliver_jobs(db: &Database, outbox_id: i64) -> Result<Vec<String>, sea_orm::DbErr> {
