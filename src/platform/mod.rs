@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod dingtalk;
 pub mod sandbox;
 pub mod wecom;
 
