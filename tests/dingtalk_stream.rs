@@ -1,0 +1,635 @@
+//! DingTalk Stream mode end to end: the real client
+//! (`platform::dingtalk::stream`) against the sandbox gateway over a real
+//! WebSocket on loopback. Every wait is for a condition, bounded by
+//! [`PATIENCE`]; nothing depends on how fast the machine is. Durations are
+//! only checked from below, where the client's backoff guarantees them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rollcall::platform::dingtalk::stream::{
+    Backoff, FrameHandler, FrameType, HandlerError, StreamClient, StreamConfig, StreamError,
+    StreamFrame, StreamStatus, TOPIC_BOT_MESSAGE, TOPIC_CARD_CALLBACK, default_subscriptions,
+};
+use rollcall::platform::sandbox::SandboxStreamGateway;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::task::JoinHandle;
+
+/// The bound of every wait: far beyond what anything takes on a loaded machine.
+const PATIENCE: Duration = Duration::from_secs(60);
+const CLIENT_ID: &str = "dingsandboxclientid";
+const CLIENT_SECRET: &str = "sandbox-secret-0123456789";
+/// Short backoff so that reconnection tests finish quickly.
+const BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(200),
+    max: Duration::from_secs(2),
+};
+
+/// A handler that records every frame it is given (failed attempts too), can
+/// be made to fail, and can be held at its start by a gate.
+struct Recorder {
+    frames: Mutex<Vec<StreamFrame>>,
+    changed: watch::Sender<u64>,
+    fail: AtomicBool,
+    /// When set, each call waits for a permit before it returns.
+    gate: Option<Arc<Semaphore>>,
+    response: Option<Value>,
+}
+
+impl Recorder {
+    fn new() -> Arc<Recorder> {
+        Arc::new(Recorder {
+            frames: Mutex::new(Vec::new()),
+            changed: watch::Sender::new(0),
+            fail: AtomicBool::new(false),
+            gate: None,
+            response: None,
+        })
+    }
+
+    fn gated(gate: Arc<Semaphore>) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            gate: Some(gate),
+            ..Arc::into_inner(Recorder::new()).unwrap()
+        })
+    }
+
+    fn frames(&self) -> Vec<StreamFrame> {
+        self.frames.lock().unwrap().clone()
+    }
+
+    /// How many times the frame `id` reached the handler.
+    fn calls(&self, id: &str) -> usize {
+        self.frames()
+            .iter()
+            .filter(|f| f.message_id() == Some(id))
+            .count()
+    }
+
+    /// Waits until `f` holds for the recorded frames.
+    async fn wait(&self, what: &str, f: impl Fn(&[StreamFrame]) -> bool) {
+        let mut changed = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if f(&self.frames()) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, changed.changed())
+                .await
+                .is_err()
+            {
+                panic!(
+                    "handler: {what} not within {PATIENCE:?}; got {:?}",
+                    self.frames()
+                );
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl FrameHandler for Recorder {
+    async fn handle(&self, frame: &StreamFrame) -> Result<Option<Value>, HandlerError> {
+        self.frames.lock().unwrap().push(frame.clone());
+        self.changed.send_modify(|n| *n += 1);
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.expect("gate").forget();
+        }
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(HandlerError::new("database unavailable"));
+        }
+        Ok(self.response.clone())
+    }
+}
+
+fn config(gw: &SandboxStreamGateway) -> StreamConfig {
+    let mut c = StreamConfig::new(&gw.api_base(), CLIENT_ID, CLIENT_SECRET);
+    c.local_ip = Some("127.0.0.1".into());
+    c.reconnect = BACKOFF;
+    c
+}
+
+/// A client running on its own task.
+struct Running {
+    status: watch::Receiver<StreamStatus>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), StreamError>>,
+}
+
+fn spawn(config: StreamConfig, handler: Arc<dyn FrameHandler>) -> Running {
+    let client = StreamClient::new(config, handler).expect("client");
+    let status = client.status();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(client.run(async move {
+        let _ = stopped.await;
+    }));
+    Running {
+        status,
+        stop: Some(stop),
+        task,
+    }
+}
+
+impl Running {
+    /// Waits until the client's status satisfies `f`.
+    async fn wait_status(&mut self, what: &str, f: impl Fn(&StreamStatus) -> bool) -> StreamStatus {
+        let found = match tokio::time::timeout(PATIENCE, self.status.wait_for(|s| f(s))).await {
+            Ok(Ok(s)) => Some(s.clone()),
+            _ => None,
+        };
+        found.unwrap_or_else(|| {
+            panic!(
+                "client: {what} not within {PATIENCE:?}; status {:?}",
+                self.status.borrow()
+            )
+        })
+    }
+
+    /// Asks the client to stop and waits for it to return.
+    async fn stop(mut self) -> Result<(), StreamError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("the client stops on shutdown")
+            .expect("the client task does not panic")
+    }
+}
+
+fn ack_data(ack: &Value) -> Value {
+    serde_json::from_str(ack["data"].as_str().expect("data is a string")).expect("data is JSON")
+}
+
+#[tokio::test]
+async fn frames_reach_the_handler_verbatim_and_are_acknowledged() {
+    let gw = SandboxStreamGateway::start(CLIENT_ID, CLIENT_SECRET)
+        .await
+        .unwrap();
+    // Pushed before the client connects: queued, then delivered on connect.
+    let event = gw.push_event(
+        "user_add_org",
+        r#"{"timeStamp":"1685501863357","userId":["015xxxx227"]}"#,
+    );
+    let handler = Arc::new(Recorder {
+        response: Some(json!({"cardData": {"cardParamMap": {"answer": "已到岗"}}})),
+        ..Arc::into_inner(Recorder::new()).unwrap()
+    });
+    let mut client = spawn(config(&gw), handler.clone());
+    assert!(gw.wait_connections(1, PATIENCE).await);
+    let message = gw.push_callback(
+        TOPIC_BOT_MESSAGE,
+        r#"{"msgId":"msg1","text":{"content":"打卡"},"senderStaffId":"zhangsan"}"#,
+    );
+    let card = gw.push_callback(
+        TOPIC_CARD_CALLBACK,
+        r#"{"outTrackId":"t1","content":"{\"cardPrivateData\":{}}","type":"actionCallback"}"#,
+    );
+
+    handler.wait("three frames", |f| f.len() >= 3).await;
+    let frames = handler.frames();
+    let by_id: HashMap<&str, &StreamFrame> = frames
+        .iter()
+        .map(|f| (f.message_id().unwrap(), f))
+        .collect();
+    let sent: HashMap<String, String> = gw.sent_frames().into_iter().collect();
+
+    let e = by_id[event.as_str()];
+    assert_eq!(e.frame_type, FrameType::Event);
+    assert_eq!(
+        e.raw, sent[&event],
+        "the raw text is exactly what the gateway sent"
+    );
+    assert_eq!(e.headers.event_type.as_deref(), Some("user_add_org"));
+    assert_eq!(e.headers.event_corp_id, Some(gw.corp_id()));
+    assert!(e.headers.event_id.is_some() && e.headers.event_born_time_ms().is_some());
+    assert!(e.headers.connection_id.is_some());
+    assert_eq!(e.data_json().unwrap()["userId"], json!(["015xxxx227"]));
+
+    let m = by_id[message.as_str()];
+    assert_eq!(m.frame_type, FrameType::Callback);
+    assert_eq!(m.raw, sent[&message]);
+    assert_eq!(m.topic(), Some(TOPIC_BOT_MESSAGE));
+    assert_eq!(m.headers.app_id, Some(gw.app_id()));
+    assert!(m.headers.time_ms().is_some());
+    assert_eq!(m.data_json().unwrap()["text"]["content"], "打卡");
+    assert_eq!(by_id[card.as_str()].topic(), Some(TOPIC_CARD_CALLBACK));
+
+    let ack = gw.wait_ack(&event, PATIENCE).await.expect("event ack");
+    assert_eq!(ack["code"], 200);
+    assert_eq!(ack["message"], "OK");
+    assert_eq!(
+        ack["headers"],
+        json!({"contentType": "application/json", "messageId": event})
+    );
+    assert_eq!(
+        ack_data(&ack),
+        json!({"status": "SUCCESS", "message": "success"})
+    );
+    let ack = gw.wait_ack(&card, PATIENCE).await.expect("callback ack");
+    assert_eq!(ack["code"], 200);
+    assert_eq!(ack["headers"]["messageId"], card.as_str());
+    assert_eq!(
+        ack_data(&ack),
+        json!({"response": {"cardData": {"cardParamMap": {"answer": "已到岗"}}}})
+    );
+    assert!(gw.wait_ack(&message, PATIENCE).await.is_some());
+
+    // The open request as DingTalk documents it.
+    let open = &gw.open_requests()[0];
+    assert_eq!(open["clientId"], CLIENT_ID);
+    assert_eq!(open["clientSecret"], CLIENT_SECRET);
+    assert_eq!(
+        open["subscriptions"],
+        serde_json::to_value(default_subscriptions()).unwrap()
+    );
+    assert_eq!(open["localIp"], "127.0.0.1");
+    assert!(open["ua"].as_str().is_some_and(|ua| !ua.is_empty()));
+    client
+        .wait_status("connected", |s| s.connected && s.connection_id.is_some())
+        .await;
+    client.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_frame_is_acknowledged_only_after_the_handler_returns() {
+    let gw = SandboxStreamGateway::start(CLIENT_ID, CLIENT_SECRET)
+        .await
+        .unwrap();
+    let gate = Arc::new(Semaphore::new(0));
+    let handler = Recorder::gated(gate.clone());
+    let client = spawn(config(&gw), handler.clone());
+    assert!(gw.wait_connections(1, PATIENCE).await);
+    let id = gw.push_event("attendance_check_record", "{}");
+    handler.wait("the frame", |f| !f.is_empty()).await;
+
+    // The handler is inside `handle`: a ping is still answered...
+    let ping = gw.send_ping().expect("connected");
+    let pong = gw
+        .wait_ack(&ping, PATIENCE)
+        .await
+        .expect("ping answered while the handler is busy");
+    assert_eq!(pong["code"], 200);
+    // ...and the frame has no answer at all (the ping's came after it).
+    assert!(gw.acks().iter().all(|(m, _)| m != &id), "{:?}", gw.acks());
+
+    gate.add_permits(1);
+    let ack = gw
+        .wait_ack(&id, PATIENCE)
+        .await
+        .expect("ack after the handler returned");
+    assert_eq!(ack["code"], 200);
+    client.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_frame_is_redelivered_and_handled_again() {
+    let gw = SandboxStreamGateway::start(CLIENT_ID, CLIENT_SECRET)
+        .await
+        .unwrap()
+        .with_redeliver_after(Duration::from_millis(300));
+    let handler = Recorder::new();
+    handler.fail.store(true, Ordering::SeqCst);
+    let client = spawn(config(&gw), handler.clone());
+    assert!(gw.wait_connections(1, PATIENCE).await);
+    let event = gw.push_event("user_add_org", r#"{"userId":["a"]}"#);
+    let message = gw.push_callback(TOPIC_BOT_MESSAGE, r#"{"msgId":"m1"}"#);
+
+    // Failures are answered, but not as consumed (Go SDK: 500, LATER).
+    let nack = gw
+        .wait_for(PATIENCE, |g| {
+            g.acks().into_iter().find(|(id, _)| id == &event)
+        })
+        .await
+        .expect("an answer to the failed event")
+        .1;
+    assert_eq!(nack["code"], 500);
+    assert_eq!(ack_data(&nack)["status"], "LATER");
+    let nack = gw
+        .wait_for(PATIENCE, |g| {
+            g.acks().into_iter().find(|(id, _)| id == &message)
+        })
+        .await
+        .expect("an answer to the failed callback")
+        .1;
+    assert_eq!(nack["code"], 500);
+    assert!(gw.unconsumed().contains(&event) && gw.unconsumed().contains(&message));
+
+    // The gateway sends them again; once the handler works they are consumed.
+    handler
+        .wait("redeliveries", |_| {
+            handler.calls(&event) >= 2 && handler.calls(&message) >= 2
+        })
+        .await;
+    handler.fail.store(false, Ordering::SeqCst);
+    assert_eq!(
+        gw.wait_ack(&event, PATIENCE).await.expect("event consumed")["code"],
+        200
+    );
+    assert_eq!(
+        gw.wait_ack(&message, PATIENCE)
+            .await
+            .expect("callback consumed")["code"],
+        200
+    );
+    assert!(gw.deliveries(&event) >= 2);
+    // Each delivery is the same frame: same messageId and data.
+    let frames = handler.frames();
+    let events: Vec<_> = frames
+        .iter()
+        .filter(|f| f.message_id() == Some(&event))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .all(|f| f.data == events[0].data && f.headers.event_id == events[0].headers.event_id)
+    );
+    client.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn ping_is_answered_with_its_opaque() {
+    let gw = SandboxStreamGateway::start(CLIENT_ID, CLIENT_SECRET)
+        .await
+        .unwrap();
+    let client = spawn(config(&gw), Recorder::new());
+    assert!(gw.wait_connections(1, PATIENCE).await);
+    let ping = gw.send_ping().expect("connected");
+    let ack = gw.wait_ack(&ping, PATIENCE).await.expect("pong");
+    let sent: HashMap<String, String> = gw.sent_frames().into_iter().collect();
+    let frame: Value = serde_json::from_str(&sent[&ping]).unwrap();
+    assert_eq!(ack["code"], 200);
+    assert_eq!(ack["headers"]["messageId"], ping.as_str());
+    assert_eq!(ack["data"], frame["data"], "the data goes back as sent");
+    assert!(ack_data(&ack)["opaque"].is_string());
+    client.stop().await.unwrap();
+}
+
+/// Pushes two frames the handler fails (so they stay unconsumed), lets it
+/// work again, breaks the connection with `fault`, and checks that the client
+/// reconnects with a fresh ticket and gets both frames again. The gateway's
+/// redelivery timer is an hour, so only the reconnect can bring them back.
+async fn reconnects_and_gets_unconsumed_frames(fault: impl Fn(&SandboxStreamGateway) -> bool) {
+    let gw = SandboxStreamGateway::start(CLIENT_ID, CLIENT_SECRET)
+        .await
+        .unwrap()
+        .with_redeliver_after(Duration::from_secs(3600));
+    let handler = Recorder::new();
+    handler.fail.store(true, Ordering::SeqCst);
+    let mut client = spawn(config(&gw), handler.clone());
+    assert!(gw.wait_connections(1, PATIENCE).await);
+    let a = gw.push_event("user_add_org", r#"{"n":1}"#);
+    let b = gw.push_callback(TOPIC_BOT_MESSAGE, r#"{"n":2}"#);
+    let answered = |id: &str| {
+        let id = id.to_owned();
+        move |g: &SandboxStreamGateway| g.acks().iter().any(|(m, _)| m == &id).then_some(())
+    };
+    gw.wait_for(PATIENCE, answered(&a))
+        .await
+        .expect("a answered");
+    gw.wait_for(PATIENCE, answered(&b))
+        .await
+        .expect("b answered");
+    assert_eq!(gw.unconsumed(), vec![a.clone(), b.clone()]);
+    handler.fail.store(false, Ordering::SeqCst);
+
+    assert!(fault(&gw), "a connection to break");
+    assert!(gw.wait_connections(2, PATIENCE).await, "reconnected");
+    assert!(gw.wait_ack(&a, PATIENCE).await.is_some());
+    assert!(gw.wait_ack(&b, PATIENCE).await.is_some());
+    assert_eq!(handler.calls(&a), 2);
+    assert_eq!(handler.calls(&b), 2);
+    let tickets = gw.tickets_used();
+    assert_eq!(tickets.len(), 2);
+    assert_ne!(tickets[0], tickets[1], "a fresh ticket for each connection");
+    assert!(gw.opens() >= 2);
+    // The frames came on the new connection.
+    let frames = handler.frames();
+    let last = frames
+        .iter()
+        .rev()
+        .find(|f| f.message_id() == Some(&a))
+        .unwrap();
+    assert_ne!(last.headers.connection_id, frames[0].headers.connection_id);
+    client
+        .wait_status("reconnected", |s| s.connections == 2 && s.connected)
+        .await;
+    client.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn disconnect_leads_to_a_new_connection_and_redelivery() {
+    reconnects_and_gets_unconsumed_frames(|gw| gw.send_disconnect().is_some()).await;
+}
+
+#[tokio::test]
+async fn a_dropped_connection_leads_to_a_new_connection_and_redelivery() {
+    reconnects_and_gets_unconsumed_frames(SandboxStreamGateway::drop_connection).await;
+}
+
+#[tokio::test]
+async fn disconnect_is_acknowledged_before_the_client_leaves() {
+    let gw = SandboxStreamGateway::start(CLIENT_ID, CLIENT_SECRET)
+        .await
+        .unwrap();
+    let mut client = spawn(config(&gw), Recorder::new());
+    assert!(gw.wait_connections(1, PATIENCE).await);
+    let id = gw.send_disconnect().expect("connected");
+    let ack = gw
+        .wait_ack(&id, PATIENCE)
+        .await
+        .expect("disconnect answered");
+    assert_eq!(ack["code"], 200);
+    // The client leaves by itself (the grace is 10 s, PATIENCE far more) and
+    // comes back; a disconnect is not a failure.
+    assert!(gw.wait_connections(2, PATIENCE).await);
+    let s = client
+        .wait_status("reconnected", |s| s.connections == 2 && s.connected)
+        .await;
+    assert_eq!(s.last_error, None);
+    client.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_dead_connection_is_detected_by_ping_timeout() {
+    let gw = SandboxStreamGateway::start(CLIENT_ID, CLIENT_SECRET)
+        .await
+        .unwrap();
+    let mut config = config(&gw);
+    config.keepalive_idle = Duration::from_millis(300);
+    config.ping_timeout = Duration::from_millis(500);
+    let mut client = spawn(config, Recorder::new());
+    assert!(gw.wait_connections(1, PATIENCE).await);
+    assert!(gw.freeze_connection());
+    let s = client
+        .wait_status("a ping timeout", |s| {
+            matches!(s.last_error, Some(StreamError::PingTimeout(_)))
+        })
+        .await;
+    assert!(s.failures >= 1);
+    assert!(
+        gw.wait_connections(2, PATIENCE).await,
+        "reconnected after the dead link"
+    );
+    gw.drop_connection();
+    client.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_a_typed_error_retried_with_backoff() {
+    let gw = SandboxStreamGateway::start(CLIENT_ID, CLIENT_SECRET)
+        .await
+        .unwrap();
+    let mut config = config(&gw);
+    config.client_secret = "not-the-secret".into();
+    let started = Instant::now();
+    let mut client = spawn(config, Recorder::new());
+    let s = client
+        .wait_status("three failures", |s| s.failures >= 3)
+        .await;
+    let elapsed = started.elapsed();
+    match s.last_error {
+        Some(StreamError::OpenRejected {
+            status, ref code, ..
+        }) => {
+            assert_eq!(status, 400);
+            assert_eq!(code, "invalidClientIdOrSecret");
+        }
+        ref other => panic!("expected OpenRejected, got {other:?}"),
+    }
+    assert!(s.last_error.as_ref().unwrap().is_rejected());
+    assert!(!s.connected);
+    assert_eq!(gw.connections(), 0);
+    // Three failures mean two waits, each at least half its nominal delay
+    // (base, then 2 × base): a floor, whatever the machine's speed.
+    let floor = BACKOFF.nominal(1) / 2 + BACKOFF.nominal(2) / 2;
+    assert!(elapsed >= floor, "{elapsed:?} < {floor:?}: no backoff");
+    // No hot loop: every open after the first waited at least base / 2.
+    let opens = gw.opens();
+    let elapsed = started.elapsed();
+    let most = 1 + (elapsed.as_secs_f64() / (BACKOFF.base.as_secs_f64() / 2.0)) as u64;
+    assert!(opens <= most, "{opens} opens in {elapsed:?}");
+    // The secret never shows in the error.
+    assert!(!s.last_error.unwrap().to_string().contains("not-the-secret"));
+    client.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn refused_opens_are_retried_with_backoff() {
+    let gw = SandboxStreamGateway::start(CLIENT_ID, CLIENT_SECRET)
+        .await
+        .unwrap();
+    gw.refuse_opens(2);
+    let started = Instant::now();
+    let mut client = spawn(config(&gw), Recorder::new());
+    assert!(gw.wait_connections(1, PATIENCE).await);
+    let elapsed = started.elapsed();
+    assert_eq!(gw.opens(), 3, "two refused, the third accepted");
+    let floor = BACKOFF.nominal(1) / 2 + BACKOFF.nominal(2) / 2;
+    assert!(elapsed >= floor, "{elapsed:?} < {floor:?}: no backoff");
+    let s = client.wait_status("connected", |s| s.connected).await;
+    assert!(matches!(
+        s.last_error,
+        Some(StreamError::OpenUnavailable { status: 503, .. })
+    ));
+    // Once frames flow, the failure count starts again.
+    let id = gw.push_event("user_add_org", "{}");
+    assert!(gw.wait_ack(&id, PATIENCE).await.is_some());
+    client
+        .wait_status("failures reset", |s| s.failures == 0)
+        .await;
+    client.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_stops_the_client_promptly() {
+    let gw = SandboxStreamGateway::start(CLIENT_ID, CLIENT_SECRET)
+        .await
+        .unwrap();
+    let client = spawn(config(&gw), Recorder::new());
+    assert!(gw.wait_connections(1, PATIENCE).await);
+    client.stop().await.unwrap();
+    assert!(gw.wait_disconnected(PATIENCE).await, "the socket is closed");
+    let opens = gw.opens();
+    // Nothing reconnects after shutdown: a frame pushed now stays queued.
+    let id = gw.push_event("user_add_org", "{}");
+    assert_eq!(gw.deliveries(&id), 0);
+    assert_eq!(gw.opens(), opens);
+
+    // Shutdown also interrupts a backoff wait, however long.
+    let mut cfg = config(&gw);
+    cfg.client_secret = "wrong".into();
+    cfg.reconnect = Backoff {
+        base: Duration::from_secs(3600),
+        max: Duration::from_secs(3600),
+    };
+    let mut client = spawn(cfg, Recorder::new());
+    client
+        .wait_status("the first failure", |s| s.failures == 1)
+        .await;
+    client.stop().await.unwrap();
+
+    // And a handler that never returns is dropped after the grace time.
+    let gate = Arc::new(Semaphore::new(0));
+    let handler = Recorder::gated(gate);
+    let mut cfg = config(&gw);
+    cfg.handler_grace = Duration::from_millis(200);
+    let client = spawn(cfg, handler.clone());
+    assert!(gw.wait_connections(2, PATIENCE).await);
+    handler.wait("the queued frame", |f| !f.is_empty()).await;
+    client.stop().await.unwrap();
+    assert!(gw.unconsumed().contains(&id), "never acknowledged");
+}
+
+#[tokio::test]
+async fn tickets_are_single_use_and_checked() {
+    rollcall::tls::install_crypto_provider();
+    let gw = SandboxStreamGateway::start(CLIENT_ID, CLIENT_SECRET)
+        .await
+        .unwrap();
+    let client = StreamClient::new(config(&gw), Recorder::new()).unwrap();
+    let ticket = client.open_connection().await.unwrap();
+    assert_eq!(ticket.endpoint, gw.ws_endpoint());
+    let unknown = rollcall::platform::dingtalk::stream::ConnectionTicket {
+        endpoint: ticket.endpoint.clone(),
+        ticket: "no-such-ticket".into(),
+    };
+    let err = tokio_tungstenite::connect_async(unknown.url())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+    let (mut ws, _) = tokio_tungstenite::connect_async(ticket.url())
+        .await
+        .expect("the ticket opens once");
+    let err = tokio_tungstenite::connect_async(ticket.url())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("401"),
+        "a used ticket is refused: {err}"
+    );
+    let _ = ws.close(None).await;
+
+    // Wrong credentials: the error DingTalk's API gives, as a typed error.
+    let mut bad = config(&gw);
+    bad.client_id = "someone-else".into();
+    let err = StreamClient::new(bad, Recorder::new())
+        .unwrap()
+        .open_connection()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StreamError::OpenRejected { status: 400, ref code, .. } if code == "invalidClientIdOrSecret"),
+        "{err:?}"
+    );
+    // An empty secret never reaches the network.
+    let mut empty = config(&gw);
+    empty.client_secret.clear();
+    assert!(matches!(
+        StreamClient::new(empty, Recorder::new()),
+        Err(StreamError::Config(_))
+    ));
+}
