@@ -689,9 +689,15 @@ impl StreamClient {
             match result {
                 Ok(End::Shutdown) => break,
                 Ok(End::Disconnect) => {
-                    // The gateway asked us to move; do so at once, as the SDKs do.
-                    tracing::info!("DingTalk stream: gateway asked to reconnect");
-                    continue;
+                    // The gateway asked us to move. Both SDKs wait their
+                    // first backoff step before reconnecting; so do we, so
+                    // that a gateway repeating `disconnect` cannot spin us.
+                    let delay = self.config.reconnect.delay(1);
+                    tracing::info!(?delay, "DingTalk stream: gateway asked to reconnect");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = &mut stop => break,
+                    }
                 }
                 Err(err) => {
                     failures = failures.saturating_add(1);

@@ -635,6 +635,8 @@ async fn open(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
 }
 
 /// Checks the handshake's path and ticket, consuming the ticket.
+// The error type is the one tungstenite's handshake callback must return.
+#[allow(clippy::result_large_err)]
 fn check_ticket(s: &Shared, req: &Request) -> Result<(), ErrorResponse> {
     let refuse = |status: u16, why: &str| {
         let mut r = ErrorResponse::new(Some(why.to_owned()));
@@ -659,6 +661,8 @@ fn check_ticket(s: &Shared, req: &Request) -> Result<(), ErrorResponse> {
     }
 }
 
+// The handshake callback's error type is tungstenite's (see check_ticket).
+#[allow(clippy::result_large_err)]
 async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
