@@ -23,14 +23,23 @@
 //! each EVENT and CALLBACK frame, in order, on a task of its own so that a
 //! slow handler never delays the answer to a ping. The frame is acknowledged
 //! only after `handle` returned `Ok` (rollcall commits durably inside it).
-//! When it fails (or panics) the client answers as the Go SDK does, code 500
-//! (for an EVENT with `{"status":"LATER"}`), which the gateway takes as "not
-//! consumed"; the Python SDK sends nothing at all, which the gateway treats
-//! the same way after its timeout. Either way the gateway may deliver the
-//! frame again, and it may also redeliver a frame that was acknowledged (a
-//! lost ack), so the handler deduplicates by `messageId` / `eventId`.
-//! DingTalk documents that robot messages are fire-and-forget, never
-//! redelivered: a robot message whose handler fails is lost to the stream.
+//! When it fails (or panics) the client answers code 500 (protocol.md:
+//! "500：内部错误"; for an EVENT with `{"status":"LATER"}`, as the Go SDK),
+//! which the gateway takes as "not consumed"; the Python SDK sends nothing
+//! at all, which the gateway treats the same way after its timeout.
+//!
+//! Only EVENT frames come again: the gateway redelivers an unconsumed event,
+//! and may also redeliver one that was acknowledged (a lost ack), so the
+//! handler deduplicates by `messageId` / `eventId`. CALLBACK frames (robot
+//! messages, card callbacks) are fire-and-forget (developerpedia FAQ: robot
+//! messages are not pushed again): the gateway never resends one, so a
+//! callback frame that was read is never skipped here. When a connection
+//! ends, the frames already queued are still handled: on `disconnect` and at
+//! shutdown within [`StreamConfig::handler_grace`], with their acks (the
+//! socket stays usable ~10 s after `disconnect`); on a broken socket the
+//! queued CALLBACK frames still go to the handler (so they are stored) though
+//! no ack can go out, and queued EVENT frames are left for redelivery. A
+//! robot message whose handler fails is lost to the stream.
 //!
 //! Nothing here knows what a robot message or a card is: frames go to the
 //! handler as they came, with their verbatim text ([`StreamFrame::raw`]).
@@ -40,7 +49,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use futures::future::{Fuse, FusedFuture};
@@ -141,9 +150,10 @@ pub trait FrameHandler: Send + Sync {
     /// Handles one EVENT or CALLBACK frame. `Ok(data)` acknowledges it; for a
     /// CALLBACK, `data` is the response DingTalk gets (`{"response": data}`;
     /// `None` sends `null`, as DingTalk suggests for robot messages); an
-    /// EVENT's ack is always `{"status":"SUCCESS"}`. `Err` leaves the frame
-    /// unconsumed. The call may be dropped (cancelled) at shutdown or after a
-    /// broken connection, once [`StreamConfig::handler_grace`] has passed.
+    /// EVENT's ack is always `{"status":"SUCCESS"}`. `Err` leaves an EVENT
+    /// unconsumed (DingTalk sends it again; a CALLBACK never comes again).
+    /// The call may be dropped (cancelled) once its connection has ended or
+    /// at shutdown, after [`StreamConfig::handler_grace`].
     async fn handle(&self, frame: &StreamFrame) -> Result<Option<Value>, HandlerError>;
 }
 
@@ -245,8 +255,10 @@ pub struct StreamConfig {
     /// Timeout of the open request, the WebSocket handshake and each write.
     pub http_timeout: Duration,
     pub reconnect: Backoff,
-    /// How long a handler may still run once its connection has ended (or
-    /// at shutdown) before it is dropped.
+    /// How long the handler may still work through the frames already
+    /// queued once their connection has ended (or at shutdown) before it is
+    /// dropped, with the frames still behind it. Keep it within the ~10 s
+    /// the gateway leaves a socket open after `disconnect`.
     pub handler_grace: Duration,
 }
 
@@ -767,12 +779,12 @@ impl StreamClient {
         let (mut sink, mut incoming) = ws.split();
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
         let (work_tx, work_rx) = mpsc::unbounded_channel::<StreamFrame>();
-        let closing = Arc::new(AtomicBool::new(false));
+        let phase = Arc::new(AtomicU8::new(PHASE_OPEN));
         let mut worker = tokio::spawn(handle_frames(
             self.handler.clone(),
             work_rx,
             out_tx.clone(),
-            closing.clone(),
+            phase.clone(),
         ));
         let cfg = &self.config;
         let mut last_seen = Instant::now();
@@ -832,35 +844,43 @@ impl StreamClient {
             }
         };
 
-        // Frames not yet started stay unacknowledged (the gateway sends them
-        // again); the one in the handler may finish, within the grace time,
-        // and its ack still goes out if the socket lives.
-        closing.store(true, Ordering::SeqCst);
-        drop(work_tx);
-        let writable = !matches!(
+        // The frames already queued are still handled, within the grace
+        // time: DingTalk never resends a CALLBACK frame, so one skipped here
+        // would be lost. While the socket lives (`disconnect`, shutdown) their
+        // acks go out; on a broken one CALLBACK frames are still handled
+        // (stored) without an ack, and EVENT frames are left to the gateway,
+        // which redelivers them.
+        self.status.send_modify(|s| s.connected = false);
+        let mut writable = !matches!(
             result,
             Err(StreamError::Closed | StreamError::WebSocket(_) | StreamError::PingTimeout(_))
         );
+        phase.store(
+            if writable { PHASE_DRAIN } else { PHASE_BROKEN },
+            Ordering::SeqCst,
+        );
+        drop(work_tx);
         let grace = tokio::time::sleep(cfg.handler_grace);
         tokio::pin!(grace);
         loop {
             tokio::select! {
                 _ = &mut worker => break,
                 Some(text) = out_rx.recv() => {
-                    if writable {
-                        let _ = write(&mut sink, Message::text(text), cfg.http_timeout).await;
+                    if writable && write(&mut sink, Message::text(text), cfg.http_timeout).await.is_err() {
+                        writable = false;
+                        phase.store(PHASE_BROKEN, Ordering::SeqCst);
                     }
                 }
                 _ = &mut grace => {
-                    tracing::warn!("DingTalk stream: handler still busy after the grace time; dropped, its frame stays unacknowledged");
+                    tracing::warn!("DingTalk stream: handler still busy after the grace time; dropped with the frames queued behind it, none acknowledged");
                     worker.abort();
                     break;
                 }
             }
         }
         while let Ok(text) = out_rx.try_recv() {
-            if writable {
-                let _ = write(&mut sink, Message::text(text), cfg.http_timeout).await;
+            if writable && write(&mut sink, Message::text(text), cfg.http_timeout).await.is_err() {
+                writable = false;
             }
         }
         if writable {
@@ -920,16 +940,30 @@ impl StreamClient {
     }
 }
 
-/// The handler task of one connection: frames in order, one at a time.
+/// The connection serves frames.
+const PHASE_OPEN: u8 = 0;
+/// The connection is ending, its socket still writable (`disconnect`,
+/// shutdown): queued frames are handled and acknowledged.
+const PHASE_DRAIN: u8 = 1;
+/// The socket is gone: queued CALLBACK frames are handled (DingTalk never
+/// resends them), queued EVENT frames skipped (it redelivers those).
+const PHASE_BROKEN: u8 = 2;
+
+/// The handler task of one connection: frames in order, one at a time,
+/// until the queue is closed and empty.
 async fn handle_frames(
     handler: Arc<dyn FrameHandler>,
     mut frames: mpsc::UnboundedReceiver<StreamFrame>,
     acks: mpsc::UnboundedSender<String>,
-    closing: Arc<AtomicBool>,
+    phase: Arc<AtomicU8>,
 ) {
     while let Some(frame) = frames.recv().await {
-        if closing.load(Ordering::SeqCst) {
-            break;
+        if phase.load(Ordering::SeqCst) == PHASE_BROKEN && frame.frame_type == FrameType::Event {
+            tracing::debug!(
+                message_id = frame.message_id().unwrap_or_default(),
+                "DingTalk stream: connection broken; queued event left for redelivery"
+            );
+            continue;
         }
         let outcome = match AssertUnwindSafe(handler.handle(&frame))
             .catch_unwind()
@@ -939,10 +973,15 @@ async fn handle_frames(
             Err(_) => Err(HandlerError::new("the handler panicked")),
         };
         if let Err(e) = &outcome {
+            let what = if frame.frame_type == FrameType::Event {
+                "DingTalk stream: handler failed; event left for redelivery"
+            } else {
+                "DingTalk stream: handler failed; DingTalk does not resend callbacks"
+            };
             tracing::warn!(
                 error = %e,
                 message_id = frame.message_id().unwrap_or_default(),
-                "DingTalk stream: handler failed; frame left for redelivery"
+                "{what}"
             );
         }
         if let Some(ack) = ack_for(&frame, &outcome) {
