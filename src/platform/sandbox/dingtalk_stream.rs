@@ -17,11 +17,15 @@
 //!   eventCorpId, eventBornTime, eventUnifiedAppId`; CALLBACK: `appId,
 //!   contentType, messageId, time, topic`), plus `connectionId`.
 //! - A frame counts as consumed on an ack with code 200 (and, for an EVENT,
-//!   `data` saying `"status":"SUCCESS"`). An unconsumed frame goes again
+//!   `data` saying `"status":"SUCCESS"`). An unconsumed EVENT goes again
 //!   after [`SandboxStreamGateway::with_redeliver_after`], and on every new
 //!   connection. DingTalk documents redelivery for events only ("事件订阅"
-//!   is "相对可靠"; robot messages are "fire-forgot"); the sandbox redelivers
-//!   callbacks too, the stricter case for a client.
+//!   is "相对可靠"; robot messages are "fire-forgot", not pushed again), so a
+//!   CALLBACK frame is sent once: a client that skips one loses it, as it
+//!   would with DingTalk. A callback pushed while no client is connected
+//!   waits for the next connection (it was never sent).
+//!   [`SandboxStreamGateway::with_callback_redelivery`] turns resending
+//!   callbacks on, for tests that want it.
 //! - `disconnect`: "服务端在静默10s之后会主动断开 tcp 连接": after
 //!   [`SandboxStreamGateway::send_disconnect`] no new frame goes to that
 //!   connection, and it is closed after the grace time (10 s by default).
@@ -93,6 +97,8 @@ struct Conn {
 
 struct Inner {
     redeliver_after: Duration,
+    /// Resend unconsumed CALLBACK frames too (DingTalk does not).
+    callback_redelivery: bool,
     disconnect_grace: Duration,
     /// Issued and not yet used.
     tickets: HashMap<String, Instant>,
@@ -179,9 +185,17 @@ impl Inner {
         }
     }
 
+    /// Whether pending frame `i` is to be sent (again): unconsumed, and an
+    /// EVENT, or a CALLBACK never sent or with callback redelivery on.
+    fn redeliverable(&self, i: usize) -> bool {
+        let p = &self.pending[i];
+        p.settled_by.is_none()
+            && (p.kind == Kind::Event || p.deliveries == 0 || self.callback_redelivery)
+    }
+
     fn deliver_unsettled(&mut self) {
         for i in 0..self.pending.len() {
-            if self.pending[i].settled_by.is_none() {
+            if self.redeliverable(i) {
                 self.deliver(i);
             }
         }
@@ -266,6 +280,7 @@ impl SandboxStreamGateway {
             ws_endpoint: format!("ws://{ws_addr}/connect"),
             inner: Mutex::new(Inner {
                 redeliver_after: DEFAULT_REDELIVER_AFTER,
+                callback_redelivery: false,
                 disconnect_grace: DISCONNECT_GRACE,
                 tickets: HashMap::new(),
                 tickets_used: Vec::new(),
@@ -300,6 +315,13 @@ impl SandboxStreamGateway {
     /// Sends unconsumed frames again after `after` (default 60 s).
     pub fn with_redeliver_after(self, after: Duration) -> SandboxStreamGateway {
         self.shared.lock().redeliver_after = after;
+        self
+    }
+
+    /// Also resends unconsumed CALLBACK frames (after `redeliver_after` and
+    /// on a new connection), which DingTalk does not do (default off).
+    pub fn with_callback_redelivery(self, on: bool) -> SandboxStreamGateway {
+        self.shared.lock().callback_redelivery = on;
         self
     }
 
@@ -755,8 +777,10 @@ async fn redeliver_loop(shared: std::sync::Weak<Shared>) {
             let after = inner.redeliver_after;
             let due: Vec<usize> = (0..inner.pending.len())
                 .filter(|&i| {
-                    let p = &inner.pending[i];
-                    p.settled_by.is_none() && p.last_sent.is_some_and(|t| t.elapsed() >= after)
+                    inner.redeliverable(i)
+                        && inner.pending[i]
+                            .last_sent
+                            .is_some_and(|t| t.elapsed() >= after)
                 })
                 .collect();
             for i in due {
