@@ -78,6 +78,13 @@ const EVENT_SUCCESS: &str = r#"{"status":"SUCCESS","message":"success"}"#;
 const EVENT_LATER: &str = r#"{"status":"LATER","message":"later"}"#;
 const CONTENT_TYPE_JSON: &str = "application/json";
 
+/// The default [`StreamConfig::queue_capacity`].
+pub const DEFAULT_QUEUE_CAPACITY: usize = 64;
+/// How long the ack of a handled frame is kept, to answer a redelivery of it
+/// without running the handler again (the Python SDK keeps 5 minutes,
+/// `MESSAGE_RESULT_TTL_SECONDS`).
+pub const ACK_CACHE_TTL: Duration = Duration::from_secs(300);
+
 /// Why the stream failed. Cloneable (it is part of [`StreamStatus`]), so the
 /// causes are kept as text; none of them contains the client secret or a
 /// ticket.
@@ -260,6 +267,11 @@ pub struct StreamConfig {
     /// dropped, with the frames still behind it. Keep it within the ~10 s
     /// the gateway leaves a socket open after `disconnect`.
     pub handler_grace: Duration,
+    /// How many EVENT/CALLBACK frames may wait for the handler (default
+    /// [`DEFAULT_QUEUE_CAPACITY`]). When the queue is full the client reads
+    /// nothing more from the socket until the handler has taken a frame, so
+    /// nothing is dropped: the gateway's frames wait in the socket.
+    pub queue_capacity: usize,
 }
 
 impl std::fmt::Debug for StreamConfig {
@@ -293,6 +305,7 @@ impl StreamConfig {
             http_timeout: Duration::from_secs(10),
             reconnect: Backoff::default(),
             handler_grace: Duration::from_secs(10),
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
         }
     }
 }
@@ -589,6 +602,16 @@ struct ApiError {
     message: String,
 }
 
+/// What to do with a text frame read from the socket.
+enum Route {
+    /// Queue it for the handler.
+    Handle(StreamFrame),
+    /// The gateway asked to disconnect.
+    Disconnect,
+    /// Nothing more to do.
+    Done,
+}
+
 /// How a connection ended, when not by an error.
 enum End {
     Shutdown,
@@ -605,6 +628,7 @@ pub struct StreamClient {
     handler: Arc<dyn FrameHandler>,
     http: reqwest::Client,
     status: watch::Sender<StreamStatus>,
+    acks: Arc<std::sync::Mutex<AckCache>>,
 }
 
 impl StreamClient {
@@ -629,6 +653,7 @@ impl StreamClient {
             handler,
             http,
             status: watch::Sender::new(StreamStatus::default()),
+            acks: Arc::default(),
         })
     }
 
@@ -778,13 +803,14 @@ impl StreamClient {
     ) -> Result<End, StreamError> {
         let (mut sink, mut incoming) = ws.split();
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
-        let (work_tx, work_rx) = mpsc::unbounded_channel::<StreamFrame>();
+        let (work_tx, work_rx) = mpsc::channel::<StreamFrame>(self.config.queue_capacity.max(1));
         let phase = Arc::new(AtomicU8::new(PHASE_OPEN));
         let mut worker = tokio::spawn(handle_frames(
             self.handler.clone(),
             work_rx,
             out_tx.clone(),
             phase.clone(),
+            self.acks.clone(),
         ));
         let cfg = &self.config;
         let mut last_seen = Instant::now();
@@ -793,6 +819,10 @@ impl StreamClient {
 
         let result: Result<End, StreamError> = loop {
             let wake = ping_deadline.unwrap_or(last_seen + cfg.keepalive_idle);
+            // A full queue: read nothing (so drop nothing) until the handler
+            // takes a frame. The socket is not read meanwhile, so silence is
+            // not held against it.
+            let room = work_tx.capacity() > 0;
             tokio::select! {
                 biased;
                 _ = &mut *stop => break Ok(End::Shutdown),
@@ -801,7 +831,11 @@ impl StreamClient {
                         break Err(e);
                     }
                 }
-                msg = incoming.next() => {
+                _ = work_tx.reserve(), if !room => {
+                    last_seen = Instant::now();
+                    ping_deadline = None;
+                }
+                msg = incoming.next(), if room => {
                     let msg = match msg {
                         None => break Err(StreamError::Closed),
                         Some(Err(e)) => break Err(StreamError::WebSocket(e.to_string())),
@@ -817,13 +851,16 @@ impl StreamClient {
                         self.status.send_modify(|s| s.failures = 0);
                     }
                     match msg {
-                        Message::Text(text) => {
-                            match self.on_text(text.as_str(), &work_tx, &out_tx) {
-                                Ok(true) => break Ok(End::Disconnect),
-                                Ok(false) => {}
-                                Err(e) => break Err(e),
+                        Message::Text(text) => match self.on_text(text.as_str(), &out_tx) {
+                            Route::Disconnect => break Ok(End::Disconnect),
+                            Route::Handle(frame) => {
+                                // There is room: this does not wait.
+                                if work_tx.send(frame).await.is_err() {
+                                    break Err(StreamError::WebSocket("the frame handler task ended".into()));
+                                }
                             }
-                        }
+                            Route::Done => {}
+                        },
                         Message::Close(_) => break Err(StreamError::Closed),
                         // tungstenite answers pings itself; pongs only prove life.
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
@@ -832,7 +869,7 @@ impl StreamClient {
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(wake) => {
+                _ = tokio::time::sleep_until(wake), if room => {
                     if ping_deadline.is_some() {
                         break Err(StreamError::PingTimeout(cfg.ping_timeout));
                     }
@@ -886,23 +923,22 @@ impl StreamClient {
         if writable {
             let _ = tokio::time::timeout(cfg.http_timeout, sink.close()).await;
         }
+        // The worker is gone: what it had not finished may come again.
+        lock(&self.acks).forget_in_flight();
         result
     }
 
-    /// Routes one text frame; `Ok(true)` when the gateway asked to disconnect.
-    fn on_text(
-        &self,
-        text: &str,
-        work: &mpsc::UnboundedSender<StreamFrame>,
-        out: &mpsc::UnboundedSender<String>,
-    ) -> Result<bool, StreamError> {
+    /// Routes one text frame: SYSTEM frames are answered here, a redelivery
+    /// of a frame in flight is dropped, one of a handled frame gets its
+    /// cached ack again.
+    fn on_text(&self, text: &str, out: &mpsc::UnboundedSender<String>) -> Route {
         let frame = match StreamFrame::parse(text) {
             Ok(f) => f,
             Err(e) => {
                 // As both SDKs: log and go on; without a messageId there is
                 // nothing to acknowledge.
                 tracing::warn!(error = %e, len = text.len(), "DingTalk stream: unreadable frame skipped");
-                return Ok(false);
+                return Route::Done;
             }
         };
         if let Some(id) = &frame.headers.connection_id {
@@ -919,22 +955,123 @@ impl StreamClient {
                 // Answering can only fail when the writer is gone, which the
                 // serve loop notices by itself.
                 let _ = out.send(system_ack(&frame));
-                Ok(topic == TOPIC_DISCONNECT)
+                if topic == TOPIC_DISCONNECT {
+                    Route::Disconnect
+                } else {
+                    Route::Done
+                }
             }
             FrameType::Event | FrameType::Callback => {
+                let message_id = frame.message_id().unwrap_or_default();
                 tracing::debug!(
                     kind = frame.frame_type.as_str(),
                     topic = frame.topic().unwrap_or_default(),
-                    message_id = frame.message_id().unwrap_or_default(),
+                    message_id,
                     "DingTalk stream: frame received"
                 );
-                work.send(frame)
-                    .map_err(|_| StreamError::WebSocket("the frame handler task ended".into()))?;
-                Ok(false)
+                let Some(id) = frame.message_id() else {
+                    return Route::Handle(frame);
+                };
+                match lock(&self.acks).admit(id) {
+                    Admit::New => Route::Handle(frame),
+                    Admit::InFlight => {
+                        tracing::debug!(message_id, "DingTalk stream: redelivery of a frame in flight ignored");
+                        Route::Done
+                    }
+                    Admit::Done(ack) => {
+                        tracing::debug!(message_id, "DingTalk stream: redelivery of a handled frame; ack sent again");
+                        let _ = out.send(ack);
+                        Route::Done
+                    }
+                }
             }
             FrameType::Other(kind) => {
                 tracing::warn!(kind, "DingTalk stream: frame of unknown type ignored");
-                Ok(false)
+                Route::Done
+            }
+        }
+    }
+}
+
+fn lock(cache: &std::sync::Mutex<AckCache>) -> std::sync::MutexGuard<'_, AckCache> {
+    // A panicking holder leaves a usable map behind.
+    cache.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the client knows about the frames it was given, by `messageId`, so
+/// that a redelivery is not handled twice: DingTalk may send an unacked
+/// EVENT again while its first copy still waits in the queue, and may send
+/// one again after it was acknowledged.
+#[derive(Default)]
+struct AckCache {
+    entries: std::collections::HashMap<String, AckEntry>,
+    /// When each `Done` entry was made, oldest first, for expiry.
+    done: std::collections::VecDeque<(Instant, String)>,
+}
+
+enum AckEntry {
+    /// Queued or in the handler.
+    InFlight,
+    /// Handled; the ack that was sent.
+    Done(String),
+}
+
+/// What to do with a frame just read.
+enum Admit {
+    /// New: queue it.
+    New,
+    /// A copy is queued or being handled: its ack will answer both.
+    InFlight,
+    /// Handled before: send this ack again.
+    Done(String),
+}
+
+impl AckCache {
+    fn admit(&mut self, id: &str) -> Admit {
+        self.expire();
+        match self.entries.get(id) {
+            Some(AckEntry::InFlight) => Admit::InFlight,
+            Some(AckEntry::Done(ack)) => Admit::Done(ack.clone()),
+            None => {
+                self.entries.insert(id.to_owned(), AckEntry::InFlight);
+                Admit::New
+            }
+        }
+    }
+
+    /// The handler is done with `id`: `Some(ack)` when it succeeded (kept
+    /// for redeliveries), `None` when it failed (a redelivery runs again).
+    fn finish(&mut self, id: &str, ack: Option<String>) {
+        match ack {
+            Some(ack) => {
+                self.entries.insert(id.to_owned(), AckEntry::Done(ack));
+                self.done.push_back((Instant::now(), id.to_owned()));
+            }
+            None => self.forget(id),
+        }
+    }
+
+    /// Forgets an in-flight frame that was not handled.
+    fn forget(&mut self, id: &str) {
+        if matches!(self.entries.get(id), Some(AckEntry::InFlight)) {
+            self.entries.remove(id);
+        }
+    }
+
+    /// Forgets every in-flight frame (its connection's worker has ended).
+    fn forget_in_flight(&mut self) {
+        self.entries.retain(|_, e| matches!(e, AckEntry::Done(_)));
+    }
+
+    fn expire(&mut self) {
+        while let Some((at, _)) = self.done.front() {
+            if at.elapsed() < ACK_CACHE_TTL {
+                break;
+            }
+            if let Some((_, id)) = self.done.pop_front()
+                && matches!(self.entries.get(&id), Some(AckEntry::Done(_)))
+            {
+                self.entries.remove(&id);
             }
         }
     }
@@ -953,9 +1090,10 @@ const PHASE_BROKEN: u8 = 2;
 /// until the queue is closed and empty.
 async fn handle_frames(
     handler: Arc<dyn FrameHandler>,
-    mut frames: mpsc::UnboundedReceiver<StreamFrame>,
+    mut frames: mpsc::Receiver<StreamFrame>,
     acks: mpsc::UnboundedSender<String>,
     phase: Arc<AtomicU8>,
+    cache: Arc<std::sync::Mutex<AckCache>>,
 ) {
     while let Some(frame) = frames.recv().await {
         if phase.load(Ordering::SeqCst) == PHASE_BROKEN && frame.frame_type == FrameType::Event {
@@ -963,6 +1101,9 @@ async fn handle_frames(
                 message_id = frame.message_id().unwrap_or_default(),
                 "DingTalk stream: connection broken; queued event left for redelivery"
             );
+            if let Some(id) = frame.message_id() {
+                lock(&cache).forget(id);
+            }
             continue;
         }
         let outcome = match AssertUnwindSafe(handler.handle(&frame))
@@ -985,6 +1126,9 @@ async fn handle_frames(
             );
         }
         if let Some(ack) = ack_for(&frame, &outcome) {
+            if let Some(id) = frame.message_id() {
+                lock(&cache).finish(id, outcome.is_ok().then(|| ack.clone()));
+            }
             let _ = acks.send(ack);
         }
     }
@@ -1232,6 +1376,23 @@ mod tests {
         let c = StreamConfig::new("https://api.dingtalk.com/", "id", "s3cret");
         assert!(!format!("{c:?}").contains("s3cret"));
         assert_eq!(c.api_base_v1, "https://api.dingtalk.com");
+    }
+
+    #[test]
+    fn the_ack_cache_answers_redeliveries() {
+        let mut cache = AckCache::default();
+        assert!(matches!(cache.admit("m1"), Admit::New));
+        assert!(matches!(cache.admit("m1"), Admit::InFlight));
+        cache.finish("m1", Some("ack1".into()));
+        assert!(matches!(cache.admit("m1"), Admit::Done(a) if a == "ack1"));
+        // A failure is not cached: the redelivery runs the handler again.
+        assert!(matches!(cache.admit("m2"), Admit::New));
+        cache.finish("m2", None);
+        assert!(matches!(cache.admit("m2"), Admit::New));
+        // A connection's end forgets what it had not finished, nothing else.
+        cache.forget_in_flight();
+        assert!(matches!(cache.admit("m2"), Admit::New));
+        assert!(matches!(cache.admit("m1"), Admit::Done(_)));
     }
 
     #[test]

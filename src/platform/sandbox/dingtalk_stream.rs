@@ -418,6 +418,22 @@ impl SandboxStreamGateway {
         )
     }
 
+    /// Sends the pushed frame `message_id` again now, consumed or not (as
+    /// DingTalk may redeliver an event whose ack is late or lost); whether
+    /// a client took it.
+    pub fn resend(&self, message_id: &str) -> bool {
+        let mut inner = self.shared.lock();
+        let Some(i) = inner.pending.iter().position(|p| p.message_id == message_id) else {
+            return false;
+        };
+        let before = inner.pending[i].deliveries;
+        inner.deliver(i);
+        let sent = inner.pending[i].deliveries > before;
+        drop(inner);
+        self.shared.bump();
+        sent
+    }
+
     /// Sends a SYSTEM `ping` with a fresh `opaque`; its messageId, or `None`
     /// when no client is connected.
     pub fn send_ping(&self) -> Option<String> {
