@@ -694,6 +694,42 @@ async fn refused_opens_are_retried_with_backoff() {
     client.stop().await.unwrap();
 }
 
+/// A gateway that accepts the upgrade and closes at once has not shown the
+/// connection works: each such close is one more failure, and the waits
+/// between the opens grow.
+#[tokio::test]
+async fn a_close_right_after_the_upgrade_meets_the_backoff() {
+    let gw = SandboxStreamGateway::start(CLIENT_ID, CLIENT_SECRET)
+        .await
+        .unwrap();
+    gw.close_after_upgrade(3);
+    let started = Instant::now();
+    let mut client = spawn(config(&gw), Recorder::new());
+    let s = client
+        .wait_status("three failures", |s| s.failures >= 3)
+        .await;
+    assert!(
+        matches!(
+            s.last_error,
+            Some(StreamError::Closed | StreamError::WebSocket(_))
+        ),
+        "{s:?}"
+    );
+    assert!(gw.wait_connections(4, PATIENCE).await, "the fourth stays");
+    let elapsed = started.elapsed();
+    assert_eq!(gw.opens(), 4);
+    // Three waits, each at least half its nominal delay.
+    let floor = BACKOFF.nominal(1) / 2 + BACKOFF.nominal(2) / 2 + BACKOFF.nominal(3) / 2;
+    assert!(elapsed >= floor, "{elapsed:?} < {floor:?}: no backoff");
+    // A frame on the fourth proves it: the count starts again.
+    let id = gw.push_event("user_add_org", "{}");
+    assert!(gw.wait_ack(&id, PATIENCE).await.is_some());
+    client
+        .wait_status("failures reset", |s| s.failures == 0)
+        .await;
+    client.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn shutdown_stops_the_client_promptly() {
     let gw = SandboxStreamGateway::start(CLIENT_ID, CLIENT_SECRET)

@@ -815,9 +815,24 @@ impl StreamClient {
         let cfg = &self.config;
         let mut last_seen = Instant::now();
         let mut ping_deadline: Option<Instant> = None;
+        let connected_at = Instant::now();
         let mut healthy = false;
+        // The connection works once a stream frame came, or once it stayed
+        // up for `keepalive_idle`: only then does the next failure start the
+        // backoff from the beginning. (A Close or a Ping proves nothing: a
+        // peer that accepts the upgrade and closes must meet the backoff.)
+        let mut proven = |healthy: &mut bool| {
+            if !*healthy {
+                *healthy = true;
+                *failures = 0;
+                self.status.send_modify(|s| s.failures = 0);
+            }
+        };
 
         let result: Result<End, StreamError> = loop {
+            if !healthy && connected_at.elapsed() >= cfg.keepalive_idle {
+                proven(&mut healthy);
+            }
             let wake = ping_deadline.unwrap_or(last_seen + cfg.keepalive_idle);
             // A full queue: read nothing (so drop nothing) until the handler
             // takes a frame. The socket is not read meanwhile, so silence is
@@ -843,15 +858,8 @@ impl StreamClient {
                     };
                     last_seen = Instant::now();
                     ping_deadline = None;
-                    if !healthy {
-                        // Any frame proves the connection works: the next
-                        // failure starts the backoff from the beginning.
-                        healthy = true;
-                        *failures = 0;
-                        self.status.send_modify(|s| s.failures = 0);
-                    }
                     match msg {
-                        Message::Text(text) => match self.on_text(text.as_str(), &out_tx) {
+                        Message::Text(text) => match self.on_text(text.as_str(), &out_tx, || proven(&mut healthy)) {
                             Route::Disconnect => break Ok(End::Disconnect),
                             Route::Handle(frame) => {
                                 // There is room: this does not wait.
@@ -931,9 +939,18 @@ impl StreamClient {
     /// Routes one text frame: SYSTEM frames are answered here, a redelivery
     /// of a frame in flight is dropped, one of a handled frame gets its
     /// cached ack again.
-    fn on_text(&self, text: &str, out: &mpsc::UnboundedSender<String>) -> Route {
+    /// `valid` is called when the text is a stream frame.
+    fn on_text(
+        &self,
+        text: &str,
+        out: &mpsc::UnboundedSender<String>,
+        valid: impl FnOnce(),
+    ) -> Route {
         let frame = match StreamFrame::parse(text) {
-            Ok(f) => f,
+            Ok(f) => {
+                valid();
+                f
+            }
             Err(e) => {
                 // As both SDKs: log and go on; without a messageId there is
                 // nothing to acknowledge.

@@ -105,6 +105,7 @@ struct Inner {
     tickets_used: Vec<String>,
     opens: u64,
     refuse_opens: u32,
+    close_after_upgrade: u32,
     open_requests: Vec<Value>,
     connections: u64,
     current: Option<Conn>,
@@ -286,6 +287,7 @@ impl SandboxStreamGateway {
                 tickets_used: Vec::new(),
                 opens: 0,
                 refuse_opens: 0,
+                close_after_upgrade: 0,
                 open_requests: Vec::new(),
                 connections: 0,
                 current: None,
@@ -486,6 +488,12 @@ impl SandboxStreamGateway {
     /// The next `n` open requests get HTTP 503.
     pub fn refuse_opens(&self, n: u32) {
         self.shared.lock().refuse_opens = n;
+    }
+
+    /// The next `n` WebSocket connections are closed (with a close frame)
+    /// right after the upgrade, before any frame.
+    pub fn close_after_upgrade(&self, n: u32) {
+        self.shared.lock().close_after_upgrade = n;
     }
 
     /// Open requests received (refused ones included).
@@ -725,6 +733,20 @@ async fn serve_connection(
     s: Arc<Shared>,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let close_at_once = {
+        let mut inner = s.lock();
+        let close = inner.close_after_upgrade > 0;
+        if close {
+            inner.close_after_upgrade -= 1;
+            inner.connections += 1;
+        }
+        close
+    };
+    if close_at_once {
+        s.bump();
+        let _ = ws.close(None).await;
+        return;
+    }
     let serial = {
         let mut inner = s.lock();
         inner.connections += 1;
