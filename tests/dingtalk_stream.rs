@@ -36,6 +36,7 @@ struct Recorder {
     fail: AtomicBool,
     /// When set, each call waits for a permit before it returns.
     gate: Option<Arc<Semaphore>>,
+    /// What card callbacks get back (other frames get `None`).
     response: Option<Value>,
 }
 
@@ -101,7 +102,11 @@ impl FrameHandler for Recorder {
         if self.fail.load(Ordering::SeqCst) {
             return Err(HandlerError::new("database unavailable"));
         }
-        Ok(self.response.clone())
+        if frame.topic() == Some(TOPIC_CARD_CALLBACK) {
+            Ok(self.response.clone())
+        } else {
+            Ok(None)
+        }
     }
 }
 
@@ -158,6 +163,13 @@ impl Running {
             .expect("the client stops on shutdown")
             .expect("the client task does not panic")
     }
+}
+
+/// Every answer the gateway got had the right envelope, on the right
+/// connection.
+fn assert_acks_valid(gw: &SandboxStreamGateway) {
+    let invalid = gw.invalid_acks();
+    assert!(invalid.is_empty(), "invalid answers: {invalid:?}");
 }
 
 fn ack_data(ack: &Value) -> Value {
@@ -236,7 +248,17 @@ async fn frames_reach_the_handler_verbatim_and_are_acknowledged() {
         ack_data(&ack),
         json!({"response": {"cardData": {"cardParamMap": {"answer": "已到岗"}}}})
     );
-    assert!(gw.wait_ack(&message, PATIENCE).await.is_some());
+    // DingTalk's own robot-message ack: `{"response": null}`.
+    let ack = gw.wait_ack(&message, PATIENCE).await.expect("robot message ack");
+    assert_eq!(ack["code"], 200);
+    assert_eq!(ack["message"], "OK");
+    assert_eq!(
+        ack["headers"],
+        json!({"contentType": "application/json", "messageId": message})
+    );
+    assert!(ack["data"].is_string());
+    assert_eq!(ack_data(&ack), json!({"response": null}));
+    assert_acks_valid(&gw);
 
     // The open request as DingTalk documents it.
     let open = &gw.open_requests()[0];
@@ -328,6 +350,7 @@ async fn a_failed_frame_is_redelivered_and_handled_again() {
         200
     );
     assert!(gw.deliveries(&event) >= 2);
+    assert_acks_valid(&gw);
     // The robot message is not sent again: DingTalk never resends one.
     assert_eq!(gw.deliveries(&message), 1);
     assert_eq!(handler.calls(&message), 1);
@@ -381,6 +404,7 @@ async fn a_resend_of_a_frame_in_flight_reaches_the_handler_once() {
     let again = gw.acks().into_iter().rev().find(|(m, _)| m == &a).unwrap().1;
     assert_eq!(again, ack);
     assert_eq!(handler.calls(&a), 1);
+    assert_acks_valid(&gw);
     client.stop().await.unwrap();
 }
 
@@ -537,6 +561,7 @@ async fn a_robot_message_queued_at_disconnect_is_handled_once() {
         .await;
     assert_eq!(handler.calls(&b), 1);
     assert_eq!(gw.deliveries(&b), 1);
+    assert_acks_valid(&gw);
     client.stop().await.unwrap();
 }
 
@@ -577,6 +602,7 @@ async fn a_robot_message_queued_when_the_socket_breaks_is_still_handled() {
     assert_eq!(handler.calls(&b), 1);
     assert_eq!(gw.deliveries(&b), 1);
     assert!(gw.acks().iter().all(|(m, _)| m != &b), "no ack could go out");
+    assert_acks_valid(&gw);
     client.stop().await.unwrap();
 }
 
@@ -768,6 +794,73 @@ async fn shutdown_stops_the_client_promptly() {
     handler.wait("the queued frame", |f| !f.is_empty()).await;
     client.stop().await.unwrap();
     assert!(gw.unconsumed().contains(&id), "never acknowledged");
+}
+
+/// The sandbox takes an answer only as DingTalk's envelope, on the
+/// connection its frame went out on.
+#[tokio::test]
+async fn the_gateway_checks_each_answer_and_its_connection() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    rollcall::tls::install_crypto_provider();
+    let gw = SandboxStreamGateway::start(CLIENT_ID, CLIENT_SECRET)
+        .await
+        .unwrap();
+    let client = StreamClient::new(config(&gw), Recorder::new()).unwrap();
+    let (mut first, _) = tokio_tungstenite::connect_async(client.open_connection().await.unwrap().url())
+        .await
+        .unwrap();
+    assert!(gw.wait_connections(1, PATIENCE).await);
+    let id = gw.push_callback(TOPIC_BOT_MESSAGE, r#"{"msgId":"x"}"#);
+    let frame = tokio::time::timeout(PATIENCE, first.next())
+        .await
+        .expect("the frame")
+        .unwrap()
+        .unwrap();
+    assert!(frame.to_text().unwrap().contains(&id));
+    let good = json!({"code": 200, "headers": {"contentType": "application/json", "messageId": id},
+                      "message": "OK", "data": "{\"response\":null}"});
+    let mut bad = vec![good.clone(); 4];
+    bad[0]["data"] = json!({"response": null}); // an object, not a string
+    bad[1]["headers"]["contentType"] = json!("text/plain");
+    bad[2]["data"] = json!("{\"status\":\"SUCCESS\"}"); // an EVENT's data
+    bad[3].as_object_mut().unwrap().remove("code");
+    for b in &bad {
+        first.send(Message::text(b.to_string())).await.unwrap();
+    }
+    gw.wait_for(PATIENCE, |g| (g.invalid_acks().len() == 4).then_some(()))
+        .await
+        .expect("four answers refused");
+    // A new connection (the sandbox drops the old one): the right answer
+    // there does not count, the frame never went out on it.
+    let (mut second, _) = tokio_tungstenite::connect_async(client.open_connection().await.unwrap().url())
+        .await
+        .unwrap();
+    assert!(gw.wait_connections(2, PATIENCE).await);
+    second
+        .send(Message::text(good.to_string()))
+        .await
+        .unwrap();
+    gw.wait_for(PATIENCE, |g| (g.invalid_acks().len() == 5).then_some(()))
+        .await
+        .expect("the answer on the other connection refused");
+    assert_eq!(gw.unconsumed(), vec![id.clone()]);
+    // Once the frame went out on it, the same answer consumes it.
+    assert!(gw.resend(&id));
+    tokio::time::timeout(PATIENCE, second.next())
+        .await
+        .expect("the frame again")
+        .unwrap()
+        .unwrap();
+    second
+        .send(Message::text(good.to_string()))
+        .await
+        .unwrap();
+    let ack = gw.wait_ack(&id, PATIENCE).await.expect("consumed");
+    assert_eq!(ack, good);
+    assert_eq!(gw.invalid_acks().len(), 5);
+    drop(first);
+    let _ = second.close(None).await;
 }
 
 #[tokio::test]

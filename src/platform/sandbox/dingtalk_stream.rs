@@ -73,6 +73,8 @@ struct Pending {
     data: String,
     last_sent: Option<Instant>,
     deliveries: u32,
+    /// The connections (serials) it was sent on.
+    sent_on: Vec<u64>,
     /// The ack that consumed it.
     settled_by: Option<Value>,
 }
@@ -111,6 +113,10 @@ struct Inner {
     current: Option<Conn>,
     pending: Vec<Pending>,
     acks: Vec<(String, Value)>,
+    /// Answers refused by the envelope check: why, and the text.
+    invalid_acks: Vec<(String, String)>,
+    /// SYSTEM frames sent: messageId → (topic, data, connection serial).
+    system_sent: HashMap<String, (String, String, u64)>,
     sent: Vec<(String, String)>,
     counter: u64,
     conn_tasks: Vec<AbortHandle>,
@@ -182,6 +188,7 @@ impl Inner {
         if conn.tx.send(Command::Text(text.clone())).is_ok() {
             p.last_sent = Some(Instant::now());
             p.deliveries += 1;
+            p.sent_on.push(conn.serial);
             self.sent.push((p.message_id.clone(), text));
         }
     }
@@ -206,6 +213,7 @@ impl Inner {
     fn system(&mut self, topic: &str, data: Value) -> Option<String> {
         let id = self.message_id();
         let conn = self.current.as_ref()?;
+        let data = data.to_string();
         let text = json!({
             "specVersion": "1.0",
             "type": "SYSTEM",
@@ -216,42 +224,107 @@ impl Inner {
                 "time": now_ms().to_string(),
                 "topic": topic,
             },
-            "data": data.to_string(),
+            "data": data,
         })
         .to_string();
         conn.tx.send(Command::Text(text.clone())).ok()?;
+        let serial = conn.serial;
+        self.system_sent
+            .insert(id.clone(), (topic.to_owned(), data, serial));
         self.sent.push((id.clone(), text));
         Some(id)
     }
 
-    fn record_ack(&mut self, text: &str) {
-        let Ok(ack) = serde_json::from_str::<Value>(text) else {
-            tracing::warn!(
-                len = text.len(),
-                "sandbox stream gateway: an answer that is not JSON"
-            );
-            return;
-        };
-        let Some(id) = ack["headers"]["messageId"].as_str().map(str::to_owned) else {
-            tracing::warn!("sandbox stream gateway: an answer without headers.messageId");
-            return;
-        };
-        if let Some(p) = self.pending.iter_mut().find(|p| p.message_id == id)
-            && p.settled_by.is_none()
-            && ack["code"] == 200
-        {
-            let consumed = match p.kind {
-                Kind::Callback => true,
-                Kind::Event => ack["data"]
-                    .as_str()
-                    .and_then(|d| serde_json::from_str::<Value>(d).ok())
-                    .is_some_and(|d| d["status"] == "SUCCESS"),
-            };
-            if consumed {
-                p.settled_by = Some(ack.clone());
+    /// Records an answer that came on connection `serial`. Only a whole,
+    /// well-formed envelope counts (protocol.md: `{code, headers{messageId,
+    /// contentType}, message, data}`, `data` a JSON string), answering a
+    /// frame sent on that same connection; anything else goes to
+    /// `invalid_acks` and consumes nothing.
+    fn record_ack(&mut self, serial: u64, text: &str) {
+        match self.check_ack(serial, text) {
+            Ok((id, ack, consumed)) => {
+                if let Some(i) = consumed
+                    && self.pending[i].settled_by.is_none()
+                {
+                    self.pending[i].settled_by = Some(ack.clone());
+                }
+                self.acks.push((id, ack));
+            }
+            Err(why) => {
+                tracing::warn!(why, "sandbox stream gateway: an invalid answer");
+                self.invalid_acks.push((why, text.to_owned()));
             }
         }
-        self.acks.push((id, ack));
+    }
+
+    /// The messageId, the ack, and the pending frame it consumes.
+    fn check_ack(
+        &self,
+        serial: u64,
+        text: &str,
+    ) -> Result<(String, Value, Option<usize>), String> {
+        let ack: Value = serde_json::from_str(text).map_err(|_| "not JSON".to_owned())?;
+        let code = ack["code"].as_u64().ok_or("`code` is not a number")?;
+        let headers = ack["headers"].as_object().ok_or("no `headers` object")?;
+        let id = headers
+            .get("messageId")
+            .and_then(Value::as_str)
+            .ok_or("no headers.messageId")?
+            .to_owned();
+        if headers.get("contentType").and_then(Value::as_str) != Some("application/json") {
+            return Err("headers.contentType is not application/json".into());
+        }
+        if !ack["message"].is_string() {
+            return Err("`message` is not a string".into());
+        }
+        let data_text = ack["data"].as_str().ok_or("`data` is not a string")?;
+        let data: Option<Value> = if data_text.is_empty() {
+            None
+        } else {
+            Some(serde_json::from_str(data_text).map_err(|_| "`data` is not JSON".to_owned())?)
+        };
+        if let Some(i) = self.pending.iter().position(|p| p.message_id == id) {
+            let p = &self.pending[i];
+            if !p.sent_on.contains(&serial) {
+                return Err(format!("an answer to {id} on a connection it was not sent on"));
+            }
+            let consumed = match p.kind {
+                Kind::Event => {
+                    // `{"status":"SUCCESS"|"LATER","message":…}`.
+                    let d = data.ok_or("an EVENT answer without data")?;
+                    let status = d["status"].as_str().unwrap_or_default();
+                    if !matches!(status, "SUCCESS" | "LATER") || !d["message"].is_string() {
+                        return Err(format!("EVENT answer data is not {{status, message}}: {d}"));
+                    }
+                    code == 200 && status == "SUCCESS"
+                }
+                Kind::Callback => match data {
+                    // `{"response": …}`; `null` for a robot message.
+                    Some(d) if d.as_object().is_some_and(|o| o.contains_key("response")) => {
+                        code == 200
+                    }
+                    // A failure may carry no data (Go SDK's error response).
+                    None if code != 200 => false,
+                    other => {
+                        return Err(format!("CALLBACK answer data is not {{response}}: {other:?}"));
+                    }
+                },
+            };
+            return Ok((id, ack, consumed.then_some(i)));
+        }
+        let Some((topic, sent_data, sent_serial)) = self.system_sent.get(&id) else {
+            return Err(format!("an answer to unknown messageId {id}"));
+        };
+        if *sent_serial != serial {
+            return Err(format!("an answer to {id} on a connection it was not sent on"));
+        }
+        if code != 200 {
+            return Err(format!("SYSTEM {topic} answered with code {code}"));
+        }
+        if topic == "ping" && data_text != sent_data {
+            return Err("a ping answered with other data than its own".into());
+        }
+        Ok((id, ack, None))
     }
 }
 
@@ -293,6 +366,8 @@ impl SandboxStreamGateway {
                 current: None,
                 pending: Vec::new(),
                 acks: Vec::new(),
+                invalid_acks: Vec::new(),
+                system_sent: HashMap::new(),
                 sent: Vec::new(),
                 counter: 0,
                 conn_tasks: Vec::new(),
@@ -368,6 +443,7 @@ impl SandboxStreamGateway {
             data: data.to_owned(),
             last_sent: None,
             deliveries: 0,
+            sent_on: Vec::new(),
             settled_by: None,
         });
         let i = inner.pending.len() - 1;
@@ -525,9 +601,16 @@ impl SandboxStreamGateway {
             .is_some_and(|c| !c.draining)
     }
 
-    /// Every answer received, in order: (messageId, the ack as JSON).
+    /// Every valid answer received, in order: (messageId, the ack as JSON)
+    /// (see [`invalid_acks`](Self::invalid_acks) for the others).
     pub fn acks(&self) -> Vec<(String, Value)> {
         self.shared.lock().acks.clone()
+    }
+
+    /// Answers that failed the envelope check (or came on another
+    /// connection than their frame), in order: (why, the text).
+    pub fn invalid_acks(&self) -> Vec<(String, String)> {
+        self.shared.lock().invalid_acks.clone()
     }
 
     /// Every frame sent (redeliveries and SYSTEM frames included), in order:
@@ -789,7 +872,7 @@ async fn serve_connection(
             },
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
-                    s.lock().record_ack(text.as_str());
+                    s.lock().record_ack(serial, text.as_str());
                     s.bump();
                 }
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
