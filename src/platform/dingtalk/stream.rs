@@ -93,18 +93,26 @@ pub enum StreamError {
     /// The configuration cannot work (an empty client id or secret).
     #[error("invalid stream configuration: {0}")]
     Config(String),
-    /// The gateway refused to open a connection (HTTP 4xx), e.g. wrong
-    /// credentials: `invalidClientIdOrSecret`. Retrying will not help until
-    /// someone fixes the configuration; the client still retries, slowly.
+    /// The gateway refused the app's credentials: HTTP 400
+    /// `invalidClientIdOrSecret`, or HTTP 401 (`authFailed`). Retrying will
+    /// not help until someone fixes the configuration; the client still
+    /// retries, slowly.
     #[error("DingTalk refused to open a stream connection: HTTP {status}, {code}: {message}")]
     OpenRejected {
         status: u16,
         code: String,
         message: String,
     },
-    /// The gateway failed (HTTP 5xx or another unexpected status).
-    #[error("DingTalk could not open a stream connection: HTTP {status}: {body}")]
-    OpenUnavailable { status: u16, body: String },
+    /// The open request failed otherwise: HTTP 5xx, throttling (429
+    /// `system.busy`, 403 `Forbidden.AccessDenied.Qps…`) or another 4xx.
+    /// Retried with backoff. Only the body's `code` and `message` are kept
+    /// (never the body itself, which a proxy could fill with the request).
+    #[error("DingTalk could not open a stream connection: HTTP {status}, {code}: {message}")]
+    OpenUnavailable {
+        status: u16,
+        code: String,
+        message: String,
+    },
     /// The open request did not get an answer (refused, timed out, TLS).
     #[error("opening a stream connection failed: {0}")]
     OpenTransport(String),
@@ -129,10 +137,33 @@ pub enum StreamError {
 }
 
 impl StreamError {
-    /// Whether the gateway rejected the app's credentials (or the request),
-    /// as opposed to a transient failure.
+    /// Whether the gateway rejected the app's credentials, as opposed to a
+    /// failure that may pass (throttling included).
     pub fn is_rejected(&self) -> bool {
         matches!(self, StreamError::OpenRejected { .. })
+    }
+
+    /// The error for a non-2xx answer of the open API, from the HTTP status
+    /// and the body's `code` and `message`: only an authentication failure
+    /// (400 `invalidClientIdOrSecret`, 401) is [`OpenRejected`]
+    /// (dingtalk-api notes §1, §2.1, §10.2).
+    ///
+    /// [`OpenRejected`]: StreamError::OpenRejected
+    fn open_failed(status: u16, code: String, message: String) -> StreamError {
+        let auth = status == 401 || (status == 400 && code == "invalidClientIdOrSecret");
+        if auth {
+            StreamError::OpenRejected {
+                status,
+                code,
+                message,
+            }
+        } else {
+            StreamError::OpenUnavailable {
+                status,
+                code,
+                message,
+            }
+        }
     }
 }
 
@@ -686,23 +717,15 @@ impl StreamClient {
             .text()
             .await
             .map_err(|e| StreamError::OpenTransport(e.without_url().to_string()))?;
-        if status.is_client_error() {
-            let err: ApiError = serde_json::from_str(&text).unwrap_or_default();
-            return Err(StreamError::OpenRejected {
-                status: status.as_u16(),
-                code: err.code,
-                message: if err.message.is_empty() {
-                    truncate(&text)
-                } else {
-                    err.message
-                },
-            });
-        }
         if !status.is_success() {
-            return Err(StreamError::OpenUnavailable {
-                status: status.as_u16(),
-                body: truncate(&text),
-            });
+            // Only the parsed code and message: the raw body could echo the
+            // request, secret included.
+            let err: ApiError = serde_json::from_str(&text).unwrap_or_default();
+            return Err(StreamError::open_failed(
+                status.as_u16(),
+                err.code,
+                err.message,
+            ));
         }
         let ticket: ConnectionTicket = serde_json::from_str(&text)
             .map_err(|e| StreamError::OpenResponse(format!("not {{endpoint, ticket}}: {e}")))?;
@@ -1162,10 +1185,6 @@ where
     }
 }
 
-fn truncate(text: &str) -> String {
-    text.chars().take(300).collect()
-}
-
 /// The local address of the default route (no packet is sent: a UDP
 /// `connect` only picks a route), or empty, as the Python SDK does.
 fn local_ip() -> String {
@@ -1410,6 +1429,27 @@ mod tests {
         cache.forget_in_flight();
         assert!(matches!(cache.admit("m2"), Admit::New));
         assert!(matches!(cache.admit("m1"), Admit::Done(_)));
+    }
+
+    #[test]
+    fn only_auth_failures_are_rejections() {
+        let e = |status, code: &str| StreamError::open_failed(status, code.into(), "m".into());
+        assert!(e(400, "invalidClientIdOrSecret").is_rejected());
+        assert!(e(401, "authFailed").is_rejected());
+        // Throttling and other failures are retried as transient.
+        assert!(!e(429, "system.busy").is_rejected());
+        assert!(!e(403, "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi").is_rejected());
+        assert!(!e(403, "Forbidden.AccessDenied.QpsLimitForApi").is_rejected());
+        assert!(!e(400, "MissingParameter").is_rejected());
+        assert!(!e(503, "ServiceUnavailable").is_rejected());
+        assert_eq!(
+            e(429, "system.busy"),
+            StreamError::OpenUnavailable {
+                status: 429,
+                code: "system.busy".into(),
+                message: "m".into()
+            }
+        );
     }
 
     #[test]
