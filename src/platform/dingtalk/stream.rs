@@ -541,8 +541,8 @@ fn ack_text(code: u16, message_id: Option<&str>, message: &str, data: &str) -> S
 ///
 /// - EVENT, `Ok`: 200, `{"status":"SUCCESS","message":"success"}` (protocol.md).
 /// - CALLBACK, `Ok(v)`: 200, `{"response": v}` (`null` for `None`).
-/// - `Err`: 500 `internal error`; an EVENT's data says `LATER` (Go SDK), a
-///   CALLBACK's is empty (Go SDK `NewErrorDataFrameResponse`).
+/// - `Err`: 500 `internal error` (protocol.md: "500：内部错误"); an EVENT's
+///   data says `LATER` (as the Go SDK's), a CALLBACK's is empty.
 pub fn ack_for(
     frame: &StreamFrame,
     outcome: &Result<Option<Value>, HandlerError>,
