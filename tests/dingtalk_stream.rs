@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rollcall::platform::dingtalk::stream::{
     Backoff, FrameHandler, FrameType, HandlerError, StreamClient, StreamConfig, StreamError,
-    StreamFrame, StreamStatus, TOPIC_BOT_MESSAGE, TOPIC_CARD_CALLBACK, default_subscriptions,
+    StreamFrame, StreamStatus, Subscription, TOPIC_BOT_MESSAGE, TOPIC_CARD_CALLBACK, default_subscriptions,
 };
 use rollcall::platform::sandbox::SandboxStreamGateway;
 use serde_json::{Value, json};
@@ -904,6 +904,19 @@ async fn tickets_are_single_use_and_checked() {
         matches!(err, StreamError::OpenRejected { status: 400, ref code, .. } if code == "invalidClientIdOrSecret"),
         "{err:?}"
     );
+    // The Go SDK also subscribes SYSTEM topics: accepted.
+    let mut go_like = config(&gw);
+    for topic in ["ping", "disconnect"] {
+        go_like.subscriptions.push(Subscription {
+            kind: "SYSTEM".into(),
+            topic: topic.into(),
+        });
+    }
+    StreamClient::new(go_like, Recorder::new())
+        .unwrap()
+        .open_connection()
+        .await
+        .expect("SYSTEM subscriptions accepted");
     // An empty secret never reaches the network.
     let mut empty = config(&gw);
     empty.client_secret.clear();

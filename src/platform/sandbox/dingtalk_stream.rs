@@ -747,7 +747,8 @@ async fn open(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     let subscriptions_ok = request["subscriptions"].as_array().is_some_and(|subs| {
         !subs.is_empty()
             && subs.iter().all(|sub| {
-                matches!(sub["type"].as_str(), Some("EVENT" | "CALLBACK"))
+                // The Go SDK also subscribes SYSTEM `ping` and `disconnect`.
+                matches!(sub["type"].as_str(), Some("EVENT" | "CALLBACK" | "SYSTEM"))
                     && sub["topic"].as_str().is_some_and(|t| !t.is_empty())
             })
     });
