@@ -440,6 +440,32 @@ async fn a_full_queue_holds_frames_back_without_losing_them() {
     client.stop().await.unwrap();
 }
 
+/// The gateway's redelivery timer resends an event the handler is still
+/// busy with: waiters see the redelivery (the gateway tells them), and the
+/// client does not hand the copy to the handler.
+#[tokio::test]
+async fn a_timed_redelivery_is_seen_and_not_handled_twice() {
+    let gw = SandboxStreamGateway::start(CLIENT_ID, CLIENT_SECRET)
+        .await
+        .unwrap()
+        .with_redeliver_after(Duration::from_millis(200));
+    let gate = Arc::new(Semaphore::new(0));
+    let handler = Recorder::gated(gate.clone());
+    let client = spawn(config(&gw), handler.clone());
+    assert!(gw.wait_connections(1, PATIENCE).await);
+    let a = gw.push_event("attendance_check_record", "{}");
+    handler.wait("frame A", |f| !f.is_empty()).await;
+    // Nothing else happens meanwhile: only the timer's resend wakes this.
+    gw.wait_for(PATIENCE, |g| (g.deliveries(&a) >= 2).then_some(()))
+        .await
+        .expect("redelivered");
+    gate.add_permits(1);
+    assert!(gw.wait_ack(&a, PATIENCE).await.is_some());
+    assert_eq!(handler.calls(&a), 1);
+    assert_acks_valid(&gw);
+    client.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn ping_is_answered_with_its_opaque() {
     let gw = SandboxStreamGateway::start(CLIENT_ID, CLIENT_SECRET)
