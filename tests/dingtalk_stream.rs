@@ -889,6 +889,57 @@ async fn the_gateway_checks_each_answer_and_its_connection() {
     let _ = second.close(None).await;
 }
 
+/// A handler that never returns and says when its call was dropped.
+struct Stuck {
+    entered: watch::Sender<bool>,
+    dropped: watch::Sender<bool>,
+}
+
+struct SetOnDrop(watch::Sender<bool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
+    }
+}
+
+#[async_trait::async_trait]
+impl FrameHandler for Stuck {
+    async fn handle(&self, _frame: &StreamFrame) -> Result<Option<Value>, HandlerError> {
+        let _flag = SetOnDrop(self.dropped.clone());
+        self.entered.send_replace(true);
+        std::future::pending().await
+    }
+}
+
+/// Dropping the `run` future (instead of shutting down) drops the handler's
+/// call too: no worker outlives the client.
+#[tokio::test]
+async fn dropping_the_client_drops_its_handler_call() {
+    let gw = SandboxStreamGateway::start(CLIENT_ID, CLIENT_SECRET)
+        .await
+        .unwrap();
+    let handler = Arc::new(Stuck {
+        entered: watch::Sender::new(false),
+        dropped: watch::Sender::new(false),
+    });
+    let (mut entered, mut dropped) = (handler.entered.subscribe(), handler.dropped.subscribe());
+    let client = StreamClient::new(config(&gw), handler.clone()).unwrap();
+    let task = tokio::spawn(client.run(std::future::pending()));
+    assert!(gw.wait_connections(1, PATIENCE).await);
+    gw.push_event("user_add_org", "{}");
+    tokio::time::timeout(PATIENCE, entered.wait_for(|e| *e))
+        .await
+        .expect("the handler called")
+        .unwrap();
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    tokio::time::timeout(PATIENCE, dropped.wait_for(|d| *d))
+        .await
+        .expect("the handler's call dropped with the client")
+        .unwrap();
+}
+
 #[tokio::test]
 async fn tickets_are_single_use_and_checked() {
     rollcall::tls::install_crypto_provider();

@@ -828,13 +828,15 @@ impl StreamClient {
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
         let (work_tx, work_rx) = mpsc::channel::<StreamFrame>(self.config.queue_capacity.max(1));
         let phase = Arc::new(AtomicU8::new(PHASE_OPEN));
-        let mut worker = tokio::spawn(handle_frames(
+        // Aborted when this future is dropped (the `run` future dropped
+        // instead of shut down), so no handler outlives the client.
+        let mut worker = AbortOnDrop(tokio::spawn(handle_frames(
             self.handler.clone(),
             work_rx,
             out_tx.clone(),
             phase.clone(),
             self.acks.clone(),
-        ));
+        )));
         let cfg = &self.config;
         let mut last_seen = Instant::now();
         let mut ping_deadline: Option<Instant> = None;
@@ -932,7 +934,7 @@ impl StreamClient {
         tokio::pin!(grace);
         loop {
             tokio::select! {
-                _ = &mut worker => break,
+                _ = &mut worker.0 => break,
                 Some(text) = out_rx.recv() => {
                     if writable && write(&mut sink, Message::text(text), cfg.http_timeout).await.is_err() {
                         writable = false;
@@ -941,7 +943,7 @@ impl StreamClient {
                 }
                 _ = &mut grace => {
                     tracing::warn!("DingTalk stream: handler still busy after the grace time; dropped with the frames queued behind it, none acknowledged");
-                    worker.abort();
+                    worker.0.abort();
                     break;
                 }
             }
@@ -1114,6 +1116,15 @@ impl AckCache {
                 self.entries.remove(&id);
             }
         }
+    }
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
