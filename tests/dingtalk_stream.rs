@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use rollcall::platform::dingtalk::stream::{
     Backoff, FrameHandler, FrameType, HandlerError, StreamClient, StreamConfig, StreamError,
-    StreamFrame, StreamStatus, Subscription, TOPIC_BOT_MESSAGE, TOPIC_CARD_CALLBACK, default_subscriptions,
+    StreamFrame, StreamStatus, Subscription, TOPIC_BOT_MESSAGE, TOPIC_CARD_CALLBACK,
+    default_subscriptions,
 };
 use rollcall::platform::sandbox::SandboxStreamGateway;
 use serde_json::{Value, json};
@@ -249,7 +250,10 @@ async fn frames_reach_the_handler_verbatim_and_are_acknowledged() {
         json!({"response": {"cardData": {"cardParamMap": {"answer": "已到岗"}}}})
     );
     // DingTalk's own robot-message ack: `{"response": null}`.
-    let ack = gw.wait_ack(&message, PATIENCE).await.expect("robot message ack");
+    let ack = gw
+        .wait_ack(&message, PATIENCE)
+        .await
+        .expect("robot message ack");
     assert_eq!(ack["code"], 200);
     assert_eq!(ack["message"], "OK");
     assert_eq!(
@@ -401,7 +405,13 @@ async fn a_resend_of_a_frame_in_flight_reaches_the_handler_once() {
     gw.wait_for(PATIENCE, |g| (answers(g) > before).then_some(()))
         .await
         .expect("the copy answered");
-    let again = gw.acks().into_iter().rev().find(|(m, _)| m == &a).unwrap().1;
+    let again = gw
+        .acks()
+        .into_iter()
+        .rev()
+        .find(|(m, _)| m == &a)
+        .unwrap()
+        .1;
     assert_eq!(again, ack);
     assert_eq!(handler.calls(&a), 1);
     assert_acks_valid(&gw);
@@ -429,7 +439,10 @@ async fn a_full_queue_holds_frames_back_without_losing_them() {
     }
     gate.add_permits(ids.len());
     for id in &ids {
-        assert!(gw.wait_ack(id, PATIENCE).await.is_some(), "{id} acknowledged");
+        assert!(
+            gw.wait_ack(id, PATIENCE).await.is_some(),
+            "{id} acknowledged"
+        );
     }
     let handled: Vec<String> = handler
         .frames()
@@ -616,9 +629,7 @@ async fn a_robot_message_queued_when_the_socket_breaks_is_still_handled() {
         .wait_status("the broken socket noticed", |s| !s.connected)
         .await;
     gate.add_permits(3);
-    handler
-        .wait("B handled", |_| handler.calls(&b) == 1)
-        .await;
+    handler.wait("B handled", |_| handler.calls(&b) == 1).await;
     assert!(gw.wait_connections(2, PATIENCE).await);
     // A came again on the new connection; the handler had finished it, so
     // the cached ack answered it there, without a second call.
@@ -627,7 +638,10 @@ async fn a_robot_message_queued_when_the_socket_breaks_is_still_handled() {
     assert_eq!(handler.calls(&a), 1);
     assert_eq!(handler.calls(&b), 1);
     assert_eq!(gw.deliveries(&b), 1);
-    assert!(gw.acks().iter().all(|(m, _)| m != &b), "no ack could go out");
+    assert!(
+        gw.acks().iter().all(|(m, _)| m != &b),
+        "no ack could go out"
+    );
     assert_acks_valid(&gw);
     client.stop().await.unwrap();
 }
@@ -830,9 +844,10 @@ async fn the_gateway_checks_each_answer_and_its_connection() {
         .await
         .unwrap();
     let client = StreamClient::new(config(&gw), Recorder::new()).unwrap();
-    let (mut first, _) = tokio_tungstenite::connect_async(client.open_connection().await.unwrap().url())
-        .await
-        .unwrap();
+    let (mut first, _) =
+        tokio_tungstenite::connect_async(client.open_connection().await.unwrap().url())
+            .await
+            .unwrap();
     assert!(gw.wait_connections(1, PATIENCE).await);
     let id = gw.push_callback(TOPIC_BOT_MESSAGE, r#"{"msgId":"x"}"#);
     let frame = tokio::time::timeout(PATIENCE, first.next())
@@ -856,14 +871,12 @@ async fn the_gateway_checks_each_answer_and_its_connection() {
         .expect("four answers refused");
     // A new connection (the sandbox drops the old one): the right answer
     // there does not count, the frame never went out on it.
-    let (mut second, _) = tokio_tungstenite::connect_async(client.open_connection().await.unwrap().url())
-        .await
-        .unwrap();
+    let (mut second, _) =
+        tokio_tungstenite::connect_async(client.open_connection().await.unwrap().url())
+            .await
+            .unwrap();
     assert!(gw.wait_connections(2, PATIENCE).await);
-    second
-        .send(Message::text(good.to_string()))
-        .await
-        .unwrap();
+    second.send(Message::text(good.to_string())).await.unwrap();
     gw.wait_for(PATIENCE, |g| (g.invalid_acks().len() == 5).then_some(()))
         .await
         .expect("the answer on the other connection refused");
@@ -875,10 +888,7 @@ async fn the_gateway_checks_each_answer_and_its_connection() {
         .expect("the frame again")
         .unwrap()
         .unwrap();
-    second
-        .send(Message::text(good.to_string()))
-        .await
-        .unwrap();
+    second.send(Message::text(good.to_string())).await.unwrap();
     let ack = gw.wait_ack(&id, PATIENCE).await.expect("consumed");
     assert_eq!(ack, good);
     assert_eq!(gw.invalid_acks().len(), 5);

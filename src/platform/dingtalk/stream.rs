@@ -636,7 +636,7 @@ struct ApiError {
 /// What to do with a text frame read from the socket.
 enum Route {
     /// Queue it for the handler.
-    Handle(StreamFrame),
+    Handle(Box<StreamFrame>),
     /// The gateway asked to disconnect.
     Disconnect,
     /// Nothing more to do.
@@ -888,7 +888,7 @@ impl StreamClient {
                             Route::Disconnect => break Ok(End::Disconnect),
                             Route::Handle(frame) => {
                                 // There is room: this does not wait.
-                                if work_tx.send(frame).await.is_err() {
+                                if work_tx.send(*frame).await.is_err() {
                                     break Err(StreamError::WebSocket("the frame handler task ended".into()));
                                 }
                             }
@@ -949,7 +949,11 @@ impl StreamClient {
             }
         }
         while let Ok(text) = out_rx.try_recv() {
-            if writable && write(&mut sink, Message::text(text), cfg.http_timeout).await.is_err() {
+            if writable
+                && write(&mut sink, Message::text(text), cfg.http_timeout)
+                    .await
+                    .is_err()
+            {
                 writable = false;
             }
         }
@@ -1012,16 +1016,22 @@ impl StreamClient {
                     "DingTalk stream: frame received"
                 );
                 let Some(id) = frame.message_id() else {
-                    return Route::Handle(frame);
+                    return Route::Handle(Box::new(frame));
                 };
                 match lock(&self.acks).admit(id) {
-                    Admit::New => Route::Handle(frame),
+                    Admit::New => Route::Handle(Box::new(frame)),
                     Admit::InFlight => {
-                        tracing::debug!(message_id, "DingTalk stream: redelivery of a frame in flight ignored");
+                        tracing::debug!(
+                            message_id,
+                            "DingTalk stream: redelivery of a frame in flight ignored"
+                        );
                         Route::Done
                     }
                     Admit::Done(ack) => {
-                        tracing::debug!(message_id, "DingTalk stream: redelivery of a handled frame; ack sent again");
+                        tracing::debug!(
+                            message_id,
+                            "DingTalk stream: redelivery of a handled frame; ack sent again"
+                        );
                         let _ = out.send(ack);
                         Route::Done
                     }

@@ -258,11 +258,7 @@ impl Inner {
     }
 
     /// The messageId, the ack, and the pending frame it consumes.
-    fn check_ack(
-        &self,
-        serial: u64,
-        text: &str,
-    ) -> Result<(String, Value, Option<usize>), String> {
+    fn check_ack(&self, serial: u64, text: &str) -> Result<(String, Value, Option<usize>), String> {
         let ack: Value = serde_json::from_str(text).map_err(|_| "not JSON".to_owned())?;
         let code = ack["code"].as_u64().ok_or("`code` is not a number")?;
         let headers = ack["headers"].as_object().ok_or("no `headers` object")?;
@@ -286,7 +282,9 @@ impl Inner {
         if let Some(i) = self.pending.iter().position(|p| p.message_id == id) {
             let p = &self.pending[i];
             if !p.sent_on.contains(&serial) {
-                return Err(format!("an answer to {id} on a connection it was not sent on"));
+                return Err(format!(
+                    "an answer to {id} on a connection it was not sent on"
+                ));
             }
             let consumed = match p.kind {
                 Kind::Event => {
@@ -306,7 +304,9 @@ impl Inner {
                     // A failure may carry no data (Go SDK's error response).
                     None if code != 200 => false,
                     other => {
-                        return Err(format!("CALLBACK answer data is not {{response}}: {other:?}"));
+                        return Err(format!(
+                            "CALLBACK answer data is not {{response}}: {other:?}"
+                        ));
                     }
                 },
             };
@@ -316,7 +316,9 @@ impl Inner {
             return Err(format!("an answer to unknown messageId {id}"));
         };
         if *sent_serial != serial {
-            return Err(format!("an answer to {id} on a connection it was not sent on"));
+            return Err(format!(
+                "an answer to {id} on a connection it was not sent on"
+            ));
         }
         if code != 200 {
             return Err(format!("SYSTEM {topic} answered with code {code}"));
@@ -501,7 +503,11 @@ impl SandboxStreamGateway {
     /// a client took it.
     pub fn resend(&self, message_id: &str) -> bool {
         let mut inner = self.shared.lock();
-        let Some(i) = inner.pending.iter().position(|p| p.message_id == message_id) else {
+        let Some(i) = inner
+            .pending
+            .iter()
+            .position(|p| p.message_id == message_id)
+        else {
             return false;
         };
         let before = inner.pending[i].deliveries;
