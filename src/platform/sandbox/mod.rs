@@ -9,10 +9,12 @@
 
 pub mod api;
 pub mod callbacks;
+pub mod dingtalk_stream;
 pub mod mail;
 pub mod sms;
 
 pub use api::{CardUpdate, DroppedMessage, Fault, PER_MEMBER_PER_MINUTE, SandboxApi, SentMessage};
 pub use callbacks::{CallbackSender, Delivery};
+pub use dingtalk_stream::SandboxStreamGateway;
 pub use mail::{MailRecord, SandboxMail};
 pub use sms::{SandboxSms, SmsFault, SmsRecord};
