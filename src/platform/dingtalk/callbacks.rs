@@ -112,11 +112,7 @@ impl DingtalkCallbacks {
         let plaintext = self
             .crypto
             .open(&signature, &timestamp, &nonce, &envelope.encrypt)
-            .map_err(|e| match e {
-                CryptoError::BadSignature => Refusal::BadSignature(e.to_string()),
-                CryptoError::WrongReceiveId => Refusal::WrongReceiveId(e.to_string()),
-                _ => Refusal::Undecryptable(e.to_string()),
-            })?;
+            .map_err(crate::platform::wecom::callbacks::refusal)?;
         let value: Value = serde_json::from_str(&plaintext)
             .map_err(|e| Refusal::Malformed(format!("decrypted event is not JSON: {e}")))?;
         let event_type = value

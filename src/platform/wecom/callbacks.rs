@@ -33,7 +33,8 @@ fn parse_query(raw: &str) -> Result<SignedQuery, Refusal> {
     })
 }
 
-fn refusal(e: CryptoError) -> Refusal {
+/// How a crypto failure is refused (DingTalk's event scheme is the same).
+pub(crate) fn refusal(e: CryptoError) -> Refusal {
     match e {
         CryptoError::BadSignature => Refusal::BadSignature(e.to_string()),
         CryptoError::WrongReceiveId => Refusal::WrongReceiveId(e.to_string()),
