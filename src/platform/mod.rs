@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::TenantConfig;
 
+pub mod dingtalk;
 pub mod sandbox;
 pub mod wecom;
 
