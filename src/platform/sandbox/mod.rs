@@ -5,16 +5,22 @@
 //! callback side ([`CallbackSender`]) plays the WeCom servers that push
 //! encrypted callbacks to rollcall, retries included. The other channels
 //! have theirs: an SMS gateway behind the signed webhook ([`SandboxSms`]) and
-//! a plain SMTP server ([`SandboxMail`]).
+//! a plain SMTP server ([`SandboxMail`]). DingTalk has its own: its API
+//! ([`SandboxDingtalkApi`]) and its Stream gateway ([`SandboxStreamGateway`]).
 
 pub mod api;
 pub mod callbacks;
+pub mod dingtalk_api;
 pub mod dingtalk_stream;
 pub mod mail;
 pub mod sms;
 
 pub use api::{CardUpdate, DroppedMessage, Fault, PER_MEMBER_PER_MINUTE, SandboxApi, SentMessage};
 pub use callbacks::{CallbackSender, Delivery};
+pub use dingtalk_api::{
+    DingtalkCard, DingtalkCardUpdate, DingtalkDepartment, DingtalkDropped, DingtalkFault,
+    DingtalkSent, DingtalkUser, SandboxDingtalkApi,
+};
 pub use dingtalk_stream::SandboxStreamGateway;
 pub use mail::{MailRecord, SandboxMail};
 pub use sms::{SandboxSms, SmsFault, SmsRecord};
