@@ -26,8 +26,24 @@ pub struct TestDb {
     pg_name: Option<String>,
 }
 
+/// Warnings and errors of the app and its job queue (apalis) reach the test
+/// output, so a test that fails on work that never finished shows why (a
+/// fetch that failed, a worker that stopped). `RUST_LOG` overrides the filter.
+pub fn init_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| "warn,sqlx=error".into());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
 impl TestDb {
     pub async fn new(engine: Engine) -> TestDb {
+        init_logs();
         let dir = tempfile::tempdir().unwrap();
         match engine {
             Engine::Sqlite => {
