@@ -148,9 +148,7 @@ pub async fn start_with_clock(
     let worker_rt = rt.clone();
     let worker_stop = wait(stopped);
     let workers = tokio::spawn(async move {
-        if let Err(e) = workers::run(worker_rt, worker_stop).await {
-            tracing::error!(error = %e, "workers stopped with an error");
-        }
+        workers::run(worker_rt, worker_stop).await;
     });
     tracing::info!(%addr, "listening");
     Ok(RunningApp {

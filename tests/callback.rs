@@ -7,6 +7,7 @@ use common::*;
 use rollcall::db::Engine;
 use rollcall::ingress::Outcome;
 use rstest::rstest;
+use std::time::Duration;
 
 #[rstest]
 #[case::sqlite(Engine::Sqlite)]
@@ -478,6 +479,47 @@ async fn the_start_up_sweep_finishes_rows_without_a_runnable_job(#[case] engine:
         rows.iter()
             .all(|r| r.classification.as_deref() == Some("unknown_sender"))
     );
+    app.stop().await;
+    db.cleanup().await;
+}
+
+/// A job worker whose database fails under it (here: its heartbeat's table
+/// is gone for a while, as a dropped connection or a full pool would fail
+/// it) is started again once the database answers, so work committed after
+/// the fault still runs. Before, apalis ended such a worker for good and
+/// the queue stopped without a word.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test]
+async fn a_worker_whose_database_failed_is_started_again(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let app = boot(&db, 600).await;
+    let tenant = vector_tenant();
+    let cb = tenant.text(950, "打卡");
+    assert_eq!(post(&app, "acme", &cb.query, cb.body).await.0, 200);
+    wait_all_processed(&app.db).await;
+
+    let (break_it, mend_it) = match engine {
+        Engine::Sqlite => (
+            "ALTER TABLE Workers RENAME TO Workers_gone",
+            "ALTER TABLE Workers_gone RENAME TO Workers",
+        ),
+        Engine::Postgres => (
+            "ALTER TABLE apalis.workers RENAME TO workers_gone",
+            "ALTER TABLE apalis.workers_gone RENAME TO workers",
+        ),
+    };
+    use sea_orm::ConnectionTrait;
+    app.db.orm.execute_unprepared(break_it).await.unwrap();
+    // Every worker beats its heart every 5 s: this covers two beats each.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    app.db.orm.execute_unprepared(mend_it).await.unwrap();
+
+    let cb = tenant.text(951, "打卡");
+    assert_eq!(post(&app, "acme", &cb.query, cb.body).await.0, 200);
+    let rows = wait_all_processed(&app.db).await;
+    assert_eq!(rows.len(), 2);
     app.stop().await;
     db.cleanup().await;
 }

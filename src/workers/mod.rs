@@ -500,27 +500,82 @@ async fn schedule_scans(rt: &Runtime) -> Result<(), sea_orm::DbErr> {
     Ok(())
 }
 
-/// Runs the workers until `shutdown` resolves.
-pub async fn run(
-    rt: Runtime,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), BoxDynError> {
-    // Unique per process: apalis refuses a worker name seen alive recently.
-    let name = format!("inbound-{}-{}", std::process::id(), ulid::Ulid::new());
-    let (stop_pruning, mut pruning_stopped) = tokio::sync::watch::channel(false);
-    let signal = async move {
-        shutdown.await;
-        let _ = stop_pruning.send(true);
+/// How long a stopping process waits for running jobs before it drops them
+/// (their rows are not final, so the start-up sweep or another instance
+/// picks them up).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The first wait before a stopped worker is started again; it doubles on
+/// each stop in a row, up to `RESTART_AT_MOST`. A worker that ran for
+/// `RESTART_AT_MOST` before it stopped starts again after the first wait.
+const RESTART_FIRST: Duration = Duration::from_secs(1);
+const RESTART_AT_MOST: Duration = Duration::from_secs(30);
+
+type WorkerRun = futures::future::BoxFuture<'static, Result<(), WorkerError>>;
+type StopSignal = futures::future::BoxFuture<'static, Result<(), WorkerError>>;
+
+/// Resolves once `stop` holds true.
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+fn stop_signal(stop: tokio::sync::watch::Receiver<bool>) -> StopSignal {
+    Box::pin(async move {
+        stopped(stop).await;
         Ok(())
-    };
+    })
+}
+
+/// Runs one worker until `stop`, and starts it again whenever it ends
+/// before that. apalis ends a worker for good on any error of its backend
+/// (a failed heartbeat, fetch or acknowledgement: a dropped connection, a
+/// pool that timed out under load) and its `Monitor` does not restart it
+/// unless told to, so one database hiccup stopped a queue for the life of
+/// the process. `start(run, signal)` builds and runs the worker's `run`th
+/// life under a fresh name (apalis refuses a name still registered alive).
+async fn supervise(
+    queue: &'static str,
+    stop: tokio::sync::watch::Receiver<bool>,
+    start: impl Fn(usize, StopSignal) -> WorkerRun,
+) {
+    let mut run = 0;
+    let mut wait = RESTART_FIRST;
+    loop {
+        let began = std::time::Instant::now();
+        let ended = start(run, stop_signal(stop.clone())).await;
+        if *stop.borrow() {
+            return;
+        }
+        if began.elapsed() >= RESTART_AT_MOST {
+            wait = RESTART_FIRST;
+        }
+        match ended {
+            Ok(()) => tracing::error!(queue, run, ?wait, "job worker ended; starting it again"),
+            Err(e) => {
+                tracing::error!(queue, run, error = %e, ?wait, "job worker stopped on an error; starting it again")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stopped(stop.clone()) => return,
+        }
+        wait = (wait * 2).min(RESTART_AT_MOST);
+        run += 1;
+    }
+}
+
+/// Runs the workers until `shutdown` resolves: one per queue, the schedule,
+/// and the pruning of finished jobs.
+pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()> + Send + 'static) {
+    // Unique per process: apalis refuses a worker name seen alive recently.
+    let name = format!("{}-{}", std::process::id(), ulid::Ulid::new());
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
     let db = rt.db.clone();
     let prune_db = db.clone();
-    let pruner = tokio::spawn(async move {
+    let pruning_stopped = stopped(stop.clone());
+    tasks.spawn(async move {
         let mut tick = tokio::time::interval(PRUNE_EVERY);
-        let stopped = async move {
-            let _ = pruning_stopped.wait_for(|s| *s).await;
-        };
-        tokio::pin!(stopped);
+        tokio::pin!(pruning_stopped);
         loop {
             tokio::select! {
                 _ = tick.tick() => {
@@ -528,14 +583,12 @@ pub async fn run(
                         tracing::warn!(error = %e, "pruning finished jobs failed");
                     }
                 }
-                _ = &mut stopped => return,
+                _ = &mut pruning_stopped => return,
             }
         }
     });
-    // One worker per queue; names are unique per process, since apalis
-    // refuses a worker name seen alive recently.
-    macro_rules! register {
-        ($monitor:expr, $storage:ident, $config:path, $pool:expr, $job:ty, $queue:expr, $handler:expr) => {{
+    macro_rules! queue {
+        ($storage:ident, $config:path, $pool:expr, $job:ty, $queue:expr, $handler:expr) => {{
             let config = <$config>::default()
                 .queue($queue)
                 .batch_size(BATCH)
@@ -544,113 +597,103 @@ pub async fn run(
             let storage = $storage::<$job>::new($pool)
                 .with_config(config)
                 .poll_with_interval(POLL_EVERY);
-            let worker_name = format!("{}-{}", $queue, name);
+            let name = name.clone();
             let rt = rt.clone();
-            $monitor.register(move |_| {
-                WorkerBuilder::new(worker_name.as_str())
+            tasks.spawn(supervise($queue, stop.clone(), move |run, signal| {
+                let worker = WorkerBuilder::new(format!("{}-{name}-{run}", $queue))
                     .backend(storage.clone())
                     .concurrency(CONCURRENCY)
                     .data(rt.clone())
-                    .build($handler)
-            })
+                    .build($handler);
+                Box::pin(worker.run_until(signal))
+            }));
         }};
     }
     let schedule: cron::Schedule = SCHEDULE.parse().expect("a valid cron expression");
-    let cron_name = format!("schedule-{name}");
     let cron_rt = rt.clone();
-    let monitor = Monitor::new().register(move |_| {
-        WorkerBuilder::new(cron_name.as_str())
+    let cron_name = name.clone();
+    tasks.spawn(supervise("schedule", stop.clone(), move |run, signal| {
+        let worker = WorkerBuilder::new(format!("schedule-{cron_name}-{run}"))
             .backend(apalis_cron::CronScheduler::new(schedule.clone()))
             .data(cron_rt.clone())
-            .build(tick)
-    });
-    let monitor = match db.engine {
+            .build(tick);
+        Box::pin(worker.run_until(signal))
+    }));
+    match db.engine {
         Engine::Sqlite => {
-            let m = monitor;
-            let m = register!(
-                m,
+            use apalis_sqlite::Config;
+            queue!(
                 SqliteStorage,
-                apalis_sqlite::Config,
+                Config,
                 db.sqlite(),
                 HandleInbound,
                 INBOUND_QUEUE,
                 handle_inbound
             );
-            let m = register!(
-                m,
+            queue!(
                 SqliteStorage,
-                apalis_sqlite::Config,
+                Config,
                 db.sqlite(),
                 Deliver,
                 DELIVER_QUEUE,
                 deliver
             );
-            let m = register!(
-                m,
+            queue!(SqliteStorage, Config, db.sqlite(), Scan, SCAN_QUEUE, scan);
+            queue!(
                 SqliteStorage,
-                apalis_sqlite::Config,
-                db.sqlite(),
-                Scan,
-                SCAN_QUEUE,
-                scan
-            );
-            register!(
-                m,
-                SqliteStorage,
-                apalis_sqlite::Config,
+                Config,
                 db.sqlite(),
                 ExportPackage,
                 EXPORT_QUEUE,
                 export_package
-            )
+            );
         }
         Engine::Postgres => {
-            let m = monitor;
-            let m = register!(
-                m,
+            use apalis_postgres::Config;
+            queue!(
                 PostgresStorage,
-                apalis_postgres::Config,
+                Config,
                 db.postgres(),
                 HandleInbound,
                 INBOUND_QUEUE,
                 handle_inbound
             );
-            let m = register!(
-                m,
+            queue!(
                 PostgresStorage,
-                apalis_postgres::Config,
+                Config,
                 db.postgres(),
                 Deliver,
                 DELIVER_QUEUE,
                 deliver
             );
-            let m = register!(
-                m,
+            queue!(
                 PostgresStorage,
-                apalis_postgres::Config,
+                Config,
                 db.postgres(),
                 Scan,
                 SCAN_QUEUE,
                 scan
             );
-            register!(
-                m,
+            queue!(
                 PostgresStorage,
-                apalis_postgres::Config,
+                Config,
                 db.postgres(),
                 ExportPackage,
                 EXPORT_QUEUE,
                 export_package
-            )
+            );
         }
-    };
-    let result = monitor
-        .shutdown_timeout(Duration::from_secs(10))
-        .run_with_signal(signal)
-        .await;
-    let _ = pruner.await;
-    result?;
-    Ok(())
+    }
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    let all_ended = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, all_ended)
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "job workers did not stop in time; dropping their running jobs");
+        tasks.abort_all();
+    }
 }
 
 /// Deletes finished `handle_inbound` jobs. The inbound row's `processed_at`
