@@ -132,7 +132,9 @@ pub struct TenantConfig {
     pub id: String,
     pub name: String,
     pub timezone: Tz,
+    /// The tenant's chat platform: at most one of these is set.
     pub wecom: Option<WecomConfig>,
+    pub dingtalk: Option<DingtalkConfig>,
     pub attendance: AttendanceConfig,
     /// Work sites a location check-in is matched against.
     pub sites: Vec<Site>,
@@ -200,6 +202,41 @@ pub struct WecomConfig {
     pub api_base: String,
 }
 
+/// A DingTalk (钉钉) internal app (`[tenants.dingtalk]`).
+#[derive(Debug, Clone)]
+pub struct DingtalkConfig {
+    /// The app's Client ID (AppKey).
+    pub app_key: String,
+    /// The app's Client Secret (AppSecret).
+    pub app_secret: Secret,
+    /// The app's AgentId (work notices).
+    pub agent_id: i64,
+    /// The robot's code (the app key for an app's own robot, the default).
+    pub robot_code: String,
+    /// How events reach rollcall.
+    pub mode: DingtalkMode,
+    /// HTTP mode's event subscription token and AES key (both required
+    /// there, unused in Stream mode).
+    pub token: Option<Secret>,
+    pub aes_key: Option<Secret>,
+    /// The interactive card template with rollcall's params (see
+    /// `platform::dingtalk::api`); without one, cards go out as markdown.
+    pub card_template_id: Option<String>,
+    /// oapi.dingtalk.com, or a stand-in.
+    pub api_base: String,
+    /// api.dingtalk.com (new API and Stream connections), or a stand-in.
+    pub api_base_v1: String,
+}
+
+/// How a DingTalk app delivers events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DingtalkMode {
+    /// rollcall dials out to DingTalk's gateway (no public URL needed).
+    Stream,
+    /// DingTalk POSTs to `/callback/dingtalk/{tenant}`.
+    Http,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -257,6 +294,7 @@ struct RawTenant {
     name: Option<String>,
     timezone: Option<String>,
     wecom: Option<RawWecom>,
+    dingtalk: Option<RawDingtalk>,
     attendance: Option<RawAttendance>,
     #[serde(default)]
     sites: Vec<RawSite>,
@@ -317,6 +355,27 @@ struct RawWecom {
     encoding_aes_key_env: Option<String>,
     encoding_aes_key_file: Option<PathBuf>,
     api_base: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDingtalk {
+    app_key: Option<String>,
+    app_secret: Option<String>,
+    app_secret_env: Option<String>,
+    app_secret_file: Option<PathBuf>,
+    agent_id: Option<i64>,
+    robot_code: Option<String>,
+    mode: Option<String>,
+    token: Option<String>,
+    token_env: Option<String>,
+    token_file: Option<PathBuf>,
+    aes_key: Option<String>,
+    aes_key_env: Option<String>,
+    aes_key_file: Option<PathBuf>,
+    card_template_id: Option<String>,
+    api_base: Option<String>,
+    api_base_v1: Option<String>,
 }
 
 /// Where environment variables come from (the process, or a map in tests).
@@ -506,9 +565,19 @@ fn resolve_tenant(i: usize, t: RawTenant, env: &dyn Env) -> Result<TenantConfig,
             format!("`{timezone_text}` is not a known IANA time zone"),
         )
     })?;
+    if t.wecom.is_some() && t.dingtalk.is_some() {
+        return Err(invalid(
+            key("dingtalk"),
+            format!("tenant `{id}` has [tenants.wecom] too: a tenant has one chat platform"),
+        ));
+    }
     let wecom = t
         .wecom
         .map(|w| resolve_wecom(&key("wecom"), w, env))
+        .transpose()?;
+    let dingtalk = t
+        .dingtalk
+        .map(|d| resolve_dingtalk(&key("dingtalk"), d, env))
         .transpose()?;
     let attendance = resolve_attendance(&key("attendance"), t.attendance.unwrap_or_default())?;
     let sites = t
@@ -556,6 +625,7 @@ fn resolve_tenant(i: usize, t: RawTenant, env: &dyn Env) -> Result<TenantConfig,
         id,
         timezone,
         wecom,
+        dingtalk,
         attendance,
         sites,
         policy,
@@ -657,30 +727,139 @@ fn resolve_wecom(prefix: &str, w: RawWecom, env: &dyn Env) -> Result<WecomConfig
         w.encoding_aes_key_file,
         env,
     )?;
-    decode_aes_key(encoding_aes_key.expose()).map_err(|e| {
-        invalid(
-            key("encoding_aes_key"),
-            match e {
-                CryptoError::KeyLength(n) => format!("must be 43 characters, got {n}"),
-                _ => "is not base64 (expected 43 characters of A-Z a-z 0-9 + /)".to_owned(),
-            },
-        )
-    })?;
-    let api_base = w
-        .api_base
-        .unwrap_or_else(|| "https://qyapi.weixin.qq.com".to_owned());
-    let parsed = reqwest::Url::parse(&api_base)
-        .map_err(|e| invalid(key("api_base"), format!("`{api_base}` is not a URL: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(invalid(key("api_base"), "must be an http or https URL"));
-    }
+    check_aes_key(&key("encoding_aes_key"), &encoding_aes_key)?;
+    let api_base = resolve_base(&key("api_base"), w.api_base, "https://qyapi.weixin.qq.com")?;
     Ok(WecomConfig {
         corp_id,
         agent_id,
         secret,
         token,
         encoding_aes_key,
-        api_base: api_base.trim_end_matches('/').to_owned(),
+        api_base,
+    })
+}
+
+/// An http(s) base URL, without a trailing `/`.
+fn resolve_base(key: &str, given: Option<String>, default: &str) -> Result<String, ConfigError> {
+    let base = given.unwrap_or_else(|| default.to_owned());
+    let parsed = reqwest::Url::parse(&base)
+        .map_err(|e| invalid(key, format!("`{base}` is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid(key, "must be an http or https URL"));
+    }
+    Ok(base.trim_end_matches('/').to_owned())
+}
+
+/// Whether an AES key is the 43 base64 characters WeCom and DingTalk give.
+fn check_aes_key(key: &str, value: &Secret) -> Result<(), ConfigError> {
+    decode_aes_key(value.expose()).map(|_| ()).map_err(|e| {
+        invalid(
+            key,
+            match e {
+                CryptoError::KeyLength(n) => format!("must be 43 characters, got {n}"),
+                _ => "is not base64 (expected 43 characters of A-Z a-z 0-9 + /)".to_owned(),
+            },
+        )
+    })
+}
+
+fn resolve_dingtalk(
+    prefix: &str,
+    d: RawDingtalk,
+    env: &dyn Env,
+) -> Result<DingtalkConfig, ConfigError> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    let app_key = d
+        .app_key
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| invalid(key("app_key"), "is missing"))?;
+    let app_secret = resolve_secret(
+        &key("app_secret"),
+        d.app_secret,
+        d.app_secret_env,
+        d.app_secret_file,
+        env,
+    )?;
+    let agent_id = d
+        .agent_id
+        .ok_or_else(|| invalid(key("agent_id"), "is missing"))?;
+    let mode = match d.mode.as_deref().unwrap_or("stream") {
+        "stream" => DingtalkMode::Stream,
+        "http" => DingtalkMode::Http,
+        other => {
+            return Err(invalid(
+                key("mode"),
+                format!("`{other}` is neither \"stream\" nor \"http\""),
+            ));
+        }
+    };
+    let given = |v: &Option<String>, e: &Option<String>, f: &Option<PathBuf>| {
+        v.is_some() || e.is_some() || f.is_some()
+    };
+    let (token, aes_key) = match mode {
+        DingtalkMode::Http => {
+            let token = resolve_secret(&key("token"), d.token, d.token_env, d.token_file, env)
+                .map_err(|e| match e {
+                    ConfigError::Invalid { key, reason } => {
+                        invalid(key, format!("{reason}; HTTP mode needs it"))
+                    }
+                    e => e,
+                })?;
+            let aes_key = resolve_secret(
+                &key("aes_key"),
+                d.aes_key,
+                d.aes_key_env,
+                d.aes_key_file,
+                env,
+            )
+            .map_err(|e| match e {
+                ConfigError::Invalid { key, reason } => {
+                    invalid(key, format!("{reason}; HTTP mode needs it"))
+                }
+                e => e,
+            })?;
+            check_aes_key(&key("aes_key"), &aes_key)?;
+            (Some(token), Some(aes_key))
+        }
+        DingtalkMode::Stream => {
+            // Said rather than ignored: a key that does nothing misleads.
+            for (name, set) in [
+                ("token", given(&d.token, &d.token_env, &d.token_file)),
+                (
+                    "aes_key",
+                    given(&d.aes_key, &d.aes_key_env, &d.aes_key_file),
+                ),
+            ] {
+                if set {
+                    return Err(invalid(
+                        key(name),
+                        "is only used in HTTP mode (mode = \"http\"); Stream mode needs none",
+                    ));
+                }
+            }
+            (None, None)
+        }
+    };
+    let robot_code = d
+        .robot_code
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| app_key.clone());
+    let card_template_id = d.card_template_id.filter(|s| !s.trim().is_empty());
+    Ok(DingtalkConfig {
+        app_key,
+        app_secret,
+        agent_id,
+        robot_code,
+        mode,
+        token,
+        aes_key,
+        card_template_id,
+        api_base: resolve_base(&key("api_base"), d.api_base, "https://oapi.dingtalk.com")?,
+        api_base_v1: resolve_base(
+            &key("api_base_v1"),
+            d.api_base_v1,
+            "https://api.dingtalk.com",
+        )?,
     })
 }
 
@@ -796,6 +975,62 @@ mod tests {
     fn bad_config_names_the_key(#[case] text: &str, #[case] key: &str) {
         let err = Config::parse(text, &[]).unwrap_err().to_string();
         assert!(err.contains(&format!("`{key}`")), "{err}");
+    }
+
+    fn dingtalk(extra: &str) -> String {
+        format!(
+            "[[tenants]]\nid = \"acme\"\n[tenants.dingtalk]\napp_key = \"dingabc\"\napp_secret = \"s\"\nagent_id = 7\n{extra}"
+        )
+    }
+
+    #[test]
+    fn a_dingtalk_tenant_defaults_to_stream_mode_and_the_apps_robot() {
+        let c = Config::parse(&dingtalk(""), &[]).unwrap();
+        let d = c.tenants[0].dingtalk.as_ref().unwrap();
+        assert!(c.tenants[0].wecom.is_none());
+        assert_eq!(d.mode, DingtalkMode::Stream);
+        assert_eq!(d.robot_code, "dingabc");
+        assert_eq!(d.agent_id, 7);
+        assert_eq!(d.app_secret.expose(), "s");
+        assert!(d.token.is_none() && d.aes_key.is_none() && d.card_template_id.is_none());
+        assert_eq!(d.api_base, "https://oapi.dingtalk.com");
+        assert_eq!(d.api_base_v1, "https://api.dingtalk.com");
+    }
+
+    #[test]
+    fn a_dingtalk_tenant_in_http_mode_has_its_token_and_key() {
+        let text = dingtalk(&format!(
+            "mode = \"http\"\ntoken_env = \"DT_TOKEN\"\naes_key = \"{KEY}\"\nrobot_code = \"dingrobot\"\ncard_template_id = \"tpl.schema\"\napi_base = \"http://127.0.0.1:9/\"\n"
+        ));
+        let c = Config::parse(&text, &[("DT_TOKEN", "tok")]).unwrap();
+        let d = c.tenants[0].dingtalk.as_ref().unwrap();
+        assert_eq!(d.mode, DingtalkMode::Http);
+        assert_eq!(d.token.as_ref().unwrap().expose(), "tok");
+        assert_eq!(d.aes_key.as_ref().unwrap().expose(), KEY);
+        assert_eq!(d.robot_code, "dingrobot");
+        assert_eq!(d.card_template_id.as_deref(), Some("tpl.schema"));
+        assert_eq!(d.api_base, "http://127.0.0.1:9");
+    }
+
+    #[rstest]
+    #[case::two_platforms(&format!("{}[tenants.wecom]\ncorp_id = \"ww1\"\nagent_id = 1\nsecret = \"s\"\ntoken = \"t\"\nencoding_aes_key = \"{KEY}\"\n", dingtalk("")), "tenants[0].dingtalk", "one chat platform")]
+    #[case::no_app_key(&dingtalk("").replace("app_key = \"dingabc\"\n", ""), "tenants[0].dingtalk.app_key", "missing")]
+    #[case::no_secret(&dingtalk("").replace("app_secret = \"s\"\n", ""), "tenants[0].dingtalk.app_secret", "missing")]
+    #[case::no_agent(&dingtalk("").replace("agent_id = 7\n", ""), "tenants[0].dingtalk.agent_id", "missing")]
+    #[case::bad_mode(&dingtalk("mode = \"webhook\"\n"), "tenants[0].dingtalk.mode", "webhook")]
+    #[case::http_without_token(&dingtalk(&format!("mode = \"http\"\naes_key = \"{KEY}\"\n")), "tenants[0].dingtalk.token", "HTTP mode needs it")]
+    #[case::http_without_key(&dingtalk("mode = \"http\"\ntoken = \"t\"\n"), "tenants[0].dingtalk.aes_key", "HTTP mode needs it")]
+    #[case::http_short_key(&dingtalk("mode = \"http\"\ntoken = \"t\"\naes_key = \"abc\"\n"), "tenants[0].dingtalk.aes_key", "43 characters")]
+    #[case::stream_with_token(&dingtalk("token = \"t\"\n"), "tenants[0].dingtalk.token", "only used in HTTP mode")]
+    #[case::bad_api_base_v1(&dingtalk("api_base_v1 = \"ftp://x\"\n"), "tenants[0].dingtalk.api_base_v1", "http or https")]
+    fn bad_dingtalk_config_names_the_key(
+        #[case] text: &str,
+        #[case] key: &str,
+        #[case] reason: &str,
+    ) {
+        let err = Config::parse(text, &[]).unwrap_err().to_string();
+        assert!(err.contains(&format!("`{key}`")), "{err}");
+        assert!(err.contains(reason), "{err}");
     }
 
     #[test]
