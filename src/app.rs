@@ -49,6 +49,8 @@ pub struct RunningApp {
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
     workers: JoinHandle<()>,
+    /// Connections to platforms that push events (DingTalk's Stream mode).
+    listeners: JoinSet<()>,
     committers: JoinSet<()>,
 }
 
@@ -135,6 +137,7 @@ pub async fn start_with_clock(
     let wait = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let listener_inbox = state.inbox.clone();
     let router = ingress::router(state).merge(ingress::runtime_router(rt.clone()));
     let server_stop = wait(stopped.clone());
     let server = tokio::spawn(async move {
@@ -145,6 +148,30 @@ pub async fn start_with_clock(
             tracing::error!(error = %e, "http server failed");
         }
     });
+    let mut listeners = JoinSet::new();
+    let timeout = std::time::Duration::from_secs(config.delivery.timeout_secs);
+    for t in &config.tenants {
+        let Some(listener) = crate::platform::build(t, timeout)
+            .map_err(StartError::Tenant)?
+            .and_then(|p| p.listener)
+        else {
+            continue;
+        };
+        let sink = Arc::new(crate::inbox::TenantSink {
+            inbox: listener_inbox.clone(),
+            tenant_id: t.id.clone(),
+            platform: listener.platform(),
+        });
+        let stop = Box::pin(wait(stopped.clone()));
+        let tenant = t.id.clone();
+        listeners.spawn(async move {
+            match listener.run(sink, stop).await {
+                Ok(()) => tracing::info!(%tenant, platform = listener.platform(), "event connection closed"),
+                Err(e) => tracing::error!(%tenant, platform = listener.platform(), error = %e, "event connection given up: no events arrive for this tenant until rollcall restarts"),
+            }
+        });
+    }
+    drop(listener_inbox);
     let worker_rt = rt.clone();
     let worker_stop = wait(stopped);
     let workers = tokio::spawn(async move {
@@ -159,6 +186,7 @@ pub async fn start_with_clock(
         stop,
         server,
         workers,
+        listeners,
         committers,
     })
 }
@@ -168,9 +196,11 @@ impl RunningApp {
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.server.await;
+        // Listeners store what their connections already took (and ack it).
+        self.listeners.join_all().await;
         let _ = self.workers.await;
-        // The server held the last inbox handle: the committers
-        // now drain what was queued and end.
+        // The server and the listeners held the last inbox handles: the
+        // committers now drain what was queued and end.
         self.committers.join_all().await;
         self.db.close().await;
     }

@@ -134,6 +134,34 @@ impl Inbox {
     }
 }
 
+/// One tenant's events from a [`crate::platform::Listener`], stored like
+/// callbacks (the raw frame as the body, no query).
+pub struct TenantSink {
+    pub inbox: Inbox,
+    pub tenant_id: String,
+    pub platform: &'static str,
+}
+
+#[async_trait::async_trait]
+impl crate::platform::EventSink for TenantSink {
+    async fn store(&self, event: &InboundEvent, raw: &str, plaintext: &str) -> Result<(), String> {
+        let row = NewInbound::new(
+            &self.tenant_id,
+            self.platform,
+            event,
+            String::new(),
+            raw.to_owned(),
+            plaintext.to_owned(),
+            Utc::now(),
+        );
+        self.inbox
+            .store(row)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
 type DeliveryKey = (String, String, String);
 
 async fn commit_loop(db: Database, rx: Arc<Mutex<mpsc::Receiver<Work>>>) {

@@ -153,7 +153,7 @@ impl Ingress {
             .iter()
             .map(|t| {
                 let timeout = std::time::Duration::from_secs(config.delivery.timeout_secs);
-                let callbacks = crate::platform::build(t, timeout)?.map(|p| p.callbacks);
+                let callbacks = crate::platform::build(t, timeout)?.and_then(|p| p.callbacks);
                 Ok((t.id.clone(), TenantIngress { callbacks }))
             })
             .collect::<Result<HashMap<_, _>, String>>()?;

@@ -14,11 +14,16 @@ pub mod dingtalk;
 pub mod sandbox;
 pub mod wecom;
 
-/// A tenant's chat platform: its server API and its callback side.
+/// A tenant's chat platform: its server API, and how its events arrive (at
+/// a callback URL, over a connection rollcall opens, or both).
 #[derive(Clone, Debug)]
 pub struct Platform {
     pub api: Arc<dyn ChatApi>,
-    pub callbacks: Arc<dyn CallbackSide>,
+    /// What answers the platform's HTTP callbacks, when it sends any.
+    pub callbacks: Option<Arc<dyn CallbackSide>>,
+    /// What keeps the connection rollcall opens to the platform, when
+    /// events come that way (DingTalk's Stream mode).
+    pub listener: Option<Arc<dyn Listener>>,
 }
 
 /// `tenant`'s chat platform, or `None` when it has none configured (then
@@ -26,9 +31,9 @@ pub struct Platform {
 /// `timeout` bounds every API request. The one place that matches on a
 /// platform's name.
 pub fn build(tenant: &TenantConfig, timeout: Duration) -> Result<Option<Platform>, String> {
+    let named = |e: &dyn std::fmt::Display| format!("tenant {}: {e}", tenant.id);
     if let Some(w) = &tenant.wecom {
-        let callbacks = wecom::callbacks::WecomCallbacks::new(w)
-            .map_err(|e| format!("tenant {}: {e}", tenant.id))?;
+        let callbacks = wecom::callbacks::WecomCallbacks::new(w).map_err(|e| named(&e))?;
         return Ok(Some(Platform {
             api: Arc::new(wecom::api::WecomApi::new(
                 &w.api_base,
@@ -37,10 +42,42 @@ pub fn build(tenant: &TenantConfig, timeout: Duration) -> Result<Option<Platform
                 w.agent_id,
                 timeout,
             )),
-            callbacks: Arc::new(callbacks),
+            callbacks: Some(Arc::new(callbacks)),
+            listener: None,
         }));
     }
+    if let Some(d) = &tenant.dingtalk {
+        return dingtalk::platform(d, timeout)
+            .map(Some)
+            .map_err(|e| named(&e));
+    }
     Ok(None)
+}
+
+/// Events a platform pushes over a connection rollcall opens and keeps
+/// (rather than to a callback URL).
+#[async_trait::async_trait]
+pub trait Listener: Send + Sync + std::fmt::Debug {
+    /// The platform's name as the configuration spells it.
+    fn platform(&self) -> &'static str;
+
+    /// Keeps the connection open (reconnecting as needed) until `shutdown`
+    /// resolves, handing each event to `sink` and acknowledging it to the
+    /// platform only once `sink` has stored it. Returns early only when the
+    /// platform refuses the app's credentials.
+    async fn run(
+        &self,
+        sink: Arc<dyn EventSink>,
+        shutdown: futures::future::BoxFuture<'static, ()>,
+    ) -> Result<(), String>;
+}
+
+/// Where a [`Listener`] puts each event: stored durably (with `raw`, the
+/// bytes as received, and `plaintext`, the event's own text) before `store`
+/// returns. A delivery stored before is not stored again, and is `Ok`.
+#[async_trait::async_trait]
+pub trait EventSink: Send + Sync {
+    async fn store(&self, event: &InboundEvent, raw: &str, plaintext: &str) -> Result<(), String>;
 }
 
 /// One HTTP callback as received, before anything in it is trusted.

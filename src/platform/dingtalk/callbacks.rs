@@ -274,17 +274,33 @@ pub fn parse_robot_message(body: &str) -> Result<InboundEvent, Refusal> {
 
 /// An event other than `check_url`. HTTP events carry no id of their own,
 /// so a redelivery is recognised by its type and the SHA-256 of its text.
-/// Kept as [`InboundKind::Other`] until rollcall acts on them (attendance
-/// punches are imported by their own job).
 fn parse_event(event_type: &str, value: &Value, plaintext: &str, now: i64) -> InboundEvent {
     let digest = Sha256::digest(plaintext.as_bytes());
     let short: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    event_of(
+        event_type,
+        value,
+        format!("event:{event_type}:{short}"),
+        now,
+    )
+}
+
+/// An event of type `event_type` whose decrypted JSON is `value`, known by
+/// `dedup_key`. Kept as [`InboundKind::Other`] until rollcall acts on them
+/// (attendance punches are to be imported by their own job).
+pub(crate) fn event_of(
+    event_type: &str,
+    value: &Value,
+    dedup_key: String,
+    now: i64,
+) -> InboundEvent {
     // Who the event is about, when it names one person.
     let sender = value
         .get("UserId")
         .and_then(|u| u.get(0).or(Some(u)))
         .and_then(Value::as_str)
         .or_else(|| value.pointer("/DataList/0/userId").and_then(Value::as_str))
+        .or_else(|| value.get("userId").and_then(Value::as_str))
         .unwrap_or_default()
         .to_owned();
     let sent_at = value
@@ -299,7 +315,7 @@ fn parse_event(event_type: &str, value: &Value, plaintext: &str, now: i64) -> In
     InboundEvent {
         sender,
         sent_at,
-        dedup_key: format!("event:{event_type}:{short}"),
+        dedup_key,
         media_type: JSON.to_owned(),
         kind: InboundKind::Other {
             msg_type: "event".into(),
@@ -308,6 +324,50 @@ fn parse_event(event_type: &str, value: &Value, plaintext: &str, now: i64) -> In
             msg_id: None,
         },
     }
+}
+
+/// A button pressed on one of our interactive cards, as DingTalk sends it
+/// (PROTOCOL.md §5.4): `{"type":"actionCallback","outTrackId","userId",
+/// "content":"{\"cardPrivateData\":{\"actionIds\":[…],\"params\":{…}}}"}`.
+/// The button's key is its call-back param `key` (see
+/// `DingtalkApi::send`), else its action id; the card is its outTrackId,
+/// which is also what updating it takes. A press carries no id of its own:
+/// the same button pressed again on the same card by the same user is the
+/// same decision, and is stored once. `now` dates it (seconds).
+pub fn parse_card_callback(body: &str, now: i64) -> Result<InboundEvent, Refusal> {
+    let value: Value = serde_json::from_str(body)
+        .map_err(|e| Refusal::Malformed(format!("card callback is not JSON: {e}")))?;
+    let text = |key: &str| {
+        value
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| Refusal::Malformed(format!("card callback has no {key}")))
+    };
+    let card = text("outTrackId")?;
+    let user = text("userId")?;
+    let content: Value = serde_json::from_str(&text("content")?)
+        .map_err(|e| Refusal::Malformed(format!("card callback content is not JSON: {e}")))?;
+    let data = content.get("cardPrivateData").unwrap_or(&Value::Null);
+    let key = data
+        .pointer("/params/key")
+        .and_then(Value::as_str)
+        .or_else(|| data.pointer("/actionIds/0").and_then(Value::as_str))
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| Refusal::Malformed("card callback names no button".into()))?
+        .to_owned();
+    Ok(InboundEvent {
+        dedup_key: format!("card:{card}:{user}:{key}"),
+        sender: user,
+        sent_at: now,
+        media_type: JSON.to_owned(),
+        kind: InboundKind::CardButton {
+            key,
+            card_ref: Some(card.clone()),
+            card_id: card,
+        },
+    })
 }
 
 #[cfg(test)]

@@ -145,6 +145,8 @@ struct Inner {
     links_expired: bool,
     departments: Vec<DingtalkDepartment>,
     users: Vec<DingtalkUser>,
+    /// Where Stream connections are opened (a sandbox gateway's API).
+    gateway: Option<String>,
 }
 
 impl Inner {
@@ -207,6 +209,7 @@ impl SandboxDingtalkApi {
             .route("/topapi/v2/department/listsub", post(department_listsub))
             .route("/topapi/v2/user/list", post(user_list))
             .route("/topapi/v2/user/get", post(user_get))
+            .route("/v1.0/gateway/connections/open", post(open_connection))
             .with_state(shared.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
@@ -226,6 +229,13 @@ impl SandboxDingtalkApi {
     /// The api.dingtalk.com stand-in (the same server).
     pub fn api_base_v1(&self) -> String {
         self.shared.base.clone()
+    }
+
+    /// Hands Stream connection opens (`/v1.0/gateway/connections/open`, on
+    /// api.dingtalk.com like the rest) to the sandbox gateway whose API is
+    /// at `gateway_api_base`, so that one `api_base_v1` serves a tenant.
+    pub fn set_gateway(&self, gateway_api_base: &str) {
+        self.inner().gateway = Some(gateway_api_base.trim_end_matches('/').to_owned());
     }
 
     /// The robot code the sandbox accepts (the app key).
@@ -952,4 +962,36 @@ async fn user_get(
     }
     Json(json!({ "errcode": 0, "errmsg": "ok", "result": result, "request_id": "sandbox-request" }))
         .into_response()
+}
+
+/// `POST /v1.0/gateway/connections/open`, passed to the gateway as it came.
+async fn open_connection(State(shared): State<Shared>, body: Bytes) -> Response {
+    let Some(gateway) = shared.inner().gateway.clone() else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"code": "sandbox.noGateway", "message": "no Stream gateway set"})),
+        )
+            .into_response();
+    };
+    crate::tls::install_crypto_provider();
+    let answer = reqwest::Client::new()
+        .post(format!("{gateway}/v1.0/gateway/connections/open"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body.to_vec())
+        .send()
+        .await;
+    match answer {
+        Ok(r) => {
+            let status =
+                StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let bytes = r.bytes().await.unwrap_or_default();
+            (
+                status,
+                [(header::CONTENT_TYPE, "application/json")],
+                bytes.to_vec(),
+            )
+                .into_response()
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
 }

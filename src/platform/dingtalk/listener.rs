@@ -1,0 +1,246 @@
+//! A DingTalk tenant in Stream mode: the [`Listener`] that keeps the Stream
+//! connection (`stream.rs`) and turns each frame into an [`InboundEvent`]
+//! stored through the [`EventSink`] before the frame is acknowledged.
+//!
+//! - robot messages (CALLBACK `/v1.0/im/bot/messages/get`) are parsed as over
+//!   HTTP, so the same message is one row whichever way it came (`msg:<id>`);
+//! - card callbacks (CALLBACK `/v1.0/card/instances/callback`) become card
+//!   button presses, answered with an empty response (the card is updated
+//!   through the API once the press is handled);
+//! - events (EVENT) are kept by their `eventId` (`event:<id>`), which the
+//!   gateway keeps when it delivers one again;
+//! - anything else, or a frame whose data does not parse, is kept as
+//!   [`InboundKind::Other`] under its `messageId`: nothing that arrived is
+//!   dropped unrecorded.
+//!
+//! The frame's exact text is the stored raw payload; its `data` the
+//! plaintext.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::callbacks::{event_of, parse_card_callback, parse_robot_message};
+use super::stream::{
+    FrameHandler, FrameType, HandlerError, StreamConfig, StreamFrame, TOPIC_BOT_MESSAGE,
+    TOPIC_CARD_CALLBACK,
+};
+use crate::platform::{EventSink, InboundEvent, InboundKind, Listener};
+
+/// One DingTalk app's Stream connection.
+#[derive(Debug)]
+pub struct DingtalkListener {
+    config: StreamConfig,
+}
+
+impl DingtalkListener {
+    pub fn new(config: StreamConfig) -> DingtalkListener {
+        DingtalkListener { config }
+    }
+}
+
+#[async_trait::async_trait]
+impl Listener for DingtalkListener {
+    fn platform(&self) -> &'static str {
+        "dingtalk"
+    }
+
+    async fn run(
+        &self,
+        sink: Arc<dyn EventSink>,
+        shutdown: futures::future::BoxFuture<'static, ()>,
+    ) -> Result<(), String> {
+        super::stream::run(self.config.clone(), Arc::new(Frames { sink }), shutdown)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Stores each frame, then lets the stream client acknowledge it.
+struct Frames {
+    sink: Arc<dyn EventSink>,
+}
+
+#[async_trait::async_trait]
+impl FrameHandler for Frames {
+    async fn handle(&self, frame: &StreamFrame) -> Result<Option<Value>, HandlerError> {
+        let now = chrono::Utc::now().timestamp();
+        let event = frame_event(frame, now);
+        let card = matches!(event.kind, InboundKind::CardButton { .. });
+        self.sink
+            .store(&event, &frame.raw, &frame.data)
+            .await
+            .map_err(HandlerError::new)?;
+        // A card callback's response may change the card; `{}` leaves it
+        // as it is (rollcall updates it once the press is handled).
+        Ok(card.then(|| json!({})))
+    }
+}
+
+/// The event a frame carries (see the module's documentation). `now`
+/// (seconds) dates frames that carry no time of their own.
+pub fn frame_event(frame: &StreamFrame, now: i64) -> InboundEvent {
+    let topic = frame.headers.topic.as_deref().unwrap_or_default();
+    let sent_at = frame.headers.time_ms().map_or(now, |ms| ms / 1000);
+    let parsed = match frame.frame_type {
+        FrameType::Callback if topic == TOPIC_BOT_MESSAGE => {
+            parse_robot_message(&frame.data).map_err(|e| e.to_string())
+        }
+        FrameType::Callback if topic == TOPIC_CARD_CALLBACK => {
+            parse_card_callback(&frame.data, sent_at).map_err(|e| e.to_string())
+        }
+        FrameType::Event => {
+            let event_type = frame.headers.event_type.clone().unwrap_or_default();
+            let id = frame
+                .headers
+                .event_id
+                .clone()
+                .or_else(|| frame.headers.message_id.clone());
+            match (frame.data_json(), id) {
+                (Ok(value), Some(id)) => {
+                    let born = frame
+                        .headers
+                        .event_born_time_ms()
+                        .map_or(sent_at, |ms| ms / 1000);
+                    Ok(event_of(&event_type, &value, format!("event:{id}"), born))
+                }
+                (Err(e), _) => Err(e.to_string()),
+                (_, None) => Err("event frame has no eventId".to_owned()),
+            }
+        }
+        _ => Err(format!(
+            "no parser for {} frames of topic {topic:?}",
+            frame.frame_type.as_str()
+        )),
+    };
+    parsed.unwrap_or_else(|reason| {
+        tracing::warn!(topic, %reason, "DingTalk frame kept as it came");
+        InboundEvent {
+            sender: String::new(),
+            sent_at,
+            dedup_key: format!(
+                "frame:{}",
+                frame.message_id().map_or_else(
+                    || {
+                        use sha2::Digest as _;
+                        let d = sha2::Sha256::digest(frame.raw.as_bytes());
+                        d[..12].iter().map(|b| format!("{b:02x}")).collect()
+                    },
+                    str::to_owned
+                )
+            ),
+            media_type: "application/json".to_owned(),
+            kind: InboundKind::Other {
+                msg_type: frame.frame_type.as_str().to_ascii_lowercase(),
+                event: Some(topic.to_owned()),
+                event_key: None,
+                msg_id: frame.message_id().map(str::to_owned),
+            },
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: &str, headers: Value, data: Value) -> StreamFrame {
+        let raw = json!({
+            "specVersion": "1.0",
+            "type": kind,
+            "headers": headers,
+            "data": data.to_string(),
+        })
+        .to_string();
+        StreamFrame::parse(&raw).unwrap()
+    }
+
+    #[test]
+    fn a_robot_message_frame_is_the_message() {
+        let f = frame(
+            "CALLBACK",
+            json!({"topic": TOPIC_BOT_MESSAGE, "messageId": "m1", "time": "1700000000000"}),
+            json!({"msgId": "msgA", "msgtype": "text", "text": {"content": " 打卡 "},
+                   "senderStaffId": "zhangsan", "createAt": 1700000001000_i64}),
+        );
+        let e = frame_event(&f, 0);
+        assert_eq!(e.sender, "zhangsan");
+        assert_eq!(e.sent_at, 1_700_000_001);
+        assert_eq!(e.dedup_key, "msg:msgA");
+        assert_eq!(e.text(), Some("打卡"));
+    }
+
+    #[test]
+    fn a_card_callback_frame_is_a_button_press() {
+        let content =
+            json!({"cardPrivateData": {"actionIds": ["a1"], "params": {"key": "ack:42"}}});
+        let f = frame(
+            "CALLBACK",
+            json!({"topic": TOPIC_CARD_CALLBACK, "messageId": "m2", "time": "1700000000000"}),
+            json!({"type": "actionCallback", "outTrackId": "card-7", "userId": "lisi",
+                   "content": content.to_string()}),
+        );
+        let e = frame_event(&f, 0);
+        assert_eq!(e.sender, "lisi");
+        assert_eq!(e.sent_at, 1_700_000_000);
+        assert_eq!(e.dedup_key, "card:card-7:lisi:ack:42");
+        assert_eq!(
+            e.kind,
+            InboundKind::CardButton {
+                key: "ack:42".into(),
+                card_id: "card-7".into(),
+                card_ref: Some("card-7".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn a_card_press_without_a_key_param_names_its_action() {
+        let content = json!({"cardPrivateData": {"actionIds": ["contacted"], "params": {}}});
+        let f = frame(
+            "CALLBACK",
+            json!({"topic": TOPIC_CARD_CALLBACK, "messageId": "m3"}),
+            json!({"outTrackId": "card-8", "userId": "lisi", "content": content.to_string()}),
+        );
+        let e = frame_event(&f, 1_700_000_000);
+        assert_eq!(e.sent_at, 1_700_000_000);
+        assert!(matches!(e.kind, InboundKind::CardButton { ref key, .. } if key == "contacted"));
+    }
+
+    #[test]
+    fn an_event_frame_is_kept_by_its_event_id() {
+        let f = frame(
+            "EVENT",
+            json!({"topic": "*", "messageId": "m4", "eventId": "ev-9", "eventType": "attendance_check_record",
+                   "eventBornTime": "1700000002000"}),
+            json!({"DataList": [{"userId": "wangwu", "checkTime": 1700000002000_i64}]}),
+        );
+        let e = frame_event(&f, 0);
+        assert_eq!(e.dedup_key, "event:ev-9");
+        assert_eq!(e.sender, "wangwu");
+        assert_eq!(e.sent_at, 1_700_000_002);
+        assert!(
+            matches!(e.kind, InboundKind::Other { ref event, .. } if event.as_deref() == Some("attendance_check_record"))
+        );
+    }
+
+    #[test]
+    fn a_frame_that_does_not_parse_is_kept_as_it_came() {
+        let f = frame(
+            "CALLBACK",
+            json!({"topic": TOPIC_BOT_MESSAGE, "messageId": "m5"}),
+            json!({"msgtype": "text"}),
+        );
+        let e = frame_event(&f, 1_700_000_000);
+        assert_eq!(e.dedup_key, "frame:m5");
+        assert!(
+            matches!(e.kind, InboundKind::Other { ref msg_id, .. } if msg_id.as_deref() == Some("m5"))
+        );
+        let f = frame(
+            "CALLBACK",
+            json!({"topic": "/v1.0/some/other", "messageId": "m6"}),
+            json!({}),
+        );
+        assert_eq!(frame_event(&f, 0).dedup_key, "frame:m6");
+    }
+}

@@ -1,0 +1,454 @@
+//! A DingTalk tenant through the real app, on SQLite and PostgreSQL: in
+//! Stream mode (the default) against the sandbox gateway and API, robot
+//! messages check employees in, the ladder's cards go out as interactive
+//! cards and their presses come back over the stream; in HTTP mode the
+//! published vectors pass through `/callback/dingtalk/{tenant}`, and what
+//! is refused is a 4xx with nothing stored.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use common::*;
+use entity::{absence_case, case_event, check_in};
+use rollcall::app::RunningApp;
+use rollcall::clock::{Clock, SimulatedClock};
+use rollcall::config::{Config, ProcessEnv};
+use rollcall::db::Engine;
+use rollcall::demo::{TENANT, seed_roster, settle};
+use rollcall::outbox::render::Templates;
+use rollcall::platform::dingtalk::stream::{TOPIC_BOT_MESSAGE, TOPIC_CARD_CALLBACK};
+use rollcall::platform::sandbox::dingtalk_api::SandboxDingtalkApi;
+use rollcall::platform::sandbox::dingtalk_stream::SandboxStreamGateway;
+use rstest::rstest;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use serde_json::{Value, json};
+
+const APP_KEY: &str = "dingsandboxdemo";
+const APP_SECRET: &str = "sandbox-dingtalk-secret";
+const TEMPLATE: &str = "rollcall-sandbox.schema";
+
+fn shanghai(date: &str, time: &str) -> DateTime<Utc> {
+    let naive =
+        chrono::NaiveDateTime::parse_from_str(&format!("{date} {time}"), "%Y-%m-%d %H:%M").unwrap();
+    chrono_tz::Asia::Shanghai
+        .from_local_datetime(&naive)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// rollcall with the demo roster on a DingTalk tenant in Stream mode.
+struct Stream {
+    app: RunningApp,
+    api: SandboxDingtalkApi,
+    gateway: SandboxStreamGateway,
+    clock: Arc<SimulatedClock>,
+    config: std::path::PathBuf,
+}
+
+impl Stream {
+    async fn start(db: &TestDb, start: DateTime<Utc>) -> Stream {
+        let api = SandboxDingtalkApi::start(APP_KEY, APP_SECRET)
+            .await
+            .unwrap();
+        let gateway = SandboxStreamGateway::start(APP_KEY, APP_SECRET)
+            .await
+            .unwrap();
+        // One api.dingtalk.com serves both the API and the connection opens.
+        api.set_gateway(&gateway.api_base());
+        let key = db.dir.path().join("data.key");
+        let toml = format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+data_key_file = "{key}"
+[evidence]
+key_file = "{evidence}"
+[database]
+url = "{url}"
+[[tenants]]
+id = "{TENANT}"
+name = "示例建筑有限公司（钉钉沙箱）"
+[tenants.dingtalk]
+app_key = "{APP_KEY}"
+app_secret = "{APP_SECRET}"
+agent_id = 3000001
+card_template_id = "{TEMPLATE}"
+api_base = "{base}"
+api_base_v1 = "{base}"
+[tenants.attendance]
+scan_at = "23:59"
+"#,
+            key = key.display(),
+            evidence = key.with_extension("evidence.key").display(),
+            url = db.url,
+            base = api.api_base_v1(),
+        );
+        let path = db.dir.path().join("rollcall.toml");
+        std::fs::write(&path, &toml).unwrap();
+        let config = Config::parse(&toml, &ProcessEnv).unwrap();
+        let clock = Arc::new(SimulatedClock::new(start));
+        let app = rollcall::app::start_with_clock(&config, clock.clone())
+            .await
+            .unwrap();
+        seed_roster(&app.runtime).await.unwrap();
+        assert!(
+            gateway.wait_connections(1, PATIENCE).await,
+            "rollcall did not open a Stream connection"
+        );
+        Stream {
+            app,
+            api,
+            gateway,
+            clock,
+            config: path,
+        }
+    }
+
+    fn at(&self, date: &str, time: &str) {
+        self.clock.set(shanghai(date, time));
+    }
+
+    /// `user` sends `text` to the robot now; the frame's messageId.
+    fn say(&self, user: &str, text: &str) -> String {
+        let now = self.clock.now().timestamp_millis();
+        let data = json!({
+            "msgId": format!("msg{}", ulid::Ulid::new()),
+            "msgtype": "text",
+            "text": { "content": text },
+            "senderStaffId": user,
+            "senderNick": user,
+            "conversationType": "1",
+            "conversationId": format!("cid-{user}"),
+            "createAt": now,
+            "robotCode": APP_KEY,
+        });
+        self.gateway
+            .push_callback(TOPIC_BOT_MESSAGE, &data.to_string())
+    }
+
+    /// Presses the button labelled like `block` of `template` on the latest
+    /// card `user` got; the frame's messageId and the card's outTrackId.
+    fn press(&self, user: &str, template: &str, block: &str) -> (String, String) {
+        let label = Templates::load(None)
+            .unwrap()
+            .render(template, json!({}), &[block])
+            .unwrap()
+            .block(block)
+            .to_owned();
+        let (card, key) = self
+            .api
+            .cards()
+            .into_iter()
+            .rev()
+            .filter(|c| c.user_id == user)
+            .find_map(|c| {
+                let buttons: Vec<Value> =
+                    serde_json::from_str(c.params["buttons"].as_str()?).ok()?;
+                let key = buttons.iter().find(|b| b["label"] == label.as_str())?["key"]
+                    .as_str()?
+                    .to_owned();
+                Some((c, key))
+            })
+            .unwrap_or_else(|| panic!("{user} has no card with a button {label}"));
+        let content =
+            json!({ "cardPrivateData": { "actionIds": ["press"], "params": { "key": key } } });
+        let data = json!({
+            "type": "actionCallback",
+            "outTrackId": card.out_track_id,
+            "corpId": self.gateway.corp_id(),
+            "userId": user,
+            "content": content.to_string(),
+        });
+        let id = self
+            .gateway
+            .push_callback(TOPIC_CARD_CALLBACK, &data.to_string());
+        (id, card.out_track_id)
+    }
+
+    async fn acked(&self, message_id: &str) -> Value {
+        self.gateway
+            .wait_ack(message_id, PATIENCE)
+            .await
+            .unwrap_or_else(|| panic!("frame {message_id} was never acknowledged"))
+    }
+
+    async fn settle(&self) {
+        settle(&self.app.runtime).await.unwrap();
+    }
+}
+
+async fn case_of(s: &Stream, user: &str) -> absence_case::Model {
+    absence_case::Entity::find()
+        .filter(absence_case::Column::UserId.eq(user))
+        .order_by_desc(absence_case::Column::Id)
+        .one(&s.app.db.orm)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{user} has no case"))
+}
+
+/// Check-ins by robot message, a reminder card for the one who stayed
+/// away, and his press of 我已到岗 on it: each frame acknowledged only once
+/// stored, the card updated through the API, the events listed as
+/// DingTalk's.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test]
+async fn a_stream_tenant_checks_in_gets_cards_and_presses_them(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let s = Stream::start(&db, shanghai("2026-11-30", "07:00")).await;
+    let everyone = ["wangmin", "zhaogang", "zhangsan", "lisi", "wangwu"];
+
+    // Monday: everyone checks in by chatting with the robot.
+    s.at("2026-11-30", "08:10");
+    for user in everyone {
+        let id = s.say(user, "打卡");
+        // A callback frame is acknowledged with `{"response": null}` once
+        // its row is committed.
+        let ack = s.acked(&id).await;
+        assert_eq!(ack["code"], 200, "{ack}");
+    }
+    s.settle().await;
+    let ins = check_in::Entity::find().all(&s.app.db.orm).await.unwrap();
+    assert_eq!(ins.len(), 5, "{ins:?}");
+    // Each got the check-in's answer through the robot.
+    for user in everyone {
+        assert!(
+            s.api.sent().iter().any(|m| m.user_ids == [user]),
+            "{user} got no answer: {:?}",
+            s.api.sent()
+        );
+    }
+
+    // Tuesday: 张三 stays away; Wednesday's scan sends him a reminder card.
+    s.at("2026-12-01", "08:05");
+    for user in ["wangmin", "zhaogang", "lisi", "wangwu"] {
+        s.say(user, "打卡");
+    }
+    s.settle().await;
+    s.at("2026-12-02", "10:00");
+    rollcall::cases::scan::scan(&s.app.runtime, TENANT, None)
+        .await
+        .unwrap();
+    s.settle().await;
+    let cards: Vec<_> = s
+        .api
+        .cards()
+        .into_iter()
+        .filter(|c| c.user_id == "zhangsan")
+        .collect();
+    assert!(!cards.is_empty(), "no card for zhangsan");
+    assert!(
+        cards
+            .iter()
+            .all(|c| c.template_id == TEMPLATE && c.callback_type == "STREAM")
+    );
+
+    // He presses 我已到岗 on it.
+    s.at("2026-12-02", "10:40");
+    let (id, card) = s.press("zhangsan", "first_reminder.employee", "button_arrived");
+    let ack = s.acked(&id).await;
+    assert_eq!(ack["code"], 200, "{ack}");
+    s.settle().await;
+    let case = case_of(&s, "zhangsan").await;
+    let events: Vec<String> = case_event::Entity::find()
+        .filter(case_event::Column::CaseId.eq(case.id))
+        .all(&s.app.db.orm)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    // 我已到岗 closes his case (he answered the reminder).
+    assert!(
+        events.contains(&"card_pressed".to_owned()) && events.contains(&"case_resolved".to_owned()),
+        "the press is not on the case: {events:?}"
+    );
+    assert_eq!(case.status, "resolved");
+    let updates = s.api.card_updates();
+    assert!(
+        updates.iter().any(|u| u.out_track_id == card),
+        "the pressed card was not updated: {updates:?}"
+    );
+
+    // Every row is DingTalk's, with the frame kept verbatim.
+    let rows = rollcall::inbox::list(&s.app.db, TENANT).await.unwrap();
+    assert!(rows.iter().all(|r| r.platform == "dingtalk"));
+    assert!(
+        rows.iter()
+            .all(|r| serde_json::from_str::<Value>(&r.raw_body).unwrap()["type"] == "CALLBACK")
+    );
+    let press = rows.iter().find(|r| r.kind == "card_button").unwrap();
+    assert!(press.msg_key.starts_with(&format!("card:{card}:zhangsan:")));
+
+    let config = s.config.clone();
+    s.app.stop().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "events",
+            "--tenant",
+            TENANT,
+            "--json",
+        ])
+        .current_dir(db.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), rows.len());
+    assert!(lines.iter().all(|l| l["platform"] == "dingtalk"));
+    db.cleanup().await;
+}
+
+/// An event frame delivered twice (a lost ack) is one row; both deliveries
+/// are acknowledged as consumed.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test]
+async fn a_redelivered_event_frame_is_stored_once(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let s = Stream::start(&db, shanghai("2026-11-30", "07:00")).await;
+    let data = json!({"DataList": [{"userId": "zhangsan", "checkTime": 1764466200000_i64}]});
+    let id = s
+        .gateway
+        .push_event("attendance_check_record", &data.to_string());
+    s.acked(&id).await;
+    assert!(s.gateway.resend(&id));
+    tokio::time::timeout(PATIENCE, async {
+        while s.gateway.deliveries(&id) < 2 || !s.gateway.unconsumed().is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the resent event was not acknowledged");
+    s.settle().await;
+    let rows = rollcall::inbox::list(&s.app.db, TENANT).await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].from_user, "zhangsan");
+    assert_eq!(rows[0].kind, "other");
+    s.app.stop().await;
+    db.cleanup().await;
+}
+
+/// The tenant of the DingTalk vectors, in HTTP mode.
+fn http_config(db: &TestDb) -> Config {
+    let v = vectors("dingtalk.json");
+    let toml = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+replay_window_secs = {VECTOR_WINDOW}
+[database]
+url = "{}"
+[[tenants]]
+id = "acme"
+[tenants.dingtalk]
+mode = "http"
+app_key = "{}"
+app_secret = "{}"
+agent_id = 1
+token = "{}"
+aes_key = "{}"
+api_base = "http://127.0.0.1:9"
+api_base_v1 = "http://127.0.0.1:9"
+"#,
+        db.url,
+        v["app_key_or_corp_id"].as_str().unwrap(),
+        v["robot"]["app_secret"].as_str().unwrap(),
+        v["token"].as_str().unwrap(),
+        v["aes_key"].as_str().unwrap(),
+    );
+    Config::parse(&toml, &ProcessEnv).unwrap()
+}
+
+async fn post_case(app: &RunningApp, case: &Value) -> (u16, String) {
+    let mut request = http()
+        .post(url(
+            app,
+            &format!("/callback/dingtalk/acme?{}", query_string(&case["query"])),
+        ))
+        .body(case["body"].as_str().unwrap().to_owned());
+    if let Some(headers) = case["headers"].as_object() {
+        for (k, v) in headers {
+            request = request.header(k, v.as_str().unwrap());
+        }
+    }
+    let r = request.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Every DingTalk vector through HTTP: the URL check is answered and not
+/// stored, events and robot messages are stored as DingTalk's; a robot
+/// message with a wrong sign, an event with a wrong signature and a tenant
+/// asked on WeCom's URL are refused with nothing stored.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test]
+async fn an_http_tenant_takes_the_vectors_and_refuses_forgeries(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let app = rollcall::app::start(&http_config(&db)).await.unwrap();
+    let v = vectors("dingtalk.json");
+    let mut stored = 0;
+    for case in v["cases"].as_array().unwrap() {
+        let (status, body) = post_case(&app, case).await;
+        assert_eq!(
+            status,
+            case["expect_status"].as_u64().unwrap() as u16,
+            "{case}: {body}"
+        );
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        assert!(answer["encrypt"].is_string(), "{body}");
+        if case["name"] != "check_url" {
+            stored += 1;
+        }
+    }
+    for case in v["robot"]["cases"].as_array().unwrap() {
+        let case = json!({ "query": {}, "headers": case["headers"], "body": case["body"] });
+        let (status, body) = post_case(&app, &case).await;
+        assert_eq!(status, 200, "{body}");
+        stored += 1;
+    }
+    // Refusals.
+    let robot = &v["robot"]["cases"][0];
+    let mut forged =
+        json!({ "query": {}, "headers": robot["headers"].clone(), "body": robot["body"] });
+    forged["headers"]["sign"] = json!("AAAA".repeat(11));
+    let event = v["cases"][1].clone();
+    let mut bad_event = event.clone();
+    bad_event["query"]["signature"] = json!("0".repeat(40));
+    for (case, expected) in [(forged, 401), (bad_event, 401)] {
+        let (status, body) = post_case(&app, &case).await;
+        assert!((400..500).contains(&status), "{case}: {status} {body}");
+        assert_eq!(status, expected, "{body}");
+    }
+    let (status, _) = post(
+        &app,
+        "acme",
+        &query_string(&event["query"]),
+        event["body"].as_str().unwrap().to_owned(),
+    )
+    .await;
+    assert_eq!(status, 404, "a DingTalk tenant answers on its own URL only");
+
+    let rows = wait_all_processed(&app.db).await;
+    assert_eq!(rows.len(), stored);
+    assert!(rows.iter().all(|r| r.platform == "dingtalk"));
+    let robot_row = rows.iter().find(|r| r.kind == "text").unwrap();
+    assert_eq!(robot_row.content.as_deref(), Some("打卡"));
+    app.stop().await;
+    db.cleanup().await;
+}
