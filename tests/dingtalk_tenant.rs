@@ -20,7 +20,9 @@ use rollcall::db::Engine;
 use rollcall::demo::{TENANT, seed_roster, settle};
 use rollcall::outbox::render::Templates;
 use rollcall::platform::dingtalk::stream::{TOPIC_BOT_MESSAGE, TOPIC_CARD_CALLBACK};
-use rollcall::platform::sandbox::dingtalk_api::SandboxDingtalkApi;
+use rollcall::platform::sandbox::dingtalk_api::{
+    DingtalkDepartment, DingtalkUser, SandboxDingtalkApi,
+};
 use rollcall::platform::sandbox::dingtalk_stream::SandboxStreamGateway;
 use rstest::rstest;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
@@ -286,24 +288,56 @@ async fn a_stream_tenant_checks_in_gets_cards_and_presses_them(#[case] engine: E
 
     let config = s.config.clone();
     s.app.stop().await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "events",
-            "--tenant",
-            TENANT,
-            "--json",
-        ])
-        .current_dir(db.dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    // The address book: `employees sync` reads DingTalk's.
+    s.api.set_directory(
+        vec![DingtalkDepartment {
+            dept_id: 2,
+            name: "二号工地".into(),
+            parent_id: 1,
+        }],
+        vec![DingtalkUser {
+            userid: "zhaoliu".into(),
+            name: "赵六".into(),
+            dept_id_list: vec![2],
+            mobile: None,
+            email: None,
+            manager_userid: Some("zhaogang".into()),
+            active: true,
+        }],
     );
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
+    // Off the test's thread: the sandbox API it calls runs on this one.
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--config".to_owned(), config.display().to_string()];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        let dir = db.dir.path().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+                .args(all)
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        })
+    };
+    cli(&["employees", "sync", "--tenant", TENANT])
+        .await
+        .unwrap();
+    let db_after = rollcall::db::Database::open(&db.url).await.unwrap();
+    let synced = entity::employee::Entity::find()
+        .filter(entity::employee::Column::UserId.eq("zhaoliu"))
+        .one(&db_after.orm)
+        .await
+        .unwrap()
+        .expect("赵六 was not synced from the DingTalk address book");
+    assert_eq!(synced.name, "赵六");
+    db_after.close().await;
+    let lines: Vec<Value> = cli(&["events", "--tenant", TENANT, "--json"])
+        .await
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

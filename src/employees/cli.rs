@@ -1,4 +1,4 @@
-//! `rollcall employees …`: import a CSV file, sync from WeCom.
+//! `rollcall employees …`: import a CSV file, sync from the chat platform's address book.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -41,7 +41,7 @@ pub enum EmployeesCommand {
         #[arg(long)]
         tenant: String,
     },
-    /// Add or update employees from the tenant's WeCom address book.
+    /// Add or update employees from the tenant's chat platform's address book.
     Sync {
         /// The tenant id, as in the configuration.
         #[arg(long)]
