@@ -148,6 +148,29 @@ pub struct TenantConfig {
     pub departure: DepartureConfig,
 }
 
+/// How a tenant's events reach rollcall, with the platform's name as the
+/// configuration spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventsArrive {
+    /// At `/callback/{platform}/{tenant}`.
+    Callback(&'static str),
+    /// Over a connection rollcall opens (DingTalk's Stream mode).
+    Connection(&'static str),
+}
+
+impl TenantConfig {
+    /// How this tenant's events arrive, or `None` without a chat platform.
+    pub fn events_arrive(&self) -> Option<EventsArrive> {
+        if self.wecom.is_some() {
+            return Some(EventsArrive::Callback("wecom"));
+        }
+        match self.dingtalk.as_ref()?.mode {
+            DingtalkMode::Stream => Some(EventsArrive::Connection("dingtalk")),
+            DingtalkMode::Http => Some(EventsArrive::Callback("dingtalk")),
+        }
+    }
+}
+
 /// The self-departure (自离) process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DepartureConfig {
@@ -995,6 +1018,15 @@ mod tests {
         assert!(d.token.is_none() && d.aes_key.is_none() && d.card_template_id.is_none());
         assert_eq!(d.api_base, "https://oapi.dingtalk.com");
         assert_eq!(d.api_base_v1, "https://api.dingtalk.com");
+        assert_eq!(
+            c.tenants[0].events_arrive(),
+            Some(EventsArrive::Connection("dingtalk"))
+        );
+        let c = Config::parse(&tenant(""), &[]).unwrap();
+        assert_eq!(
+            c.tenants[0].events_arrive(),
+            Some(EventsArrive::Callback("wecom"))
+        );
     }
 
     #[test]
@@ -1010,6 +1042,10 @@ mod tests {
         assert_eq!(d.robot_code, "dingrobot");
         assert_eq!(d.card_template_id.as_deref(), Some("tpl.schema"));
         assert_eq!(d.api_base, "http://127.0.0.1:9");
+        assert_eq!(
+            c.tenants[0].events_arrive(),
+            Some(EventsArrive::Callback("dingtalk"))
+        );
     }
 
     #[rstest]

@@ -129,7 +129,17 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         }
     }
     for t in &config.tenants {
-        tracing::info!(tenant = %t.id, name = %t.name, timezone = %t.timezone, "callback URL path: /callback/wecom/{}", t.id);
+        match t.events_arrive() {
+            Some(rollcall::config::EventsArrive::Callback(platform)) => {
+                tracing::info!(tenant = %t.id, name = %t.name, timezone = %t.timezone, "callback URL path: /callback/{platform}/{}", t.id);
+            }
+            Some(rollcall::config::EventsArrive::Connection(platform)) => {
+                tracing::info!(tenant = %t.id, name = %t.name, timezone = %t.timezone, platform, "events arrive over a connection rollcall opens (no callback URL)");
+            }
+            None => {
+                tracing::warn!(tenant = %t.id, "no chat platform configured: no events arrive for this tenant");
+            }
+        }
     }
     let app = rollcall::app::start(&config).await?;
     if sandbox.is_some() {
