@@ -120,6 +120,10 @@ pub struct DeliveryConfig {
     /// minute; more are dropped without an error).
     pub member_limit: u64,
     pub member_window_secs: u64,
+    /// The unit of the schedule on which a notice's read status is asked
+    /// for (1, 5, 15, 30, 60, … units after sending; see
+    /// `outbox::reads`), on platforms that report reads.
+    pub read_check_unit_secs: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -159,6 +163,14 @@ pub enum EventsArrive {
 }
 
 impl TenantConfig {
+    /// The name of this tenant's chat platform as the configuration spells
+    /// it (`wecom`, `dingtalk`), or `None` without one.
+    pub fn platform(&self) -> Option<&'static str> {
+        match self.events_arrive()? {
+            EventsArrive::Callback(p) | EventsArrive::Connection(p) => Some(p),
+        }
+    }
+
     /// How this tenant's events arrive, or `None` without a chat platform.
     pub fn events_arrive(&self) -> Option<EventsArrive> {
         if self.wecom.is_some() {
@@ -302,6 +314,7 @@ struct RawDelivery {
     timeout_secs: Option<u64>,
     member_limit: Option<u64>,
     member_window_secs: Option<u64>,
+    read_check_unit_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -555,6 +568,7 @@ impl Config {
                 timeout_secs: raw.delivery.timeout_secs.unwrap_or(10).max(1),
                 member_limit: raw.delivery.member_limit.unwrap_or(30).max(1),
                 member_window_secs: raw.delivery.member_window_secs.unwrap_or(60).max(1),
+                read_check_unit_secs: raw.delivery.read_check_unit_secs.unwrap_or(60).max(1),
             },
             tenants,
             source: None,

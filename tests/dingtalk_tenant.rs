@@ -52,6 +52,11 @@ struct Stream {
 
 impl Stream {
     async fn start(db: &TestDb, start: DateTime<Utc>) -> Stream {
+        Stream::start_with(db, start, "").await
+    }
+
+    /// With `extra` TOML put before the tenant (e.g. a `[delivery]` table).
+    async fn start_with(db: &TestDb, start: DateTime<Utc>, extra: &str) -> Stream {
         let api = SandboxDingtalkApi::start(APP_KEY, APP_SECRET)
             .await
             .unwrap();
@@ -69,6 +74,7 @@ data_key_file = "{key}"
 key_file = "{evidence}"
 [database]
 url = "{url}"
+{extra}
 [[tenants]]
 id = "{TENANT}"
 name = "示例建筑有限公司（钉钉沙箱）"
@@ -344,6 +350,142 @@ async fn a_stream_tenant_checks_in_gets_cards_and_presses_them(#[case] engine: E
         .collect();
     assert_eq!(lines.len(), rows.len());
     assert!(lines.iter().all(|l| l["platform"] == "dingtalk"));
+    db.cleanup().await;
+}
+
+async fn leaves(s: &Stream, kind: &str) -> Vec<entity::evidence_leaf::Model> {
+    entity::evidence_leaf::Entity::find()
+        .filter(entity::evidence_leaf::Column::Kind.eq(kind))
+        .all(&s.app.db.orm)
+        .await
+        .unwrap()
+}
+
+/// Waits until the `kind` leaves about the rows `sources` (`table/id`)
+/// number at least `n`; returns those.
+async fn wait_leaves(
+    s: &Stream,
+    kind: &str,
+    sources: &[String],
+    n: usize,
+) -> Vec<entity::evidence_leaf::Model> {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let mut found = leaves(s, kind).await;
+            found.retain(|l| l.source.as_ref().is_some_and(|src| sources.contains(src)));
+            if found.len() >= n {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("fewer than {n} {kind} leaves after {PATIENCE:?}"))
+}
+
+/// Read status is evidence: a notice's robot message that its recipient
+/// read becomes a `message_read` leaf with DingTalk's answer and the row's
+/// `read_at`; a card, whose carrier id DingTalk's read query does not take,
+/// is recorded as having no read status.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test]
+async fn a_read_notice_is_recorded_with_the_platforms_answer(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    // Checks 1, 5, 15, … seconds after sending.
+    let s = Stream::start_with(
+        &db,
+        shanghai("2026-11-30", "07:00"),
+        "[delivery]\nread_check_unit_secs = 1",
+    )
+    .await;
+    s.at("2026-11-30", "08:10");
+    for user in ["wangmin", "zhaogang", "zhangsan", "lisi", "wangwu"] {
+        s.say(user, "打卡");
+    }
+    s.settle().await;
+    s.at("2026-12-01", "08:05");
+    for user in ["wangmin", "zhaogang", "lisi", "wangwu"] {
+        s.say(user, "打卡");
+    }
+    s.settle().await;
+    // Wednesday, Thursday, Friday: the day-1 and day-2 reminders, then the
+    // formal notice (its full text, then a card to acknowledge it).
+    for (day, scan_day) in [
+        ("2026-12-02", "2026-12-02"),
+        ("2026-12-03", "2026-12-03"),
+        ("2026-12-04", "2026-12-04"),
+    ] {
+        s.at(day, "08:05");
+        for user in ["wangmin", "zhaogang", "lisi", "wangwu"] {
+            s.say(user, "打卡");
+        }
+        s.settle().await;
+        s.at(scan_day, "10:00");
+        rollcall::cases::scan::scan(&s.app.runtime, TENANT, None)
+            .await
+            .unwrap();
+        s.settle().await;
+    }
+    let notices: Vec<entity::outbox::Model> = entity::outbox::Entity::find()
+        .filter(entity::outbox::Column::CaseId.is_not_null())
+        .filter(entity::outbox::Column::Channel.eq("chat"))
+        .filter(entity::outbox::Column::Recipient.eq("zhangsan"))
+        .all(&s.app.db.orm)
+        .await
+        .unwrap();
+    assert!(!notices.is_empty());
+    let keys: Vec<String> = s
+        .api
+        .sent()
+        .into_iter()
+        .map(|m| m.process_query_key)
+        .collect();
+    let (texts, cards): (Vec<_>, Vec<_>) = notices
+        .iter()
+        .partition(|n| keys.contains(n.receipt_id.as_ref().unwrap()));
+    assert!(
+        !texts.is_empty() && !cards.is_empty(),
+        "the formal notice is a text and a card: {notices:?}"
+    );
+    // He reads the texts at 10:03.
+    let read_ms = shanghai("2026-12-02", "10:03").timestamp_millis();
+    for n in &texts {
+        s.api
+            .mark_read(n.receipt_id.as_ref().unwrap(), "zhangsan", read_ms);
+    }
+    // Leaves about his notices (other recipients' are asked about too).
+    let his: Vec<String> = notices.iter().map(|n| format!("outbox/{}", n.id)).collect();
+    let read = wait_leaves(&s, "message_read", &his, texts.len()).await;
+    let unavailable = wait_leaves(&s, "read_status_unavailable", &his, cards.len()).await;
+    assert_eq!(
+        read.len(),
+        texts.len(),
+        "{:?} {texts:?}",
+        read.iter().map(|l| &l.content).collect::<Vec<_>>()
+    );
+    assert_eq!(unavailable.len(), cards.len());
+    for n in &texts {
+        let row = entity::outbox::Entity::find_by_id(n.id)
+            .one(&s.app.db.orm)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            row.read_at.map(|t| t.timestamp_millis()),
+            Some(read_ms),
+            "read_at is DingTalk's time of the read"
+        );
+    }
+    for leaf in &read {
+        let content = leaf.content.as_deref().unwrap();
+        assert!(content.contains("zhangsan"), "{content}");
+        assert_eq!(leaf.subject.as_deref(), Some("zhangsan"));
+    }
+    let asked = s.api.calls("/v1.0/robot/oToMessages/readStatus");
+    assert!(asked >= texts.len() + cards.len(), "{asked}");
+    s.app.stop().await;
     db.cleanup().await;
 }
 

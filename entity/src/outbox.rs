@@ -39,6 +39,9 @@ pub struct Model {
     /// For a card: what updating it later takes (see `ChatApi::update_card`).
     pub card_ref: Option<String>,
     pub error: Option<String>,
+    /// When the platform says the recipient read it (chat on a platform
+    /// that reports reads; see `ChatApi::read_window`).
+    pub read_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

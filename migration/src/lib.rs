@@ -8,6 +8,7 @@ mod m20261126_000003_create_evidence_tables;
 mod m20261126_000004_create_departure_tables;
 mod m20261126_000005_create_export_downloads;
 mod m20261206_000001_rename_outbox_card_ref;
+mod m20261206_000002_outbox_read_at;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000004_create_departure_tables::Migration),
             Box::new(m20261126_000005_create_export_downloads::Migration),
             Box::new(m20261206_000001_rename_outbox_card_ref::Migration),
+            Box::new(m20261206_000002_outbox_read_at::Migration),
         ]
     }
 }

@@ -353,7 +353,9 @@ pub async fn start<C: ConnectionTrait>(
         None => None,
     };
     let facts = facts(conn, tenant, &case, &subject, now).await?;
-    let drafted = rt.templates.render(DOCUMENT, &facts, DOCUMENT_BLOCKS)?;
+    let drafted =
+        rt.templates
+            .render_for(tenant.config.platform(), DOCUMENT, &facts, DOCUMENT_BLOCKS)?;
     let body = drafted.block("body").to_owned();
     let document_sha256 = sha256_hex(body.as_bytes());
     let document = Document {
@@ -1026,9 +1028,12 @@ async fn send_notice<C: ConnectionTrait>(
         "document_sha256": d.document_sha256,
         "today": local_day(tenant, now),
     });
-    let copy = rt
-        .templates
-        .render("termination_notice.copy", &context, &["title", "body"])?;
+    let copy = rt.templates.render_for(
+        tenant.config.platform(),
+        "termination_notice.copy",
+        &context,
+        &["title", "body"],
+    )?;
     for (person, channel) in copies {
         let to = &person.user_id;
         let payload = match channel {

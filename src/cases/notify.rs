@@ -408,7 +408,9 @@ pub async fn issue<C: ConnectionTrait>(
         let button_blocks: Vec<String> =
             plan.buttons.iter().map(|b| format!("button_{b}")).collect();
         blocks.extend(button_blocks.iter().map(String::as_str));
-        let rendered = rt.templates.render(plan.template, &context, &blocks)?;
+        let rendered =
+            rt.templates
+                .render_for(tenant.config.platform(), plan.template, &context, &blocks)?;
         for person in people {
             let payload = match channel {
                 Channel::Chat => chat_payload(tenant, case, step, &rendered, plan.buttons),
@@ -560,9 +562,12 @@ pub async fn tell_hr_undeliverable<C: ConnectionTrait>(
         "channel": row.channel,
         "reason": reason,
     });
-    let rendered = rt
-        .templates
-        .render("undeliverable.hr", &context, &["text"])?;
+    let rendered = rt.templates.render_for(
+        tenant.config.platform(),
+        "undeliverable.hr",
+        &context,
+        &["text"],
+    )?;
     record(
         conn,
         &row.tenant_id,

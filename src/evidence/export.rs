@@ -979,7 +979,9 @@ mod report {
                 "signed_at": local(zone, c.created_at),
             })),
         });
-        let rendered = rt.templates.render("report.html", context, &["html"])?;
+        let rendered =
+            rt.templates
+                .render_for(config.platform(), "report.html", context, &["html"])?;
         Ok(format!("{}\n", rendered.block("html")))
     }
 

@@ -377,7 +377,9 @@ pub struct Appended {
 }
 
 /// Appends `leaves` to `tenant`'s log in the caller's transaction, with
-/// their raw payloads. Returns their indexes and hashes, in order.
+/// their raw payloads. Returns their indexes and hashes, in order. Only in a
+/// transaction: the size is reserved first and the frontier written last,
+/// so two appends outside transactions would interleave and corrupt it.
 pub async fn append<C: ConnectionTrait>(
     conn: &C,
     tenant: &str,
@@ -512,7 +514,7 @@ async fn bulk_insert<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Appends one leaf.
+/// Appends one leaf (in the caller's transaction, see [`append`]).
 pub async fn append_one<C: ConnectionTrait>(
     conn: &C,
     tenant: &str,

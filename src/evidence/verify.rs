@@ -1632,6 +1632,20 @@ async fn message_differences<C: ConnectionTrait>(
                 format!("{at} sent_at"),
             );
         }
+        "message_read" => {
+            d.text(
+                "platform_ids.receipt",
+                data.platform_ids.get("receipt").map(String::as_str),
+                o.receipt_id.as_deref().filter(|r| !r.is_empty()),
+                format!("{at} receipt_id"),
+            );
+            d.text(
+                "occurred_at",
+                data.occurred_at.as_deref(),
+                o.read_at.map(utc_text).as_deref(),
+                format!("{at} read_at"),
+            );
+        }
         _ => {}
     }
     Ok(())

@@ -5,6 +5,7 @@
 //! once and stores the receipt: jobs run at least once, notices go out once.
 
 pub mod email;
+pub mod reads;
 pub mod render;
 pub mod sms;
 
@@ -356,6 +357,15 @@ pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
             };
             sent.update(&txn).await?;
             append_one(&txn, &row.tenant_id, at, leaf).await?;
+            // A notice on a platform that reports reads: ask who read it.
+            let api = tenant.chat.as_deref();
+            if reads::wanted(&row, api)
+                && let Some(first) = api
+                    .and_then(|a| a.read_window())
+                    .and_then(|w| reads::offset(rt.delivery.read_check_unit_secs, 0, w))
+            {
+                crate::workers::enqueue_read_check(&txn, rt.db.engine, row.id, 0, first).await?;
+            }
             txn.commit().await?;
             Ok(Delivered::Done("sent"))
         }

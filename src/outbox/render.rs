@@ -150,6 +150,24 @@ impl Templates {
         Ok(Templates { env, hashes })
     }
 
+    /// [`Templates::render`] for a tenant whose chat platform is
+    /// `platform` (`wecom`, `dingtalk`, …, as the configuration names it):
+    /// templates see it as `platform`, so that a notice names the app the
+    /// employee actually uses.
+    pub fn render_for(
+        &self,
+        platform: Option<&str>,
+        name: &str,
+        context: impl Serialize,
+        blocks: &[&str],
+    ) -> Result<Rendered, TemplateError> {
+        let context = minijinja::context! {
+            platform => platform,
+            ..minijinja::Value::from(minijinja::value::Serde(&context))
+        };
+        self.render(name, context, blocks)
+    }
+
     /// Renders `blocks` of template `name` with `context`. Surrounding
     /// whitespace of each block is trimmed.
     pub fn render(
@@ -205,6 +223,38 @@ mod tests {
     fn every_built_in_template_compiles() {
         let t = Templates::load(None).unwrap();
         assert_eq!(t.hashes.len(), BUILT_IN.len());
+    }
+
+    #[rstest::rstest]
+    #[case(Some("dingtalk"), "钉钉")]
+    #[case(Some("wecom"), "企业微信")]
+    #[case(None, "企业微信")]
+    fn a_notice_names_the_chat_app_the_tenant_uses(
+        #[case] platform: Option<&str>,
+        #[case] app: &str,
+    ) {
+        let t = Templates::load(None).unwrap();
+        let r = t
+            .render_for(
+                platform,
+                "formal_notice.copy",
+                context! { case_no => "RC-7", name => "张三", department => "一号工地",
+                first_missed => "2026-12-01", missed_days => 3, deadline => "2026-12-07 10:00",
+                employer => "示例", today => "2026-12-04" },
+                &["title", "body"],
+            )
+            .unwrap();
+        assert!(
+            r.block("body")
+                .contains(&format!("发送渠道：{app}、短信、邮件")),
+            "{r:?}"
+        );
+        let other = if app == "钉钉" {
+            "企业微信"
+        } else {
+            "钉钉"
+        };
+        assert!(!r.block("body").contains(other), "{r:?}");
     }
 
     #[test]

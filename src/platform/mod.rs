@@ -192,6 +192,32 @@ pub trait ChatApi: Send + Sync + std::fmt::Debug {
 
     /// Everyone in the directory the app can see.
     async fn directory(&self) -> Result<Vec<Member>, PlatformError>;
+
+    /// How long after a send the platform still says who read a message
+    /// (`None`: it never does, as for WeCom's app messages).
+    fn read_window(&self) -> Option<Duration>;
+
+    /// Who of the recipients of the message `message_id` (a send's
+    /// [`Receipt::message_id`]) has read it, with the platform's answer as
+    /// received (evidence).
+    async fn read_status(&self, message_id: &str) -> Result<ReadStatus, PlatformError>;
+}
+
+/// What a platform says about who read one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadStatus {
+    pub receipts: Vec<ReadReceipt>,
+    /// The answer as received.
+    pub response: Exchange,
+}
+
+/// Whether one recipient has read a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadReceipt {
+    pub user_id: String,
+    pub read: bool,
+    /// When it was read (ms since the epoch), when the platform says.
+    pub read_at: Option<i64>,
 }
 
 /// A message to one user, in no platform's terms.

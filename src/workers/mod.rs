@@ -38,6 +38,37 @@ pub const DELIVER_QUEUE: &str = "rollcall.deliver";
 pub const SCAN_QUEUE: &str = "rollcall.scan";
 /// The queue of [`ExportPackage`] jobs.
 pub const EXPORT_QUEUE: &str = "rollcall.export";
+/// The queue of [`CheckRead`] jobs.
+pub const READ_QUEUE: &str = "rollcall.read_status";
+
+/// Ask the platform whether a sent notice was read (check `round`, see
+/// `outbox::reads`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckRead {
+    pub outbox_id: i64,
+    pub round: u32,
+}
+
+/// Enqueues check `round` of outbox row `outbox_id`'s read status, `delay`
+/// from now, once.
+pub async fn enqueue_read_check<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    engine: Engine,
+    outbox_id: i64,
+    round: u32,
+    delay: Duration,
+) -> Result<(), sea_orm::DbErr> {
+    let args = serde_json::to_vec(&CheckRead { outbox_id, round }).expect("plain struct");
+    insert_job(
+        conn,
+        engine,
+        READ_QUEUE,
+        args,
+        format!("read:{outbox_id}:{round}"),
+        delay,
+    )
+    .await
+}
 
 /// Build a case package asked for in chat.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -357,10 +388,11 @@ pub async fn recover(db: &Database) -> Result<usize, sqlx::Error> {
         Engine::Sqlite => {
             let pool = db.sqlite();
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::query("UPDATE Jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL WHERE job_type IN (?1, ?2, ?3) AND status IN ('Running', 'Queued')")
+            sqlx::query("UPDATE Jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL WHERE job_type IN (?1, ?2, ?3, ?4) AND status IN ('Running', 'Queued')")
                 .bind(INBOUND_QUEUE)
                 .bind(DELIVER_QUEUE)
                 .bind(SCAN_QUEUE)
+                .bind(READ_QUEUE)
                 .execute(&mut *tx)
                 .await?;
             let ids: Vec<i64> = sqlx::query_scalar(
@@ -430,6 +462,23 @@ async fn deliver(job: Deliver, rt: Data<Runtime>) -> Result<(), BoxDynError> {
             let key = format!("deliver:{}:retry:{}", job.outbox_id, ulid::Ulid::new());
             let args = serde_json::to_vec(&job).expect("plain struct");
             insert_job(&rt.db.orm, rt.db.engine, DELIVER_QUEUE, args, key, wait).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn check_read(job: CheckRead, rt: Data<Runtime>) -> Result<(), BoxDynError> {
+    match crate::outbox::reads::check(&rt, job.outbox_id, job.round).await? {
+        crate::outbox::reads::Checked::Again { next, after } => {
+            enqueue_read_check(&rt.db.orm, rt.db.engine, job.outbox_id, next, after).await?;
+        }
+        crate::outbox::reads::Checked::Done(how) => {
+            tracing::debug!(
+                id = job.outbox_id,
+                round = job.round,
+                how,
+                "read status checked"
+            );
         }
     }
     Ok(())
@@ -643,6 +692,14 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()> + Send + 'stati
                 SqliteStorage,
                 Config,
                 db.sqlite(),
+                CheckRead,
+                READ_QUEUE,
+                check_read
+            );
+            queue!(
+                SqliteStorage,
+                Config,
+                db.sqlite(),
                 ExportPackage,
                 EXPORT_QUEUE,
                 export_package
@@ -678,6 +735,14 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()> + Send + 'stati
                 PostgresStorage,
                 Config,
                 db.postgres(),
+                CheckRead,
+                READ_QUEUE,
+                check_read
+            );
+            queue!(
+                PostgresStorage,
+                Config,
+                db.postgres(),
                 ExportPackage,
                 EXPORT_QUEUE,
                 export_package
@@ -696,27 +761,29 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()> + Send + 'stati
     }
 }
 
-/// Deletes finished `handle_inbound` jobs. The inbound row's `processed_at`
+/// Deletes finished `handle_inbound`, `deliver` and read-status jobs. The inbound row's `processed_at`
 /// is the lasting record; a growing table of done jobs only slows the queue
 /// (apalis' SQLite acknowledgement scans every job its worker ever locked).
 async fn prune_done(db: &Database) -> Result<u64, sqlx::Error> {
     let done = match db.engine {
         Engine::Sqlite => {
-            sqlx::query("DELETE FROM Jobs WHERE job_type IN (?1, ?2) AND status = 'Done'")
+            sqlx::query("DELETE FROM Jobs WHERE job_type IN (?1, ?2, ?3) AND status = 'Done'")
                 .bind(INBOUND_QUEUE)
                 .bind(DELIVER_QUEUE)
+                .bind(READ_QUEUE)
                 .execute(db.sqlite())
                 .await?
                 .rows_affected()
         }
-        Engine::Postgres => {
-            sqlx::query("DELETE FROM apalis.jobs WHERE job_type IN ($1, $2) AND status = 'Done'")
-                .bind(INBOUND_QUEUE)
-                .bind(DELIVER_QUEUE)
-                .execute(db.postgres())
-                .await?
-                .rows_affected()
-        }
+        Engine::Postgres => sqlx::query(
+            "DELETE FROM apalis.jobs WHERE job_type IN ($1, $2, $3) AND status = 'Done'",
+        )
+        .bind(INBOUND_QUEUE)
+        .bind(DELIVER_QUEUE)
+        .bind(READ_QUEUE)
+        .execute(db.postgres())
+        .await?
+        .rows_affected(),
     };
     Ok(done)
 }

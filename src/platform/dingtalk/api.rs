@@ -85,16 +85,10 @@ pub struct DingtalkApiConfig {
     pub card_template_id: Option<String>,
 }
 
-/// Whether one recipient of a robot message has read it
-/// (`GET /v1.0/robot/oToMessages/readStatus`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadReceipt {
-    pub user_id: String,
-    pub read: bool,
-    /// When it was read (ms since the epoch), if DingTalk says (its
-    /// documentation marks `readTimestamp` as not supported yet).
-    pub read_at: Option<i64>,
-}
+pub use crate::platform::{ReadReceipt, ReadStatus};
+
+/// How long after sending DingTalk answers `readStatus` (PROTOCOL.md).
+pub const READ_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TokenKind {
@@ -772,45 +766,6 @@ impl DingtalkApi {
         })
     }
 
-    /// Whether the recipients of the robot message `process_query_key` (the
-    /// [`Receipt::message_id`] of a send) have read it
-    /// (`GET /v1.0/robot/oToMessages/readStatus`; DingTalk answers only within
-    /// 24 hours of sending).
-    pub async fn read_status(
-        &self,
-        process_query_key: &str,
-    ) -> Result<Vec<ReadReceipt>, PlatformError> {
-        const WHAT: &str = "oToMessages/readStatus";
-        let (answer, _) = self
-            .v1(
-                Method::GET,
-                "/v1.0/robot/oToMessages/readStatus",
-                &[
-                    ("robotCode", self.config.robot_code.as_str()),
-                    ("processQueryKey", process_query_key),
-                ],
-                None,
-            )
-            .await
-            .map_err(|f| f.classify(WHAT, None))?;
-        Ok(answer["messageReadInfoList"]
-            .as_array()
-            .map(|list| {
-                list.iter()
-                    .filter_map(|info| {
-                        Some(ReadReceipt {
-                            user_id: info["userId"].as_str()?.to_owned(),
-                            read: info["readStatus"]
-                                .as_str()
-                                .is_some_and(|s| s.eq_ignore_ascii_case("READ")),
-                            read_at: lenient_i64(&info["readTimestamp"]).filter(|t| *t > 0),
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default())
-    }
-
     /// The user id of `userid`'s direct manager (`topapi/v2/user/get`): not
     /// in `user/list`. A user who is gone by now has none.
     async fn manager_of(&self, userid: &str) -> Result<Option<String>, PlatformError> {
@@ -1081,6 +1036,50 @@ impl ChatApi for DingtalkApi {
     /// `active` is true for everyone listed: DingTalk's own `active` says
     /// whether the account was activated, and people who left are no longer
     /// listed (as WeCom's not-yet-activated members count as active).
+    fn read_window(&self) -> Option<Duration> {
+        Some(READ_WINDOW)
+    }
+
+    /// Whether the recipients of the robot message `process_query_key` (the
+    /// [`Receipt::message_id`] of a send) have read it
+    /// (`GET /v1.0/robot/oToMessages/readStatus`; DingTalk answers only within
+    /// [`READ_WINDOW`] of sending).
+    async fn read_status(&self, process_query_key: &str) -> Result<ReadStatus, PlatformError> {
+        const WHAT: &str = "oToMessages/readStatus";
+        let (answer, raw) = self
+            .v1(
+                Method::GET,
+                "/v1.0/robot/oToMessages/readStatus",
+                &[
+                    ("robotCode", self.config.robot_code.as_str()),
+                    ("processQueryKey", process_query_key),
+                ],
+                None,
+            )
+            .await
+            .map_err(|f| f.classify(WHAT, None))?;
+        let receipts = answer["messageReadInfoList"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|info| {
+                        Some(ReadReceipt {
+                            user_id: info["userId"].as_str()?.to_owned(),
+                            read: info["readStatus"]
+                                .as_str()
+                                .is_some_and(|s| s.eq_ignore_ascii_case("READ")),
+                            read_at: lenient_i64(&info["readTimestamp"]).filter(|t| *t > 0),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(ReadStatus {
+            receipts,
+            response: Exchange::json(raw),
+        })
+    }
+
     async fn directory(&self) -> Result<Vec<Member>, PlatformError> {
         let (departments, names) = self.departments().await?;
         let mut seen = HashSet::new();

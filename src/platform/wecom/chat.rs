@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::api::{Outbound, WecomApi};
 use crate::platform::{
-    Card, ChatApi, Exchange, Media, Member, OutboundMessage, PlatformError, Receipt,
+    Card, ChatApi, Exchange, Media, Member, OutboundMessage, PlatformError, ReadStatus, Receipt,
 };
 
 /// The root department: `user/list` with `fetch_child=1` from it is everyone.
@@ -77,6 +77,18 @@ impl ChatApi for WecomApi {
 
     async fn fetch_media(&self, media_id: &str) -> Result<Media, PlatformError> {
         self.media_get(media_id).await
+    }
+
+    /// WeCom reports no read status for an app's messages: a notice's
+    /// delivery is the send's receipt, never a read.
+    fn read_window(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    async fn read_status(&self, _message_id: &str) -> Result<ReadStatus, PlatformError> {
+        Err(PlatformError::Permanent(
+            "WeCom reports no read status for app messages".into(),
+        ))
     }
 
     async fn directory(&self) -> Result<Vec<Member>, PlatformError> {

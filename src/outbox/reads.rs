@@ -1,0 +1,177 @@
+//! Read status as evidence: on a platform that says who read a message
+//! (DingTalk's `readStatus`; WeCom reports no reads for app messages), a
+//! notice of a case that was sent by chat is asked about on a schedule —
+//! 1, 5, 15, 30, 60, 120, 240, 480, 960 and 1430 units after sending
+//! (`delivery.read_check_unit_secs`, a minute by default), within the
+//! platform's window — until its recipient has read it.
+//!
+//! A read becomes a `message_read` leaf (who, when, the platform's answer
+//! verbatim) and the row's `read_at`; a notice still unread when the
+//! schedule ends gets one `message_not_read` leaf with the last answer, so
+//! the log says that the platform was asked and what it said. An answer
+//! that cannot come (the platform refuses the query for this message) ends
+//! the schedule with a `read_status_unavailable` leaf and its reason.
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use entity::outbox;
+use sea_orm::{ActiveModelTrait, EntityTrait, Set, TransactionTrait};
+use serde_json::json;
+
+use crate::evidence::append_one;
+use crate::platform::{ChatApi, PlatformError};
+use crate::runtime::Runtime;
+
+/// When the checks happen, in units after sending.
+const SCHEDULE: [u64; 10] = [1, 5, 15, 30, 60, 120, 240, 480, 960, 1430];
+
+/// The delay of check `round` after sending, if that round falls within
+/// `window`.
+pub fn offset(unit_secs: u64, round: u32, window: Duration) -> Option<Duration> {
+    let units = *SCHEDULE.get(usize::try_from(round).ok()?)?;
+    let at = Duration::from_secs(units.saturating_mul(unit_secs));
+    (at <= window).then_some(at)
+}
+
+/// Whether a sent row is a notice whose reads `api` reports (what the
+/// schedule is for).
+pub fn wanted(row: &outbox::Model, api: Option<&dyn ChatApi>) -> bool {
+    row.channel == "chat" && row.case_id.is_some() && api.and_then(|a| a.read_window()).is_some()
+}
+
+/// What a check left to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked {
+    /// Ask again after this long (round `next`).
+    Again { next: u32, after: Duration },
+    /// Read, unread at the end, or not to be asked: done.
+    Done(&'static str),
+}
+
+/// Asks the platform whether outbox row `id` was read (check `round`).
+pub async fn check(rt: &Runtime, id: i64, round: u32) -> Result<Checked, sea_orm::DbErr> {
+    let db = &rt.db.orm;
+    let Some(row) = outbox::Entity::find_by_id(id).one(db).await? else {
+        return Ok(Checked::Done("missing"));
+    };
+    if row.read_at.is_some() {
+        return Ok(Checked::Done("read"));
+    }
+    let (Some(message_id), Some(tenant)) = (row.receipt_id.clone(), rt.tenant(&row.tenant_id))
+    else {
+        return Ok(Checked::Done("nothing to ask"));
+    };
+    let Some(api) = tenant.chat.as_deref() else {
+        return Ok(Checked::Done("no chat platform"));
+    };
+    let Some(window) = api.read_window() else {
+        return Ok(Checked::Done("platform reports no reads"));
+    };
+    let unit = rt.delivery.read_check_unit_secs;
+    let next = offset(unit, round + 1, window).map(|at| {
+        let this = offset(unit, round, window).unwrap_or_default();
+        Checked::Again {
+            next: round + 1,
+            after: at.saturating_sub(this),
+        }
+    });
+    let status = match api.read_status(&message_id).await {
+        Ok(status) => status,
+        Err(PlatformError::Retryable(reason) | PlatformError::RateLimited { reason, .. }) => {
+            tracing::debug!(id, round, %reason, "read status not available now");
+            return Ok(next.unwrap_or(Checked::Done("unanswered")));
+        }
+        Err(e) => {
+            let leaf = super::message_leaf(db, "read_status_unavailable", &row)
+                .await?
+                .occurred_at(rt.clock.now())
+                .id("receipt", message_id)
+                .detail(
+                    json!({ "recipient": row.recipient, "round": round, "reason": e.to_string() }),
+                );
+            let txn = db.begin().await?;
+            append_one(&txn, &row.tenant_id, rt.clock.now(), leaf).await?;
+            txn.commit().await?;
+            return Ok(Checked::Done("unavailable"));
+        }
+    };
+    let reader = status
+        .receipts
+        .iter()
+        .find(|r| r.user_id == row.recipient && r.read);
+    let now = rt.clock.now();
+    let Some(reader) = reader else {
+        if let Some(next) = next {
+            return Ok(next);
+        }
+        let leaf = super::message_leaf(db, "message_not_read", &row)
+            .await?
+            .occurred_at(now)
+            .id("receipt", message_id)
+            .detail(json!({ "recipient": row.recipient, "rounds": round + 1 }))
+            .raw(
+                "response",
+                status.response.media_type,
+                status.response.bytes,
+            );
+        let txn = db.begin().await?;
+        append_one(&txn, &row.tenant_id, now, leaf).await?;
+        txn.commit().await?;
+        return Ok(Checked::Done("unread"));
+    };
+    // The platform's time of the read when it gives one, else when we asked.
+    let read_at = reader
+        .read_at
+        .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+        .unwrap_or(now);
+    let leaf = super::message_leaf(db, "message_read", &row)
+        .await?
+        .occurred_at(read_at)
+        .id("receipt", message_id)
+        .detail(json!({
+            "recipient": row.recipient,
+            "read_at_reported": reader.read_at.is_some(),
+            "round": round,
+        }))
+        .raw(
+            "response",
+            status.response.media_type,
+            status.response.bytes,
+        );
+    let txn = db.begin().await?;
+    outbox::ActiveModel {
+        id: Set(row.id),
+        read_at: Set(Some(read_at)),
+        ..Default::default()
+    }
+    .update(&txn)
+    .await?;
+    append_one(&txn, &row.tenant_id, now, leaf).await?;
+    txn.commit().await?;
+    Ok(Checked::Done("read"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    #[rstest::rstest]
+    #[case(60, 0, DAY, Some(60))]
+    #[case(60, 4, DAY, Some(3600))]
+    #[case(60, 9, DAY, Some(1430 * 60))]
+    #[case(60, 10, DAY, None)]
+    #[case(120, 9, DAY, None)]
+    #[case(1, 9, DAY, Some(1430))]
+    #[case(60, 0, Duration::from_secs(59), None)]
+    fn the_schedule_stays_within_the_window(
+        #[case] unit: u64,
+        #[case] round: u32,
+        #[case] window: Duration,
+        #[case] secs: Option<u64>,
+    ) {
+        assert_eq!(offset(unit, round, window), secs.map(Duration::from_secs));
+    }
+}
