@@ -302,6 +302,17 @@ async fn dispatch(
                 free_text(turn, sender, content).await
             }
         }
+        InboundKind::Punch {
+            latitude,
+            longitude,
+            label,
+        } => {
+            let place = latitude
+                .zip(*longitude)
+                .map(|(lat, lon)| (lat, lon, label.clone()));
+            check_in(turn, sender, "punch", place, None).await?;
+            Ok("checkin")
+        }
         InboundKind::Location {
             latitude,
             longitude,
@@ -491,10 +502,16 @@ async fn check_in(
         distance_m: fence.as_ref().and_then(|f| f.distance_m),
         media_sha256,
     };
+    // A punch in the platform's attendance app came from there, not a chat.
+    let channel = if source == "punch" {
+        "attendance"
+    } else {
+        "chat"
+    };
     let leaf = NewLeaf::new("check_in")
         .subject(Some(&sender.user_id))
         .actor(Some(&sender.user_id))
-        .channel("chat")
+        .channel(channel)
         .occurred_at(turn.sent_at)
         .id("inbound_event", turn.event_id.to_string())
         .detail(json!({
@@ -541,6 +558,11 @@ async fn check_in(
         {
             resolved = Some(case_no(case.id));
         }
+    }
+    // Someone who punched in the attendance app did not write to the bot:
+    // an answer would be noise, unless the punch closed their case.
+    if source == "punch" && resolved.is_none() && departure_case.is_none() {
+        return Ok(());
     }
     turn.reply(
         "checkin_reply",

@@ -489,8 +489,10 @@ async fn a_read_notice_is_recorded_with_the_platforms_answer(#[case] engine: Eng
     db.cleanup().await;
 }
 
-/// An event frame delivered twice (a lost ack) is one row; both deliveries
-/// are acknowledged as consumed.
+/// A punch in DingTalk's attendance app is a check-in (no chat needed),
+/// without an answer to the employee; its event frame delivered twice (a
+/// lost ack) is one row and one check-in, and both deliveries are
+/// acknowledged as consumed.
 #[rstest]
 #[case::sqlite(Engine::Sqlite)]
 #[case::postgres(Engine::Postgres)]
@@ -498,7 +500,10 @@ async fn a_read_notice_is_recorded_with_the_platforms_answer(#[case] engine: Eng
 async fn a_redelivered_event_frame_is_stored_once(#[case] engine: Engine) {
     let db = TestDb::new(engine).await;
     let s = Stream::start(&db, shanghai("2026-11-30", "07:00")).await;
-    let data = json!({"DataList": [{"userId": "zhangsan", "checkTime": 1764466200000_i64}]});
+    s.at("2026-11-30", "08:03");
+    let punched = s.clock.now();
+    let data = json!({"dataList": [{"userId": "zhangsan", "checkTime": punched.timestamp_millis(),
+                                    "address": "上海市黄浦区", "locationMethod": "MAP"}]});
     let id = s
         .gateway
         .push_event("attendance_check_record", &data.to_string());
@@ -515,7 +520,17 @@ async fn a_redelivered_event_frame_is_stored_once(#[case] engine: Engine) {
     let rows = rollcall::inbox::list(&s.app.db, TENANT).await.unwrap();
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].from_user, "zhangsan");
-    assert_eq!(rows[0].kind, "other");
+    assert_eq!(rows[0].kind, "punch");
+    let ins = check_in::Entity::find().all(&s.app.db.orm).await.unwrap();
+    assert_eq!(ins.len(), 1, "{ins:?}");
+    assert_eq!(ins[0].user_id, "zhangsan");
+    assert_eq!(ins[0].source, "punch");
+    assert_eq!(ins[0].checked_at.timestamp(), punched.timestamp());
+    assert_eq!(ins[0].work_date.to_string(), "2026-11-30");
+    assert!(
+        s.api.sent().iter().all(|m| m.user_ids != ["zhangsan"]),
+        "a punch is not answered"
+    );
     s.app.stop().await;
     db.cleanup().await;
 }

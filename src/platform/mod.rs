@@ -388,6 +388,15 @@ pub enum InboundKind {
         media_id: String,
         file_name: Option<String>,
     },
+    /// A punch in the platform's own attendance app (DingTalk's
+    /// `attendance_check_record`): the employee clocked in without chatting.
+    /// The sender is who punched, the event's time when.
+    Punch {
+        latitude: Option<f64>,
+        longitude: Option<f64>,
+        /// Where the app says they were (an address).
+        label: Option<String>,
+    },
     /// A button pressed on one of our cards.
     CardButton {
         /// The button's opaque key (see [`CardButton::key`]).
@@ -419,6 +428,7 @@ impl InboundKind {
             InboundKind::Voice { .. } => "voice",
             InboundKind::Video { .. } => "video",
             InboundKind::File { .. } => "file",
+            InboundKind::Punch { .. } => "punch",
             InboundKind::CardButton { .. } => "card_button",
             InboundKind::Other { .. } => "other",
         }

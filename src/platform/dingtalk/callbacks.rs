@@ -286,14 +286,19 @@ fn parse_event(event_type: &str, value: &Value, plaintext: &str, now: i64) -> In
 }
 
 /// An event of type `event_type` whose decrypted JSON is `value`, known by
-/// `dedup_key`. Kept as [`InboundKind::Other`] until rollcall acts on them
-/// (attendance punches are to be imported by their own job).
+/// `dedup_key`: an attendance punch is a [`InboundKind::Punch`]; other events
+/// are kept as [`InboundKind::Other`] until rollcall acts on them.
 pub(crate) fn event_of(
     event_type: &str,
     value: &Value,
     dedup_key: String,
     now: i64,
 ) -> InboundEvent {
+    if event_type == "attendance_check_record"
+        && let Some(punch) = punch_of(value, &dedup_key)
+    {
+        return punch;
+    }
     // Who the event is about, when it names one person.
     let sender = value
         .get("UserId")
@@ -324,6 +329,43 @@ pub(crate) fn event_of(
             msg_id: None,
         },
     }
+}
+
+/// The first punch of an `attendance_check_record` event (PROTOCOL.md §2.7:
+/// `dataList` — `DataList` in the SDK's vectors — of `{userId, checkTime`
+/// (ms)`, address, latitude, longitude, …}`), or `None` when it names no
+/// one or no time.
+fn punch_of(value: &Value, dedup_key: &str) -> Option<InboundEvent> {
+    let first = value
+        .get("dataList")
+        .or_else(|| value.get("DataList"))?
+        .get(0)?;
+    let sender = first.get("userId")?.as_str()?.to_owned();
+    let ms = first.get("checkTime").and_then(|t| {
+        t.as_i64()
+            .or_else(|| t.as_str().and_then(|s| s.parse().ok()))
+    })?;
+    let number = |key: &str| {
+        first.get(key).and_then(|v| {
+            v.as_f64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        })
+    };
+    Some(InboundEvent {
+        sender,
+        sent_at: ms / 1000,
+        dedup_key: dedup_key.to_owned(),
+        media_type: JSON.to_owned(),
+        kind: InboundKind::Punch {
+            latitude: number("latitude"),
+            longitude: number("longitude"),
+            label: first
+                .get("address")
+                .and_then(Value::as_str)
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned),
+        },
+    })
 }
 
 /// A button pressed on one of our interactive cards, as DingTalk sends it

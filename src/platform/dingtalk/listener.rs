@@ -211,17 +211,52 @@ mod tests {
     fn an_event_frame_is_kept_by_its_event_id() {
         let f = frame(
             "EVENT",
-            json!({"topic": "*", "messageId": "m4", "eventId": "ev-9", "eventType": "attendance_check_record",
+            json!({"topic": "*", "messageId": "m4", "eventId": "ev-9", "eventType": "user_modify_org",
                    "eventBornTime": "1700000002000"}),
-            json!({"DataList": [{"userId": "wangwu", "checkTime": 1700000002000_i64}]}),
+            json!({"UserId": ["wangwu"]}),
         );
         let e = frame_event(&f, 0);
         assert_eq!(e.dedup_key, "event:ev-9");
         assert_eq!(e.sender, "wangwu");
         assert_eq!(e.sent_at, 1_700_000_002);
         assert!(
-            matches!(e.kind, InboundKind::Other { ref event, .. } if event.as_deref() == Some("attendance_check_record"))
+            matches!(e.kind, InboundKind::Other { ref event, .. } if event.as_deref() == Some("user_modify_org"))
         );
+    }
+
+    /// The attendance app's punch: who, when (the punch's own time, not the
+    /// event's), where; `dataList` as DingTalk documents it, `DataList` as
+    /// the SDK's vectors spell it.
+    #[rstest::rstest]
+    #[case("dataList")]
+    #[case("DataList")]
+    fn an_attendance_event_is_a_punch(#[case] list: &str) {
+        let f = frame(
+            "EVENT",
+            json!({"topic": "*", "messageId": "m7", "eventId": "ev-10", "eventType": "attendance_check_record",
+                   "eventBornTime": "1700000099000"}),
+            json!({list: [{"userId": "wangwu", "checkTime": 1700000002000_i64, "address": "一号工地",
+                           "latitude": "31.2304", "longitude": 121.4737}]}),
+        );
+        let e = frame_event(&f, 0);
+        assert_eq!(e.dedup_key, "event:ev-10");
+        assert_eq!(e.sender, "wangwu");
+        assert_eq!(e.sent_at, 1_700_000_002);
+        assert_eq!(
+            e.kind,
+            InboundKind::Punch {
+                latitude: Some(31.2304),
+                longitude: Some(121.4737),
+                label: Some("一号工地".into()),
+            }
+        );
+        // A punch that names nobody is kept as the event it is.
+        let f = frame(
+            "EVENT",
+            json!({"topic": "*", "messageId": "m8", "eventId": "ev-11", "eventType": "attendance_check_record"}),
+            json!({list: []}),
+        );
+        assert!(matches!(frame_event(&f, 0).kind, InboundKind::Other { .. }));
     }
 
     #[test]

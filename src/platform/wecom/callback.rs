@@ -172,6 +172,8 @@ pub fn dedup_key(from_user: &str, create_time: i64, kind: &InboundKind) -> Strin
         | InboundKind::Video { msg_id, .. }
         | InboundKind::File { msg_id, .. } => format!("msg:{msg_id}"),
         InboundKind::CardButton { key, card_id, .. } => event("template_card_event", key, card_id),
+        // WeCom's parser makes none (its punches are not events).
+        InboundKind::Punch { .. } => event("punch", "", ""),
         InboundKind::Other {
             msg_id: Some(id), ..
         } => format!("msg:{id}"),
