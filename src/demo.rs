@@ -1,6 +1,9 @@
 //! `rollcall demo`: the whole story on a sandbox tenant with a simulated
-//! clock, through the real app: callbacks are encrypted and posted by the
-//! sandbox, notices go out through the sandbox's WeCom API.
+//! clock, through the real app. On WeCom (the default) callbacks are
+//! encrypted and posted by the sandbox and notices go out through the
+//! sandbox's WeCom API; with `--platform dingtalk` (`dingtalk.rs`) the
+//! sandbox's Stream gateway pushes the frames and its DingTalk API takes
+//! the notices. The story is written once, against [`Stage`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,6 +21,8 @@ use crate::clock::{Clock, SimulatedClock};
 use crate::config::{Config, ProcessEnv};
 use crate::platform::sandbox::{CallbackSender, SandboxApi, SandboxMail, SandboxSms, SentMessage};
 use crate::runtime::Runtime;
+
+pub mod dingtalk;
 
 pub const TENANT: &str = "demo";
 const CORP_ID: &str = "wwsandbox0000demo";
@@ -39,21 +44,34 @@ fn sandbox_tenant_toml(platform: &SandboxPlatform) -> String {
     let api_base = platform.api.api_base();
     let token = &platform.token;
     let aes_key = &platform.aes_key;
-    let sms_url = platform.sms.url();
-    let mail_port = platform.mail.port();
-    format!(
-        r#"
-[[tenants]]
-id = "{TENANT}"
-name = "示例建筑有限公司（沙箱）"
-timezone = "Asia/Shanghai"
-[tenants.wecom]
+    tenant_toml(
+        "示例建筑有限公司（沙箱）",
+        &format!(
+            r#"[tenants.wecom]
 corp_id = "{CORP_ID}"
 agent_id = {AGENT_ID}
 secret = "{SECRET}"
 token = "{token}"
 encoding_aes_key = "{aes_key}"
-api_base = "{api_base}"
+api_base = "{api_base}""#
+        ),
+        &platform.sms,
+        &platform.mail,
+    )
+}
+
+/// The sandbox tenant on the chat platform `chat` (its TOML table), with
+/// the demo's site, rule, SMS gateway and mail server.
+fn tenant_toml(name: &str, chat: &str, sms: &SandboxSms, mail: &SandboxMail) -> String {
+    let sms_url = sms.url();
+    let mail_port = mail.port();
+    format!(
+        r#"
+[[tenants]]
+id = "{TENANT}"
+name = "{name}"
+timezone = "Asia/Shanghai"
+{chat}
 [[tenants.sites]]
 name = "一号工地"
 latitude = 31.2304
@@ -136,13 +154,18 @@ pub struct DemoArgs {
     /// Keep the database here (a new SQLite file) for inspection.
     #[arg(long)]
     pub db: Option<PathBuf>,
+    /// The chat platform the story runs on.
+    #[arg(long, value_enum, default_value_t)]
+    pub platform: DemoPlatform,
 }
 
 /// What the demo leaves behind.
 pub struct DemoRun {
     pub lines: Vec<Value>,
     pub db_path: PathBuf,
-    pub sent: Vec<SentMessage>,
+    /// Each chat message that reached the sandbox platform: its request
+    /// body as sent.
+    pub sent: Vec<String>,
     /// What reached the sandbox SMS gateway and mail server.
     pub texts: Vec<crate::platform::sandbox::SmsRecord>,
     pub mails: Vec<crate::platform::sandbox::MailRecord>,
@@ -269,13 +292,147 @@ impl Sandboxed {
     }
 }
 
-/// Runs the story on `database_url`.
+/// The chat platform a demo runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DemoPlatform {
+    /// WeCom: encrypted callbacks posted to rollcall.
+    #[default]
+    Wecom,
+    /// DingTalk in Stream mode: frames over the connection rollcall opens.
+    Dingtalk,
+}
+
+/// What the story does on a platform: an employee's phone, and what the
+/// platform received.
+#[async_trait::async_trait]
+pub trait Stage: Send + Sync {
+    fn rt(&self) -> &Runtime;
+    /// Sets the clock to `date` `time` in Shanghai.
+    fn at(&self, date: &str, time: &str);
+    /// `user` sends `text` now; returns once rollcall stored it.
+    async fn text(&self, user: &str, text: &str) -> anyhow::Result<()>;
+    /// `user` checks in from a place: a location message (WeCom) or a
+    /// punch in the attendance app (DingTalk, whose robot takes no location).
+    async fn place(&self, user: &str, lat: f64, lon: f64, label: &str) -> anyhow::Result<()>;
+    /// `user` sends a photo of the site.
+    async fn photo(&self, user: &str) -> anyhow::Result<()>;
+    /// `user` presses the button for `action` on their latest card with it.
+    async fn press(&self, user: &str, action: &str) -> anyhow::Result<()>;
+    /// `user` reads the latest text they got, where the platform tells
+    /// (DingTalk); waits until rollcall recorded the read. No-op on WeCom.
+    async fn read_latest(&self, user: &str) -> anyhow::Result<()>;
+    /// Each message that reached the platform (its request body).
+    fn sent(&self) -> Vec<String>;
+    fn sms(&self) -> &SandboxSms;
+    fn mail(&self) -> &SandboxMail;
+    async fn stop(self: Box<Self>);
+
+    async fn settle(&self) -> anyhow::Result<()> {
+        settle(self.rt()).await
+    }
+
+    async fn check_in(&self, users: &[&str]) -> anyhow::Result<()> {
+        for user in users {
+            self.text(user, "打卡").await?;
+        }
+        self.settle().await
+    }
+
+    async fn scan(&self) -> anyhow::Result<()> {
+        crate::cases::scan::scan(self.rt(), TENANT, None).await?;
+        self.settle().await
+    }
+}
+
+#[async_trait::async_trait]
+impl Stage for Sandboxed {
+    fn rt(&self) -> &Runtime {
+        &self.rt
+    }
+
+    fn at(&self, date: &str, time: &str) {
+        Sandboxed::at(self, date, time);
+    }
+
+    async fn text(&self, user: &str, text: &str) -> anyhow::Result<()> {
+        let d = self
+            .phone
+            .text(user, text, self.clock.now().timestamp())
+            .await;
+        anyhow::ensure!(d.delivered, "message of {user} not accepted: {d:?}");
+        Ok(())
+    }
+
+    async fn place(&self, user: &str, lat: f64, lon: f64, label: &str) -> anyhow::Result<()> {
+        let d = self
+            .phone
+            .location(user, lat, lon, label, self.clock.now().timestamp())
+            .await;
+        anyhow::ensure!(d.delivered, "location of {user} not accepted: {d:?}");
+        Ok(())
+    }
+
+    async fn photo(&self, user: &str) -> anyhow::Result<()> {
+        let media = self.sandbox.add_media(DEMO_PHOTO.to_vec(), "image/jpeg");
+        let d = self
+            .phone
+            .image(user, &media, self.clock.now().timestamp())
+            .await;
+        anyhow::ensure!(d.delivered, "photo of {user} not accepted: {d:?}");
+        Ok(())
+    }
+
+    async fn press(&self, user: &str, action: &str) -> anyhow::Result<()> {
+        Sandboxed::press(self, user, action).await
+    }
+
+    async fn read_latest(&self, _user: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn sent(&self) -> Vec<String> {
+        self.sandbox
+            .sent()
+            .into_iter()
+            .map(|m| m.body.to_string())
+            .collect()
+    }
+
+    fn sms(&self) -> &SandboxSms {
+        &self.sms
+    }
+
+    fn mail(&self) -> &SandboxMail {
+        &self.mail
+    }
+
+    async fn stop(self: Box<Self>) {
+        self.app.stop().await;
+    }
+}
+
+/// The bytes of the demo's site photo.
+const DEMO_PHOTO: &[u8] = b"\xff\xd8\xff\xe0demo-site-photo";
+
+/// Runs the story on `database_url`, on WeCom.
 pub async fn run_story(database_url: &str, key_file: &std::path::Path) -> anyhow::Result<DemoRun> {
+    run_story_on(DemoPlatform::Wecom, database_url, key_file).await
+}
+
+/// Runs the story on `database_url`, on `platform`.
+pub async fn run_story_on(
+    platform: DemoPlatform,
+    database_url: &str,
+    key_file: &std::path::Path,
+) -> anyhow::Result<DemoRun> {
     let started = Instant::now();
-    let s = Sandboxed::start(database_url, key_file, shanghai("2026-11-30", "08:00"), "").await?;
-    let photo = s
-        .sandbox
-        .add_media(b"\xff\xd8\xff\xe0demo-site-photo".to_vec(), "image/jpeg");
+    let begin = shanghai("2026-11-30", "08:00");
+    let s: Box<dyn Stage> = match platform {
+        DemoPlatform::Wecom => Box::new(Sandboxed::start(database_url, key_file, begin, "").await?),
+        DemoPlatform::Dingtalk => {
+            Box::new(dingtalk::SandboxedDingtalk::start(database_url, key_file, begin).await?)
+        }
+    };
     let everyone = ["wangmin", "zhaogang", "zhangsan", "lisi", "wangwu"];
     let but = |absent: &[&str]| {
         everyone
@@ -285,17 +442,13 @@ pub async fn run_story(database_url: &str, key_file: &std::path::Path) -> anyhow
             .collect::<Vec<_>>()
     };
 
-    // Monday: everyone checks in, by text, location and photo.
-    let t = s.at("2026-11-30", "08:10");
+    // Monday: everyone checks in, by text, place and photo.
+    s.at("2026-11-30", "08:10");
     for (i, user) in everyone.iter().enumerate() {
         match i % 3 {
-            0 => s.phone.text(user, "打卡", t).await,
-            1 => {
-                s.phone
-                    .location(user, 31.2306, 121.4739, "一号工地北门", t)
-                    .await
-            }
-            _ => s.phone.image(user, &photo, t).await,
+            0 => s.text(user, "打卡").await?,
+            1 => s.place(user, 31.2306, 121.4739, "一号工地北门").await?,
+            _ => s.photo(user).await?,
         };
     }
     s.settle().await?;
@@ -315,21 +468,24 @@ pub async fn run_story(database_url: &str, key_file: &std::path::Path) -> anyhow
     s.at("2026-12-03", "11:15");
     s.press("zhaogang", "contacted").await?;
     s.check_in(&but(&["zhangsan"])).await?;
-    // Friday: day 3, the formal notice on every channel; 张三 acknowledges it.
+    // Friday: day 3, the formal notice on every channel; 张三 reads it
+    // (where the platform tells) and acknowledges it.
     s.at("2026-12-04", "08:00");
     s.check_in(&but(&["zhangsan"])).await?;
     s.at("2026-12-04", "10:00");
     s.scan().await?;
+    s.at("2026-12-04", "20:25");
+    s.read_latest("zhangsan").await?;
     s.at("2026-12-04", "20:30");
     s.press("zhangsan", "received").await?;
     // He does not return. Monday 10:05: the deadline (10:00) has passed: HR's card.
     s.at("2026-12-07", "10:05");
     s.scan().await?;
 
-    let lines = timeline(&s.rt).await?;
-    let sent = s.sandbox.sent();
-    let texts = s.sms.texts();
-    let mails = s.mail.messages();
+    let lines = timeline(s.rt()).await?;
+    let sent = s.sent();
+    let texts = s.sms().texts();
+    let mails = s.mail().messages();
     s.stop().await;
     Ok(DemoRun {
         lines,
@@ -483,6 +639,17 @@ pub async fn timeline(rt: &Runtime) -> anyhow::Result<Vec<Value>> {
         .await?
     {
         let employee = o.case_id.and_then(|c| cases.get(&c)).map(|u| name(u));
+        let sent = match &o.receipt_id {
+            Some(id) => format!("{} ({id})", o.status),
+            None => o.status.clone(),
+        };
+        let outcome = match o.read_at {
+            Some(at) => format!(
+                "{sent}, read {}",
+                at.with_timezone(&tz).format("%m-%d %H:%M")
+            ),
+            None => sent,
+        };
         lines.push((o.created_at, o.id * 2, json!({
             "at": o.created_at.with_timezone(&tz).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
             "employee": employee,
@@ -491,7 +658,7 @@ pub async fn timeline(rt: &Runtime) -> anyhow::Result<Vec<Value>> {
             "recipient": name(&o.recipient),
             "channel": o.channel,
             "template": o.template,
-            "outcome": match &o.receipt_id { Some(id) => format!("{} ({id})", o.status), None => o.status.clone() },
+            "outcome": outcome,
         })));
     }
     for e in case_event::Entity::find()
@@ -542,7 +709,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     let key_file = db.with_extension("key");
     let url = format!("sqlite://{}?mode=rwc", db.display());
-    let mut run = run_story(&url, &key_file).await?;
+    let mut run = run_story_on(args.platform, &url, &key_file).await?;
     run.db_path = db;
     match print_timeline(&run, args.json) {
         // `rollcall demo | head` closes the pipe early: not an error.

@@ -643,3 +643,71 @@ async fn an_http_tenant_takes_the_vectors_and_refuses_forgeries(#[case] engine: 
     app.stop().await;
     db.cleanup().await;
 }
+
+/// `rollcall demo --platform dingtalk`: the whole story on DingTalk, on
+/// both databases: check-ins by robot text, attendance punch and photo,
+/// the ladder's cards pressed over the stream, the formal notice on every
+/// channel and read by 张三, and HR's card when the deadline passed.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test]
+async fn the_demo_story_runs_on_dingtalk(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let run = rollcall::demo::run_story_on(
+        rollcall::demo::DemoPlatform::Dingtalk,
+        &db.url,
+        &db.dir.path().join("data.key"),
+    )
+    .await
+    .unwrap();
+    let line = |step: &str, recipient: &str| {
+        run.lines
+            .iter()
+            .filter(|l| l["step"] == step && l["recipient"] == recipient)
+            .map(|l| l["outcome"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+    };
+    // The formal notice's text reached 张三 and he read it at 20:25.
+    assert!(
+        line("formal_notice", "张三")
+            .iter()
+            .any(|o| o.starts_with("sent") && o.ends_with("read 12-04 20:25")),
+        "{:?}",
+        line("formal_notice", "张三")
+    );
+    assert!(
+        !line("deadline_passed", "王敏").is_empty(),
+        "HR got no card"
+    );
+    assert_eq!(run.texts.len(), 1, "one SMS: the formal notice");
+    let kinds: Vec<&str> = run
+        .lines
+        .iter()
+        .filter_map(|l| l["step"].as_str())
+        .collect();
+    for kind in ["manager_contacted", "notice_acknowledged", "case_resolved"] {
+        assert!(kinds.contains(&kind), "{kind} missing: {kinds:?}");
+    }
+    let db_after = rollcall::db::Database::open(&db.url).await.unwrap();
+    let sources: Vec<(String, String)> = check_in::Entity::find()
+        .all(&db_after.orm)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.work_date.to_string() == "2026-11-30")
+        .map(|c| (c.user_id, c.source))
+        .collect();
+    for (user, source) in [
+        ("wangmin", "text"),
+        ("zhaogang", "punch"),
+        ("zhangsan", "image"),
+    ] {
+        assert!(
+            sources.contains(&(user.to_owned(), source.to_owned())),
+            "{user} {source}: {sources:?}"
+        );
+    }
+    db_after.close().await;
+    db.cleanup().await;
+}

@@ -204,8 +204,8 @@ async fn the_demo_story(#[case] engine: Engine) {
     }
     // Every chat message reached the platform once.
     let mut seen = HashMap::new();
-    for m in &run.sent {
-        *seen.entry(m.body.to_string()).or_insert(0) += 1;
+    for body in &run.sent {
+        *seen.entry(body.clone()).or_insert(0) += 1;
     }
     assert!(seen.values().all(|n| *n == 1), "a message was sent twice");
     // The formal notice states the facts.
