@@ -1009,3 +1009,39 @@ async fn tickets_are_single_use_and_checked() {
         Err(StreamError::Config(_))
     ));
 }
+
+/// Waits at a barrier: only frames handled at the same time get through.
+struct Together(tokio::sync::Barrier);
+
+#[async_trait::async_trait]
+impl FrameHandler for Together {
+    async fn handle(&self, _frame: &StreamFrame) -> Result<Option<Value>, HandlerError> {
+        self.0.wait().await;
+        Ok(None)
+    }
+}
+
+/// With `handler_concurrency` 4, four frames are in the handler at once
+/// (each waits for the other three at a barrier, which one-at-a-time
+/// handling would never pass) and all are acknowledged.
+#[tokio::test]
+async fn frames_are_handled_concurrently_when_allowed() {
+    let gw = SandboxStreamGateway::start(CLIENT_ID, CLIENT_SECRET)
+        .await
+        .unwrap();
+    let mut cfg = config(&gw);
+    cfg.handler_concurrency = 4;
+    let client = spawn(cfg, Arc::new(Together(tokio::sync::Barrier::new(4))));
+    assert!(gw.wait_connections(1, PATIENCE).await);
+    let ids: Vec<String> = (0..8)
+        .map(|n| gw.push_callback(TOPIC_BOT_MESSAGE, &format!(r#"{{"msgId":"c{n}"}}"#)))
+        .collect();
+    for id in &ids {
+        assert!(
+            gw.wait_ack(id, PATIENCE).await.is_some(),
+            "{id} acknowledged"
+        );
+    }
+    assert_acks_valid(&gw);
+    client.stop().await.unwrap();
+}

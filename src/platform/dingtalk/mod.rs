@@ -38,6 +38,8 @@ pub fn platform(config: &DingtalkConfig, timeout: Duration) -> Result<Platform, 
         config.app_secret.expose(),
     );
     stream.http_timeout = timeout;
+    // Each frame is its own inbox commit: many in flight share one fsync.
+    stream.handler_concurrency = 64;
     let mut callbacks: Option<Arc<dyn CallbackSide>> = None;
     let listener: Option<Arc<dyn Listener>> = match (config.mode, &config.token, &config.aes_key) {
         (DingtalkMode::Stream, _, _) => Some(Arc::new(listener::DingtalkListener::new(stream))),

@@ -20,8 +20,9 @@
 //!    the connection after 10 s: the client reconnects.
 //!
 //! What this module does about it: [`FrameHandler::handle`] is called for
-//! each EVENT and CALLBACK frame, in order, on a task of its own so that a
-//! slow handler never delays the answer to a ping. The frame is acknowledged
+//! each EVENT and CALLBACK frame, in order (up to
+//! [`StreamConfig::handler_concurrency`] at once), on a task of its own so
+//! that a slow handler never delays the answer to a ping. The frame is acknowledged
 //! only after `handle` returned `Ok` (rollcall commits durably inside it).
 //! When it fails (or panics) the client answers code 500 (protocol.md:
 //! "500：内部错误"; for an EVENT with `{"status":"LATER"}`, as the Go SDK),
@@ -303,6 +304,12 @@ pub struct StreamConfig {
     /// nothing more from the socket until the handler has taken a frame, so
     /// nothing is dropped: the gateway's frames wait in the socket.
     pub queue_capacity: usize,
+    /// How many frames the handler works on at once (default 1: one at a
+    /// time, in order). With more, frames start in order but may finish
+    /// (and be acknowledged) out of order: a handler that commits each
+    /// frame by itself, as rollcall's inbox does, then shares one commit
+    /// among many frames instead of waiting for one commit per frame.
+    pub handler_concurrency: usize,
 }
 
 impl std::fmt::Debug for StreamConfig {
@@ -337,6 +344,7 @@ impl StreamConfig {
             reconnect: Backoff::default(),
             handler_grace: Duration::from_secs(10),
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            handler_concurrency: 1,
         }
     }
 }
@@ -836,6 +844,7 @@ impl StreamClient {
             out_tx.clone(),
             phase.clone(),
             self.acks.clone(),
+            self.config.handler_concurrency.max(1),
         )));
         let cfg = &self.config;
         let mut last_seen = Instant::now();
@@ -1147,51 +1156,75 @@ const PHASE_DRAIN: u8 = 1;
 /// resends them), queued EVENT frames skipped (it redelivers those).
 const PHASE_BROKEN: u8 = 2;
 
-/// The handler task of one connection: frames in order, one at a time,
-/// until the queue is closed and empty.
+/// The handler task of one connection: frames taken in order, at most
+/// `concurrency` at once, until the queue is closed and empty and every
+/// frame taken is done.
 async fn handle_frames(
     handler: Arc<dyn FrameHandler>,
     mut frames: mpsc::Receiver<StreamFrame>,
     acks: mpsc::UnboundedSender<String>,
     phase: Arc<AtomicU8>,
     cache: Arc<std::sync::Mutex<AckCache>>,
+    concurrency: usize,
 ) {
-    while let Some(frame) = frames.recv().await {
-        if phase.load(Ordering::SeqCst) == PHASE_BROKEN && frame.frame_type == FrameType::Event {
-            tracing::debug!(
-                message_id = frame.message_id().unwrap_or_default(),
-                "DingTalk stream: connection broken; queued event left for redelivery"
-            );
-            if let Some(id) = frame.message_id() {
-                lock(&cache).forget(id);
+    let mut running = futures::stream::FuturesUnordered::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            frame = frames.recv(), if open && running.len() < concurrency => {
+                let Some(frame) = frame else {
+                    open = false;
+                    continue;
+                };
+                if phase.load(Ordering::SeqCst) == PHASE_BROKEN && frame.frame_type == FrameType::Event {
+                    tracing::debug!(
+                        message_id = frame.message_id().unwrap_or_default(),
+                        "DingTalk stream: connection broken; queued event left for redelivery"
+                    );
+                    if let Some(id) = frame.message_id() {
+                        lock(&cache).forget(id);
+                    }
+                    continue;
+                }
+                running.push(handle_one(handler.clone(), frame, acks.clone(), cache.clone()));
             }
-            continue;
+            Some(()) = running.next(), if !running.is_empty() => {}
+            else => break,
         }
-        let outcome = match AssertUnwindSafe(handler.handle(&frame))
-            .catch_unwind()
-            .await
-        {
-            Ok(outcome) => outcome,
-            Err(_) => Err(HandlerError::new("the handler panicked")),
+    }
+}
+
+/// Hands one frame to the handler, then sends its ack.
+async fn handle_one(
+    handler: Arc<dyn FrameHandler>,
+    frame: StreamFrame,
+    acks: mpsc::UnboundedSender<String>,
+    cache: Arc<std::sync::Mutex<AckCache>>,
+) {
+    let outcome = match AssertUnwindSafe(handler.handle(&frame))
+        .catch_unwind()
+        .await
+    {
+        Ok(outcome) => outcome,
+        Err(_) => Err(HandlerError::new("the handler panicked")),
+    };
+    if let Err(e) = &outcome {
+        let what = if frame.frame_type == FrameType::Event {
+            "DingTalk stream: handler failed; event left for redelivery"
+        } else {
+            "DingTalk stream: handler failed; DingTalk does not resend callbacks"
         };
-        if let Err(e) = &outcome {
-            let what = if frame.frame_type == FrameType::Event {
-                "DingTalk stream: handler failed; event left for redelivery"
-            } else {
-                "DingTalk stream: handler failed; DingTalk does not resend callbacks"
-            };
-            tracing::warn!(
-                error = %e,
-                message_id = frame.message_id().unwrap_or_default(),
-                "{what}"
-            );
+        tracing::warn!(
+            error = %e,
+            message_id = frame.message_id().unwrap_or_default(),
+            "{what}"
+        );
+    }
+    if let Some(ack) = ack_for(&frame, &outcome) {
+        if let Some(id) = frame.message_id() {
+            lock(&cache).finish(id, outcome.is_ok().then(|| ack.clone()));
         }
-        if let Some(ack) = ack_for(&frame, &outcome) {
-            if let Some(id) = frame.message_id() {
-                lock(&cache).finish(id, outcome.is_ok().then(|| ack.clone()));
-            }
-            let _ = acks.send(ack);
-        }
+        let _ = acks.send(ack);
     }
 }
 
