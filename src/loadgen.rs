@@ -1,6 +1,10 @@
-//! A load generator: N distinct, correctly signed WeCom callbacks with fresh
+//! A load generator: N distinct, correctly signed callbacks with fresh
 //! timestamps, sent over HTTP from C connections; reports throughput and
-//! latency percentiles. Used for BENCHMARKS.md, never by tests for timing.
+//! latency percentiles. The tenant's platform decides what is sent: WeCom's
+//! encrypted text messages, or for a DingTalk tenant in HTTP mode robot
+//! messages signed with the app secret (DingTalk's Stream mode has no URL
+//! to load: `benches/stream.rs` measures it). Used for BENCHMARKS.md,
+//! never by tests for timing.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +18,8 @@ use crate::platform::wecom::WecomCrypto;
 
 #[derive(Debug, clap::Args)]
 pub struct LoadgenArgs {
-    /// Tenant whose WeCom credentials sign the callbacks.
+    /// Tenant whose credentials sign the callbacks (WeCom, or DingTalk in
+    /// HTTP mode).
     #[arg(long)]
     pub tenant: String,
     /// Base URL of the server (default: http://<server.listen>).
@@ -36,6 +41,42 @@ pub struct LoadgenArgs {
 pub struct SignedCallback {
     pub query: String,
     pub body: String,
+    /// Headers that carry the signature (DingTalk's robot messages).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// A DingTalk robot text message of about 1 KB, signed with `app_secret`
+/// in the `timestamp` / `sign` headers, as DingTalk would POST it.
+pub fn robot_callback(
+    app_secret: &str,
+    robot_code: &str,
+    msg_id: u64,
+    from_user: &str,
+    content: &str,
+    now_ms: i64,
+) -> SignedCallback {
+    let body = serde_json::json!({
+        "msgtype": "text",
+        "text": { "content": content },
+        "msgId": format!("msg{msg_id:x}"),
+        "createAt": now_ms,
+        "conversationType": "1",
+        "conversationId": format!("cid{from_user}"),
+        "senderId": format!("${from_user}$"),
+        "senderNick": from_user,
+        "senderStaffId": from_user,
+        "chatbotUserId": format!("${robot_code}$"),
+        "robotCode": robot_code,
+        "isInAtList": true,
+    })
+    .to_string();
+    let timestamp = now_ms.to_string();
+    let sign = crate::platform::dingtalk::callbacks::robot_sign(app_secret, &timestamp);
+    SignedCallback {
+        query: String::new(),
+        body,
+        headers: vec![("timestamp", timestamp), ("sign", sign)],
+    }
 }
 
 /// A text callback of about 1 KB, as WeCom would send it.
@@ -70,6 +111,7 @@ pub fn seal(
         body: format!(
             "<xml><ToUserName><![CDATA[{corp_id}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt><AgentID><![CDATA[1000002]]></AgentID></xml>"
         ),
+        headers: Vec::new(),
     }
 }
 
@@ -78,43 +120,62 @@ pub async fn run(config: &Config, args: LoadgenArgs) -> anyhow::Result<()> {
     let tenant = config
         .tenant(&args.tenant)
         .with_context(|| format!("no tenant `{}`", args.tenant))?;
-    let wecom = tenant
-        .wecom
-        .as_ref()
-        .context("tenant has no [tenants.wecom] section")?;
-    let crypto = WecomCrypto::new(
-        wecom.token.expose(),
-        wecom.encoding_aes_key.expose(),
-        &wecom.corp_id,
-    )?;
     let base = args
         .url
         .clone()
         .unwrap_or_else(|| format!("http://{}", config.server.listen));
-    let url = format!(
-        "{}/callback/wecom/{}",
-        base.trim_end_matches('/'),
-        tenant.id
-    );
-
     let made = Instant::now();
-    let now = chrono::Utc::now().timestamp();
+    let now = chrono::Utc::now();
     let run_id = u64::from(rand::random::<u32>()) << 24;
     // Padding brings the callback to about 1 KB, a realistic size.
     let padding = "工地签到 ".repeat(40);
-    let callbacks: Vec<SignedCallback> = (0..args.requests)
-        .map(|i| {
-            let user = format!("user{:05}", i % 5000);
+    let user = |i: usize| format!("user{:05}", i % 5000);
+    let (platform, answer, callbacks): (&str, &str, Vec<SignedCallback>) = if let Some(wecom) =
+        &tenant.wecom
+    {
+        let crypto = WecomCrypto::new(
+            wecom.token.expose(),
+            wecom.encoding_aes_key.expose(),
+            &wecom.corp_id,
+        )?;
+        let made = (0..args.requests).map(|i| {
             text_callback(
                 &crypto,
                 &wecom.corp_id,
                 run_id + i as u64,
-                &user,
+                &user(i),
                 &format!("打卡 {padding}"),
-                now,
+                now.timestamp(),
             )
-        })
-        .collect();
+        });
+        ("wecom", "success", made.collect())
+    } else if let Some(d) = tenant
+        .dingtalk
+        .as_ref()
+        .filter(|d| d.mode == crate::config::DingtalkMode::Http)
+    {
+        let made = (0..args.requests).map(|i| {
+            robot_callback(
+                d.app_secret.expose(),
+                &d.robot_code,
+                run_id + i as u64,
+                &user(i),
+                &format!("打卡 {padding}"),
+                now.timestamp_millis(),
+            )
+        });
+        ("dingtalk", "{}", made.collect())
+    } else {
+        anyhow::bail!(
+            "tenant `{}` has neither [tenants.wecom] nor [tenants.dingtalk] in HTTP mode: nothing to load over HTTP",
+            tenant.id
+        );
+    };
+    let url = format!(
+        "{}/callback/{platform}/{}",
+        base.trim_end_matches('/'),
+        tenant.id
+    );
     eprintln!(
         "made {} signed callbacks ({} bytes each) in {:.2?}",
         callbacks.len(),
@@ -149,15 +210,19 @@ pub async fn run(config: &Config, args: LoadgenArgs) -> anyhow::Result<()> {
                     }
                     None => Instant::now(),
                 };
-                let ok = client
+                let mut request = client
                     .post(format!("{url}?{}", cb.query))
-                    .body(cb.body.clone())
+                    .body(cb.body.clone());
+                for (name, value) in &cb.headers {
+                    request = request.header(*name, value);
+                }
+                let ok = request
                     .send()
                     .await
                     .ok()
                     .filter(|r| r.status().is_success());
                 let ok = match ok {
-                    Some(r) => r.text().await.is_ok_and(|t| t == "success"),
+                    Some(r) => r.text().await.is_ok_and(|t| t == answer),
                     None => false,
                 };
                 if !ok {
@@ -199,7 +264,7 @@ pub async fn run(config: &Config, args: LoadgenArgs) -> anyhow::Result<()> {
     );
     anyhow::ensure!(
         errors == 0,
-        "{errors} callbacks were not answered \"success\""
+        "{errors} callbacks were not answered {answer:?}"
     );
     Ok(())
 }

@@ -711,3 +711,35 @@ async fn the_demo_story_runs_on_dingtalk(#[case] engine: Engine) {
     db_after.close().await;
     db.cleanup().await;
 }
+
+/// `rollcall loadgen` on a DingTalk tenant in HTTP mode sends signed robot
+/// messages that the app takes (every one answered `{}` and stored).
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_speaks_dingtalk(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let config = http_config(&db);
+    let app = rollcall::app::start(&config).await.unwrap();
+    rollcall::loadgen::run(
+        &config,
+        rollcall::loadgen::LoadgenArgs {
+            tenant: "acme".into(),
+            url: Some(format!("http://{}", app.addr)),
+            requests: 200,
+            connections: 8,
+            rate: None,
+        },
+    )
+    .await
+    .unwrap();
+    let rows = wait_all_processed(&app.db).await;
+    assert_eq!(rows.len(), 200);
+    assert!(
+        rows.iter()
+            .all(|r| r.platform == "dingtalk" && r.kind == "text")
+    );
+    app.stop().await;
+    db.cleanup().await;
+}
