@@ -23,23 +23,16 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::notify::{NotifyError, Unseal, employee_row, hr_people, local, missed_days, person};
+use super::notify::{NotifyError, local, missed_days};
+use super::status::{COLLECTING, HALTED, TERMINATED};
 use super::store::{self, Resolution, case_no, record, record_leaf};
 use super::{Channel, Policy, Recipient, Step};
+use crate::employees::directory::{Unseal, employee_row, hr_people, person};
 use crate::evidence::NewLeaf;
 use crate::evidence::log::sha256_hex;
 use crate::outbox::render::Rendered;
 use crate::outbox::{Button, NewMessage, Payload, channel_name, enqueue};
 use crate::runtime::{Runtime, Tenant};
-
-/// Waiting for the confirmations and the union item.
-pub const COLLECTING: &str = "collecting";
-/// The employee checked in: nothing goes out until HR decides.
-pub const HALTED: &str = "halted";
-/// The termination notice went out; the case is closed.
-pub const TERMINATED: &str = "terminated";
-/// The case was closed otherwise (`/resolve`, leave): nothing went out.
-pub const CANCELLED: &str = "cancelled";
 
 /// The template of the termination notice, and the blocks drafted.
 const DOCUMENT: &str = "termination_notice.employee";

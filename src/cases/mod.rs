@@ -11,6 +11,7 @@ pub mod exhibits;
 pub mod ladder;
 pub mod notify;
 pub mod scan;
+pub mod status;
 pub mod store;
 
 pub use ladder::{

@@ -359,11 +359,11 @@ pub async fn resolve<C: ConnectionTrait>(
         entity::departure::Entity::update_many()
             .col_expr(
                 entity::departure::Column::State,
-                Expr::value(super::departure::CANCELLED.to_owned()),
+                Expr::value(super::status::CANCELLED.to_owned()),
             )
             .col_expr(entity::departure::Column::UpdatedAt, Expr::value(now))
             .filter(entity::departure::Column::CaseId.eq(case.id))
-            .filter(entity::departure::Column::State.ne(super::departure::TERMINATED))
+            .filter(entity::departure::Column::State.ne(super::status::TERMINATED))
             .exec(conn)
             .await?;
     }

@@ -7,14 +7,15 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 use serde_json::{Value, json};
 
 use super::{
-    Caption, Command, ParseError, Role, Subject, UNION_CHOICES, allowed, may_file_evidence, parse,
+    Caption, Command, ParseError, Subject, UNION_CHOICES, allowed, may_file_evidence, parse,
     parse_caption,
 };
 use crate::cases::departure::{self, Recorded, Refusal};
 use crate::cases::exhibits;
 use crate::cases::notify::local;
 use crate::cases::store::{self, Resolution, case_no, parse_case_no};
-use crate::conversation::{HandleError, Turn};
+use crate::conversation::turn::{HandleError, Turn};
+use crate::employees::Role;
 
 fn role_of(e: &employee::Model) -> Role {
     // The import refuses other values; anything unknown gets the least rights.
@@ -64,7 +65,7 @@ enum Found {
 /// Finds a person by user id or by name.
 async fn find(turn: &Turn<'_>, who: &str) -> Result<Found, HandleError> {
     let tenant = &turn.tenant.config.id;
-    if let Some(e) = crate::cases::notify::employee_row(turn.txn, tenant, who).await? {
+    if let Some(e) = crate::employees::directory::employee_row(turn.txn, tenant, who).await? {
         return Ok(Found::One(Box::new(e)));
     }
     let mut named = employee::Entity::find()
@@ -198,7 +199,7 @@ async fn run(
             let Some(found) = found else {
                 return Ok(("not_found", json!({ "who": case })));
             };
-            let person = crate::cases::notify::employee_row(
+            let person = crate::employees::directory::employee_row(
                 turn.txn,
                 &turn.tenant.config.id,
                 &found.user_id,
@@ -495,7 +496,7 @@ async fn evidence(turn: &Turn<'_>, t: &employee::Model) -> Result<Value, HandleE
     let mut list = Vec::new();
     for e in exhibits::list(turn.txn, case.id).await? {
         let sender =
-            crate::cases::notify::employee_row(turn.txn, &turn.tenant.config.id, &e.sender)
+            crate::employees::directory::employee_row(turn.txn, &turn.tenant.config.id, &e.sender)
                 .await?
                 .map(|s| s.name)
                 .unwrap_or_else(|| e.sender.clone());
@@ -578,7 +579,7 @@ async fn cases(
     let mut list = Vec::new();
     for c in &open {
         let Some(e) =
-            crate::cases::notify::employee_row(turn.txn, &turn.tenant.config.id, &c.user_id)
+            crate::employees::directory::employee_row(turn.txn, &turn.tenant.config.id, &c.user_id)
                 .await?
         else {
             continue;

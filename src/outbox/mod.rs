@@ -5,16 +5,18 @@
 //! once and stores the receipt: jobs run at least once, notices go out once.
 
 pub mod email;
+mod leaf;
 pub mod reads;
 pub mod render;
 pub mod sms;
 
 use chrono::{DateTime, Duration, Utc};
 use entity::{absence_case, card_action, outbox};
+use futures::future::BoxFuture;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
-    QueryFilter, TransactionTrait, TryInsertResult,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr,
+    EntityTrait, QueryFilter, TransactionTrait, TryInsertResult,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -24,6 +26,7 @@ use crate::db::Engine;
 use crate::evidence::{NewLeaf, append_one};
 use crate::platform::{Card, CardButton, OutboundMessage, PlatformError};
 use crate::runtime::{Runtime, Tenant};
+use leaf::{message_leaf, subject_of};
 
 /// A card button: what pressing it means, and its label.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,38 +195,8 @@ pub async fn enqueue<C: ConnectionTrait>(
         leaf.subject(Some(&subject)).source("outbox", id),
     )
     .await?;
-    crate::workers::enqueue_deliver(txn, engine, id, 0, std::time::Duration::ZERO).await?;
+    crate::jobs::enqueue_deliver(txn, engine, id, 0, std::time::Duration::ZERO).await?;
     Ok(Some(id))
-}
-
-/// The employee a message concerns: its case's, else its recipient.
-async fn subject_of<C: ConnectionTrait>(
-    conn: &C,
-    case_id: Option<i64>,
-    recipient: &str,
-) -> Result<String, DbErr> {
-    if let Some(id) = case_id
-        && let Some(case) = absence_case::Entity::find_by_id(id).one(conn).await?
-    {
-        return Ok(case.user_id);
-    }
-    Ok(recipient.to_owned())
-}
-
-/// A leaf about outbox row `row` (an attempt, its receipt, its end).
-async fn message_leaf<C: ConnectionTrait>(
-    conn: &C,
-    kind: &str,
-    row: &outbox::Model,
-) -> Result<NewLeaf, DbErr> {
-    let subject = subject_of(conn, row.case_id, &row.recipient).await?;
-    Ok(NewLeaf::new(kind)
-        .case(row.case_id)
-        .subject(Some(&subject))
-        .channel(&row.channel)
-        .template(&row.template, &row.template_hash)
-        .id("idem_key", row.idem_key.clone())
-        .source("outbox", row.id))
 }
 
 /// What became of one delivery attempt.
@@ -243,8 +216,27 @@ pub enum DeliverError {
     Template(#[from] render::TemplateError),
 }
 
+/// What happens, in the transaction that gives a row up (undeliverable, or
+/// failed for good), besides marking it: the cases tell HR
+/// (`cases::notify::TellHr`). The worker passes it to [`deliver`], so that
+/// the outbox does not depend on the modules that write to it.
+pub trait OnGiveUp: Sync {
+    fn given_up<'a>(
+        &'a self,
+        rt: &'a Runtime,
+        txn: &'a DatabaseTransaction,
+        tenant: &'a Tenant,
+        row: &'a outbox::Model,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>>;
+}
+
 /// Sends outbox row `id`, once. Safe to call again for the same row.
-pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
+pub async fn deliver(
+    rt: &Runtime,
+    id: i64,
+    on_give_up: &dyn OnGiveUp,
+) -> Result<Delivered, DeliverError> {
     let db = &rt.db.orm;
     let Some(row) = outbox::Entity::find_by_id(id).one(db).await? else {
         return Ok(Delivered::Done("missing"));
@@ -295,6 +287,7 @@ pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
     {
         give_up(
             rt,
+            on_give_up,
             &tenant,
             &row,
             "failed",
@@ -364,7 +357,7 @@ pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
                     .and_then(|a| a.read_window())
                     .and_then(|w| reads::offset(rt.delivery.read_check_unit_secs, 0, w))
             {
-                crate::workers::enqueue_read_check(&txn, rt.db.engine, row.id, 0, first).await?;
+                crate::jobs::enqueue_read_check(&txn, rt.db.engine, row.id, 0, first).await?;
             }
             txn.commit().await?;
             Ok(Delivered::Done("sent"))
@@ -374,7 +367,7 @@ pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
                 i64::try_from(rt.delivery.retry_for_secs).unwrap_or(i64::MAX / 2),
             );
             if now - row.created_at > retry_for {
-                give_up(rt, &tenant, &row, "failed", &reason).await?;
+                give_up(rt, on_give_up, &tenant, &row, "failed", &reason).await?;
                 return Ok(Delivered::Done("failed"));
             }
             let wait = backoff(row.attempts, rt.delivery.max_backoff_secs);
@@ -389,11 +382,11 @@ pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
             )))
         }
         Err(PlatformError::Undeliverable { reason, .. }) => {
-            give_up(rt, &tenant, &row, "undeliverable", &reason).await?;
+            give_up(rt, on_give_up, &tenant, &row, "undeliverable", &reason).await?;
             Ok(Delivered::Done("undeliverable"))
         }
         Err(PlatformError::Permanent(reason)) => {
-            give_up(rt, &tenant, &row, "failed", &reason).await?;
+            give_up(rt, on_give_up, &tenant, &row, "failed", &reason).await?;
             Ok(Delivered::Done("failed"))
         }
     }
@@ -574,10 +567,14 @@ async fn send(
                 ));
             };
             // The number is unsealed only now, for this request.
-            let phone =
-                crate::cases::notify::phone_of(rt, &rt.db.orm, &row.tenant_id, &row.recipient)
-                    .await
-                    .map_err(|e| PlatformError::Retryable(format!("reading the directory: {e}")))?;
+            let phone = crate::employees::directory::phone_of(
+                rt,
+                &rt.db.orm,
+                &row.tenant_id,
+                &row.recipient,
+            )
+            .await
+            .map_err(|e| PlatformError::Retryable(format!("reading the directory: {e}")))?;
             let Some(phone) = phone else {
                 return Err(PlatformError::Undeliverable {
                     user: row.recipient.clone(),
@@ -726,6 +723,7 @@ async fn finish(
 /// (unless the message was itself for HR about such a failure).
 async fn give_up(
     rt: &Runtime,
+    on_give_up: &dyn OnGiveUp,
     tenant: &Tenant,
     row: &outbox::Model,
     status: &str,
@@ -740,7 +738,7 @@ async fn give_up(
         .await?;
     attempt_leaf(rt, &txn, row, &format!("message_{status}"), reason).await?;
     if !row.idem_key.starts_with("undeliverable:") {
-        crate::cases::notify::tell_hr_undeliverable(rt, &txn, tenant, row, reason).await?;
+        on_give_up.given_up(rt, &txn, tenant, row, reason).await?;
     }
     txn.commit().await?;
     Ok(())
