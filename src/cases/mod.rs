@@ -14,6 +14,5 @@ pub mod scan;
 pub mod status;
 pub mod store;
 
-pub use ladder::{
-    Action, CaseState, CaseStatus, Channel, Policy, Recipient, Rung, Step, Trigger, decide,
-};
+pub use ladder::{Action, CaseState, Channel, Policy, Recipient, Rung, Step, Trigger, decide};
+pub use status::{CaseStatus, DepartureState};

@@ -17,7 +17,7 @@ use super::{Action, Channel, Recipient, Step};
 use crate::attendance::calendar::{DayStatus, RestDays, day_status};
 use crate::employees::directory::{Unseal, employee_row, hr_people, person};
 use crate::outbox::render::{Rendered, TemplateError};
-use crate::outbox::{Button, NewMessage, Payload, channel_name, enqueue};
+use crate::outbox::{Button, NewMessage, OutboxStatus, Payload, channel_name, enqueue};
 use crate::runtime::{Runtime, Tenant};
 
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +85,7 @@ async fn attempts<C: ConnectionTrait>(
 ) -> Result<Vec<Attempt>, DbErr> {
     let sent = outbox::Entity::find()
         .filter(outbox::Column::CaseId.eq(case.id))
-        .filter(outbox::Column::Status.eq("sent"))
+        .filter(outbox::Column::Status.eq(OutboxStatus::Sent.as_str()))
         .filter(outbox::Column::Recipient.eq(&case.user_id))
         .order_by_asc(outbox::Column::Id)
         .all(conn)

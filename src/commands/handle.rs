@@ -10,6 +10,7 @@ use super::{
     Caption, Command, ParseError, Subject, UNION_CHOICES, allowed, may_file_evidence, parse,
     parse_caption,
 };
+use crate::cases::CaseStatus;
 use crate::cases::departure::{self, Recorded, Refusal};
 use crate::cases::exhibits;
 use crate::cases::notify::local;
@@ -217,7 +218,11 @@ async fn run(
         return refused;
     }
     // Closing or going on with a self-departure process is HR's decision.
-    if role != Role::Hr && case_row.as_ref().is_some_and(|c| c.status == "departing") {
+    if role != Role::Hr
+        && case_row
+            .as_ref()
+            .is_some_and(|c| CaseStatus::of(c) == Some(CaseStatus::Departing))
+    {
         return refused;
     }
     match cmd {
@@ -254,7 +259,7 @@ async fn run(
                 && *from <= case.first_missed
                 && *to >= case.last_missed
                 // A self-departure process is closed by HR only.
-                && (case.status != "departing" || role == Role::Hr)
+                && (CaseStatus::of(&case) != Some(CaseStatus::Departing) || role == Role::Hr)
                 && store::resolve(
                     turn.txn,
                     &case,
@@ -307,7 +312,7 @@ async fn run(
             let (Some(t), Some(row)) = (target, case_row) else {
                 return Ok(("not_found", json!({ "who": case })));
             };
-            if row.status == "departing" {
+            if CaseStatus::of(&row) == Some(CaseStatus::Departing) {
                 let Some(progress) = departure::resume(
                     turn.rt,
                     turn.txn,
@@ -414,7 +419,7 @@ async fn run(
             };
             let case = store::unresolved(turn.txn, &turn.tenant.config.id, &t.user_id)
                 .await?
-                .filter(|c| c.status == "departing");
+                .filter(|c| CaseStatus::of(c) == Some(CaseStatus::Departing));
             let Some(case) = case else {
                 return Ok(("union_no_departure", json!({ "name": t.name })));
             };
@@ -572,7 +577,7 @@ async fn cases(
 ) -> Result<Value, HandleError> {
     let open = absence_case::Entity::find()
         .filter(absence_case::Column::TenantId.eq(&turn.tenant.config.id))
-        .filter(absence_case::Column::Status.ne("resolved"))
+        .filter(absence_case::Column::Status.ne(CaseStatus::Resolved.as_str()))
         .order_by_asc(absence_case::Column::Id)
         .all(turn.txn)
         .await?;

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::attendance::checkin::{self, NewCheckIn, geofence, is_checkin_text, work_date};
+use crate::cases::CaseStatus;
 use crate::cases::departure::{self, Capacity, Halt, Recorded, Refusal, UnionNotice};
 use crate::cases::exhibits::{self, Download, Received};
 use crate::cases::notify::local;
@@ -438,7 +439,7 @@ async fn check_in(
     if let Some(case) = store::unresolved(turn.txn, &tenant.id, &sender.user_id).await?
         && day >= case.first_missed
     {
-        if case.status == "departing" {
+        if CaseStatus::of(&case) == Some(CaseStatus::Departing) {
             // Someone who came back is not terminated by a process that
             // goes on by itself: it halts, and HR decides.
             departure::halt(
@@ -532,7 +533,7 @@ async fn free_text(
         && let Some(case) = entity::absence_case::Entity::find_by_id(case_id)
             .one(turn.txn)
             .await?
-        && case.status != "resolved"
+        && CaseStatus::of(&case) != Some(CaseStatus::Resolved)
     {
         turn.record(
             Some(case.id),
@@ -560,7 +561,7 @@ async fn halt_departure(
     sender: &employee::Model,
     case: &entity::absence_case::Model,
 ) -> Result<(), HandleError> {
-    if case.status == "departing" {
+    if CaseStatus::of(case) == Some(CaseStatus::Departing) {
         departure::halt(
             turn.rt,
             turn.txn,
@@ -584,7 +585,7 @@ async fn forward_to_hr(
     what: &str,
     text: &str,
 ) -> Result<(), HandleError> {
-    let context = json!({ "name": sender.name, "user_id": sender.user_id, "case_no": case_no(case.id), "what": what, "text": text, "departing": case.status == "departing" });
+    let context = json!({ "name": sender.name, "user_id": sender.user_id, "case_no": case_no(case.id), "what": what, "text": text, "departing": CaseStatus::of(case) == Some(CaseStatus::Departing) });
     for hr in hr_people(turn.txn, &turn.tenant.config.id).await? {
         let key = format!("forward:{}:{}", turn.event_id, hr.user_id);
         turn.send_text(&key, &hr.user_id, "employee_replied.hr", "text", &context)
@@ -685,8 +686,10 @@ async fn card_press(
         "deadline": case.as_ref().and_then(|c| c.deadline_at).map(|d| local(turn.tenant, d)),
         "window_minutes": turn.tenant.config.departure.evidence_window.num_minutes(),
     });
-    let live = case.as_ref().filter(|c| c.status != "resolved");
-    let departing = live.filter(|c| c.status == "departing");
+    let live = case
+        .as_ref()
+        .filter(|c| CaseStatus::of(c) != Some(CaseStatus::Resolved));
+    let departing = live.filter(|c| CaseStatus::of(c) == Some(CaseStatus::Departing));
     let reply_block = match (action.action.as_str(), live) {
         // A check-in is a check-in even if the case is closed already.
         ("arrived", _) => {

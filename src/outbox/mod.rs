@@ -9,6 +9,9 @@ mod leaf;
 pub mod reads;
 pub mod render;
 pub mod sms;
+mod status;
+
+pub use status::{OutboxStatus, UnknownStatus};
 
 use chrono::{DateTime, Duration, Utc};
 use entity::{absence_case, card_action, outbox};
@@ -158,7 +161,7 @@ pub async fn enqueue<C: ConnectionTrait>(
         template: Set(message.template),
         template_hash: Set(message.template_hash),
         payload: Set(payload_json),
-        status: Set("pending".to_owned()),
+        status: Set(OutboxStatus::Pending.as_str().to_owned()),
         attempts: Set(0),
         not_before: Set(now),
         created_at: Set(now),
@@ -241,12 +244,21 @@ pub async fn deliver(
     let Some(row) = outbox::Entity::find_by_id(id).one(db).await? else {
         return Ok(Delivered::Done("missing"));
     };
-    if !matches!(row.status.as_str(), "pending" | "sending") {
+    if !matches!(
+        OutboxStatus::of(&row),
+        Some(OutboxStatus::Pending | OutboxStatus::Sending)
+    ) {
         return Ok(Delivered::Done("already final"));
     }
     let now = rt.clock.now();
     let Some(tenant) = rt.tenant(&row.tenant_id).cloned() else {
-        finish(rt, &row, "failed", Some("tenant no longer configured")).await?;
+        finish(
+            rt,
+            &row,
+            OutboxStatus::Failed,
+            Some("tenant no longer configured"),
+        )
+        .await?;
         return Ok(Delivered::Done("failed"));
     };
     // The fencing token: a notice for a case that was resolved, paused or
@@ -257,7 +269,7 @@ pub async fn deliver(
             finish(
                 rt,
                 &row,
-                "cancelled",
+                OutboxStatus::Cancelled,
                 Some("the case changed before sending"),
             )
             .await?;
@@ -270,7 +282,7 @@ pub async fn deliver(
             finish(
                 rt,
                 &row,
-                "failed",
+                OutboxStatus::Failed,
                 Some(&format!("unreadable payload: {e}")),
             )
             .await?;
@@ -281,7 +293,7 @@ pub async fn deliver(
     // receipt): chat is sent again under WeCom's duplicate check and email
     // with the same Message-ID, but an SMS gateway has no such guard, so the
     // SMS is not sent twice: HR is told to check instead.
-    if row.status == "sending"
+    if OutboxStatus::of(&row) == Some(OutboxStatus::Sending)
         && payload.channel() == Channel::Sms
         && row.claimed_at.is_none_or(|c| c + cut_off_after(rt) <= now)
     {
@@ -290,7 +302,7 @@ pub async fn deliver(
             on_give_up,
             &tenant,
             &row,
-            "failed",
+            OutboxStatus::Failed,
             "interrupted between request and receipt; not re-sent to avoid a second SMS",
         )
         .await?;
@@ -303,7 +315,7 @@ pub async fn deliver(
     // deliveries to one member cannot all pass the check.
     if !claim(rt, &row, payload.channel() == Channel::Chat, now).await? {
         // Another job holds a live attempt: look again once it would be cut off.
-        if row.status == "sending"
+        if OutboxStatus::of(&row) == Some(OutboxStatus::Sending)
             && let Some(claimed) = row.claimed_at
             && claimed + cut_off_after(rt) > now
         {
@@ -340,7 +352,7 @@ pub async fn deliver(
             let txn = db.begin().await?;
             let sent = outbox::ActiveModel {
                 id: Set(row.id),
-                status: Set("sent".to_owned()),
+                status: Set(OutboxStatus::Sent.as_str().to_owned()),
                 sent_at: Set(Some(at)),
                 receipt_id: Set(receipt.id),
                 receipt: Set(Some(receipt.raw)),
@@ -367,7 +379,7 @@ pub async fn deliver(
                 i64::try_from(rt.delivery.retry_for_secs).unwrap_or(i64::MAX / 2),
             );
             if now - row.created_at > retry_for {
-                give_up(rt, on_give_up, &tenant, &row, "failed", &reason).await?;
+                give_up(rt, on_give_up, &tenant, &row, OutboxStatus::Failed, &reason).await?;
                 return Ok(Delivered::Done("failed"));
             }
             let wait = backoff(row.attempts, rt.delivery.max_backoff_secs);
@@ -382,11 +394,19 @@ pub async fn deliver(
             )))
         }
         Err(PlatformError::Undeliverable { reason, .. }) => {
-            give_up(rt, on_give_up, &tenant, &row, "undeliverable", &reason).await?;
+            give_up(
+                rt,
+                on_give_up,
+                &tenant,
+                &row,
+                OutboxStatus::Undeliverable,
+                &reason,
+            )
+            .await?;
             Ok(Delivered::Done("undeliverable"))
         }
         Err(PlatformError::Permanent(reason)) => {
-            give_up(rt, on_give_up, &tenant, &row, "failed", &reason).await?;
+            give_up(rt, on_give_up, &tenant, &row, OutboxStatus::Failed, &reason).await?;
             Ok(Delivered::Done("failed"))
         }
     }
@@ -416,7 +436,7 @@ async fn member_budget(
         .filter(
             sea_orm::Condition::any()
                 .add(outbox::Column::SentAt.gt(now - window))
-                .add(outbox::Column::Status.eq("sending")),
+                .add(outbox::Column::Status.eq(OutboxStatus::Sending.as_str())),
         )
         .into_tuple()
         .all(&rt.db.orm)
@@ -663,7 +683,10 @@ impl SendReceipt {
 async fn retry_later(rt: &Runtime, row: &outbox::Model, reason: &str) -> Result<(), DbErr> {
     let txn = rt.db.orm.begin().await?;
     outbox::Entity::update_many()
-        .col_expr(outbox::Column::Status, Expr::value("pending"))
+        .col_expr(
+            outbox::Column::Status,
+            Expr::value(OutboxStatus::Pending.as_str()),
+        )
         .col_expr(outbox::Column::Error, Expr::value(reason.to_owned()))
         .filter(outbox::Column::Id.eq(row.id))
         .exec(&txn)
@@ -697,12 +720,15 @@ async fn attempt_leaf<C: ConnectionTrait>(
 async fn finish(
     rt: &Runtime,
     row: &outbox::Model,
-    status: &str,
+    status: OutboxStatus,
     error: Option<&str>,
 ) -> Result<(), DbErr> {
     let txn = rt.db.orm.begin().await?;
     outbox::Entity::update_many()
-        .col_expr(outbox::Column::Status, Expr::value(status.to_owned()))
+        .col_expr(
+            outbox::Column::Status,
+            Expr::value(status.as_str().to_owned()),
+        )
         .col_expr(outbox::Column::Error, Expr::value(error.map(str::to_owned)))
         .filter(outbox::Column::Id.eq(row.id))
         .exec(&txn)
@@ -726,12 +752,15 @@ async fn give_up(
     on_give_up: &dyn OnGiveUp,
     tenant: &Tenant,
     row: &outbox::Model,
-    status: &str,
+    status: OutboxStatus,
     reason: &str,
 ) -> Result<(), DeliverError> {
     let txn = rt.db.orm.begin().await?;
     outbox::Entity::update_many()
-        .col_expr(outbox::Column::Status, Expr::value(status.to_owned()))
+        .col_expr(
+            outbox::Column::Status,
+            Expr::value(status.as_str().to_owned()),
+        )
         .col_expr(outbox::Column::Error, Expr::value(reason.to_owned()))
         .filter(outbox::Column::Id.eq(row.id))
         .exec(&txn)
