@@ -389,12 +389,13 @@ async fn scan_phases(rt: &rollcall::runtime::Runtime, day: NaiveDate) -> anyhow:
     let n = sample.len().max(1) as u32;
     let t = Instant::now();
     for c in &sample {
-        rollcall::cases::notify::person(rt, db, TENANT, &c.user_id, Default::default()).await?;
+        rollcall::employees::directory::person(rt, db, TENANT, &c.user_id, Default::default())
+            .await?;
     }
     time("per case: the employee's row (avg)", t.elapsed() / n);
     let t = Instant::now();
     for _ in &sample {
-        rollcall::cases::notify::hr_people(db, TENANT).await?;
+        rollcall::employees::directory::hr_people(db, TENANT).await?;
     }
     time("per case: HR people (avg)", t.elapsed() / n);
     let t = Instant::now();

@@ -7,15 +7,18 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use chrono_tz::Tz;
+use lettre::message::Mailbox;
+use lettre::transport::smtp::client::Certificate;
 use serde::Deserialize;
 
 use chrono::NaiveTime;
 
 use crate::attendance::calendar::{HolidayCalendar, HolidayYear, RestDays};
 use crate::cases::Policy;
-use crate::platform::wecom::crypto::{CryptoError, decode_aes_key};
+use crate::platform::aes_key::{AesKeyError, decode_aes_key};
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "rollcall.toml";
@@ -146,9 +149,9 @@ pub struct TenantConfig {
     pub policy: Policy,
     pub notice: NoticeConfig,
     /// The SMS gateway for formal notices, if any.
-    pub sms: Option<crate::outbox::sms::SmsConfig>,
+    pub sms: Option<SmsConfig>,
     /// The mail server for formal notices, if any.
-    pub email: Option<crate::outbox::email::EmailConfig>,
+    pub email: Option<EmailConfig>,
     pub departure: DepartureConfig,
 }
 
@@ -336,8 +339,8 @@ struct RawTenant {
     sites: Vec<RawSite>,
     policy: Option<Policy>,
     notice: Option<RawNotice>,
-    sms: Option<crate::outbox::sms::RawSmsConfig>,
-    email: Option<crate::outbox::email::RawEmailConfig>,
+    sms: Option<RawSmsConfig>,
+    email: Option<RawEmailConfig>,
     departure: Option<RawDeparture>,
 }
 
@@ -637,11 +640,11 @@ fn resolve_tenant(i: usize, t: RawTenant, env: &dyn Env) -> Result<TenantConfig,
     };
     let sms = t
         .sms
-        .map(|raw| crate::outbox::sms::resolve_sms(&key("sms"), raw, env))
+        .map(|raw| resolve_sms(&key("sms"), raw, env))
         .transpose()?;
     let email = t
         .email
-        .map(|raw| crate::outbox::email::resolve_email(&key("email"), raw, env))
+        .map(|raw| resolve_email(&key("email"), raw, env))
         .transpose()?;
     let window = t
         .departure
@@ -793,8 +796,10 @@ fn check_aes_key(key: &str, value: &Secret) -> Result<(), ConfigError> {
         invalid(
             key,
             match e {
-                CryptoError::KeyLength(n) => format!("must be 43 characters, got {n}"),
-                _ => "is not base64 (expected 43 characters of A-Z a-z 0-9 + /)".to_owned(),
+                AesKeyError::Length(n) => format!("must be 43 characters, got {n}"),
+                AesKeyError::Encoding => {
+                    "is not base64 (expected 43 characters of A-Z a-z 0-9 + /)".to_owned()
+                }
             },
         )
     })
@@ -941,6 +946,307 @@ pub(crate) fn resolve_secret(
         return Err(invalid(key, "is empty"));
     }
     Ok(Secret(value))
+}
+
+// ---------------------------------------------------------------------------
+// SMS (the sender: outbox::sms)
+// ---------------------------------------------------------------------------
+
+/// Aliyun's SMS endpoint (the same for every region).
+pub const ALIYUN_DEFAULT_ENDPOINT: &str = "https://dysmsapi.aliyuncs.com/";
+/// The region Aliyun documents for SMS.
+pub const ALIYUN_DEFAULT_REGION: &str = "cn-hangzhou";
+
+/// The `[tenants.sms]` table as written; [`resolve_sms`] checks it.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "provider", rename_all = "lowercase")]
+pub enum RawSmsConfig {
+    Aliyun(RawAliyunSms),
+    Webhook(RawWebhookSms),
+}
+
+/// `provider = "aliyun"`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAliyunSms {
+    pub access_key_id: Option<String>,
+    pub access_key_secret: Option<String>,
+    pub access_key_secret_env: Option<String>,
+    pub access_key_secret_file: Option<std::path::PathBuf>,
+    pub sign_name: Option<String>,
+    pub template_code: Option<String>,
+    pub endpoint: Option<String>,
+    pub region_id: Option<String>,
+}
+
+/// `provider = "webhook"`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhookSms {
+    pub url: Option<String>,
+    pub secret: Option<String>,
+    pub secret_env: Option<String>,
+    pub secret_file: Option<std::path::PathBuf>,
+}
+
+/// A checked SMS configuration (its `Debug` never shows a secret).
+#[derive(Debug, Clone)]
+pub enum SmsConfig {
+    Aliyun(AliyunSmsConfig),
+    Webhook(WebhookSmsConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct AliyunSmsConfig {
+    pub endpoint: String,
+    pub region_id: String,
+    pub access_key_id: String,
+    pub access_key_secret: Secret,
+    pub sign_name: String,
+    pub template_code: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookSmsConfig {
+    pub url: String,
+    pub secret: Secret,
+}
+
+fn required(key: String, value: Option<String>) -> Result<String, ConfigError> {
+    value
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| invalid(key, "is missing"))
+}
+
+pub(crate) fn http_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| invalid(key, format!("`{url}` is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid(key, "must be an http or https URL"));
+    }
+    Ok(())
+}
+
+/// Checks a `[tenants.sms]` table; errors name the full key under `prefix`
+/// (e.g. `tenants[0].sms.access_key_secret`).
+pub fn resolve_sms(
+    prefix: &str,
+    raw: RawSmsConfig,
+    env: &dyn Env,
+) -> Result<SmsConfig, ConfigError> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    match raw {
+        RawSmsConfig::Aliyun(a) => {
+            let endpoint = a
+                .endpoint
+                .unwrap_or_else(|| ALIYUN_DEFAULT_ENDPOINT.to_owned());
+            http_url(&key("endpoint"), &endpoint)?;
+            let region_id = a
+                .region_id
+                .unwrap_or_else(|| ALIYUN_DEFAULT_REGION.to_owned());
+            if region_id.trim().is_empty() {
+                return Err(invalid(key("region_id"), "is empty"));
+            }
+            let access_key_id = required(key("access_key_id"), a.access_key_id)?;
+            let access_key_secret = resolve_secret(
+                &key("access_key_secret"),
+                a.access_key_secret,
+                a.access_key_secret_env,
+                a.access_key_secret_file,
+                env,
+            )?;
+            let sign_name = required(key("sign_name"), a.sign_name)?;
+            let template_code = required(key("template_code"), a.template_code)?;
+            Ok(SmsConfig::Aliyun(AliyunSmsConfig {
+                endpoint,
+                region_id,
+                access_key_id,
+                access_key_secret,
+                sign_name,
+                template_code,
+            }))
+        }
+        RawSmsConfig::Webhook(w) => {
+            let url = required(key("url"), w.url)?;
+            http_url(&key("url"), &url)?;
+            let secret =
+                resolve_secret(&key("secret"), w.secret, w.secret_env, w.secret_file, env)?;
+            Ok(SmsConfig::Webhook(WebhookSmsConfig { url, secret }))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Email (the sender: outbox::email)
+// ---------------------------------------------------------------------------
+
+/// How long one whole SMTP exchange may take when the config says nothing.
+pub const DEFAULT_SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS, which is required: a server
+    /// that does not offer it is refused (default port 587).
+    StartTls,
+    /// TLS from the first byte, "SMTPS" (default port 465).
+    Tls,
+    /// No encryption at all (default port 25): only for a relay on the same
+    /// host or a test sink; credentials and notices travel in clear text.
+    None,
+}
+
+impl SmtpSecurity {
+    fn default_port(self) -> u16 {
+        match self {
+            SmtpSecurity::StartTls => 587,
+            SmtpSecurity::Tls => 465,
+            SmtpSecurity::None => 25,
+        }
+    }
+}
+
+/// The `[tenants.email]` table as written; [`resolve_email`] checks it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEmailConfig {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// `starttls` (default), `tls` or `none`.
+    pub security: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// The sender mailbox, e.g. `人事部 <hr@example.com>`.
+    pub from: Option<String>,
+    /// Seconds one whole SMTP exchange may take (default 30).
+    pub timeout_secs: Option<u64>,
+    /// A PEM file of extra CA certificates to trust (a company relay with
+    /// its own CA), on top of the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A checked email configuration (its `Debug` never shows the password).
+#[derive(Debug, Clone)]
+pub struct EmailConfig {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub from: Mailbox,
+    pub timeout: Duration,
+    /// Extra trusted CA certificates, PEM.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// Checks a `[tenants.email]` table; errors name the full key under `prefix`
+/// (e.g. `tenants[0].email.from`).
+pub fn resolve_email(
+    prefix: &str,
+    raw: RawEmailConfig,
+    env: &dyn Env,
+) -> Result<EmailConfig, ConfigError> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    let host = raw
+        .host
+        .filter(|h| !h.trim().is_empty())
+        .ok_or_else(|| invalid(key("host"), "is missing"))?;
+    if host.contains(|c: char| c.is_whitespace() || c == '/' || c == ':') && !host.starts_with('[')
+    {
+        return Err(invalid(
+            key("host"),
+            format!("`{host}` is not a host name (give the port in `port`)"),
+        ));
+    }
+    let security = match raw.security.as_deref().unwrap_or("starttls") {
+        "starttls" => SmtpSecurity::StartTls,
+        "tls" => SmtpSecurity::Tls,
+        "none" => SmtpSecurity::None,
+        other => {
+            return Err(invalid(
+                key("security"),
+                format!("`{other}` is not one of starttls, tls, none"),
+            ));
+        }
+    };
+    let port = match raw.port {
+        Some(0) => return Err(invalid(key("port"), "must not be 0")),
+        Some(p) => p,
+        None => security.default_port(),
+    };
+    let has_password =
+        raw.password.is_some() || raw.password_env.is_some() || raw.password_file.is_some();
+    let (username, password) = match (raw.username, has_password) {
+        (None, false) => (None, None),
+        (Some(u), true) if !u.trim().is_empty() => {
+            let p = resolve_secret(
+                &key("password"),
+                raw.password,
+                raw.password_env,
+                raw.password_file,
+                env,
+            )?;
+            (Some(u), Some(p))
+        }
+        (Some(_), true) => return Err(invalid(key("username"), "is empty")),
+        (Some(_), false) => {
+            return Err(invalid(
+                key("password"),
+                "is missing (a username needs `password`, `password_env` or `password_file`)",
+            ));
+        }
+        (None, true) => {
+            return Err(invalid(
+                key("username"),
+                "is missing (a password needs one)",
+            ));
+        }
+    };
+    let from_text = raw
+        .from
+        .filter(|f| !f.trim().is_empty())
+        .ok_or_else(|| invalid(key("from"), "is missing"))?;
+    let from: Mailbox = from_text.parse().map_err(|e| {
+        invalid(
+            key("from"),
+            format!("`{from_text}` is not a mailbox like `人事部 <hr@example.com>`: {e}"),
+        )
+    })?;
+    let timeout = match raw.timeout_secs {
+        Some(0) => return Err(invalid(key("timeout_secs"), "must be at least 1")),
+        Some(s) => Duration::from_secs(s),
+        None => DEFAULT_SMTP_TIMEOUT,
+    };
+    let ca_pem = raw
+        .ca_file
+        .map(|path| {
+            let pem = std::fs::read(&path).map_err(|e| {
+                invalid(
+                    key("ca_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            Certificate::from_pem(&pem).map_err(|e| {
+                invalid(
+                    key("ca_file"),
+                    format!("{} holds no usable PEM certificate: {e}", path.display()),
+                )
+            })?;
+            Ok::<_, ConfigError>(pem)
+        })
+        .transpose()?;
+    Ok(EmailConfig {
+        host,
+        port,
+        security,
+        username,
+        password,
+        from,
+        timeout,
+        ca_pem,
+    })
 }
 
 #[cfg(test)]

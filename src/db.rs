@@ -4,6 +4,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use apalis_postgres::PostgresStorage;
+use apalis_sqlite::SqliteStorage;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, DatabaseConnection, SqlxPostgresConnector, SqlxSqliteConnector};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -94,7 +96,7 @@ impl Database {
     /// Applies rollcall's migrations and the job queue's own.
     pub async fn migrate(&self) -> Result<(), DbError> {
         Migrator::up(&self.orm, None).await?;
-        crate::workers::migrate(self)
+        migrate_jobs(self)
             .await
             .map_err(|e| DbError::Migrate(e.to_string()))
     }
@@ -224,4 +226,44 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// Creates the job tables (apalis' own migrations; not its `setup()`, which
+/// turns SQLite's `synchronous` off).
+async fn migrate_jobs(db: &Database) -> Result<(), sqlx::Error> {
+    match db.engine {
+        Engine::Sqlite => {
+            SqliteStorage::<()>::migrations().run(db.sqlite()).await?;
+            tune_sqlite_planner(db.sqlite()).await
+        }
+        Engine::Postgres => Ok(PostgresStorage::<()>::migrations()
+            .run(db.postgres())
+            .await?),
+    }
+}
+
+/// Planner statistics for apalis' `Jobs` table. Without them SQLite runs the
+/// acknowledgement (`UPDATE Jobs … FROM json_each(?) … AND lock_by = ?`)
+/// by walking every job the worker has locked and re-parsing the JSON batch
+/// for each: quadratic in the backlog. With them it looks each id up by its
+/// unique index. Connections load these when they open.
+async fn tune_sqlite_planner(pool: &sqlx::SqlitePool) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    // ANALYZE of a table creates sqlite_stat1 if it does not exist yet.
+    sqlx::query("ANALYZE Workers").execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM sqlite_stat1 WHERE tbl = 'Jobs'")
+        .execute(&mut *tx)
+        .await?;
+    for (index, stat) in [
+        ("sqlite_autoindex_Jobs_1", "1000000 1"),
+        ("LIdx", "1000000 100000"),
+        ("idx_jobs_idempotency_key", "1000000 100000 1"),
+    ] {
+        sqlx::query("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES ('Jobs', ?1, ?2)")
+            .bind(index)
+            .bind(stat)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
 }

@@ -259,7 +259,7 @@ async fn commit_sqlite(
             .fetch_all(&mut *tx)
             .await?;
         let (ids, new_keys) = split(inserted);
-        crate::workers::enqueue_inbound_sqlite(&mut tx, &ids).await?;
+        crate::jobs::enqueue_inbound_sqlite(&mut tx, &ids).await?;
         keys = new_keys;
     }
     tx.commit().await?;
@@ -278,7 +278,7 @@ async fn commit_postgres(
             .fetch_all(&mut *tx)
             .await?;
         let (ids, new_keys) = split(inserted);
-        crate::workers::enqueue_inbound_postgres(&mut tx, &ids).await?;
+        crate::jobs::enqueue_inbound_postgres(&mut tx, &ids).await?;
         keys = new_keys;
     }
     tx.commit().await?;

@@ -13,6 +13,7 @@ pub mod employees;
 pub mod evidence;
 pub mod inbox;
 pub mod ingress;
+pub mod jobs;
 pub mod loadgen;
 pub mod outbox;
 pub mod platform;

@@ -97,9 +97,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo(args) => rollcall::demo::run(args).await,
         Command::Employees(args) => Ok(rollcall::employees::cli::run(&config, args).await?),
-        Command::Evidence(args) => rollcall::evidence::cli::run(&config, args).await,
+        Command::Evidence(args) => rollcall::evidence::cli::run(&config, args, open_runtime).await,
         Command::Privacy(args) => rollcall::privacy::cli::run(&config, args).await,
     }
+}
+
+/// The handlers' runtime, for the CLI commands that need one.
+fn open_runtime(
+    config: &Config,
+) -> futures::future::BoxFuture<'_, anyhow::Result<rollcall::runtime::Runtime>> {
+    Box::pin(async move {
+        Ok(
+            rollcall::app::runtime(config, std::sync::Arc::new(rollcall::clock::SystemClock))
+                .await?,
+        )
+    })
 }
 
 async fn serve(mut config: Config) -> anyhow::Result<()> {

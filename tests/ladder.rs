@@ -373,7 +373,7 @@ async fn the_scan_run_twice_changes_nothing_the_second_time(#[case] engine: Engi
     );
     assert_eq!((rows(&s).await.len(), s.sandbox.sent().len()), after_first);
     // The same through the CLI's path: the job queue keys a day's scan once.
-    rollcall::workers::enqueue_scan(
+    rollcall::jobs::enqueue_scan(
         &s.rt.db.orm,
         s.rt.db.engine,
         TENANT,
@@ -382,7 +382,7 @@ async fn the_scan_run_twice_changes_nothing_the_second_time(#[case] engine: Engi
     )
     .await
     .unwrap();
-    rollcall::workers::enqueue_scan(
+    rollcall::jobs::enqueue_scan(
         &s.rt.db.orm,
         s.rt.db.engine,
         TENANT,
@@ -742,7 +742,7 @@ async fn the_daily_scan_runs_by_itself_once(#[case] engine: Engine) {
     let scans = || async {
         rollcall::workers::jobs_like(
             &s.rt.db,
-            rollcall::workers::SCAN_QUEUE,
+            rollcall::jobs::SCAN_QUEUE,
             &format!("scan:{TENANT}:%"),
         )
         .await

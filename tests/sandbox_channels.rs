@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rollcall::outbox::email::{EmailMessage, Mailer, RawEmailConfig, resolve_email};
+use rollcall::config::{RawEmailConfig, RawSmsConfig, resolve_email, resolve_sms};
+use rollcall::outbox::email::{EmailMessage, Mailer};
 use rollcall::outbox::sms::{
-    RawSmsConfig, SmsMessage, SmsProvider, WEBHOOK_SIGNATURE_HEADER, WEBHOOK_TIMESTAMP_HEADER,
-    resolve_sms, sms_provider, webhook_signature,
+    SmsMessage, SmsProvider, WEBHOOK_SIGNATURE_HEADER, WEBHOOK_TIMESTAMP_HEADER, sms_provider,
+    webhook_signature,
 };
 use rollcall::platform::PlatformError;
 use rollcall::platform::sandbox::{SandboxMail, SandboxSms, SmsFault};

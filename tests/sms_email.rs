@@ -16,10 +16,9 @@ use axum::routing::post;
 use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use rollcall::config::ConfigError;
-use rollcall::outbox::email::{EmailMessage, EmailReceipt, Mailer, RawEmailConfig, resolve_email};
-use rollcall::outbox::sms::{
-    RawSmsConfig, SmsMessage, SmsProvider, SmsReceipt, resolve_sms, sms_provider,
-};
+use rollcall::config::{RawEmailConfig, RawSmsConfig, resolve_email, resolve_sms};
+use rollcall::outbox::email::{EmailMessage, EmailReceipt, Mailer};
+use rollcall::outbox::sms::{SmsMessage, SmsProvider, SmsReceipt, sms_provider};
 use rollcall::platform::PlatformError;
 use rstest::rstest;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};

@@ -23,23 +23,16 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::notify::{NotifyError, Unseal, employee_row, hr_people, local, missed_days, person};
+use super::notify::{NotifyError, local, missed_days};
+use super::status::{CaseStatus, DepartureState};
 use super::store::{self, Resolution, case_no, record, record_leaf};
 use super::{Channel, Policy, Recipient, Step};
+use crate::employees::directory::{Unseal, employee_row, hr_people, person};
 use crate::evidence::NewLeaf;
 use crate::evidence::log::sha256_hex;
 use crate::outbox::render::Rendered;
-use crate::outbox::{Button, NewMessage, Payload, channel_name, enqueue};
+use crate::outbox::{Button, NewMessage, OutboxStatus, Payload, channel_name, enqueue};
 use crate::runtime::{Runtime, Tenant};
-
-/// Waiting for the confirmations and the union item.
-pub const COLLECTING: &str = "collecting";
-/// The employee checked in: nothing goes out until HR decides.
-pub const HALTED: &str = "halted";
-/// The termination notice went out; the case is closed.
-pub const TERMINATED: &str = "terminated";
-/// The case was closed otherwise (`/resolve`, leave): nothing went out.
-pub const CANCELLED: &str = "cancelled";
 
 /// The template of the termination notice, and the blocks drafted.
 const DOCUMENT: &str = "termination_notice.employee";
@@ -186,7 +179,7 @@ async fn reload<C: ConnectionTrait>(conn: &C, id: i64) -> Result<departure::Mode
 /// What is still missing before the notice can go out.
 pub fn pending(d: &departure::Model) -> Vec<&'static str> {
     let mut out = Vec::new();
-    if d.state == HALTED {
+    if DepartureState::of(d) == Some(DepartureState::Halted) {
         out.push("returned");
     }
     if d.manager_user_id.is_some() && d.manager_confirmed_at.is_none() {
@@ -224,7 +217,7 @@ async fn facts<C: ConnectionTrait>(
         .filter(outbox::Column::CaseId.eq(case.id))
         .filter(outbox::Column::Step.eq(Step::FormalNotice.as_str()))
         .filter(outbox::Column::Recipient.eq(&case.user_id))
-        .filter(outbox::Column::Status.eq("sent"))
+        .filter(outbox::Column::Status.eq(OutboxStatus::Sent.as_str()))
         .order_by_asc(outbox::Column::Id)
         .all(conn)
         .await?
@@ -328,9 +321,9 @@ pub async fn start<C: ConnectionTrait>(
     inbound_event_id: i64,
     now: DateTime<Utc>,
 ) -> Result<Result<Started, Refusal>, NotifyError> {
-    match case.status.as_str() {
-        "resolved" => return Ok(Err(Refusal::Closed)),
-        "departing" => return Ok(Err(Refusal::Already)),
+    match CaseStatus::of(case) {
+        Some(CaseStatus::Resolved) => return Ok(Err(Refusal::Closed)),
+        Some(CaseStatus::Departing) => return Ok(Err(Refusal::Already)),
         _ => {}
     }
     if case.deadline_at.is_none_or(|d| now < d) {
@@ -366,7 +359,7 @@ pub async fn start<C: ConnectionTrait>(
         tenant_id: Set(tenant_id.clone()),
         case_id: Set(case.id),
         user_id: Set(case.user_id.clone()),
-        state: Set(COLLECTING.to_owned()),
+        state: Set(DepartureState::Collecting.as_str().to_owned()),
         started_at: Set(now),
         started_by: Set(actor.user_id.clone()),
         started_via: Set(via.to_owned()),
@@ -523,7 +516,9 @@ pub async fn confirm<C: ConnectionTrait>(
     let Some(d) = of_case(conn, case.id).await? else {
         return Ok(Recorded::Stale);
     };
-    if case.status != "departing" || d.state == TERMINATED {
+    if CaseStatus::of(case) != Some(CaseStatus::Departing)
+        || DepartureState::of(&d) == Some(DepartureState::Terminated)
+    {
         return Ok(Recorded::Stale);
     }
     if capacity == Capacity::Manager && d.manager_user_id.as_deref() != Some(&sender.user_id) {
@@ -601,7 +596,9 @@ pub async fn record_union<C: ConnectionTrait>(
     let Some(d) = of_case(conn, case.id).await? else {
         return Ok(Recorded::Stale);
     };
-    if case.status != "departing" || d.state == TERMINATED {
+    if CaseStatus::of(case) != Some(CaseStatus::Departing)
+        || DepartureState::of(&d) == Some(DepartureState::Terminated)
+    {
         return Ok(Recorded::Stale);
     }
     let first = departure::Entity::update_many()
@@ -690,11 +687,14 @@ pub async fn halt<C: ConnectionTrait>(
         return Ok(false);
     };
     let halted = departure::Entity::update_many()
-        .col_expr(departure::Column::State, Expr::value(HALTED.to_owned()))
+        .col_expr(
+            departure::Column::State,
+            Expr::value(DepartureState::Halted.as_str().to_owned()),
+        )
         .col_expr(departure::Column::ReturnedAt, Expr::value(at))
         .col_expr(departure::Column::UpdatedAt, Expr::value(now))
         .filter(departure::Column::Id.eq(d.id))
-        .filter(departure::Column::State.eq(COLLECTING))
+        .filter(departure::Column::State.eq(DepartureState::Collecting.as_str()))
         .exec(conn)
         .await?;
     if halted.rows_affected == 0 {
@@ -757,14 +757,17 @@ pub async fn resume<C: ConnectionTrait>(
     let Some(d) = of_case(conn, case.id).await? else {
         return Ok(None);
     };
-    if case.status != "departing" {
+    if CaseStatus::of(case) != Some(CaseStatus::Departing) {
         return Ok(None);
     }
     let resumed = departure::Entity::update_many()
-        .col_expr(departure::Column::State, Expr::value(COLLECTING.to_owned()))
+        .col_expr(
+            departure::Column::State,
+            Expr::value(DepartureState::Collecting.as_str().to_owned()),
+        )
         .col_expr(departure::Column::UpdatedAt, Expr::value(now))
         .filter(departure::Column::Id.eq(d.id))
-        .filter(departure::Column::State.eq(HALTED))
+        .filter(departure::Column::State.eq(DepartureState::Halted.as_str()))
         .exec(conn)
         .await?;
     if resumed.rows_affected == 0 {
@@ -802,7 +805,10 @@ async fn advance<C: ConnectionTrait>(
         .ok_or_else(|| DbErr::RecordNotFound(format!("departure of case {case_id}")))?;
     let case = reload_case(conn, case_id).await?;
     let missing = pending(&d);
-    if !missing.is_empty() || d.state != COLLECTING || case.status != "departing" {
+    if !missing.is_empty()
+        || DepartureState::of(&d) != Some(DepartureState::Collecting)
+        || CaseStatus::of(&case) != Some(CaseStatus::Departing)
+    {
         return Ok(Progress {
             departure: d,
             pending: missing,
@@ -810,11 +816,14 @@ async fn advance<C: ConnectionTrait>(
         });
     }
     let claimed = departure::Entity::update_many()
-        .col_expr(departure::Column::State, Expr::value(TERMINATED.to_owned()))
+        .col_expr(
+            departure::Column::State,
+            Expr::value(DepartureState::Terminated.as_str().to_owned()),
+        )
         .col_expr(departure::Column::TerminatedAt, Expr::value(now))
         .col_expr(departure::Column::UpdatedAt, Expr::value(now))
         .filter(departure::Column::Id.eq(d.id))
-        .filter(departure::Column::State.eq(COLLECTING))
+        .filter(departure::Column::State.eq(DepartureState::Collecting.as_str()))
         .exec(conn)
         .await?;
     if claimed.rows_affected == 0 {

@@ -5,6 +5,8 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::status::CaseStatus;
+
 /// The steps of the default ladder. Stored as strings, never as integers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -123,20 +125,6 @@ impl Policy {
     pub fn deadline(&self, sent_at: DateTime<Utc>) -> DateTime<Utc> {
         sent_at + Duration::days(self.expected_receipt_days + self.deadline_days)
     }
-}
-
-/// Where a case stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CaseStatus {
-    Open,
-    /// The employee replied: the ladder waits for HR.
-    Paused,
-    /// HR started the self-departure (自离) process: the ladder has stopped;
-    /// the process (`cases::departure`) decides what is sent next.
-    Departing,
-    /// Back at work, on approved leave, closed by HR, or terminated.
-    Resolved,
 }
 
 /// What `decide` needs to know about a case.

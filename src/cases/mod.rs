@@ -11,8 +11,8 @@ pub mod exhibits;
 pub mod ladder;
 pub mod notify;
 pub mod scan;
+pub mod status;
 pub mod store;
 
-pub use ladder::{
-    Action, CaseState, CaseStatus, Channel, Policy, Recipient, Rung, Step, Trigger, decide,
-};
+pub use ladder::{Action, CaseState, Channel, Policy, Recipient, Rung, Step, Trigger, decide};
+pub use status::{CaseStatus, DepartureState};

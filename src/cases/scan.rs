@@ -15,6 +15,7 @@ use super::{Action, CaseStatus, decide};
 use crate::attendance::calendar::{
     DayStatus, Leave, RestDays, day_is_closed, day_status, last_closed_workday,
 };
+use crate::outbox::OutboxStatus;
 use crate::runtime::{Runtime, Tenant};
 
 /// Cases written per transaction: bounded so the callback path never waits long.
@@ -171,7 +172,7 @@ pub async fn scan(
     }
     let mut cases: HashMap<String, absence_case::Model> = absence_case::Entity::find()
         .filter(absence_case::Column::TenantId.eq(tenant_id))
-        .filter(absence_case::Column::Status.ne("resolved"))
+        .filter(absence_case::Column::Status.ne(CaseStatus::Resolved.as_str()))
         .all(db)
         .await?
         .into_iter()
@@ -183,7 +184,7 @@ pub async fn scan(
         .select_only()
         .column(absence_case::Column::UserId)
         .filter(absence_case::Column::TenantId.eq(tenant_id))
-        .filter(absence_case::Column::Status.eq("resolved"))
+        .filter(absence_case::Column::Status.eq(CaseStatus::Resolved.as_str()))
         .filter(absence_case::Column::FirstMissed.lte(day))
         .filter(absence_case::Column::ScannedThrough.gte(day))
         .into_tuple()
@@ -314,7 +315,7 @@ pub async fn scan(
                         None => absence_case::Entity::find_by_id(c.id).one(&txn).await?,
                     };
                     match current {
-                        Some(c) if c.status != "resolved" => c,
+                        Some(c) if CaseStatus::of(&c) != Some(CaseStatus::Resolved) => c,
                         _ => continue,
                     }
                 }
@@ -343,7 +344,7 @@ async fn formal_notice_delivered<C: sea_orm::ConnectionTrait>(
         .filter(entity::outbox::Column::CaseId.eq(case.id))
         .filter(entity::outbox::Column::Step.eq(super::Step::FormalNotice.as_str()))
         .filter(entity::outbox::Column::Recipient.eq(&case.user_id))
-        .filter(entity::outbox::Column::Status.eq("sent"))
+        .filter(entity::outbox::Column::Status.eq(OutboxStatus::Sent.as_str()))
         .count(conn)
         .await?;
     Ok(n > 0)

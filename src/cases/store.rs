@@ -10,7 +10,7 @@ use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 
-use super::{CaseState, CaseStatus, Policy, Step};
+use super::{CaseState, CaseStatus, DepartureState, Policy, Step};
 use crate::evidence::{NewLeaf, append_one};
 
 /// How a case is shown to people: `RC-000042`.
@@ -28,13 +28,10 @@ pub fn parse_case_no(text: &str) -> Option<i64> {
     digits.parse().ok().filter(|id| *id > 0)
 }
 
+/// The status the ladder works with: a word rollcall does not write counts
+/// as open.
 pub fn status_of(row: &absence_case::Model) -> CaseStatus {
-    match row.status.as_str() {
-        "paused" => CaseStatus::Paused,
-        "departing" => CaseStatus::Departing,
-        "resolved" => CaseStatus::Resolved,
-        _ => CaseStatus::Open,
-    }
+    CaseStatus::of(row).unwrap_or(CaseStatus::Open)
 }
 
 pub fn steps_done(row: &absence_case::Model) -> BTreeSet<Step> {
@@ -124,7 +121,7 @@ pub async fn open<C: ConnectionTrait>(
     let row = absence_case::ActiveModel {
         tenant_id: Set(tenant_id.to_owned()),
         user_id: Set(user_id.to_owned()),
-        status: Set("open".to_owned()),
+        status: Set(CaseStatus::Open.as_str().to_owned()),
         opened_at: Set(now),
         first_missed: Set(day),
         last_missed: Set(day),
@@ -183,7 +180,7 @@ pub async fn advance<C: ConnectionTrait>(
         .col_expr(absence_case::Column::UpdatedAt, Expr::value(now))
         .filter(absence_case::Column::Id.eq(case.id))
         .filter(absence_case::Column::ScannedThrough.lt(day))
-        .filter(absence_case::Column::Status.ne("resolved"))
+        .filter(absence_case::Column::Status.ne(CaseStatus::Resolved.as_str()))
         .exec(conn)
         .await?;
     if updated.rows_affected == 0 {
@@ -273,7 +270,7 @@ pub async fn unresolved<C: ConnectionTrait>(
     absence_case::Entity::find()
         .filter(absence_case::Column::TenantId.eq(tenant_id))
         .filter(absence_case::Column::UserId.eq(user_id))
-        .filter(absence_case::Column::Status.ne("resolved"))
+        .filter(absence_case::Column::Status.ne(CaseStatus::Resolved.as_str()))
         .one(conn)
         .await
 }
@@ -283,17 +280,20 @@ pub async fn unresolved<C: ConnectionTrait>(
 async fn transition<C: ConnectionTrait>(
     conn: &C,
     case: &absence_case::Model,
-    status: &str,
+    status: CaseStatus,
     resolution: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<bool, DbErr> {
     let mut update = absence_case::Entity::update_many()
-        .col_expr(absence_case::Column::Status, Expr::value(status.to_owned()))
+        .col_expr(
+            absence_case::Column::Status,
+            Expr::value(status.as_str().to_owned()),
+        )
         .col_expr(absence_case::Column::Fence, Expr::value(case.fence + 1))
         .col_expr(absence_case::Column::UpdatedAt, Expr::value(now))
         .filter(absence_case::Column::Id.eq(case.id))
         .filter(absence_case::Column::Fence.eq(case.fence));
-    if status == "resolved" {
+    if status == CaseStatus::Resolved {
         update = update
             .col_expr(absence_case::Column::ResolvedAt, Expr::value(now))
             .col_expr(
@@ -342,28 +342,29 @@ pub async fn resolve<C: ConnectionTrait>(
     inbound_event_id: Option<i64>,
     now: DateTime<Utc>,
 ) -> Result<bool, DbErr> {
-    if case.status == "resolved" {
+    if CaseStatus::of(case) == Some(CaseStatus::Resolved) {
         return Ok(false);
     }
     // A check-in never closes a case in the self-departure process: HR
     // decides (see `departure::halt`).
-    if case.status == "departing" && matches!(resolution, Resolution::CheckedIn { .. }) {
+    let departing = CaseStatus::of(case) == Some(CaseStatus::Departing);
+    if departing && matches!(resolution, Resolution::CheckedIn { .. }) {
         return Ok(false);
     }
     let summary = resolution.summary();
-    if !transition(conn, case, "resolved", Some(&summary), now).await? {
+    if !transition(conn, case, CaseStatus::Resolved, Some(&summary), now).await? {
         return Ok(false);
     }
     // A self-departure process closed otherwise than by its notice ends too.
-    if case.status == "departing" && *resolution != Resolution::Terminated {
+    if departing && *resolution != Resolution::Terminated {
         entity::departure::Entity::update_many()
             .col_expr(
                 entity::departure::Column::State,
-                Expr::value(super::departure::CANCELLED.to_owned()),
+                Expr::value(DepartureState::Cancelled.as_str().to_owned()),
             )
             .col_expr(entity::departure::Column::UpdatedAt, Expr::value(now))
             .filter(entity::departure::Column::CaseId.eq(case.id))
-            .filter(entity::departure::Column::State.ne(super::departure::TERMINATED))
+            .filter(entity::departure::Column::State.ne(DepartureState::Terminated.as_str()))
             .exec(conn)
             .await?;
     }
@@ -390,7 +391,9 @@ pub async fn pause<C: ConnectionTrait>(
     inbound_event_id: Option<i64>,
     now: DateTime<Utc>,
 ) -> Result<bool, DbErr> {
-    if case.status != "open" || !transition(conn, case, "paused", None, now).await? {
+    if CaseStatus::of(case) != Some(CaseStatus::Open)
+        || !transition(conn, case, CaseStatus::Paused, None, now).await?
+    {
         return Ok(false);
     }
     record(
@@ -417,7 +420,9 @@ pub async fn resume<C: ConnectionTrait>(
     inbound_event_id: i64,
     now: DateTime<Utc>,
 ) -> Result<bool, DbErr> {
-    if case.status != "paused" || !transition(conn, case, "open", None, now).await? {
+    if CaseStatus::of(case) != Some(CaseStatus::Paused)
+        || !transition(conn, case, CaseStatus::Open, None, now).await?
+    {
         return Ok(false);
     }
     record(
@@ -446,8 +451,10 @@ pub async fn begin_departure<C: ConnectionTrait>(
     inbound_event_id: i64,
     now: DateTime<Utc>,
 ) -> Result<bool, DbErr> {
-    if !matches!(case.status.as_str(), "open" | "paused")
-        || !transition(conn, case, "departing", None, now).await?
+    if !matches!(
+        CaseStatus::of(case),
+        Some(CaseStatus::Open | CaseStatus::Paused)
+    ) || !transition(conn, case, CaseStatus::Departing, None, now).await?
     {
         return Ok(false);
     }

@@ -7,14 +7,16 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 use serde_json::{Value, json};
 
 use super::{
-    Caption, Command, ParseError, Role, Subject, UNION_CHOICES, allowed, may_file_evidence, parse,
+    Caption, Command, ParseError, Subject, UNION_CHOICES, allowed, may_file_evidence, parse,
     parse_caption,
 };
+use crate::cases::CaseStatus;
 use crate::cases::departure::{self, Recorded, Refusal};
 use crate::cases::exhibits;
 use crate::cases::notify::local;
 use crate::cases::store::{self, Resolution, case_no, parse_case_no};
-use crate::conversation::{HandleError, Turn};
+use crate::conversation::turn::{HandleError, Turn};
+use crate::employees::Role;
 
 fn role_of(e: &employee::Model) -> Role {
     // The import refuses other values; anything unknown gets the least rights.
@@ -64,7 +66,7 @@ enum Found {
 /// Finds a person by user id or by name.
 async fn find(turn: &Turn<'_>, who: &str) -> Result<Found, HandleError> {
     let tenant = &turn.tenant.config.id;
-    if let Some(e) = crate::cases::notify::employee_row(turn.txn, tenant, who).await? {
+    if let Some(e) = crate::employees::directory::employee_row(turn.txn, tenant, who).await? {
         return Ok(Found::One(Box::new(e)));
     }
     let mut named = employee::Entity::find()
@@ -198,7 +200,7 @@ async fn run(
             let Some(found) = found else {
                 return Ok(("not_found", json!({ "who": case })));
             };
-            let person = crate::cases::notify::employee_row(
+            let person = crate::employees::directory::employee_row(
                 turn.txn,
                 &turn.tenant.config.id,
                 &found.user_id,
@@ -216,7 +218,11 @@ async fn run(
         return refused;
     }
     // Closing or going on with a self-departure process is HR's decision.
-    if role != Role::Hr && case_row.as_ref().is_some_and(|c| c.status == "departing") {
+    if role != Role::Hr
+        && case_row
+            .as_ref()
+            .is_some_and(|c| CaseStatus::of(c) == Some(CaseStatus::Departing))
+    {
         return refused;
     }
     match cmd {
@@ -253,7 +259,7 @@ async fn run(
                 && *from <= case.first_missed
                 && *to >= case.last_missed
                 // A self-departure process is closed by HR only.
-                && (case.status != "departing" || role == Role::Hr)
+                && (CaseStatus::of(&case) != Some(CaseStatus::Departing) || role == Role::Hr)
                 && store::resolve(
                     turn.txn,
                     &case,
@@ -306,7 +312,7 @@ async fn run(
             let (Some(t), Some(row)) = (target, case_row) else {
                 return Ok(("not_found", json!({ "who": case })));
             };
-            if row.status == "departing" {
+            if CaseStatus::of(&row) == Some(CaseStatus::Departing) {
                 let Some(progress) = departure::resume(
                     turn.rt,
                     turn.txn,
@@ -413,7 +419,7 @@ async fn run(
             };
             let case = store::unresolved(turn.txn, &turn.tenant.config.id, &t.user_id)
                 .await?
-                .filter(|c| c.status == "departing");
+                .filter(|c| CaseStatus::of(c) == Some(CaseStatus::Departing));
             let Some(case) = case else {
                 return Ok(("union_no_departure", json!({ "name": t.name })));
             };
@@ -495,7 +501,7 @@ async fn evidence(turn: &Turn<'_>, t: &employee::Model) -> Result<Value, HandleE
     let mut list = Vec::new();
     for e in exhibits::list(turn.txn, case.id).await? {
         let sender =
-            crate::cases::notify::employee_row(turn.txn, &turn.tenant.config.id, &e.sender)
+            crate::employees::directory::employee_row(turn.txn, &turn.tenant.config.id, &e.sender)
                 .await?
                 .map(|s| s.name)
                 .unwrap_or_else(|| e.sender.clone());
@@ -571,14 +577,14 @@ async fn cases(
 ) -> Result<Value, HandleError> {
     let open = absence_case::Entity::find()
         .filter(absence_case::Column::TenantId.eq(&turn.tenant.config.id))
-        .filter(absence_case::Column::Status.ne("resolved"))
+        .filter(absence_case::Column::Status.ne(CaseStatus::Resolved.as_str()))
         .order_by_asc(absence_case::Column::Id)
         .all(turn.txn)
         .await?;
     let mut list = Vec::new();
     for c in &open {
         let Some(e) =
-            crate::cases::notify::employee_row(turn.txn, &turn.tenant.config.id, &c.user_id)
+            crate::employees::directory::employee_row(turn.txn, &turn.tenant.config.id, &c.user_id)
                 .await?
         else {
             continue;

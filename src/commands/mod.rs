@@ -9,6 +9,7 @@ pub mod handle;
 use chrono::NaiveDate;
 
 use crate::cases::departure::UnionNotice;
+use crate::employees::Role;
 
 /// A command sent to the bot in chat.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,14 +233,6 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
         _ => unreachable!("every name in COMMANDS has an arm"),
     };
     Ok(command)
-}
-
-/// The sender's role in the tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Employee,
-    Manager,
-    Hr,
 }
 
 /// Who a command is about, relative to the sender.

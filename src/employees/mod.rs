@@ -11,6 +11,7 @@
 //! row or column does not open.
 
 pub mod cli;
+pub mod directory;
 pub mod import;
 pub mod sync;
 
@@ -19,12 +20,19 @@ use entity::employee;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
-use crate::commands::Role;
 use crate::db::Database;
 use crate::sealed::{DataKey, OpenError};
 
 pub use import::{ImportError, ImportReport, RowError, import_csv};
 pub use sync::{SyncError, sync_directory};
+
+/// A person's role in the tenant (what the commands they send may do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Employee,
+    Manager,
+    Hr,
+}
 
 /// The sealed columns of `employees`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,19 +3,19 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use futures::future::BoxFuture;
 
 use super::checkpoint::{self, fingerprint, load_or_create_key};
 use super::export;
 use super::verify::{VerifyReport, verify_log};
 use crate::cases::store::{case_no, parse_case_no};
-use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::db::Database;
+use crate::runtime::Runtime;
 
 #[derive(Debug, clap::Args)]
 pub struct EvidenceArgs {
@@ -73,7 +73,16 @@ fn case_arg(text: &str) -> Result<i64, String> {
     parse_case_no(text).ok_or_else(|| format!("`{text}` is not a case number (RC-000002 or 2)"))
 }
 
-pub async fn run(config: &Config, args: EvidenceArgs) -> anyhow::Result<()> {
+/// Builds the handlers' runtime from the configuration, for the commands
+/// that need one (`export`): the composition root's `app::runtime`, passed
+/// in by `main`.
+pub type OpenRuntime = for<'a> fn(&'a Config) -> BoxFuture<'a, anyhow::Result<Runtime>>;
+
+pub async fn run(
+    config: &Config,
+    args: EvidenceArgs,
+    open_runtime: OpenRuntime,
+) -> anyhow::Result<()> {
     match args.command {
         EvidenceCommand::Pubkey => {
             let signer = load_or_create_key(&config.evidence.key_file, &config.evidence.name)?;
@@ -118,7 +127,7 @@ pub async fn run(config: &Config, args: EvidenceArgs) -> anyhow::Result<()> {
                 "{} exists already: give a new path",
                 out.display()
             );
-            let rt = crate::app::runtime(config, Arc::new(SystemClock)).await?;
+            let rt = open_runtime(config).await?;
             let package = export::package(&rt, &tenant, &employee, case).await?;
             if zip {
                 let mut file = std::fs::File::create_new(&out)

@@ -63,7 +63,7 @@ pub async fn request<C: ConnectionTrait>(
         TryInsertResult::Inserted(r) => r.last_insert_id,
         TryInsertResult::Conflicted | TryInsertResult::Empty => return Ok(None),
     };
-    crate::workers::enqueue_export(conn, engine, id).await?;
+    crate::jobs::enqueue_export(conn, engine, id).await?;
     Ok(Some(id))
 }
 
@@ -79,7 +79,7 @@ pub async fn build(rt: &Runtime, id: i64) -> Result<(), DownloadError> {
     let Some(tenant) = rt.tenant(&row.tenant_id).cloned() else {
         return Ok(());
     };
-    let name = crate::cases::notify::employee_row(db, &row.tenant_id, &row.employee)
+    let name = crate::employees::directory::employee_row(db, &row.tenant_id, &row.employee)
         .await?
         .map_or_else(|| row.employee.clone(), |e| e.name);
     let built = export::package(rt, &row.tenant_id, &row.employee, row.case_id).await;

@@ -5,11 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::Router;
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 
 use crate::config::Config;
 use crate::db::Database;
@@ -18,6 +15,9 @@ use crate::platform::CallbackSide;
 
 pub mod callback;
 pub mod export;
+mod routes;
+
+pub use routes::{router, runtime_router};
 
 /// Largest callback body accepted.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -182,38 +182,6 @@ impl Ingress {
         }
         (status, body.into()).into_response()
     }
-}
-
-/// The HTTP routes.
-pub fn router(state: Ingress) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route(
-            "/callback/{platform}/{tenant}",
-            get(callback::receive).post(callback::receive),
-        )
-        .with_state(state)
-}
-
-/// The routes that need the handlers' runtime: package downloads.
-pub fn runtime_router(rt: crate::runtime::Runtime) -> Router {
-    Router::new()
-        .route("/export/{token}", get(export::download))
-        .with_state(rt)
-}
-
-async fn readyz(State(state): State<Ingress>) -> Response {
-    if state.db.ping().await {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
-    }
-}
-
-async fn metrics(State(state): State<Ingress>) -> String {
-    state.metrics.render()
 }
 
 #[cfg(test)]

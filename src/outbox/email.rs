@@ -2,9 +2,6 @@
 //! with the SMTP steps driven here so that a refusal at `RCPT TO` (this
 //! address cannot receive) is told apart from every other refusal.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
 use lettre::Address;
 use lettre::address::Envelope;
 use lettre::message::header::ContentType;
@@ -15,14 +12,10 @@ use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParam
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{ConfigError, Env, Secret, invalid, resolve_secret};
+use crate::config::{EmailConfig, SmtpSecurity};
 use crate::platform::PlatformError;
-
-/// How long one whole SMTP exchange may take when the config says nothing.
-pub const DEFAULT_SMTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One email to one address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,172 +39,6 @@ pub struct EmailReceipt {
     pub server_reply: String,
     /// The RFC 5322 message exactly as sent.
     pub message: Vec<u8>,
-}
-
-/// How the SMTP connection is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SmtpSecurity {
-    /// Plain connection upgraded with STARTTLS, which is required: a server
-    /// that does not offer it is refused (default port 587).
-    StartTls,
-    /// TLS from the first byte, "SMTPS" (default port 465).
-    Tls,
-    /// No encryption at all (default port 25): only for a relay on the same
-    /// host or a test sink; credentials and notices travel in clear text.
-    None,
-}
-
-impl SmtpSecurity {
-    fn default_port(self) -> u16 {
-        match self {
-            SmtpSecurity::StartTls => 587,
-            SmtpSecurity::Tls => 465,
-            SmtpSecurity::None => 25,
-        }
-    }
-}
-
-/// The `[tenants.email]` table as written; [`resolve_email`] checks it.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawEmailConfig {
-    pub host: Option<String>,
-    pub port: Option<u16>,
-    /// `starttls` (default), `tls` or `none`.
-    pub security: Option<String>,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub password_env: Option<String>,
-    pub password_file: Option<PathBuf>,
-    /// The sender mailbox, e.g. `人事部 <hr@example.com>`.
-    pub from: Option<String>,
-    /// Seconds one whole SMTP exchange may take (default 30).
-    pub timeout_secs: Option<u64>,
-    /// A PEM file of extra CA certificates to trust (a company relay with
-    /// its own CA), on top of the system's.
-    pub ca_file: Option<PathBuf>,
-}
-
-/// A checked email configuration (its `Debug` never shows the password).
-#[derive(Debug, Clone)]
-pub struct EmailConfig {
-    pub host: String,
-    pub port: u16,
-    pub security: SmtpSecurity,
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    pub from: Mailbox,
-    pub timeout: Duration,
-    /// Extra trusted CA certificates, PEM.
-    pub ca_pem: Option<Vec<u8>>,
-}
-
-/// Checks a `[tenants.email]` table; errors name the full key under `prefix`
-/// (e.g. `tenants[0].email.from`).
-pub fn resolve_email(
-    prefix: &str,
-    raw: RawEmailConfig,
-    env: &dyn Env,
-) -> Result<EmailConfig, ConfigError> {
-    let key = |k: &str| format!("{prefix}.{k}");
-    let host = raw
-        .host
-        .filter(|h| !h.trim().is_empty())
-        .ok_or_else(|| invalid(key("host"), "is missing"))?;
-    if host.contains(|c: char| c.is_whitespace() || c == '/' || c == ':') && !host.starts_with('[')
-    {
-        return Err(invalid(
-            key("host"),
-            format!("`{host}` is not a host name (give the port in `port`)"),
-        ));
-    }
-    let security = match raw.security.as_deref().unwrap_or("starttls") {
-        "starttls" => SmtpSecurity::StartTls,
-        "tls" => SmtpSecurity::Tls,
-        "none" => SmtpSecurity::None,
-        other => {
-            return Err(invalid(
-                key("security"),
-                format!("`{other}` is not one of starttls, tls, none"),
-            ));
-        }
-    };
-    let port = match raw.port {
-        Some(0) => return Err(invalid(key("port"), "must not be 0")),
-        Some(p) => p,
-        None => security.default_port(),
-    };
-    let has_password =
-        raw.password.is_some() || raw.password_env.is_some() || raw.password_file.is_some();
-    let (username, password) = match (raw.username, has_password) {
-        (None, false) => (None, None),
-        (Some(u), true) if !u.trim().is_empty() => {
-            let p = resolve_secret(
-                &key("password"),
-                raw.password,
-                raw.password_env,
-                raw.password_file,
-                env,
-            )?;
-            (Some(u), Some(p))
-        }
-        (Some(_), true) => return Err(invalid(key("username"), "is empty")),
-        (Some(_), false) => {
-            return Err(invalid(
-                key("password"),
-                "is missing (a username needs `password`, `password_env` or `password_file`)",
-            ));
-        }
-        (None, true) => {
-            return Err(invalid(
-                key("username"),
-                "is missing (a password needs one)",
-            ));
-        }
-    };
-    let from_text = raw
-        .from
-        .filter(|f| !f.trim().is_empty())
-        .ok_or_else(|| invalid(key("from"), "is missing"))?;
-    let from: Mailbox = from_text.parse().map_err(|e| {
-        invalid(
-            key("from"),
-            format!("`{from_text}` is not a mailbox like `人事部 <hr@example.com>`: {e}"),
-        )
-    })?;
-    let timeout = match raw.timeout_secs {
-        Some(0) => return Err(invalid(key("timeout_secs"), "must be at least 1")),
-        Some(s) => Duration::from_secs(s),
-        None => DEFAULT_SMTP_TIMEOUT,
-    };
-    let ca_pem = raw
-        .ca_file
-        .map(|path| {
-            let pem = std::fs::read(&path).map_err(|e| {
-                invalid(
-                    key("ca_file"),
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            Certificate::from_pem(&pem).map_err(|e| {
-                invalid(
-                    key("ca_file"),
-                    format!("{} holds no usable PEM certificate: {e}", path.display()),
-                )
-            })?;
-            Ok::<_, ConfigError>(pem)
-        })
-        .transpose()?;
-    Ok(EmailConfig {
-        host,
-        port,
-        security,
-        username,
-        password,
-        from,
-        timeout,
-        ca_pem,
-    })
 }
 
 /// Sends notices by email for one tenant.
@@ -509,6 +336,9 @@ impl Mailer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{
+        ConfigError, DEFAULT_SMTP_TIMEOUT, RawEmailConfig, Secret, invalid, resolve_email,
+    };
     use rstest::rstest;
 
     fn parse(text: &str) -> Result<EmailConfig, ConfigError> {

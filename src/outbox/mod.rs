@@ -5,16 +5,21 @@
 //! once and stores the receipt: jobs run at least once, notices go out once.
 
 pub mod email;
+mod leaf;
 pub mod reads;
 pub mod render;
 pub mod sms;
+mod status;
+
+pub use status::{OutboxStatus, UnknownStatus};
 
 use chrono::{DateTime, Duration, Utc};
 use entity::{absence_case, card_action, outbox};
+use futures::future::BoxFuture;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
-    QueryFilter, TransactionTrait, TryInsertResult,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr,
+    EntityTrait, QueryFilter, TransactionTrait, TryInsertResult,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -24,6 +29,7 @@ use crate::db::Engine;
 use crate::evidence::{NewLeaf, append_one};
 use crate::platform::{Card, CardButton, OutboundMessage, PlatformError};
 use crate::runtime::{Runtime, Tenant};
+use leaf::{message_leaf, subject_of};
 
 /// A card button: what pressing it means, and its label.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,7 +161,7 @@ pub async fn enqueue<C: ConnectionTrait>(
         template: Set(message.template),
         template_hash: Set(message.template_hash),
         payload: Set(payload_json),
-        status: Set("pending".to_owned()),
+        status: Set(OutboxStatus::Pending.as_str().to_owned()),
         attempts: Set(0),
         not_before: Set(now),
         created_at: Set(now),
@@ -192,38 +198,8 @@ pub async fn enqueue<C: ConnectionTrait>(
         leaf.subject(Some(&subject)).source("outbox", id),
     )
     .await?;
-    crate::workers::enqueue_deliver(txn, engine, id, 0, std::time::Duration::ZERO).await?;
+    crate::jobs::enqueue_deliver(txn, engine, id, 0, std::time::Duration::ZERO).await?;
     Ok(Some(id))
-}
-
-/// The employee a message concerns: its case's, else its recipient.
-async fn subject_of<C: ConnectionTrait>(
-    conn: &C,
-    case_id: Option<i64>,
-    recipient: &str,
-) -> Result<String, DbErr> {
-    if let Some(id) = case_id
-        && let Some(case) = absence_case::Entity::find_by_id(id).one(conn).await?
-    {
-        return Ok(case.user_id);
-    }
-    Ok(recipient.to_owned())
-}
-
-/// A leaf about outbox row `row` (an attempt, its receipt, its end).
-async fn message_leaf<C: ConnectionTrait>(
-    conn: &C,
-    kind: &str,
-    row: &outbox::Model,
-) -> Result<NewLeaf, DbErr> {
-    let subject = subject_of(conn, row.case_id, &row.recipient).await?;
-    Ok(NewLeaf::new(kind)
-        .case(row.case_id)
-        .subject(Some(&subject))
-        .channel(&row.channel)
-        .template(&row.template, &row.template_hash)
-        .id("idem_key", row.idem_key.clone())
-        .source("outbox", row.id))
 }
 
 /// What became of one delivery attempt.
@@ -243,18 +219,46 @@ pub enum DeliverError {
     Template(#[from] render::TemplateError),
 }
 
+/// What happens, in the transaction that gives a row up (undeliverable, or
+/// failed for good), besides marking it: the cases tell HR
+/// (`cases::notify::TellHr`). The worker passes it to [`deliver`], so that
+/// the outbox does not depend on the modules that write to it.
+pub trait OnGiveUp: Sync {
+    fn given_up<'a>(
+        &'a self,
+        rt: &'a Runtime,
+        txn: &'a DatabaseTransaction,
+        tenant: &'a Tenant,
+        row: &'a outbox::Model,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliverError>>;
+}
+
 /// Sends outbox row `id`, once. Safe to call again for the same row.
-pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
+pub async fn deliver(
+    rt: &Runtime,
+    id: i64,
+    on_give_up: &dyn OnGiveUp,
+) -> Result<Delivered, DeliverError> {
     let db = &rt.db.orm;
     let Some(row) = outbox::Entity::find_by_id(id).one(db).await? else {
         return Ok(Delivered::Done("missing"));
     };
-    if !matches!(row.status.as_str(), "pending" | "sending") {
+    if !matches!(
+        OutboxStatus::of(&row),
+        Some(OutboxStatus::Pending | OutboxStatus::Sending)
+    ) {
         return Ok(Delivered::Done("already final"));
     }
     let now = rt.clock.now();
     let Some(tenant) = rt.tenant(&row.tenant_id).cloned() else {
-        finish(rt, &row, "failed", Some("tenant no longer configured")).await?;
+        finish(
+            rt,
+            &row,
+            OutboxStatus::Failed,
+            Some("tenant no longer configured"),
+        )
+        .await?;
         return Ok(Delivered::Done("failed"));
     };
     // The fencing token: a notice for a case that was resolved, paused or
@@ -265,7 +269,7 @@ pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
             finish(
                 rt,
                 &row,
-                "cancelled",
+                OutboxStatus::Cancelled,
                 Some("the case changed before sending"),
             )
             .await?;
@@ -278,7 +282,7 @@ pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
             finish(
                 rt,
                 &row,
-                "failed",
+                OutboxStatus::Failed,
                 Some(&format!("unreadable payload: {e}")),
             )
             .await?;
@@ -289,15 +293,16 @@ pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
     // receipt): chat is sent again under WeCom's duplicate check and email
     // with the same Message-ID, but an SMS gateway has no such guard, so the
     // SMS is not sent twice: HR is told to check instead.
-    if row.status == "sending"
+    if OutboxStatus::of(&row) == Some(OutboxStatus::Sending)
         && payload.channel() == Channel::Sms
         && row.claimed_at.is_none_or(|c| c + cut_off_after(rt) <= now)
     {
         give_up(
             rt,
+            on_give_up,
             &tenant,
             &row,
-            "failed",
+            OutboxStatus::Failed,
             "interrupted between request and receipt; not re-sent to avoid a second SMS",
         )
         .await?;
@@ -310,7 +315,7 @@ pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
     // deliveries to one member cannot all pass the check.
     if !claim(rt, &row, payload.channel() == Channel::Chat, now).await? {
         // Another job holds a live attempt: look again once it would be cut off.
-        if row.status == "sending"
+        if OutboxStatus::of(&row) == Some(OutboxStatus::Sending)
             && let Some(claimed) = row.claimed_at
             && claimed + cut_off_after(rt) > now
         {
@@ -347,7 +352,7 @@ pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
             let txn = db.begin().await?;
             let sent = outbox::ActiveModel {
                 id: Set(row.id),
-                status: Set("sent".to_owned()),
+                status: Set(OutboxStatus::Sent.as_str().to_owned()),
                 sent_at: Set(Some(at)),
                 receipt_id: Set(receipt.id),
                 receipt: Set(Some(receipt.raw)),
@@ -364,7 +369,7 @@ pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
                     .and_then(|a| a.read_window())
                     .and_then(|w| reads::offset(rt.delivery.read_check_unit_secs, 0, w))
             {
-                crate::workers::enqueue_read_check(&txn, rt.db.engine, row.id, 0, first).await?;
+                crate::jobs::enqueue_read_check(&txn, rt.db.engine, row.id, 0, first).await?;
             }
             txn.commit().await?;
             Ok(Delivered::Done("sent"))
@@ -374,7 +379,7 @@ pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
                 i64::try_from(rt.delivery.retry_for_secs).unwrap_or(i64::MAX / 2),
             );
             if now - row.created_at > retry_for {
-                give_up(rt, &tenant, &row, "failed", &reason).await?;
+                give_up(rt, on_give_up, &tenant, &row, OutboxStatus::Failed, &reason).await?;
                 return Ok(Delivered::Done("failed"));
             }
             let wait = backoff(row.attempts, rt.delivery.max_backoff_secs);
@@ -389,11 +394,19 @@ pub async fn deliver(rt: &Runtime, id: i64) -> Result<Delivered, DeliverError> {
             )))
         }
         Err(PlatformError::Undeliverable { reason, .. }) => {
-            give_up(rt, &tenant, &row, "undeliverable", &reason).await?;
+            give_up(
+                rt,
+                on_give_up,
+                &tenant,
+                &row,
+                OutboxStatus::Undeliverable,
+                &reason,
+            )
+            .await?;
             Ok(Delivered::Done("undeliverable"))
         }
         Err(PlatformError::Permanent(reason)) => {
-            give_up(rt, &tenant, &row, "failed", &reason).await?;
+            give_up(rt, on_give_up, &tenant, &row, OutboxStatus::Failed, &reason).await?;
             Ok(Delivered::Done("failed"))
         }
     }
@@ -423,7 +436,7 @@ async fn member_budget(
         .filter(
             sea_orm::Condition::any()
                 .add(outbox::Column::SentAt.gt(now - window))
-                .add(outbox::Column::Status.eq("sending")),
+                .add(outbox::Column::Status.eq(OutboxStatus::Sending.as_str())),
         )
         .into_tuple()
         .all(&rt.db.orm)
@@ -574,10 +587,14 @@ async fn send(
                 ));
             };
             // The number is unsealed only now, for this request.
-            let phone =
-                crate::cases::notify::phone_of(rt, &rt.db.orm, &row.tenant_id, &row.recipient)
-                    .await
-                    .map_err(|e| PlatformError::Retryable(format!("reading the directory: {e}")))?;
+            let phone = crate::employees::directory::phone_of(
+                rt,
+                &rt.db.orm,
+                &row.tenant_id,
+                &row.recipient,
+            )
+            .await
+            .map_err(|e| PlatformError::Retryable(format!("reading the directory: {e}")))?;
             let Some(phone) = phone else {
                 return Err(PlatformError::Undeliverable {
                     user: row.recipient.clone(),
@@ -666,7 +683,10 @@ impl SendReceipt {
 async fn retry_later(rt: &Runtime, row: &outbox::Model, reason: &str) -> Result<(), DbErr> {
     let txn = rt.db.orm.begin().await?;
     outbox::Entity::update_many()
-        .col_expr(outbox::Column::Status, Expr::value("pending"))
+        .col_expr(
+            outbox::Column::Status,
+            Expr::value(OutboxStatus::Pending.as_str()),
+        )
         .col_expr(outbox::Column::Error, Expr::value(reason.to_owned()))
         .filter(outbox::Column::Id.eq(row.id))
         .exec(&txn)
@@ -700,12 +720,15 @@ async fn attempt_leaf<C: ConnectionTrait>(
 async fn finish(
     rt: &Runtime,
     row: &outbox::Model,
-    status: &str,
+    status: OutboxStatus,
     error: Option<&str>,
 ) -> Result<(), DbErr> {
     let txn = rt.db.orm.begin().await?;
     outbox::Entity::update_many()
-        .col_expr(outbox::Column::Status, Expr::value(status.to_owned()))
+        .col_expr(
+            outbox::Column::Status,
+            Expr::value(status.as_str().to_owned()),
+        )
         .col_expr(outbox::Column::Error, Expr::value(error.map(str::to_owned)))
         .filter(outbox::Column::Id.eq(row.id))
         .exec(&txn)
@@ -726,21 +749,25 @@ async fn finish(
 /// (unless the message was itself for HR about such a failure).
 async fn give_up(
     rt: &Runtime,
+    on_give_up: &dyn OnGiveUp,
     tenant: &Tenant,
     row: &outbox::Model,
-    status: &str,
+    status: OutboxStatus,
     reason: &str,
 ) -> Result<(), DeliverError> {
     let txn = rt.db.orm.begin().await?;
     outbox::Entity::update_many()
-        .col_expr(outbox::Column::Status, Expr::value(status.to_owned()))
+        .col_expr(
+            outbox::Column::Status,
+            Expr::value(status.as_str().to_owned()),
+        )
         .col_expr(outbox::Column::Error, Expr::value(reason.to_owned()))
         .filter(outbox::Column::Id.eq(row.id))
         .exec(&txn)
         .await?;
     attempt_leaf(rt, &txn, row, &format!("message_{status}"), reason).await?;
     if !row.idem_key.starts_with("undeliverable:") {
-        crate::cases::notify::tell_hr_undeliverable(rt, &txn, tenant, row, reason).await?;
+        on_give_up.given_up(rt, &txn, tenant, row, reason).await?;
     }
     txn.commit().await?;
     Ok(())

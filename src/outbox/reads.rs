@@ -83,7 +83,7 @@ pub async fn check(rt: &Runtime, id: i64, round: u32) -> Result<Checked, sea_orm
             return Ok(next.unwrap_or(Checked::Done("unanswered")));
         }
         Err(e) => {
-            let leaf = super::message_leaf(db, "read_status_unavailable", &row)
+            let leaf = super::leaf::message_leaf(db, "read_status_unavailable", &row)
                 .await?
                 .occurred_at(rt.clock.now())
                 .id("receipt", message_id)
@@ -105,7 +105,7 @@ pub async fn check(rt: &Runtime, id: i64, round: u32) -> Result<Checked, sea_orm
         if let Some(next) = next {
             return Ok(next);
         }
-        let leaf = super::message_leaf(db, "message_not_read", &row)
+        let leaf = super::leaf::message_leaf(db, "message_not_read", &row)
             .await?
             .occurred_at(now)
             .id("receipt", message_id)
@@ -125,7 +125,7 @@ pub async fn check(rt: &Runtime, id: i64, round: u32) -> Result<Checked, sea_orm
         .read_at
         .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
         .unwrap_or(now);
-    let leaf = super::message_leaf(db, "message_read", &row)
+    let leaf = super::leaf::message_leaf(db, "message_read", &row)
         .await?
         .occurred_at(read_at)
         .id("receipt", message_id)

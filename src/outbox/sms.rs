@@ -13,13 +13,9 @@ use serde::Deserialize;
 use sha1::Sha1;
 use sha2::Sha256;
 
-use crate::config::{ConfigError, Env, Secret, invalid, resolve_secret};
+use crate::config::{AliyunSmsConfig, SmsConfig, WebhookSmsConfig};
 use crate::platform::PlatformError;
 
-/// Aliyun's SMS endpoint (the same for every region).
-pub const ALIYUN_DEFAULT_ENDPOINT: &str = "https://dysmsapi.aliyuncs.com/";
-/// The region Aliyun documents for SMS.
-pub const ALIYUN_DEFAULT_REGION: &str = "cn-hangzhou";
 /// What a webhook's 429 means when it sends no usable `Retry-After`.
 pub const DEFAULT_RETRY_AFTER_SECS: u64 = 60;
 
@@ -482,129 +478,6 @@ impl SmsProvider for WebhookSms {
     }
 }
 
-// ---------------------------------------------------------------------------
-// Configuration
-// ---------------------------------------------------------------------------
-
-/// The `[tenants.sms]` table as written; [`resolve_sms`] checks it.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "provider", rename_all = "lowercase")]
-pub enum RawSmsConfig {
-    Aliyun(RawAliyunSms),
-    Webhook(RawWebhookSms),
-}
-
-/// `provider = "aliyun"`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAliyunSms {
-    pub access_key_id: Option<String>,
-    pub access_key_secret: Option<String>,
-    pub access_key_secret_env: Option<String>,
-    pub access_key_secret_file: Option<std::path::PathBuf>,
-    pub sign_name: Option<String>,
-    pub template_code: Option<String>,
-    pub endpoint: Option<String>,
-    pub region_id: Option<String>,
-}
-
-/// `provider = "webhook"`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawWebhookSms {
-    pub url: Option<String>,
-    pub secret: Option<String>,
-    pub secret_env: Option<String>,
-    pub secret_file: Option<std::path::PathBuf>,
-}
-
-/// A checked SMS configuration (its `Debug` never shows a secret).
-#[derive(Debug, Clone)]
-pub enum SmsConfig {
-    Aliyun(AliyunSmsConfig),
-    Webhook(WebhookSmsConfig),
-}
-
-#[derive(Debug, Clone)]
-pub struct AliyunSmsConfig {
-    pub endpoint: String,
-    pub region_id: String,
-    pub access_key_id: String,
-    pub access_key_secret: Secret,
-    pub sign_name: String,
-    pub template_code: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct WebhookSmsConfig {
-    pub url: String,
-    pub secret: Secret,
-}
-
-fn required(key: String, value: Option<String>) -> Result<String, ConfigError> {
-    value
-        .filter(|v| !v.trim().is_empty())
-        .ok_or_else(|| invalid(key, "is missing"))
-}
-
-pub(crate) fn http_url(key: &str, url: &str) -> Result<(), ConfigError> {
-    let parsed =
-        reqwest::Url::parse(url).map_err(|e| invalid(key, format!("`{url}` is not a URL: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(invalid(key, "must be an http or https URL"));
-    }
-    Ok(())
-}
-
-/// Checks a `[tenants.sms]` table; errors name the full key under `prefix`
-/// (e.g. `tenants[0].sms.access_key_secret`).
-pub fn resolve_sms(
-    prefix: &str,
-    raw: RawSmsConfig,
-    env: &dyn Env,
-) -> Result<SmsConfig, ConfigError> {
-    let key = |k: &str| format!("{prefix}.{k}");
-    match raw {
-        RawSmsConfig::Aliyun(a) => {
-            let endpoint = a
-                .endpoint
-                .unwrap_or_else(|| ALIYUN_DEFAULT_ENDPOINT.to_owned());
-            http_url(&key("endpoint"), &endpoint)?;
-            let region_id = a
-                .region_id
-                .unwrap_or_else(|| ALIYUN_DEFAULT_REGION.to_owned());
-            if region_id.trim().is_empty() {
-                return Err(invalid(key("region_id"), "is empty"));
-            }
-            let access_key_id = required(key("access_key_id"), a.access_key_id)?;
-            let access_key_secret = resolve_secret(
-                &key("access_key_secret"),
-                a.access_key_secret,
-                a.access_key_secret_env,
-                a.access_key_secret_file,
-                env,
-            )?;
-            let sign_name = required(key("sign_name"), a.sign_name)?;
-            let template_code = required(key("template_code"), a.template_code)?;
-            Ok(SmsConfig::Aliyun(AliyunSmsConfig {
-                endpoint,
-                region_id,
-                access_key_id,
-                access_key_secret,
-                sign_name,
-                template_code,
-            }))
-        }
-        RawSmsConfig::Webhook(w) => {
-            let url = required(key("url"), w.url)?;
-            http_url(&key("url"), &url)?;
-            let secret =
-                resolve_secret(&key("secret"), w.secret, w.secret_env, w.secret_file, env)?;
-            Ok(SmsConfig::Webhook(WebhookSmsConfig { url, secret }))
-        }
-    }
-}
-
 /// The sender for a checked configuration; each request gives up after `timeout`.
 pub fn sms_provider(config: &SmsConfig, timeout: Duration) -> Arc<dyn SmsProvider> {
     match config {
@@ -616,6 +489,7 @@ pub fn sms_provider(config: &SmsConfig, timeout: Duration) -> Arc<dyn SmsProvide
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{ALIYUN_DEFAULT_ENDPOINT, ConfigError, RawSmsConfig, invalid, resolve_sms};
     use rstest::rstest;
 
     /// Aliyun's published SendSms example (GET, testId / testSecret).

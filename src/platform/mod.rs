@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::TenantConfig;
-
+pub mod aes_key;
 pub mod dingtalk;
 pub mod sandbox;
+mod select;
 pub mod wecom;
+
+pub use select::build;
 
 /// A tenant's chat platform: its server API, and how its events arrive (at
 /// a callback URL, over a connection rollcall opens, or both).
@@ -24,34 +26,6 @@ pub struct Platform {
     /// What keeps the connection rollcall opens to the platform, when
     /// events come that way (DingTalk's Stream mode).
     pub listener: Option<Arc<dyn Listener>>,
-}
-
-/// `tenant`'s chat platform, or `None` when it has none configured (then
-/// chat messages fail as permanent and the other channels still go out).
-/// `timeout` bounds every API request. The one place that matches on a
-/// platform's name.
-pub fn build(tenant: &TenantConfig, timeout: Duration) -> Result<Option<Platform>, String> {
-    let named = |e: &dyn std::fmt::Display| format!("tenant {}: {e}", tenant.id);
-    if let Some(w) = &tenant.wecom {
-        let callbacks = wecom::callbacks::WecomCallbacks::new(w).map_err(|e| named(&e))?;
-        return Ok(Some(Platform {
-            api: Arc::new(wecom::api::WecomApi::new(
-                &w.api_base,
-                &w.corp_id,
-                w.secret.clone(),
-                w.agent_id,
-                timeout,
-            )),
-            callbacks: Some(Arc::new(callbacks)),
-            listener: None,
-        }));
-    }
-    if let Some(d) = &tenant.dingtalk {
-        return dingtalk::platform(d, timeout)
-            .map(Some)
-            .map_err(|e| named(&e));
-    }
-    Ok(None)
 }
 
 /// Events a platform pushes over a connection rollcall opens and keeps

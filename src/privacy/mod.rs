@@ -36,10 +36,12 @@ use sea_orm::{
 use serde::Serialize;
 use serde_json::json;
 
+use crate::cases::CaseStatus;
 use crate::cases::store::case_no;
 use crate::evidence::NewLeaf;
 use crate::evidence::log::{LeafData, append_one};
 use crate::evidence::verify::ranges;
+use crate::outbox::OutboxStatus;
 
 /// Leaves read per query when looking for references to a payload.
 const SCAN_PAGE: i64 = 50_000;
@@ -336,7 +338,8 @@ async fn allowed<C: ConnectionTrait>(
         .into_iter()
         .map(|c| CaseEnd {
             id: c.id,
-            closed_at: (c.status == "resolved").then(|| c.resolved_at.unwrap_or(c.updated_at)),
+            closed_at: (CaseStatus::of(&c) == Some(CaseStatus::Resolved))
+                .then(|| c.resolved_at.unwrap_or(c.updated_at)),
         })
         .collect();
     let last_leaf = evidence_leaf::Entity::find()
@@ -682,13 +685,19 @@ impl Operational {
         let mine = their_messages(conn, tenant, user).await?;
         // A message still waiting is not sent to, or about, a forgotten person.
         outbox::Entity::update_many()
-            .col_expr(outbox::Column::Status, Expr::value("cancelled"))
+            .col_expr(
+                outbox::Column::Status,
+                Expr::value(OutboxStatus::Cancelled.as_str()),
+            )
             .col_expr(
                 outbox::Column::Error,
                 Expr::value("the person was forgotten"),
             )
             .filter(mine.clone())
-            .filter(outbox::Column::Status.is_in(["pending", "sending"]))
+            .filter(outbox::Column::Status.is_in([
+                OutboxStatus::Pending.as_str(),
+                OutboxStatus::Sending.as_str(),
+            ]))
             .exec(conn)
             .await?;
         let messages = outbox::Entity::update_many()

@@ -5,24 +5,15 @@
 
 use aes::Aes256;
 use base64::Engine;
-use base64::alphabet;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use cbc::cipher::block_padding::NoPadding;
 use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
 use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
+use crate::platform::aes_key::{self, AesKeyError, LENIENT};
+
 /// WeCom pads to a multiple of 32 bytes, not the AES block size.
 const PAD_BLOCK: usize = 32;
-
-/// Every published EncodingAESKey has non-zero trailing bits in its last
-/// symbol, and ciphertexts are sometimes sent without `=` padding.
-const LENIENT: GeneralPurpose = GeneralPurpose::new(
-    &alphabet::STANDARD,
-    GeneralPurposeConfig::new()
-        .with_decode_allow_trailing_bits(true)
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
 
 /// Why a callback could not be opened.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -65,14 +56,10 @@ impl std::fmt::Debug for WecomCrypto {
 
 /// Decodes a 43-character EncodingAESKey into the 32-byte AES key.
 pub fn decode_aes_key(encoding_aes_key: &str) -> Result<[u8; 32], CryptoError> {
-    let chars = encoding_aes_key.chars().count();
-    if chars != 43 {
-        return Err(CryptoError::KeyLength(chars));
-    }
-    let bytes = LENIENT
-        .decode(format!("{encoding_aes_key}="))
-        .map_err(|_| CryptoError::KeyEncoding)?;
-    bytes.try_into().map_err(|_| CryptoError::KeyEncoding)
+    aes_key::decode_aes_key(encoding_aes_key).map_err(|e| match e {
+        AesKeyError::Length(n) => CryptoError::KeyLength(n),
+        AesKeyError::Encoding => CryptoError::KeyEncoding,
+    })
 }
 
 /// SHA-1 hex of the lexically sorted parts, as WeCom computes `msg_signature`.

@@ -7,118 +7,27 @@ use chrono::{DateTime, Utc};
 use entity::{card_action, employee, inbound_event, media, outbox};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::attendance::checkin::{self, NewCheckIn, geofence, is_checkin_text, work_date};
+use crate::cases::CaseStatus;
 use crate::cases::departure::{self, Capacity, Halt, Recorded, Refusal, UnionNotice};
 use crate::cases::exhibits::{self, Download, Received};
-use crate::cases::notify::{NotifyError, employee_row, hr_people, local};
-use crate::cases::store::{self, Resolution, case_no, record};
+use crate::cases::notify::local;
+use crate::cases::store::{self, Resolution, case_no};
+use crate::employees::directory::{employee_row, hr_people};
 use crate::evidence::{NewLeaf, append_one};
-use crate::outbox::render::{TemplateError, hex};
+use crate::outbox::render::hex;
 use crate::outbox::{NewMessage, Payload, enqueue};
 use crate::platform::{InboundEvent, InboundKind};
 use crate::runtime::{Runtime, Tenant};
 
-#[derive(Debug, thiserror::Error)]
-pub enum HandleError {
-    #[error(transparent)]
-    Db(#[from] DbErr),
-    #[error(transparent)]
-    Template(#[from] TemplateError),
-    #[error("stored event {id} does not parse: {reason}")]
-    Unreadable { id: i64, reason: String },
-}
+pub mod turn;
 
-impl From<NotifyError> for HandleError {
-    fn from(e: NotifyError) -> Self {
-        match e {
-            NotifyError::Db(e) => Self::Db(e),
-            NotifyError::Template(e) => Self::Template(e),
-        }
-    }
-}
-
-/// The context of one event's handling.
-pub(crate) struct Turn<'a> {
-    pub rt: &'a Runtime,
-    pub txn: &'a DatabaseTransaction,
-    pub tenant: &'a Tenant,
-    pub event_id: i64,
-    pub event: &'a InboundEvent,
-    pub sent_at: DateTime<Utc>,
-    pub now: DateTime<Utc>,
-}
-
-impl Turn<'_> {
-    /// Answers the sender with `block` of `template` (one answer per event).
-    pub async fn reply(
-        &self,
-        template: &str,
-        block: &str,
-        context: &Value,
-    ) -> Result<(), HandleError> {
-        self.send_text(
-            &format!("reply:{}", self.event_id),
-            &self.event.sender,
-            template,
-            block,
-            context,
-        )
-        .await
-    }
-
-    pub async fn send_text(
-        &self,
-        key: &str,
-        to: &str,
-        template: &str,
-        block: &str,
-        context: &Value,
-    ) -> Result<(), HandleError> {
-        let rendered = self.rt.templates.render(template, context, &[block])?;
-        let message = NewMessage {
-            tenant_id: self.tenant.config.id.clone(),
-            idem_key: key.to_owned(),
-            case_id: None,
-            fence: None,
-            step: None,
-            recipient: to.to_owned(),
-            template: rendered.template.clone(),
-            template_hash: rendered.hash.clone(),
-            payload: Payload::Text {
-                content: rendered.block(block).to_owned(),
-            },
-        };
-        enqueue(self.txn, self.rt.db.engine, message, self.now).await?;
-        Ok(())
-    }
-
-    pub async fn record(
-        &self,
-        case_id: Option<i64>,
-        user: Option<&str>,
-        kind: &str,
-        detail: Value,
-    ) -> Result<(), DbErr> {
-        record(
-            self.txn,
-            &self.tenant.config.id,
-            case_id,
-            user,
-            kind,
-            Some(&self.event.sender),
-            detail,
-            Some(self.event_id),
-            self.now,
-        )
-        .await
-    }
-}
+use turn::{HandleError, Turn};
 
 /// A downloaded photo or file, fetched before the transaction opens.
 type Photo = Download;
@@ -530,7 +439,7 @@ async fn check_in(
     if let Some(case) = store::unresolved(turn.txn, &tenant.id, &sender.user_id).await?
         && day >= case.first_missed
     {
-        if case.status == "departing" {
+        if CaseStatus::of(&case) == Some(CaseStatus::Departing) {
             // Someone who came back is not terminated by a process that
             // goes on by itself: it halts, and HR decides.
             departure::halt(
@@ -624,7 +533,7 @@ async fn free_text(
         && let Some(case) = entity::absence_case::Entity::find_by_id(case_id)
             .one(turn.txn)
             .await?
-        && case.status != "resolved"
+        && CaseStatus::of(&case) != Some(CaseStatus::Resolved)
     {
         turn.record(
             Some(case.id),
@@ -652,7 +561,7 @@ async fn halt_departure(
     sender: &employee::Model,
     case: &entity::absence_case::Model,
 ) -> Result<(), HandleError> {
-    if case.status == "departing" {
+    if CaseStatus::of(case) == Some(CaseStatus::Departing) {
         departure::halt(
             turn.rt,
             turn.txn,
@@ -676,7 +585,7 @@ async fn forward_to_hr(
     what: &str,
     text: &str,
 ) -> Result<(), HandleError> {
-    let context = json!({ "name": sender.name, "user_id": sender.user_id, "case_no": case_no(case.id), "what": what, "text": text, "departing": case.status == "departing" });
+    let context = json!({ "name": sender.name, "user_id": sender.user_id, "case_no": case_no(case.id), "what": what, "text": text, "departing": CaseStatus::of(case) == Some(CaseStatus::Departing) });
     for hr in hr_people(turn.txn, &turn.tenant.config.id).await? {
         let key = format!("forward:{}:{}", turn.event_id, hr.user_id);
         turn.send_text(&key, &hr.user_id, "employee_replied.hr", "text", &context)
@@ -777,8 +686,10 @@ async fn card_press(
         "deadline": case.as_ref().and_then(|c| c.deadline_at).map(|d| local(turn.tenant, d)),
         "window_minutes": turn.tenant.config.departure.evidence_window.num_minutes(),
     });
-    let live = case.as_ref().filter(|c| c.status != "resolved");
-    let departing = live.filter(|c| c.status == "departing");
+    let live = case
+        .as_ref()
+        .filter(|c| CaseStatus::of(c) != Some(CaseStatus::Resolved));
+    let departing = live.filter(|c| CaseStatus::of(c) == Some(CaseStatus::Departing));
     let reply_block = match (action.action.as_str(), live) {
         // A check-in is a check-in even if the case is closed already.
         ("arrived", _) => {

@@ -1,0 +1,42 @@
+//! The HTTP routes: health, metrics, the platforms' callbacks and package
+//! downloads.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::{Ingress, callback, export};
+
+/// The HTTP routes.
+pub fn router(state: Ingress) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route(
+            "/callback/{platform}/{tenant}",
+            get(callback::receive).post(callback::receive),
+        )
+        .with_state(state)
+}
+
+/// The routes that need the handlers' runtime: package downloads.
+pub fn runtime_router(rt: crate::runtime::Runtime) -> Router {
+    Router::new()
+        .route("/export/{token}", get(export::download))
+        .with_state(rt)
+}
+
+async fn readyz(State(state): State<Ingress>) -> Response {
+    if state.db.ping().await {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Ingress>) -> String {
+    state.metrics.render()
+}

@@ -1,0 +1,246 @@
+//! The job queue as the rest of rollcall writes to it: each job's queue name
+//! and serde payload, and the functions that add a job row inside the
+//! caller's transaction (so a job is committed with the rows that called for
+//! it). Running the jobs is `workers`' business; the queue's tables are
+//! created by `db`.
+
+use std::time::Duration;
+
+use apalis::prelude::*;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, SqliteConnection};
+
+use crate::db::Engine;
+
+/// The queue of [`HandleInbound`] jobs. Named explicitly: apalis defaults to
+/// the Rust type path, and a rename would orphan stored jobs.
+pub const INBOUND_QUEUE: &str = "rollcall.handle_inbound";
+
+/// Attempts before a job is given up (the start-up sweep re-enqueues it).
+const MAX_ATTEMPTS: i64 = 25;
+
+/// The queue of [`Deliver`] jobs.
+pub const DELIVER_QUEUE: &str = "rollcall.deliver";
+/// The queue of [`Scan`] jobs.
+pub const SCAN_QUEUE: &str = "rollcall.scan";
+/// The queue of [`ExportPackage`] jobs.
+pub const EXPORT_QUEUE: &str = "rollcall.export";
+/// The queue of [`CheckRead`] jobs.
+pub const READ_QUEUE: &str = "rollcall.read_status";
+
+/// Ask the platform whether a sent notice was read (check `round`, see
+/// `outbox::reads`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckRead {
+    pub outbox_id: i64,
+    pub round: u32,
+}
+
+/// Enqueues check `round` of outbox row `outbox_id`'s read status, `delay`
+/// from now, once.
+pub async fn enqueue_read_check<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    engine: Engine,
+    outbox_id: i64,
+    round: u32,
+    delay: Duration,
+) -> Result<(), sea_orm::DbErr> {
+    let args = serde_json::to_vec(&CheckRead { outbox_id, round }).expect("plain struct");
+    insert_job(
+        conn,
+        engine,
+        READ_QUEUE,
+        args,
+        format!("read:{outbox_id}:{round}"),
+        delay,
+    )
+    .await
+}
+
+/// Build a case package asked for in chat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExportPackage {
+    pub download_id: i64,
+}
+
+/// Send one outbox row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deliver {
+    pub outbox_id: i64,
+}
+
+/// Run the absence scan of one tenant for one day.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Scan {
+    pub tenant_id: String,
+    pub day: chrono::NaiveDate,
+}
+
+/// Inserts one job row through any sea-orm connection or transaction, so a
+/// job is committed with the rows that called for it. The columns are those
+/// of apalis' own sinks; a job whose key exists is not added again.
+pub(crate) async fn insert_job<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    engine: Engine,
+    queue: &str,
+    args: Vec<u8>,
+    key: String,
+    delay: Duration,
+) -> Result<(), sea_orm::DbErr> {
+    use sea_orm::{Statement, Value};
+    let run_at =
+        chrono::Utc::now().timestamp() + i64::try_from(delay.as_secs()).unwrap_or(i64::MAX / 2);
+    let values: Vec<Value> = vec![
+        ulid::Ulid::new().to_string().into(),
+        queue.into(),
+        args.into(),
+        MAX_ATTEMPTS.into(),
+        run_at.into(),
+        key.into(),
+    ];
+    let statement = match engine {
+        Engine::Sqlite => Statement::from_sql_and_values(
+            sea_orm::DbBackend::Sqlite,
+            "INSERT INTO Jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, metadata, idempotency_key) \
+             VALUES (?, ?, ?, 'Pending', 0, ?, ?, 0, '{}', ?) ON CONFLICT(job_type, idempotency_key) DO NOTHING",
+            values,
+        ),
+        Engine::Postgres => Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, metadata, idempotency_key) \
+             VALUES ($1, $2, $3, 'Pending', 0, $4, to_timestamp($5), 0, ''::hstore, $6) ON CONFLICT (job_type, idempotency_key) DO NOTHING",
+            values,
+        ),
+    };
+    conn.execute_raw(statement).await?;
+    Ok(())
+}
+
+/// Enqueues the delivery of outbox row `outbox_id` (its `attempt`th job).
+pub async fn enqueue_deliver<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    engine: Engine,
+    outbox_id: i64,
+    attempt: i32,
+    delay: Duration,
+) -> Result<(), sea_orm::DbErr> {
+    let args = serde_json::to_vec(&Deliver { outbox_id }).expect("plain struct");
+    insert_job(
+        conn,
+        engine,
+        DELIVER_QUEUE,
+        args,
+        format!("deliver:{outbox_id}:{attempt}"),
+        delay,
+    )
+    .await
+}
+
+/// Enqueues the scan of `tenant_id` for `day`, once: the key is the tenant
+/// and the day, so several instances (or a scan asked for twice) add one job.
+pub async fn enqueue_scan<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    engine: Engine,
+    tenant_id: &str,
+    day: chrono::NaiveDate,
+    again: Option<&str>,
+) -> Result<(), sea_orm::DbErr> {
+    let args = serde_json::to_vec(&Scan {
+        tenant_id: tenant_id.to_owned(),
+        day,
+    })
+    .expect("plain struct");
+    let key = match again {
+        None => format!("scan:{tenant_id}:{day}"),
+        Some(tag) => format!("scan:{tenant_id}:{day}:{tag}"),
+    };
+    insert_job(conn, engine, SCAN_QUEUE, args, key, Duration::ZERO).await
+}
+
+/// Enqueues the building of requested package `download_id`, once.
+pub async fn enqueue_export<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    engine: Engine,
+    download_id: i64,
+) -> Result<(), sea_orm::DbErr> {
+    let args = serde_json::to_vec(&ExportPackage { download_id }).expect("plain struct");
+    insert_job(
+        conn,
+        engine,
+        EXPORT_QUEUE,
+        args,
+        format!("export:{download_id}"),
+        Duration::ZERO,
+    )
+    .await
+}
+
+/// Handle one stored inbound event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HandleInbound {
+    pub inbound_id: i64,
+}
+
+pub(crate) fn inbound_tasks(ids: &[i64], suffix: &str) -> Vec<Task<Vec<u8>>> {
+    ids.iter()
+        .map(|&inbound_id| {
+            let args = serde_json::to_vec(&HandleInbound { inbound_id }).expect("plain struct");
+            TaskBuilder::new(args)
+                .max_attempts(MAX_ATTEMPTS as usize)
+                .idempotency_key(format!("inbound:{inbound_id}{suffix}"))
+                .build()
+        })
+        .collect()
+}
+
+pub(crate) fn job_error(e: impl std::fmt::Display) -> sqlx::Error {
+    sqlx::Error::Protocol(format!("job queue: {e}"))
+}
+
+/// Enqueues `handle_inbound` for new rows, inside the caller's transaction.
+///
+/// One multi-row statement with the columns and conflict rule of apalis'
+/// own SQLite sink (`queries/task/sink.sql`), which sends one statement per
+/// task: on the callback path that is a round trip to SQLite's thread for
+/// every callback. The request tests prove the worker runs these jobs.
+pub async fn enqueue_inbound_sqlite(
+    conn: &mut SqliteConnection,
+    ids: &[i64],
+) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let run_at = chrono::Utc::now().timestamp();
+    let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority, metadata, idempotency_key) ",
+    );
+    qb.push_values(ids, |mut row, &inbound_id| {
+        let args = serde_json::to_vec(&HandleInbound { inbound_id }).expect("plain struct");
+        row.push_bind(args)
+            .push_bind(ulid::Ulid::new().to_string())
+            .push_bind(INBOUND_QUEUE)
+            .push_bind("Pending")
+            .push_bind(0_i64)
+            .push_bind(MAX_ATTEMPTS)
+            .push_bind(run_at)
+            .push_bind(0_i64)
+            .push_bind("{}")
+            .push_bind(format!("inbound:{inbound_id}"));
+    });
+    qb.push(" ON CONFLICT(job_type, idempotency_key) DO NOTHING");
+    qb.build().execute(conn).await?;
+    Ok(())
+}
+
+/// Enqueues `handle_inbound` for new rows, inside the caller's transaction.
+pub async fn enqueue_inbound_postgres(
+    conn: &mut PgConnection,
+    ids: &[i64],
+) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    apalis_postgres::queries::push_tasks(conn, INBOUND_QUEUE, inbound_tasks(ids, ""))
+        .await
+        .map_err(job_error)
+}
