@@ -167,7 +167,7 @@ pub async fn start_with_clock(
         listeners.spawn(async move {
             match listener.run(sink, stop).await {
                 Ok(()) => tracing::info!(%tenant, platform = listener.platform(), "event connection closed"),
-                Err(e) => tracing::error!(%tenant, platform = listener.platform(), error = %e, "event connection given up: no events arrive for this tenant until rollcall restarts"),
+                Err(e) => tracing::error!(%tenant, platform = listener.platform(), error = %e, "event connection cannot start (its configuration): no events arrive for this tenant until rollcall restarts"),
             }
         });
     }

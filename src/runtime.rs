@@ -50,6 +50,9 @@ pub struct Runtime {
     pub public_url: String,
     /// One scan at a time in this process (several processes: a database lock).
     pub scan_lock: Arc<tokio::sync::Mutex<()>>,
+    /// How many times a job worker was started again after it stopped
+    /// (see `workers::supervise`).
+    pub worker_restarts: Arc<std::sync::atomic::AtomicU64>,
     tenants: Arc<HashMap<String, Arc<Tenant>>>,
 }
 
@@ -86,6 +89,7 @@ impl Runtime {
             evidence: config.evidence.clone(),
             public_url: config.server.public_url.clone(),
             scan_lock: Arc::default(),
+            worker_restarts: Arc::default(),
             tenants: Arc::new(tenants),
         })
     }

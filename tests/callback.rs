@@ -512,9 +512,17 @@ async fn a_worker_whose_database_failed_is_started_again(#[case] engine: Engine)
     };
     use sea_orm::ConnectionTrait;
     app.db.orm.execute_unprepared(break_it).await.unwrap();
-    // Every worker beats its heart every 5 s: this covers two beats each.
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    // Every worker beats its heart every 5 s, fails, stops, and is started
+    // again (and fails again while the table is gone): wait for restarts.
+    let restarts = &app.runtime.worker_restarts;
+    let waited = tokio::time::timeout(PATIENCE, async {
+        while restarts.load(std::sync::atomic::Ordering::Relaxed) < 5 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
     app.db.orm.execute_unprepared(mend_it).await.unwrap();
+    assert!(waited.is_ok(), "the workers were not started again");
 
     let cb = tenant.text(951, "打卡");
     assert_eq!(post(&app, "acme", &cb.query, cb.body).await.0, 200);

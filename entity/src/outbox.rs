@@ -42,6 +42,9 @@ pub struct Model {
     /// When the platform says the recipient read it (chat on a platform
     /// that reports reads; see `ChatApi::read_window`).
     pub read_at: Option<DateTimeUtc>,
+    /// When asking the platform about the read ended (read, or the schedule
+    /// over): its outcome is recorded once.
+    pub read_checked_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -290,7 +290,8 @@ pub async fn deliver(
         }
     };
     // An attempt that was interrupted (the process died between request and
-    // receipt): chat is sent again under WeCom's duplicate check and email
+    // receipt): chat is sent again under the platform's own guard (WeCom's
+    // duplicate check; on DingTalk the same text reference or card id) and email
     // with the same Message-ID, but an SMS gateway has no such guard, so the
     // SMS is not sent twice: HR is told to check instead.
     if OutboxStatus::of(&row) == Some(OutboxStatus::Sending)
@@ -309,8 +310,10 @@ pub async fn deliver(
         return Ok(Delivered::Done("failed"));
     }
     // The attempt is on record before the request leaves: after a crash the
-    // row says it may have been sent, and WeCom's duplicate check (same
-    // content within 30 minutes) is the second guard. For chat, the claim
+    // row says it may have been sent, and the platform's own guard (WeCom's
+    // duplicate check of the same content within 30 minutes; DingTalk's drop
+    // of identical content, and its refusal of a card id used before) is the
+    // second. For chat, the claim
     // also checks the member's budget in the same statement, so concurrent
     // deliveries to one member cannot all pass the check.
     if !claim(rt, &row, payload.channel() == Channel::Chat, now).await? {
@@ -349,6 +352,9 @@ pub async fn deliver(
                 leaf = leaf.raw("request", media_type, bytes);
             }
             leaf = leaf.raw("response", receipt.response.0, receipt.response.1);
+            // A card is known by its card reference; DingTalk's read query
+            // takes only a robot message's key.
+            let is_card = receipt.card_ref.is_some();
             let txn = db.begin().await?;
             let sent = outbox::ActiveModel {
                 id: Set(row.id),
@@ -364,7 +370,8 @@ pub async fn deliver(
             append_one(&txn, &row.tenant_id, at, leaf).await?;
             // A notice on a platform that reports reads: ask who read it.
             let api = tenant.chat.as_deref();
-            if reads::wanted(&row, api)
+            if !is_card
+                && reads::wanted(&row, api)
                 && let Some(first) = api
                     .and_then(|a| a.read_window())
                     .and_then(|w| reads::offset(rt.delivery.read_check_unit_secs, 0, w))

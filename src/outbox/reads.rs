@@ -14,9 +14,10 @@
 
 use std::time::Duration;
 
-use chrono::{TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use entity::outbox;
-use sea_orm::{ActiveModelTrait, EntityTrait, Set, TransactionTrait};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
 use serde_json::json;
 
 use crate::evidence::append_one;
@@ -49,14 +50,50 @@ pub enum Checked {
     Done(&'static str),
 }
 
+/// Marks the asking about row `id` ended (with `read_at` when read), once:
+/// `false` if another run of the same check got there first (a job runs at
+/// least once), and then nothing more is recorded.
+async fn end_once(
+    txn: &sea_orm::DatabaseTransaction,
+    id: i64,
+    read_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<bool, sea_orm::DbErr> {
+    let mut update = outbox::Entity::update_many()
+        .col_expr(outbox::Column::ReadCheckedAt, Expr::value(now))
+        .filter(outbox::Column::Id.eq(id))
+        .filter(outbox::Column::ReadAt.is_null())
+        .filter(outbox::Column::ReadCheckedAt.is_null());
+    if let Some(at) = read_at {
+        update = update.col_expr(outbox::Column::ReadAt, Expr::value(at));
+    }
+    Ok(update.exec(txn).await?.rows_affected == 1)
+}
+
+/// Appends `leaf` about row `id` and ends the asking, in one transaction,
+/// unless it had ended already.
+async fn record_end(
+    rt: &Runtime,
+    row: &outbox::Model,
+    read_at: Option<DateTime<Utc>>,
+    leaf: crate::evidence::NewLeaf,
+) -> Result<(), sea_orm::DbErr> {
+    let now = rt.clock.now();
+    let txn = rt.db.orm.begin().await?;
+    if end_once(&txn, row.id, read_at, now).await? {
+        append_one(&txn, &row.tenant_id, now, leaf).await?;
+    }
+    txn.commit().await
+}
+
 /// Asks the platform whether outbox row `id` was read (check `round`).
 pub async fn check(rt: &Runtime, id: i64, round: u32) -> Result<Checked, sea_orm::DbErr> {
     let db = &rt.db.orm;
     let Some(row) = outbox::Entity::find_by_id(id).one(db).await? else {
         return Ok(Checked::Done("missing"));
     };
-    if row.read_at.is_some() {
-        return Ok(Checked::Done("read"));
+    if row.read_at.is_some() || row.read_checked_at.is_some() {
+        return Ok(Checked::Done("asked already"));
     }
     let (Some(message_id), Some(tenant)) = (row.receipt_id.clone(), rt.tenant(&row.tenant_id))
     else {
@@ -76,23 +113,42 @@ pub async fn check(rt: &Runtime, id: i64, round: u32) -> Result<Checked, sea_orm
             after: at.saturating_sub(this),
         }
     });
+    let leaf = |kind: &str| {
+        let kind = kind.to_owned();
+        let message_id = message_id.clone();
+        let row = row.clone();
+        async move {
+            Ok::<_, sea_orm::DbErr>(
+                super::leaf::message_leaf(db, &kind, &row)
+                    .await?
+                    .occurred_at(rt.clock.now())
+                    .id("receipt", message_id),
+            )
+        }
+    };
     let status = match api.read_status(&message_id).await {
         Ok(status) => status,
         Err(PlatformError::Retryable(reason) | PlatformError::RateLimited { reason, .. }) => {
             tracing::debug!(id, round, %reason, "read status not available now");
-            return Ok(next.unwrap_or(Checked::Done("unanswered")));
+            if let Some(next) = next {
+                return Ok(next);
+            }
+            // The last round, unanswered: the log says so, with why.
+            let leaf = leaf("message_not_read").await?.detail(json!({
+                "recipient": row.recipient,
+                "rounds": round + 1,
+                "reason": reason,
+            }));
+            record_end(rt, &row, None, leaf).await?;
+            return Ok(Checked::Done("unanswered"));
         }
         Err(e) => {
-            let leaf = super::leaf::message_leaf(db, "read_status_unavailable", &row)
-                .await?
-                .occurred_at(rt.clock.now())
-                .id("receipt", message_id)
-                .detail(
-                    json!({ "recipient": row.recipient, "round": round, "reason": e.to_string() }),
-                );
-            let txn = db.begin().await?;
-            append_one(&txn, &row.tenant_id, rt.clock.now(), leaf).await?;
-            txn.commit().await?;
+            let leaf = leaf("read_status_unavailable").await?.detail(json!({
+                "recipient": row.recipient,
+                "round": round,
+                "reason": e.to_string(),
+            }));
+            record_end(rt, &row, None, leaf).await?;
             return Ok(Checked::Done("unavailable"));
         }
     };
@@ -100,35 +156,29 @@ pub async fn check(rt: &Runtime, id: i64, round: u32) -> Result<Checked, sea_orm
         .receipts
         .iter()
         .find(|r| r.user_id == row.recipient && r.read);
-    let now = rt.clock.now();
     let Some(reader) = reader else {
         if let Some(next) = next {
             return Ok(next);
         }
-        let leaf = super::leaf::message_leaf(db, "message_not_read", &row)
+        let leaf = leaf("message_not_read")
             .await?
-            .occurred_at(now)
-            .id("receipt", message_id)
             .detail(json!({ "recipient": row.recipient, "rounds": round + 1 }))
             .raw(
                 "response",
                 status.response.media_type,
                 status.response.bytes,
             );
-        let txn = db.begin().await?;
-        append_one(&txn, &row.tenant_id, now, leaf).await?;
-        txn.commit().await?;
+        record_end(rt, &row, None, leaf).await?;
         return Ok(Checked::Done("unread"));
     };
     // The platform's time of the read when it gives one, else when we asked.
     let read_at = reader
         .read_at
         .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
-        .unwrap_or(now);
-    let leaf = super::leaf::message_leaf(db, "message_read", &row)
+        .unwrap_or_else(|| rt.clock.now());
+    let leaf = leaf("message_read")
         .await?
         .occurred_at(read_at)
-        .id("receipt", message_id)
         .detail(json!({
             "recipient": row.recipient,
             "read_at_reported": reader.read_at.is_some(),
@@ -139,16 +189,7 @@ pub async fn check(rt: &Runtime, id: i64, round: u32) -> Result<Checked, sea_orm
             status.response.media_type,
             status.response.bytes,
         );
-    let txn = db.begin().await?;
-    outbox::ActiveModel {
-        id: Set(row.id),
-        read_at: Set(Some(read_at)),
-        ..Default::default()
-    }
-    .update(&txn)
-    .await?;
-    append_one(&txn, &row.tenant_id, now, leaf).await?;
-    txn.commit().await?;
+    record_end(rt, &row, Some(read_at), leaf).await?;
     Ok(Checked::Done("read"))
 }
 

@@ -35,10 +35,11 @@ pub trait Listener: Send + Sync + std::fmt::Debug {
     /// The platform's name as the configuration spells it.
     fn platform(&self) -> &'static str;
 
-    /// Keeps the connection open (reconnecting as needed) until `shutdown`
-    /// resolves, handing each event to `sink` and acknowledging it to the
-    /// platform only once `sink` has stored it. Returns early only when the
-    /// platform refuses the app's credentials.
+    /// Keeps the connection open (reconnecting with backoff, also when the
+    /// platform refuses the app's credentials, which are logged) until
+    /// `shutdown` resolves, handing each event to `sink` and acknowledging it
+    /// to the platform only once `sink` has stored it. Returns early only on
+    /// a configuration that cannot work (an empty app key or secret).
     async fn run(
         &self,
         sink: Arc<dyn EventSink>,

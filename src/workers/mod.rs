@@ -3,6 +3,8 @@
 //! of the queue, and reports on it. Besides `jobs` (which writes job rows) and
 //! `db` (which creates the queue's tables), no other module names apalis.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use apalis::prelude::*;
@@ -317,13 +319,29 @@ fn stop_signal(stop: tokio::sync::watch::Receiver<bool>) -> StopSignal {
 async fn supervise(
     queue: &'static str,
     stop: tokio::sync::watch::Receiver<bool>,
+    restarts: Arc<AtomicU64>,
     start: impl Fn(usize, StopSignal) -> WorkerRun,
 ) {
     let mut run = 0;
     let mut wait = RESTART_FIRST;
     loop {
         let began = std::time::Instant::now();
-        let ended = start(run, stop_signal(stop.clone())).await;
+        // A handler that panics unwinds through the worker's future (apalis
+        // polls handlers inside it): caught, it is a stop like any other.
+        let ended = {
+            use futures::FutureExt as _;
+            std::panic::AssertUnwindSafe(start(run, stop_signal(stop.clone())))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".to_owned());
+                    Err(WorkerError::PanicError(what))
+                })
+        };
         if *stop.borrow() {
             return;
         }
@@ -342,6 +360,7 @@ async fn supervise(
         }
         wait = (wait * 2).min(RESTART_AT_MOST);
         run += 1;
+        restarts.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -381,26 +400,36 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()> + Send + 'stati
                 .poll_with_interval(POLL_EVERY);
             let name = name.clone();
             let rt = rt.clone();
-            tasks.spawn(supervise($queue, stop.clone(), move |run, signal| {
-                let worker = WorkerBuilder::new(format!("{}-{name}-{run}", $queue))
-                    .backend(storage.clone())
-                    .concurrency(CONCURRENCY)
-                    .data(rt.clone())
-                    .build($handler);
-                Box::pin(worker.run_until(signal))
-            }));
+            tasks.spawn(supervise(
+                $queue,
+                stop.clone(),
+                rt.worker_restarts.clone(),
+                move |run, signal| {
+                    let worker = WorkerBuilder::new(format!("{}-{name}-{run}", $queue))
+                        .backend(storage.clone())
+                        .concurrency(CONCURRENCY)
+                        .data(rt.clone())
+                        .build($handler);
+                    Box::pin(worker.run_until(signal))
+                },
+            ));
         }};
     }
     let schedule: cron::Schedule = SCHEDULE.parse().expect("a valid cron expression");
     let cron_rt = rt.clone();
     let cron_name = name.clone();
-    tasks.spawn(supervise("schedule", stop.clone(), move |run, signal| {
-        let worker = WorkerBuilder::new(format!("schedule-{cron_name}-{run}"))
-            .backend(apalis_cron::CronScheduler::new(schedule.clone()))
-            .data(cron_rt.clone())
-            .build(tick);
-        Box::pin(worker.run_until(signal))
-    }));
+    tasks.spawn(supervise(
+        "schedule",
+        stop.clone(),
+        rt.worker_restarts.clone(),
+        move |run, signal| {
+            let worker = WorkerBuilder::new(format!("schedule-{cron_name}-{run}"))
+                .backend(apalis_cron::CronScheduler::new(schedule.clone()))
+                .data(cron_rt.clone())
+                .build(tick);
+            Box::pin(worker.run_until(signal))
+        },
+    ));
     match db.engine {
         Engine::Sqlite => {
             use apalis_sqlite::Config;

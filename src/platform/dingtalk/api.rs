@@ -1025,17 +1025,7 @@ impl ChatApi for DingtalkApi {
         })
     }
 
-    /// The address book: departments walked from the root
-    /// (`topapi/v2/department/listsub`), the users of each
-    /// (`topapi/v2/user/list`, paged), each user once, and each user's
-    /// manager from `topapi/v2/user/get` (one call per user, one at a time,
-    /// to stay under the per-API QPS limit).
-    ///
-    /// `department` is the name of the first of the user's departments
-    /// (`dept_id_list`) below the root; `None` for a user only in the root.
-    /// `active` is true for everyone listed: DingTalk's own `active` says
-    /// whether the account was activated, and people who left are no longer
-    /// listed (as WeCom's not-yet-activated members count as active).
+    /// DingTalk answers `readStatus` for [`READ_WINDOW`] after a send.
     fn read_window(&self) -> Option<Duration> {
         Some(READ_WINDOW)
     }
@@ -1080,6 +1070,17 @@ impl ChatApi for DingtalkApi {
         })
     }
 
+    /// The address book: departments walked from the root
+    /// (`topapi/v2/department/listsub`), the users of each
+    /// (`topapi/v2/user/list`, paged), each user once, and each user's
+    /// manager from `topapi/v2/user/get` (one call per user, one at a time,
+    /// to stay under the per-API QPS limit).
+    ///
+    /// `department` is the name of the first of the user's departments
+    /// (`dept_id_list`) below the root; `None` for a user only in the root.
+    /// `active` is true for everyone listed: DingTalk's own `active` says
+    /// whether the account was activated, and people who left are no longer
+    /// listed (as WeCom's not-yet-activated members count as active).
     async fn directory(&self) -> Result<Vec<Member>, PlatformError> {
         let (departments, names) = self.departments().await?;
         let mut seen = HashSet::new();
