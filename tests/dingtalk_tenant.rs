@@ -524,9 +524,9 @@ async fn a_read_notice_is_recorded_with_the_platforms_answer(#[case] engine: Eng
 }
 
 /// A punch in DingTalk's attendance app is a check-in (no chat needed),
-/// without an answer to the employee; its event frame delivered twice (a
-/// lost ack) is one row and one check-in, and both deliveries are
-/// acknowledged as consumed.
+/// without an answer to the employee; an event listing two people's punches
+/// is a row and a check-in each; delivered twice (a lost ack) it is still
+/// two, and both deliveries are acknowledged as consumed.
 #[rstest]
 #[case::sqlite(Engine::Sqlite)]
 #[case::postgres(Engine::Postgres)]
@@ -536,8 +536,10 @@ async fn a_redelivered_event_frame_is_stored_once(#[case] engine: Engine) {
     let s = Stream::start(&db, shanghai("2026-11-30", "07:00")).await;
     s.at("2026-11-30", "08:03");
     let punched = s.clock.now();
+    // One event with two people's punches (DingTalk may batch them).
     let data = json!({"dataList": [{"userId": "zhangsan", "checkTime": punched.timestamp_millis(),
-                                    "address": "上海市黄浦区", "locationMethod": "MAP"}]});
+                                    "address": "上海市黄浦区", "locationMethod": "MAP"},
+                                   {"userId": "lisi", "checkTime": punched.timestamp_millis()}]});
     let id = s
         .gateway
         .push_event("attendance_check_record", &data.to_string());
@@ -552,15 +554,20 @@ async fn a_redelivered_event_frame_is_stored_once(#[case] engine: Engine) {
     .expect("the resent event was not acknowledged");
     s.settle().await;
     let rows = rollcall::inbox::list(&s.app.db, TENANT).await.unwrap();
-    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows.len(), 2, "{rows:?}");
     assert_eq!(rows[0].from_user, "zhangsan");
-    assert_eq!(rows[0].kind, "punch");
-    let ins = check_in::Entity::find().all(&s.app.db.orm).await.unwrap();
-    assert_eq!(ins.len(), 1, "{ins:?}");
+    assert_eq!(rows[1].from_user, "lisi");
+    assert!(rows.iter().all(|r| r.kind == "punch"));
+    let mut ins = check_in::Entity::find().all(&s.app.db.orm).await.unwrap();
+    ins.sort_by(|a, b| b.user_id.cmp(&a.user_id));
+    assert_eq!(ins.len(), 2, "{ins:?}");
     assert_eq!(ins[0].user_id, "zhangsan");
-    assert_eq!(ins[0].source, "punch");
-    assert_eq!(ins[0].checked_at.timestamp(), punched.timestamp());
-    assert_eq!(ins[0].work_date.to_string(), "2026-11-30");
+    assert_eq!(ins[1].user_id, "lisi");
+    for i in &ins {
+        assert_eq!(i.source, "punch");
+        assert_eq!(i.checked_at.timestamp(), punched.timestamp());
+        assert_eq!(i.work_date.to_string(), "2026-11-30");
+    }
     assert!(
         s.api.sent().iter().all(|m| m.user_ids != ["zhangsan"]),
         "a punch is not answered"

@@ -58,34 +58,40 @@ pub async fn receive(
         now: received_at.timestamp(),
         replay_window_secs: state.replay_window_secs,
     };
-    let (event, plaintext, answer) = match side.handle(&request) {
+    let (events, plaintext, answer) = match side.handle(&request) {
         Ok(Callback::Verified(answer)) => {
             return respond(&state, &tenant, Outcome::Verified, answer);
         }
         Ok(Callback::Event {
-            event,
+            events,
             plaintext,
             answer,
-        }) => (event, plaintext, answer),
+        }) => (events, plaintext, answer),
         Err(refusal) => return state.answer(&tenant, outcome(&refusal), refusal.to_string()),
     };
     // Verified bytes are the platform's own; a body that is not text was
     // refused by the platform's parser already.
     let body = String::from_utf8_lossy(&bytes).into_owned();
-    let row = NewInbound::new(
-        &tenant,
-        side.platform(),
-        &event,
-        query,
-        body,
-        plaintext,
-        received_at,
-    );
-    match state.inbox.store(row).await {
-        Ok(Stored::New) => respond(&state, &tenant, Outcome::Accepted, answer),
-        Ok(Stored::Duplicate) => respond(&state, &tenant, Outcome::Duplicate, answer),
-        Err(e) => state.answer(&tenant, Outcome::StoreFailed, e.to_string()),
+    // Each event of the delivery (usually one) is stored before the answer;
+    // a retry after a failure finds the stored ones by their keys.
+    let mut outcome = Outcome::Duplicate;
+    for event in &events {
+        let row = NewInbound::new(
+            &tenant,
+            side.platform(),
+            event,
+            query.clone(),
+            body.clone(),
+            plaintext.clone(),
+            received_at,
+        );
+        match state.inbox.store(row).await {
+            Ok(Stored::New) => outcome = Outcome::Accepted,
+            Ok(Stored::Duplicate) => {}
+            Err(e) => return state.answer(&tenant, Outcome::StoreFailed, e.to_string()),
+        }
     }
+    respond(&state, &tenant, outcome, answer)
 }
 
 fn respond(state: &Ingress, tenant: &str, outcome: Outcome, answer: Answer) -> Response {

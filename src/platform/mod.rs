@@ -80,10 +80,12 @@ pub enum CallbackMethod {
 pub enum Callback {
     /// The platform's check of the callback URL: answer it, store nothing.
     Verified(Answer),
-    /// An event: store it (with the raw request and `plaintext`, the text it
-    /// was decrypted to), then give the platform `answer`.
+    /// Events: store them (each with the raw request and `plaintext`, the
+    /// text it was decrypted to), then give the platform `answer`. One
+    /// delivery is one event, except where the platform batches several
+    /// (DingTalk's attendance event lists punches); never empty.
     Event {
-        event: InboundEvent,
+        events: Vec<InboundEvent>,
         plaintext: String,
         answer: Answer,
     },

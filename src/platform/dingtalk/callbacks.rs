@@ -125,7 +125,7 @@ impl DingtalkCallbacks {
             return Ok(Callback::Verified(answer));
         }
         Ok(Callback::Event {
-            event: parse_event(&event_type, &value, &plaintext, request.now),
+            events: parse_event(&event_type, &value, &plaintext, request.now),
             plaintext,
             answer,
         })
@@ -152,7 +152,7 @@ impl DingtalkCallbacks {
         }
         let event = parse_robot_message(body)?;
         Ok(Callback::Event {
-            event,
+            events: vec![event],
             plaintext: body.to_owned(),
             // The robot's HTTP callback may answer with a message; an empty
             // JSON object answers nothing (replies go through the API).
@@ -274,10 +274,10 @@ pub fn parse_robot_message(body: &str) -> Result<InboundEvent, Refusal> {
 
 /// An event other than `check_url`. HTTP events carry no id of their own,
 /// so a redelivery is recognised by its type and the SHA-256 of its text.
-fn parse_event(event_type: &str, value: &Value, plaintext: &str, now: i64) -> InboundEvent {
+fn parse_event(event_type: &str, value: &Value, plaintext: &str, now: i64) -> Vec<InboundEvent> {
     let digest = Sha256::digest(plaintext.as_bytes());
     let short: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-    event_of(
+    events_of(
         event_type,
         value,
         format!("event:{event_type}:{short}"),
@@ -285,20 +285,43 @@ fn parse_event(event_type: &str, value: &Value, plaintext: &str, now: i64) -> In
     )
 }
 
-/// An event of type `event_type` whose decrypted JSON is `value`, known by
-/// `dedup_key`: an attendance punch is a [`InboundKind::Punch`]; other events
-/// are kept as [`InboundKind::Other`] until rollcall acts on them.
-pub(crate) fn event_of(
+/// The events one DingTalk event carries, known by `dedup_key`: an
+/// attendance event lists punches, possibly of several people, and each is
+/// a [`InboundKind::Punch`] of its own (the first keeps `dedup_key`, the
+/// n-th gets `dedup_key:n`, so a redelivery maps onto the same rows); any
+/// other event is one [`InboundKind::Other`].
+pub(crate) fn events_of(
     event_type: &str,
     value: &Value,
     dedup_key: String,
     now: i64,
-) -> InboundEvent {
-    if event_type == "attendance_check_record"
-        && let Some(punch) = punch_of(value, &dedup_key)
-    {
-        return punch;
+) -> Vec<InboundEvent> {
+    if event_type == "attendance_check_record" {
+        let punches: Vec<InboundEvent> = value
+            .get("dataList")
+            .or_else(|| value.get("DataList"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(n, entry)| {
+                let key = match n {
+                    0 => dedup_key.clone(),
+                    n => format!("{dedup_key}:{n}"),
+                };
+                punch_of(entry, key)
+            })
+            .collect();
+        if !punches.is_empty() {
+            return punches;
+        }
     }
+    vec![event_of(event_type, value, dedup_key, now)]
+}
+
+/// An event of type `event_type` whose decrypted JSON is `value`, known by
+/// `dedup_key`, kept as [`InboundKind::Other`] until rollcall acts on it.
+fn event_of(event_type: &str, value: &Value, dedup_key: String, now: i64) -> InboundEvent {
     // Who the event is about, when it names one person.
     let sender = value
         .get("UserId")
@@ -331,15 +354,11 @@ pub(crate) fn event_of(
     }
 }
 
-/// The first punch of an `attendance_check_record` event (PROTOCOL.md §2.7:
-/// `dataList` — `DataList` in the SDK's vectors — of `{userId, checkTime`
-/// (ms)`, address, latitude, longitude, …}`), or `None` when it names no
-/// one or no time.
-fn punch_of(value: &Value, dedup_key: &str) -> Option<InboundEvent> {
-    let first = value
-        .get("dataList")
-        .or_else(|| value.get("DataList"))?
-        .get(0)?;
+/// One punch of an `attendance_check_record` event (PROTOCOL.md §2.7: an
+/// entry of `dataList` — `DataList` in the SDK's vectors — `{userId,
+/// checkTime` (ms)`, address, latitude, longitude, …}`), or `None` when it
+/// names no one or no time.
+fn punch_of(first: &Value, dedup_key: String) -> Option<InboundEvent> {
     let sender = first.get("userId")?.as_str()?.to_owned();
     let ms = first.get("checkTime").and_then(|t| {
         t.as_i64()
@@ -354,7 +373,7 @@ fn punch_of(value: &Value, dedup_key: &str) -> Option<InboundEvent> {
     Some(InboundEvent {
         sender,
         sent_at: ms / 1000,
-        dedup_key: dedup_key.to_owned(),
+        dedup_key,
         media_type: JSON.to_owned(),
         kind: InboundKind::Punch {
             latitude: number("latitude"),
@@ -510,10 +529,11 @@ mod tests {
                     assert_success(&side, &answer);
                 }
                 Callback::Event {
-                    event,
+                    events,
                     plaintext,
                     answer,
                 } => {
+                    let event = &events[0];
                     assert_eq!(plaintext, case["plaintext"].as_str().unwrap(), "{name}");
                     assert_success(&side, &answer);
                     assert!(event.dedup_key.starts_with("event:"), "{name}");
@@ -553,7 +573,7 @@ mod tests {
         let query = query_of(case);
         let body = case["body"].as_str().unwrap();
         let key = |now| match side.handle(&request(&query, none(), body, now, WINDOW)) {
-            Ok(Callback::Event { event, .. }) => event.dedup_key,
+            Ok(Callback::Event { events, .. }) => events[0].dedup_key.clone(),
             other => panic!("{other:?}"),
         };
         assert_eq!(key(now_of(case)), key(now_of(case) + 60));
@@ -668,11 +688,12 @@ mod tests {
                 .parse()
                 .unwrap();
             let Ok(Callback::Event {
-                event, plaintext, ..
+                events, plaintext, ..
             }) = side.handle(&request("", &headers, body, ts / 1000, 3600))
             else {
                 panic!("{} refused", case["name"]);
             };
+            let event = &events[0];
             let sent: Value = serde_json::from_str(body).unwrap();
             assert_eq!(plaintext, body);
             assert_eq!(event.sender, sent["senderStaffId"].as_str().unwrap());

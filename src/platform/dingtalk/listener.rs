@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::callbacks::{event_of, parse_card_callback, parse_robot_message};
+use super::callbacks::{events_of, parse_card_callback, parse_robot_message};
 use super::stream::{
     FrameHandler, FrameType, HandlerError, StreamConfig, StreamFrame, TOPIC_BOT_MESSAGE,
     TOPIC_CARD_CALLBACK,
@@ -65,29 +65,38 @@ struct Frames {
 impl FrameHandler for Frames {
     async fn handle(&self, frame: &StreamFrame) -> Result<Option<Value>, HandlerError> {
         let now = chrono::Utc::now().timestamp();
-        let event = frame_event(frame, now);
-        let card = matches!(event.kind, InboundKind::CardButton { .. });
-        self.sink
-            .store(&event, &frame.raw, &frame.data)
-            .await
-            .map_err(HandlerError::new)?;
+        let events = frame_events(frame, now);
+        let card = events
+            .iter()
+            .any(|e| matches!(e.kind, InboundKind::CardButton { .. }));
+        // All before the ack; a redelivery after a partial failure finds the
+        // stored ones by their keys.
+        for event in &events {
+            self.sink
+                .store(event, &frame.raw, &frame.data)
+                .await
+                .map_err(HandlerError::new)?;
+        }
         // A card callback's response may change the card; `{}` leaves it
         // as it is (rollcall updates it once the press is handled).
         Ok(card.then(|| json!({})))
     }
 }
 
-/// The event a frame carries (see the module's documentation). `now`
-/// (seconds) dates frames that carry no time of their own.
-pub fn frame_event(frame: &StreamFrame, now: i64) -> InboundEvent {
+/// The events a frame carries (see the module's documentation): one, or a
+/// punch each for an attendance event that lists several. `now` (seconds)
+/// dates frames that carry no time of their own.
+pub fn frame_events(frame: &StreamFrame, now: i64) -> Vec<InboundEvent> {
     let topic = frame.headers.topic.as_deref().unwrap_or_default();
     let sent_at = frame.headers.time_ms().map_or(now, |ms| ms / 1000);
     let parsed = match frame.frame_type {
-        FrameType::Callback if topic == TOPIC_BOT_MESSAGE => {
-            parse_robot_message(&frame.data).map_err(|e| e.to_string())
-        }
+        FrameType::Callback if topic == TOPIC_BOT_MESSAGE => parse_robot_message(&frame.data)
+            .map(|e| vec![e])
+            .map_err(|e| e.to_string()),
         FrameType::Callback if topic == TOPIC_CARD_CALLBACK => {
-            parse_card_callback(&frame.data, sent_at).map_err(|e| e.to_string())
+            parse_card_callback(&frame.data, sent_at)
+                .map(|e| vec![e])
+                .map_err(|e| e.to_string())
         }
         FrameType::Event => {
             let event_type = frame.headers.event_type.clone().unwrap_or_default();
@@ -102,7 +111,7 @@ pub fn frame_event(frame: &StreamFrame, now: i64) -> InboundEvent {
                         .headers
                         .event_born_time_ms()
                         .map_or(sent_at, |ms| ms / 1000);
-                    Ok(event_of(&event_type, &value, format!("event:{id}"), born))
+                    Ok(events_of(&event_type, &value, format!("event:{id}"), born))
                 }
                 (Err(e), _) => Err(e.to_string()),
                 (_, None) => Err("event frame has no eventId".to_owned()),
@@ -115,7 +124,7 @@ pub fn frame_event(frame: &StreamFrame, now: i64) -> InboundEvent {
     };
     parsed.unwrap_or_else(|reason| {
         tracing::warn!(topic, %reason, "DingTalk frame kept as it came");
-        InboundEvent {
+        vec![InboundEvent {
             sender: String::new(),
             sent_at,
             dedup_key: format!(
@@ -136,7 +145,7 @@ pub fn frame_event(frame: &StreamFrame, now: i64) -> InboundEvent {
                 event_key: None,
                 msg_id: frame.message_id().map(str::to_owned),
             },
-        }
+        }]
     })
 }
 
@@ -163,7 +172,7 @@ mod tests {
             json!({"msgId": "msgA", "msgtype": "text", "text": {"content": " 打卡 "},
                    "senderStaffId": "zhangsan", "createAt": 1700000001000_i64}),
         );
-        let e = frame_event(&f, 0);
+        let e = frame_events(&f, 0).remove(0);
         assert_eq!(e.sender, "zhangsan");
         assert_eq!(e.sent_at, 1_700_000_001);
         assert_eq!(e.dedup_key, "msg:msgA");
@@ -180,7 +189,7 @@ mod tests {
             json!({"type": "actionCallback", "outTrackId": "card-7", "userId": "lisi",
                    "content": content.to_string()}),
         );
-        let e = frame_event(&f, 0);
+        let e = frame_events(&f, 0).remove(0);
         assert_eq!(e.sender, "lisi");
         assert_eq!(e.sent_at, 1_700_000_000);
         assert_eq!(e.dedup_key, "card:card-7:lisi:ack:42");
@@ -202,7 +211,7 @@ mod tests {
             json!({"topic": TOPIC_CARD_CALLBACK, "messageId": "m3"}),
             json!({"outTrackId": "card-8", "userId": "lisi", "content": content.to_string()}),
         );
-        let e = frame_event(&f, 1_700_000_000);
+        let e = frame_events(&f, 1_700_000_000).remove(0);
         assert_eq!(e.sent_at, 1_700_000_000);
         assert!(matches!(e.kind, InboundKind::CardButton { ref key, .. } if key == "contacted"));
     }
@@ -215,7 +224,7 @@ mod tests {
                    "eventBornTime": "1700000002000"}),
             json!({"UserId": ["wangwu"]}),
         );
-        let e = frame_event(&f, 0);
+        let e = frame_events(&f, 0).remove(0);
         assert_eq!(e.dedup_key, "event:ev-9");
         assert_eq!(e.sender, "wangwu");
         assert_eq!(e.sent_at, 1_700_000_002);
@@ -238,7 +247,7 @@ mod tests {
             json!({list: [{"userId": "wangwu", "checkTime": 1700000002000_i64, "address": "一号工地",
                            "latitude": "31.2304", "longitude": 121.4737}]}),
         );
-        let e = frame_event(&f, 0);
+        let e = frame_events(&f, 0).remove(0);
         assert_eq!(e.dedup_key, "event:ev-10");
         assert_eq!(e.sender, "wangwu");
         assert_eq!(e.sent_at, 1_700_000_002);
@@ -250,13 +259,36 @@ mod tests {
                 label: Some("一号工地".into()),
             }
         );
+        // Several people's punches in one event: a punch each.
+        let f = frame(
+            "EVENT",
+            json!({"topic": "*", "messageId": "m9", "eventId": "ev-12", "eventType": "attendance_check_record"}),
+            json!({list: [{"userId": "wangwu", "checkTime": 1700000002000_i64},
+                          {"userId": "zhaoliu", "checkTime": 1700000003000_i64},
+                          {"checkTime": 1700000004000_i64}]}),
+        );
+        let events = frame_events(&f, 0);
+        let who: Vec<(&str, &str, i64)> = events
+            .iter()
+            .map(|e| (e.sender.as_str(), e.dedup_key.as_str(), e.sent_at))
+            .collect();
+        assert_eq!(
+            who,
+            [
+                ("wangwu", "event:ev-12", 1_700_000_002),
+                ("zhaoliu", "event:ev-12:1", 1_700_000_003)
+            ]
+        );
         // A punch that names nobody is kept as the event it is.
         let f = frame(
             "EVENT",
             json!({"topic": "*", "messageId": "m8", "eventId": "ev-11", "eventType": "attendance_check_record"}),
             json!({list: []}),
         );
-        assert!(matches!(frame_event(&f, 0).kind, InboundKind::Other { .. }));
+        assert!(matches!(
+            frame_events(&f, 0).remove(0).kind,
+            InboundKind::Other { .. }
+        ));
     }
 
     #[test]
@@ -266,7 +298,7 @@ mod tests {
             json!({"topic": TOPIC_BOT_MESSAGE, "messageId": "m5"}),
             json!({"msgtype": "text"}),
         );
-        let e = frame_event(&f, 1_700_000_000);
+        let e = frame_events(&f, 1_700_000_000).remove(0);
         assert_eq!(e.dedup_key, "frame:m5");
         assert!(
             matches!(e.kind, InboundKind::Other { ref msg_id, .. } if msg_id.as_deref() == Some("m5"))
@@ -276,6 +308,6 @@ mod tests {
             json!({"topic": "/v1.0/some/other", "messageId": "m6"}),
             json!({}),
         );
-        assert_eq!(frame_event(&f, 0).dedup_key, "frame:m6");
+        assert_eq!(frame_events(&f, 0).remove(0).dedup_key, "frame:m6");
     }
 }

@@ -103,7 +103,7 @@ impl CallbackSide for WecomCallbacks {
                 let event =
                     parse_message(&plaintext).map_err(|e| Refusal::Malformed(e.to_string()))?;
                 Ok(Callback::Event {
-                    event,
+                    events: vec![event],
                     plaintext,
                     answer: Answer::text("success"),
                 })
