@@ -302,6 +302,16 @@ pub enum DemoPlatform {
     Dingtalk,
 }
 
+impl DemoPlatform {
+    /// The platform's name, as events and evidence carry it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DemoPlatform::Wecom => "wecom",
+            DemoPlatform::Dingtalk => "dingtalk",
+        }
+    }
+}
+
 /// What the story does on a platform: an employee's phone, and what the
 /// platform received.
 #[async_trait::async_trait]
@@ -316,6 +326,15 @@ pub trait Stage: Send + Sync {
     async fn place(&self, user: &str, lat: f64, lon: f64, label: &str) -> anyhow::Result<()>;
     /// `user` sends a photo of the site.
     async fn photo(&self, user: &str) -> anyhow::Result<()>;
+    /// `user` sends `bytes`: a photo when `file_name` is `None`, else a
+    /// file of that name; returns once rollcall stored it.
+    async fn media(
+        &self,
+        user: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        file_name: Option<&str>,
+    ) -> anyhow::Result<()>;
     /// `user` presses the button for `action` on their latest card with it.
     async fn press(&self, user: &str, action: &str) -> anyhow::Result<()>;
     /// `user` reads the latest text they got, where the platform tells
@@ -323,12 +342,23 @@ pub trait Stage: Send + Sync {
     async fn read_latest(&self, user: &str) -> anyhow::Result<()>;
     /// Each message that reached the platform (its request body).
     fn sent(&self) -> Vec<String>;
+    /// Each chat message that reached `user`, oldest first, as rollcall
+    /// wrote it: a text as its content, a card as its title and its body on
+    /// the next line (what the platform adds, such as DingTalk's reference
+    /// line, left out).
+    fn received(&self, user: &str) -> Vec<String>;
     fn sms(&self) -> &SandboxSms;
     fn mail(&self) -> &SandboxMail;
     async fn stop(self: Box<Self>);
 
     async fn settle(&self) -> anyhow::Result<()> {
         settle(self.rt()).await
+    }
+
+    /// `user` sends `text` now and waits for its effects.
+    async fn say(&self, user: &str, text: &str) -> anyhow::Result<()> {
+        self.text(user, text).await?;
+        self.settle().await
     }
 
     async fn check_in(&self, users: &[&str]) -> anyhow::Result<()> {
@@ -338,10 +368,31 @@ pub trait Stage: Send + Sync {
         self.settle().await
     }
 
-    async fn scan(&self) -> anyhow::Result<()> {
-        crate::cases::scan::scan(self.rt(), TENANT, None).await?;
-        self.settle().await
+    /// Runs the scan for the last ended workday and waits for its notices.
+    async fn scan(&self) -> anyhow::Result<crate::cases::scan::ScanReport> {
+        let report = crate::cases::scan::scan(self.rt(), TENANT, None).await?;
+        self.settle().await?;
+        Ok(report)
     }
+}
+
+/// rollcall on the sandbox tenant of `platform`, with the demo roster and
+/// the clock at `start`; `extra` is appended to the configuration (TOML).
+pub async fn stage(
+    platform: DemoPlatform,
+    database_url: &str,
+    key_file: &std::path::Path,
+    start: DateTime<Utc>,
+    extra: &str,
+) -> anyhow::Result<Box<dyn Stage>> {
+    Ok(match platform {
+        DemoPlatform::Wecom => {
+            Box::new(Sandboxed::start(database_url, key_file, start, extra).await?)
+        }
+        DemoPlatform::Dingtalk => Box::new(
+            dingtalk::SandboxedDingtalk::start(database_url, key_file, start, extra).await?,
+        ),
+    })
 }
 
 #[async_trait::async_trait]
@@ -373,12 +424,24 @@ impl Stage for Sandboxed {
     }
 
     async fn photo(&self, user: &str) -> anyhow::Result<()> {
-        let media = self.sandbox.add_media(DEMO_PHOTO.to_vec(), "image/jpeg");
-        let d = self
-            .phone
-            .image(user, &media, self.clock.now().timestamp())
-            .await;
-        anyhow::ensure!(d.delivered, "photo of {user} not accepted: {d:?}");
+        self.media(user, DEMO_PHOTO.to_vec(), "image/jpeg", None)
+            .await
+    }
+
+    async fn media(
+        &self,
+        user: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        file_name: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let media = self.sandbox.add_media(bytes, content_type);
+        let t = self.clock.now().timestamp();
+        let d = match file_name {
+            None => self.phone.image(user, &media, t).await,
+            Some(name) => self.phone.file(user, &media, name, t).await,
+        };
+        anyhow::ensure!(d.delivered, "the file of {user} was not accepted: {d:?}");
         Ok(())
     }
 
@@ -395,6 +458,26 @@ impl Stage for Sandboxed {
             .sent()
             .into_iter()
             .map(|m| m.body.to_string())
+            .collect()
+    }
+
+    fn received(&self, user: &str) -> Vec<String> {
+        self.sandbox
+            .sent()
+            .into_iter()
+            .filter(|m| m.touser.split('|').any(|u| u == user))
+            .filter_map(|m| match m.msgtype.as_str() {
+                "text" => m.body["text"]["content"].as_str().map(str::to_owned),
+                "template_card" => {
+                    let card = &m.body["template_card"];
+                    Some(format!(
+                        "{}\n{}",
+                        card["main_title"]["title"].as_str().unwrap_or_default(),
+                        card["sub_title_text"].as_str().unwrap_or_default()
+                    ))
+                }
+                _ => None,
+            })
             .collect()
     }
 
@@ -427,12 +510,7 @@ pub async fn run_story_on(
 ) -> anyhow::Result<DemoRun> {
     let started = Instant::now();
     let begin = shanghai("2026-11-30", "08:00");
-    let s: Box<dyn Stage> = match platform {
-        DemoPlatform::Wecom => Box::new(Sandboxed::start(database_url, key_file, begin, "").await?),
-        DemoPlatform::Dingtalk => {
-            Box::new(dingtalk::SandboxedDingtalk::start(database_url, key_file, begin).await?)
-        }
-    };
+    let s = stage(platform, database_url, key_file, begin, "").await?;
     let everyone = ["wangmin", "zhaogang", "zhangsan", "lisi", "wangwu"];
     let but = |absent: &[&str]| {
         everyone

@@ -1,5 +1,5 @@
 //! The self-departure (自离) process through the real app and the sandbox
-//! platform, on SQLite and PostgreSQL: an employee misses days, gets the
+//! platform, on SQLite and PostgreSQL × WeCom and DingTalk (Stream mode): an employee misses days, gets the
 //! formal notice, the deadline passes; HR starts the process (the card's
 //! button, or `/depart`), HR and the manager file evidence, both confirm the
 //! drafted notice, the union item is recorded, and the termination notice
@@ -12,7 +12,7 @@ use common::*;
 use entity::{absence_case, case_event, departure, evidence_leaf, exhibit, outbox};
 use rollcall::cases::store::case_no;
 use rollcall::db::Engine;
-use rollcall::demo::Sandboxed;
+use rollcall::demo::{DemoPlatform, Stage, stage};
 use rollcall::evidence::log::{LeafData, sha256_hex};
 use rollcall::outbox::render::Templates;
 use rstest::rstest;
@@ -49,66 +49,51 @@ fn render(template: &str, block: &str, context: Value) -> String {
         .to_owned()
 }
 
-/// The text of the last chat message `user` received from the sandbox.
-fn last_text(s: &Sandboxed, user: &str) -> String {
+/// The text of the last chat message `user` received from the platform.
+fn last_text(s: &dyn Stage, user: &str) -> String {
     texts(s, user)
         .pop()
         .unwrap_or_else(|| panic!("{user} got nothing"))
 }
 
 /// Every chat message `user` received, oldest first (cards as title + body).
-fn texts(s: &Sandboxed, user: &str) -> Vec<String> {
-    s.sandbox
-        .sent()
-        .into_iter()
-        .filter(|m| m.touser == user)
-        .map(|m| match m.msgtype.as_str() {
-            "text" => m.body["text"]["content"].as_str().unwrap().to_owned(),
-            "template_card" => format!(
-                "{}\n{}",
-                m.body["template_card"]["main_title"]["title"]
-                    .as_str()
-                    .unwrap(),
-                m.body["template_card"]["sub_title_text"].as_str().unwrap()
-            ),
-            other => panic!("unexpected {other}"),
-        })
-        .collect()
+fn texts(s: &dyn Stage, user: &str) -> Vec<String> {
+    s.received(user)
 }
 
-async fn case_of(s: &Sandboxed, user: &str) -> absence_case::Model {
+async fn case_of(s: &dyn Stage, user: &str) -> absence_case::Model {
     absence_case::Entity::find()
         .filter(absence_case::Column::UserId.eq(user))
         .order_by_desc(absence_case::Column::Id)
-        .one(&s.rt.db.orm)
+        .one(&s.rt().db.orm)
         .await
         .unwrap()
         .unwrap_or_else(|| panic!("{user} has no case"))
 }
 
-async fn departure_of(s: &Sandboxed, case_id: i64) -> Option<departure::Model> {
+async fn departure_of(s: &dyn Stage, case_id: i64) -> Option<departure::Model> {
     departure::Entity::find()
         .filter(departure::Column::CaseId.eq(case_id))
-        .one(&s.rt.db.orm)
+        .one(&s.rt().db.orm)
         .await
         .unwrap()
 }
 
-async fn rows(s: &Sandboxed, case_id: i64) -> Vec<outbox::Model> {
+async fn rows(s: &dyn Stage, case_id: i64) -> Vec<outbox::Model> {
     outbox::Entity::find()
         .filter(outbox::Column::CaseId.eq(case_id))
         .order_by_asc(outbox::Column::Id)
-        .all(&s.rt.db.orm)
+        .all(&s.rt().db.orm)
         .await
         .unwrap()
 }
 
 /// The leaves of a case, as their data.
-async fn leaves(s: &Sandboxed, case_id: i64) -> Vec<LeafData> {
+async fn leaves(s: &dyn Stage, case_id: i64) -> Vec<LeafData> {
     evidence_leaf::Entity::find()
         .filter(evidence_leaf::Column::CaseId.eq(case_id))
         .order_by_asc(evidence_leaf::Column::Idx)
-        .all(&s.rt.db.orm)
+        .all(&s.rt().db.orm)
         .await
         .unwrap()
         .into_iter()
@@ -123,13 +108,14 @@ fn kinds(leaves: &[LeafData]) -> Vec<&str> {
 /// The app with 张三 absent from Tuesday 1 December: reminders, the formal
 /// notice on Friday 10:00 (deadline Monday 10:00), and on Monday 10:05 the
 /// deadline card to HR. On Friday, before the deadline, HR's `/自离` is refused.
-async fn to_the_deadline(db: &TestDb) -> Sandboxed {
-    to_the_deadline_with(db, "").await
+async fn to_the_deadline(db: &TestDb, platform: DemoPlatform) -> Box<dyn Stage> {
+    to_the_deadline_with(db, platform, "").await
 }
 
 /// [`to_the_deadline`] with `extra` configuration for the tenant (TOML).
-async fn to_the_deadline_with(db: &TestDb, extra: &str) -> Sandboxed {
-    let s = Sandboxed::start(
+async fn to_the_deadline_with(db: &TestDb, platform: DemoPlatform, extra: &str) -> Box<dyn Stage> {
+    let s = stage(
+        platform,
         &db.url,
         &db.dir.path().join("data.key"),
         shanghai("2026-12-01", "07:00"),
@@ -145,29 +131,29 @@ async fn to_the_deadline_with(db: &TestDb, extra: &str) -> Sandboxed {
         s.at(day, "11:00");
         s.check_in(&but(&["zhangsan"])).await.unwrap();
     }
-    let c = case_of(&s, "zhangsan").await;
+    let c = case_of(&*s, "zhangsan").await;
     assert!(c.formal_notice_at.is_some() && c.deadline_at.is_some());
 
     // Friday: the deadline (Monday 10:00) has not passed.
     s.at("2026-12-04", "11:30");
     s.say("wangmin", "/自离 张三").await.unwrap();
     assert_eq!(
-        last_text(&s, "wangmin"),
+        last_text(&*s, "wangmin"),
         render(
             "command",
             "depart_not_due",
             json!({ "name": "张三", "case_no": case_no(c.id), "deadline": "2026-12-07 10:00" })
         )
     );
-    let c = case_of(&s, "zhangsan").await;
+    let c = case_of(&*s, "zhangsan").await;
     assert_eq!(c.status, "open");
-    assert!(departure_of(&s, c.id).await.is_none());
+    assert!(departure_of(&*s, c.id).await.is_none());
 
     s.at("2026-12-07", "10:05");
     s.scan().await.unwrap();
-    let c = case_of(&s, "zhangsan").await;
+    let c = case_of(&*s, "zhangsan").await;
     assert!(
-        rows(&s, c.id)
+        rows(&*s, c.id)
             .await
             .iter()
             .any(|r| r.step.as_deref() == Some("deadline_passed") && r.status == "sent"),
@@ -177,7 +163,7 @@ async fn to_the_deadline_with(db: &TestDb, extra: &str) -> Sandboxed {
 }
 
 /// What a non-HR sender gets for `/自离`, and that it changes nothing.
-async fn only_hr_may_start(s: &Sandboxed) {
+async fn only_hr_may_start(s: &dyn Stage) {
     let refused = render("command", "refused", json!({}));
     for (who, text) in [
         ("lisi", "/自离 张三"),
@@ -192,21 +178,21 @@ async fn only_hr_may_start(s: &Sandboxed) {
 
 /// HR and the manager file a photo and a file on 张三's case with `#证据`;
 /// `/证据 张三` lists them with their hashes. Returns the two hashes.
-async fn file_evidence(s: &Sandboxed, case_id: i64) -> (String, String) {
+async fn file_evidence(s: &dyn Stage, case_id: i64) -> (String, String) {
     let photo_bytes = b"\xff\xd8\xff\xe0dormitory-emptied".to_vec();
     let pdf_bytes = b"%PDF-1.4 clock-in machine log".to_vec();
     let (photo_sha, pdf_sha) = (sha256_hex(&photo_bytes), sha256_hex(&pdf_bytes));
-    let photo = s.sandbox.add_media(photo_bytes, "image/jpeg");
-    let pdf = s.sandbox.add_media(pdf_bytes, "application/pdf");
 
     // Without a caption first, a file is not evidence: the sender is told how.
-    let t = s.at("2026-12-07", "11:00");
-    assert!(
-        s.phone
-            .file("wangmin", &pdf, "打卡机记录.pdf", t)
-            .await
-            .delivered
-    );
+    s.at("2026-12-07", "11:00");
+    s.media(
+        "wangmin",
+        pdf_bytes.clone(),
+        "application/pdf",
+        Some("打卡机记录.pdf"),
+    )
+    .await
+    .unwrap();
     s.settle().await.unwrap();
     assert_eq!(
         last_text(s, "wangmin"),
@@ -228,8 +214,10 @@ async fn file_evidence(s: &Sandboxed, case_id: i64) -> (String, String) {
         .await
         .unwrap();
     assert!(last_text(s, "wangmin").contains(&case_no(case_id)));
-    let t = s.at("2026-12-07", "11:05");
-    assert!(s.phone.image("wangmin", &photo, t).await.delivered);
+    s.at("2026-12-07", "11:05");
+    s.media("wangmin", photo_bytes, "image/jpeg", None)
+        .await
+        .unwrap();
     s.settle().await.unwrap();
     let filed = last_text(s, "wangmin");
     assert!(filed.contains(&photo_sha), "{filed}");
@@ -239,28 +227,34 @@ async fn file_evidence(s: &Sandboxed, case_id: i64) -> (String, String) {
     s.say("zhaogang", "#证据 张三 工地打卡机记录")
         .await
         .unwrap();
-    let t = s.at("2026-12-07", "11:08");
-    assert!(
-        s.phone
-            .file("zhaogang", &pdf, "打卡机记录.pdf", t)
-            .await
-            .delivered
-    );
+    s.at("2026-12-07", "11:08");
+    s.media(
+        "zhaogang",
+        pdf_bytes,
+        "application/pdf",
+        Some("打卡机记录.pdf"),
+    )
+    .await
+    .unwrap();
     s.settle().await.unwrap();
     assert!(last_text(s, "zhaogang").contains(&pdf_sha));
 
     // After the window (10 minutes) a photo is a check-in again, not evidence.
-    let t = s.at("2026-12-07", "11:20");
-    let own = s
-        .sandbox
-        .add_media(b"\xff\xd8\xffhr-own-site-photo".to_vec(), "image/jpeg");
-    assert!(s.phone.image("wangmin", &own, t).await.delivered);
+    s.at("2026-12-07", "11:20");
+    s.media(
+        "wangmin",
+        b"\xff\xd8\xffhr-own-site-photo".to_vec(),
+        "image/jpeg",
+        None,
+    )
+    .await
+    .unwrap();
     s.settle().await.unwrap();
 
     let stored = exhibit::Entity::find()
         .filter(exhibit::Column::CaseId.eq(case_id))
         .order_by_asc(exhibit::Column::Id)
-        .all(&s.rt.db.orm)
+        .all(&s.rt().db.orm)
         .await
         .unwrap();
     let got: Vec<(&str, &str, &str, &str)> = stored
@@ -286,7 +280,7 @@ async fn file_evidence(s: &Sandboxed, case_id: i64) -> (String, String) {
         entity::check_in::Entity::find()
             .filter(entity::check_in::Column::UserId.eq("wangmin"))
             .filter(entity::check_in::Column::Source.eq("image"))
-            .count(&s.rt.db.orm)
+            .count(&s.rt().db.orm)
             .await
             .unwrap(),
         1,
@@ -316,7 +310,7 @@ async fn file_evidence(s: &Sandboxed, case_id: i64) -> (String, String) {
 /// What the finished process left: the case closed as terminated, the
 /// notice sent once on each channel with receipts, exactly as confirmed,
 /// and a leaf for every step.
-async fn assert_terminated(s: &Sandboxed, case_id: i64, files: (String, String)) {
+async fn assert_terminated(s: &dyn Stage, case_id: i64, files: (String, String)) {
     let c = case_of(s, "zhangsan").await;
     assert_eq!(c.id, case_id);
     assert_eq!(
@@ -375,7 +369,7 @@ async fn assert_terminated(s: &Sandboxed, case_id: i64, files: (String, String))
     assert!(chat.payload.contains(&body.replace('\n', "\\n")));
     // SMS and email reached the gateway and the mail server, with the receipts stored.
     let sms = s
-        .sms
+        .sms()
         .texts()
         .into_iter()
         .filter(|t| t.out_id.contains(":termination_notice:"))
@@ -389,7 +383,7 @@ async fn assert_terminated(s: &Sandboxed, case_id: i64, files: (String, String))
         .unwrap();
     assert_eq!(sms_row.receipt_id.as_deref(), Some(sms[0].id.as_str()));
     let mails: Vec<_> = s
-        .mail
+        .mail()
         .messages()
         .into_iter()
         .filter(|m| m.message_id == email.receipt_id)
@@ -471,10 +465,11 @@ async fn assert_terminated(s: &Sandboxed, case_id: i64, files: (String, String))
         assert_eq!(leaf.raw[0].role, "file");
         assert_eq!(leaf.raw[0].sha256, sha);
         assert_eq!(leaf.detail["caption"], caption);
-        let stored = rollcall::evidence::log::raw_bytes(&s.rt.db.orm, rollcall::demo::TENANT, &sha)
-            .await
-            .unwrap()
-            .expect("the file is kept with the log");
+        let stored =
+            rollcall::evidence::log::raw_bytes(&s.rt().db.orm, rollcall::demo::TENANT, &sha)
+                .await
+                .unwrap()
+                .expect("the file is kept with the log");
         assert_eq!(sha256_hex(&stored), sha);
     }
     let resolved = leaves.iter().find(|l| l.kind == "case_resolved").unwrap();
@@ -490,21 +485,26 @@ async fn assert_terminated(s: &Sandboxed, case_id: i64, files: (String, String))
 }
 
 #[rstest]
-#[case::sqlite(Engine::Sqlite)]
-#[case::postgres(Engine::Postgres)]
+#[case::sqlite_wecom(Engine::Sqlite, DemoPlatform::Wecom)]
+#[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
+#[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
+#[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hr_starts_from_the_deadline_card_and_the_notice_goes_out(#[case] engine: Engine) {
+async fn hr_starts_from_the_deadline_card_and_the_notice_goes_out(
+    #[case] engine: Engine,
+    #[case] platform: DemoPlatform,
+) {
     let db = TestDb::new(engine).await;
-    let s = to_the_deadline(&db).await;
-    only_hr_may_start(&s).await;
-    let before = case_of(&s, "zhangsan").await;
+    let s = to_the_deadline(&db, platform).await;
+    only_hr_may_start(&*s).await;
+    let before = case_of(&*s, "zhangsan").await;
 
     s.at("2026-12-07", "10:30");
     s.press("wangmin", "start_departure").await.unwrap();
-    let c = case_of(&s, "zhangsan").await;
+    let c = case_of(&*s, "zhangsan").await;
     assert_eq!(c.status, "departing");
     assert_ne!(c.fence, before.fence, "the ladder's token changed");
-    let d = departure_of(&s, c.id).await.expect("the process started");
+    let d = departure_of(&*s, c.id).await.expect("the process started");
     assert_eq!(
         (
             d.state.as_str(),
@@ -517,7 +517,7 @@ async fn hr_starts_from_the_deadline_card_and_the_notice_goes_out(#[case] engine
     // The draft reached the manager and HR, with its hash, and a card each.
     for who in ["wangmin", "zhaogang"] {
         assert!(
-            texts(&s, who)
+            texts(&*s, who)
                 .iter()
                 .any(|t| t.contains(&d.document_sha256)),
             "{who} has no draft"
@@ -527,7 +527,7 @@ async fn hr_starts_from_the_deadline_card_and_the_notice_goes_out(#[case] engine
     s.press("wangmin", "start_departure").await.unwrap();
     s.say("wangmin", "/自离 张三").await.unwrap();
     assert_eq!(
-        last_text(&s, "wangmin"),
+        last_text(&*s, "wangmin"),
         render(
             "command",
             "depart_already",
@@ -535,39 +535,42 @@ async fn hr_starts_from_the_deadline_card_and_the_notice_goes_out(#[case] engine
         )
     );
     assert_eq!(
-        departure::Entity::find().count(&s.rt.db.orm).await.unwrap(),
+        departure::Entity::find()
+            .count(&s.rt().db.orm)
+            .await
+            .unwrap(),
         1
     );
-    let files = file_evidence(&s, c.id).await;
+    let files = file_evidence(&*s, c.id).await;
     s.at("2026-12-07", "12:00");
     s.check_in(&but(&["zhangsan"])).await.unwrap();
 
     // The manager confirms (twice: it counts once).
     s.at("2026-12-07", "14:00");
     s.press("zhaogang", "confirm_manager").await.unwrap();
-    let reply = last_text(&s, "zhaogang");
+    let reply = last_text(&*s, "zhaogang");
     assert!(reply.contains(&d.document_sha256), "{reply}");
     s.press("zhaogang", "confirm_manager").await.unwrap();
     s.say("wangmin", "/status 张三").await.unwrap();
-    let status = last_text(&s, "wangmin");
+    let status = last_text(&*s, "wangmin");
     assert!(
         status.contains(&case_no(c.id)) && status.contains("2026-12-07 14:00"),
         "the manager's confirmation shows: {status}"
     );
     // The next scan counts the day but sends no more ladder notices.
-    let sent_before = rows(&s, c.id).await.len();
+    let sent_before = rows(&*s, c.id).await.len();
     s.at("2026-12-08", "10:00");
     let r = s.scan().await.unwrap();
     assert_eq!((r.opened, r.escalated), (0, 0));
-    let c = case_of(&s, "zhangsan").await;
+    let c = case_of(&*s, "zhangsan").await;
     assert_eq!((c.status.as_str(), c.missed_workdays), ("departing", 5));
-    assert_eq!(rows(&s, c.id).await.len(), sent_before);
+    assert_eq!(rows(&*s, c.id).await.len(), sent_before);
     // HR confirms.
     s.at("2026-12-08", "10:10");
     s.press("wangmin", "confirm_hr").await.unwrap();
-    assert_eq!(case_of(&s, "zhangsan").await.status, "departing");
+    assert_eq!(case_of(&*s, "zhangsan").await.status, "departing");
     assert!(
-        rows(&s, c.id)
+        rows(&*s, c.id)
             .await
             .iter()
             .all(|r| r.step.as_deref() != Some("termination_notice")),
@@ -576,36 +579,100 @@ async fn hr_starts_from_the_deadline_card_and_the_notice_goes_out(#[case] engine
     // The union item, from HR's card.
     s.at("2026-12-08", "10:20");
     s.press("wangmin", "union_notified").await.unwrap();
-    let d = departure_of(&s, c.id).await.unwrap();
+    let d = departure_of(&*s, c.id).await.unwrap();
     assert_eq!(d.union_status.as_deref(), Some("notified"));
 
-    assert_terminated(&s, c.id, files).await;
+    assert_terminated(&*s, c.id, files).await;
     // The employee acknowledges the termination notice.
     s.at("2026-12-08", "20:00");
     s.press("zhangsan", "termination_received").await.unwrap();
     let acks = case_event::Entity::find()
         .filter(case_event::Column::CaseId.eq(c.id))
         .filter(case_event::Column::Kind.eq("termination_acknowledged"))
-        .count(&s.rt.db.orm)
+        .count(&s.rt().db.orm)
         .await
         .unwrap();
     assert_eq!(acks, 1);
+    exported_and_verified(&*s, platform.name(), c.id).await;
     s.stop().await;
     db.cleanup().await;
 }
 
+/// The case's package, written to a folder and checked there by its own
+/// verify.py, as the other party's lawyer would; it carries the termination
+/// notice, the employee's acknowledgment and the callbacks behind them in
+/// the platform's own format.
+async fn exported_and_verified(s: &dyn Stage, platform: &str, case_id: i64) {
+    let p = rollcall::evidence::export::package(
+        s.rt(),
+        rollcall::demo::TENANT,
+        "zhangsan",
+        Some(case_id),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    p.write_dir(dir.path()).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg("verify.py")
+        .current_dir(dir.path())
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("RESULT: all") && !text.contains("[FAIL]"),
+        "verify.py failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let leaves: Vec<Value> = std::str::from_utf8(p.file("leaves.jsonl").unwrap())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let data = |l: &Value| -> Value {
+        l["data"]
+            .as_str()
+            .map(|d| serde_json::from_str(d).unwrap())
+            .unwrap_or(Value::Null)
+    };
+    for kind in ["termination_notice_issued", "case_resolved"] {
+        assert!(
+            leaves.iter().any(|l| data(l)["kind"] == kind),
+            "no {kind} in the package"
+        );
+    }
+    // The employee's own messages and presses, as the platform sent them.
+    let callbacks: Vec<Value> = leaves
+        .iter()
+        .filter(|l| l["included_as"] == "callback")
+        .map(data)
+        .collect();
+    assert!(
+        callbacks.iter().any(|c| c["subject"] == "zhangsan"),
+        "no callback of the employee in the package"
+    );
+    for c in &callbacks {
+        assert_eq!(c["platform_ids"]["platform"], platform, "{c}");
+    }
+}
+
 #[rstest]
-#[case::sqlite(Engine::Sqlite)]
-#[case::postgres(Engine::Postgres)]
+#[case::sqlite_wecom(Engine::Sqlite, DemoPlatform::Wecom)]
+#[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
+#[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
+#[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hr_starts_with_depart_and_records_no_union(#[case] engine: Engine) {
+async fn hr_starts_with_depart_and_records_no_union(
+    #[case] engine: Engine,
+    #[case] platform: DemoPlatform,
+) {
     let db = TestDb::new(engine).await;
-    let s = to_the_deadline(&db).await;
+    let s = to_the_deadline(&db, platform).await;
     s.at("2026-12-07", "10:30");
     s.say("wangmin", "/depart 张三").await.unwrap();
-    let c = case_of(&s, "zhangsan").await;
+    let c = case_of(&*s, "zhangsan").await;
     assert_eq!(c.status, "departing");
-    let d = departure_of(&s, c.id).await.unwrap();
+    let d = departure_of(&*s, c.id).await.unwrap();
     assert_eq!(d.started_via, "command");
     // The answer comes with the draft and the cards, in no fixed order.
     let answer = render(
@@ -619,11 +686,11 @@ async fn hr_starts_with_depart_and_records_no_union(#[case] engine: Engine) {
             "window_minutes": 10,
         }),
     );
-    assert!(texts(&s, "wangmin").contains(&answer), "{answer}");
+    assert!(texts(&*s, "wangmin").contains(&answer), "{answer}");
     // A second /depart, and the deadline card's button, are refused politely.
     s.say("wangmin", "/自离 张三").await.unwrap();
     assert_eq!(
-        last_text(&s, "wangmin"),
+        last_text(&*s, "wangmin"),
         render(
             "command",
             "depart_already",
@@ -632,7 +699,7 @@ async fn hr_starts_with_depart_and_records_no_union(#[case] engine: Engine) {
     );
     s.press("wangmin", "start_departure").await.unwrap();
     assert_eq!(
-        last_text(&s, "wangmin"),
+        last_text(&*s, "wangmin"),
         render(
             "card_pressed",
             "reply_departure_refused",
@@ -641,19 +708,19 @@ async fn hr_starts_with_depart_and_records_no_union(#[case] engine: Engine) {
     );
     let started = case_event::Entity::find()
         .filter(case_event::Column::Kind.eq("departure_started"))
-        .count(&s.rt.db.orm)
+        .count(&s.rt().db.orm)
         .await
         .unwrap();
     assert_eq!(started, 1);
     // /cases shows where it stands.
     s.say("wangmin", "/案件").await.unwrap();
-    let cases = last_text(&s, "wangmin");
+    let cases = last_text(&*s, "wangmin");
     assert!(
         cases.contains(&case_no(c.id)) && cases.contains("王敏"),
         "{cases}"
     );
 
-    let files = file_evidence(&s, c.id).await;
+    let files = file_evidence(&*s, c.id).await;
 
     // HR first, the union item by command (no union), the manager last.
     s.at("2026-12-07", "14:00");
@@ -661,7 +728,7 @@ async fn hr_starts_with_depart_and_records_no_union(#[case] engine: Engine) {
     s.say("wangmin", "/工会 张三 无工会 本公司未成立工会")
         .await
         .unwrap();
-    let d = departure_of(&s, c.id).await.unwrap();
+    let d = departure_of(&*s, c.id).await.unwrap();
     assert_eq!(
         (d.union_status.as_deref(), d.union_note.as_deref()),
         (Some("no_union"), Some("本公司未成立工会"))
@@ -669,19 +736,19 @@ async fn hr_starts_with_depart_and_records_no_union(#[case] engine: Engine) {
     // Recorded once: a second /工会 changes nothing.
     s.say("wangmin", "/工会 张三 已通知").await.unwrap();
     assert_eq!(
-        departure_of(&s, c.id)
+        departure_of(&*s, c.id)
             .await
             .unwrap()
             .union_status
             .as_deref(),
         Some("no_union")
     );
-    assert_eq!(case_of(&s, "zhangsan").await.status, "departing");
+    assert_eq!(case_of(&*s, "zhangsan").await.status, "departing");
     s.at("2026-12-07", "15:00");
     s.press("zhaogang", "confirm_manager").await.unwrap();
 
-    assert_terminated(&s, c.id, files).await;
-    let copy = texts(&s, "wangmin")
+    assert_terminated(&*s, c.id, files).await;
+    let copy = texts(&*s, "wangmin")
         .into_iter()
         .find(|t| t.contains("本公司未成立工会"))
         .expect("HR's copy names the union item");
@@ -689,7 +756,7 @@ async fn hr_starts_with_depart_and_records_no_union(#[case] engine: Engine) {
     // After the case closed, /depart finds no case.
     s.say("wangmin", "/自离 张三").await.unwrap();
     assert_eq!(
-        last_text(&s, "wangmin"),
+        last_text(&*s, "wangmin"),
         render("command", "depart_no_case", json!({ "name": "张三" }))
     );
     s.stop().await;
@@ -697,52 +764,57 @@ async fn hr_starts_with_depart_and_records_no_union(#[case] engine: Engine) {
 }
 
 #[rstest]
-#[case::sqlite(Engine::Sqlite)]
-#[case::postgres(Engine::Postgres)]
+#[case::sqlite_wecom(Engine::Sqlite, DemoPlatform::Wecom)]
+#[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
+#[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
+#[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_employee_who_comes_back_halts_the_process_until_hr_decides(#[case] engine: Engine) {
+async fn an_employee_who_comes_back_halts_the_process_until_hr_decides(
+    #[case] engine: Engine,
+    #[case] platform: DemoPlatform,
+) {
     let db = TestDb::new(engine).await;
-    let s = to_the_deadline(&db).await;
+    let s = to_the_deadline(&db, platform).await;
     s.at("2026-12-07", "10:30");
     s.say("wangmin", "/自离 张三").await.unwrap();
-    let c = case_of(&s, "zhangsan").await;
+    let c = case_of(&*s, "zhangsan").await;
     s.at("2026-12-07", "12:00");
     s.check_in(&but(&["zhangsan"])).await.unwrap();
     // 张三 answers first: his answer goes to HR and the process halts.
     s.say("zhangsan", "我家里出了事，这周回来").await.unwrap();
-    let d = departure_of(&s, c.id).await.unwrap();
+    let d = departure_of(&*s, c.id).await.unwrap();
     assert_eq!(d.state, "halted");
-    assert!(last_text(&s, "wangmin").contains("我家里出了事"));
+    assert!(last_text(&*s, "wangmin").contains("我家里出了事"));
     // HR reads it and goes on.
     s.say("wangmin", &format!("/继续 {}", case_no(c.id)))
         .await
         .unwrap();
-    assert_eq!(departure_of(&s, c.id).await.unwrap().state, "collecting");
+    assert_eq!(departure_of(&*s, c.id).await.unwrap().state, "collecting");
     // 张三 comes back and checks in: recorded, the process halts, HR is told.
     s.at("2026-12-07", "13:00");
     s.check_in(&["zhangsan"]).await.unwrap();
-    let c2 = case_of(&s, "zhangsan").await;
+    let c2 = case_of(&*s, "zhangsan").await;
     assert_eq!((c2.id, c2.status.as_str()), (c.id, "departing"));
-    let d = departure_of(&s, c.id).await.unwrap();
+    let d = departure_of(&*s, c.id).await.unwrap();
     assert_eq!(d.state, "halted");
     assert_eq!(d.returned_at, Some(shanghai("2026-12-07", "13:00")));
     assert!(
-        texts(&s, "wangmin")
+        texts(&*s, "wangmin")
             .iter()
             .any(|t| t.contains(&case_no(c.id)) && t.contains("2026-12-07 13:00")),
         "HR is told"
     );
-    assert!(last_text(&s, "zhangsan").contains(&case_no(c.id)));
+    assert!(last_text(&*s, "zhangsan").contains(&case_no(c.id)));
     // Confirmations and the union item are recorded, but nothing goes out.
     s.at("2026-12-07", "14:00");
     s.press("zhaogang", "confirm_manager").await.unwrap();
     s.press("wangmin", "confirm_hr").await.unwrap();
     s.press("wangmin", "no_union").await.unwrap();
-    let d = departure_of(&s, c.id).await.unwrap();
+    let d = departure_of(&*s, c.id).await.unwrap();
     assert!(d.manager_confirmed_at.is_some() && d.hr_confirmed_at.is_some());
     assert_eq!(d.state, "halted");
     assert!(
-        rows(&s, c.id)
+        rows(&*s, c.id)
             .await
             .iter()
             .all(|r| r.step.as_deref() != Some("termination_notice"))
@@ -751,20 +823,20 @@ async fn an_employee_who_comes_back_halts_the_process_until_hr_decides(#[case] e
     // the case by itself either.
     s.at("2026-12-08", "10:00");
     s.scan().await.unwrap();
-    assert_eq!(case_of(&s, "zhangsan").await.status, "departing");
+    assert_eq!(case_of(&*s, "zhangsan").await.status, "departing");
     // A manager may not decide for HR.
     s.say("zhaogang", &format!("/继续 {}", case_no(c.id)))
         .await
         .unwrap();
     assert_eq!(
-        last_text(&s, "zhaogang"),
+        last_text(&*s, "zhaogang"),
         render("command", "refused", json!({}))
     );
     // HR decides to go on: everything is in, the notice goes out now.
     s.say("wangmin", &format!("/继续 {}", case_no(c.id)))
         .await
         .unwrap();
-    let c = case_of(&s, "zhangsan").await;
+    let c = case_of(&*s, "zhangsan").await;
     assert_eq!(
         (c.status.as_str(), c.resolution.as_deref()),
         ("resolved", Some("terminated"))
@@ -772,7 +844,7 @@ async fn an_employee_who_comes_back_halts_the_process_until_hr_decides(#[case] e
     let kinds: Vec<String> = case_event::Entity::find()
         .filter(case_event::Column::CaseId.eq(c.id))
         .order_by_asc(case_event::Column::Id)
-        .all(&s.rt.db.orm)
+        .all(&s.rt().db.orm)
         .await
         .unwrap()
         .into_iter()
@@ -788,7 +860,7 @@ async fn an_employee_who_comes_back_halts_the_process_until_hr_decides(#[case] e
     assert!(at("departure_halted") < at("departure_resumed"));
     assert!(at("departure_resumed") < at("termination_notice_issued"));
     assert!(
-        rows(&s, c.id).await.iter().any(|r| r
+        rows(&*s, c.id).await.iter().any(|r| r
             .idem_key
             .ends_with(":termination_notice:zhangsan:email")
             && r.status == "sent")
@@ -798,10 +870,15 @@ async fn an_employee_who_comes_back_halts_the_process_until_hr_decides(#[case] e
 }
 
 #[rstest]
-#[case::sqlite(Engine::Sqlite)]
-#[case::postgres(Engine::Postgres)]
+#[case::sqlite_wecom(Engine::Sqlite, DemoPlatform::Wecom)]
+#[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
+#[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
+#[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hr_may_close_the_case_of_someone_who_came_back(#[case] engine: Engine) {
+async fn hr_may_close_the_case_of_someone_who_came_back(
+    #[case] engine: Engine,
+    #[case] platform: DemoPlatform,
+) {
     let db = TestDb::new(engine).await;
     // This tenant's policy also sends the deadline card to the manager.
     let policy = r#"[tenants.policy]
@@ -815,14 +892,14 @@ rungs = [
   { step = "deadline_passed", trigger = { when = "notice_deadline" }, send = [["hr", "chat"], ["manager", "chat"]] },
 ]
 "#;
-    let s = to_the_deadline_with(&db, policy).await;
+    let s = to_the_deadline_with(&db, platform, policy).await;
     // Still, only HR starts the process.
     s.at("2026-12-07", "10:20");
     s.press("zhaogang", "start_departure").await.unwrap();
-    let c = case_of(&s, "zhangsan").await;
+    let c = case_of(&*s, "zhangsan").await;
     assert_eq!(c.status, "open");
     assert_eq!(
-        last_text(&s, "zhaogang"),
+        last_text(&*s, "zhaogang"),
         render(
             "card_pressed",
             "reply_departure_refused",
@@ -831,7 +908,7 @@ rungs = [
     );
     s.at("2026-12-07", "10:30");
     s.press("wangmin", "start_departure").await.unwrap();
-    let c = case_of(&s, "zhangsan").await;
+    let c = case_of(&*s, "zhangsan").await;
     assert_eq!(c.status, "departing");
     s.at("2026-12-07", "13:00");
     s.check_in(&["zhangsan"]).await.unwrap();
@@ -839,30 +916,30 @@ rungs = [
     s.say("zhaogang", "/请假 张三 2026-12-01 2026-12-04 事假")
         .await
         .unwrap();
-    assert_eq!(case_of(&s, "zhangsan").await.status, "departing");
+    assert_eq!(case_of(&*s, "zhangsan").await.status, "departing");
     s.say("wangmin", &format!("/结案 {} 已返岗", case_no(c.id)))
         .await
         .unwrap();
-    let c = case_of(&s, "zhangsan").await;
+    let c = case_of(&*s, "zhangsan").await;
     assert_eq!(
         (c.status.as_str(), c.resolution.as_deref()),
         ("resolved", Some("closed: 已返岗"))
     );
-    assert_eq!(departure_of(&s, c.id).await.unwrap().state, "cancelled");
+    assert_eq!(departure_of(&*s, c.id).await.unwrap().state, "cancelled");
     // A confirmation pressed afterwards is stale: nothing is recorded or sent.
     s.press("zhaogang", "confirm_manager").await.unwrap();
     assert_eq!(
-        last_text(&s, "zhaogang"),
+        last_text(&*s, "zhaogang"),
         render(
             "card_pressed",
             "reply_stale",
             json!({ "case_no": case_no(c.id) })
         )
     );
-    let d = departure_of(&s, c.id).await.unwrap();
+    let d = departure_of(&*s, c.id).await.unwrap();
     assert!(d.manager_confirmed_at.is_none());
     assert!(
-        rows(&s, c.id)
+        rows(&*s, c.id)
             .await
             .iter()
             .all(|r| r.step.as_deref() != Some("termination_notice"))

@@ -46,6 +46,7 @@ impl SandboxedDingtalk {
         database_url: &str,
         key_file: &std::path::Path,
         start: DateTime<Utc>,
+        extra: &str,
     ) -> anyhow::Result<SandboxedDingtalk> {
         let api = SandboxDingtalkApi::start(APP_KEY, APP_SECRET)
             .await
@@ -71,7 +72,7 @@ api_base = "{base}"
 api_base_v1 = "{base}""#
         );
         let toml = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndata_key_file = \"{}\"\n[evidence]\nkey_file = \"{}\"\n[database]\nurl = \"{database_url}\"\n[delivery]\nread_check_unit_secs = 1\n{}",
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_key_file = \"{}\"\n[evidence]\nkey_file = \"{}\"\n[database]\nurl = \"{database_url}\"\n[delivery]\nread_check_unit_secs = 1\n{}{extra}",
             key_file.display(),
             key_file.with_extension("evidence.key").display(),
             tenant_toml("示例建筑有限公司（钉钉沙箱）", &chat, &sms, &mail)
@@ -161,9 +162,26 @@ impl Stage for SandboxedDingtalk {
     }
 
     async fn photo(&self, user: &str) -> anyhow::Result<()> {
-        let code = self.api.add_media(DEMO_PHOTO.to_vec(), "image/jpeg");
-        let fields = json!({ "msgtype": "picture", "content": { "downloadCode": code } });
-        self.robot(user, fields, &format!("the photo of {user}"))
+        self.media(user, DEMO_PHOTO.to_vec(), "image/jpeg", None)
+            .await
+    }
+
+    async fn media(
+        &self,
+        user: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        file_name: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let code = self.api.add_media(bytes, content_type);
+        let fields = match file_name {
+            None => json!({ "msgtype": "picture", "content": { "downloadCode": code } }),
+            Some(name) => json!({
+                "msgtype": "file",
+                "content": { "downloadCode": code, "fileName": name },
+            }),
+        };
+        self.robot(user, fields, &format!("the file of {user}"))
             .await
     }
 
@@ -241,6 +259,42 @@ impl Stage for SandboxedDingtalk {
         texts.chain(cards).collect()
     }
 
+    fn received(&self, user: &str) -> Vec<String> {
+        let delivered = self.api.delivered_to(user);
+        let texts = self
+            .api
+            .sent()
+            .into_iter()
+            .filter(|m| delivered.contains(&m.process_query_key))
+            .filter_map(|m| {
+                let text = match m.msg_key.as_str() {
+                    "sampleText" => m.msg_param["content"].as_str()?.to_owned(),
+                    // A card sent without a card template: its markdown.
+                    "sampleMarkdown" => m.msg_param["text"].as_str()?.to_owned(),
+                    _ => return None,
+                };
+                Some((m.seq, without_reference(&text).to_owned()))
+            });
+        let cards = self
+            .api
+            .cards()
+            .into_iter()
+            .filter(|c| c.user_id == user)
+            .map(|c| {
+                let param = |name: &str| {
+                    c.params
+                        .get(name)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                (c.seq, format!("{}\n{}", param("title"), param("body")))
+            });
+        let mut all: Vec<(u64, String)> = texts.chain(cards).collect();
+        all.sort_by_key(|(seq, _)| *seq);
+        all.into_iter().map(|(_, text)| text).collect()
+    }
+
     fn sms(&self) -> &SandboxSms {
         &self.sms
     }
@@ -251,5 +305,16 @@ impl Stage for SandboxedDingtalk {
 
     async fn stop(self: Box<Self>) {
         self.app.stop().await;
+    }
+}
+
+/// `text` without the reference line rollcall ends each DingTalk message
+/// with (`\n#` and eight hex digits: see `DingtalkApi::send`).
+fn without_reference(text: &str) -> &str {
+    match text.rsplit_once("\n#") {
+        Some((head, tail)) if tail.len() == 8 && tail.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            head
+        }
+        _ => text,
     }
 }

@@ -64,6 +64,8 @@ pub struct DingtalkSent {
     pub msg_param: Value,
     pub body: Value,
     pub process_query_key: String,
+    /// Its place among the sandbox's calls (texts and cards share it).
+    pub seq: u64,
 }
 
 /// A message DingTalk accepted but did not deliver to `user_id`: the same
@@ -84,6 +86,8 @@ pub struct DingtalkCard {
     pub params: Map<String, Value>,
     /// The `createAndDeliver` body as received.
     pub body: Value,
+    /// Its place among the sandbox's calls (texts and cards share it).
+    pub seq: u64,
 }
 
 /// A successful `PUT /v1.0/card/instances`.
@@ -597,6 +601,7 @@ async fn batch_send(State(s): State<Shared>, headers: HeaderMap, body: Bytes) ->
         msg_param,
         body,
         process_query_key: key.clone(),
+        seq: n,
     });
     Json(json!({
         "processQueryKey": key,
@@ -713,7 +718,8 @@ async fn create_and_deliver(State(s): State<Shared>, headers: HeaderMap, body: B
             "用户不存在",
         );
     }
-    let carrier = format!("sandbox+card/{}=", inner.next());
+    let seq = inner.next();
+    let carrier = format!("sandbox+card/{seq}=");
     inner.cards.push(DingtalkCard {
         out_track_id: out_track_id.to_owned(),
         template_id: template_id.to_owned(),
@@ -721,6 +727,7 @@ async fn create_and_deliver(State(s): State<Shared>, headers: HeaderMap, body: B
         callback_type: body["callbackType"].as_str().unwrap_or_default().to_owned(),
         params,
         body: body.clone(),
+        seq,
     });
     Json(json!({
         "success": true,
