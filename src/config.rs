@@ -207,6 +207,10 @@ pub struct AttendanceConfig {
     pub scan_at: NaiveTime,
     /// Statutory holidays and adjusted workdays: shipped years plus overrides.
     pub calendar: HolidayCalendar,
+    /// Read the punches of the platform's own attendance app before each
+    /// scan (`platform_punches`, default off: the app needs the platform's
+    /// permission to read them, and a scan waits while they cannot be read).
+    pub platform_punches: bool,
 }
 
 /// A work site: a location within `radius_m` of it is on site.
@@ -360,6 +364,7 @@ struct RawAttendance {
     /// Holiday files (the format of `src/attendance/holidays/`), each replacing its year.
     #[serde(default)]
     holidays: Vec<PathBuf>,
+    platform_punches: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -720,6 +725,7 @@ fn resolve_attendance(prefix: &str, a: RawAttendance) -> Result<AttendanceConfig
         grace: chrono::Duration::minutes(grace_minutes),
         scan_at,
         calendar,
+        platform_punches: a.platform_punches.unwrap_or(false),
     })
 }
 

@@ -265,7 +265,7 @@ impl Sandboxed {
 
     /// Runs the scan for the last ended workday and waits for its notices.
     pub async fn scan(&self) -> anyhow::Result<crate::cases::scan::ScanReport> {
-        let report = crate::cases::scan::scan(&self.rt, TENANT, None).await?;
+        let report = crate::attendance::punches::scan(&self.rt, TENANT, None).await?;
         self.settle().await?;
         Ok(report)
     }
@@ -326,6 +326,11 @@ pub trait Stage: Send + Sync {
     async fn place(&self, user: &str, lat: f64, lon: f64, label: &str) -> anyhow::Result<()>;
     /// `user` sends a photo of the site.
     async fn photo(&self, user: &str) -> anyhow::Result<()>;
+    /// The platform's attendance app records a punch of `user` now at
+    /// (`lat`, `lon`), without telling rollcall (no event): what an import
+    /// of the records finds. `missed`: the row the platform fills in for a
+    /// scheduled punch nobody made.
+    fn recorded_punch(&self, user: &str, lat: f64, lon: f64, missed: bool);
     /// `user` sends `bytes`: a photo when `file_name` is `None`, else a
     /// file of that name; returns once rollcall stored it.
     async fn media(
@@ -370,7 +375,7 @@ pub trait Stage: Send + Sync {
 
     /// Runs the scan for the last ended workday and waits for its notices.
     async fn scan(&self) -> anyhow::Result<crate::cases::scan::ScanReport> {
-        let report = crate::cases::scan::scan(self.rt(), TENANT, None).await?;
+        let report = crate::attendance::punches::scan(self.rt(), TENANT, None).await?;
         self.settle().await?;
         Ok(report)
     }
@@ -426,6 +431,30 @@ impl Stage for Sandboxed {
     async fn photo(&self, user: &str) -> anyhow::Result<()> {
         self.media(user, DEMO_PHOTO.to_vec(), "image/jpeg", None)
             .await
+    }
+
+    fn recorded_punch(&self, user: &str, lat: f64, lon: f64, missed: bool) {
+        let millionths = |degrees: f64| (degrees * 1_000_000.0).round() as i64;
+        let (exception, lat, lng) = match missed {
+            true => ("未打卡", 0, 0),
+            false => ("", millionths(lat), millionths(lon)),
+        };
+        self.sandbox.add_checkins(vec![json!({
+            "userid": user,
+            "groupname": "一号工地考勤",
+            "checkin_type": "上班打卡",
+            "exception_type": exception,
+            "checkin_time": self.clock.now().timestamp(),
+            "location_title": if missed { "" } else { "一号工地" },
+            "location_detail": "",
+            "wifiname": "",
+            "notes": "",
+            "wifimac": "",
+            "mediaids": [],
+            "lat": lat,
+            "lng": lng,
+            "deviceid": "",
+        })]);
     }
 
     async fn media(

@@ -46,6 +46,19 @@ enum Command {
         #[arg(long, value_name = "YYYY-MM-DD")]
         as_of: Option<chrono::NaiveDate>,
     },
+    /// Import the punches of the platform's own attendance app (DingTalk's
+    /// attendance records, WeCom's 打卡) as check-ins; a punch already
+    /// stored is not stored again.
+    Punches {
+        #[arg(long)]
+        tenant: String,
+        /// The first day (default: yesterday, in the tenant's time zone).
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        from: Option<chrono::NaiveDate>,
+        /// The last day (default: today, up to now).
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        to: Option<chrono::NaiveDate>,
+    },
     /// The whole story on a sandbox tenant with a simulated clock, in seconds.
     Demo(rollcall::demo::DemoArgs),
     /// Import employees from a CSV file or sync them from WeCom.
@@ -91,7 +104,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let rt =
                 rollcall::app::runtime(&config, std::sync::Arc::new(rollcall::clock::SystemClock))
                     .await?;
-            let report = rollcall::cases::scan::scan(&rt, &tenant, as_of).await?;
+            let report = rollcall::attendance::punches::scan(&rt, &tenant, as_of).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Punches { tenant, from, to } => {
+            let rt =
+                rollcall::app::runtime(&config, std::sync::Arc::new(rollcall::clock::SystemClock))
+                    .await?;
+            let (from, to) = rollcall::attendance::punches::period(&rt, &tenant, from, to)?;
+            let report = rollcall::attendance::punches::import(&rt, &tenant, from, to).await?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }

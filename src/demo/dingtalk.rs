@@ -166,6 +166,29 @@ impl Stage for SandboxedDingtalk {
             .await
     }
 
+    fn recorded_punch(&self, user: &str, lat: f64, lon: f64, missed: bool) {
+        let at = self.clock.now().timestamp_millis();
+        let mut record = json!({
+            "id": at,
+            "userId": user,
+            "userCheckTime": at,
+            "baseCheckTime": at,
+            "checkType": "OnDuty",
+            "timeResult": "Normal",
+            "locationResult": "Normal",
+            "sourceType": "USER",
+            "userLatitude": lat,
+            "userLongitude": lon,
+            "userAddress": "上海市黄浦区一号工地",
+        });
+        if missed {
+            record["timeResult"] = json!("NotSigned");
+            record["locationResult"] = json!("NotSigned");
+            record["sourceType"] = json!("SYSTEM");
+        }
+        self.api.add_punch_records(vec![record]);
+    }
+
     async fn media(
         &self,
         user: &str,

@@ -178,6 +178,57 @@ pub trait ChatApi: Send + Sync + std::fmt::Debug {
     /// [`Receipt::message_id`]) has read it, with the platform's answer as
     /// received (evidence).
     async fn read_status(&self, message_id: &str) -> Result<ReadStatus, PlatformError>;
+
+    /// The punches `users` made in the platform's own attendance app from
+    /// `from` to `to` (each a [`InboundKind::Punch`] keyed by
+    /// [`punch_key`], so that the same punch arriving as an event too is
+    /// stored once), with each record as the platform answered it. Real
+    /// punches only: rows the platform fills in for a missed punch are not.
+    async fn punches(
+        &self,
+        users: &[String],
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<PunchRecord>, PlatformError>;
+}
+
+/// One punch read from a platform's attendance records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PunchRecord {
+    pub event: InboundEvent,
+    /// The record as the platform answered it (one entry of its list).
+    pub raw: String,
+    /// What was asked, without the other users of the same request: the
+    /// API path and the period.
+    pub request: String,
+}
+
+/// `from`..=`to` cut into periods of at most `longest` (the platforms limit
+/// how long a period one call may ask about), each starting where the last
+/// ended: a punch at a boundary is read twice rather than missed (its key
+/// makes it one).
+pub(crate) fn periods(
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+    longest: chrono::Duration,
+) -> Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
+    let mut periods = Vec::new();
+    let mut start = from;
+    while start <= to {
+        let end = (start + longest).min(to);
+        periods.push((start, end));
+        if end == to {
+            break;
+        }
+        start = end;
+    }
+    periods
+}
+
+/// The dedup key of `user`'s punch at `at_ms` (ms since the epoch),
+/// however it reached rollcall: an event, or an import of the records.
+pub fn punch_key(user: &str, at_ms: i64) -> String {
+    format!("punch:{user}:{at_ms}")
 }
 
 /// What a platform says about who read one message.

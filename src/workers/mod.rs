@@ -225,7 +225,7 @@ async fn export_package(job: ExportPackage, rt: Data<Runtime>) -> Result<(), Box
 }
 
 async fn scan(job: Scan, rt: Data<Runtime>) -> Result<(), BoxDynError> {
-    let report = crate::cases::scan::scan(&rt, &job.tenant_id, Some(job.day)).await?;
+    let report = crate::attendance::punches::scan(&rt, &job.tenant_id, Some(job.day)).await?;
     tracing::info!(tenant = %report.tenant, day = %job.day, opened = report.opened, advanced = report.advanced, resolved = report.resolved, escalated = report.escalated, "absence scan");
     Ok(())
 }

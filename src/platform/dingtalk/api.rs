@@ -34,8 +34,12 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 use crate::config::Secret;
+use chrono::{DateTime, Utc};
+
+use crate::platform::dingtalk::callbacks::punch_of;
 use crate::platform::{
-    Card, ChatApi, Exchange, Media, Member, OutboundMessage, PlatformError, Receipt,
+    Card, ChatApi, Exchange, Media, Member, OutboundMessage, PlatformError, PunchRecord, Receipt,
+    periods,
 };
 
 /// Refresh this long before DingTalk says a token expires (as the official
@@ -86,6 +90,9 @@ pub struct DingtalkApiConfig {
 }
 
 pub use crate::platform::{ReadReceipt, ReadStatus};
+
+/// Most users one `attendance/listRecord` call takes.
+const LIST_RECORD_USERS: usize = 50;
 
 /// How long after sending DingTalk answers `readStatus` (PROTOCOL.md).
 pub const READ_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
@@ -1068,6 +1075,66 @@ impl ChatApi for DingtalkApi {
             receipts,
             response: Exchange::json(raw),
         })
+    }
+
+    /// Every punch of `users` in DingTalk's attendance app
+    /// (`attendance/listRecord`: at most [`LIST_RECORD_USERS`] users and 7
+    /// days a call, the period in Beijing time as DingTalk reads it). Rows
+    /// DingTalk fills in for a scheduled punch nobody made (`NotSigned`)
+    /// are left out; punches HR or an approval entered (`BOSS`, `APPROVE`)
+    /// are kept: the employer's own records say the person was there.
+    async fn punches(
+        &self,
+        users: &[String],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<PunchRecord>, PlatformError> {
+        const PATH: &str = "/attendance/listRecord";
+        #[derive(Deserialize)]
+        struct Records {
+            #[serde(default)]
+            recordresult: Vec<Box<serde_json::value::RawValue>>,
+        }
+        let beijing = |t: DateTime<Utc>| {
+            t.with_timezone(&chrono_tz::Asia::Shanghai)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        };
+        let mut punches = Vec::new();
+        for (start, end) in periods(from, to, chrono::Duration::days(7)) {
+            let (start, end) = (beijing(start), beijing(end));
+            for chunk in users.chunks(LIST_RECORD_USERS) {
+                let body = json!({
+                    "userIds": chunk,
+                    "checkDateFrom": start,
+                    "checkDateTo": end,
+                    "isI18n": false,
+                });
+                let (_, raw) = self.oapi_post(PATH, &body, None).await?;
+                let records: Records =
+                    serde_json::from_str(&raw).map_err(|e| unreadable(PATH, e))?;
+                for record in records.recordresult {
+                    let value: Value =
+                        serde_json::from_str(record.get()).map_err(|e| unreadable(PATH, e))?;
+                    let not_signed = ["timeResult", "locationResult"]
+                        .iter()
+                        .any(|k| value[k] == "NotSigned");
+                    let Some(event) = punch_of(&value, "userCheckTime", "userAddress") else {
+                        continue;
+                    };
+                    let at = event.sent_at;
+                    if not_signed || at < from.timestamp() || at > to.timestamp() {
+                        continue;
+                    }
+                    punches.push(PunchRecord {
+                        event,
+                        raw: record.get().to_owned(),
+                        request: format!("POST {PATH} checkDateFrom={start} checkDateTo={end}"),
+                    });
+                }
+            }
+        }
+        Ok(punches)
     }
 
     /// The address book: departments walked from the root

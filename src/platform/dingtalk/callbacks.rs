@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use crate::platform::wecom::{CryptoError, WecomCrypto};
 use crate::platform::{
     Answer, Callback, CallbackMethod, CallbackRequest, CallbackSide, InboundEvent, InboundKind,
-    Refusal,
+    Refusal, punch_key,
 };
 
 /// The media type of what DingTalk sends and of its decrypted text.
@@ -285,11 +285,12 @@ fn parse_event(event_type: &str, value: &Value, plaintext: &str, now: i64) -> Ve
     )
 }
 
-/// The events one DingTalk event carries, known by `dedup_key`: an
-/// attendance event lists punches, possibly of several people, and each is
-/// a [`InboundKind::Punch`] of its own (the first keeps `dedup_key`, the
-/// n-th gets `dedup_key:n`, so a redelivery maps onto the same rows); any
-/// other event is one [`InboundKind::Other`].
+/// The events one DingTalk event carries: an attendance event lists
+/// punches, possibly of several people, and each is a
+/// [`InboundKind::Punch`] of its own, known by its person and time
+/// ([`punch_key`]: a redelivery, or the same punch read from the
+/// attendance records, maps onto the same row); any other event is one
+/// [`InboundKind::Other`] known by `dedup_key`.
 pub(crate) fn events_of(
     event_type: &str,
     value: &Value,
@@ -303,14 +304,7 @@ pub(crate) fn events_of(
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .enumerate()
-            .filter_map(|(n, entry)| {
-                let key = match n {
-                    0 => dedup_key.clone(),
-                    n => format!("{dedup_key}:{n}"),
-                };
-                punch_of(entry, key)
-            })
+            .filter_map(|entry| punch_of(entry, "checkTime", "address"))
             .collect();
         if !punches.is_empty() {
             return punches;
@@ -354,32 +348,40 @@ fn event_of(event_type: &str, value: &Value, dedup_key: String, now: i64) -> Inb
     }
 }
 
-/// One punch of an `attendance_check_record` event (PROTOCOL.md §2.7: an
-/// entry of `dataList` — `DataList` in the SDK's vectors — `{userId,
-/// checkTime` (ms)`, address, latitude, longitude, …}`), or `None` when it
-/// names no one or no time.
-fn punch_of(first: &Value, dedup_key: String) -> Option<InboundEvent> {
-    let sender = first.get("userId")?.as_str()?.to_owned();
-    let ms = first.get("checkTime").and_then(|t| {
+/// One punch: an entry of an `attendance_check_record` event's `dataList`
+/// (PROTOCOL.md §2.7; `DataList` in the SDK's vectors: `{userId, checkTime`
+/// (ms)`, address, latitude, longitude, …}`), or a record of
+/// `attendance/listRecord` (`{userId, userCheckTime` (ms)`, userAddress,
+/// userLatitude, userLongitude, …}`) — `time` and `address` name the
+/// fields that differ. `None` when it names no one or no time. Numbers
+/// may come as strings.
+pub(crate) fn punch_of(entry: &Value, time: &str, address: &str) -> Option<InboundEvent> {
+    let sender = entry.get("userId")?.as_str()?.to_owned();
+    let ms = entry.get(time).and_then(|t| {
         t.as_i64()
             .or_else(|| t.as_str().and_then(|s| s.parse().ok()))
     })?;
     let number = |key: &str| {
-        first.get(key).and_then(|v| {
+        entry.get(key).and_then(|v| {
             v.as_f64()
                 .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
         })
     };
+    let (lat, lon) = if time == "checkTime" {
+        ("latitude", "longitude")
+    } else {
+        ("userLatitude", "userLongitude")
+    };
     Some(InboundEvent {
+        dedup_key: punch_key(&sender, ms),
         sender,
-        sent_at: ms / 1000,
-        dedup_key,
+        sent_at: ms.div_euclid(1000),
         media_type: JSON.to_owned(),
         kind: InboundKind::Punch {
-            latitude: number("latitude"),
-            longitude: number("longitude"),
-            label: first
-                .get("address")
+            latitude: number(lat),
+            longitude: number(lon),
+            label: entry
+                .get(address)
                 .and_then(Value::as_str)
                 .filter(|a| !a.is_empty())
                 .map(str::to_owned),
@@ -536,7 +538,12 @@ mod tests {
                     let event = &events[0];
                     assert_eq!(plaintext, case["plaintext"].as_str().unwrap(), "{name}");
                     assert_success(&side, &answer);
-                    assert!(event.dedup_key.starts_with("event:"), "{name}");
+                    // A punch is known by who and when; any other event by its id.
+                    let prefix = match event.kind {
+                        InboundKind::Punch { .. } => "punch:",
+                        _ => "event:",
+                    };
+                    assert!(event.dedup_key.starts_with(prefix), "{name}");
                     assert_eq!(event.media_type, "application/json");
                 }
             }

@@ -248,7 +248,8 @@ mod tests {
                            "latitude": "31.2304", "longitude": 121.4737}]}),
         );
         let e = frame_events(&f, 0).remove(0);
-        assert_eq!(e.dedup_key, "event:ev-10");
+        // Known by who and when, as the same punch read from the records is.
+        assert_eq!(e.dedup_key, "punch:wangwu:1700000002000");
         assert_eq!(e.sender, "wangwu");
         assert_eq!(e.sent_at, 1_700_000_002);
         assert_eq!(
@@ -275,8 +276,8 @@ mod tests {
         assert_eq!(
             who,
             [
-                ("wangwu", "event:ev-12", 1_700_000_002),
-                ("zhaoliu", "event:ev-12:1", 1_700_000_003)
+                ("wangwu", "punch:wangwu:1700000002000", 1_700_000_002),
+                ("zhaoliu", "punch:zhaoliu:1700000003000", 1_700_000_003)
             ]
         );
         // A punch that names nobody is kept as the event it is.

@@ -100,6 +100,11 @@ struct Inner {
     dropped: Vec<DroppedMessage>,
     /// The per-member limit: this many messages per window.
     member_limit: Option<(usize, Duration)>,
+    /// `checkindata` entries served by `checkin/getcheckindata`.
+    checkins: Vec<Value>,
+    /// `checkin/getcheckindata` answers 48002 (the app may not read 打卡 data).
+    checkins_denied: bool,
+    checkin_calls: usize,
 }
 
 impl Inner {
@@ -168,6 +173,7 @@ impl SandboxApi {
             .route("/cgi-bin/media/get", get(media_get))
             .route("/cgi-bin/department/list", get(department_list))
             .route("/cgi-bin/user/list", get(user_list))
+            .route("/cgi-bin/checkin/getcheckindata", post(checkin_data))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -246,6 +252,23 @@ impl SandboxApi {
             },
         );
         media_id
+    }
+
+    /// Adds punches to WeCom's 打卡 records (`checkin/getcheckindata`
+    /// entries: `userid`, `checkin_time`, `exception_type`, `lat`, `lng`, …).
+    pub fn add_checkins(&self, records: Vec<Value>) {
+        self.inner().checkins.extend(records);
+    }
+
+    /// From now on `checkin/getcheckindata` answers 48002, as WeCom does
+    /// for an app not among those allowed to read 打卡 data.
+    pub fn deny_checkins(&self) {
+        self.inner().checkins_denied = true;
+    }
+
+    /// How many `checkin/getcheckindata` calls were answered.
+    pub fn checkin_calls(&self) -> usize {
+        self.inner().checkin_calls
     }
 
     /// Sets the address book served by `department/list` and `user/list`.
@@ -519,6 +542,54 @@ fn check_token(s: &Shared, q: &HashMap<String, String>) -> Option<Response> {
     let token = q.get("access_token").cloned().unwrap_or_default();
     let inner = s.inner.lock().expect("sandbox state");
     (!inner.tokens.contains(&token)).then(|| reply(40014, "invalid access_token"))
+}
+
+/// Most users and the longest period (s) one `getcheckindata` call takes.
+const CHECKIN_USERS: usize = 100;
+const CHECKIN_SPAN_SECS: i64 = 30 * 24 * 60 * 60;
+
+/// `checkin/getcheckindata`: the punches of `useridlist` between
+/// `starttime` and `endtime` (seconds), with WeCom's limits.
+async fn checkin_data(
+    State(s): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(refusal) = check_token(&s, &q) {
+        return refusal;
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return reply(47001, "data format error");
+    };
+    let mut inner = s.inner.lock().expect("sandbox state");
+    if inner.checkins_denied {
+        return reply(48002, "api forbidden");
+    }
+    let users: Vec<&str> = body["useridlist"]
+        .as_array()
+        .map(|l| l.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if users.is_empty() || users.len() > CHECKIN_USERS {
+        return reply(301023, "userlist is over threshold");
+    }
+    let (Some(start), Some(end)) = (body["starttime"].as_i64(), body["endtime"].as_i64()) else {
+        return reply(40058, "starttime and endtime are required");
+    };
+    if end < start || end - start > CHECKIN_SPAN_SECS {
+        return reply(301024, "time span is too long");
+    }
+    inner.checkin_calls += 1;
+    let list: Vec<&Value> = inner
+        .checkins
+        .iter()
+        .filter(|r| r["userid"].as_str().is_some_and(|u| users.contains(&u)))
+        .filter(|r| {
+            r["checkin_time"]
+                .as_i64()
+                .is_some_and(|t| (start..=end).contains(&t))
+        })
+        .collect();
+    Json(json!({ "errcode": 0, "errmsg": "ok", "checkindata": list })).into_response()
 }
 
 /// The department and, with `fetch_child=1`, all below it.

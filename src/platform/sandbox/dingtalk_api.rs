@@ -151,6 +151,9 @@ struct Inner {
     users: Vec<DingtalkUser>,
     /// Where Stream connections are opened (a sandbox gateway's API).
     gateway: Option<String>,
+    /// `recordresult` entries served by `attendance/listRecord`.
+    punch_records: Vec<Value>,
+    list_record_calls: usize,
 }
 
 impl Inner {
@@ -213,6 +216,7 @@ impl SandboxDingtalkApi {
             .route("/topapi/v2/department/listsub", post(department_listsub))
             .route("/topapi/v2/user/list", post(user_list))
             .route("/topapi/v2/user/get", post(user_get))
+            .route("/attendance/listRecord", post(list_record))
             .route("/v1.0/gateway/connections/open", post(open_connection))
             .with_state(shared.clone());
         let server = tokio::spawn(async move {
@@ -295,6 +299,18 @@ impl SandboxDingtalkApi {
     /// Every card created, with its params as updated since.
     pub fn cards(&self) -> Vec<DingtalkCard> {
         self.inner().cards.clone()
+    }
+
+    /// Adds punches to the attendance records (`attendance/listRecord`
+    /// entries: `userId`, `userCheckTime` (ms), `userLatitude`,
+    /// `userLongitude`, `userAddress`, `timeResult`, `sourceType`, …).
+    pub fn add_punch_records(&self, records: Vec<Value>) {
+        self.inner().punch_records.extend(records);
+    }
+
+    /// How many `attendance/listRecord` calls were answered.
+    pub fn list_record_calls(&self) -> usize {
+        self.inner().list_record_calls
     }
 
     /// Every successful card update, oldest first.
@@ -899,6 +915,59 @@ fn listed_user(u: &DingtalkUser) -> Value {
         user["email"] = json!(e);
     }
     user
+}
+
+/// Most users and the longest period one `attendance/listRecord` call takes.
+const LIST_RECORD_USERS: usize = 50;
+const LIST_RECORD_DAYS: i64 = 7;
+
+/// `attendance/listRecord`: the punches of `userIds` between
+/// `checkDateFrom` and `checkDateTo` (Beijing time), with DingTalk's limits.
+async fn list_record(
+    State(s): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = oapi_gate(&s, "/attendance/listRecord", &q).await {
+        return r;
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return bad_oapi_body();
+    };
+    let users: Vec<&str> = body["userIds"]
+        .as_array()
+        .map(|l| l.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if users.is_empty() || users.len() > LIST_RECORD_USERS {
+        return oapi_error(40032, "不合法的userid列表长度");
+    }
+    let beijing = |key: &str| {
+        let text = body[key].as_str()?;
+        let local = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").ok()?;
+        local
+            .and_local_timezone(chrono_tz::Asia::Shanghai)
+            .earliest()
+            .map(|t| t.timestamp_millis())
+    };
+    let (Some(from), Some(to)) = (beijing("checkDateFrom"), beijing("checkDateTo")) else {
+        return oapi_error(40035, "不合法的参数: checkDateFrom/checkDateTo");
+    };
+    if to < from || to - from > LIST_RECORD_DAYS * 24 * 60 * 60 * 1000 {
+        return oapi_error(40035, "不合法的参数: 起始与结束工作日最多相隔7天");
+    }
+    let mut inner = s.inner();
+    inner.list_record_calls += 1;
+    let list: Vec<&Value> = inner
+        .punch_records
+        .iter()
+        .filter(|r| r["userId"].as_str().is_some_and(|u| users.contains(&u)))
+        .filter(|r| {
+            r["userCheckTime"]
+                .as_i64()
+                .is_some_and(|t| (from..=to).contains(&t))
+        })
+        .collect();
+    Json(json!({ "errcode": 0, "errmsg": "ok", "recordresult": list })).into_response()
 }
 
 async fn user_list(

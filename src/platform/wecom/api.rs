@@ -55,11 +55,11 @@ pub struct Receipt {
 pub use crate::platform::Media;
 
 #[derive(Debug, Deserialize)]
-struct ApiReply {
+pub(crate) struct ApiReply {
     #[serde(default)]
-    errcode: i64,
+    pub(crate) errcode: i64,
     #[serde(default)]
-    errmsg: String,
+    pub(crate) errmsg: String,
     access_token: Option<String>,
     expires_in: Option<u64>,
     /// `"a|b"` from `message/send`, `["a","b"]` from `update_template_card`.
@@ -97,7 +97,7 @@ fn is_token_error(code: i64) -> bool {
 }
 
 /// Classifies a non-zero errcode that is not a token error.
-fn refusal(what: &str, reply: &ApiReply) -> PlatformError {
+pub(crate) fn refusal(what: &str, reply: &ApiReply) -> PlatformError {
     match reply.errcode {
         -1 => PlatformError::Retryable(format!("{what}: system busy: {}", reply.errmsg)),
         45009 | 45033 => PlatformError::RateLimited {
@@ -248,6 +248,32 @@ impl WecomApi {
                     refreshed = true;
                 }
                 _ => return Err(refusal(path, &reply)),
+            }
+        }
+    }
+
+    /// POSTs `body` as JSON to an API `path` with the token; the answer
+    /// parsed and as received. A rejected token is refreshed once.
+    pub(crate) async fn post_json(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<(ApiReply, String), PlatformError> {
+        let mut refreshed = false;
+        loop {
+            let token = self.access_token().await?;
+            let request = self
+                .http
+                .post(format!("{}{path}", self.base))
+                .query(&[("access_token", token.as_str())])
+                .json(body);
+            let (reply, raw) = self.call(request).await?;
+            match reply.errcode {
+                code if is_token_error(code) && !refreshed => {
+                    self.forget(&token).await;
+                    refreshed = true;
+                }
+                _ => return Ok((reply, raw)),
             }
         }
     }

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use super::api::{Outbound, WecomApi};
 use crate::platform::{
-    Card, ChatApi, Exchange, Media, Member, OutboundMessage, PlatformError, ReadStatus, Receipt,
+    Card, ChatApi, Exchange, Media, Member, OutboundMessage, PlatformError, PunchRecord,
+    ReadStatus, Receipt,
 };
 
 /// The root department: `user/list` with `fetch_child=1` from it is everyone.
@@ -89,6 +90,15 @@ impl ChatApi for WecomApi {
         Err(PlatformError::Permanent(
             "WeCom reports no read status for app messages".into(),
         ))
+    }
+
+    async fn punches(
+        &self,
+        users: &[String],
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<PunchRecord>, PlatformError> {
+        self.checkin_data(users, from, to).await
     }
 
     async fn directory(&self) -> Result<Vec<Member>, PlatformError> {

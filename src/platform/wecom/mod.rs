@@ -4,6 +4,7 @@ pub mod api;
 pub mod callback;
 pub mod callbacks;
 pub mod chat;
+pub mod checkin;
 pub mod crypto;
 pub mod directory;
 
