@@ -149,6 +149,40 @@ async fn to_the_deadline_with(db: &TestDb, platform: DemoPlatform, extra: &str) 
     assert_eq!(c.status, "open");
     assert!(departure_of(&*s, c.id).await.is_none());
 
+    // /status shows how the notice reached him, and on a platform that
+    // tells, whether he read it.
+    let notice_line = |status: &str| -> String {
+        status
+            .lines()
+            .find(|l| l.starts_with("返岗通知书："))
+            .unwrap_or_else(|| panic!("no notice line in {status}"))
+            .to_owned()
+    };
+    s.say("wangmin", "/状态 张三").await.unwrap();
+    let status = last_text(&*s, "wangmin");
+    let chat = match platform {
+        DemoPlatform::Wecom => "聊天已发送（2026-12-04 10:00）（平台不提供已读状态）",
+        DemoPlatform::Dingtalk => "聊天已发送（2026-12-04 10:00），暂未读",
+    };
+    assert_eq!(
+        notice_line(&status),
+        format!(
+            "返岗通知书：{chat}；短信已发送（2026-12-04 10:00）；邮件已发送（2026-12-04 10:00）"
+        )
+    );
+    assert!(status.contains("返岗期限：2026-12-07 10:00"), "{status}");
+    if platform == DemoPlatform::Dingtalk {
+        s.at("2026-12-04", "11:40");
+        s.read_latest("zhangsan").await.unwrap();
+        s.say("wangmin", "/状态 张三").await.unwrap();
+        let status = last_text(&*s, "wangmin");
+        assert!(
+            notice_line(&status)
+                .starts_with("返岗通知书：聊天已发送（2026-12-04 10:00），已读 2026-12-04 11:40；"),
+            "{status}"
+        );
+    }
+
     s.at("2026-12-07", "10:05");
     s.scan().await.unwrap();
     let c = case_of(&*s, "zhangsan").await;

@@ -2,7 +2,7 @@
 //! `bot-templates/command.j2`), and a record of both.
 
 use chrono::{DateTime, Utc};
-use entity::{absence_case, check_in, employee, leave};
+use entity::{absence_case, check_in, employee, leave, outbox};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::{Value, json};
 
@@ -17,6 +17,7 @@ use crate::cases::notify::local;
 use crate::cases::store::{self, Resolution, case_no, parse_case_no};
 use crate::conversation::turn::{HandleError, Turn};
 use crate::employees::Role;
+use crate::outbox::{OutboxStatus, Payload};
 
 fn role_of(e: &employee::Model) -> Role {
     // The import refuses other values; anything unknown gets the least rights.
@@ -518,12 +519,58 @@ async fn evidence(turn: &Turn<'_>, t: &employee::Model) -> Result<Value, HandleE
     Ok(json!({ "name": t.name, "case_no": case_no(case.id), "exhibits": list }))
 }
 
+/// How the formal notice of case `c` reached its employee, one entry per
+/// channel (its card to acknowledge left out): sent or not, and by chat
+/// whether it was read — `read` (with when), `checking` (the platform is
+/// still being asked), `unread` (not read when the asking ended),
+/// `not_reported` (the platform tells no reads) — and `None` elsewhere.
+async fn notice_delivery(
+    turn: &Turn<'_>,
+    c: &absence_case::Model,
+) -> Result<Vec<Value>, HandleError> {
+    let rows = outbox::Entity::find()
+        .filter(outbox::Column::CaseId.eq(c.id))
+        .filter(outbox::Column::Step.eq("formal_notice"))
+        .filter(outbox::Column::Recipient.eq(&c.user_id))
+        .order_by_asc(outbox::Column::Id)
+        .all(turn.txn)
+        .await?;
+    let reports_reads = turn
+        .tenant
+        .chat
+        .as_deref()
+        .and_then(|api| api.read_window())
+        .is_some();
+    Ok(rows
+        .into_iter()
+        .filter(|r| !matches!(serde_json::from_str(&r.payload), Ok(Payload::Card { .. })))
+        .map(|r| {
+            let sent = r.status == OutboxStatus::Sent.as_str();
+            let read = match (r.channel.as_str(), r.read_at) {
+                ("chat", Some(_)) => Some("read"),
+                ("chat", None) if !reports_reads => Some("not_reported"),
+                ("chat", None) if r.read_checked_at.is_some() => Some("unread"),
+                ("chat", None) if sent => Some("checking"),
+                _ => None,
+            };
+            json!({
+                "channel": r.channel,
+                "status": r.status,
+                "sent_at": r.sent_at.map(|t| local(turn.tenant, t)),
+                "read": read,
+                "read_at": r.read_at.map(|t| local(turn.tenant, t)),
+            })
+        })
+        .collect())
+}
+
 async fn case_json(
     turn: &Turn<'_>,
     c: &absence_case::Model,
     name: &str,
 ) -> Result<Value, HandleError> {
     let departure = departure::summary(turn.txn, turn.tenant, c.id).await?;
+    let notice = notice_delivery(turn, c).await?;
     Ok(json!({
         "no": case_no(c.id),
         "name": name,
@@ -532,6 +579,7 @@ async fn case_json(
         "first_missed": c.first_missed.to_string(),
         "steps": store::steps_done(c).iter().map(|s| s.as_str()).collect::<Vec<_>>(),
         "deadline": c.deadline_at.map(|d| local(turn.tenant, d)),
+        "notice": notice,
         "departure": departure,
     }))
 }

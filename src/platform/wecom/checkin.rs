@@ -154,10 +154,7 @@ mod tests {
     )]
     #[case::no_time(json!({"userid": "lisi", "exception_type": ""}), None)]
     #[case::no_one(json!({"userid": "", "checkin_time": 1764464400}), None)]
-    fn records_become_punches(
-        #[case] record: Value,
-        #[case] expected: Expected<'_>,
-    ) {
+    fn records_become_punches(#[case] record: Value, #[case] expected: Expected<'_>) {
         let got = punch_of(&record).map(|e| {
             let InboundKind::Punch {
                 latitude,
