@@ -10,7 +10,7 @@ use common::*;
 use entity::{absence_case, case_event, check_in, media, outbox};
 use rollcall::cases::store::case_no;
 use rollcall::db::Engine;
-use rollcall::demo::{Sandboxed, TENANT, run_story};
+use rollcall::demo::{DemoPlatform, Sandboxed, Stage, TENANT, run_story, stage};
 use rollcall::outbox::render::Templates;
 use rollcall::platform::sandbox::Fault;
 use rstest::rstest;
@@ -49,43 +49,41 @@ async fn start_scheduled(db: &TestDb, date: &str, extra: &str) -> Sandboxed {
     .unwrap()
 }
 
-async fn case_of(s: &Sandboxed, user: &str) -> Option<absence_case::Model> {
+/// [`start`] on `platform`.
+async fn start_on(db: &TestDb, platform: DemoPlatform, date: &str) -> Box<dyn Stage> {
+    stage(
+        platform,
+        &db.url,
+        &db.dir.path().join("data.key"),
+        shanghai(date, "07:00"),
+        "[tenants.attendance]\nscan_at = \"23:59\"\n",
+    )
+    .await
+    .unwrap()
+}
+
+async fn case_of(s: &dyn Stage, user: &str) -> Option<absence_case::Model> {
     absence_case::Entity::find()
         .filter(absence_case::Column::UserId.eq(user))
         .order_by_desc(absence_case::Column::Id)
-        .one(&s.rt.db.orm)
+        .one(&s.rt().db.orm)
         .await
         .unwrap()
 }
 
-async fn rows(s: &Sandboxed) -> Vec<outbox::Model> {
+async fn rows(s: &dyn Stage) -> Vec<outbox::Model> {
     outbox::Entity::find()
         .order_by_asc(outbox::Column::Id)
-        .all(&s.rt.db.orm)
+        .all(&s.rt().db.orm)
         .await
         .unwrap()
 }
 
-/// The text of the last chat message `user` received from the sandbox.
-fn last_text(s: &Sandboxed, user: &str) -> String {
-    let m = s
-        .sandbox
-        .sent()
-        .into_iter()
-        .rev()
-        .find(|m| m.touser == user)
-        .unwrap_or_else(|| panic!("{user} got nothing"));
-    match m.msgtype.as_str() {
-        "text" => m.body["text"]["content"].as_str().unwrap().to_owned(),
-        "template_card" => format!(
-            "{}\n{}",
-            m.body["template_card"]["main_title"]["title"]
-                .as_str()
-                .unwrap(),
-            m.body["template_card"]["sub_title_text"].as_str().unwrap()
-        ),
-        other => panic!("unexpected {other}"),
-    }
+/// The text of the last chat message `user` received from the platform.
+fn last_text(s: &dyn Stage, user: &str) -> String {
+    s.received(user)
+        .pop()
+        .unwrap_or_else(|| panic!("{user} got nothing"))
 }
 
 fn block(template: &str, name: &str) -> String {
@@ -345,15 +343,17 @@ async fn holidays_and_adjusted_workdays_count_right(#[case] engine: Engine) {
 }
 
 #[rstest]
-#[case::sqlite(Engine::Sqlite)]
-#[case::postgres(Engine::Postgres)]
+#[case::sqlite_wecom(Engine::Sqlite, DemoPlatform::Wecom)]
+#[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
+#[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
+#[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_scan_run_twice_changes_nothing_the_second_time(#[case] engine: Engine) {
+async fn the_scan_run_twice_changes_nothing_the_second_time(#[case] engine: Engine, #[case] platform: DemoPlatform) {
     let db = TestDb::new(engine).await;
-    let s = start(&db, "2026-12-01", "").await;
+    let s = start_on(&db, platform, "2026-12-01").await;
     // Someone hired on the 2nd is not absent on the 1st.
     let csv = "user_id,name,department,role,hire_date\nnewbie,新人,一号工地,employee,2026-12-02\n";
-    rollcall::employees::import_csv(&s.rt.db, &s.rt.key, TENANT, csv.as_bytes(), false)
+    rollcall::employees::import_csv(&s.rt().db, &s.rt().key, TENANT, csv.as_bytes(), false)
         .await
         .unwrap();
     s.at("2026-12-01", "08:00");
@@ -361,21 +361,21 @@ async fn the_scan_run_twice_changes_nothing_the_second_time(#[case] engine: Engi
     s.at("2026-12-02", "10:00");
     let first = s.scan().await.unwrap();
     assert!(
-        case_of(&s, "newbie").await.is_none(),
+        case_of(&*s, "newbie").await.is_none(),
         "no case before the hire date"
     );
-    let after_first = (rows(&s).await.len(), s.sandbox.sent().len());
+    let after_first = (rows(&*s).await.len(), s.sent().len());
     let second = s.scan().await.unwrap();
     assert_eq!((first.opened, first.escalated), (1, 1));
     assert_eq!(
         (second.opened, second.advanced, second.escalated),
         (0, 0, 0)
     );
-    assert_eq!((rows(&s).await.len(), s.sandbox.sent().len()), after_first);
+    assert_eq!((rows(&*s).await.len(), s.sent().len()), after_first);
     // The same through the CLI's path: the job queue keys a day's scan once.
     rollcall::jobs::enqueue_scan(
-        &s.rt.db.orm,
-        s.rt.db.engine,
+        &s.rt().db.orm,
+        s.rt().db.engine,
         TENANT,
         first.day.unwrap(),
         None,
@@ -383,8 +383,8 @@ async fn the_scan_run_twice_changes_nothing_the_second_time(#[case] engine: Engi
     .await
     .unwrap();
     rollcall::jobs::enqueue_scan(
-        &s.rt.db.orm,
-        s.rt.db.engine,
+        &s.rt().db.orm,
+        s.rt().db.engine,
         TENANT,
         first.day.unwrap(),
         None,
@@ -392,35 +392,37 @@ async fn the_scan_run_twice_changes_nothing_the_second_time(#[case] engine: Engi
     .await
     .unwrap();
     s.settle().await.unwrap();
-    assert_eq!(rows(&s).await.len(), after_first.0);
-    assert_eq!(case_of(&s, "zhangsan").await.unwrap().missed_workdays, 1);
+    assert_eq!(rows(&*s).await.len(), after_first.0);
+    assert_eq!(case_of(&*s, "zhangsan").await.unwrap().missed_workdays, 1);
     s.stop().await;
     db.cleanup().await;
 }
 
 #[rstest]
-#[case::sqlite(Engine::Sqlite)]
-#[case::postgres(Engine::Postgres)]
+#[case::sqlite_wecom(Engine::Sqlite, DemoPlatform::Wecom)]
+#[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
+#[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
+#[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn approved_leave_resolves_the_case_and_stops_the_ladder(#[case] engine: Engine) {
+async fn approved_leave_resolves_the_case_and_stops_the_ladder(#[case] engine: Engine, #[case] platform: DemoPlatform) {
     let db = TestDb::new(engine).await;
-    let s = start(&db, "2026-12-01", "").await;
+    let s = start_on(&db, platform, "2026-12-01").await;
     s.at("2026-12-02", "10:00");
     s.scan().await.unwrap();
-    let c = case_of(&s, "zhangsan").await.unwrap();
+    let c = case_of(&*s, "zhangsan").await.unwrap();
     assert_eq!(c.status, "open");
     // HR enters the leave the next morning, for the day already judged.
     s.at("2026-12-02", "10:30");
     s.say("wangmin", "/请假 张三 2026-12-01 2026-12-03 病假")
         .await
         .unwrap();
-    let c = case_of(&s, "zhangsan").await.unwrap();
+    let c = case_of(&*s, "zhangsan").await.unwrap();
     assert_eq!(c.status, "resolved");
     assert_eq!(
         c.resolution.as_deref(),
         Some("leave 2026-12-01..2026-12-03")
     );
-    assert!(last_text(&s, "wangmin").contains(&case_no(c.id)));
+    assert!(last_text(&*s, "wangmin").contains(&case_no(c.id)));
     // The next scans judge leave days: no new case, no reminder.
     for (date, _) in [("2026-12-03", ()), ("2026-12-04", ())] {
         s.at(date, "10:00");
@@ -428,12 +430,12 @@ async fn approved_leave_resolves_the_case_and_stops_the_ladder(#[case] engine: E
     }
     let zhangsan_cases = absence_case::Entity::find()
         .filter(absence_case::Column::UserId.eq("zhangsan"))
-        .count(&s.rt.db.orm)
+        .count(&s.rt().db.orm)
         .await
         .unwrap();
     assert_eq!(zhangsan_cases, 1);
     assert!(
-        !rows(&s)
+        !rows(&*s)
             .await
             .iter()
             .any(|r| r.step.as_deref() == Some("second_reminder") && r.recipient == "zhangsan")
@@ -443,12 +445,14 @@ async fn approved_leave_resolves_the_case_and_stops_the_ladder(#[case] engine: E
 }
 
 #[rstest]
-#[case::sqlite(Engine::Sqlite)]
-#[case::postgres(Engine::Postgres)]
+#[case::sqlite_wecom(Engine::Sqlite, DemoPlatform::Wecom)]
+#[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
+#[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
+#[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reply_pauses_the_case_and_tells_hr(#[case] engine: Engine) {
+async fn a_reply_pauses_the_case_and_tells_hr(#[case] engine: Engine, #[case] platform: DemoPlatform) {
     let db = TestDb::new(engine).await;
-    let s = start(&db, "2026-12-01", "").await;
+    let s = start_on(&db, platform, "2026-12-01").await;
     s.at("2026-12-01", "08:00");
     s.check_in(&but(&["zhangsan"])).await.unwrap();
     s.at("2026-12-02", "10:00");
@@ -457,10 +461,10 @@ async fn a_reply_pauses_the_case_and_tells_hr(#[case] engine: Engine) {
     s.say("zhangsan", "家里老人住院，我下周一回来")
         .await
         .unwrap();
-    let c = case_of(&s, "zhangsan").await.unwrap();
+    let c = case_of(&*s, "zhangsan").await.unwrap();
     assert_eq!(c.status, "paused");
     assert!(
-        last_text(&s, "wangmin").contains("家里老人住院"),
+        last_text(&*s, "wangmin").contains("家里老人住院"),
         "HR sees the reply"
     );
     // Paused: the next missed day is counted, no reminder goes out; HR decides.
@@ -468,10 +472,10 @@ async fn a_reply_pauses_the_case_and_tells_hr(#[case] engine: Engine) {
     s.check_in(&but(&["zhangsan"])).await.unwrap();
     s.at("2026-12-03", "10:00");
     s.scan().await.unwrap();
-    let c = case_of(&s, "zhangsan").await.unwrap();
+    let c = case_of(&*s, "zhangsan").await.unwrap();
     assert_eq!((c.status.as_str(), c.missed_workdays), ("paused", 2));
     assert!(
-        !rows(&s)
+        !rows(&*s)
             .await
             .iter()
             .any(|r| r.step.as_deref() == Some("second_reminder"))
@@ -483,27 +487,29 @@ async fn a_reply_pauses_the_case_and_tells_hr(#[case] engine: Engine) {
     )
     .await
     .unwrap();
-    assert_eq!(case_of(&s, "zhangsan").await.unwrap().status, "resolved");
+    assert_eq!(case_of(&*s, "zhangsan").await.unwrap().status, "resolved");
     s.stop().await;
     db.cleanup().await;
 }
 
 #[rstest]
-#[case::sqlite(Engine::Sqlite)]
-#[case::postgres(Engine::Postgres)]
+#[case::sqlite_wecom(Engine::Sqlite, DemoPlatform::Wecom)]
+#[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
+#[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
+#[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commands_answer_by_role(#[case] engine: Engine) {
+async fn commands_answer_by_role(#[case] engine: Engine, #[case] platform: DemoPlatform) {
     let db = TestDb::new(engine).await;
-    let s = start(&db, "2026-12-01", "").await;
+    let s = start_on(&db, platform, "2026-12-01").await;
     s.at("2026-12-02", "10:00");
     s.scan().await.unwrap(); // everyone has a case for 12-01: nobody checked in
     let refused = block("command", "refused");
     let help = block("command", "help");
-    let hr_case = case_no(case_of(&s, "wangmin").await.unwrap().id);
-    let own_case = case_no(case_of(&s, "zhangsan").await.unwrap().id);
+    let hr_case = case_no(case_of(&*s, "wangmin").await.unwrap().id);
+    let own_case = case_no(case_of(&*s, "zhangsan").await.unwrap().id);
     let resolve_hr = format!("/resolve {hr_case} 好了");
     let resolve_own = format!("/resolve {own_case} 好了");
-    let manager_case = case_no(case_of(&s, "zhaogang").await.unwrap().id);
+    let manager_case = case_no(case_of(&*s, "zhaogang").await.unwrap().id);
     let resolve_manager_own = format!("/结案 {manager_case} 我自己的");
     // (sender, command, what the answer holds; None = the refusal)
     let table: &[(&str, &str, Option<&str>)] = &[
@@ -527,7 +533,7 @@ async fn commands_answer_by_role(#[case] engine: Engine) {
     ];
     for (sender, text, expect) in table {
         s.say(sender, text).await.unwrap();
-        let answer = last_text(&s, sender);
+        let answer = last_text(&*s, sender);
         match expect {
             Some(fragment) => assert!(
                 answer.contains(fragment) && answer != refused,
@@ -537,18 +543,18 @@ async fn commands_answer_by_role(#[case] engine: Engine) {
         }
     }
     s.say("wangwu", "/help").await.unwrap();
-    assert_eq!(last_text(&s, "wangwu"), help);
+    assert_eq!(last_text(&*s, "wangwu"), help);
     s.say("wangwu", "/请假 张三 明天 后天 病假").await.unwrap();
     assert!(
-        last_text(&s, "wangwu").contains("明天"),
+        last_text(&*s, "wangwu").contains("明天"),
         "a bad date is named"
     );
     // Someone not in the directory gets the polite answer, and it is recorded.
     s.say("stranger", "/cases").await.unwrap();
-    assert_eq!(last_text(&s, "stranger"), block("command", "unknown_user"));
+    assert_eq!(last_text(&*s, "stranger"), block("command", "unknown_user"));
     let commands = case_event::Entity::find()
         .filter(case_event::Column::Kind.eq("command"))
-        .count(&s.rt.db.orm)
+        .count(&s.rt().db.orm)
         .await
         .unwrap();
     assert_eq!(
