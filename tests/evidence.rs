@@ -16,7 +16,7 @@ use entity::{
     inbound_event,
 };
 use rollcall::db::{Database, Engine};
-use rollcall::demo::{Sandboxed, TENANT, run_story};
+use rollcall::demo::{DemoPlatform, TENANT, run_story_on, stage};
 use rollcall::evidence::checkpoint::{checkpoint, load_or_create_key};
 use rollcall::evidence::log::LeafData;
 use rollcall::evidence::note::NoteSigner;
@@ -49,17 +49,21 @@ fn evidence_key(db: &TestDb) -> PathBuf {
     data_key(db).with_extension("evidence.key")
 }
 
-/// The demo story, a checkpoint, a day more of check-ins through the app
-/// started again on the same database, and a second checkpoint.
-async fn story(db: &TestDb) -> (Database, NoteSigner) {
-    run_story(&db.url, &data_key(db)).await.unwrap();
+/// The demo story on `platform`, a checkpoint, a day more of check-ins
+/// through the app started again on the same database, and a second
+/// checkpoint.
+async fn story(db: &TestDb, platform: DemoPlatform) -> (Database, NoteSigner) {
+    run_story_on(platform, &db.url, &data_key(db))
+        .await
+        .unwrap();
     let conn = Database::open(&db.url).await.unwrap();
     let signer = load_or_create_key(&evidence_key(db), "rollcall").unwrap();
     checkpoint(&conn.orm, &signer, TENANT, shanghai("2026-12-07", "10:10"))
         .await
         .unwrap()
         .unwrap();
-    let s = Sandboxed::start(
+    let s = stage(
+        platform,
         &db.url,
         &data_key(db),
         shanghai("2026-12-08", "08:00"),
@@ -147,12 +151,17 @@ fn leaf_record(p: &Problem) -> Option<i64> {
 }
 
 #[rstest]
-#[case::sqlite(Engine::Sqlite)]
-#[case::postgres(Engine::Postgres)]
+#[case::sqlite_wecom(Engine::Sqlite, DemoPlatform::Wecom)]
+#[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
+#[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
+#[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clean_log_verifies_and_each_alteration_is_named(#[case] engine: Engine) {
+async fn a_clean_log_verifies_and_each_alteration_is_named(
+    #[case] engine: Engine,
+    #[case] platform: DemoPlatform,
+) {
     let db = TestDb::new(engine).await;
-    let (conn, signer) = story(&db).await;
+    let (conn, signer) = story(&db, platform).await;
 
     let clean = verify(&conn, &signer).await;
     assert!(clean.ok(), "{}", lines(&clean));
@@ -531,7 +540,7 @@ async fn a_clean_log_verifies_and_each_alteration_is_named(#[case] engine: Engin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forgetting_a_person_erases_only_theirs_once_retention_passed(#[case] engine: Engine) {
     let db = TestDb::new(engine).await;
-    let (conn, signer) = story(&db).await;
+    let (conn, signer) = story(&db, DemoPlatform::Wecom).await;
     let now = shanghai("2026-12-09", "09:00");
     let lisi_case = absence_case::Entity::find()
         .filter(absence_case::Column::UserId.eq("lisi"))
@@ -775,7 +784,7 @@ fn rollcall(dir: &Path, args: &[&str]) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_line_reports_and_exits_non_zero_on_a_problem() {
     let db = TestDb::new(Engine::Sqlite).await;
-    let (conn, signer) = story(&db).await;
+    let (conn, signer) = story(&db, DemoPlatform::Wecom).await;
     let dir = db.dir.path();
     std::fs::write(
         dir.join("rollcall.toml"),

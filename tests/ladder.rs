@@ -348,7 +348,10 @@ async fn holidays_and_adjusted_workdays_count_right(#[case] engine: Engine) {
 #[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
 #[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_scan_run_twice_changes_nothing_the_second_time(#[case] engine: Engine, #[case] platform: DemoPlatform) {
+async fn the_scan_run_twice_changes_nothing_the_second_time(
+    #[case] engine: Engine,
+    #[case] platform: DemoPlatform,
+) {
     let db = TestDb::new(engine).await;
     let s = start_on(&db, platform, "2026-12-01").await;
     // Someone hired on the 2nd is not absent on the 1st.
@@ -404,7 +407,10 @@ async fn the_scan_run_twice_changes_nothing_the_second_time(#[case] engine: Engi
 #[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
 #[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn approved_leave_resolves_the_case_and_stops_the_ladder(#[case] engine: Engine, #[case] platform: DemoPlatform) {
+async fn approved_leave_resolves_the_case_and_stops_the_ladder(
+    #[case] engine: Engine,
+    #[case] platform: DemoPlatform,
+) {
     let db = TestDb::new(engine).await;
     let s = start_on(&db, platform, "2026-12-01").await;
     s.at("2026-12-02", "10:00");
@@ -450,7 +456,10 @@ async fn approved_leave_resolves_the_case_and_stops_the_ladder(#[case] engine: E
 #[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
 #[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reply_pauses_the_case_and_tells_hr(#[case] engine: Engine, #[case] platform: DemoPlatform) {
+async fn a_reply_pauses_the_case_and_tells_hr(
+    #[case] engine: Engine,
+    #[case] platform: DemoPlatform,
+) {
     let db = TestDb::new(engine).await;
     let s = start_on(&db, platform, "2026-12-01").await;
     s.at("2026-12-01", "08:00");
