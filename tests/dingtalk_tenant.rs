@@ -579,6 +579,17 @@ async fn a_redelivered_event_frame_is_stored_once(#[case] engine: Engine) {
 /// The tenant of the DingTalk vectors, in HTTP mode.
 fn http_config(db: &TestDb) -> Config {
     let v = vectors("dingtalk.json");
+    http_config_with(
+        db,
+        v["app_key_or_corp_id"].as_str().unwrap(),
+        v["robot"]["app_secret"].as_str().unwrap(),
+        v["token"].as_str().unwrap(),
+        v["aes_key"].as_str().unwrap(),
+    )
+}
+
+/// A DingTalk tenant `acme` in HTTP mode with these credentials.
+fn http_config_with(db: &TestDb, app_key: &str, secret: &str, token: &str, aes: &str) -> Config {
     let toml = format!(
         r#"[server]
 listen = "127.0.0.1:0"
@@ -597,13 +608,67 @@ aes_key = "{}"
 api_base = "http://127.0.0.1:9"
 api_base_v1 = "http://127.0.0.1:9"
 "#,
-        db.url,
-        v["app_key_or_corp_id"].as_str().unwrap(),
-        v["robot"]["app_secret"].as_str().unwrap(),
-        v["token"].as_str().unwrap(),
-        v["aes_key"].as_str().unwrap(),
+        db.url, app_key, secret, token, aes,
     );
     Config::parse(&toml, &ProcessEnv).unwrap()
+}
+
+/// DingTalk's own published sample (DingCallbackCrypto3.py, a URL check)
+/// through HTTP: answered with an encrypted, signed `success`, nothing stored.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test]
+async fn the_published_dingtalk_sample_is_answered_over_http(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let published = vectors("published.json");
+    let case = published["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "dingtalk_event")
+        .unwrap();
+    let text = |k: &str| case[k].as_str().unwrap();
+    let config = http_config_with(
+        &db,
+        text("receive_id"),
+        "unused",
+        text("token"),
+        text("encoding_aes_key"),
+    );
+    let app = rollcall::app::start(&config).await.unwrap();
+    let request = json!({
+        "query": { "signature": text("msg_signature"), "timestamp": text("timestamp"), "nonce": text("nonce") },
+        "body": json!({ "encrypt": text("encrypt") }).to_string(),
+    });
+    let (status, body) = post_case(&app, &request).await;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    // The answer decrypts, with the tenant's key, to `success`.
+    let crypto = rollcall::platform::wecom::WecomCrypto::new(
+        text("token"),
+        text("encoding_aes_key"),
+        text("receive_id"),
+    )
+    .unwrap();
+    let plain = crypto.decrypt(answer["encrypt"].as_str().unwrap()).unwrap();
+    assert_eq!(plain, "success");
+    assert_eq!(
+        answer["msg_signature"].as_str().unwrap(),
+        crypto.sign(
+            answer["timeStamp"].as_str().unwrap(),
+            answer["nonce"].as_str().unwrap(),
+            answer["encrypt"].as_str().unwrap()
+        )
+    );
+    assert!(
+        rollcall::inbox::list(&app.db, "acme")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    app.stop().await;
+    db.cleanup().await;
 }
 
 async fn post_case(app: &RunningApp, case: &Value) -> (u16, String) {
