@@ -264,6 +264,10 @@ pub struct DingtalkConfig {
     /// The interactive card template with rollcall's params (see
     /// `platform::dingtalk::api`); without one, cards go out as markdown.
     pub card_template_id: Option<String>,
+    /// How texts (messages without buttons) go out: by the robot (the
+    /// default; its read receipts say when) or as work notices (工作通知,
+    /// `texts = "work_notice"`; their read receipts say only whether).
+    pub work_notices: bool,
     /// oapi.dingtalk.com, or a stand-in.
     pub api_base: String,
     /// api.dingtalk.com (new API and Stream connections), or a stand-in.
@@ -418,6 +422,7 @@ struct RawDingtalk {
     aes_key_env: Option<String>,
     aes_key_file: Option<PathBuf>,
     card_template_id: Option<String>,
+    texts: Option<String>,
     api_base: Option<String>,
     api_base_v1: Option<String>,
 }
@@ -893,6 +898,16 @@ fn resolve_dingtalk(
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| app_key.clone());
     let card_template_id = d.card_template_id.filter(|s| !s.trim().is_empty());
+    let work_notices = match d.texts.as_deref().unwrap_or("robot") {
+        "robot" => false,
+        "work_notice" => true,
+        other => {
+            return Err(invalid(
+                key("texts"),
+                format!("`{other}` is neither \"robot\" nor \"work_notice\""),
+            ));
+        }
+    };
     Ok(DingtalkConfig {
         app_key,
         app_secret,
@@ -902,6 +917,7 @@ fn resolve_dingtalk(
         token,
         aes_key,
         card_template_id,
+        work_notices,
         api_base: resolve_base(&key("api_base"), d.api_base, "https://oapi.dingtalk.com")?,
         api_base_v1: resolve_base(
             &key("api_base_v1"),
@@ -1344,6 +1360,9 @@ mod tests {
         assert!(d.token.is_none() && d.aes_key.is_none() && d.card_template_id.is_none());
         assert_eq!(d.api_base, "https://oapi.dingtalk.com");
         assert_eq!(d.api_base_v1, "https://api.dingtalk.com");
+        assert!(!d.work_notices, "texts go by the robot by default");
+        let c2 = Config::parse(&dingtalk("texts = \"work_notice\"\n"), &[]).unwrap();
+        assert!(c2.tenants[0].dingtalk.as_ref().unwrap().work_notices);
         assert_eq!(
             c.tenants[0].events_arrive(),
             Some(EventsArrive::Connection("dingtalk"))
@@ -1380,6 +1399,7 @@ mod tests {
     #[case::no_secret(&dingtalk("").replace("app_secret = \"s\"\n", ""), "tenants[0].dingtalk.app_secret", "missing")]
     #[case::no_agent(&dingtalk("").replace("agent_id = 7\n", ""), "tenants[0].dingtalk.agent_id", "missing")]
     #[case::bad_mode(&dingtalk("mode = \"webhook\"\n"), "tenants[0].dingtalk.mode", "webhook")]
+    #[case::bad_texts(&dingtalk("texts = \"sms\"\n"), "tenants[0].dingtalk.texts", "work_notice")]
     #[case::http_without_token(&dingtalk(&format!("mode = \"http\"\naes_key = \"{KEY}\"\n")), "tenants[0].dingtalk.token", "HTTP mode needs it")]
     #[case::http_without_key(&dingtalk("mode = \"http\"\ntoken = \"t\"\n"), "tenants[0].dingtalk.aes_key", "HTTP mode needs it")]
     #[case::http_short_key(&dingtalk("mode = \"http\"\ntoken = \"t\"\naes_key = \"abc\"\n"), "tenants[0].dingtalk.aes_key", "43 characters")]

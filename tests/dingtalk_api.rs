@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use rollcall::config::{Config, Secret};
 use rollcall::platform::dingtalk::api::{DingtalkApi, DingtalkApiConfig, ReadReceipt};
+use rollcall::platform::sandbox::dingtalk_api::WORK_NOTICE_KEY;
 use rollcall::platform::sandbox::{
     DingtalkDepartment, DingtalkFault, DingtalkUser, SandboxDingtalkApi,
 };
@@ -34,6 +35,14 @@ fn secret(value: &str) -> Secret {
 }
 
 fn config(sandbox: &SandboxDingtalkApi, template: Option<&str>) -> DingtalkApiConfig {
+    config_for(sandbox, template, false)
+}
+
+fn config_for(
+    sandbox: &SandboxDingtalkApi,
+    template: Option<&str>,
+    work_notices: bool,
+) -> DingtalkApiConfig {
     DingtalkApiConfig {
         api_base: sandbox.api_base(),
         api_base_v1: sandbox.api_base_v1(),
@@ -42,6 +51,7 @@ fn config(sandbox: &SandboxDingtalkApi, template: Option<&str>) -> DingtalkApiCo
         agent_id: 3_000_001,
         robot_code: sandbox.robot_code(),
         card_template_id: template.map(str::to_owned),
+        work_notices,
     }
 }
 
@@ -439,6 +449,117 @@ async fn read_status_round_trip() {
     }
 }
 
+/// With `texts = "work_notice"`, a text is a work notice (asyncsend_v2);
+/// getsendresult says who read it (not when), and whom DingTalk accepted
+/// it for and then never delivered it to: a duplicate of the day, dropped
+/// silently (forbidden, 143106), or an unknown user (invalid) — both
+/// undeliverable, with the list named.
+#[tokio::test]
+async fn a_work_notice_is_sent_and_asked_about_by_its_task() {
+    let sandbox = SandboxDingtalkApi::start(APP_KEY, APP_SECRET)
+        .await
+        .unwrap();
+    let api = DingtalkApi::new(config_for(&sandbox, None, true), Duration::from_secs(30));
+    let receipt = api.send("zhangsan", &text("返岗通知"), true).await.unwrap();
+    let id = receipt.message_id.unwrap();
+    let task = id
+        .strip_prefix("work_notice:")
+        .expect("a task id")
+        .to_owned();
+    let sent = sandbox.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].msg_key, WORK_NOTICE_KEY);
+    assert_eq!(sent[0].body["agent_id"], 3_000_001);
+    assert_eq!(sent[0].body["userid_list"], "zhangsan");
+    assert_referenced(
+        sent[0].body["msg"]["text"]["content"].as_str().unwrap(),
+        "返岗通知",
+    );
+    let unread = api.read_status(&id).await.unwrap();
+    assert!(
+        String::from_utf8(unread.response.bytes)
+            .unwrap()
+            .contains("unread_user_id_list"),
+        "the answer is kept as received"
+    );
+    assert_eq!(
+        unread.receipts,
+        [ReadReceipt {
+            user_id: "zhangsan".into(),
+            read: false,
+            read_at: None
+        }]
+    );
+    sandbox.mark_read(&task, "zhangsan", 1_767_000_000_123);
+    assert_eq!(
+        api.read_status(&id).await.unwrap().receipts,
+        [ReadReceipt {
+            user_id: "zhangsan".into(),
+            read: true,
+            read_at: None
+        }]
+    );
+
+    // The same words again (a reply that may repeat): DingTalk would drop
+    // a raw duplicate, but each send carries its own reference.
+    let again = api
+        .send("zhangsan", &text("返岗通知"), false)
+        .await
+        .unwrap();
+    let again = again.message_id.unwrap();
+    assert!(api.read_status(&again).await.is_ok());
+    // A raw duplicate (the same msg as the first) is accepted and dropped.
+    let first = sent[0].body.clone();
+    let token = reqwest::get(format!(
+        "{}/gettoken?appkey={APP_KEY}&appsecret={APP_SECRET}",
+        sandbox.api_base()
+    ))
+    .await
+    .unwrap()
+    .json::<serde_json::Value>()
+    .await
+    .unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let raw: serde_json::Value = reqwest::Client::new()
+        .post(format!(
+            "{}/topapi/message/corpconversation/asyncsend_v2?access_token={token}",
+            sandbox.api_base()
+        ))
+        .json(&first)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(raw["errcode"], 0, "accepted: {raw}");
+    match api
+        .read_status(&format!("work_notice:{}", raw["task_id"]))
+        .await
+    {
+        Err(PlatformError::Undeliverable { user, reason }) => {
+            assert_eq!(user, "zhangsan");
+            assert!(
+                reason.contains("forbidden_user_id_list") && reason.contains("143106"),
+                "{reason}"
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // An unknown user: accepted, never delivered.
+    sandbox.mark_invalid("nobody");
+    let lost = api.send("nobody", &text("通知"), true).await.unwrap();
+    match api.read_status(&lost.message_id.unwrap()).await {
+        Err(PlatformError::Undeliverable { user, reason }) => {
+            assert_eq!(user, "nobody");
+            assert!(reason.contains("invalid_user_id_list"), "{reason}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn media_is_downloaded_through_the_temporary_link() {
     let (sandbox, api) = setup(None).await;
@@ -672,6 +793,7 @@ async fn a_refused_connection_is_retryable_and_names_no_secret() {
             agent_id: 1,
             robot_code: APP_KEY.into(),
             card_template_id: None,
+            work_notices: false,
         },
         Duration::from_secs(30),
     );

@@ -484,9 +484,14 @@ async fn a_read_notice_is_recorded_with_the_platforms_answer(#[case] engine: Eng
     // A check that runs again (a job runs at least once) records nothing more.
     for n in &texts {
         for round in [0, 1] {
-            let again = rollcall::outbox::reads::check(&s.app.runtime, n.id, round)
-                .await
-                .unwrap();
+            let again = rollcall::outbox::reads::check(
+                &s.app.runtime,
+                n.id,
+                round,
+                &rollcall::cases::notify::TellHr,
+            )
+            .await
+            .unwrap();
             assert_eq!(
                 again,
                 rollcall::outbox::reads::Checked::Done("asked already")
@@ -847,5 +852,114 @@ async fn the_load_generator_speaks_dingtalk(#[case] engine: Engine) {
             .all(|r| r.platform == "dingtalk" && r.kind == "text")
     );
     app.stop().await;
+    db.cleanup().await;
+}
+
+/// The text (not the card) of the formal notice to `user`.
+async fn text_row(rt: &rollcall::runtime::Runtime, user: &str) -> entity::outbox::Model {
+    entity::outbox::Entity::find()
+        .filter(entity::outbox::Column::Recipient.eq(user))
+        .filter(entity::outbox::Column::Step.eq("formal_notice"))
+        .filter(entity::outbox::Column::Channel.eq("chat"))
+        .all(&rt.db.orm)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.payload.contains("\"kind\":\"text\""))
+        .unwrap_or_else(|| panic!("no formal notice text to {user}"))
+}
+
+/// A tenant whose texts go out as work notices (`texts = "work_notice"`):
+/// the formal notice's text is a work notice; its read (getsendresult)
+/// becomes the row's read and a `message_read` leaf; a notice DingTalk
+/// accepted but never delivered (an unknown user, listed invalid) is
+/// found out by the same asking: the row becomes undeliverable and HR is
+/// told.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_notices_are_asked_about_and_a_dropped_one_is_undeliverable(#[case] engine: Engine) {
+    use rollcall::demo::Stage;
+    use rollcall::demo::dingtalk::SandboxedDingtalk;
+    let db = TestDb::new(engine).await;
+    let s = SandboxedDingtalk::start_with(
+        &db.url,
+        &db.dir.path().join("data.key"),
+        shanghai("2026-12-01", "07:00"),
+        "texts = \"work_notice\"",
+        "[tenants.attendance]\nscan_at = \"23:59\"\n",
+    )
+    .await
+    .unwrap();
+    let present = ["wangmin", "zhaogang", "wangwu"];
+    s.at("2026-12-01", "08:00");
+    s.check_in(&present).await.unwrap();
+    for day in ["2026-12-02", "2026-12-03", "2026-12-04"] {
+        if day == "2026-12-04" {
+            // 李四's account is gone by the formal notice.
+            s.api.mark_invalid("lisi");
+        }
+        s.at(day, "10:00");
+        s.scan().await.unwrap();
+        s.at(day, "11:00");
+        s.check_in(&present).await.unwrap();
+    }
+    let zhangsan = text_row(&s.rt, "zhangsan").await;
+    assert_eq!(zhangsan.status, "sent");
+    assert!(
+        zhangsan
+            .receipt_id
+            .as_deref()
+            .is_some_and(|r| r.starts_with("work_notice:")),
+        "{zhangsan:?}"
+    );
+    s.at("2026-12-04", "20:25");
+    s.read_latest("zhangsan").await.unwrap();
+    let zhangsan = text_row(&s.rt, "zhangsan").await;
+    assert!(zhangsan.read_at.is_some(), "{zhangsan:?}");
+    let leaves = entity::evidence_leaf::Entity::find()
+        .filter(
+            entity::evidence_leaf::Column::Kind.is_in(["message_read", "message_undeliverable"]),
+        )
+        .all(&s.rt.db.orm)
+        .await
+        .unwrap();
+    assert!(
+        leaves
+            .iter()
+            .any(|l| l.kind == "message_read" && l.subject.as_deref() == Some("zhangsan")),
+        "{leaves:?}"
+    );
+    // 李四's notice was accepted, then found never delivered.
+    let lisi = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let row = text_row(&s.rt, "lisi").await;
+            if row.status == "undeliverable" {
+                return row;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("李四's work notice was not found undeliverable");
+    assert!(
+        lisi.error
+            .as_deref()
+            .is_some_and(|e| e.contains("invalid_user_id_list")),
+        "{lisi:?}"
+    );
+    s.settle().await.unwrap();
+    let told = entity::outbox::Entity::find()
+        .filter(entity::outbox::Column::IdemKey.eq(format!("undeliverable:{}:wangmin", lisi.id)))
+        .one(&s.rt.db.orm)
+        .await
+        .unwrap();
+    assert_eq!(
+        told.map(|t| t.status).as_deref(),
+        Some("sent"),
+        "HR is told"
+    );
+    Box::new(s).stop().await;
     db.cleanup().await;
 }

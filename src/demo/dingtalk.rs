@@ -17,6 +17,7 @@ use super::{
 use crate::clock::{Clock, SimulatedClock};
 use crate::config::{Config, ProcessEnv};
 use crate::platform::dingtalk::stream::{TOPIC_BOT_MESSAGE, TOPIC_CARD_CALLBACK};
+use crate::platform::sandbox::dingtalk_api::WORK_NOTICE_KEY;
 use crate::platform::sandbox::{SandboxDingtalkApi, SandboxMail, SandboxSms, SandboxStreamGateway};
 use crate::runtime::Runtime;
 
@@ -48,6 +49,19 @@ impl SandboxedDingtalk {
         start: DateTime<Utc>,
         extra: &str,
     ) -> anyhow::Result<SandboxedDingtalk> {
+        Self::start_with(database_url, key_file, start, "", extra).await
+    }
+
+    /// [`SandboxedDingtalk::start`] with `app` added to the tenant's
+    /// `[tenants.dingtalk]` table (TOML lines, such as
+    /// `texts = "work_notice"`).
+    pub async fn start_with(
+        database_url: &str,
+        key_file: &std::path::Path,
+        start: DateTime<Utc>,
+        app: &str,
+        extra: &str,
+    ) -> anyhow::Result<SandboxedDingtalk> {
         let api = SandboxDingtalkApi::start(APP_KEY, APP_SECRET)
             .await
             .context("starting the sandbox DingTalk API")?;
@@ -69,7 +83,8 @@ app_secret = "{APP_SECRET}"
 agent_id = {AGENT_ID}
 card_template_id = "{TEMPLATE}"
 api_base = "{base}"
-api_base_v1 = "{base}""#
+api_base_v1 = "{base}"
+{app}"#
         );
         let toml = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\ndata_key_file = \"{}\"\n[evidence]\nkey_file = \"{}\"\n[database]\nurl = \"{database_url}\"\n[delivery]\nread_check_unit_secs = 1\n{}{extra}",
@@ -257,8 +272,10 @@ impl Stage for SandboxedDingtalk {
             .mark_read(&key, user, self.clock.now().timestamp_millis());
         let deadline = Instant::now() + SETTLE_WITHIN;
         loop {
+            // A work notice's receipt is its task id, marked as one.
+            let receipts = [key.clone(), format!("work_notice:{key}")];
             let row = entity::outbox::Entity::find()
-                .filter(entity::outbox::Column::ReceiptId.eq(key.as_str()))
+                .filter(entity::outbox::Column::ReceiptId.is_in(receipts))
                 .one(&self.rt.db.orm)
                 .await?;
             match row {
@@ -292,6 +309,7 @@ impl Stage for SandboxedDingtalk {
             .filter_map(|m| {
                 let text = match m.msg_key.as_str() {
                     "sampleText" => m.msg_param["content"].as_str()?.to_owned(),
+                    WORK_NOTICE_KEY => m.msg_param["text"]["content"].as_str()?.to_owned(),
                     // A card sent without a card template: its markdown.
                     "sampleMarkdown" => m.msg_param["text"].as_str()?.to_owned(),
                     _ => return None,

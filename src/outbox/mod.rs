@@ -763,6 +763,21 @@ async fn give_up(
     reason: &str,
 ) -> Result<(), DeliverError> {
     let txn = rt.db.orm.begin().await?;
+    give_up_in(rt, &txn, on_give_up, tenant, row, status, reason).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// [`give_up`] inside `txn`.
+async fn give_up_in(
+    rt: &Runtime,
+    txn: &DatabaseTransaction,
+    on_give_up: &dyn OnGiveUp,
+    tenant: &Tenant,
+    row: &outbox::Model,
+    status: OutboxStatus,
+    reason: &str,
+) -> Result<(), DeliverError> {
     outbox::Entity::update_many()
         .col_expr(
             outbox::Column::Status,
@@ -770,12 +785,11 @@ async fn give_up(
         )
         .col_expr(outbox::Column::Error, Expr::value(reason.to_owned()))
         .filter(outbox::Column::Id.eq(row.id))
-        .exec(&txn)
+        .exec(txn)
         .await?;
-    attempt_leaf(rt, &txn, row, &format!("message_{status}"), reason).await?;
+    attempt_leaf(rt, txn, row, &format!("message_{status}"), reason).await?;
     if !row.idem_key.starts_with("undeliverable:") {
-        on_give_up.given_up(rt, &txn, tenant, row, reason).await?;
+        on_give_up.given_up(rt, txn, tenant, row, reason).await?;
     }
-    txn.commit().await?;
     Ok(())
 }

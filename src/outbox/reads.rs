@@ -20,6 +20,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
 use serde_json::json;
 
+use super::{DeliverError, OnGiveUp, OutboxStatus};
 use crate::evidence::append_one;
 use crate::platform::{ChatApi, PlatformError};
 use crate::runtime::Runtime;
@@ -86,8 +87,17 @@ async fn record_end(
     txn.commit().await
 }
 
-/// Asks the platform whether outbox row `id` was read (check `round`).
-pub async fn check(rt: &Runtime, id: i64, round: u32) -> Result<Checked, sea_orm::DbErr> {
+/// Asks the platform whether outbox row `id` was read (check `round`). A
+/// platform may say only now that a notice it accepted never reached its
+/// recipient (a DingTalk work notice dropped as a duplicate of the day or
+/// over a quota): the row is then given up as undeliverable, and
+/// `on_give_up` tells HR, as when a send is refused.
+pub async fn check(
+    rt: &Runtime,
+    id: i64,
+    round: u32,
+    on_give_up: &dyn OnGiveUp,
+) -> Result<Checked, DeliverError> {
     let db = &rt.db.orm;
     let Some(row) = outbox::Entity::find_by_id(id).one(db).await? else {
         return Ok(Checked::Done("missing"));
@@ -141,6 +151,15 @@ pub async fn check(rt: &Runtime, id: i64, round: u32) -> Result<Checked, sea_orm
             }));
             record_end(rt, &row, None, leaf).await?;
             return Ok(Checked::Done("unanswered"));
+        }
+        Err(PlatformError::Undeliverable { reason, .. }) => {
+            let txn = rt.db.orm.begin().await?;
+            if end_once(&txn, row.id, None, rt.clock.now()).await? {
+                let status = OutboxStatus::Undeliverable;
+                super::give_up_in(rt, &txn, on_give_up, tenant, &row, status, &reason).await?;
+            }
+            txn.commit().await?;
+            return Ok(Checked::Done("undeliverable"));
         }
         Err(e) => {
             let leaf = leaf("read_status_unavailable").await?.detail(json!({

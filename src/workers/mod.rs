@@ -203,7 +203,9 @@ async fn deliver(job: Deliver, rt: Data<Runtime>) -> Result<(), BoxDynError> {
 }
 
 async fn check_read(job: CheckRead, rt: Data<Runtime>) -> Result<(), BoxDynError> {
-    match crate::outbox::reads::check(&rt, job.outbox_id, job.round).await? {
+    match crate::outbox::reads::check(&rt, job.outbox_id, job.round, &crate::cases::notify::TellHr)
+        .await?
+    {
         crate::outbox::reads::Checked::Again { next, after } => {
             enqueue_read_check(&rt.db.orm, rt.db.engine, job.outbox_id, next, after).await?;
         }

@@ -87,9 +87,16 @@ pub struct DingtalkApiConfig {
     /// call-back buttons; without one, cards go out as markdown messages
     /// (see [`DingtalkApi::send`]).
     pub card_template_id: Option<String>,
+    /// Texts go out as work notices (工作通知, `asyncsend_v2`) instead of
+    /// robot messages.
+    pub work_notices: bool,
 }
 
 pub use crate::platform::{ReadReceipt, ReadStatus};
+
+/// How a work notice's task id is told from a robot message's
+/// processQueryKey in a [`Receipt::message_id`].
+const WORK_NOTICE: &str = "work_notice:";
 
 /// Most users one `attendance/listRecord` call takes.
 const LIST_RECORD_USERS: usize = 50;
@@ -699,6 +706,92 @@ impl DingtalkApi {
         })
     }
 
+    /// A work notice (工作通知) to `to` (`asyncsend_v2`). DingTalk answers
+    /// with a task id once it accepted the notice, not once delivered: the
+    /// outcome (delivered, read, or dropped as a duplicate or over a
+    /// quota) is what [`ChatApi::read_status`] asks with that id.
+    async fn work_notice(&self, to: &str, content: &str) -> Result<Receipt, PlatformError> {
+        const PATH: &str = "/topapi/message/corpconversation/asyncsend_v2";
+        let body = json!({
+            "agent_id": self.config.agent_id,
+            "userid_list": to,
+            "to_all_user": false,
+            "msg": { "msgtype": "text", "text": { "content": content } },
+        });
+        let (answer, raw) = self.oapi_post(PATH, &body, Some(to)).await?;
+        let task = lenient_i64(&answer["task_id"])
+            .ok_or_else(|| unreadable(PATH, "no task_id in the answer"))?;
+        Ok(Receipt {
+            message_id: Some(format!("{WORK_NOTICE}{task}")),
+            card_ref: None,
+            request: Some(Exchange::json(body.to_string())),
+            response: Exchange::json(raw),
+        })
+    }
+
+    /// Who read work notice `task` (`getsendresult`, for 24 hours after
+    /// sending). DingTalk says whether, not when. A recipient the notice
+    /// never reached (listed as invalid, forbidden — a duplicate of the
+    /// day or over the daily quota, accepted and then dropped — or failed)
+    /// is an [`PlatformError::Undeliverable`] naming the list and code.
+    async fn work_notice_result(&self, task: &str) -> Result<ReadStatus, PlatformError> {
+        const PATH: &str = "/topapi/message/corpconversation/getsendresult";
+        let task_id: i64 = task
+            .parse()
+            .map_err(|_| PlatformError::Permanent(format!("{PATH}: bad task id {task}")))?;
+        let body = json!({ "agent_id": self.config.agent_id, "task_id": task_id });
+        let (answer, raw) = self.oapi_post(PATH, &body, None).await?;
+        let result = &answer["send_result"];
+        let listed = |list: &str| -> Vec<String> {
+            result[list]
+                .as_array()
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|u| u.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for list in [
+            "invalid_user_id_list",
+            "forbidden_user_id_list",
+            "failed_user_id_list",
+        ] {
+            if let Some(user) = listed(list).into_iter().next() {
+                let code = result["forbidden_list"]
+                    .as_array()
+                    .and_then(|l| l.iter().find(|f| f["userid"] == user.as_str()))
+                    .map(|f| format!(" (code {})", f["code"].as_str().unwrap_or_default()))
+                    .unwrap_or_default();
+                return Err(PlatformError::Undeliverable {
+                    user,
+                    reason: format!("getsendresult: {list}{code}"),
+                });
+            }
+        }
+        let receipts = listed("read_user_id_list")
+            .into_iter()
+            .map(|user_id| ReadReceipt {
+                user_id,
+                read: true,
+                read_at: None,
+            })
+            .chain(
+                listed("unread_user_id_list")
+                    .into_iter()
+                    .map(|user_id| ReadReceipt {
+                        user_id,
+                        read: false,
+                        read_at: None,
+                    }),
+            )
+            .collect();
+        Ok(ReadStatus {
+            receipts,
+            response: Exchange::json(raw),
+        })
+    }
+
     /// Creates the card from `template` and delivers it to `to`'s chat with
     /// the robot (`card/instances/createAndDeliver`).
     async fn deliver_card(
@@ -912,8 +1005,12 @@ impl ChatApi for DingtalkApi {
             OutboundMessage::Text { content } => {
                 let reference = text_reference(to, content, unique_text);
                 let content = with_reference(content, &reference);
-                self.batch_send(to, "sampleText", json!({ "content": content }))
-                    .await
+                if self.config.work_notices {
+                    self.work_notice(to, &content).await
+                } else {
+                    self.batch_send(to, "sampleText", json!({ "content": content }))
+                        .await
+                }
             }
             OutboundMessage::Card(card) => match &self.config.card_template_id {
                 Some(template) => self.deliver_card(to, card, template).await,
@@ -1043,6 +1140,9 @@ impl ChatApi for DingtalkApi {
     /// [`READ_WINDOW`] of sending).
     async fn read_status(&self, process_query_key: &str) -> Result<ReadStatus, PlatformError> {
         const WHAT: &str = "oToMessages/readStatus";
+        if let Some(task) = process_query_key.strip_prefix(WORK_NOTICE) {
+            return self.work_notice_result(task).await;
+        }
         let (answer, raw) = self
             .v1(
                 Method::GET,

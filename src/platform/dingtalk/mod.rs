@@ -29,6 +29,7 @@ pub fn platform(config: &DingtalkConfig, timeout: Duration) -> Result<Platform, 
             agent_id: config.agent_id,
             robot_code: config.robot_code.clone(),
             card_template_id: config.card_template_id.clone(),
+            work_notices: config.work_notices,
         },
         timeout,
     );

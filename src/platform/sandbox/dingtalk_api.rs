@@ -217,6 +217,14 @@ impl SandboxDingtalkApi {
             .route("/topapi/v2/user/list", post(user_list))
             .route("/topapi/v2/user/get", post(user_get))
             .route("/attendance/listRecord", post(list_record))
+            .route(
+                "/topapi/message/corpconversation/asyncsend_v2",
+                post(work_notice),
+            )
+            .route(
+                "/topapi/message/corpconversation/getsendresult",
+                post(work_notice_result),
+            )
             .route("/v1.0/gateway/connections/open", post(open_connection))
             .with_state(shared.clone());
         let server = tokio::spawn(async move {
@@ -915,6 +923,144 @@ fn listed_user(u: &DingtalkUser) -> Value {
         user["email"] = json!(e);
     }
     user
+}
+
+/// The `msgKey` under which [`SandboxDingtalkApi::sent`] lists work
+/// notices (their `msg_param` is the notice's `msg`, their
+/// `process_query_key` the task id).
+pub const WORK_NOTICE_KEY: &str = "workNotice";
+
+/// `asyncsend_v2`: a work notice to `userid_list` (a comma string). Like
+/// DingTalk, it answers with a task id and then drops, silently, a notice
+/// whose content already reached the user ([`DUPLICATE_WINDOW`]), and
+/// leaves out users it does not know.
+async fn work_notice(
+    State(s): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = oapi_gate(&s, "/topapi/message/corpconversation/asyncsend_v2", &q).await {
+        return r;
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return bad_oapi_body();
+    };
+    if body["agent_id"].as_i64().is_none_or(|a| a <= 0) {
+        return oapi_error(40035, "不合法的参数: agent_id");
+    }
+    let user_ids: Vec<String> = body["userid_list"]
+        .as_str()
+        .unwrap_or_default()
+        .split(',')
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if user_ids.is_empty() || user_ids.len() > 100 {
+        return oapi_error(40035, "不合法的参数: userid_list");
+    }
+    let msg = body["msg"].clone();
+    if msg["msgtype"] != "text" || !msg["text"]["content"].is_string() {
+        return oapi_error(40035, "不合法的参数: msg");
+    }
+    let mut inner = s.inner();
+    let n = inner.next();
+    let task = (1_000_000 + n).to_string();
+    let now = Instant::now();
+    let known: Vec<String> = user_ids
+        .iter()
+        .filter(|u| !inner.invalid_users.contains(*u))
+        .cloned()
+        .collect();
+    for user in &known {
+        let content = (user.clone(), WORK_NOTICE_KEY.to_owned(), msg.to_string());
+        match inner.delivered_content.get(&content) {
+            Some(at) if now.duration_since(*at) < DUPLICATE_WINDOW => {
+                inner.dropped.push(DingtalkDropped {
+                    user_id: user.clone(),
+                    process_query_key: task.clone(),
+                });
+            }
+            _ => {
+                inner.delivered_content.insert(content, now);
+                inner
+                    .delivered
+                    .entry(user.clone())
+                    .or_default()
+                    .push(task.clone());
+            }
+        }
+    }
+    inner.sent.push(DingtalkSent {
+        user_ids,
+        msg_key: WORK_NOTICE_KEY.to_owned(),
+        msg_param: msg,
+        body,
+        process_query_key: task.clone(),
+        seq: n,
+    });
+    Json(json!({ "errcode": 0, "errmsg": "ok", "task_id": n + 1_000_000, "request_id": format!("sandbox-{n}") }))
+        .into_response()
+}
+
+/// `getsendresult`: who of a work notice's recipients read it, who did not,
+/// and whom it never reached (unknown: invalid; dropped as a duplicate:
+/// forbidden, code 143106).
+async fn work_notice_result(
+    State(s): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = oapi_gate(&s, "/topapi/message/corpconversation/getsendresult", &q).await {
+        return r;
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return bad_oapi_body();
+    };
+    let task = body["task_id"]
+        .as_i64()
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let inner = s.inner();
+    let Some(sent) = inner
+        .sent
+        .iter()
+        .find(|m| m.msg_key == WORK_NOTICE_KEY && m.process_query_key == task)
+    else {
+        return oapi_error(40035, "不合法的参数: task_id");
+    };
+    let reads = inner.reads.get(&task);
+    let (mut read, mut unread, mut invalid, mut forbidden, mut codes) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for user in &sent.user_ids {
+        if inner.invalid_users.contains(user) {
+            invalid.push(user.clone());
+        } else if inner
+            .dropped
+            .iter()
+            .any(|d| &d.user_id == user && d.process_query_key == task)
+        {
+            forbidden.push(user.clone());
+            codes.push(json!({ "code": "143106", "count": 1, "userid": user }));
+        } else if reads.is_some_and(|r| r.contains_key(user)) {
+            read.push(user.clone());
+        } else {
+            unread.push(user.clone());
+        }
+    }
+    Json(json!({
+        "errcode": 0,
+        "send_result": {
+            "invalid_user_id_list": invalid,
+            "forbidden_user_id_list": forbidden,
+            "failed_user_id_list": [],
+            "read_user_id_list": read,
+            "unread_user_id_list": unread,
+            "invalid_dept_id_list": [],
+            "forbidden_list": codes,
+        },
+        "request_id": format!("sandbox-result-{task}"),
+    }))
+    .into_response()
 }
 
 /// Most users and the longest period one `attendance/listRecord` call takes.
