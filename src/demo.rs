@@ -312,6 +312,22 @@ impl DemoPlatform {
     }
 }
 
+/// A fault every platform's sandbox can put in the way of rollcall's next
+/// call, each answered the way that platform answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageFault {
+    /// A 5xx.
+    ServerError,
+    /// "System busy".
+    Busy,
+    /// No answer for this long.
+    Timeout(Duration),
+    /// The platform's frequency limit.
+    RateLimited,
+    /// The caller's token expired (and is revoked).
+    ExpiredToken,
+}
+
 /// What the story does on a platform: an employee's phone, and what the
 /// platform received.
 #[async_trait::async_trait]
@@ -347,6 +363,12 @@ pub trait Stage: Send + Sync {
     async fn read_latest(&self, user: &str) -> anyhow::Result<()>;
     /// Each message that reached the platform (its request body).
     fn sent(&self) -> Vec<String>;
+    /// The platform's next calls meet `faults`, in order.
+    fn push_faults(&self, faults: &[StageFault]);
+    /// Makes `user` unknown to the platform's app.
+    fn mark_invalid(&self, user: &str);
+    /// How many times the card `card_id` reached the platform.
+    fn card_copies(&self, card_id: &str) -> usize;
     /// Each chat message that reached `user`, oldest first, as rollcall
     /// wrote it: a text as its content, a card as its title and its body on
     /// the next line (what the platform adds, such as DingTalk's reference
@@ -488,6 +510,31 @@ impl Stage for Sandboxed {
             .into_iter()
             .map(|m| m.body.to_string())
             .collect()
+    }
+
+    fn push_faults(&self, faults: &[StageFault]) {
+        use crate::platform::sandbox::Fault;
+        for fault in faults {
+            self.sandbox.push_fault(match *fault {
+                StageFault::ServerError => Fault::ServerError,
+                StageFault::Busy => Fault::Busy,
+                StageFault::Timeout(d) => Fault::Timeout(d),
+                StageFault::RateLimited => Fault::RateLimited,
+                StageFault::ExpiredToken => Fault::ExpiredToken,
+            });
+        }
+    }
+
+    fn mark_invalid(&self, user: &str) {
+        self.sandbox.mark_invalid(user);
+    }
+
+    fn card_copies(&self, card_id: &str) -> usize {
+        self.sandbox
+            .sent()
+            .iter()
+            .filter(|m| m.body["template_card"]["task_id"] == card_id)
+            .count()
     }
 
     fn received(&self, user: &str) -> Vec<String> {

@@ -10,9 +10,8 @@ use common::*;
 use entity::{absence_case, case_event, check_in, media, outbox};
 use rollcall::cases::store::case_no;
 use rollcall::db::Engine;
-use rollcall::demo::{DemoPlatform, Sandboxed, Stage, TENANT, run_story, stage};
+use rollcall::demo::{DemoPlatform, Sandboxed, Stage, StageFault, TENANT, run_story, stage};
 use rollcall::outbox::render::Templates;
-use rollcall::platform::sandbox::Fault;
 use rstest::rstest;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
 
@@ -631,31 +630,37 @@ async fn check_ins_keep_what_was_sent(#[case] engine: Engine) {
 }
 
 #[rstest]
-#[case::sqlite(Engine::Sqlite)]
-#[case::postgres(Engine::Postgres)]
+#[case::sqlite_wecom(Engine::Sqlite, DemoPlatform::Wecom)]
+#[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
+#[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
+#[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_fault_ends_sent_once_or_undeliverable_with_hr_told(#[case] engine: Engine) {
+async fn every_fault_ends_sent_once_or_undeliverable_with_hr_told(
+    #[case] engine: Engine,
+    #[case] platform: DemoPlatform,
+) {
     let db = TestDb::new(engine).await;
-    let s = start(
-        &db,
-        "2026-12-01",
-        "[delivery]\nmax_backoff_secs = 1\ntimeout_secs = 1\n",
+    let s = stage(
+        platform,
+        &db.url,
+        &db.dir.path().join("data.key"),
+        shanghai("2026-12-01", "07:00"),
+        "[tenants.attendance]\nscan_at = \"23:59\"\n[delivery]\nmax_backoff_secs = 1\ntimeout_secs = 1\n",
     )
-    .await;
-    s.sandbox.mark_invalid("lisi");
-    for f in [
-        Fault::ServerError,
-        Fault::Busy,
-        Fault::Timeout(std::time::Duration::from_millis(1500)),
-        Fault::RateLimited,
-        Fault::ExpiredToken,
-        Fault::ServerError,
-    ] {
-        s.sandbox.push_fault(f);
-    }
+    .await
+    .unwrap();
+    s.mark_invalid("lisi");
+    s.push_faults(&[
+        StageFault::ServerError,
+        StageFault::Busy,
+        StageFault::Timeout(std::time::Duration::from_millis(1500)),
+        StageFault::RateLimited,
+        StageFault::ExpiredToken,
+        StageFault::ServerError,
+    ]);
     s.at("2026-12-02", "10:00");
     s.scan().await.unwrap(); // five first reminders
-    let all = rows(&s).await;
+    let all = rows(&*s).await;
     let notices: Vec<&outbox::Model> = all
         .iter()
         .filter(|r| r.idem_key.starts_with("notice:"))
@@ -671,13 +676,8 @@ async fn every_fault_ends_sent_once_or_undeliverable_with_hr_told(#[case] engine
     }
     // Each delivered notice reached the platform exactly once.
     for n in notices.iter().filter(|n| n.status == "sent") {
-        let task: serde_json::Value = serde_json::from_str(&n.payload).unwrap();
-        let copies = s
-            .sandbox
-            .sent()
-            .iter()
-            .filter(|m| m.body["template_card"]["task_id"] == task["card_id"])
-            .count();
+        let card: serde_json::Value = serde_json::from_str(&n.payload).unwrap();
+        let copies = s.card_copies(card["card_id"].as_str().unwrap());
         assert_eq!(copies, 1, "{}", n.idem_key);
     }
     assert!(

@@ -12,13 +12,16 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 
 use super::{
-    DEMO_PHOTO, PHONE_PATIENCE, SETTLE_WITHIN, Stage, card_label, seed_roster, tenant_toml,
+    DEMO_PHOTO, PHONE_PATIENCE, SETTLE_WITHIN, Stage, StageFault, card_label, seed_roster,
+    tenant_toml,
 };
 use crate::clock::{Clock, SimulatedClock};
 use crate::config::{Config, ProcessEnv};
 use crate::platform::dingtalk::stream::{TOPIC_BOT_MESSAGE, TOPIC_CARD_CALLBACK};
 use crate::platform::sandbox::dingtalk_api::WORK_NOTICE_KEY;
-use crate::platform::sandbox::{SandboxDingtalkApi, SandboxMail, SandboxSms, SandboxStreamGateway};
+use crate::platform::sandbox::{
+    DingtalkFault, SandboxDingtalkApi, SandboxMail, SandboxSms, SandboxStreamGateway,
+};
 use crate::runtime::Runtime;
 
 const APP_KEY: &str = "dingsandboxdemo";
@@ -86,8 +89,18 @@ api_base = "{base}"
 api_base_v1 = "{base}"
 {app}"#
         );
+        // Read status asked after 1, 5, 15, … seconds: into the caller's
+        // [delivery] table when it has one (a table is written once).
+        let unit = "read_check_unit_secs = 1\n";
+        let (delivery, extra) = match extra.contains("[delivery]\n") {
+            true => (
+                String::new(),
+                extra.replacen("[delivery]\n", &format!("[delivery]\n{unit}"), 1),
+            ),
+            false => (format!("[delivery]\n{unit}"), extra.to_owned()),
+        };
         let toml = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndata_key_file = \"{}\"\n[evidence]\nkey_file = \"{}\"\n[database]\nurl = \"{database_url}\"\n[delivery]\nread_check_unit_secs = 1\n{}{extra}",
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_key_file = \"{}\"\n[evidence]\nkey_file = \"{}\"\n[database]\nurl = \"{database_url}\"\n{delivery}{}{extra}",
             key_file.display(),
             key_file.with_extension("evidence.key").display(),
             tenant_toml("示例建筑有限公司（钉钉沙箱）", &chat, &sms, &mail)
@@ -297,6 +310,30 @@ impl Stage for SandboxedDingtalk {
         let texts = self.api.sent().into_iter().map(|m| m.body.to_string());
         let cards = self.api.cards().into_iter().map(|c| c.body.to_string());
         texts.chain(cards).collect()
+    }
+
+    fn push_faults(&self, faults: &[StageFault]) {
+        for fault in faults {
+            self.api.push_fault(match *fault {
+                StageFault::ServerError => DingtalkFault::ServerError,
+                StageFault::Busy => DingtalkFault::Busy,
+                StageFault::Timeout(d) => DingtalkFault::Timeout(d),
+                StageFault::RateLimited => DingtalkFault::RateLimited,
+                StageFault::ExpiredToken => DingtalkFault::ExpiredToken,
+            });
+        }
+    }
+
+    fn mark_invalid(&self, user: &str) {
+        self.api.mark_invalid(user);
+    }
+
+    fn card_copies(&self, card_id: &str) -> usize {
+        self.api
+            .cards()
+            .iter()
+            .filter(|c| c.out_track_id == card_id)
+            .count()
     }
 
     fn received(&self, user: &str) -> Vec<String> {
