@@ -484,7 +484,7 @@ async fn a_read_notice_is_recorded_with_the_platforms_answer(#[case] engine: Eng
     // A check that runs again (a job runs at least once) records nothing more.
     for n in &texts {
         for round in [0, 1] {
-            let again = rollcall::outbox::reads::check(
+            let again = rollcall::outbox::check_read(
                 &s.app.runtime,
                 n.id,
                 round,

@@ -752,6 +752,35 @@ async fn finish(
     Ok(())
 }
 
+/// Asks whether outbox row `id` was read (check `round`, see
+/// [`reads::check`]); a message the platform says never reached its
+/// recipient is given up as undeliverable, once, and `on_give_up` tells HR,
+/// as when a send is refused.
+pub async fn check_read(
+    rt: &Runtime,
+    id: i64,
+    round: u32,
+    on_give_up: &dyn OnGiveUp,
+) -> Result<reads::Checked, DeliverError> {
+    let checked = reads::check(rt, id, round).await?;
+    let reads::Checked::NeverDelivered { reason } = &checked else {
+        return Ok(checked);
+    };
+    let Some(row) = outbox::Entity::find_by_id(id).one(&rt.db.orm).await? else {
+        return Ok(reads::Checked::Done("missing"));
+    };
+    let Some(tenant) = rt.tenant(&row.tenant_id).cloned() else {
+        return Ok(reads::Checked::Done("no such tenant"));
+    };
+    let txn = rt.db.orm.begin().await?;
+    if reads::end_once(&txn, id, None, rt.clock.now()).await? {
+        let status = OutboxStatus::Undeliverable;
+        give_up_in(rt, &txn, on_give_up, &tenant, &row, status, reason).await?;
+    }
+    txn.commit().await?;
+    Ok(reads::Checked::Done("undeliverable"))
+}
+
 /// Marks the row final and tells HR that a recipient could not be reached
 /// (unless the message was itself for HR about such a failure).
 async fn give_up(

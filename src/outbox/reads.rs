@@ -20,7 +20,6 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
 use serde_json::json;
 
-use super::{DeliverError, OnGiveUp, OutboxStatus};
 use crate::evidence::append_one;
 use crate::platform::{ChatApi, PlatformError};
 use crate::runtime::Runtime;
@@ -49,12 +48,15 @@ pub enum Checked {
     Again { next: u32, after: Duration },
     /// Read, unread at the end, or not to be asked: done.
     Done(&'static str),
+    /// The platform says the message, which it had accepted, never
+    /// reached its recipient; nothing is recorded yet.
+    NeverDelivered { reason: String },
 }
 
 /// Marks the asking about row `id` ended (with `read_at` when read), once:
 /// `false` if another run of the same check got there first (a job runs at
 /// least once), and then nothing more is recorded.
-async fn end_once(
+pub(super) async fn end_once(
     txn: &sea_orm::DatabaseTransaction,
     id: i64,
     read_at: Option<DateTime<Utc>>,
@@ -90,14 +92,9 @@ async fn record_end(
 /// Asks the platform whether outbox row `id` was read (check `round`). A
 /// platform may say only now that a notice it accepted never reached its
 /// recipient (a DingTalk work notice dropped as a duplicate of the day or
-/// over a quota): the row is then given up as undeliverable, and
-/// `on_give_up` tells HR, as when a send is refused.
-pub async fn check(
-    rt: &Runtime,
-    id: i64,
-    round: u32,
-    on_give_up: &dyn OnGiveUp,
-) -> Result<Checked, DeliverError> {
+/// over a quota): that is [`Checked::NeverDelivered`], for the caller to
+/// give the row up (`outbox::check_read`).
+pub async fn check(rt: &Runtime, id: i64, round: u32) -> Result<Checked, sea_orm::DbErr> {
     let db = &rt.db.orm;
     let Some(row) = outbox::Entity::find_by_id(id).one(db).await? else {
         return Ok(Checked::Done("missing"));
@@ -153,13 +150,7 @@ pub async fn check(
             return Ok(Checked::Done("unanswered"));
         }
         Err(PlatformError::Undeliverable { reason, .. }) => {
-            let txn = rt.db.orm.begin().await?;
-            if end_once(&txn, row.id, None, rt.clock.now()).await? {
-                let status = OutboxStatus::Undeliverable;
-                super::give_up_in(rt, &txn, on_give_up, tenant, &row, status, &reason).await?;
-            }
-            txn.commit().await?;
-            return Ok(Checked::Done("undeliverable"));
+            return Ok(Checked::NeverDelivered { reason });
         }
         Err(e) => {
             let leaf = leaf("read_status_unavailable").await?.detail(json!({

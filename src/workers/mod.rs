@@ -203,11 +203,15 @@ async fn deliver(job: Deliver, rt: Data<Runtime>) -> Result<(), BoxDynError> {
 }
 
 async fn check_read(job: CheckRead, rt: Data<Runtime>) -> Result<(), BoxDynError> {
-    match crate::outbox::reads::check(&rt, job.outbox_id, job.round, &crate::cases::notify::TellHr)
-        .await?
-    {
+    let on_give_up = &crate::cases::notify::TellHr;
+    match crate::outbox::check_read(&rt, job.outbox_id, job.round, on_give_up).await? {
         crate::outbox::reads::Checked::Again { next, after } => {
             enqueue_read_check(&rt.db.orm, rt.db.engine, job.outbox_id, next, after).await?;
+        }
+        // check_read has given the row up already (this arm is for the
+        // bare reads::check).
+        crate::outbox::reads::Checked::NeverDelivered { reason } => {
+            tracing::info!(id = job.outbox_id, %reason, "never delivered");
         }
         crate::outbox::reads::Checked::Done(how) => {
             tracing::debug!(
