@@ -120,8 +120,7 @@ pub async fn start_with_clock(
     }
 
     let metrics = Arc::new(Metrics::default());
-    let state =
-        Ingress::new(config, db.clone(), inbox, metrics.clone()).map_err(StartError::Tenant)?;
+    let state = Ingress::new(config, &rt, inbox, metrics.clone());
     let listener = TcpListener::bind(config.server.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -149,21 +148,17 @@ pub async fn start_with_clock(
         }
     });
     let mut listeners = JoinSet::new();
-    let timeout = std::time::Duration::from_secs(config.delivery.timeout_secs);
-    for t in &config.tenants {
-        let Some(listener) = crate::platform::build(t, timeout)
-            .map_err(StartError::Tenant)?
-            .and_then(|p| p.listener)
-        else {
+    for t in rt.tenants() {
+        let Some(listener) = t.listener.clone() else {
             continue;
         };
         let sink = Arc::new(crate::inbox::TenantSink {
             inbox: listener_inbox.clone(),
-            tenant_id: t.id.clone(),
+            tenant_id: t.config.id.clone(),
             platform: listener.platform(),
         });
         let stop = Box::pin(wait(stopped.clone()));
-        let tenant = t.id.clone();
+        let tenant = t.config.id.clone();
         listeners.spawn(async move {
             match listener.run(sink, stop).await {
                 Ok(()) => tracing::info!(%tenant, platform = listener.platform(), "event connection closed"),

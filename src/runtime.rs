@@ -12,7 +12,7 @@ use crate::evidence::note::NoteSigner;
 use crate::outbox::email::Mailer;
 use crate::outbox::render::Templates;
 use crate::outbox::sms::{SmsProvider, sms_provider};
-use crate::platform::ChatApi;
+use crate::platform::{CallbackSide, ChatApi, Listener};
 use crate::sealed::DataKey;
 
 /// One tenant's configuration and the clients for its channels.
@@ -20,6 +20,11 @@ pub struct Tenant {
     pub config: TenantConfig,
     /// The chat platform's API (see [`crate::platform::build`]).
     pub chat: Option<Arc<dyn ChatApi>>,
+    /// How the platform's events arrive: its callbacks (answered by the
+    /// ingress) and its connection (kept by a listener), built with `chat`
+    /// once per tenant.
+    pub callbacks: Option<Arc<dyn CallbackSide>>,
+    pub listener: Option<Arc<dyn Listener>>,
     pub sms: Option<Arc<dyn SmsProvider>>,
     pub mail: Option<Mailer>,
 }
@@ -70,9 +75,12 @@ impl Runtime {
             .tenants
             .iter()
             .map(|t| {
+                let platform = crate::platform::build(t, timeout)?;
                 let tenant = Tenant {
                     config: t.clone(),
-                    chat: crate::platform::build(t, timeout)?.map(|p| p.api),
+                    chat: platform.as_ref().map(|p| p.api.clone()),
+                    callbacks: platform.as_ref().and_then(|p| p.callbacks.clone()),
+                    listener: platform.and_then(|p| p.listener),
                     sms: t.sms.as_ref().map(|c| sms_provider(c, timeout)),
                     mail: t.email.clone().map(Mailer::new),
                 };

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::db::Database;
 use crate::inbox::Inbox;
 use crate::platform::CallbackSide;
+use crate::runtime::Runtime;
 
 pub mod callback;
 pub mod export;
@@ -141,29 +142,23 @@ pub struct Ingress {
 }
 
 impl Ingress {
-    /// Builds the ingress state from the configuration.
-    pub fn new(
-        config: &Config,
-        db: Database,
-        inbox: Inbox,
-        metrics: Arc<Metrics>,
-    ) -> Result<Ingress, String> {
-        let tenants = config
-            .tenants
-            .iter()
+    /// The ingress state of `rt`'s tenants (their callback sides).
+    pub fn new(config: &Config, rt: &Runtime, inbox: Inbox, metrics: Arc<Metrics>) -> Ingress {
+        let tenants = rt
+            .tenants()
             .map(|t| {
-                let timeout = std::time::Duration::from_secs(config.delivery.timeout_secs);
-                let callbacks = crate::platform::build(t, timeout)?.and_then(|p| p.callbacks);
-                Ok((t.id.clone(), TenantIngress { callbacks }))
+                let callbacks = t.callbacks.clone();
+                (t.config.id.clone(), TenantIngress { callbacks })
             })
-            .collect::<Result<HashMap<_, _>, String>>()?;
-        Ok(Ingress {
+            .collect::<HashMap<_, _>>();
+        let db = rt.db.clone();
+        Ingress {
             tenants: Arc::new(tenants),
             inbox,
             db,
             replay_window_secs: config.server.replay_window_secs,
             metrics,
-        })
+        }
     }
 
     /// Counts and logs a refusal or an acceptance, and answers it.
