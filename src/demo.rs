@@ -172,7 +172,8 @@ pub struct DemoRun {
     pub elapsed: Duration,
 }
 
-fn shanghai(date: &str, time: &str) -> DateTime<Utc> {
+/// `date` (YYYY-MM-DD) `time` (HH:MM) in Shanghai, as an instant.
+pub fn shanghai(date: &str, time: &str) -> DateTime<Utc> {
     let naive = chrono::NaiveDateTime::parse_from_str(&format!("{date} {time}"), "%Y-%m-%d %H:%M")
         .expect("demo times are valid");
     chrono_tz::Asia::Shanghai

@@ -19,16 +19,6 @@ use rstest::rstest;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
 use serde_json::{Value, json};
 
-fn shanghai(date: &str, time: &str) -> chrono::DateTime<chrono::Utc> {
-    use chrono::TimeZone;
-    let naive =
-        chrono::NaiveDateTime::parse_from_str(&format!("{date} {time}"), "%Y-%m-%d %H:%M").unwrap();
-    chrono_tz::Asia::Shanghai
-        .from_local_datetime(&naive)
-        .unwrap()
-        .with_timezone(&chrono::Utc)
-}
-
 const EVERYONE: [&str; 5] = ["wangmin", "zhaogang", "zhangsan", "lisi", "wangwu"];
 
 fn but(absent: &[&str]) -> Vec<&'static str> {

@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use common::*;
 use entity::{absence_case, case_event, check_in};
 use rollcall::app::RunningApp;
@@ -31,15 +31,6 @@ use serde_json::{Value, json};
 const APP_KEY: &str = "dingsandboxdemo";
 const APP_SECRET: &str = "sandbox-dingtalk-secret";
 const TEMPLATE: &str = "rollcall-sandbox.schema";
-
-fn shanghai(date: &str, time: &str) -> DateTime<Utc> {
-    let naive =
-        chrono::NaiveDateTime::parse_from_str(&format!("{date} {time}"), "%Y-%m-%d %H:%M").unwrap();
-    chrono_tz::Asia::Shanghai
-        .from_local_datetime(&naive)
-        .unwrap()
-        .with_timezone(&Utc)
-}
 
 /// rollcall with the demo roster on a DingTalk tenant in Stream mode.
 struct Stream {

@@ -9,7 +9,6 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use chrono::{DateTime, TimeZone, Utc};
 use common::*;
 use entity::{
     absence_case, check_in, employee, evidence_checkpoint, evidence_leaf, evidence_raw,
@@ -30,15 +29,6 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Value,
 };
-
-fn shanghai(date: &str, time: &str) -> DateTime<Utc> {
-    let naive =
-        chrono::NaiveDateTime::parse_from_str(&format!("{date} {time}"), "%Y-%m-%d %H:%M").unwrap();
-    chrono_tz::Asia::Shanghai
-        .from_local_datetime(&naive)
-        .unwrap()
-        .with_timezone(&Utc)
-}
 
 /// The demo's data key; the evidence key is kept beside it.
 fn data_key(db: &TestDb) -> PathBuf {

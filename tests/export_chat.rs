@@ -15,16 +15,6 @@ use rollcall::demo::Sandboxed;
 use rstest::rstest;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
-fn shanghai(date: &str, time: &str) -> chrono::DateTime<chrono::Utc> {
-    use chrono::TimeZone;
-    let naive =
-        chrono::NaiveDateTime::parse_from_str(&format!("{date} {time}"), "%Y-%m-%d %H:%M").unwrap();
-    chrono_tz::Asia::Shanghai
-        .from_local_datetime(&naive)
-        .unwrap()
-        .with_timezone(&chrono::Utc)
-}
-
 /// Chat texts `user` received, oldest first.
 fn texts(s: &Sandboxed, user: &str) -> Vec<String> {
     s.sandbox

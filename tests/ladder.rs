@@ -15,16 +15,6 @@ use rollcall::outbox::render::Templates;
 use rstest::rstest;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
 
-fn shanghai(date: &str, time: &str) -> chrono::DateTime<chrono::Utc> {
-    use chrono::TimeZone;
-    let naive =
-        chrono::NaiveDateTime::parse_from_str(&format!("{date} {time}"), "%Y-%m-%d %H:%M").unwrap();
-    chrono_tz::Asia::Shanghai
-        .from_local_datetime(&naive)
-        .unwrap()
-        .with_timezone(&chrono::Utc)
-}
-
 /// The app on the sandbox tenant, with the clock at 07:00 on `date`. The
 /// daily scan's own schedule is moved to 23:59, so that the tests' explicit
 /// scans are the only ones (see `the_daily_scan_runs_by_itself_once`).

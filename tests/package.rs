@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use base64::Engine as _;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use common::*;
 use entity::{absence_case, case_event, employee, evidence_leaf, evidence_raw, outbox};
 use rollcall::clock::SimulatedClock;
@@ -30,15 +30,6 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-
-fn shanghai(date: &str, time: &str) -> DateTime<Utc> {
-    let naive =
-        chrono::NaiveDateTime::parse_from_str(&format!("{date} {time}"), "%Y-%m-%d %H:%M").unwrap();
-    chrono_tz::Asia::Shanghai
-        .from_local_datetime(&naive)
-        .unwrap()
-        .with_timezone(&Utc)
-}
 
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))

@@ -8,7 +8,6 @@
 
 mod common;
 
-use chrono::{DateTime, TimeZone, Utc};
 use common::*;
 use entity::{absence_case, check_in, inbound_event};
 use rollcall::attendance::punches::{import, period};
@@ -16,15 +15,6 @@ use rollcall::db::Engine;
 use rollcall::demo::{DemoPlatform, Stage, TENANT, stage};
 use rstest::rstest;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
-
-fn shanghai(date: &str, time: &str) -> DateTime<Utc> {
-    let naive =
-        chrono::NaiveDateTime::parse_from_str(&format!("{date} {time}"), "%Y-%m-%d %H:%M").unwrap();
-    chrono_tz::Asia::Shanghai
-        .from_local_datetime(&naive)
-        .unwrap()
-        .with_timezone(&Utc)
-}
 
 async fn start(db: &TestDb, platform: DemoPlatform) -> Box<dyn Stage> {
     stage(

@@ -12,6 +12,9 @@ use rollcall::loadgen::{SignedCallback, text_callback};
 use rollcall::platform::wecom::WecomCrypto;
 use serde_json::Value;
 
+#[allow(unused_imports)]
+pub use rollcall::demo::shanghai;
+
 /// The PostgreSQL server the suite uses (a fresh database is made per test).
 pub fn postgres_admin_url() -> String {
     std::env::var("ROLLCALL_TEST_POSTGRES")

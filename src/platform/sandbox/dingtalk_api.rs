@@ -165,6 +165,28 @@ impl Inner {
     fn count(&mut self, path: &str) {
         *self.calls.entry(path.to_owned()).or_default() += 1;
     }
+
+    /// Delivers message `key` to `user`, unless the same `content`
+    /// (message kind and body) reached them within [`DUPLICATE_WINDOW`]:
+    /// then it is dropped, silently, as DingTalk does.
+    fn deliver_once(&mut self, user: &str, content: (String, String), key: &str, now: Instant) {
+        let content = (user.to_owned(), content.0, content.1);
+        match self.delivered_content.get(&content) {
+            Some(at) if now.duration_since(*at) < DUPLICATE_WINDOW => {
+                self.dropped.push(DingtalkDropped {
+                    user_id: user.to_owned(),
+                    process_query_key: key.to_owned(),
+                });
+            }
+            _ => {
+                self.delivered_content.insert(content, now);
+                self.delivered
+                    .entry(user.to_owned())
+                    .or_default()
+                    .push(key.to_owned());
+            }
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -601,23 +623,7 @@ async fn batch_send(State(s): State<Shared>, headers: HeaderMap, body: Bytes) ->
             throttled.push(user.clone());
             continue;
         }
-        let content = (user.clone(), msg_key.clone(), param_text.clone());
-        match inner.delivered_content.get(&content) {
-            Some(at) if now.duration_since(*at) < DUPLICATE_WINDOW => {
-                inner.dropped.push(DingtalkDropped {
-                    user_id: user.clone(),
-                    process_query_key: key.clone(),
-                });
-            }
-            _ => {
-                inner.delivered_content.insert(content, now);
-                inner
-                    .delivered
-                    .entry(user.clone())
-                    .or_default()
-                    .push(key.clone());
-            }
-        }
+        inner.deliver_once(user, (msg_key.clone(), param_text.clone()), &key, now);
     }
     inner.sent.push(DingtalkSent {
         user_ids,
@@ -972,23 +978,12 @@ async fn work_notice(
         .cloned()
         .collect();
     for user in &known {
-        let content = (user.clone(), WORK_NOTICE_KEY.to_owned(), msg.to_string());
-        match inner.delivered_content.get(&content) {
-            Some(at) if now.duration_since(*at) < DUPLICATE_WINDOW => {
-                inner.dropped.push(DingtalkDropped {
-                    user_id: user.clone(),
-                    process_query_key: task.clone(),
-                });
-            }
-            _ => {
-                inner.delivered_content.insert(content, now);
-                inner
-                    .delivered
-                    .entry(user.clone())
-                    .or_default()
-                    .push(task.clone());
-            }
-        }
+        inner.deliver_once(
+            user,
+            (WORK_NOTICE_KEY.to_owned(), msg.to_string()),
+            &task,
+            now,
+        );
     }
     inner.sent.push(DingtalkSent {
         user_ids,
