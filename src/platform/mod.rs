@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod aes_key;
 pub mod dingtalk;
+pub mod download;
 pub mod sandbox;
 mod select;
 pub mod wecom;

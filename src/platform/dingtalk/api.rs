@@ -37,6 +37,7 @@ use crate::config::Secret;
 use chrono::{DateTime, Utc};
 
 use crate::platform::dingtalk::callbacks::punch_of;
+use crate::platform::download::{self, Download, file_name};
 use crate::platform::{
     Card, ChatApi, Exchange, Media, Member, OutboundMessage, PlatformError, PunchRecord, Receipt,
     periods,
@@ -47,9 +48,6 @@ use crate::platform::{
 const TOKEN_MARGIN: Duration = Duration::from_secs(300);
 /// The header that carries the api.dingtalk.com token.
 const TOKEN_HEADER: &str = "x-acs-dingtalk-access-token";
-/// The largest download [`ChatApi::fetch_media`] accepts: the same bound as
-/// WeCom's (DingTalk publishes no limit for files sent to a robot).
-pub const MAX_MEDIA_BYTES: usize = 20 * 1024 * 1024;
 /// The root department of the address book.
 const ROOT_DEPARTMENT: i64 = 1;
 /// `topapi/v2/user/list` page size (the maximum is not documented; 100 is the
@@ -404,15 +402,6 @@ struct ListedUser {
 
 fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.trim().is_empty())
-}
-
-/// The file name in a `Content-Disposition: attachment; filename="x.jpg"`.
-fn file_name(disposition: &str) -> Option<String> {
-    disposition.split(';').find_map(|part| {
-        let value = part.trim().strip_prefix("filename=")?;
-        let name = value.trim().trim_matches('"');
-        (!name.is_empty()).then(|| name.to_owned())
-    })
 }
 
 impl DingtalkApi {
@@ -1075,7 +1064,7 @@ impl ChatApi for DingtalkApi {
             )));
         };
         const DOWNLOAD: &str = "media download";
-        let mut response = self
+        let response = self
             .http
             .get(url)
             .send()
@@ -1093,30 +1082,11 @@ impl ChatApi for DingtalkApi {
                 "{DOWNLOAD}: HTTP {status}"
             )));
         }
-        let header = |name| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let content_type = header(reqwest::header::CONTENT_TYPE).unwrap_or_default();
-        let disposition = header(reqwest::header::CONTENT_DISPOSITION);
-        let too_large =
-            || PlatformError::Permanent(format!("{DOWNLOAD}: larger than {MAX_MEDIA_BYTES} bytes"));
-        if response
-            .content_length()
-            .is_some_and(|n| n > MAX_MEDIA_BYTES as u64)
-        {
-            return Err(too_large());
-        }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| transport(DOWNLOAD, e))? {
-            if bytes.len() + chunk.len() > MAX_MEDIA_BYTES {
-                return Err(too_large());
-            }
-            bytes.extend_from_slice(&chunk);
-        }
+        let Download {
+            content_type,
+            disposition,
+            bytes,
+        } = download::read(response, DOWNLOAD).await?;
         Ok(Media {
             bytes,
             content_type,

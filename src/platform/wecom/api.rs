@@ -10,14 +10,12 @@ use tokio::sync::Mutex;
 
 use crate::config::Secret;
 use crate::platform::PlatformError;
+use crate::platform::download::{self, Download, file_name};
 
 /// Refresh this long before WeCom says the token expires.
 const TOKEN_MARGIN: Duration = Duration::from_secs(300);
 /// How long to wait after WeCom's frequency limits (45009, 45033).
 const RATE_LIMIT_BACKOFF_SECS: u64 = 60;
-/// The largest media `media_get` downloads: WeCom's own upload limit for
-/// files (images and voice are 2 MB, video 10 MB, files 20 MB).
-pub const MAX_MEDIA_BYTES: usize = 20 * 1024 * 1024;
 
 /// A message for one recipient.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,15 +117,6 @@ fn is_listed(invalid: Option<&Value>, user: &str) -> bool {
             .any(|u| u.eq_ignore_ascii_case(user)),
         _ => false,
     }
-}
-
-/// The file name in a `Content-disposition: attachment; filename="x.jpg"`.
-fn file_name(disposition: &str) -> Option<String> {
-    disposition.split(';').find_map(|part| {
-        let value = part.trim().strip_prefix("filename=")?;
-        let name = value.trim().trim_matches('"');
-        (!name.is_empty()).then(|| name.to_owned())
-    })
 }
 
 fn transport(e: reqwest::Error) -> PlatformError {
@@ -358,7 +347,7 @@ impl WecomApi {
         let mut refreshed = false;
         loop {
             let token = self.access_token().await?;
-            let mut response = self
+            let response = self
                 .http
                 .get(format!("{}/cgi-bin/media/get", self.base))
                 .query(&[("access_token", token.as_str()), ("media_id", media_id)])
@@ -376,33 +365,11 @@ impl WecomApi {
                     "media/get: HTTP {status}"
                 )));
             }
-            let header = |name| {
-                response
-                    .headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            };
-            let content_type = header(reqwest::header::CONTENT_TYPE).unwrap_or_default();
-            let disposition = header(reqwest::header::CONTENT_DISPOSITION);
-            let too_large = || {
-                PlatformError::Permanent(format!(
-                    "media/get: {media_id} is larger than {MAX_MEDIA_BYTES} bytes"
-                ))
-            };
-            if response
-                .content_length()
-                .is_some_and(|n| n > MAX_MEDIA_BYTES as u64)
-            {
-                return Err(too_large());
-            }
-            let mut bytes = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(transport)? {
-                if bytes.len() + chunk.len() > MAX_MEDIA_BYTES {
-                    return Err(too_large());
-                }
-                bytes.extend_from_slice(&chunk);
-            }
+            let Download {
+                content_type,
+                disposition,
+                bytes,
+            } = download::read(response, "media/get").await?;
             // Errors come as JSON (WeCom labels them application/json or
             // text/plain); a download always carries a Content-disposition.
             let is_error = disposition.is_none()
@@ -428,7 +395,7 @@ impl WecomApi {
                         "media/get: JSON answer without media".into(),
                     ));
                 }
-                45001 => return Err(too_large()),
+                45001 => return Err(download::too_large("media/get")),
                 _ => return Err(refusal("media/get", &reply)),
             }
         }
