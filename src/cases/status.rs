@@ -1,22 +1,28 @@
 //! The states a case and its self-departure process are stored with (the
 //! `absence_cases.status` and `departures.state` columns): shared by the
 //! ladder, the case store, the scan and the self-departure process. The
-//! database keeps the words; Rust code compares these enums.
-
-use std::fmt;
-use std::str::FromStr;
+//! database keeps the words (`as_str`, and `parse` back); Rust code
+//! compares these enums.
 
 use entity::{absence_case, departure};
 use serde::{Deserialize, Serialize};
 
-/// A stored state that is none of the words rollcall writes.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown state `{0}`")]
-pub struct UnknownState(pub String);
-
 /// Where a case stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum CaseStatus {
     Open,
     /// The employee replied: the ladder waits for HR.
@@ -30,13 +36,8 @@ pub enum CaseStatus {
 
 impl CaseStatus {
     /// The word stored in `absence_cases.status`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            CaseStatus::Open => "open",
-            CaseStatus::Paused => "paused",
-            CaseStatus::Departing => "departing",
-            CaseStatus::Resolved => "resolved",
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 
     /// The status of a stored case (`None`: a word rollcall does not write).
@@ -45,28 +46,19 @@ impl CaseStatus {
     }
 }
 
-impl FromStr for CaseStatus {
-    type Err = UnknownState;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "open" => Ok(CaseStatus::Open),
-            "paused" => Ok(CaseStatus::Paused),
-            "departing" => Ok(CaseStatus::Departing),
-            "resolved" => Ok(CaseStatus::Resolved),
-            other => Err(UnknownState(other.to_owned())),
-        }
-    }
-}
-
-impl fmt::Display for CaseStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// Where a self-departure process stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumIter,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum DepartureState {
     /// Waiting for the confirmations and the union item.
     Collecting,
@@ -80,13 +72,8 @@ pub enum DepartureState {
 
 impl DepartureState {
     /// The word stored in `departures.state`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            DepartureState::Collecting => "collecting",
-            DepartureState::Halted => "halted",
-            DepartureState::Terminated => "terminated",
-            DepartureState::Cancelled => "cancelled",
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 
     /// The state of a stored process (`None`: a word rollcall does not write).
@@ -95,48 +82,28 @@ impl DepartureState {
     }
 }
 
-impl FromStr for DepartureState {
-    type Err = UnknownState;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "collecting" => Ok(DepartureState::Collecting),
-            "halted" => Ok(DepartureState::Halted),
-            "terminated" => Ok(DepartureState::Terminated),
-            "cancelled" => Ok(DepartureState::Cancelled),
-            other => Err(UnknownState(other.to_owned())),
-        }
-    }
-}
-
-impl fmt::Display for DepartureState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use strum::IntoEnumIterator;
+
     use super::*;
 
     #[test]
     fn the_stored_words_read_back() {
-        for s in [
-            CaseStatus::Open,
-            CaseStatus::Paused,
-            CaseStatus::Departing,
-            CaseStatus::Resolved,
-        ] {
+        let words: Vec<&str> = CaseStatus::iter().map(CaseStatus::as_str).collect();
+        assert_eq!(words, ["open", "paused", "departing", "resolved"]);
+        for s in CaseStatus::iter() {
             assert_eq!(s.as_str().parse::<CaseStatus>(), Ok(s));
+            assert_eq!(s.to_string(), s.as_str());
+            // The serde name is the stored word.
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
-        for s in [
-            DepartureState::Collecting,
-            DepartureState::Halted,
-            DepartureState::Terminated,
-            DepartureState::Cancelled,
-        ] {
+        let words: Vec<&str> = DepartureState::iter().map(DepartureState::as_str).collect();
+        assert_eq!(words, ["collecting", "halted", "terminated", "cancelled"]);
+        for s in DepartureState::iter() {
             assert_eq!(s.as_str().parse::<DepartureState>(), Ok(s));
         }
-        assert!("closed".parse::<CaseStatus>().is_err());
+        assert!("Open".parse::<CaseStatus>().is_err());
+        assert!("".parse::<DepartureState>().is_err());
     }
 }

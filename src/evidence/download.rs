@@ -23,6 +23,28 @@ use crate::runtime::Runtime;
 /// How long a download link works.
 pub const LINK_TTL_HOURS: i64 = 24;
 
+/// Where a requested package stands (the `export_downloads.status`
+/// column, which keeps the words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum DownloadStatus {
+    /// Asked for; its job has not built it yet.
+    Pending,
+    /// Built; the link works until it expires or is used.
+    Ready,
+    /// Could not be built (the asker was told why).
+    Failed,
+    /// Served once; the zip is gone.
+    Downloaded,
+}
+
+impl DownloadStatus {
+    /// The word stored in `export_downloads.status`.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
     #[error(transparent)]
@@ -51,7 +73,7 @@ pub async fn request<C: ConnectionTrait>(
         case_id: Set(case),
         requested_by: Set(requested_by.to_owned()),
         inbound_event_id: Set(event_id),
-        status: Set("pending".to_owned()),
+        status: Set(DownloadStatus::Pending.as_str().to_owned()),
         created_at: Set(now),
         ..Default::default()
     };
@@ -73,7 +95,7 @@ pub async fn build(rt: &Runtime, id: i64) -> Result<(), DownloadError> {
     let Some(row) = export_download::Entity::find_by_id(id).one(db).await? else {
         return Ok(());
     };
-    if row.status != "pending" {
+    if row.status != DownloadStatus::Pending.as_str() {
         return Ok(());
     }
     let Some(tenant) = rt.tenant(&row.tenant_id).cloned() else {
@@ -85,7 +107,7 @@ pub async fn build(rt: &Runtime, id: i64) -> Result<(), DownloadError> {
     let built = export::package(rt, &row.tenant_id, &row.employee, row.case_id).await;
     let now = rt.clock.now();
     let case_text = row.case_id.map(case_no);
-    let (status, block, context) = match built {
+    let context = match built {
         Ok(package) => {
             let token = hex(&rand::random::<[u8; 32]>());
             let expires = now + Duration::hours(LINK_TTL_HOURS);
@@ -97,7 +119,10 @@ pub async fn build(rt: &Runtime, id: i64) -> Result<(), DownloadError> {
             let summary = &package.summary;
             let txn = db.begin().await?;
             let done = export_download::Entity::update_many()
-                .col_expr(export_download::Column::Status, Expr::value("ready"))
+                .col_expr(
+                    export_download::Column::Status,
+                    Expr::value(DownloadStatus::Ready.as_str()),
+                )
                 .col_expr(
                     export_download::Column::TokenSha256,
                     Expr::value(sha256_hex(token.as_bytes())),
@@ -109,7 +134,7 @@ pub async fn build(rt: &Runtime, id: i64) -> Result<(), DownloadError> {
                 )
                 .col_expr(export_download::Column::ExpiresAt, Expr::value(expires))
                 .filter(export_download::Column::Id.eq(id))
-                .filter(export_download::Column::Status.eq("pending"))
+                .filter(export_download::Column::Status.eq(DownloadStatus::Pending.as_str()))
                 .exec(&txn)
                 .await?;
             if done.rows_affected == 0 {
@@ -149,26 +174,25 @@ pub async fn build(rt: &Runtime, id: i64) -> Result<(), DownloadError> {
             if matches!(e, ExportError::Db(_)) {
                 tracing::warn!(id, error = %e, "building a case package failed");
             }
-            (
-                "failed",
-                "failed",
-                json!({ "name": name, "reason": e.to_string() }),
-            )
+            json!({ "name": name, "reason": e.to_string() })
         }
     };
     let txn = db.begin().await?;
     let done = export_download::Entity::update_many()
-        .col_expr(export_download::Column::Status, Expr::value(status))
+        .col_expr(
+            export_download::Column::Status,
+            Expr::value(DownloadStatus::Failed.as_str()),
+        )
         .col_expr(
             export_download::Column::Error,
             Expr::value(context["reason"].as_str().map(str::to_owned)),
         )
         .filter(export_download::Column::Id.eq(id))
-        .filter(export_download::Column::Status.eq("pending"))
+        .filter(export_download::Column::Status.eq(DownloadStatus::Pending.as_str()))
         .exec(&txn)
         .await?;
     if done.rows_affected == 1 {
-        send(rt, &txn, &row, block, &context, now).await?;
+        send(rt, &txn, &row, "failed", &context, now).await?;
     }
     txn.commit().await?;
     Ok(())
@@ -226,10 +250,13 @@ pub async fn take(rt: &Runtime, token: &str) -> Result<Taken, DbErr> {
     let txn = rt.db.orm.begin().await?;
     // The write comes first: it claims the row (SQLite: the database).
     let claimed = export_download::Entity::update_many()
-        .col_expr(export_download::Column::Status, Expr::value("downloaded"))
+        .col_expr(
+            export_download::Column::Status,
+            Expr::value(DownloadStatus::Downloaded.as_str()),
+        )
         .col_expr(export_download::Column::DownloadedAt, Expr::value(now))
         .filter(export_download::Column::TokenSha256.eq(&hash))
-        .filter(export_download::Column::Status.eq("ready"))
+        .filter(export_download::Column::Status.eq(DownloadStatus::Ready.as_str()))
         .filter(export_download::Column::ExpiresAt.gt(now))
         .exec_with_returning(&txn)
         .await?;

@@ -11,7 +11,7 @@ pub mod render;
 pub mod sms;
 mod status;
 
-pub use status::{OutboxStatus, UnknownStatus};
+pub use status::OutboxStatus;
 
 use chrono::{DateTime, Duration, Utc};
 use entity::{absence_case, card_action, outbox};

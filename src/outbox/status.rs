@@ -1,13 +1,22 @@
 //! Where an outbox row stands (the `outbox.status` column). The database
-//! keeps the words; Rust code compares [`OutboxStatus`].
-
-use std::fmt;
-use std::str::FromStr;
+//! keeps the words (`as_str`, and `parse` back); Rust code compares
+//! [`OutboxStatus`].
 
 use entity::outbox;
 
 /// Where an outbox row stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumIter,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum OutboxStatus {
     /// Waiting for its delivery job.
     Pending,
@@ -25,15 +34,8 @@ pub enum OutboxStatus {
 
 impl OutboxStatus {
     /// The word stored in `outbox.status`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            OutboxStatus::Pending => "pending",
-            OutboxStatus::Sending => "sending",
-            OutboxStatus::Sent => "sent",
-            OutboxStatus::Undeliverable => "undeliverable",
-            OutboxStatus::Failed => "failed",
-            OutboxStatus::Cancelled => "cancelled",
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 
     /// The status of a stored row (`None`: a word rollcall does not write).
@@ -42,48 +44,29 @@ impl OutboxStatus {
     }
 }
 
-/// A stored status that is none of the words rollcall writes.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown outbox status `{0}`")]
-pub struct UnknownStatus(pub String);
-
-impl FromStr for OutboxStatus {
-    type Err = UnknownStatus;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "pending" => Ok(OutboxStatus::Pending),
-            "sending" => Ok(OutboxStatus::Sending),
-            "sent" => Ok(OutboxStatus::Sent),
-            "undeliverable" => Ok(OutboxStatus::Undeliverable),
-            "failed" => Ok(OutboxStatus::Failed),
-            "cancelled" => Ok(OutboxStatus::Cancelled),
-            other => Err(UnknownStatus(other.to_owned())),
-        }
-    }
-}
-
-impl fmt::Display for OutboxStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use strum::IntoEnumIterator;
+
     use super::*;
 
     #[test]
     fn the_stored_words_read_back() {
-        for s in [
-            OutboxStatus::Pending,
-            OutboxStatus::Sending,
-            OutboxStatus::Sent,
-            OutboxStatus::Undeliverable,
-            OutboxStatus::Failed,
-            OutboxStatus::Cancelled,
-        ] {
+        let words: Vec<&str> = OutboxStatus::iter().map(OutboxStatus::as_str).collect();
+        assert_eq!(
+            words,
+            [
+                "pending",
+                "sending",
+                "sent",
+                "undeliverable",
+                "failed",
+                "cancelled"
+            ]
+        );
+        for s in OutboxStatus::iter() {
             assert_eq!(s.as_str().parse::<OutboxStatus>(), Ok(s));
+            assert_eq!(s.to_string(), s.as_str());
         }
         assert!("queued".parse::<OutboxStatus>().is_err());
     }
