@@ -220,3 +220,98 @@ async fn a_scan_whose_punches_cannot_be_read_judges_nothing(#[case] engine: Engi
     s.stop().await;
     db.cleanup().await;
 }
+
+/// `rollcall punches`, as an operator runs it after the platform was down:
+/// the period's punches are imported and said how many; run again, nothing
+/// new; an unknown tenant is named.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_imports_punches_on_demand(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let sandbox = rollcall::platform::sandbox::SandboxApi::start("wwsandbox", "sandbox-secret")
+        .await
+        .unwrap();
+    let dir = db.dir.path().to_owned();
+    std::fs::write(
+        dir.join("rollcall.toml"),
+        format!(
+            "[server]\ndata_key_file = \"data.key\"\n[database]\nurl = \"{}\"\n[[tenants]]\nid = \"acme\"\n[tenants.wecom]\ncorp_id = \"wwsandbox\"\nagent_id = 1\nsecret = \"sandbox-secret\"\ntoken = \"t\"\nencoding_aes_key = \"jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C\"\napi_base = \"{}\"\n",
+            db.url,
+            sandbox.api_base()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("staff.csv"),
+        "user_id,name\nzhangsan,张三\nlisi,李四\n",
+    )
+    .unwrap();
+    let punched = shanghai("2026-12-01", "08:02").timestamp();
+    sandbox.add_checkins(vec![
+        serde_json::json!({"userid": "zhangsan", "checkin_type": "上班打卡", "exception_type": "",
+                           "checkin_time": punched, "location_title": "一号工地", "lat": 31230500, "lng": 121473800}),
+        serde_json::json!({"userid": "lisi", "checkin_type": "上班打卡", "exception_type": "未打卡",
+                           "checkin_time": punched, "lat": 0, "lng": 0}),
+    ]);
+    // The binary calls the sandbox, which runs on this test's runtime.
+    let run = |args: &'static [&'static str]| {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+                .args(args)
+                .current_dir(&dir)
+                .env("RUST_LOG", "error")
+                .env_remove("ROLLCALL_DATABASE_URL")
+                .env_remove("ROLLCALL_CONFIG")
+                .env_remove("ROLLCALL_DATA_KEY")
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(&["employees", "import", "staff.csv", "--tenant", "acme"])
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let import: &'static [&'static str] = &[
+        "punches",
+        "--tenant",
+        "acme",
+        "--from",
+        "2026-12-01",
+        "--to",
+        "2026-12-01",
+    ];
+    for new in [1, 0] {
+        let out = run(import).await.unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            report,
+            serde_json::json!({ "tenant": "acme", "listed": 1, "new": new })
+        );
+    }
+    assert_eq!(sandbox.checkin_calls(), 2);
+    let conn = rollcall::db::Database::open(&db.url).await.unwrap();
+    let ins = check_in::Entity::find().all(&conn.orm).await.unwrap();
+    assert_eq!(ins.len(), 1, "{ins:?}");
+    assert_eq!(
+        (ins[0].user_id.as_str(), ins[0].source.as_str()),
+        ("zhangsan", "punch")
+    );
+    assert_eq!(ins[0].checked_at.timestamp(), punched);
+    let out = run(&["punches", "--tenant", "nobody"]).await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nobody"));
+    conn.close().await;
+    db.cleanup().await;
+}
