@@ -940,6 +940,21 @@ async fn work_notices_are_asked_about_and_a_dropped_one_is_undeliverable(#[case]
             .is_some_and(|e| e.contains("invalid_user_id_list")),
         "{lisi:?}"
     );
+    // The leaf keeps DingTalk's answer that says so.
+    let undelivered = entity::evidence_leaf::Entity::find()
+        .filter(entity::evidence_leaf::Column::Kind.eq("message_undeliverable"))
+        .filter(entity::evidence_leaf::Column::Subject.eq("lisi"))
+        .all(&s.rt.db.orm)
+        .await
+        .unwrap();
+    assert!(
+        undelivered
+            .iter()
+            .any(|l| l.content.as_deref().is_some_and(
+                |c| c.contains("invalid_user_id_list") && c.contains("\"role\":\"response\"")
+            )),
+        "{undelivered:?}"
+    );
     s.settle().await.unwrap();
     let told = entity::outbox::Entity::find()
         .filter(entity::outbox::Column::IdemKey.eq(format!("undeliverable:{}:wangmin", lisi.id)))

@@ -698,7 +698,7 @@ async fn retry_later(rt: &Runtime, row: &outbox::Model, reason: &str) -> Result<
         .filter(outbox::Column::Id.eq(row.id))
         .exec(&txn)
         .await?;
-    attempt_leaf(rt, &txn, row, "message_attempt_failed", reason).await?;
+    attempt_leaf(rt, &txn, row, "message_attempt_failed", reason.into()).await?;
     txn.commit().await?;
     Ok(())
 }
@@ -709,17 +709,37 @@ async fn attempt_leaf<C: ConnectionTrait>(
     conn: &C,
     row: &outbox::Model,
     kind: &str,
-    reason: &str,
+    why: Why<'_>,
 ) -> Result<(), DbErr> {
     let now = rt.clock.now();
-    let leaf = message_leaf(conn, kind, row)
+    let mut leaf = message_leaf(conn, kind, row)
         .await?
         .occurred_at(now)
         .detail(
-            json!({ "recipient": row.recipient, "attempt": row.attempts + 1, "reason": reason }),
+            json!({ "recipient": row.recipient, "attempt": row.attempts + 1, "reason": why.reason }),
         );
+    if let Some(response) = why.response {
+        leaf = leaf.raw("response", response.media_type, response.bytes.clone());
+    }
     append_one(conn, &row.tenant_id, now, leaf).await?;
     Ok(())
+}
+
+/// Why an attempt failed or a row was given up: the reason, and the
+/// platform's answer that says so when there is one (kept as evidence).
+#[derive(Clone, Copy)]
+struct Why<'a> {
+    reason: &'a str,
+    response: Option<&'a crate::platform::Exchange>,
+}
+
+impl<'a> From<&'a str> for Why<'a> {
+    fn from(reason: &'a str) -> Why<'a> {
+        Why {
+            reason,
+            response: None,
+        }
+    }
 }
 
 /// Marks `row` final without sending it (cancelled, or failed before any
@@ -745,7 +765,7 @@ async fn finish(
         &txn,
         row,
         &format!("message_{status}"),
-        error.unwrap_or_default(),
+        error.unwrap_or_default().into(),
     )
     .await?;
     txn.commit().await?;
@@ -763,7 +783,7 @@ pub async fn check_read(
     on_give_up: &dyn OnGiveUp,
 ) -> Result<reads::Checked, DeliverError> {
     let checked = reads::check(rt, id, round).await?;
-    let reads::Checked::NeverDelivered { reason } = &checked else {
+    let reads::Checked::NeverDelivered { reason, response } = &checked else {
         return Ok(checked);
     };
     let Some(row) = outbox::Entity::find_by_id(id).one(&rt.db.orm).await? else {
@@ -775,7 +795,11 @@ pub async fn check_read(
     let txn = rt.db.orm.begin().await?;
     if reads::end_once(&txn, id, None, rt.clock.now()).await? {
         let status = OutboxStatus::Undeliverable;
-        give_up_in(rt, &txn, on_give_up, &tenant, &row, status, reason).await?;
+        let why = Why {
+            reason,
+            response: Some(response),
+        };
+        give_up_in(rt, &txn, on_give_up, &tenant, &row, status, why).await?;
     }
     txn.commit().await?;
     Ok(reads::Checked::Done("undeliverable"))
@@ -792,7 +816,7 @@ async fn give_up(
     reason: &str,
 ) -> Result<(), DeliverError> {
     let txn = rt.db.orm.begin().await?;
-    give_up_in(rt, &txn, on_give_up, tenant, row, status, reason).await?;
+    give_up_in(rt, &txn, on_give_up, tenant, row, status, reason.into()).await?;
     txn.commit().await?;
     Ok(())
 }
@@ -805,20 +829,22 @@ async fn give_up_in(
     tenant: &Tenant,
     row: &outbox::Model,
     status: OutboxStatus,
-    reason: &str,
+    why: Why<'_>,
 ) -> Result<(), DeliverError> {
     outbox::Entity::update_many()
         .col_expr(
             outbox::Column::Status,
             Expr::value(status.as_str().to_owned()),
         )
-        .col_expr(outbox::Column::Error, Expr::value(reason.to_owned()))
+        .col_expr(outbox::Column::Error, Expr::value(why.reason.to_owned()))
         .filter(outbox::Column::Id.eq(row.id))
         .exec(txn)
         .await?;
-    attempt_leaf(rt, txn, row, &format!("message_{status}"), reason).await?;
+    attempt_leaf(rt, txn, row, &format!("message_{status}"), why).await?;
     if !row.idem_key.starts_with("undeliverable:") {
-        on_give_up.given_up(rt, txn, tenant, row, reason).await?;
+        on_give_up
+            .given_up(rt, txn, tenant, row, why.reason)
+            .await?;
     }
     Ok(())
 }

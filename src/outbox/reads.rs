@@ -21,7 +21,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
 use serde_json::json;
 
 use crate::evidence::append_one;
-use crate::platform::{ChatApi, PlatformError};
+use crate::platform::{ChatApi, Exchange, PlatformError};
 use crate::runtime::Runtime;
 
 /// When the checks happen, in units after sending.
@@ -49,8 +49,8 @@ pub enum Checked {
     /// Read, unread at the end, or not to be asked: done.
     Done(&'static str),
     /// The platform says the message, which it had accepted, never
-    /// reached its recipient; nothing is recorded yet.
-    NeverDelivered { reason: String },
+    /// reached its recipient (why, and its answer); nothing is recorded yet.
+    NeverDelivered { reason: String, response: Exchange },
 }
 
 /// Marks the asking about row `id` ended (with `read_at` when read), once:
@@ -149,9 +149,6 @@ pub async fn check(rt: &Runtime, id: i64, round: u32) -> Result<Checked, sea_orm
             record_end(rt, &row, None, leaf).await?;
             return Ok(Checked::Done("unanswered"));
         }
-        Err(PlatformError::Undeliverable { reason, .. }) => {
-            return Ok(Checked::NeverDelivered { reason });
-        }
         Err(e) => {
             let leaf = leaf("read_status_unavailable").await?.detail(json!({
                 "recipient": row.recipient,
@@ -162,6 +159,16 @@ pub async fn check(rt: &Runtime, id: i64, round: u32) -> Result<Checked, sea_orm
             return Ok(Checked::Done("unavailable"));
         }
     };
+    if let Some((_, reason)) = status
+        .undelivered
+        .iter()
+        .find(|(user, _)| *user == row.recipient)
+    {
+        return Ok(Checked::NeverDelivered {
+            reason: reason.clone(),
+            response: status.response,
+        });
+    }
     let reader = status
         .receipts
         .iter()

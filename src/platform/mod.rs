@@ -236,6 +236,9 @@ pub fn punch_key(user: &str, at_ms: i64) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadStatus {
     pub receipts: Vec<ReadReceipt>,
+    /// Recipients the platform accepted the message for and then says it
+    /// never delivered to (user, why): a DingTalk work notice it dropped.
+    pub undelivered: Vec<(String, String)>,
     /// The answer as received.
     pub response: Exchange,
 }

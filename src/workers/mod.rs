@@ -210,7 +210,7 @@ async fn check_read(job: CheckRead, rt: Data<Runtime>) -> Result<(), BoxDynError
         }
         // check_read has given the row up already (this arm is for the
         // bare reads::check).
-        crate::outbox::reads::Checked::NeverDelivered { reason } => {
+        crate::outbox::reads::Checked::NeverDelivered { reason, .. } => {
             tracing::info!(id = job.outbox_id, %reason, "never delivered");
         }
         crate::outbox::reads::Checked::Done(how) => {

@@ -92,6 +92,10 @@ pub struct DingtalkApiConfig {
 
 pub use crate::platform::{ReadReceipt, ReadStatus};
 
+/// `getsendresult`'s code for a work notice dropped because the same
+/// content reached the user earlier that day.
+const DUPLICATE_OF_THE_DAY: &str = "143106";
+
 /// How a work notice's task id is told from a robot message's
 /// processQueryKey in a [`Receipt::message_id`].
 const WORK_NOTICE: &str = "work_notice:";
@@ -720,9 +724,13 @@ impl DingtalkApi {
 
     /// Who read work notice `task` (`getsendresult`, for 24 hours after
     /// sending). DingTalk says whether, not when. A recipient the notice
-    /// never reached (listed as invalid, forbidden — a duplicate of the
-    /// day or over the daily quota, accepted and then dropped — or failed)
-    /// is an [`PlatformError::Undeliverable`] naming the list and code.
+    /// never reached (listed as invalid, failed, or forbidden over the daily
+    /// quota) is in [`ReadStatus::undelivered`], naming the list and code.
+    /// One forbidden as a duplicate of the day (143106) is not: rollcall's
+    /// texts differ from each other, so the duplicate is the resend of a
+    /// notice whose first answer was lost, and that first copy arrived; the
+    /// copy asked about says nothing about its read, so it is answered as
+    /// [`PlatformError::Permanent`] (the read status is unavailable).
     async fn work_notice_result(&self, task: &str) -> Result<ReadStatus, PlatformError> {
         const PATH: &str = "/topapi/message/corpconversation/getsendresult";
         let task_id: i64 = task
@@ -741,21 +749,30 @@ impl DingtalkApi {
                 })
                 .unwrap_or_default()
         };
+        let code_of = |user: &str| {
+            result["forbidden_list"]
+                .as_array()
+                .and_then(|l| l.iter().find(|f| f["userid"] == user))
+                .map(|f| match &f["code"] {
+                    Value::String(code) => code.clone(),
+                    other => other.to_string(),
+                })
+        };
+        let mut undelivered = Vec::new();
         for list in [
             "invalid_user_id_list",
             "forbidden_user_id_list",
             "failed_user_id_list",
         ] {
-            if let Some(user) = listed(list).into_iter().next() {
-                let code = result["forbidden_list"]
-                    .as_array()
-                    .and_then(|l| l.iter().find(|f| f["userid"] == user.as_str()))
-                    .map(|f| format!(" (code {})", f["code"].as_str().unwrap_or_default()))
-                    .unwrap_or_default();
-                return Err(PlatformError::Undeliverable {
-                    user,
-                    reason: format!("getsendresult: {list}{code}"),
-                });
+            for user in listed(list) {
+                let code = code_of(&user);
+                if code.as_deref() == Some(DUPLICATE_OF_THE_DAY) {
+                    return Err(PlatformError::Permanent(format!(
+                        "getsendresult: {user} had this notice already (forbidden, code {DUPLICATE_OF_THE_DAY}): a resend of a copy that arrived, whose read this task cannot tell"
+                    )));
+                }
+                let code = code.map(|c| format!(" (code {c})")).unwrap_or_default();
+                undelivered.push((user, format!("getsendresult: {list}{code}")));
             }
         }
         let receipts = listed("read_user_id_list")
@@ -777,6 +794,7 @@ impl DingtalkApi {
             .collect();
         Ok(ReadStatus {
             receipts,
+            undelivered,
             response: Exchange::json(raw),
         })
     }
@@ -1143,6 +1161,7 @@ impl ChatApi for DingtalkApi {
             .unwrap_or_default();
         Ok(ReadStatus {
             receipts,
+            undelivered: Vec::new(),
             response: Exchange::json(raw),
         })
     }
