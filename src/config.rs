@@ -630,6 +630,12 @@ fn resolve_tenant(i: usize, t: RawTenant, env: &dyn Env) -> Result<TenantConfig,
         .map(|d| resolve_dingtalk(&key("dingtalk"), d, env))
         .transpose()?;
     let attendance = resolve_attendance(&key("attendance"), t.attendance.unwrap_or_default())?;
+    if attendance.platform_punches && wecom.is_none() && dingtalk.is_none() {
+        return Err(invalid(
+            key("attendance.platform_punches"),
+            "needs a chat platform ([tenants.wecom] or [tenants.dingtalk]) to read the punches from",
+        ));
+    }
     let sites = t
         .sites
         .into_iter()
@@ -1413,6 +1419,23 @@ mod tests {
         let err = Config::parse(text, &[]).unwrap_err().to_string();
         assert!(err.contains(&format!("`{key}`")), "{err}");
         assert!(err.contains(reason), "{err}");
+    }
+
+    #[test]
+    fn platform_punches_need_a_platform() {
+        let text = "[[tenants]]\nid = \"acme\"\n[tenants.attendance]\nplatform_punches = true\n";
+        let err = Config::parse(text, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("`tenants[0].attendance.platform_punches`")
+                && err.contains("chat platform"),
+            "{err}"
+        );
+        let c = Config::parse(
+            &tenant("[tenants.attendance]\nplatform_punches = true"),
+            &[],
+        )
+        .unwrap();
+        assert!(c.tenants[0].attendance.platform_punches);
     }
 
     #[test]

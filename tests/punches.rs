@@ -287,6 +287,38 @@ async fn the_command_line_imports_punches_on_demand(#[case] engine: Engine) {
         "--to",
         "2026-12-01",
     ];
+    // 李四's punch was stored before (by an import that stopped half-way,
+    // or as an event still waiting for its handler) and never handled:
+    // this import is what handles it.
+    sandbox.add_checkins(vec![
+        serde_json::json!({"userid": "lisi", "checkin_type": "上班打卡",
+        "exception_type": "", "checkin_time": punched + 60, "lat": 0, "lng": 0}),
+    ]);
+    let conn = rollcall::db::Database::open(&db.url).await.unwrap();
+    let (inbox, mut committers) = rollcall::inbox::Inbox::start(conn.clone());
+    let waiting = rollcall::platform::InboundEvent {
+        sender: "lisi".into(),
+        sent_at: punched + 60,
+        dedup_key: rollcall::platform::punch_key("lisi", (punched + 60) * 1000),
+        media_type: "application/json".into(),
+        kind: rollcall::platform::InboundKind::Punch {
+            latitude: None,
+            longitude: None,
+            label: None,
+        },
+    };
+    let row = rollcall::inbox::NewInbound::new(
+        "acme",
+        "wecom",
+        &waiting,
+        String::new(),
+        "{}".into(),
+        "{}".into(),
+        chrono::Utc::now(),
+    );
+    inbox.store(row).await.unwrap();
+    drop(inbox);
+    while committers.join_next().await.is_some() {}
     for new in [1, 0] {
         let out = run(import).await.unwrap();
         assert!(
@@ -297,18 +329,29 @@ async fn the_command_line_imports_punches_on_demand(#[case] engine: Engine) {
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(
             report,
-            serde_json::json!({ "tenant": "acme", "listed": 1, "new": new })
+            serde_json::json!({ "tenant": "acme", "listed": 2, "new": new })
         );
     }
     assert_eq!(sandbox.checkin_calls(), 2);
-    let conn = rollcall::db::Database::open(&db.url).await.unwrap();
-    let ins = check_in::Entity::find().all(&conn.orm).await.unwrap();
-    assert_eq!(ins.len(), 1, "{ins:?}");
+    let mut ins = check_in::Entity::find().all(&conn.orm).await.unwrap();
+    ins.sort_by_key(|i| i.checked_at);
+    let got: Vec<(&str, &str, i64)> = ins
+        .iter()
+        .map(|i| {
+            (
+                i.user_id.as_str(),
+                i.source.as_str(),
+                i.checked_at.timestamp(),
+            )
+        })
+        .collect();
     assert_eq!(
-        (ins[0].user_id.as_str(), ins[0].source.as_str()),
-        ("zhangsan", "punch")
+        got,
+        [
+            ("zhangsan", "punch", punched),
+            ("lisi", "punch", punched + 60)
+        ]
     );
-    assert_eq!(ins[0].checked_at.timestamp(), punched);
     let out = run(&["punches", "--tenant", "nobody"]).await.unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nobody"));

@@ -84,7 +84,7 @@ pub async fn import(
     report.listed = records.len();
 
     let (inbox, mut committers) = Inbox::start(rt.db.clone());
-    let mut new_keys = Vec::new();
+    let mut keys = Vec::with_capacity(records.len());
     for record in &records {
         let row = NewInbound::new(
             tenant_id,
@@ -96,17 +96,21 @@ pub async fn import(
             Utc::now(),
         );
         if inbox.store(row).await? == Stored::New {
-            new_keys.push(record.event.dedup_key.clone());
+            report.new += 1;
         }
+        keys.push(record.event.dedup_key.clone());
     }
     drop(inbox);
     while committers.join_next().await.is_some() {}
-    report.new = new_keys.len();
 
-    // Handled here rather than left to the queued jobs (which then find
-    // them handled), in the order they were punched.
+    // Every listed punch not yet handled is handled here, in the order they
+    // were punched, rather than left to the queued jobs (which then find
+    // them handled): the new ones, and those stored before but not handled
+    // yet (a punch event still in the queue, an import that stopped
+    // half-way, another import running beside this one). Handling claims
+    // each row, so doing it twice does nothing twice.
     let mut ids: Vec<(i64, i64)> = Vec::new();
-    for keys in new_keys.chunks(IN_CHUNK) {
+    for keys in keys.chunks(IN_CHUNK) {
         let rows: Vec<(i64, i64)> = inbound_event::Entity::find()
             .select_only()
             .column(inbound_event::Column::PlatformTime)
@@ -114,6 +118,7 @@ pub async fn import(
             .filter(inbound_event::Column::TenantId.eq(tenant_id))
             .filter(inbound_event::Column::Platform.eq(api.platform()))
             .filter(inbound_event::Column::MsgKey.is_in(keys.iter().cloned()))
+            .filter(inbound_event::Column::ProcessedAt.is_null())
             .into_tuple()
             .all(db)
             .await?;
@@ -200,6 +205,7 @@ pub async fn scan(
         };
         let from = start_of(day, tenant.config.timezone).unwrap_or(now);
         import(rt, tenant_id, from, now).await?;
+        return Ok(crate::cases::scan::scan(rt, tenant_id, Some(day)).await?);
     }
     Ok(crate::cases::scan::scan(rt, tenant_id, day).await?)
 }
