@@ -145,6 +145,10 @@ pub struct TenantSink {
 #[async_trait::async_trait]
 impl crate::platform::EventSink for TenantSink {
     async fn store(&self, event: &InboundEvent, raw: &str, plaintext: &str) -> Result<(), String> {
+        let (raw, plaintext) = match &event.own_part {
+            Some(own) => (own.as_str(), own.as_str()),
+            None => (raw, plaintext),
+        };
         let row = NewInbound::new(
             &self.tenant_id,
             self.platform,

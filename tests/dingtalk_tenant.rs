@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::*;
-use entity::{absence_case, case_event, check_in};
+use entity::{absence_case, case_event, check_in, inbound_event};
 use rollcall::app::RunningApp;
 use rollcall::clock::{Clock, SimulatedClock};
 use rollcall::config::{Config, ProcessEnv};
@@ -554,6 +554,20 @@ async fn a_redelivered_event_frame_is_stored_once(#[case] engine: Engine) {
     assert_eq!(rows[0].from_user, "zhangsan");
     assert_eq!(rows[1].from_user, "lisi");
     assert!(rows.iter().all(|r| r.kind == "punch"));
+    // Each keeps its own entry of the frame, not the other person's.
+    let stored = inbound_event::Entity::find()
+        .order_by_asc(inbound_event::Column::Id)
+        .all(&s.app.db.orm)
+        .await
+        .unwrap();
+    for (row, (own, other)) in stored
+        .iter()
+        .zip([("zhangsan", "lisi"), ("lisi", "zhangsan")])
+    {
+        for text in [&row.raw_body, &row.plaintext] {
+            assert!(text.contains(own) && !text.contains(other), "{text}");
+        }
+    }
     let mut ins = check_in::Entity::find().all(&s.app.db.orm).await.unwrap();
     ins.sort_by(|a, b| b.user_id.cmp(&a.user_id));
     assert_eq!(ins.len(), 2, "{ins:?}");

@@ -297,6 +297,7 @@ async fn the_command_line_imports_punches_on_demand(#[case] engine: Engine) {
     let conn = rollcall::db::Database::open(&db.url).await.unwrap();
     let (inbox, mut committers) = rollcall::inbox::Inbox::start(conn.clone());
     let waiting = rollcall::platform::InboundEvent {
+        own_part: None,
         sender: "lisi".into(),
         sent_at: punched + 60,
         dedup_key: rollcall::platform::punch_key("lisi", (punched + 60) * 1000),

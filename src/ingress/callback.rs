@@ -76,13 +76,19 @@ pub async fn receive(
     // a retry after a failure finds the stored ones by their keys.
     let mut outcome = Outcome::Duplicate;
     for event in &events {
+        // An event that is one of several people's in the delivery keeps
+        // only its own part: no one's record holds another person's.
+        let (body, plaintext) = match &event.own_part {
+            Some(own) => (own.clone(), own.clone()),
+            None => (body.clone(), plaintext.clone()),
+        };
         let row = NewInbound::new(
             &tenant,
             side.platform(),
             event,
             query.clone(),
-            body.clone(),
-            plaintext.clone(),
+            body,
+            plaintext,
             received_at,
         );
         match state.inbox.store(row).await {

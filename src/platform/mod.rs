@@ -373,6 +373,13 @@ pub struct InboundEvent {
     /// What was sent.
     #[serde(flatten)]
     pub kind: InboundKind,
+    /// When the delivery carries several people's events (a DingTalk
+    /// attendance event listing several punches): this event's own part of
+    /// it, stored as its raw body and text instead of the whole delivery, so
+    /// that no one's record (nor their evidence package) holds another
+    /// person's. `None`: the delivery is this event's alone.
+    #[serde(skip)]
+    pub own_part: Option<String>,
 }
 
 /// What events stored before the seam carried (WeCom's XML).

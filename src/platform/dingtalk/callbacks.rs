@@ -264,6 +264,7 @@ pub fn parse_robot_message(body: &str) -> Result<InboundEvent, Refusal> {
         },
     };
     Ok(InboundEvent {
+        own_part: None,
         sender,
         sent_at,
         dedup_key: format!("msg:{msg_id}"),
@@ -289,8 +290,9 @@ fn parse_event(event_type: &str, value: &Value, plaintext: &str, now: i64) -> Ve
 /// punches, possibly of several people, and each is a
 /// [`InboundKind::Punch`] of its own, known by its person and time
 /// ([`punch_key`]: a redelivery, or the same punch read from the
-/// attendance records, maps onto the same row); any other event is one
-/// [`InboundKind::Other`] known by `dedup_key`.
+/// attendance records, maps onto the same row), with its own entry as its
+/// [`InboundEvent::own_part`] when there are several; any other event is
+/// one [`InboundKind::Other`] known by `dedup_key`.
 pub(crate) fn events_of(
     event_type: &str,
     value: &Value,
@@ -298,13 +300,21 @@ pub(crate) fn events_of(
     now: i64,
 ) -> Vec<InboundEvent> {
     if event_type == "attendance_check_record" {
-        let punches: Vec<InboundEvent> = value
+        let entries: &[Value] = value
             .get("dataList")
             .or_else(|| value.get("DataList"))
             .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|entry| punch_of(entry, "checkTime", "address"))
+            .map_or(&[], Vec::as_slice);
+        let punches: Vec<InboundEvent> = entries
+            .iter()
+            .filter_map(|entry| {
+                let mut punch = punch_of(entry, "checkTime", "address")?;
+                // Several people's punches: each keeps only its own entry.
+                if entries.len() > 1 {
+                    punch.own_part = Some(entry.to_string());
+                }
+                Some(punch)
+            })
             .collect();
         if !punches.is_empty() {
             return punches;
@@ -335,6 +345,7 @@ fn event_of(event_type: &str, value: &Value, dedup_key: String, now: i64) -> Inb
         .map(|ms| ms / 1000)
         .unwrap_or(now);
     InboundEvent {
+        own_part: None,
         sender,
         sent_at,
         dedup_key,
@@ -373,6 +384,7 @@ pub(crate) fn punch_of(entry: &Value, time: &str, address: &str) -> Option<Inbou
         ("userLatitude", "userLongitude")
     };
     Some(InboundEvent {
+        own_part: None,
         dedup_key: punch_key(&sender, ms),
         sender,
         sent_at: ms.div_euclid(1000),
@@ -421,6 +433,7 @@ pub fn parse_card_callback(body: &str, now: i64) -> Result<InboundEvent, Refusal
         .ok_or_else(|| Refusal::Malformed("card callback names no button".into()))?
         .to_owned();
     Ok(InboundEvent {
+        own_part: None,
         dedup_key: format!("card:{card}:{user}:{key}"),
         sender: user,
         sent_at: now,

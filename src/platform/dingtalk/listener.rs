@@ -125,6 +125,7 @@ pub fn frame_events(frame: &StreamFrame, now: i64) -> Vec<InboundEvent> {
     parsed.unwrap_or_else(|reason| {
         tracing::warn!(topic, %reason, "DingTalk frame kept as it came");
         vec![InboundEvent {
+            own_part: None,
             sender: String::new(),
             sent_at,
             dedup_key: format!(

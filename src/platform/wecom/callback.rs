@@ -149,6 +149,7 @@ pub fn parse_message(plaintext: &str) -> Result<InboundEvent, ParseError> {
         },
     };
     Ok(InboundEvent {
+        own_part: None,
         dedup_key: dedup_key(&from_user, create_time, &kind),
         sender: from_user,
         sent_at: create_time,

@@ -114,6 +114,7 @@ fn punch_of(record: &Value) -> Option<InboundEvent> {
         _ => (None, None),
     };
     Some(InboundEvent {
+        own_part: None,
         sender: user.to_owned(),
         sent_at: at,
         dedup_key: punch_key(user, at * 1000),
