@@ -1063,7 +1063,7 @@ impl ChatApi for DingtalkApi {
 
     /// `media_id` is the `downloadCode` of the robot message: exchanged for
     /// a temporary link (`robot/messageFiles/download`), which is then
-    /// fetched without credentials, up to [`MAX_MEDIA_BYTES`]. The link never
+    /// fetched without credentials, up to [`MAX_MEDIA_BYTES`](download::MAX_MEDIA_BYTES). The link never
     /// appears in an error (it is signed).
     async fn fetch_media(&self, media_id: &str) -> Result<Media, PlatformError> {
         const WHAT: &str = "robot/messageFiles/download";

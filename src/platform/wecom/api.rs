@@ -341,7 +341,7 @@ impl WecomApi {
 
     /// Downloads media (`media/get`): the bytes on success, a JSON errcode
     /// on failure. Unknown or expired ids (40007) and files over
-    /// [`MAX_MEDIA_BYTES`] (or WeCom's 45001) are permanent; a rejected
+    /// [`MAX_MEDIA_BYTES`](download::MAX_MEDIA_BYTES) (or WeCom's 45001) are permanent; a rejected
     /// token is refreshed once.
     pub async fn media_get(&self, media_id: &str) -> Result<Media, PlatformError> {
         let mut refreshed = false;
