@@ -106,6 +106,19 @@ async fn a_punch_in_the_platforms_app_is_a_check_in_the_scan_counts(
         )
     );
     assert!(row.raw_body.contains("zhangsan") && !row.raw_body.contains("lisi"));
+    // What was asked is kept where a callback keeps its query: the API and
+    // the period, no one else's user id.
+    let asked: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(row.raw_query.as_bytes())
+            .into_owned()
+            .collect();
+    let api = match platform {
+        DemoPlatform::Wecom => "/cgi-bin/checkin/getcheckindata",
+        DemoPlatform::Dingtalk => "/attendance/listRecord",
+    };
+    assert_eq!(asked.get("api").map(String::as_str), Some(api), "{asked:?}");
+    assert_eq!(asked.len(), 3, "{asked:?}");
+    assert!(!row.raw_query.contains("lisi"));
     let leaf = entity::evidence_leaf::Entity::find()
         .filter(entity::evidence_leaf::Column::Source.eq(format!("inbound_events/{}", row.id)))
         .one(&s.rt().db.orm)

@@ -199,8 +199,9 @@ pub struct PunchRecord {
     pub event: InboundEvent,
     /// The record as the platform answered it (one entry of its list).
     pub raw: String,
-    /// What was asked, without the other users of the same request: the
-    /// API path and the period.
+    /// What was asked, without the other users of the same request, as a
+    /// query string (stored where a callback keeps its query): the API
+    /// path (`api`) and the period as the platform was asked for it.
     pub request: String,
 }
 
@@ -224,6 +225,16 @@ pub(crate) fn periods(
         start = end;
     }
     periods
+}
+
+/// [`PunchRecord::request`]: `api` and then `fields`, form-urlencoded.
+pub(crate) fn punch_request(api: &str, fields: &[(&str, &str)]) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("api", api);
+    for (name, value) in fields {
+        query.append_pair(name, value);
+    }
+    query.finish()
 }
 
 /// The dedup key of `user`'s punch at `at_ms` (ms since the epoch),

@@ -40,7 +40,7 @@ use crate::platform::dingtalk::callbacks::punch_of;
 use crate::platform::download::{self, Download, file_name};
 use crate::platform::{
     Card, ChatApi, Exchange, Media, Member, OutboundMessage, PlatformError, PunchRecord, Receipt,
-    periods,
+    periods, punch_request,
 };
 
 /// Refresh this long before DingTalk says a token expires (as the official
@@ -1218,7 +1218,10 @@ impl ChatApi for DingtalkApi {
                     punches.push(PunchRecord {
                         event,
                         raw: record.get().to_owned(),
-                        request: format!("POST {PATH} checkDateFrom={start} checkDateTo={end}"),
+                        request: punch_request(
+                            PATH,
+                            &[("checkDateFrom", &start), ("checkDateTo", &end)],
+                        ),
                     });
                 }
             }

@@ -10,7 +10,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::api::{WecomApi, refusal};
-use crate::platform::{InboundEvent, InboundKind, PlatformError, PunchRecord, periods, punch_key};
+use crate::platform::{
+    InboundEvent, InboundKind, PlatformError, PunchRecord, periods, punch_key, punch_request,
+};
 
 const PATH: &str = "/cgi-bin/checkin/getcheckindata";
 /// Most users one call takes.
@@ -74,10 +76,12 @@ impl WecomApi {
                     punches.push(PunchRecord {
                         event,
                         raw: record.get().to_owned(),
-                        request: format!(
-                            "POST {PATH} starttime={} endtime={}",
-                            start.timestamp(),
-                            end.timestamp()
+                        request: punch_request(
+                            PATH,
+                            &[
+                                ("starttime", &start.timestamp().to_string()),
+                                ("endtime", &end.timestamp().to_string()),
+                            ],
                         ),
                     });
                 }
