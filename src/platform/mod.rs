@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 pub mod aes_key;
 pub mod dingtalk;
 pub mod download;
+pub mod feishu;
 pub mod sandbox;
 mod select;
 pub mod wecom;
