@@ -48,8 +48,9 @@ pub struct Imported {
 }
 
 /// Reads the punches of `tenant_id`'s active employees from `from` to `to`
-/// from its platform, stores the new ones and records each as a check-in
-/// before it returns (so that a scan right after counts them).
+/// from its platform, stores the new ones, and handles every listed punch
+/// not handled yet (a check-in each) before it returns, so that a scan
+/// right after counts them.
 pub async fn import(
     rt: &Runtime,
     tenant_id: &str,
