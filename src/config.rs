@@ -142,6 +142,7 @@ pub struct TenantConfig {
     /// The tenant's chat platform: at most one of these is set.
     pub wecom: Option<WecomConfig>,
     pub dingtalk: Option<DingtalkConfig>,
+    pub feishu: Option<FeishuConfig>,
     pub attendance: AttendanceConfig,
     /// Work sites a location check-in is matched against.
     pub sites: Vec<Site>,
@@ -167,7 +168,7 @@ pub enum EventsArrive {
 
 impl TenantConfig {
     /// The name of this tenant's chat platform as the configuration spells
-    /// it (`wecom`, `dingtalk`), or `None` without one.
+    /// it (`wecom`, `dingtalk`, `feishu`), or `None` without one.
     pub fn platform(&self) -> Option<&'static str> {
         match self.events_arrive()? {
             EventsArrive::Callback(p) | EventsArrive::Connection(p) => Some(p),
@@ -178,6 +179,9 @@ impl TenantConfig {
     pub fn events_arrive(&self) -> Option<EventsArrive> {
         if self.wecom.is_some() {
             return Some(EventsArrive::Callback("wecom"));
+        }
+        if self.feishu.is_some() {
+            return Some(EventsArrive::Callback("feishu"));
         }
         match self.dingtalk.as_ref()?.mode {
             DingtalkMode::Stream => Some(EventsArrive::Connection("dingtalk")),
@@ -274,6 +278,48 @@ pub struct DingtalkConfig {
     pub api_base_v1: String,
 }
 
+/// A Feishu (飞书) or Lark custom app (`[tenants.feishu]`). Lark, the
+/// international edition, is the same API at another address
+/// (`api_base = "https://open.larksuite.com"`).
+#[derive(Debug, Clone)]
+pub struct FeishuConfig {
+    /// The app's App ID (`cli_…`).
+    pub app_id: String,
+    pub app_secret: Secret,
+    /// The Encrypt Key of the event subscription: with one, events arrive
+    /// encrypted and signed, and plain ones are refused; without one, plain
+    /// events are taken on the verification token alone.
+    pub encrypt_key: Option<Secret>,
+    /// The Verification Token of the event subscription.
+    pub verification_token: Secret,
+    /// Which of Feishu's ids is an employee's `user_id` in rollcall.
+    pub id_type: FeishuIdType,
+    /// `https://open.feishu.cn`, Lark's `https://open.larksuite.com`, or a
+    /// stand-in.
+    pub api_base: String,
+}
+
+/// Which Feishu id names a person (`id_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeishuIdType {
+    /// The tenant's own user id (the admin console's 用户 ID): the default,
+    /// the id a CSV import from the directory carries. Reading it needs the
+    /// `contact:user.employee_id:readonly` permission.
+    UserId,
+    /// The app's open id (`ou_…`), which needs no extra permission.
+    OpenId,
+}
+
+impl FeishuIdType {
+    /// The name Feishu's APIs take (`receive_id_type`, `user_id_type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeishuIdType::UserId => "user_id",
+            FeishuIdType::OpenId => "open_id",
+        }
+    }
+}
+
 /// How a DingTalk app delivers events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DingtalkMode {
@@ -342,6 +388,7 @@ struct RawTenant {
     timezone: Option<String>,
     wecom: Option<RawWecom>,
     dingtalk: Option<RawDingtalk>,
+    feishu: Option<RawFeishu>,
     attendance: Option<RawAttendance>,
     #[serde(default)]
     sites: Vec<RawSite>,
@@ -425,6 +472,23 @@ struct RawDingtalk {
     texts: Option<String>,
     api_base: Option<String>,
     api_base_v1: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFeishu {
+    app_id: Option<String>,
+    app_secret: Option<String>,
+    app_secret_env: Option<String>,
+    app_secret_file: Option<PathBuf>,
+    encrypt_key: Option<String>,
+    encrypt_key_env: Option<String>,
+    encrypt_key_file: Option<PathBuf>,
+    verification_token: Option<String>,
+    verification_token_env: Option<String>,
+    verification_token_file: Option<PathBuf>,
+    id_type: Option<String>,
+    api_base: Option<String>,
 }
 
 /// Where environment variables come from (the process, or a map in tests).
@@ -615,10 +679,16 @@ fn resolve_tenant(i: usize, t: RawTenant, env: &dyn Env) -> Result<TenantConfig,
             format!("`{timezone_text}` is not a known IANA time zone"),
         )
     })?;
-    if t.wecom.is_some() && t.dingtalk.is_some() {
+    let chats = [
+        ("wecom", t.wecom.is_some()),
+        ("dingtalk", t.dingtalk.is_some()),
+        ("feishu", t.feishu.is_some()),
+    ];
+    let chats: Vec<&str> = chats.iter().filter(|c| c.1).map(|c| c.0).collect();
+    if let [first, second, ..] = chats[..] {
         return Err(invalid(
-            key("dingtalk"),
-            format!("tenant `{id}` has [tenants.wecom] too: a tenant has one chat platform"),
+            key(second),
+            format!("tenant `{id}` has [tenants.{first}] too: a tenant has one chat platform"),
         ));
     }
     let wecom = t
@@ -629,11 +699,15 @@ fn resolve_tenant(i: usize, t: RawTenant, env: &dyn Env) -> Result<TenantConfig,
         .dingtalk
         .map(|d| resolve_dingtalk(&key("dingtalk"), d, env))
         .transpose()?;
+    let feishu = t
+        .feishu
+        .map(|f| resolve_feishu(&key("feishu"), f, env))
+        .transpose()?;
     let attendance = resolve_attendance(&key("attendance"), t.attendance.unwrap_or_default())?;
-    if attendance.platform_punches && wecom.is_none() && dingtalk.is_none() {
+    if attendance.platform_punches && chats.is_empty() {
         return Err(invalid(
             key("attendance.platform_punches"),
-            "needs a chat platform ([tenants.wecom] or [tenants.dingtalk]) to read the punches from",
+            "needs a chat platform ([tenants.wecom], [tenants.dingtalk] or [tenants.feishu]) to read the punches from",
         ));
     }
     let sites = t
@@ -682,6 +756,7 @@ fn resolve_tenant(i: usize, t: RawTenant, env: &dyn Env) -> Result<TenantConfig,
         timezone,
         wecom,
         dingtalk,
+        feishu,
         attendance,
         sites,
         policy,
@@ -930,6 +1005,56 @@ fn resolve_dingtalk(
             d.api_base_v1,
             "https://api.dingtalk.com",
         )?,
+    })
+}
+
+fn resolve_feishu(prefix: &str, f: RawFeishu, env: &dyn Env) -> Result<FeishuConfig, ConfigError> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    let app_id = f
+        .app_id
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| invalid(key("app_id"), "is missing"))?;
+    let app_secret = resolve_secret(
+        &key("app_secret"),
+        f.app_secret,
+        f.app_secret_env,
+        f.app_secret_file,
+        env,
+    )?;
+    let verification_token = resolve_secret(
+        &key("verification_token"),
+        f.verification_token,
+        f.verification_token_env,
+        f.verification_token_file,
+        env,
+    )?;
+    let encrypt_key = match (&f.encrypt_key, &f.encrypt_key_env, &f.encrypt_key_file) {
+        (None, None, None) => None,
+        _ => Some(resolve_secret(
+            &key("encrypt_key"),
+            f.encrypt_key,
+            f.encrypt_key_env,
+            f.encrypt_key_file,
+            env,
+        )?),
+    };
+    let id_type = match f.id_type.as_deref().unwrap_or("user_id") {
+        "user_id" => FeishuIdType::UserId,
+        "open_id" => FeishuIdType::OpenId,
+        other => {
+            return Err(invalid(
+                key("id_type"),
+                format!("`{other}` is neither \"user_id\" nor \"open_id\""),
+            ));
+        }
+    };
+    Ok(FeishuConfig {
+        app_id,
+        app_secret,
+        encrypt_key,
+        verification_token,
+        id_type,
+        api_base: resolve_base(&key("api_base"), f.api_base, "https://open.feishu.cn")?,
     })
 }
 
@@ -1346,6 +1471,53 @@ mod tests {
     fn bad_config_names_the_key(#[case] text: &str, #[case] key: &str) {
         let err = Config::parse(text, &[]).unwrap_err().to_string();
         assert!(err.contains(&format!("`{key}`")), "{err}");
+    }
+
+    fn feishu(extra: &str) -> String {
+        format!(
+            "[[tenants]]\nid = \"acme\"\n[tenants.feishu]\napp_id = \"cli_a\"\napp_secret = \"s\"\nverification_token = \"v\"\n{extra}"
+        )
+    }
+
+    #[test]
+    fn a_feishu_tenant_takes_callbacks_by_user_id_at_feishu() {
+        let c = Config::parse(&feishu(""), &[]).unwrap();
+        let f = c.tenants[0].feishu.as_ref().unwrap();
+        assert_eq!(f.app_id, "cli_a");
+        assert_eq!(f.verification_token.expose(), "v");
+        assert!(f.encrypt_key.is_none());
+        assert_eq!(f.id_type, FeishuIdType::UserId);
+        assert_eq!(f.api_base, "https://open.feishu.cn");
+        assert_eq!(
+            c.tenants[0].events_arrive(),
+            Some(EventsArrive::Callback("feishu"))
+        );
+        let lark = feishu(
+            "encrypt_key = \"k\"\nid_type = \"open_id\"\napi_base = \"https://open.larksuite.com\"\n",
+        );
+        let c = Config::parse(&lark, &[]).unwrap();
+        let f = c.tenants[0].feishu.as_ref().unwrap();
+        assert_eq!(f.encrypt_key.as_ref().unwrap().expose(), "k");
+        assert_eq!(f.id_type, FeishuIdType::OpenId);
+        assert_eq!(f.api_base, "https://open.larksuite.com");
+    }
+
+    #[rstest::rstest]
+    #[case::no_app_id(&feishu("").replace("app_id = \"cli_a\"\n", ""), "tenants[0].feishu.app_id", "missing")]
+    #[case::no_secret(&feishu("").replace("app_secret = \"s\"\n", ""), "tenants[0].feishu.app_secret", "missing")]
+    #[case::no_token(&feishu("").replace("verification_token = \"v\"\n", ""), "tenants[0].feishu.verification_token", "missing")]
+    #[case::empty_key(&feishu("encrypt_key = \"\"\n"), "tenants[0].feishu.encrypt_key", "empty")]
+    #[case::bad_id_type(&feishu("id_type = \"union_id\"\n"), "tenants[0].feishu.id_type", "union_id")]
+    #[case::bad_base(&feishu("api_base = \"ftp://x\"\n"), "tenants[0].feishu.api_base", "http or https")]
+    #[case::two_platforms(&format!("{}[tenants.dingtalk]\napp_key = \"d\"\napp_secret = \"s\"\nagent_id = 7\n", feishu("")), "tenants[0].feishu", "one chat platform")]
+    fn bad_feishu_config_says_what_is_wrong(
+        #[case] text: &str,
+        #[case] key: &str,
+        #[case] reason: &str,
+    ) {
+        let err = Config::parse(text, &[]).unwrap_err().to_string();
+        assert!(err.contains(&format!("`{key}`")), "{err}");
+        assert!(err.contains(reason), "{err}");
     }
 
     fn dingtalk(extra: &str) -> String {

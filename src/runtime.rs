@@ -71,11 +71,18 @@ impl Runtime {
         signer: NoteSigner,
     ) -> Result<Runtime, String> {
         let timeout = Duration::from_secs(config.delivery.timeout_secs);
+        let texts = crate::platform::PlatformTexts {
+            card_toast: templates
+                .render("card_pressed", serde_json::json!({}), &["toast"])
+                .map(|r| r.block("toast").trim().to_owned())
+                .map_err(|e| e.to_string())
+                .map(Some)?,
+        };
         let tenants = config
             .tenants
             .iter()
             .map(|t| {
-                let platform = crate::platform::build(t, timeout)?;
+                let platform = crate::platform::build_with(t, timeout, &texts)?;
                 let tenant = Tenant {
                     config: t.clone(),
                     chat: platform.as_ref().map(|p| p.api.clone()),

@@ -3,7 +3,7 @@
 //! (rows, case changes, replies in the outbox) is written in one transaction
 //! that also marks the event processed, so a re-run job changes nothing.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use entity::{card_action, employee, inbound_event, media, outbox};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -293,6 +293,23 @@ async fn dispatch(
         }
         InboundKind::CardButton { key, card_ref, .. } => {
             card_press(turn, sender, key, card_ref.as_deref()).await
+        }
+        InboundKind::Read {
+            message_ids,
+            read_at,
+        } => {
+            let read_at = read_at.and_then(|ms| Utc.timestamp_millis_opt(ms).single());
+            let marked = crate::outbox::reads::pushed(
+                turn.txn,
+                &turn.tenant.config.id,
+                &sender.user_id,
+                message_ids,
+                read_at,
+                turn.event_id,
+                turn.now,
+            )
+            .await?;
+            Ok(if marked > 0 { "read" } else { "read_unknown" })
         }
         InboundKind::Other { .. } => Ok("ignored"),
     }
@@ -827,6 +844,7 @@ async fn card_press(
             payload: Payload::CardUpdate {
                 card_ref: card_ref.to_owned(),
                 label: rendered.block(&replace).to_owned(),
+                card: crate::outbox::card_as_sent(turn.txn, action.outbox_id).await?,
             },
         };
         enqueue(turn.txn, turn.rt.db.engine, message, turn.now).await?;

@@ -65,6 +65,10 @@ pub enum Payload {
         card_ref: String,
         #[serde(alias = "replace_name")]
         label: String,
+        /// The card as it was sent, for a platform that replaces the whole
+        /// card (rows written before it have none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        card: Option<Card>,
     },
     /// The recipient's phone is looked up (and unsealed) when sending.
     Sms {
@@ -582,9 +586,15 @@ async fn send(
             });
             chat(tenant, row, &message).await
         }
-        Payload::CardUpdate { card_ref, label } => {
+        Payload::CardUpdate {
+            card_ref,
+            label,
+            card,
+        } => {
             let api = chat_api(tenant)?;
-            let receipt = api.update_card(&row.recipient, card_ref, label).await?;
+            let receipt = api
+                .update_card_of(&row.recipient, card_ref, label, card.as_ref())
+                .await?;
             Ok(SendReceipt::of_chat(receipt))
         }
         Payload::Sms { text, params } => {
@@ -654,6 +664,38 @@ async fn send(
     }
 }
 
+/// The card that outbox row `id` sent, as it was sent.
+pub async fn card_as_sent(
+    db: &impl sea_orm::ConnectionTrait,
+    id: i64,
+) -> Result<Option<Card>, DbErr> {
+    let Some(row) = outbox::Entity::find_by_id(id).one(db).await? else {
+        return Ok(None);
+    };
+    Ok(match serde_json::from_str::<Payload>(&row.payload) {
+        Ok(Payload::Card {
+            source,
+            title,
+            body,
+            card_id,
+            buttons,
+        }) => Some(Card {
+            source,
+            title,
+            body,
+            card_id,
+            buttons: buttons
+                .into_iter()
+                .map(|b| CardButton {
+                    key: b.key,
+                    label: b.label,
+                })
+                .collect(),
+        }),
+        _ => None,
+    })
+}
+
 fn chat_api(tenant: &Tenant) -> Result<&dyn crate::platform::ChatApi, PlatformError> {
     tenant.chat.as_deref().ok_or_else(|| {
         PlatformError::Permanent("the tenant has no chat platform configured".into())
@@ -668,8 +710,10 @@ async fn chat(
     // A notice's text is unique by design, so a platform's duplicate check
     // may guard it against a resend after a crash; answers to commands may
     // rightly repeat a text ("not allowed"), which such a check would drop.
+    // The row's key names this one message across resends.
+    let key = format!("{}:{}", row.tenant_id, row.idem_key);
     let receipt = chat_api(tenant)?
-        .send(&row.recipient, message, row.step.is_some())
+        .send_keyed(&row.recipient, message, row.step.is_some(), &key)
         .await?;
     Ok(SendReceipt::of_chat(receipt))
 }

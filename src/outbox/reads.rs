@@ -210,6 +210,50 @@ pub async fn check(rt: &Runtime, id: i64, round: u32) -> Result<Checked, sea_orm
     Ok(Checked::Done("read"))
 }
 
+/// A read the platform pushed (an [`InboundKind::Read`](crate::platform::InboundKind::Read)
+/// event, stored as inbound event `event_id`, whose `callback` leaf holds
+/// it as received): each sent chat row of `tenant` to `reader` among
+/// `message_ids` whose read was not recorded yet gets its `message_read`
+/// leaf naming that event, in `txn`. Rows that are no notice are recorded too (a read reply is
+/// evidence as well). Returns how many rows were marked read.
+pub async fn pushed(
+    txn: &sea_orm::DatabaseTransaction,
+    tenant: &str,
+    reader: &str,
+    message_ids: &[String],
+    read_at: Option<DateTime<Utc>>,
+    event_id: i64,
+    now: DateTime<Utc>,
+) -> Result<usize, sea_orm::DbErr> {
+    let rows = outbox::Entity::find()
+        .filter(outbox::Column::TenantId.eq(tenant))
+        .filter(outbox::Column::Recipient.eq(reader))
+        .filter(outbox::Column::Channel.eq("chat"))
+        .filter(outbox::Column::ReceiptId.is_in(message_ids.iter().cloned()))
+        .all(txn)
+        .await?;
+    let at = read_at.unwrap_or(now);
+    let mut marked = 0;
+    for row in rows {
+        if !end_once(txn, row.id, Some(at), now).await? {
+            continue;
+        }
+        let leaf = super::leaf::message_leaf(txn, "message_read", &row)
+            .await?
+            .occurred_at(at)
+            .id("receipt", row.receipt_id.clone().unwrap_or_default())
+            .source("inbound_events", event_id)
+            .detail(json!({
+                "recipient": row.recipient,
+                "read_at_reported": read_at.is_some(),
+                "pushed": true,
+            }));
+        append_one(txn, tenant, now, leaf).await?;
+        marked += 1;
+    }
+    Ok(marked)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ pub mod sandbox;
 mod select;
 pub mod wecom;
 
-pub use select::build;
+pub use select::{PlatformTexts, build, build_with};
 
 /// A tenant's chat platform: its server API, and how its events arrive (at
 /// a callback URL, over a connection rollcall opens, or both).
@@ -155,6 +155,34 @@ pub trait ChatApi: Send + Sync + std::fmt::Debug {
         message: &OutboundMessage,
         unique_text: bool,
     ) -> Result<Receipt, PlatformError>;
+
+    /// [`ChatApi::send`] of the message that `key` names, stable across
+    /// resends of it (the outbox row's key): a platform that takes an
+    /// idempotency key (Feishu's `uuid`) sends one derived from it, so that a
+    /// resend after a crash is one message.
+    async fn send_keyed(
+        &self,
+        to: &str,
+        message: &OutboundMessage,
+        unique_text: bool,
+        key: &str,
+    ) -> Result<Receipt, PlatformError> {
+        let _ = key;
+        self.send(to, message, unique_text).await
+    }
+
+    /// [`ChatApi::update_card`] given the card as it was sent (`None` when
+    /// not known), for a platform that replaces a whole card (Feishu).
+    async fn update_card_of(
+        &self,
+        to: &str,
+        card_ref: &str,
+        label: &str,
+        card: Option<&Card>,
+    ) -> Result<Receipt, PlatformError> {
+        let _ = card;
+        self.update_card(to, card_ref, label).await
+    }
 
     /// Turns the pressed button of the card that `card_ref` designates
     /// (from the press, see [`InboundKind::CardButton`], or the send's
@@ -461,6 +489,15 @@ pub enum InboundKind {
         #[serde(alias = "response_code")]
         card_ref: Option<String>,
     },
+    /// The platform says the sender read messages rollcall sent them
+    /// (Feishu's `im.message.message_read_v1`): a read receipt pushed
+    /// rather than asked for (see [`ChatApi::read_status`]).
+    Read {
+        /// The platform's ids of the messages read ([`Receipt::message_id`]).
+        message_ids: Vec<String>,
+        /// When they were read (ms since the epoch), when the platform says.
+        read_at: Option<i64>,
+    },
     Other {
         msg_type: String,
         event: Option<String>,
@@ -481,6 +518,7 @@ impl InboundKind {
             InboundKind::File { .. } => "file",
             InboundKind::Punch { .. } => "punch",
             InboundKind::CardButton { .. } => "card_button",
+            InboundKind::Read { .. } => "read",
             InboundKind::Other { .. } => "other",
         }
     }

@@ -173,8 +173,10 @@ pub fn dedup_key(from_user: &str, create_time: i64, kind: &InboundKind) -> Strin
         | InboundKind::Video { msg_id, .. }
         | InboundKind::File { msg_id, .. } => format!("msg:{msg_id}"),
         InboundKind::CardButton { key, card_id, .. } => event("template_card_event", key, card_id),
-        // WeCom's parser makes none (its punches are not events).
+        // WeCom's parser makes none (its punches are not events, and it
+        // pushes no reads).
         InboundKind::Punch { .. } => event("punch", "", ""),
+        InboundKind::Read { .. } => event("read", "", ""),
         InboundKind::Other {
             msg_id: Some(id), ..
         } => format!("msg:{id}"),
