@@ -23,6 +23,7 @@ use crate::platform::sandbox::{CallbackSender, SandboxApi, SandboxMail, SandboxS
 use crate::runtime::Runtime;
 
 pub mod dingtalk;
+pub mod feishu;
 
 pub const TENANT: &str = "demo";
 const CORP_ID: &str = "wwsandbox0000demo";
@@ -95,6 +96,21 @@ from = "示例建筑有限公司人力资源部 <hr@example.com>"
 }
 
 const SMS_SECRET: &str = "sandbox-sms-secret";
+
+/// The `[delivery]` table that asks about reads after 1, 5, 15, … seconds
+/// (a minute in production), and `extra` without it: the setting goes into
+/// the caller's own `[delivery]` table when `extra` has one (a TOML table
+/// is written once).
+fn with_read_checks_each_second(extra: &str) -> (String, String) {
+    let unit = "read_check_unit_secs = 1\n";
+    match extra.contains("[delivery]\n") {
+        true => (
+            String::new(),
+            extra.replacen("[delivery]\n", &format!("[delivery]\n{unit}"), 1),
+        ),
+        false => (format!("[delivery]\n{unit}"), extra.to_owned()),
+    }
+}
 
 /// The whole simulated platform of the sandbox tenant: the WeCom-compatible
 /// API, an SMS gateway and a mail server, all on 127.0.0.1 in this process.
@@ -301,6 +317,8 @@ pub enum DemoPlatform {
     Wecom,
     /// DingTalk in Stream mode: frames over the connection rollcall opens.
     Dingtalk,
+    /// Feishu: encrypted, signed events posted to rollcall.
+    Feishu,
 }
 
 impl DemoPlatform {
@@ -309,6 +327,7 @@ impl DemoPlatform {
         match self {
             DemoPlatform::Wecom => "wecom",
             DemoPlatform::Dingtalk => "dingtalk",
+            DemoPlatform::Feishu => "feishu",
         }
     }
 }
@@ -420,6 +439,9 @@ pub async fn stage(
         DemoPlatform::Dingtalk => Box::new(
             dingtalk::SandboxedDingtalk::start(database_url, key_file, start, extra).await?,
         ),
+        DemoPlatform::Feishu => {
+            Box::new(feishu::SandboxedFeishu::start(database_url, key_file, start, extra).await?)
+        }
     })
 }
 

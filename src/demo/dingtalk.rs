@@ -89,16 +89,7 @@ api_base = "{base}"
 api_base_v1 = "{base}"
 {app}"#
         );
-        // Read status asked after 1, 5, 15, … seconds: into the caller's
-        // [delivery] table when it has one (a table is written once).
-        let unit = "read_check_unit_secs = 1\n";
-        let (delivery, extra) = match extra.contains("[delivery]\n") {
-            true => (
-                String::new(),
-                extra.replacen("[delivery]\n", &format!("[delivery]\n{unit}"), 1),
-            ),
-            false => (format!("[delivery]\n{unit}"), extra.to_owned()),
-        };
+        let (delivery, extra) = super::with_read_checks_each_second(extra);
         let toml = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\ndata_key_file = \"{}\"\n[evidence]\nkey_file = \"{}\"\n[database]\nurl = \"{database_url}\"\n{delivery}{}{extra}",
             key_file.display(),

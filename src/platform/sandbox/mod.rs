@@ -6,12 +6,15 @@
 //! encrypted callbacks to rollcall, retries included. The other channels
 //! have theirs: an SMS gateway behind the signed webhook ([`SandboxSms`]) and
 //! a plain SMTP server ([`SandboxMail`]). DingTalk has its own: its API
-//! ([`SandboxDingtalkApi`]) and its Stream gateway ([`SandboxStreamGateway`]).
+//! ([`SandboxDingtalkApi`]) and its Stream gateway ([`SandboxStreamGateway`]);
+//! Feishu its API ([`SandboxFeishuApi`]) and its event pusher
+//! ([`FeishuPhone`]).
 
 pub mod api;
 pub mod callbacks;
 pub mod dingtalk_api;
 pub mod dingtalk_stream;
+pub mod feishu;
 pub mod mail;
 pub mod sms;
 
@@ -22,5 +25,9 @@ pub use dingtalk_api::{
     DingtalkSent, DingtalkUser, SandboxDingtalkApi,
 };
 pub use dingtalk_stream::SandboxStreamGateway;
+pub use feishu::{
+    FeishuCardUpdate, FeishuDelivery, FeishuDepartment, FeishuFault, FeishuPhone, FeishuSent,
+    FeishuUser, SandboxFeishuApi,
+};
 pub use mail::{MailRecord, SandboxMail};
 pub use sms::{SandboxSms, SmsFault, SmsRecord};
