@@ -152,7 +152,7 @@ async fn to_the_deadline_with(db: &TestDb, platform: DemoPlatform, extra: &str) 
     let status = last_text(&*s, "wangmin");
     let chat = match platform {
         DemoPlatform::Wecom => "聊天已发送（2026-12-04 10:00）（平台不提供已读状态）",
-        DemoPlatform::Dingtalk => "聊天已发送（2026-12-04 10:00），暂未读",
+        DemoPlatform::Dingtalk | DemoPlatform::Feishu => "聊天已发送（2026-12-04 10:00），暂未读",
     };
     assert_eq!(
         notice_line(&status),
@@ -161,7 +161,7 @@ async fn to_the_deadline_with(db: &TestDb, platform: DemoPlatform, extra: &str) 
         )
     );
     assert!(status.contains("返岗期限：2026-12-07 10:00"), "{status}");
-    if platform == DemoPlatform::Dingtalk {
+    if platform != DemoPlatform::Wecom {
         s.at("2026-12-04", "11:40");
         s.read_latest("zhangsan").await.unwrap();
         s.say("wangmin", "/状态 张三").await.unwrap();
@@ -513,6 +513,8 @@ async fn assert_terminated(s: &dyn Stage, case_id: i64, files: (String, String))
 #[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
 #[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
 #[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
+#[case::sqlite_feishu(Engine::Sqlite, DemoPlatform::Feishu)]
+#[case::postgres_feishu(Engine::Postgres, DemoPlatform::Feishu)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hr_starts_from_the_deadline_card_and_the_notice_goes_out(
     #[case] engine: Engine,
@@ -685,6 +687,8 @@ async fn exported_and_verified(s: &dyn Stage, platform: &str, case_id: i64) {
 #[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
 #[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
 #[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
+#[case::sqlite_feishu(Engine::Sqlite, DemoPlatform::Feishu)]
+#[case::postgres_feishu(Engine::Postgres, DemoPlatform::Feishu)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hr_starts_with_depart_and_records_no_union(
     #[case] engine: Engine,
@@ -792,6 +796,8 @@ async fn hr_starts_with_depart_and_records_no_union(
 #[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
 #[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
 #[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
+#[case::sqlite_feishu(Engine::Sqlite, DemoPlatform::Feishu)]
+#[case::postgres_feishu(Engine::Postgres, DemoPlatform::Feishu)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_employee_who_comes_back_halts_the_process_until_hr_decides(
     #[case] engine: Engine,
@@ -898,6 +904,8 @@ async fn an_employee_who_comes_back_halts_the_process_until_hr_decides(
 #[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
 #[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
 #[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
+#[case::sqlite_feishu(Engine::Sqlite, DemoPlatform::Feishu)]
+#[case::postgres_feishu(Engine::Postgres, DemoPlatform::Feishu)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hr_may_close_the_case_of_someone_who_came_back(
     #[case] engine: Engine,

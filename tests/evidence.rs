@@ -145,6 +145,8 @@ fn leaf_record(p: &Problem) -> Option<i64> {
 #[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
 #[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
 #[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
+#[case::sqlite_feishu(Engine::Sqlite, DemoPlatform::Feishu)]
+#[case::postgres_feishu(Engine::Postgres, DemoPlatform::Feishu)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_log_verifies_and_each_alteration_is_named(
     #[case] engine: Engine,

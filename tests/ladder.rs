@@ -336,6 +336,8 @@ async fn holidays_and_adjusted_workdays_count_right(#[case] engine: Engine) {
 #[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
 #[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
 #[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
+#[case::sqlite_feishu(Engine::Sqlite, DemoPlatform::Feishu)]
+#[case::postgres_feishu(Engine::Postgres, DemoPlatform::Feishu)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scan_run_twice_changes_nothing_the_second_time(
     #[case] engine: Engine,
@@ -395,6 +397,8 @@ async fn the_scan_run_twice_changes_nothing_the_second_time(
 #[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
 #[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
 #[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
+#[case::sqlite_feishu(Engine::Sqlite, DemoPlatform::Feishu)]
+#[case::postgres_feishu(Engine::Postgres, DemoPlatform::Feishu)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approved_leave_resolves_the_case_and_stops_the_ladder(
     #[case] engine: Engine,
@@ -444,6 +448,8 @@ async fn approved_leave_resolves_the_case_and_stops_the_ladder(
 #[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
 #[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
 #[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
+#[case::sqlite_feishu(Engine::Sqlite, DemoPlatform::Feishu)]
+#[case::postgres_feishu(Engine::Postgres, DemoPlatform::Feishu)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_pauses_the_case_and_tells_hr(
     #[case] engine: Engine,
@@ -495,6 +501,8 @@ async fn a_reply_pauses_the_case_and_tells_hr(
 #[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
 #[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
 #[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
+#[case::sqlite_feishu(Engine::Sqlite, DemoPlatform::Feishu)]
+#[case::postgres_feishu(Engine::Postgres, DemoPlatform::Feishu)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_answer_by_role(#[case] engine: Engine, #[case] platform: DemoPlatform) {
     let db = TestDb::new(engine).await;
@@ -624,6 +632,8 @@ async fn check_ins_keep_what_was_sent(#[case] engine: Engine) {
 #[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
 #[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
 #[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
+#[case::sqlite_feishu(Engine::Sqlite, DemoPlatform::Feishu)]
+#[case::postgres_feishu(Engine::Postgres, DemoPlatform::Feishu)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fault_ends_sent_once_or_undeliverable_with_hr_told(
     #[case] engine: Engine,

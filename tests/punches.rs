@@ -62,6 +62,8 @@ async fn punch_rows(s: &dyn Stage, user: &str) -> u64 {
 #[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
 #[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
 #[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
+#[case::sqlite_feishu(Engine::Sqlite, DemoPlatform::Feishu)]
+#[case::postgres_feishu(Engine::Postgres, DemoPlatform::Feishu)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_punch_in_the_platforms_app_is_a_check_in_the_scan_counts(
     #[case] engine: Engine,
@@ -115,6 +117,7 @@ async fn a_punch_in_the_platforms_app_is_a_check_in_the_scan_counts(
     let api = match platform {
         DemoPlatform::Wecom => "/cgi-bin/checkin/getcheckindata",
         DemoPlatform::Dingtalk => "/attendance/listRecord",
+        DemoPlatform::Feishu => "/open-apis/attendance/v1/user_flows/query",
     };
     assert_eq!(asked.get("api").map(String::as_str), Some(api), "{asked:?}");
     assert_eq!(asked.len(), 3, "{asked:?}");

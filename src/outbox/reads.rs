@@ -242,11 +242,10 @@ pub async fn pushed(
             .await?
             .occurred_at(at)
             .id("receipt", row.receipt_id.clone().unwrap_or_default())
-            .source("inbound_events", event_id)
             .detail(json!({
                 "recipient": row.recipient,
                 "read_at_reported": read_at.is_some(),
-                "pushed": true,
+                "pushed_by": format!("inbound_events/{event_id}"),
             }));
         append_one(txn, tenant, now, leaf).await?;
         marked += 1;
