@@ -1,7 +1,8 @@
 //! A load generator: N distinct, correctly signed callbacks with fresh
 //! timestamps, sent over HTTP from C connections; reports throughput and
 //! latency percentiles. The tenant's platform decides what is sent: WeCom's
-//! encrypted text messages, or for a DingTalk tenant in HTTP mode robot
+//! encrypted text messages, Feishu's text events (encrypted and signed when
+//! the app has an Encrypt Key), or for a DingTalk tenant in HTTP mode robot
 //! messages signed with the app secret (DingTalk's Stream mode has no URL
 //! to load: `benches/stream.rs` measures it). Used for BENCHMARKS.md,
 //! never by tests for timing.
@@ -18,8 +19,8 @@ use crate::platform::wecom::WecomCrypto;
 
 #[derive(Debug, clap::Args)]
 pub struct LoadgenArgs {
-    /// Tenant whose credentials sign the callbacks (WeCom, or DingTalk in
-    /// HTTP mode).
+    /// Tenant whose credentials sign the callbacks (WeCom, Feishu, or
+    /// DingTalk in HTTP mode).
     #[arg(long)]
     pub tenant: String,
     /// Base URL of the server (default: http://<server.listen>).
@@ -76,6 +77,62 @@ pub fn robot_callback(
         query: String::new(),
         body,
         headers: vec![("timestamp", timestamp), ("sign", sign)],
+    }
+}
+
+/// A Feishu `im.message.receive_v1` text event of about 1 KB from
+/// `from_user` (their user id), encrypted and signed when the app has an
+/// Encrypt Key (`crypto`), with the app's verification token.
+pub fn feishu_callback(
+    crypto: Option<&crate::platform::feishu::crypto::FeishuCrypto>,
+    verification_token: &str,
+    msg_id: u64,
+    from_user: &str,
+    content: &str,
+    now: i64,
+) -> SignedCallback {
+    let ms = (now * 1000).to_string();
+    let plaintext = serde_json::json!({
+        "schema": "2.0",
+        "header": {
+            "event_id": format!("ev{msg_id:x}"),
+            "event_type": "im.message.receive_v1",
+            "create_time": ms,
+            "token": verification_token,
+            "app_id": "cli_loadgen",
+            "tenant_key": "loadgen",
+        },
+        "event": {
+            "sender": { "sender_id": { "user_id": from_user, "open_id": format!("ou_{from_user}") }, "sender_type": "user" },
+            "message": {
+                "message_id": format!("om_{msg_id:x}"),
+                "create_time": ms,
+                "chat_type": "p2p",
+                "message_type": "text",
+                "content": serde_json::json!({ "text": content }).to_string(),
+            },
+        },
+    })
+    .to_string();
+    let Some(crypto) = crypto else {
+        return SignedCallback {
+            query: String::new(),
+            body: plaintext,
+            headers: Vec::new(),
+        };
+    };
+    let body = serde_json::json!({ "encrypt": crypto.encrypt(&plaintext) }).to_string();
+    let timestamp = now.to_string();
+    let nonce = format!("{msg_id:x}");
+    let signature = crypto.sign(&timestamp, &nonce, body.as_bytes());
+    SignedCallback {
+        query: String::new(),
+        body,
+        headers: vec![
+            ("X-Lark-Request-Timestamp", timestamp),
+            ("X-Lark-Request-Nonce", nonce),
+            ("X-Lark-Signature", signature),
+        ],
     }
 }
 
@@ -165,9 +222,25 @@ pub async fn run(config: &Config, args: LoadgenArgs) -> anyhow::Result<()> {
             )
         });
         ("dingtalk", "{}", made.collect())
+    } else if let Some(f) = &tenant.feishu {
+        let crypto = f
+            .encrypt_key
+            .as_ref()
+            .map(|k| crate::platform::feishu::crypto::FeishuCrypto::new(k.expose()));
+        let made = (0..args.requests).map(|i| {
+            feishu_callback(
+                crypto.as_ref(),
+                f.verification_token.expose(),
+                run_id + i as u64,
+                &user(i),
+                &format!("打卡 {padding}"),
+                now.timestamp(),
+            )
+        });
+        ("feishu", "{}", made.collect())
     } else {
         anyhow::bail!(
-            "tenant `{}` has neither [tenants.wecom] nor [tenants.dingtalk] in HTTP mode: nothing to load over HTTP",
+            "tenant `{}` has no [tenants.wecom], [tenants.feishu] or [tenants.dingtalk] in HTTP mode: nothing to load over HTTP",
             tenant.id
         );
     };

@@ -38,12 +38,13 @@ pub(crate) async fn read(
     mut response: reqwest::Response,
     what: &str,
 ) -> Result<Download, PlatformError> {
+    // As UTF-8 (a file name in `Content-Disposition` may be Chinese, sent
+    // as raw UTF-8 bytes, which `to_str` refuses).
     let header = |name| {
         response
             .headers()
             .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
     };
     let content_type = header(reqwest::header::CONTENT_TYPE).unwrap_or_default();
     let disposition = header(reqwest::header::CONTENT_DISPOSITION);

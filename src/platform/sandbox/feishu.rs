@@ -586,7 +586,7 @@ async fn resource(
         .into_response();
     if let Some(name) = &media.file_name
         && let Ok(value) =
-            header::HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+            header::HeaderValue::from_bytes(format!("attachment; filename=\"{name}\"").as_bytes())
     {
         response
             .headers_mut()
