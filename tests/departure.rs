@@ -183,6 +183,18 @@ async fn to_the_deadline_with(db: &TestDb, platform: DemoPlatform, extra: &str) 
             .any(|r| r.step.as_deref() == Some("deadline_passed") && r.status == "sent"),
         "HR has the deadline card"
     );
+    // The card says whether the platform saw him read the notice.
+    let card = s
+        .received("wangmin")
+        .into_iter()
+        .rev()
+        .find(|t| t.starts_with("返岗期限已过"))
+        .expect("the deadline card reached HR");
+    let read = "平台显示本人已于 2026-12-04 11:40 阅读返岗通知书（已读）。";
+    match platform {
+        DemoPlatform::Wecom => assert!(!card.contains("阅读返岗通知书"), "{card}"),
+        _ => assert!(card.contains(read), "{card}"),
+    }
     s
 }
 

@@ -116,6 +116,38 @@ async fn attempts<C: ConnectionTrait>(
     Ok(out)
 }
 
+/// Whether the employee read the formal notice's text on chat, where the
+/// platform says (DingTalk, Feishu): `{"reported": false}` where it never
+/// does, else `{"reported": true, "read_at": <local time or null>}`.
+async fn notice_read<C: ConnectionTrait>(
+    conn: &C,
+    tenant: &Tenant,
+    case: &absence_case::Model,
+) -> Result<serde_json::Value, DbErr> {
+    let reported = tenant
+        .chat
+        .as_deref()
+        .and_then(|api| api.read_window())
+        .is_some();
+    if !reported {
+        return Ok(json!({ "reported": false }));
+    }
+    let rows = outbox::Entity::find()
+        .filter(outbox::Column::CaseId.eq(case.id))
+        .filter(outbox::Column::Step.eq("formal_notice"))
+        .filter(outbox::Column::Recipient.eq(&case.user_id))
+        .filter(outbox::Column::Channel.eq("chat"))
+        .filter(outbox::Column::Status.eq(OutboxStatus::Sent.as_str()))
+        .order_by_asc(outbox::Column::Id)
+        .all(conn)
+        .await?;
+    let read_at = rows.iter().filter_map(|r| r.read_at).min();
+    Ok(json!({
+        "reported": !rows.is_empty(),
+        "read_at": read_at.map(|t| local(tenant, t)),
+    }))
+}
+
 struct Plan {
     template: &'static str,
     blocks: &'static [&'static str],
@@ -261,6 +293,7 @@ pub async fn issue<C: ConnectionTrait>(
         "emergency_name": subject.emergency_name,
         "emergency_phone": subject.emergency_phone,
         "acknowledged_at": case.acknowledged_at.map(|a| local(tenant, a)),
+        "notice_read": notice_read(conn, tenant, case).await?,
         "attempts": past,
         "replied": replied,
     });
