@@ -1633,5 +1633,28 @@ mod tests {
         assert_eq!(t.sites.len(), 1);
         assert!(t.sms.is_some() && t.email.is_some());
         assert_eq!(c.delivery.member_limit, 30);
+        // The commented alternatives to [tenants.wecom] are valid too.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let (head, rest) = text.split_once("[tenants.wecom]").unwrap();
+        let (_, after) = rest.split_once("\n\n").unwrap();
+        for platform in ["dingtalk", "feishu"] {
+            let marker = format!("#{platform} ");
+            let table: String = after
+                .lines()
+                .filter_map(|l| l.strip_prefix(&marker))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let env = [
+                ("ALIYUN_ACCESS_KEY_SECRET", "secret"),
+                ("SMTP_PASSWORD", "password"),
+                ("DINGTALK_APP_SECRET", "s"),
+                ("FEISHU_APP_SECRET", "s"),
+                ("FEISHU_ENCRYPT_KEY", "k"),
+                ("FEISHU_VERIFICATION_TOKEN", "v"),
+            ];
+            let c = Config::parse(&format!("{head}{table}\n{after}"), &env)
+                .unwrap_or_else(|e| panic!("{platform}: {e}"));
+            assert_eq!(c.tenants[0].platform(), Some(platform));
+        }
     }
 }

@@ -149,7 +149,20 @@ async fn the_vectors_pass_and_forgeries_are_refused(#[case] engine: Engine) {
     assert_eq!(rows[0].content.as_deref(), Some("打卡"));
     assert_eq!(rows[0].msg_key, "msg:om_bp3aeHe2C2MIMUBiDwHoBhu4UxJYCmHv");
     assert_eq!(rows[0].raw_body, message["body"].as_str().unwrap());
-    assert_eq!(rows[0].plaintext, message["plaintext"].as_str().unwrap());
+    // The text as decrypted, but for the verification token, which is not
+    // kept.
+    let token = v["verification_token"].as_str().unwrap();
+    assert_eq!(
+        rows[0].plaintext,
+        message["plaintext"]
+            .as_str()
+            .unwrap()
+            .replace(token, "[verification token]")
+    );
+    assert!(
+        rows.iter()
+            .all(|r| !r.plaintext.contains(token) && !r.raw_body.contains(token))
+    );
     assert_eq!(rows[1].from_user, "LiSi");
 
     // Refusals: nothing more is stored.
@@ -501,20 +514,64 @@ async fn presses_update_the_card_and_reads_are_pushed(#[case] engine: Engine) {
     assert!(updates[0].content.to_string().contains("已告知请假"));
     assert!(updates[0].content["elements"][2]["actions"].is_null());
 
-    // A read of a message rollcall did not send is recorded as such only.
+    // A read of a message rollcall did not send, or of someone else's,
+    // is recorded as such only.
+    let reply = s
+        .api
+        .sent()
+        .into_iter()
+        .rev()
+        .find(|m| m.receive_id == "zhangsan" && m.msg_type == "text")
+        .unwrap();
+    for (reader, message) in [
+        ("zhangsan", "om_not_ours".to_owned()),
+        ("lisi", reply.message_id.clone()),
+    ] {
+        let d = s.phone.read(reader, &[message], 1_764_640_000_000).await;
+        assert!(d.delivered);
+        s.settle().await.unwrap();
+        let rows = rollcall::inbox::list(&s.rt.db, TENANT).await.unwrap();
+        let read = rows.iter().rev().find(|r| r.kind == "read").unwrap();
+        assert_eq!(
+            read.classification.as_deref(),
+            Some("read_unknown"),
+            "{reader}"
+        );
+    }
+    // The asking about 张三's reply ends unread (as after its last round).
+    let row = entity::outbox::Entity::find()
+        .filter(entity::outbox::Column::ReceiptId.eq(&reply.message_id))
+        .one(&s.rt.db.orm)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(row.read_at.is_none());
+    entity::outbox::Entity::update_many()
+        .col_expr(
+            entity::outbox::Column::ReadCheckedAt,
+            sea_orm::sea_query::Expr::value(chrono::Utc::now()),
+        )
+        .filter(entity::outbox::Column::Id.eq(row.id))
+        .exec(&s.rt.db.orm)
+        .await
+        .unwrap();
+
+    // Then he reads it: a message_read leaf naming the event, although the
+    // asking had ended.
+    s.at("2026-12-02", "10:40");
+    let at = shanghai("2026-12-02", "10:40").timestamp_millis();
     let d = s
         .phone
-        .read("zhangsan", &["om_not_ours".to_owned()], 1_764_640_000_000)
+        .read("zhangsan", std::slice::from_ref(&reply.message_id), at)
         .await;
     assert!(d.delivered);
     s.settle().await.unwrap();
-    let rows = rollcall::inbox::list(&s.rt.db, TENANT).await.unwrap();
-    let read = rows.iter().rev().find(|r| r.kind == "read").unwrap();
-    assert_eq!(read.classification.as_deref(), Some("read_unknown"));
-
-    // 张三's reply (a text) read: a message_read leaf naming the event.
-    s.at("2026-12-02", "10:40");
-    s.read_latest("zhangsan").await.unwrap();
+    let row = entity::outbox::Entity::find_by_id(row.id)
+        .one(&s.rt.db.orm)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.read_at.map(|t| t.timestamp_millis()), Some(at));
     let leaves = entity::evidence_leaf::Entity::find()
         .filter(entity::evidence_leaf::Column::Kind.eq("message_read"))
         .all(&s.rt.db.orm)

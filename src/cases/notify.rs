@@ -118,7 +118,10 @@ async fn attempts<C: ConnectionTrait>(
 
 /// Whether the employee read the formal notice's text on chat, where the
 /// platform says (DingTalk, Feishu): `{"reported": false}` where it never
-/// does, else `{"reported": true, "read_at": <local time or null>}`.
+/// does (or nothing went out by chat), else `{"reported": true, "state":
+/// "read" | "unread" | "checking", "read_at": <local time or null>}`:
+/// `unread` once the asking ended without a read (the platform answered
+/// unread, or could not say), `checking` while it is still asked.
 async fn notice_read<C: ConnectionTrait>(
     conn: &C,
     tenant: &Tenant,
@@ -142,8 +145,16 @@ async fn notice_read<C: ConnectionTrait>(
         .all(conn)
         .await?;
     let read_at = rows.iter().filter_map(|r| r.read_at).min();
+    // Unread only once the asking ended without a read; before that, not
+    // read yet.
+    let state = match read_at {
+        Some(_) => "read",
+        None if rows.iter().all(|r| r.read_checked_at.is_some()) => "unread",
+        None => "checking",
+    };
     Ok(json!({
         "reported": !rows.is_empty(),
+        "state": state,
         "read_at": read_at.map(|t| local(tenant, t)),
     }))
 }

@@ -175,6 +175,10 @@ async fn dispatch(
 ) -> Result<&'static str, HandleError> {
     let Some(sender) = sender else {
         return match &turn.event.kind {
+            InboundKind::Read {
+                message_ids,
+                read_at,
+            } => pushed_read(turn, message_ids, *read_at).await,
             InboundKind::Text { .. }
             | InboundKind::Location { .. }
             | InboundKind::Image { .. }
@@ -297,22 +301,31 @@ async fn dispatch(
         InboundKind::Read {
             message_ids,
             read_at,
-        } => {
-            let read_at = read_at.and_then(|ms| Utc.timestamp_millis_opt(ms).single());
-            let marked = crate::outbox::reads::pushed(
-                turn.txn,
-                &turn.tenant.config.id,
-                &sender.user_id,
-                message_ids,
-                read_at,
-                turn.event_id,
-                turn.now,
-            )
-            .await?;
-            Ok(if marked > 0 { "read" } else { "read_unknown" })
-        }
+        } => pushed_read(turn, message_ids, *read_at).await,
         InboundKind::Other { .. } => Ok("ignored"),
     }
+}
+
+/// A read the platform pushed: recorded for the reader's own messages among
+/// `message_ids`, whether or not the reader is still active (a read of the
+/// termination notice counts after they left).
+async fn pushed_read(
+    turn: &Turn<'_>,
+    message_ids: &[String],
+    read_at: Option<i64>,
+) -> Result<&'static str, HandleError> {
+    let read_at = read_at.and_then(|ms| Utc.timestamp_millis_opt(ms).single());
+    let marked = crate::outbox::reads::pushed(
+        turn.txn,
+        &turn.tenant.config.id,
+        &turn.event.sender,
+        message_ids,
+        read_at,
+        turn.event_id,
+        turn.now,
+    )
+    .await?;
+    Ok(if marked > 0 { "read" } else { "read_unknown" })
 }
 
 type Place = (f64, f64, Option<String>);

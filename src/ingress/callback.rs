@@ -58,7 +58,7 @@ pub async fn receive(
         now: received_at.timestamp(),
         replay_window_secs: state.replay_window_secs,
     };
-    let (events, plaintext, answer) = match side.handle(&request) {
+    let (events, plaintext, answer, redacted) = match side.handle(&request) {
         Ok(Callback::Verified(answer)) => {
             return respond(&state, &tenant, Outcome::Verified, answer);
         }
@@ -66,12 +66,13 @@ pub async fn receive(
             events,
             plaintext,
             answer,
-        }) => (events, plaintext, answer),
+            body,
+        }) => (events, plaintext, answer, body),
         Err(refusal) => return state.answer(&tenant, outcome(&refusal), refusal.to_string()),
     };
     // Verified bytes are the platform's own; a body that is not text was
     // refused by the platform's parser already.
-    let body = String::from_utf8_lossy(&bytes).into_owned();
+    let body = redacted.unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
     // Each event of the delivery (usually one) is stored before the answer;
     // a retry after a failure finds the stored ones by their keys.
     let mut outcome = Outcome::Duplicate;

@@ -212,9 +212,11 @@ pub async fn check(rt: &Runtime, id: i64, round: u32) -> Result<Checked, sea_orm
 
 /// A read the platform pushed (an [`InboundKind::Read`](crate::platform::InboundKind::Read)
 /// event, stored as inbound event `event_id`, whose `callback` leaf holds
-/// it as received): each sent chat row of `tenant` to `reader` among
+/// it as received): each chat row of `tenant` to `reader` among
 /// `message_ids` whose read was not recorded yet gets its `message_read`
-/// leaf naming that event, in `txn`. Rows that are no notice are recorded too (a read reply is
+/// leaf naming that event, in `txn`, also when the asking about it ended
+/// unread before (then the log holds both: not read while asked, read
+/// later). Rows that are no notice are recorded too (a read reply is
 /// evidence as well). Returns how many rows were marked read.
 pub async fn pushed(
     txn: &sea_orm::DatabaseTransaction,
@@ -235,7 +237,21 @@ pub async fn pushed(
     let at = read_at.unwrap_or(now);
     let mut marked = 0;
     for row in rows {
-        if !end_once(txn, row.id, Some(at), now).await? {
+        // Also after the asking ended unread (a read on day 2 of Feishu's
+        // 7 is still a read): only a read already recorded stops it.
+        let first = outbox::Entity::update_many()
+            .col_expr(outbox::Column::ReadAt, Expr::value(at))
+            .col_expr(
+                outbox::Column::ReadCheckedAt,
+                Expr::value(row.read_checked_at.unwrap_or(now)),
+            )
+            .filter(outbox::Column::Id.eq(row.id))
+            .filter(outbox::Column::ReadAt.is_null())
+            .exec(txn)
+            .await?
+            .rows_affected
+            == 1;
+        if !first {
             continue;
         }
         let leaf = super::leaf::message_leaf(txn, "message_read", &row)

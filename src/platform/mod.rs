@@ -90,6 +90,10 @@ pub enum Callback {
         events: Vec<InboundEvent>,
         plaintext: String,
         answer: Answer,
+        /// The body to store instead of the request's, when the platform
+        /// side redacted a secret from it (Feishu's verification token in a
+        /// plain event); `None`: the request's body as received.
+        body: Option<String>,
     },
 }
 

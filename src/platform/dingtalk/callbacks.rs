@@ -128,6 +128,7 @@ impl DingtalkCallbacks {
             events: parse_event(&event_type, &value, &plaintext, request.now),
             plaintext,
             answer,
+            body: None,
         })
     }
 
@@ -160,6 +161,7 @@ impl DingtalkCallbacks {
                 content_type: JSON,
                 body: "{}".into(),
             },
+            body: None,
         })
     }
 }
@@ -547,6 +549,7 @@ mod tests {
                     events,
                     plaintext,
                     answer,
+                    ..
                 } => {
                     let event = &events[0];
                     assert_eq!(plaintext, case["plaintext"].as_str().unwrap(), "{name}");

@@ -573,10 +573,21 @@ impl ChatApi for FeishuApi {
     /// up to [`MAX_MEDIA_BYTES`](download::MAX_MEDIA_BYTES).
     async fn fetch_media(&self, media_id: &str) -> Result<Media, PlatformError> {
         const WHAT: &str = "im/v1/messages/resources";
+        // Ids go into the path: Feishu's are letters, digits, `_` and `-`.
+        let id = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
         let mut parts = media_id.splitn(3, '/');
         let (Some(message), Some(kind @ ("image" | "file")), Some(key)) =
             (parts.next(), parts.next(), parts.next())
         else {
+            return Err(PlatformError::Permanent(format!(
+                "{WHAT}: `{media_id}` is not a message resource"
+            )));
+        };
+        if !id(message) || !id(key) {
             return Err(PlatformError::Permanent(format!(
                 "{WHAT}: `{media_id}` is not a message resource"
             )));

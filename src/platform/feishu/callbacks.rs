@@ -11,6 +11,10 @@
 //! way it signs events (lark-oapi skips the check for it), so a signature
 //! is checked only when one is sent.
 //!
+//! What is stored has the Verification Token replaced by
+//! [`REDACTED`]: in the decrypted text, and in a plain event's body (an
+//! encrypted body is kept as received).
+//!
 //! Every event is known by `header.event_id`, which Feishu keeps across its
 //! retries (for hours): that is the dedup key, except for a message, known
 //! by its `message_id` (which Feishu's docs advise, as the same message may
@@ -30,6 +34,8 @@ const JSON: &str = "application/json";
 const TIMESTAMP: &str = "x-lark-request-timestamp";
 const NONCE: &str = "x-lark-request-nonce";
 const SIGNATURE: &str = "x-lark-signature";
+/// What the Verification Token is stored as.
+pub const REDACTED: &str = "[verification token]";
 
 /// The callback side of one Feishu app.
 pub struct FeishuCallbacks {
@@ -117,6 +123,14 @@ impl FeishuCallbacks {
             return Err(Refusal::StaleTimestamp);
         }
         Ok(true)
+    }
+
+    /// `text` with the Verification Token (as a JSON string) replaced by
+    /// [`REDACTED`].
+    fn redact(&self, text: &[u8]) -> String {
+        let text = String::from_utf8_lossy(text);
+        let quoted = Value::String(self.verification_token.clone()).to_string();
+        text.replace(&quoted, &Value::String(REDACTED.into()).to_string())
     }
 
     fn check_token(&self, token: Option<&str>) -> Result<(), Refusal> {
@@ -325,16 +339,38 @@ impl CallbackSide for FeishuCallbacks {
         let body: Value = serde_json::from_slice(request.body)
             .map_err(|e| Refusal::Malformed(format!("the body is not JSON: {e}")))?;
         let encrypted = body.get("encrypt");
-        // A signature is checked before anything is decrypted; only the
-        // URL check may come without one.
-        let mut signed = false;
-        let plaintext = match (&self.crypto, encrypted) {
+        // A signature is checked before anything is decrypted. Only the URL
+        // check may come without one, and an unsigned request that is not a
+        // valid one is refused the same way whatever failed (decryption,
+        // JSON, type, token): its refusal must not tell a padding error from
+        // any other (a padding oracle).
+        let unsigned = || {
+            Refusal::BadSignature(
+                "X-Lark-Request-Timestamp, X-Lark-Request-Nonce or X-Lark-Signature is missing"
+                    .into(),
+            )
+        };
+        let (value, plaintext, signed) = match (&self.crypto, encrypted) {
             (Some(crypto), Some(encrypt)) => {
-                signed = self.check_signature(crypto, request)?;
+                let signed = self.check_signature(crypto, request)?;
                 let encrypt = encrypt
                     .as_str()
                     .ok_or_else(|| Refusal::Malformed("`encrypt` is not a string".into()))?;
-                Some(crypto.decrypt(encrypt).map_err(undecryptable)?)
+                let plaintext = match crypto.decrypt(encrypt) {
+                    Ok(plaintext) => plaintext,
+                    Err(_) if !signed => return Err(unsigned()),
+                    Err(e) => return Err(undecryptable(e)),
+                };
+                let value = match serde_json::from_str::<Value>(&plaintext) {
+                    Ok(value) => value,
+                    Err(_) if !signed => return Err(unsigned()),
+                    Err(e) => {
+                        return Err(Refusal::Malformed(format!(
+                            "the decrypted event is not JSON: {e}"
+                        )));
+                    }
+                };
+                (value, plaintext, signed)
             }
             (Some(_), None) => {
                 return Err(Refusal::BadRequest(
@@ -347,20 +383,16 @@ impl CallbackSide for FeishuCallbacks {
                     "an encrypted event, but the tenant has no encrypt_key".into(),
                 ));
             }
-            (None, None) => None,
-        };
-        let encrypted = plaintext.is_some();
-        let (value, plaintext) = match plaintext {
-            Some(plaintext) => (
-                serde_json::from_str::<Value>(&plaintext).map_err(|e| {
-                    Refusal::Malformed(format!("the decrypted event is not JSON: {e}"))
-                })?,
-                plaintext,
+            // Plain: the verification token is the only check.
+            (None, None) => (
+                body,
+                String::from_utf8_lossy(request.body).into_owned(),
+                true,
             ),
-            None => (body, String::from_utf8_lossy(request.body).into_owned()),
         };
         if value["type"] == "url_verification" {
-            self.check_token(value["token"].as_str())?;
+            self.check_token(value["token"].as_str())
+                .map_err(|e| if signed { e } else { unsigned() })?;
             let challenge = value["challenge"]
                 .as_str()
                 .ok_or_else(|| Refusal::Malformed("url_verification without a challenge".into()))?;
@@ -369,11 +401,8 @@ impl CallbackSide for FeishuCallbacks {
                 body: json!({ "challenge": challenge }).to_string(),
             }));
         }
-        if encrypted && !signed {
-            return Err(Refusal::BadSignature(
-                "X-Lark-Request-Timestamp, X-Lark-Request-Nonce or X-Lark-Signature is missing"
-                    .into(),
-            ));
+        if !signed {
+            return Err(unsigned());
         }
         if value["schema"] != "2.0" {
             // Schema 1.0 events (`uuid`, `event.type`) are what an app
@@ -389,10 +418,15 @@ impl CallbackSide for FeishuCallbacks {
             .ok_or_else(|| Refusal::Malformed("the event has no header.event_type".into()))?
             .to_owned();
         let event = self.parse(&value, &event_type, request.now)?;
+        // Every event carries the Verification Token, which alone
+        // authenticates a plain event: it is not kept (nor exported in a
+        // package). An encrypted body is kept as received.
+        let plain_body = self.crypto.is_none().then(|| self.redact(request.body));
         Ok(Callback::Event {
             events: vec![event],
-            plaintext,
+            plaintext: self.redact(plaintext.as_bytes()),
             answer: self.answer(&event_type),
+            body: plain_body,
         })
     }
 }
@@ -463,10 +497,19 @@ mod tests {
                 (
                     "message_receive",
                     Ok(Callback::Event {
-                        events, plaintext, ..
+                        events,
+                        plaintext,
+                        body,
+                        ..
                     }),
                 ) => {
-                    assert_eq!(plaintext, case["plaintext"].as_str().unwrap());
+                    // Kept without the verification token; the encrypted
+                    // body as received.
+                    let token = v["verification_token"].as_str().unwrap();
+                    let kept = case["plaintext"].as_str().unwrap().replace(token, REDACTED);
+                    assert_eq!(plaintext, kept);
+                    assert!(!plaintext.contains(token));
+                    assert_eq!(body, None);
                     let e = &events[0];
                     assert_eq!(e.sender, "zhangsan");
                     assert_eq!(e.text(), Some("打卡"));
@@ -543,12 +586,23 @@ mod tests {
             side.handle(&request(&headers, &forged, at)),
             Err(Refusal::BadSignature(_))
         ));
-        // No signature on an event.
+        // No signature on an event: refused, and refused the same way as
+        // an unsigned body that does not even decrypt (no padding oracle).
         let bare = HeaderMap::new();
-        assert!(matches!(
-            side.handle(&request(&bare, &body, at)),
-            Err(Refusal::BadSignature(_))
-        ));
+        let unsigned = side.handle(&request(&bare, &body, at)).unwrap_err();
+        assert!(matches!(unsigned, Refusal::BadSignature(_)));
+        let mut garbled = crypto.encrypt("{}").into_bytes();
+        let n = garbled.len() - 5;
+        garbled[n] = if garbled[n] == b'A' { b'B' } else { b'A' };
+        let garbled = json!({ "encrypt": String::from_utf8(garbled).unwrap() }).to_string();
+        let not_json = json!({ "encrypt": crypto.encrypt("not json") }).to_string();
+        for body in [garbled, not_json] {
+            assert_eq!(
+                side.handle(&request(&bare, body.as_bytes(), at))
+                    .unwrap_err(),
+                unsigned
+            );
+        }
         // Plain, though the app encrypts.
         let plain = ok.to_string().into_bytes();
         assert!(matches!(
@@ -597,7 +651,16 @@ mod tests {
         let body = v2("im.message.message_read_v1", event.clone(), "tok").to_string();
         let bare = HeaderMap::new();
         match side.handle(&request(&bare, body.as_bytes(), 0)) {
-            Ok(Callback::Event { events, answer, .. }) => {
+            Ok(Callback::Event {
+                events,
+                answer,
+                body: kept,
+                plaintext,
+            }) => {
+                // The token is not kept, in the body nor in the text.
+                let kept = kept.unwrap();
+                assert_eq!(kept, body.replace("\"tok\"", "\"[verification token]\""));
+                assert_eq!(plaintext, kept);
                 assert_eq!(events[0].sender, "ou_1");
                 assert_eq!(
                     events[0].kind,

@@ -106,6 +106,7 @@ impl CallbackSide for WecomCallbacks {
                     events: vec![event],
                     plaintext,
                     answer: Answer::text("success"),
+                    body: None,
                 })
             }
         }
