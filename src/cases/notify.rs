@@ -285,6 +285,14 @@ pub async fn issue<C: ConnectionTrait>(
         .one(conn)
         .await?
         .is_some();
+    // Asked only for the deadline card, the one notice that says it.
+    let notice_read = match actions
+        .iter()
+        .any(|Action::Notify { step, .. }| *step == Step::DeadlinePassed)
+    {
+        true => notice_read(conn, tenant, case).await?,
+        false => json!({ "reported": false }),
+    };
     let context = json!({
         "employer": tenant.config.name,
         "case_no": case_no(case.id),
@@ -304,7 +312,7 @@ pub async fn issue<C: ConnectionTrait>(
         "emergency_name": subject.emergency_name,
         "emergency_phone": subject.emergency_phone,
         "acknowledged_at": case.acknowledged_at.map(|a| local(tenant, a)),
-        "notice_read": notice_read(conn, tenant, case).await?,
+        "notice_read": notice_read,
         "attempts": past,
         "replied": replied,
     });
