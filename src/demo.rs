@@ -655,8 +655,11 @@ pub async fn run_story_on(
     s.read_latest("zhangsan").await?;
     s.at("2026-12-04", "20:30");
     s.press("zhangsan", "received").await?;
-    // He does not return. Monday 10:05: the deadline (10:00) has passed: HR's card.
-    s.at("2026-12-07", "10:05");
+    // He does not return. The deadline ran from the first proof that the
+    // notice reached him (his read at 20:25 where the platform tells, else
+    // his acknowledgment at 20:30), not from its sending: on Monday at 20:35
+    // it has passed, and HR gets the card.
+    s.at("2026-12-07", "20:35");
     s.scan().await?;
 
     let lines = timeline(s.rt()).await?;

@@ -96,7 +96,8 @@ fn kinds(leaves: &[LeafData]) -> Vec<&str> {
 }
 
 /// The app with 张三 absent from Tuesday 1 December: reminders, the formal
-/// notice on Friday 10:00 (deadline Monday 10:00), and on Monday 10:05 the
+/// notice on Friday 10:00, read or acknowledged at once (deadline Monday
+/// 10:00; not before: a notice only sent starts no deadline), and on Monday 10:05 the
 /// deadline card to HR. On Friday, before the deadline, HR's `/自离` is refused.
 async fn to_the_deadline(db: &TestDb, platform: DemoPlatform) -> Box<dyn Stage> {
     to_the_deadline_with(db, platform, "").await
@@ -115,30 +116,34 @@ async fn to_the_deadline_with(db: &TestDb, platform: DemoPlatform, extra: &str) 
     .unwrap();
     s.at("2026-12-01", "08:00");
     s.check_in(&but(&["zhangsan"])).await.unwrap();
-    for day in ["2026-12-02", "2026-12-03", "2026-12-04"] {
+    for day in ["2026-12-02", "2026-12-03"] {
         s.at(day, "10:00");
         s.scan().await.unwrap();
         s.at(day, "11:00");
         s.check_in(&but(&["zhangsan"])).await.unwrap();
     }
+    // Friday 10:00: the formal notice goes out on every channel.
+    s.at("2026-12-04", "10:00");
+    s.scan().await.unwrap();
     let c = case_of(&*s, "zhangsan").await;
-    assert!(c.formal_notice_at.is_some() && c.deadline_at.is_some());
+    assert!(c.formal_notice_at.is_some());
+    assert!(
+        c.deadline_at.is_none() && c.receipt_at.is_none(),
+        "sent is not received: no deadline yet"
+    );
 
-    // Friday: the deadline (Monday 10:00) has not passed.
-    s.at("2026-12-04", "11:30");
+    // Nothing proves he received it yet: no 自离, and /status says the
+    // deadline has not started.
     s.say("wangmin", "/自离 张三").await.unwrap();
     assert_eq!(
         last_text(&*s, "wangmin"),
         render(
             "command",
-            "depart_not_due",
-            json!({ "name": "张三", "case_no": case_no(c.id), "deadline": "2026-12-07 10:00" })
+            "depart_not_received",
+            json!({ "name": "张三", "case_no": case_no(c.id) })
         )
     );
-    let c = case_of(&*s, "zhangsan").await;
-    assert_eq!(c.status, "open");
     assert!(departure_of(&*s, c.id).await.is_none());
-
     // /status shows how the notice reached him, and on a platform that
     // tells, whether he read it.
     let notice_line = |status: &str| -> String {
@@ -160,15 +165,52 @@ async fn to_the_deadline_with(db: &TestDb, platform: DemoPlatform, extra: &str) 
             "返岗通知书：{chat}；短信已发送（2026-12-04 10:00）；邮件已发送（2026-12-04 10:00）"
         )
     );
+    assert!(status.contains("返岗期限：未起算"), "{status}");
+
+    // He reads it where the platform tells (DingTalk, Feishu), or
+    // acknowledges it (WeCom), still at 10:00: the deadline runs from then.
+    match platform {
+        DemoPlatform::Wecom => s.press("zhangsan", "received").await.unwrap(),
+        _ => s.read_latest("zhangsan").await.unwrap(),
+    }
+    s.settle().await.unwrap();
+    let c = case_of(&*s, "zhangsan").await;
+    let via = match platform {
+        DemoPlatform::Wecom => "acknowledged",
+        _ => "read:chat",
+    };
+    assert_eq!(c.receipt_via.as_deref(), Some(via));
+    // (The simulated clock runs on from when it was set: within the minute.)
+    let within_the_minute = |t: Option<chrono::DateTime<chrono::Utc>>, date: &str| {
+        let after = (t.expect("set") - shanghai(date, "10:00")).num_seconds();
+        assert!((0..60).contains(&after), "{t:?}");
+    };
+    within_the_minute(c.receipt_at, "2026-12-04");
+    within_the_minute(c.deadline_at, "2026-12-07");
+    s.at("2026-12-04", "11:00");
+    s.check_in(&but(&["zhangsan"])).await.unwrap();
+
+    // Before the deadline: still no 自离.
+    s.at("2026-12-04", "11:30");
+    s.say("wangmin", "/自离 张三").await.unwrap();
+    assert_eq!(
+        last_text(&*s, "wangmin"),
+        render(
+            "command",
+            "depart_not_due",
+            json!({ "name": "张三", "case_no": case_no(c.id), "deadline": "2026-12-07 10:00" })
+        )
+    );
+    let c = case_of(&*s, "zhangsan").await;
+    assert_eq!(c.status, "open");
+    assert!(departure_of(&*s, c.id).await.is_none());
+    s.say("wangmin", "/状态 张三").await.unwrap();
+    let status = last_text(&*s, "wangmin");
     assert!(status.contains("返岗期限：2026-12-07 10:00"), "{status}");
     if platform != DemoPlatform::Wecom {
-        s.at("2026-12-04", "11:40");
-        s.read_latest("zhangsan").await.unwrap();
-        s.say("wangmin", "/状态 张三").await.unwrap();
-        let status = last_text(&*s, "wangmin");
         assert!(
             notice_line(&status)
-                .starts_with("返岗通知书：聊天已发送（2026-12-04 10:00），已读 2026-12-04 11:40；"),
+                .starts_with("返岗通知书：聊天已发送（2026-12-04 10:00），已读 2026-12-04 10:00；"),
             "{status}"
         );
     }
@@ -190,12 +232,104 @@ async fn to_the_deadline_with(db: &TestDb, platform: DemoPlatform, extra: &str) 
         .rev()
         .find(|t| t.starts_with("返岗期限已过"))
         .expect("the deadline card reached HR");
-    let read = "平台显示本人已于 2026-12-04 11:40 阅读返岗通知书（已读）。";
+    let read = "平台显示本人已于 2026-12-04 10:00 阅读返岗通知书（已读）。";
+    if platform == DemoPlatform::Wecom {
+        assert!(
+            card.contains("本人已于 2026-12-04 10:00 确认收到返岗通知书"),
+            "{card}"
+        );
+    }
     match platform {
         DemoPlatform::Wecom => assert!(!card.contains("阅读返岗通知书"), "{card}"),
         _ => assert!(card.contains(read), "{card}"),
     }
     s
+}
+
+/// Every channel of the formal notice fails (the chat account gone, the
+/// number refused, the mailbox rejecting): nothing proves he received it,
+/// so however long he stays away no deadline starts, HR gets no deadline
+/// card, and `/自离` is refused saying why.
+#[rstest]
+#[case::sqlite_wecom(Engine::Sqlite, DemoPlatform::Wecom)]
+#[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
+#[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
+#[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
+#[case::sqlite_feishu(Engine::Sqlite, DemoPlatform::Feishu)]
+#[case::postgres_feishu(Engine::Postgres, DemoPlatform::Feishu)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_termination_can_start_when_no_channel_delivered_the_notice(
+    #[case] engine: Engine,
+    #[case] platform: DemoPlatform,
+) {
+    let db = TestDb::new(engine).await;
+    let s = stage(
+        platform,
+        &db.url,
+        &db.dir.path().join("data.key"),
+        shanghai("2026-12-01", "07:00"),
+        "[tenants.attendance]\nscan_at = \"23:59\"\n",
+    )
+    .await
+    .unwrap();
+    s.at("2026-12-01", "08:00");
+    s.check_in(&but(&["zhangsan"])).await.unwrap();
+    for day in ["2026-12-02", "2026-12-03"] {
+        s.at(day, "10:00");
+        s.scan().await.unwrap();
+        s.at(day, "11:00");
+        s.check_in(&but(&["zhangsan"])).await.unwrap();
+    }
+    s.mark_invalid("zhangsan");
+    s.sms()
+        .push_fault(rollcall::platform::sandbox::SmsFault::InvalidNumber);
+    s.mail().reject_recipient("zhangsan@example.com");
+    s.at("2026-12-04", "10:00");
+    s.scan().await.unwrap();
+    let c = case_of(&*s, "zhangsan").await;
+    let notice: Vec<(String, String)> = rows(&*s, c.id)
+        .await
+        .into_iter()
+        .filter(|r| r.step.as_deref() == Some("formal_notice") && r.recipient == "zhangsan")
+        .map(|r| (r.channel, r.status))
+        .collect();
+    assert!(!notice.is_empty());
+    assert!(
+        notice.iter().all(|(_, status)| status == "undeliverable"),
+        "{notice:?}"
+    );
+    // Ten days on, every day scanned: no deadline, no card, no 自离.
+    for day in ["2026-12-07", "2026-12-08", "2026-12-14"] {
+        s.at(day, "10:00");
+        s.scan().await.unwrap();
+    }
+    let c = case_of(&*s, "zhangsan").await;
+    assert!(c.receipt_at.is_none() && c.deadline_at.is_none(), "{c:?}");
+    assert!(
+        !rows(&*s, c.id)
+            .await
+            .iter()
+            .any(|r| r.step.as_deref() == Some("deadline_passed")),
+        "no deadline card"
+    );
+    s.say("wangmin", "/自离 张三").await.unwrap();
+    assert_eq!(
+        last_text(&*s, "wangmin"),
+        render(
+            "command",
+            "depart_not_received",
+            json!({ "name": "张三", "case_no": case_no(c.id) })
+        )
+    );
+    s.say("wangmin", "/状态 张三").await.unwrap();
+    let status = last_text(&*s, "wangmin");
+    assert!(status.contains("返岗期限：未起算"), "{status}");
+    assert!(status.contains("未送达"), "{status}");
+    let c = case_of(&*s, "zhangsan").await;
+    assert_eq!(c.status, "open");
+    assert!(departure_of(&*s, c.id).await.is_none());
+    s.stop().await;
+    db.cleanup().await;
 }
 
 /// What a non-HR sender gets for `/自离`, and that it changes nothing.

@@ -125,10 +125,13 @@ async fn the_demo_story(#[case] engine: Engine) {
     assert_eq!(zhangsan.status, "open", "acknowledged is not resolved");
     assert_eq!(zhangsan.missed_workdays, 4);
     assert!(zhangsan.acknowledged_at.is_some());
-    // Three days after the formal notice went out (Friday 10:00).
+    // Three days after he acknowledged it (Friday 20:30; WeCom shows no
+    // read), not after it went out (Friday 10:00).
+    assert_eq!(zhangsan.receipt_via.as_deref(), Some("acknowledged"));
+    assert_eq!(zhangsan.receipt_at, zhangsan.acknowledged_at);
     let deadline = zhangsan.deadline_at.unwrap();
     assert!(
-        deadline >= shanghai("2026-12-07", "10:00") && deadline < shanghai("2026-12-07", "10:01"),
+        deadline >= shanghai("2026-12-07", "20:30") && deadline < shanghai("2026-12-07", "20:31"),
         "{deadline}"
     );
     let steps: Vec<String> = serde_json::from_str(&zhangsan.steps_done).unwrap();
@@ -202,7 +205,8 @@ async fn the_demo_story(#[case] engine: Engine) {
         .unwrap();
     for fact in [
         "2026-12-01、2026-12-02、2026-12-03",
-        "2026-12-07 10:00",
+        // The term runs from its receipt: no date it cannot know.
+        "自收到本通知之日起 3 日内",
         "2026-01",
         &case_no(z),
         "主管联系",
@@ -224,7 +228,8 @@ async fn the_demo_story(#[case] engine: Engine) {
         .collect();
     assert!(
         kinds.contains(&"manager_contacted".into())
-            && kinds.contains(&"notice_acknowledged".into()),
+            && kinds.contains(&"notice_acknowledged".into())
+            && kinds.contains(&"notice_received".into()),
         "{kinds:?}"
     );
     assert!(

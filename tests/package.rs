@@ -488,8 +488,10 @@ async fn the_package_of_a_case_verifies_offline_and_catches_changes(#[case] engi
         "zh*****n",
         "RC-000002",
         "default-1",
-        "2026-12-07 10:00",
+        // The deadline ran from his acknowledgment, which the report says.
+        "2026-12-07 20:30",
         "2026-12-04 20:30",
+        "员工点击“已收到”确认",
         "赵刚",
         "sandbox-sms-1",
         &p.summary.fingerprint,

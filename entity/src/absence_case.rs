@@ -23,9 +23,15 @@ pub struct Model {
     pub fence: i64,
     /// The ladder policy snapshotted when the case opened (JSON).
     pub policy: String,
+    /// When the formal notice was issued (queued).
     pub formal_notice_at: Option<DateTimeUtc>,
+    /// The deadline, once a receipt is proven.
     pub deadline_at: Option<DateTimeUtc>,
     pub acknowledged_at: Option<DateTimeUtc>,
+    /// When the employee's copy of the formal notice was first proven
+    /// received (the deadline runs from it), and by what.
+    pub receipt_at: Option<DateTimeUtc>,
+    pub receipt_via: Option<String>,
     pub resolved_at: Option<DateTimeUtc>,
     pub resolution: Option<String>,
     pub updated_at: DateTimeUtc,

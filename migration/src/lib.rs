@@ -9,6 +9,7 @@ mod m20261126_000004_create_departure_tables;
 mod m20261126_000005_create_export_downloads;
 mod m20261206_000001_rename_outbox_card_ref;
 mod m20261206_000002_outbox_read_at;
+mod m20261206_000003_case_receipt;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000005_create_export_downloads::Migration),
             Box::new(m20261206_000001_rename_outbox_card_ref::Migration),
             Box::new(m20261206_000002_outbox_read_at::Migration),
+            Box::new(m20261206_000003_case_receipt::Migration),
         ]
     }
 }

@@ -102,7 +102,10 @@ impl UnionNotice {
 pub enum Refusal {
     /// The case is closed.
     Closed,
-    /// The formal notice's deadline has not passed (or there is none yet).
+    /// Nothing proves the employee received the formal notice (no
+    /// acknowledgment, no read receipt): its deadline has not started.
+    NotReceived,
+    /// The formal notice's deadline has not passed.
     NotDue { deadline: Option<DateTime<Utc>> },
     /// It was started already.
     Already,
@@ -325,6 +328,11 @@ pub async fn start<C: ConnectionTrait>(
         Some(CaseStatus::Resolved) => return Ok(Err(Refusal::Closed)),
         Some(CaseStatus::Departing) => return Ok(Err(Refusal::Already)),
         _ => {}
+    }
+    // No 自离 on a notice nobody can prove arrived (违法解除 otherwise).
+    let case = &store::establish_receipt(conn, case, now).await?;
+    if case.receipt_at.is_none() {
+        return Ok(Err(Refusal::NotReceived));
     }
     if case.deadline_at.is_none_or(|d| now < d) {
         return Ok(Err(Refusal::NotDue {

@@ -121,9 +121,13 @@ impl Default for Policy {
 }
 
 impl Policy {
-    /// When a formal notice sent at `sent_at` must have been answered.
-    pub fn deadline(&self, sent_at: DateTime<Utc>) -> DateTime<Utc> {
-        sent_at + Duration::days(self.expected_receipt_days + self.deadline_days)
+    /// When a formal notice proven received at `received_at` must have been
+    /// answered: `deadline_days` after, plus `expected_receipt_days` (meant
+    /// for a notice deemed delivered to an agreed address; 0 by default, and
+    /// added to a proven receipt too, so a tenant that set it never gets a
+    /// shorter deadline than it asked for).
+    pub fn deadline(&self, received_at: DateTime<Utc>) -> DateTime<Utc> {
+        received_at + Duration::days(self.expected_receipt_days + self.deadline_days)
     }
 }
 
@@ -135,8 +139,11 @@ pub struct CaseState {
     pub missed_workdays: u32,
     /// Steps already issued (their outbox rows exist).
     pub steps_done: BTreeSet<Step>,
-    /// When the formal notice was sent, once it was.
-    pub formal_notice_sent_at: Option<DateTime<Utc>>,
+    /// When the employee's copy of the formal notice was first proven
+    /// received (acknowledged, or read where the platform says): the
+    /// deadline runs from it. A notice nobody can prove arrived starts no
+    /// deadline, so no deadline card and no 自离.
+    pub receipt_at: Option<DateTime<Utc>>,
     /// When the employee acknowledged the formal notice (saw it; this does
     /// not resolve the case).
     pub acknowledged_at: Option<DateTime<Utc>>,
@@ -166,8 +173,8 @@ pub fn decide(now: DateTime<Utc>, case: &CaseState, policy: &Policy) -> Vec<Acti
         .filter(|rung| match rung.trigger {
             Trigger::MissedWorkdays { days } => case.missed_workdays >= days,
             Trigger::NoticeDeadline => case
-                .formal_notice_sent_at
-                .is_some_and(|sent| now >= policy.deadline(sent)),
+                .receipt_at
+                .is_some_and(|received| now >= policy.deadline(received)),
         })
         .flat_map(|rung| {
             rung.send
@@ -198,7 +205,7 @@ mod tests {
             status,
             missed_workdays: missed,
             steps_done: done.iter().copied().collect(),
-            formal_notice_sent_at: notice.map(at),
+            receipt_at: notice.map(at),
             acknowledged_at: None,
         }
     }
@@ -233,6 +240,8 @@ mod tests {
         (FormalNotice, Manager, Chat), (FormalNotice, Hr, Chat)])]
     #[case::before_deadline(CaseStatus::Open, 4, &[FirstReminder, SecondReminder, FormalNotice], Some("2026-11-23T03:00:00Z"), &[])]
     #[case::deadline_passed(CaseStatus::Open, 5, &[FirstReminder, SecondReminder, FormalNotice], Some("2026-11-23T02:00:00Z"), &[(DeadlinePassed, Hr, Chat)])]
+    // A notice nobody can prove arrived starts no deadline, however long ago it went out.
+    #[case::notice_never_received(CaseStatus::Open, 9, &[FirstReminder, SecondReminder, FormalNotice], None, &[])]
     #[case::deadline_done(CaseStatus::Open, 6, &[FirstReminder, SecondReminder, FormalNotice, DeadlinePassed], Some("2026-11-20T02:00:00Z"), &[])]
     #[case::paused(CaseStatus::Paused, 3, &[FirstReminder], None, &[])]
     #[case::departing(CaseStatus::Departing, 6, &[FirstReminder, SecondReminder, FormalNotice, DeadlinePassed], Some("2026-11-20T02:00:00Z"), &[])]

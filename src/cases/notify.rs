@@ -305,6 +305,8 @@ pub async fn issue<C: ConnectionTrait>(
         "dates": dates,
         "today": local_day(tenant, now),
         "deadline": local(tenant, deadline),
+        // The formal notice's term, counted from its proven receipt.
+        "deadline_days": policy.expected_receipt_days + policy.deadline_days,
         "rule": tenant.config.notice.rule,
         "rule_version": tenant.config.notice.rule_version,
         "hr_contact": tenant.config.notice.hr_contact,
@@ -496,6 +498,26 @@ impl crate::outbox::OnGiveUp for TellHr {
     ) -> BoxFuture<'a, Result<(), crate::outbox::DeliverError>> {
         Box::pin(async move {
             tell_hr_undeliverable(rt, txn, tenant, row, reason).await?;
+            Ok(())
+        })
+    }
+}
+
+impl crate::outbox::reads::OnRead for TellHr {
+    /// A read formal notice proves its receipt: its deadline starts.
+    fn was_read<'a>(
+        &'a self,
+        txn: &'a DatabaseTransaction,
+        row: &'a outbox::Model,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), DbErr>> {
+        Box::pin(async move {
+            let Some(case_id) = row.case_id else {
+                return Ok(());
+            };
+            if let Some(case) = absence_case::Entity::find_by_id(case_id).one(txn).await? {
+                super::store::establish_receipt(txn, &case, now).await?;
+            }
             Ok(())
         })
     }

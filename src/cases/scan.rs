@@ -15,7 +15,6 @@ use super::{Action, CaseStatus, decide};
 use crate::attendance::calendar::{
     DayStatus, Leave, RestDays, day_is_closed, day_status, last_closed_workday,
 };
-use crate::outbox::OutboxStatus;
 use crate::runtime::{Runtime, Tenant};
 
 /// Cases written per transaction: bounded so the callback path never waits long.
@@ -335,21 +334,6 @@ pub async fn scan(
     Ok(report)
 }
 
-async fn formal_notice_delivered<C: sea_orm::ConnectionTrait>(
-    conn: &C,
-    case: &absence_case::Model,
-) -> Result<bool, DbErr> {
-    use sea_orm::PaginatorTrait;
-    let n = entity::outbox::Entity::find()
-        .filter(entity::outbox::Column::CaseId.eq(case.id))
-        .filter(entity::outbox::Column::Step.eq(super::Step::FormalNotice.as_str()))
-        .filter(entity::outbox::Column::Recipient.eq(&case.user_id))
-        .filter(entity::outbox::Column::Status.eq(OutboxStatus::Sent.as_str()))
-        .count(conn)
-        .await?;
-    Ok(n > 0)
-}
-
 /// Issues what the ladder says is due for `case` now. Returns whether any step was issued.
 pub async fn escalate<C: sea_orm::ConnectionTrait>(
     rt: &Runtime,
@@ -361,17 +345,11 @@ pub async fn escalate<C: sea_orm::ConnectionTrait>(
     if store::status_of(case) != CaseStatus::Open {
         return Ok(false);
     }
-    let mut actions: Vec<Action> = decide(now, &store::state(case), &store::policy(case));
-    // The deadline runs from a notice the employee was sent: if no channel
-    // delivered the formal notice (HR was told of each failure), the
-    // deadline card waits rather than claim a deadline that never started.
-    if actions
-        .iter()
-        .any(|Action::Notify { step, .. }| *step == super::Step::DeadlinePassed)
-        && !formal_notice_delivered(conn, case).await?
-    {
-        actions.retain(|Action::Notify { step, .. }| *step != super::Step::DeadlinePassed);
-    }
+    // The deadline runs from a proven receipt of the formal notice, never
+    // from its sending (a channel may take a message and not deliver it):
+    // a proof that came since the last look starts it now.
+    let case = &store::establish_receipt(conn, case, now).await?;
+    let actions: Vec<Action> = decide(now, &store::state(case), &store::policy(case));
     if actions.is_empty() {
         return Ok(false);
     }

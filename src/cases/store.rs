@@ -49,7 +49,7 @@ pub fn state(row: &absence_case::Model) -> CaseState {
         status: status_of(row),
         missed_workdays: u32::try_from(row.missed_workdays).unwrap_or(0),
         steps_done: steps_done(row),
-        formal_notice_sent_at: row.formal_notice_at,
+        receipt_at: row.receipt_at,
         acknowledged_at: row.acknowledged_at,
     }
 }
@@ -201,7 +201,7 @@ pub async fn advance<C: ConnectionTrait>(
     absence_case::Entity::find_by_id(case.id).one(conn).await
 }
 
-/// Marks `steps` issued; the formal notice also fixes the deadline.
+/// Marks `steps` issued; the formal notice also records when it was issued.
 pub async fn mark_steps<C: ConnectionTrait>(
     conn: &C,
     case: &absence_case::Model,
@@ -217,11 +217,9 @@ pub async fn mark_steps<C: ConnectionTrait>(
         )
         .col_expr(absence_case::Column::UpdatedAt, Expr::value(now))
         .filter(absence_case::Column::Id.eq(case.id));
+    // The deadline waits for a proven receipt (see [`establish_receipt`]).
     if steps.contains(&Step::FormalNotice) && case.formal_notice_at.is_none() {
-        let deadline = policy(case).deadline(now);
-        update = update
-            .col_expr(absence_case::Column::FormalNoticeAt, Expr::value(now))
-            .col_expr(absence_case::Column::DeadlineAt, Expr::value(deadline));
+        update = update.col_expr(absence_case::Column::FormalNoticeAt, Expr::value(now));
     }
     update.exec(conn).await?;
     for step in steps {
@@ -498,6 +496,79 @@ pub async fn acknowledge<C: ConnectionTrait>(
         now,
     )
     .await
+}
+
+/// Case `id` as it stands.
+pub async fn reload<C: ConnectionTrait>(conn: &C, id: i64) -> Result<absence_case::Model, DbErr> {
+    absence_case::Entity::find_by_id(id)
+        .one(conn)
+        .await?
+        .ok_or(DbErr::RecordNotFound(format!("case {id}")))
+}
+
+/// Proves, if it can, that the employee of `case` received the formal
+/// notice, and starts the deadline from the earliest proof: their
+/// acknowledgment (已收到), or the platform's word that they read the
+/// notice's text on chat (DingTalk, Feishu). A notice that was only sent
+/// proves nothing (a platform may accept a message and never deliver it),
+/// so it starts no deadline. The first proof found fixes the deadline;
+/// later ones change nothing. Returns the case as it now stands.
+pub async fn establish_receipt<C: ConnectionTrait>(
+    conn: &C,
+    case: &absence_case::Model,
+    now: DateTime<Utc>,
+) -> Result<absence_case::Model, DbErr> {
+    if case.receipt_at.is_some() || case.formal_notice_at.is_none() {
+        return Ok(case.clone());
+    }
+    let read = entity::outbox::Entity::find()
+        .filter(entity::outbox::Column::CaseId.eq(case.id))
+        .filter(entity::outbox::Column::Step.eq("formal_notice"))
+        .filter(entity::outbox::Column::Recipient.eq(&case.user_id))
+        .filter(entity::outbox::Column::Channel.eq("chat"))
+        .filter(entity::outbox::Column::ReadAt.is_not_null())
+        .all(conn)
+        .await?
+        .into_iter()
+        .filter_map(|r| Some((r.read_at?, r.id)))
+        .min();
+    let proofs = [
+        case.acknowledged_at.map(|at| (at, "acknowledged", None)),
+        read.map(|(at, id)| (at, "read:chat", Some(id))),
+    ];
+    let Some((at, via, outbox_id)) = proofs.into_iter().flatten().min_by_key(|p| p.0) else {
+        return Ok(case.clone());
+    };
+    let deadline = policy(case).deadline(at);
+    let first = absence_case::Entity::update_many()
+        .col_expr(absence_case::Column::ReceiptAt, Expr::value(at))
+        .col_expr(absence_case::Column::ReceiptVia, Expr::value(via))
+        .col_expr(absence_case::Column::DeadlineAt, Expr::value(deadline))
+        .col_expr(absence_case::Column::UpdatedAt, Expr::value(now))
+        .filter(absence_case::Column::Id.eq(case.id))
+        .filter(absence_case::Column::ReceiptAt.is_null())
+        .exec(conn)
+        .await?
+        .rows_affected
+        == 1;
+    if first {
+        record(
+            conn,
+            &case.tenant_id,
+            Some(case.id),
+            Some(&case.user_id),
+            "notice_received",
+            None,
+            json!({ "via": via, "received_at": at, "deadline": deadline, "outbox": outbox_id }),
+            None,
+            now,
+        )
+        .await?;
+    }
+    absence_case::Entity::find_by_id(case.id)
+        .one(conn)
+        .await?
+        .ok_or(DbErr::RecordNotFound(format!("case {}", case.id)))
 }
 
 #[cfg(test)]

@@ -489,6 +489,7 @@ async fn depart(
             "depart_not_due",
             json!({ "name": t.name, "case_no": case_no(case.id), "deadline": deadline.map(|d| local(turn.tenant, d)) }),
         ),
+        Err(Refusal::NotReceived) => ("depart_not_received", context),
         Err(Refusal::Already) => ("depart_already", context),
         Err(Refusal::Closed) => ("depart_no_case", context),
     })

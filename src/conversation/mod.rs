@@ -325,7 +325,21 @@ async fn pushed_read(
         turn.now,
     )
     .await?;
-    Ok(if marked > 0 { "read" } else { "read_unknown" })
+    if marked == 0 {
+        return Ok("read_unknown");
+    }
+    // A read formal notice proves its receipt: its deadline starts.
+    let open = entity::absence_case::Entity::find()
+        .filter(entity::absence_case::Column::TenantId.eq(&turn.tenant.config.id))
+        .filter(entity::absence_case::Column::UserId.eq(&turn.event.sender))
+        .filter(entity::absence_case::Column::FormalNoticeAt.is_not_null())
+        .filter(entity::absence_case::Column::ReceiptAt.is_null())
+        .all(turn.txn)
+        .await?;
+    for case in open {
+        store::establish_receipt(turn.txn, &case, turn.now).await?;
+    }
+    Ok("read")
 }
 
 type Place = (f64, f64, Option<String>);
@@ -747,6 +761,11 @@ async fn card_press(
         }
         ("received", Some(c)) => {
             store::acknowledge(turn.txn, c, Some(turn.event_id), turn.now).await?;
+            // The acknowledgment proves the notice arrived: the deadline
+            // runs from it (or from an earlier read).
+            let c = store::reload(turn.txn, c.id).await?;
+            let c = store::establish_receipt(turn.txn, &c, turn.now).await?;
+            context["deadline"] = json!(c.deadline_at.map(|d| local(turn.tenant, d)));
             Some("reply_received")
         }
         // Only HR decides, whoever the policy sends the deadline card to.
@@ -771,6 +790,7 @@ async fn card_press(
                 Err(refusal) => {
                     context["refusal"] = json!(match refusal {
                         Refusal::NotDue { .. } => "not_due",
+                        Refusal::NotReceived => "not_received",
                         Refusal::Already => "already",
                         Refusal::Closed => "closed",
                     });

@@ -799,6 +799,10 @@ mod report {
         opened_at: String,
         formal_notice_at: Option<String>,
         deadline_at: Option<String>,
+        /// When the notice was first proven received, and how
+        /// (`acknowledged`, `read:chat`): the deadline runs from it.
+        receipt_at: Option<String>,
+        receipt_via: Option<String>,
         acknowledged_at: Option<String>,
         resolved_at: Option<String>,
         policy: Policy,
@@ -1040,6 +1044,8 @@ mod report {
             opened_at: local(zone, c.opened_at),
             formal_notice_at: c.formal_notice_at.map(|t| local(zone, t)),
             deadline_at: c.deadline_at.map(|t| local(zone, t)),
+            receipt_at: c.receipt_at.map(|t| local(zone, t)),
+            receipt_via: c.receipt_via.clone(),
             acknowledged_at: c.acknowledged_at.map(|t| local(zone, t)),
             resolved_at: c.resolved_at.map(|t| local(zone, t)),
             policy_leaf: snapshot.as_ref().map(|(_, i)| *i),

@@ -227,7 +227,7 @@ pub enum DeliverError {
 /// failed for good), besides marking it: the cases tell HR
 /// (`cases::notify::TellHr`). The worker passes it to [`deliver`], so that
 /// the outbox does not depend on the modules that write to it.
-pub trait OnGiveUp: Sync {
+pub trait OnGiveUp: reads::OnRead {
     fn given_up<'a>(
         &'a self,
         rt: &'a Runtime,
@@ -826,7 +826,7 @@ pub async fn check_read(
     round: u32,
     on_give_up: &dyn OnGiveUp,
 ) -> Result<reads::Checked, DeliverError> {
-    let checked = reads::check(rt, id, round).await?;
+    let checked = reads::check(rt, id, round, on_give_up).await?;
     let reads::Checked::NeverDelivered { reason, response } = &checked else {
         return Ok(checked);
     };

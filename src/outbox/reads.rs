@@ -24,6 +24,17 @@ use crate::evidence::append_one;
 use crate::platform::{ChatApi, Exchange, PlatformError};
 use crate::runtime::Runtime;
 
+/// What the caller does when a row was just recorded read, in the same
+/// transaction (a read formal notice starts its deadline: the cases' part).
+pub trait OnRead: Sync {
+    fn was_read<'a>(
+        &'a self,
+        txn: &'a sea_orm::DatabaseTransaction,
+        row: &'a outbox::Model,
+        now: DateTime<Utc>,
+    ) -> futures::future::BoxFuture<'a, Result<(), sea_orm::DbErr>>;
+}
+
 /// When the checks happen, in units after sending.
 const SCHEDULE: [u64; 10] = [1, 5, 15, 30, 60, 120, 240, 480, 960, 1430];
 
@@ -80,11 +91,15 @@ async fn record_end(
     row: &outbox::Model,
     read_at: Option<DateTime<Utc>>,
     leaf: crate::evidence::NewLeaf,
+    hook: &dyn OnRead,
 ) -> Result<(), sea_orm::DbErr> {
     let now = rt.clock.now();
     let txn = rt.db.orm.begin().await?;
     if end_once(&txn, row.id, read_at, now).await? {
         append_one(&txn, &row.tenant_id, now, leaf).await?;
+        if read_at.is_some() {
+            hook.was_read(&txn, row, now).await?;
+        }
     }
     txn.commit().await
 }
@@ -94,7 +109,12 @@ async fn record_end(
 /// recipient (a DingTalk work notice dropped as a duplicate of the day or
 /// over a quota): that is [`Checked::NeverDelivered`], for the caller to
 /// give the row up (`outbox::check_read`).
-pub async fn check(rt: &Runtime, id: i64, round: u32) -> Result<Checked, sea_orm::DbErr> {
+pub async fn check(
+    rt: &Runtime,
+    id: i64,
+    round: u32,
+    hook: &dyn OnRead,
+) -> Result<Checked, sea_orm::DbErr> {
     let db = &rt.db.orm;
     let Some(row) = outbox::Entity::find_by_id(id).one(db).await? else {
         return Ok(Checked::Done("missing"));
@@ -146,7 +166,7 @@ pub async fn check(rt: &Runtime, id: i64, round: u32) -> Result<Checked, sea_orm
                 "rounds": round + 1,
                 "reason": reason,
             }));
-            record_end(rt, &row, None, leaf).await?;
+            record_end(rt, &row, None, leaf, hook).await?;
             return Ok(Checked::Done("unanswered"));
         }
         Err(e) => {
@@ -155,7 +175,7 @@ pub async fn check(rt: &Runtime, id: i64, round: u32) -> Result<Checked, sea_orm
                 "round": round,
                 "reason": e.to_string(),
             }));
-            record_end(rt, &row, None, leaf).await?;
+            record_end(rt, &row, None, leaf, hook).await?;
             return Ok(Checked::Done("unavailable"));
         }
     };
@@ -185,7 +205,7 @@ pub async fn check(rt: &Runtime, id: i64, round: u32) -> Result<Checked, sea_orm
                 status.response.media_type,
                 status.response.bytes,
             );
-        record_end(rt, &row, None, leaf).await?;
+        record_end(rt, &row, None, leaf, hook).await?;
         return Ok(Checked::Done("unread"));
     };
     // The platform's time of the read when it gives one, else when we asked.
@@ -206,7 +226,7 @@ pub async fn check(rt: &Runtime, id: i64, round: u32) -> Result<Checked, sea_orm
             status.response.media_type,
             status.response.bytes,
         );
-    record_end(rt, &row, Some(read_at), leaf).await?;
+    record_end(rt, &row, Some(read_at), leaf, hook).await?;
     Ok(Checked::Done("read"))
 }
 
