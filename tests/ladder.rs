@@ -930,3 +930,60 @@ async fn own_rest_days_partial_leave_and_resume(#[case] engine: Engine) {
     s.stop().await;
     db.cleanup().await;
 }
+
+/// The copy of the formal notice to the manager and HR names the channels
+/// the notice really went out on: with no email address on file for 张三,
+/// chat and SMS only.
+#[rstest]
+#[case::sqlite_wecom(Engine::Sqlite, DemoPlatform::Wecom)]
+#[case::postgres_feishu(Engine::Postgres, DemoPlatform::Feishu)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_copy_names_the_channels_really_used(
+    #[case] engine: Engine,
+    #[case] platform: DemoPlatform,
+) {
+    let db = TestDb::new(engine).await;
+    let s = start_on(&db, platform, "2026-12-01").await;
+    entity::employee::Entity::update_many()
+        .col_expr(
+            entity::employee::Column::Email,
+            sea_orm::sea_query::Expr::value(Option::<String>::None),
+        )
+        .filter(entity::employee::Column::UserId.eq("zhangsan"))
+        .exec(&s.rt().db.orm)
+        .await
+        .unwrap();
+    s.at("2026-12-01", "08:00");
+    s.check_in(&but(&["zhangsan"])).await.unwrap();
+    for day in ["2026-12-02", "2026-12-03", "2026-12-04"] {
+        s.at(day, "10:00");
+        s.scan().await.unwrap();
+        s.at(day, "11:00");
+        s.check_in(&but(&["zhangsan"])).await.unwrap();
+    }
+    let chat = match platform {
+        DemoPlatform::Feishu => "飞书",
+        DemoPlatform::Dingtalk => "钉钉",
+        DemoPlatform::Wecom => "企业微信",
+    };
+    for who in ["wangmin", "zhaogang"] {
+        let copy = s
+            .received(who)
+            .into_iter()
+            .find(|t| t.starts_with("抄送：返岗通知书已发出"))
+            .unwrap_or_else(|| panic!("{who} got no copy"));
+        assert!(
+            copy.contains(&format!("发送渠道：{chat}、短信。")),
+            "{who}: {copy}"
+        );
+    }
+    assert!(
+        rows(&*s)
+            .await
+            .iter()
+            .all(|r| !(r.recipient == "zhangsan" && r.channel == "email")),
+        "no email was queued"
+    );
+    s.stop().await;
+    db.cleanup().await;
+}

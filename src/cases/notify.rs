@@ -293,7 +293,7 @@ pub async fn issue<C: ConnectionTrait>(
         true => notice_read(conn, tenant, case).await?,
         false => json!({ "reported": false }),
     };
-    let context = json!({
+    let mut context = json!({
         "employer": tenant.config.name,
         "case_no": case_no(case.id),
         "name": subject.row.name,
@@ -318,6 +318,10 @@ pub async fn issue<C: ConnectionTrait>(
         "attempts": past,
         "replied": replied,
     });
+    // The channels the employee's notice of each step really went out on
+    // (queued, with a provider to send it), for the copies, which come
+    // after it in ladder order and name them.
+    let mut used: Vec<&'static str> = Vec::new();
     for action in actions {
         let Action::Notify {
             step,
@@ -325,6 +329,7 @@ pub async fn issue<C: ConnectionTrait>(
             channel,
         } = *action;
         steps.insert(step);
+        context["channels_used"] = json!(used);
         let Some(plan) = plan(step, recipient) else {
             skipped(conn, case, json!({ "step": step, "recipient": recipient, "reason": "no template for this recipient" }), now).await?;
             continue;
@@ -448,6 +453,17 @@ pub async fn issue<C: ConnectionTrait>(
             enqueue(conn, rt.db.engine, message, now).await?;
             if let Some(ack) = ack {
                 enqueue(conn, rt.db.engine, ack, now).await?;
+            }
+            let provided = match channel {
+                Channel::Chat => tenant.chat.is_some(),
+                Channel::Sms => tenant.sms.is_some(),
+                Channel::Email => tenant.mail.is_some(),
+            };
+            if recipient == Recipient::Employee && provided {
+                let name = channel_name(channel);
+                if !used.contains(&name) {
+                    used.push(name);
+                }
             }
         }
     }
