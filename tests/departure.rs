@@ -1125,3 +1125,73 @@ rungs = [
     s.stop().await;
     db.cleanup().await;
 }
+
+/// A card stays in a chat after the presser's role changed: HR's union and
+/// confirmation buttons need someone who is HR now, the manager's
+/// confirmation the subject's manager now; otherwise nothing is recorded.
+#[rstest]
+#[case::sqlite_wecom(Engine::Sqlite, DemoPlatform::Wecom)]
+#[case::postgres_feishu(Engine::Postgres, DemoPlatform::Feishu)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_press_needs_the_role_the_card_was_sent_for(
+    #[case] engine: Engine,
+    #[case] platform: DemoPlatform,
+) {
+    let db = TestDb::new(engine).await;
+    let s = to_the_deadline(&db, platform).await;
+    s.at("2026-12-07", "10:30");
+    s.press("wangmin", "start_departure").await.unwrap();
+    let c = case_of(&*s, "zhangsan").await;
+    assert_eq!(c.status, "departing");
+    // 王敏 moves out of HR; 张三 gets another manager.
+    let orm = &s.rt().db.orm;
+    entity::employee::Entity::update_many()
+        .col_expr(
+            entity::employee::Column::Role,
+            sea_orm::sea_query::Expr::value("employee"),
+        )
+        .filter(entity::employee::Column::UserId.eq("wangmin"))
+        .exec(orm)
+        .await
+        .unwrap();
+    entity::employee::Entity::update_many()
+        .col_expr(
+            entity::employee::Column::ManagerUserId,
+            sea_orm::sea_query::Expr::value("wangwu"),
+        )
+        .filter(entity::employee::Column::UserId.eq("zhangsan"))
+        .exec(orm)
+        .await
+        .unwrap();
+    s.at("2026-12-07", "10:40");
+    for (who, action) in [
+        ("wangmin", "union_notified"),
+        ("wangmin", "confirm_hr"),
+        ("zhaogang", "confirm_manager"),
+    ] {
+        s.press(who, action).await.unwrap();
+        let answer = last_text(&*s, who);
+        assert!(
+            answer.contains("此次点击未被记录"),
+            "{who} {action}: {answer}"
+        );
+    }
+    let d = departure_of(&*s, c.id).await.unwrap();
+    assert!(
+        d.union_status.is_none() && d.union_recorded_at.is_none(),
+        "{d:?}"
+    );
+    assert!(
+        d.hr_confirmed_at.is_none() && d.manager_confirmed_at.is_none(),
+        "{d:?}"
+    );
+    let refused = case_event::Entity::find()
+        .filter(case_event::Column::CaseId.eq(c.id))
+        .filter(case_event::Column::Kind.eq("card_press_refused"))
+        .count(orm)
+        .await
+        .unwrap();
+    assert_eq!(refused, 3);
+    s.stop().await;
+    db.cleanup().await;
+}

@@ -541,6 +541,18 @@ async fn commands_answer_by_role(#[case] engine: Engine, #[case] platform: DemoP
             Some("李四"),
         ),
         ("zhaogang", &resolve_manager_own, None),
+        // Whether someone exists is not told to who may not ask about them:
+        // the same refusal for a colleague and for no one.
+        ("zhangsan", "/status 不存在的人", None),
+        ("zhangsan", "/status nobody", None),
+        ("zhaogang", "/status 不存在的人", None),
+        ("zhaogang", "/结案 RC-999999 没有这个案件", None),
+        // HR decides nothing about their own case.
+        ("wangmin", "/leave 王敏 2026-12-01 2026-12-01 病假", None),
+        ("wangmin", &resolve_hr, None),
+        // Another HR person's case is HR's to decide: someone who is not
+        // found is said so to HR.
+        ("wangmin", "/status 不存在的人", Some("不存在的人")),
     ];
     for (sender, text, expect) in table {
         s.say(sender, text).await.unwrap();

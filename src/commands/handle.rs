@@ -64,17 +64,30 @@ enum Found {
     Many(Vec<String>),
 }
 
-/// Finds a person by user id or by name.
-async fn find(turn: &Turn<'_>, who: &str) -> Result<Found, HandleError> {
+/// Finds a person by user id or by name, among those `sender` may ask
+/// about at all: everyone for HR; for a manager themself and their reports;
+/// for an employee themself. Whoever else exists is not found, so that the
+/// answer never tells someone without the right who is in the directory.
+async fn find(turn: &Turn<'_>, sender: &employee::Model, who: &str) -> Result<Found, HandleError> {
     let tenant = &turn.tenant.config.id;
-    if let Some(e) = crate::employees::directory::employee_row(turn.txn, tenant, who).await? {
+    let visible = |e: &employee::Model| {
+        role_of(sender) == Role::Hr
+            || matches!(subject_of(sender, e), Subject::Themself | Subject::Report)
+    };
+    if let Some(e) = crate::employees::directory::employee_row(turn.txn, tenant, who)
+        .await?
+        .filter(visible)
+    {
         return Ok(Found::One(Box::new(e)));
     }
-    let mut named = employee::Entity::find()
+    let mut named: Vec<employee::Model> = employee::Entity::find()
         .filter(employee::Column::TenantId.eq(tenant))
         .filter(employee::Column::Name.eq(who))
         .all(turn.txn)
-        .await?;
+        .await?
+        .into_iter()
+        .filter(visible)
+        .collect();
     Ok(match named.len() {
         0 => Found::None,
         1 => Found::One(Box::new(named.remove(0))),
@@ -109,8 +122,9 @@ async fn open_window(
     sender: &employee::Model,
     c: &Caption,
 ) -> Result<(&'static str, Value), HandleError> {
-    let target = match find(turn, &c.who).await? {
+    let target = match find(turn, sender, &c.who).await? {
         Found::One(e) => *e,
+        Found::None if role_of(sender) != Role::Hr => return Ok(("refused", json!({}))),
         Found::None => return Ok(("not_found", json!({ "who": c.who }))),
         Found::Many(ids) => {
             return Ok(("ambiguous", json!({ "who": c.who, "candidates": ids })));
@@ -185,8 +199,10 @@ async fn run(
         | Command::Depart { who }
         | Command::Evidence { who }
         | Command::Export { who, .. }
-        | Command::Union { who, .. } => match find(turn, who).await? {
+        | Command::Union { who, .. } => match find(turn, sender, who).await? {
             Found::One(e) => Some(*e),
+            // Not someone they may ask about, or no one: the same answer.
+            Found::None if role != Role::Hr => return refused,
             Found::None => return Ok(("not_found", json!({ "who": who }))),
             Found::Many(ids) => return Ok(("ambiguous", json!({ "who": who, "candidates": ids }))),
         },
@@ -199,6 +215,9 @@ async fn run(
                 None => None,
             };
             let Some(found) = found else {
+                if role != Role::Hr {
+                    return refused;
+                }
                 return Ok(("not_found", json!({ "who": case })));
             };
             let person = crate::employees::directory::employee_row(

@@ -254,7 +254,14 @@ pub enum Subject {
 /// for themself. Everyone else gets a polite refusal.
 pub fn allowed(role: Role, command: &Command, subject: Subject) -> bool {
     match role {
-        Role::Hr => true,
+        // Never about their own case or leave: someone else in HR decides.
+        Role::Hr => {
+            !(subject == Subject::Themself
+                && matches!(
+                    command,
+                    Command::Leave { .. } | Command::Resolve { .. } | Command::Depart { .. }
+                ))
+        }
         Role::Manager => match command {
             Command::Help | Command::Cases => true,
             Command::Status { .. } => matches!(subject, Subject::Themself | Subject::Report),

@@ -798,6 +798,37 @@ async fn card_press(
                 }
             }
         }
+        // A card stays in a chat: whoever presses it must still hold the
+        // role it was sent for (HR for HR's items, the subject's manager for
+        // the manager's confirmation).
+        ("confirm_hr" | "union_notified" | "no_union", Some(c))
+            if departing.is_some() && sender.role != "hr" =>
+        {
+            turn.record(
+                Some(c.id),
+                Some(&c.user_id),
+                "card_press_refused",
+                json!({ "action": action.action, "reason": "not_hr" }),
+            )
+            .await?;
+            context["refusal"] = json!("no_longer_hr");
+            Some("reply_departure_refused")
+        }
+        ("confirm_manager", Some(c))
+            if departing.is_some()
+                && subject.as_ref().and_then(|s| s.manager_user_id.as_deref())
+                    != Some(sender.user_id.as_str()) =>
+        {
+            turn.record(
+                Some(c.id),
+                Some(&c.user_id),
+                "card_press_refused",
+                json!({ "action": action.action, "reason": "not_the_manager" }),
+            )
+            .await?;
+            context["refusal"] = json!("no_longer_manager");
+            Some("reply_departure_refused")
+        }
         ("confirm_manager" | "confirm_hr", Some(c)) if departing.is_some() => {
             let capacity = if action.action == Capacity::Manager.action() {
                 Capacity::Manager
