@@ -999,3 +999,86 @@ async fn the_copy_names_the_channels_really_used(
     s.stop().await;
     db.cleanup().await;
 }
+
+/// Waits (up to PATIENCE) until `check` holds for the outbox rows.
+async fn until_rows(s: &dyn Stage, what: &str, check: impl Fn(&[outbox::Model]) -> bool) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let all = rows(s).await;
+        if check(&all) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {all:#?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A reminder still waiting for its retry when the employee answers (the
+/// case pauses: the queued notice will not go out), then HR resumes the
+/// case: the step goes out again, under a new key, instead of staying
+/// marked done with nothing sent.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_stopped_by_a_pause_goes_out_after_the_resume(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let s = start_on(&db, DemoPlatform::Wecom, "2026-12-01").await;
+    s.at("2026-12-01", "08:00");
+    s.check_in(&but(&["zhangsan"])).await.unwrap();
+    // The first send meets WeCom's frequency limit: retried a minute later.
+    s.push_faults(&[StageFault::RateLimited]);
+    s.at("2026-12-02", "10:00");
+    rollcall::attendance::punches::scan(s.rt(), TENANT, None)
+        .await
+        .unwrap();
+    let first = |r: &outbox::Model| {
+        r.recipient == "zhangsan" && r.step.as_deref() == Some("first_reminder")
+    };
+    until_rows(&*s, "the reminder's first attempt", |all| {
+        all.iter()
+            .any(|r| first(r) && r.status == "pending" && r.attempts >= 1)
+    })
+    .await;
+    // He answers before the retry: the case pauses.
+    s.text("zhangsan", "我生病了，在医院").await.unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let c = loop {
+        let c = case_of(&*s, "zhangsan").await.unwrap();
+        if c.status == "paused" {
+            break c;
+        }
+        assert!(std::time::Instant::now() < deadline, "{c:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    // HR goes on: the reminder goes out now, once, under a new key.
+    s.text("wangmin", &format!("/继续 {}", case_no(c.id)))
+        .await
+        .unwrap();
+    let again = format!("notice:{}:first_reminder:zhangsan:chat:f3", c.id);
+    until_rows(&*s, "the reminder again", |all| {
+        all.iter()
+            .any(|r| r.idem_key == again && r.status == "sent")
+    })
+    .await;
+    let all = rows(&*s).await;
+    let sent: Vec<&outbox::Model> = all
+        .iter()
+        .filter(|r| first(r) && r.status == "sent")
+        .collect();
+    assert_eq!(sent.len(), 1, "{all:#?}");
+    let resumed = case_event::Entity::find()
+        .filter(case_event::Column::CaseId.eq(c.id))
+        .filter(case_event::Column::Kind.eq("case_resumed"))
+        .one(&s.rt().db.orm)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        resumed.detail.contains("first_reminder"),
+        "{}",
+        resumed.detail
+    );
+    s.stop().await;
+    db.cleanup().await;
+}

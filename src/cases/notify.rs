@@ -417,12 +417,19 @@ pub async fn issue<C: ConnectionTrait>(
             };
             let message = NewMessage {
                 tenant_id: tenant_id.clone(),
+                // After a pause and a resume (a new fencing token) a step
+                // whose notices were stopped goes out again, under new keys.
                 idem_key: format!(
-                    "notice:{}:{}:{}:{}",
+                    "notice:{}:{}:{}:{}{}",
                     case.id,
                     step.as_str(),
                     person.user_id,
-                    channel_name(channel)
+                    channel_name(channel),
+                    if case.fence > 1 {
+                        format!(":f{}", case.fence)
+                    } else {
+                        String::new()
+                    }
                 ),
                 case_id: Some(case.id),
                 fence: Some(case.fence),

@@ -423,6 +423,24 @@ pub async fn resume<C: ConnectionTrait>(
     {
         return Ok(false);
     }
+    let reissue = unsent_steps(conn, case).await?;
+    if !reissue.is_empty() {
+        let mut done = steps_done(case);
+        done.retain(|s| !reissue.contains(s));
+        let mut update = absence_case::Entity::update_many()
+            .col_expr(
+                absence_case::Column::StepsDone,
+                Expr::value(serde_json::to_string(&done).expect("plain data")),
+            )
+            .filter(absence_case::Column::Id.eq(case.id));
+        if reissue.contains(&Step::FormalNotice) {
+            update = update.col_expr(
+                absence_case::Column::FormalNoticeAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            );
+        }
+        update.exec(conn).await?;
+    }
     record(
         conn,
         &case.tenant_id,
@@ -430,12 +448,45 @@ pub async fn resume<C: ConnectionTrait>(
         Some(&case.user_id),
         "case_resumed",
         Some(actor),
-        json!({}),
+        json!({ "reissue": reissue }),
         Some(inbound_event_id),
         now,
     )
     .await?;
     Ok(true)
+}
+
+/// The steps marked done on `case` none of whose notices went out, nor
+/// will: every row was cancelled, or is still waiting under a fencing token
+/// the case no longer holds (its delivery will cancel it). A pause stops
+/// what was queued; a resume must send it again rather than leave the step
+/// marked done with nothing sent.
+async fn unsent_steps<C: ConnectionTrait>(
+    conn: &C,
+    case: &absence_case::Model,
+) -> Result<Vec<Step>, DbErr> {
+    use crate::outbox::OutboxStatus;
+    let rows = entity::outbox::Entity::find()
+        .filter(entity::outbox::Column::CaseId.eq(case.id))
+        .all(conn)
+        .await?;
+    // The fence the transition just set.
+    let fence = case.fence + 1;
+    Ok(steps_done(case)
+        .into_iter()
+        .filter(|step| {
+            let mine: Vec<_> = rows
+                .iter()
+                .filter(|r| r.step.as_deref() == Some(step.as_str()))
+                .collect();
+            !mine.is_empty()
+                && mine.iter().all(|r| {
+                    r.status == OutboxStatus::Cancelled.as_str()
+                        || (r.status == OutboxStatus::Pending.as_str()
+                            && r.fence.is_some_and(|f| f != fence))
+                })
+        })
+        .collect())
 }
 
 /// Stops the ladder of an open or paused case for the self-departure
