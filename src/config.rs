@@ -4,7 +4,7 @@
 //!
 //! A bad configuration is refused at start with the key and the reason.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -581,6 +581,9 @@ impl Config {
             ));
         }
         let mut seen = HashSet::new();
+        // One platform app serves one tenant: two tenants on the same app
+        // would each take the other's callbacks as their own.
+        let mut apps: HashMap<String, String> = HashMap::new();
         let tenants = raw
             .tenants
             .into_iter()
@@ -591,6 +594,23 @@ impl Config {
                     return Err(invalid(
                         format!("tenants[{i}].id"),
                         format!("`{}` is used twice", tenant.id),
+                    ));
+                }
+                let app = match (&tenant.wecom, &tenant.dingtalk, &tenant.feishu) {
+                    (Some(w), _, _) => Some(("wecom", format!("wecom:{}:{}", w.corp_id, w.agent_id))),
+                    (_, Some(d), _) => Some(("dingtalk", format!("dingtalk:{}", d.app_key))),
+                    (_, _, Some(f)) => Some(("feishu", format!("feishu:{}", f.app_id))),
+                    _ => None,
+                };
+                if let Some((platform, app)) = app
+                    && let Some(other) = apps.insert(app, tenant.id.clone())
+                {
+                    return Err(invalid(
+                        format!("tenants[{i}].{platform}"),
+                        format!(
+                            "tenant `{}` uses the same {platform} app as tenant `{other}`: one app serves one tenant",
+                            tenant.id
+                        ),
                     ));
                 }
                 Ok(tenant)
@@ -1464,6 +1484,7 @@ mod tests {
     #[case::unset_env(&tenant("").replace("token = \"t\"", "token_env = \"NOPE\""), "tenants[0].wecom.token_env")]
     #[case::two_sources(&tenant("").replace("token = \"t\"", "token = \"t\"\ntoken_env = \"X\""), "tenants[0].wecom.token")]
     #[case::duplicate(&format!("{}{}", tenant(""), tenant("")), "tenants[1].id")]
+    #[case::same_app(&format!("{}{}", tenant(""), tenant("").replace("id = \"acme\"", "id = \"other\"")), "tenants[1].wecom")]
     #[case::bad_listen("[server]\nlisten = \"nowhere\"\n", "server.listen")]
     #[case::bad_db("[database]\nurl = \"mysql://x\"\n", "database.url")]
     #[case::bad_api_base(&tenant("").replace("encoding_aes_key", "api_base = \"ftp://x\"\nencoding_aes_key"), "tenants[0].wecom.api_base")]

@@ -566,3 +566,31 @@ async fn two_instances_share_one_postgres_database() {
     second.stop().await;
     db.cleanup().await;
 }
+
+/// When the database cannot store a callback, the platform gets a 503 (and
+/// retries), with no word of the database's error in the answer.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test]
+async fn a_store_failure_is_a_bare_503(#[case] engine: Engine) {
+    use sea_orm::ConnectionTrait;
+    let db = TestDb::new(engine).await;
+    let app = boot(&db, 600).await;
+    app.db
+        .orm
+        .execute_unprepared("ALTER TABLE inbound_events RENAME TO inbound_events_away")
+        .await
+        .unwrap();
+    let c = vector_tenant().text(424242, "打卡");
+    let (status, body) = post(&app, "acme", &c.query, c.body).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body, "temporarily unavailable, try again");
+    app.db
+        .orm
+        .execute_unprepared("ALTER TABLE inbound_events_away RENAME TO inbound_events")
+        .await
+        .unwrap();
+    app.stop().await;
+    db.cleanup().await;
+}

@@ -95,7 +95,15 @@ pub async fn receive(
         match state.inbox.store(row).await {
             Ok(Stored::New) => outcome = Outcome::Accepted,
             Ok(Stored::Duplicate) => {}
-            Err(e) => return state.answer(&tenant, Outcome::StoreFailed, e.to_string()),
+            // The database's words stay in the log, not in the answer.
+            Err(e) => {
+                tracing::error!(tenant = %tenant, error = %e, "could not store a callback");
+                return state.answer(
+                    &tenant,
+                    Outcome::StoreFailed,
+                    "temporarily unavailable, try again",
+                );
+            }
         }
     }
     respond(&state, &tenant, outcome, answer)
