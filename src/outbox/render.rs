@@ -227,6 +227,7 @@ mod tests {
 
     #[rstest::rstest]
     #[case(Some("dingtalk"), "钉钉")]
+    #[case(Some("feishu"), "飞书")]
     #[case(Some("wecom"), "企业微信")]
     #[case(None, "企业微信")]
     fn a_notice_names_the_chat_app_the_tenant_uses(
@@ -239,22 +240,24 @@ mod tests {
                 platform,
                 "formal_notice.copy",
                 context! { case_no => "RC-7", name => "张三", department => "一号工地",
-                first_missed => "2026-12-01", missed_days => 3, deadline => "2026-12-07 10:00",
+                first_missed => "2026-12-01", missed_days => 3, deadline_days => 3,
+                channels_used => vec!["chat", "sms", "email"],
                 employer => "示例", today => "2026-12-04" },
                 &["title", "body"],
             )
             .unwrap();
+        let body = r.block("body");
         assert!(
-            r.block("body")
-                .contains(&format!("发送渠道：{app}、短信、邮件")),
+            body.contains(&format!("发送渠道：{app}、短信、邮件")),
             "{r:?}"
         );
-        let other = if app == "钉钉" {
-            "企业微信"
-        } else {
-            "钉钉"
-        };
-        assert!(!r.block("body").contains(other), "{r:?}");
+        assert!(body.contains("自本人收到通知之日起 3 日"), "{r:?}");
+        for other in ["钉钉", "飞书", "企业微信"]
+            .into_iter()
+            .filter(|o| *o != app)
+        {
+            assert!(!body.contains(other), "{r:?}");
+        }
     }
 
     #[test]
