@@ -1200,6 +1200,31 @@ pub(crate) fn http_url(key: &str, url: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Whether `host` is this machine (a stand-in or a local relay), where a
+/// connection without TLS leaves nothing on the network.
+pub(crate) fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// [`http_url`] for an endpoint that carries personal data or credentials
+/// (an SMS gateway: phone numbers, the notice's text, a signing secret):
+/// https, unless it is this machine.
+pub(crate) fn private_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    http_url(key, url)?;
+    let parsed = reqwest::Url::parse(url).map_err(|e| invalid(key, e.to_string()))?;
+    if parsed.scheme() == "http" && !parsed.host_str().is_some_and(is_loopback) {
+        return Err(invalid(
+            key,
+            "must be https (phone numbers and the notice travel over it); http only to this machine",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a `[tenants.sms]` table; errors name the full key under `prefix`
 /// (e.g. `tenants[0].sms.access_key_secret`).
 pub fn resolve_sms(
@@ -1213,7 +1238,7 @@ pub fn resolve_sms(
             let endpoint = a
                 .endpoint
                 .unwrap_or_else(|| ALIYUN_DEFAULT_ENDPOINT.to_owned());
-            http_url(&key("endpoint"), &endpoint)?;
+            private_url(&key("endpoint"), &endpoint)?;
             let region_id = a
                 .region_id
                 .unwrap_or_else(|| ALIYUN_DEFAULT_REGION.to_owned());
@@ -1241,7 +1266,7 @@ pub fn resolve_sms(
         }
         RawSmsConfig::Webhook(w) => {
             let url = required(key("url"), w.url)?;
-            http_url(&key("url"), &url)?;
+            private_url(&key("url"), &url)?;
             let secret =
                 resolve_secret(&key("secret"), w.secret, w.secret_env, w.secret_file, env)?;
             Ok(SmsConfig::Webhook(WebhookSmsConfig { url, secret }))
@@ -1377,6 +1402,12 @@ pub fn resolve_email(
             ));
         }
     };
+    if password.is_some() && security == SmtpSecurity::None && !is_loopback(&host) {
+        return Err(invalid(
+            key("security"),
+            "is \"none\" with a password: it would cross the network in clear; use \"starttls\" or \"tls\" (\"none\" only to this machine)",
+        ));
+    }
     let from_text = raw
         .from
         .filter(|f| !f.trim().is_empty())

@@ -348,6 +348,31 @@ mod tests {
     }
 
     #[rstest]
+    #[case::remote("host = \"smtp.example.com\"\n", false)]
+    #[case::loopback("host = \"127.0.0.1\"\n", true)]
+    #[case::localhost("host = \"localhost\"\n", true)]
+    #[case::ipv6_loopback("host = \"[::1]\"\n", true)]
+    fn a_password_never_crosses_the_network_in_clear(#[case] host: &str, #[case] ok: bool) {
+        let text = format!(
+            "{host}from = \"hr@corp.example\"\nsecurity = \"none\"\nusername = \"hr\"\npassword = \"pw\"\n"
+        );
+        match parse(&text) {
+            Ok(_) => assert!(ok, "{host}"),
+            Err(e) => {
+                assert!(!ok, "{host}: {e}");
+                assert!(e.to_string().contains("security"), "{e}");
+            }
+        }
+        // Without a password, or with TLS, any host.
+        let no_password = format!("{host}from = \"hr@corp.example\"\nsecurity = \"none\"\n");
+        assert!(parse(&no_password).is_ok());
+        let tls = format!(
+            "{host}from = \"hr@corp.example\"\nsecurity = \"tls\"\nusername = \"hr\"\npassword = \"pw\"\n"
+        );
+        assert!(parse(&tls).is_ok());
+    }
+
+    #[rstest]
     #[case("", SmtpSecurity::StartTls, 587)]
     #[case("security = \"tls\"\n", SmtpSecurity::Tls, 465)]
     #[case("security = \"none\"\n", SmtpSecurity::None, 25)]

@@ -643,6 +643,15 @@ mod tests {
         "provider = \"webhook\"\nurl = \"not a url\"\nsecret = \"k\"\n",
         "tenants[0].sms.url"
     )]
+    // Phone numbers and notices never cross the network in clear.
+    #[case::webhook_plain_http(
+        "provider = \"webhook\"\nurl = \"http://sms.example/send\"\nsecret = \"k\"\n",
+        "tenants[0].sms.url"
+    )]
+    #[case::aliyun_plain_http(
+        "provider = \"aliyun\"\nendpoint = \"http://dysmsapi.aliyuncs.com\"\naccess_key_id = \"x\"\naccess_key_secret = \"k\"\nsign_name = \"s\"\ntemplate_code = \"t\"\n",
+        "tenants[0].sms.endpoint"
+    )]
     fn bad_sms_config_names_the_key(#[case] text: &str, #[case] key: &str) {
         let err = parse(text).unwrap_err().to_string();
         assert!(err.contains(&format!("`{key}`")), "{err}");
