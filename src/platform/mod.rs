@@ -426,6 +426,16 @@ pub struct InboundEvent {
     pub own_part: Option<String>,
 }
 
+/// Whether (`latitude`, `longitude`) is a place on Earth: finite, within
+/// ±90 and ±180. Every parser refuses anything else ("NaN" and "inf" parse
+/// as numbers), so that no geofence is judged on one.
+pub fn on_earth(latitude: f64, longitude: f64) -> bool {
+    latitude.is_finite()
+        && longitude.is_finite()
+        && latitude.abs() <= 90.0
+        && longitude.abs() <= 180.0
+}
+
 /// What events stored before the seam carried (WeCom's XML).
 fn xml() -> String {
     "application/xml".to_owned()
@@ -546,5 +556,19 @@ impl InboundEvent {
             InboundKind::Text { content, .. } => Some(content),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[rstest::rstest]
+    #[case(31.23, 121.47, true)]
+    #[case(-90.0, 180.0, true)]
+    #[case(90.5, 0.0, false)]
+    #[case(0.0, -180.5, false)]
+    #[case(f64::NAN, 121.0, false)]
+    #[case(31.0, f64::INFINITY, false)]
+    fn a_place_is_finite_and_on_earth(#[case] lat: f64, #[case] lon: f64, #[case] ok: bool) {
+        assert_eq!(super::on_earth(lat, lon), ok);
     }
 }

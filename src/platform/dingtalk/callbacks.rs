@@ -385,6 +385,12 @@ pub(crate) fn punch_of(entry: &Value, time: &str, address: &str) -> Option<Inbou
     } else {
         ("userLatitude", "userLongitude")
     };
+    // A place that is none (NaN, out of range) is no place: the punch is
+    // kept without one.
+    let (lat, lon) = match (number(lat), number(lon)) {
+        (Some(a), Some(o)) if crate::platform::on_earth(a, o) => (Some(a), Some(o)),
+        _ => (None, None),
+    };
     Some(InboundEvent {
         own_part: None,
         dedup_key: punch_key(&sender, ms),
@@ -392,8 +398,8 @@ pub(crate) fn punch_of(entry: &Value, time: &str, address: &str) -> Option<Inbou
         sent_at: ms.div_euclid(1000),
         media_type: JSON.to_owned(),
         kind: InboundKind::Punch {
-            latitude: number(lat),
-            longitude: number(lon),
+            latitude: lat,
+            longitude: lon,
             label: entry
                 .get(address)
                 .and_then(Value::as_str)
@@ -451,6 +457,37 @@ pub fn parse_card_callback(body: &str, now: i64) -> Result<InboundEvent, Refusal
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_punch_off_earth_keeps_no_place() {
+        for (lat, lon) in [(json!("NaN"), json!(121.4)), (json!(95.0), json!(121.4))] {
+            let entry = json!({ "userId": "u1", "checkTime": 1_764_900_000_000_i64,
+                "latitude": lat, "longitude": lon, "address": "一号工地" });
+            let event = punch_of(&entry, "checkTime", "address").unwrap();
+            assert!(
+                matches!(
+                    event.kind,
+                    InboundKind::Punch {
+                        latitude: None,
+                        longitude: None,
+                        ..
+                    }
+                ),
+                "{:?}",
+                event.kind
+            );
+        }
+        let entry = json!({ "userId": "u1", "checkTime": 1_764_900_000_000_i64,
+            "latitude": 31.2, "longitude": 121.4 });
+        let event = punch_of(&entry, "checkTime", "address").unwrap();
+        assert!(matches!(
+            event.kind,
+            InboundKind::Punch {
+                latitude: Some(_),
+                ..
+            }
+        ));
+    }
 
     fn vectors() -> Value {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/dingtalk.json");

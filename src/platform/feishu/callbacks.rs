@@ -243,16 +243,20 @@ impl FeishuCallbacks {
                         float_of(&content["latitude"]),
                         float_of(&content["longitude"]),
                     ) {
-                        (Some(latitude), Some(longitude)) => InboundKind::Location {
-                            latitude,
-                            longitude,
-                            scale: None,
-                            label: text_of(&content["name"]),
-                            msg_id,
-                        },
+                        (Some(latitude), Some(longitude))
+                            if crate::platform::on_earth(latitude, longitude) =>
+                        {
+                            InboundKind::Location {
+                                latitude,
+                                longitude,
+                                scale: None,
+                                label: text_of(&content["name"]),
+                                msg_id,
+                            }
+                        }
                         _ => {
                             return Err(Refusal::Malformed(
-                                "the location has no latitude or longitude".into(),
+                                "the location has no latitude and longitude on Earth".into(),
                             ));
                         }
                     },
@@ -763,6 +767,21 @@ mod tests {
                 label: Some("一号工地".into()),
             }
         );
+        for (lat, lon) in [("NaN", "121.4"), ("31.2", "inf"), ("95", "121.4")] {
+            let content = json!({ "name": "x", "latitude": lat, "longitude": lon }).to_string();
+            let location = json!({
+                "sender": { "sender_id": { "user_id": "u1" } },
+                "message": { "message_id": "om_2", "message_type": "location", "content": content },
+            });
+            let body = v2("im.message.receive_v1", location, "tok").to_string();
+            assert!(
+                matches!(
+                    side.handle(&request(&bare, body.as_bytes(), 0)),
+                    Err(Refusal::Malformed(_))
+                ),
+                "{lat} {lon}"
+            );
+        }
         let press = json!({
             "operator": { "user_id": "u1", "open_id": "ou_1" },
             "action": { "tag": "button", "value": { "key": "k1", "card": "c1" } },

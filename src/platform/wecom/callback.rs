@@ -14,6 +14,8 @@ pub enum ParseError {
     Missing(&'static str),
     #[error("element <{0}> is not a number")]
     NotANumber(&'static str),
+    #[error("the location is not a place on Earth")]
+    NotOnEarth,
 }
 
 #[derive(Deserialize)]
@@ -98,13 +100,20 @@ pub fn parse_message(plaintext: &str) -> Result<InboundEvent, ParseError> {
             msg_id: required(raw.msg_id, "MsgId")?,
             content: raw.content.unwrap_or_default(),
         },
-        "location" => InboundKind::Location {
-            msg_id: required(raw.msg_id, "MsgId")?,
-            latitude: number(raw.location_x, "Location_X")?,
-            longitude: number(raw.location_y, "Location_Y")?,
-            scale: raw.scale.and_then(|s| s.trim().parse().ok()),
-            label: raw.label,
-        },
+        "location" => {
+            let latitude: f64 = number(raw.location_x, "Location_X")?;
+            let longitude: f64 = number(raw.location_y, "Location_Y")?;
+            if !crate::platform::on_earth(latitude, longitude) {
+                return Err(ParseError::NotOnEarth);
+            }
+            InboundKind::Location {
+                msg_id: required(raw.msg_id, "MsgId")?,
+                latitude,
+                longitude,
+                scale: raw.scale.and_then(|s| s.trim().parse().ok()),
+                label: raw.label,
+            }
+        }
         "image" => InboundKind::Image {
             msg_id: required(raw.msg_id, "MsgId")?,
             pic_url: raw.pic_url,
@@ -197,6 +206,17 @@ pub fn dedup_key(from_user: &str, create_time: i64, kind: &InboundKind) -> Strin
 mod tests {
     use super::*;
     use rstest::rstest;
+
+    #[rstest]
+    #[case::nan("NaN", "121.4")]
+    #[case::infinite("31.2", "inf")]
+    #[case::out_of_range("91", "121.4")]
+    fn a_location_off_earth_is_refused(#[case] x: &str, #[case] y: &str) {
+        let xml = format!(
+            "<xml><FromUserName>u</FromUserName><CreateTime>5</CreateTime><MsgType>location</MsgType><Location_X>{x}</Location_X><Location_Y>{y}</Location_Y><MsgId>10</MsgId></xml>"
+        );
+        assert!(matches!(parse_message(&xml), Err(ParseError::NotOnEarth)));
+    }
 
     #[rstest]
     #[case::text(
