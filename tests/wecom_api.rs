@@ -97,6 +97,28 @@ async fn an_expired_token_is_refreshed_once_and_the_message_sent() {
     );
 }
 
+/// A token refused again right after its refresh is retried later (within
+/// the delivery's bounded retries), not given up; a gateway's HTTP 429 waits
+/// what it says.
+#[tokio::test]
+async fn a_second_token_error_and_a_429_are_retried_later() {
+    let (sandbox, api) = setup(Duration::from_secs(5)).await;
+    api.send("a", &text("1"), false).await.unwrap();
+    sandbox.push_fault(Fault::ExpiredToken);
+    sandbox.push_fault(Fault::ExpiredToken);
+    match api.send("a", &text("2"), false).await {
+        Err(PlatformError::Retryable(reason)) => assert!(reason.contains("42001"), "{reason}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    sandbox.push_fault(Fault::TooManyRequests);
+    match api.send("a", &text("3"), false).await {
+        Err(PlatformError::RateLimited { after_secs, .. }) => assert_eq!(after_secs, 2),
+        other => panic!("unexpected {other:?}"),
+    }
+    api.send("a", &text("4"), false).await.unwrap();
+    assert_eq!(sandbox.sent().len(), 2);
+}
+
 #[tokio::test]
 async fn faults_are_classified() {
     let (sandbox, api) = setup(Duration::from_secs(3)).await;

@@ -119,6 +119,8 @@ fn classify(
             },
             None => PlatformError::Permanent(reason),
         },
+        // Refused again right after a refresh: retried later, not given up.
+        code if is_token_error(code) => PlatformError::Retryable(reason),
         _ if status == 429 => PlatformError::RateLimited {
             after_secs: reset_secs.unwrap_or(RATE_WAIT_SECS).max(1),
             reason,
@@ -808,6 +810,7 @@ mod tests {
     #[case(500, -1, None, "retry")]
     #[case(400, 230001, None, "permanent")]
     #[case(400, 230031, None, "permanent")]
+    #[case(400, 99991663, None, "retry")]
     fn errors_are_classified(
         #[case] status: u16,
         #[case] code: i64,

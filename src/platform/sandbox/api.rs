@@ -34,6 +34,8 @@ pub enum Fault {
     Busy,
     /// errcode 45009, frequency limit.
     RateLimited,
+    /// HTTP 429 from a gateway in front of WeCom, `Retry-After: 2`.
+    TooManyRequests,
     /// errcode 42001: the caller's token has expired (and is revoked).
     ExpiredToken,
     /// errcode 45001, media file too large (`media/get` only; other calls
@@ -428,6 +430,14 @@ async fn token_and_fault(s: &Shared, q: &HashMap<String, String>) -> Option<Resp
         }
         Fault::Busy => Some(reply(-1, "system busy")),
         Fault::RateLimited => Some(reply(45009, "api freq out of limit")),
+        Fault::TooManyRequests => Some(
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(axum::http::header::RETRY_AFTER, "2")],
+                "slow down",
+            )
+                .into_response(),
+        ),
         Fault::ExpiredToken => {
             s.inner.lock().expect("sandbox state").tokens.remove(&token);
             Some(reply(42001, "access_token expired"))

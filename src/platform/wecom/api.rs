@@ -94,10 +94,17 @@ fn is_token_error(code: i64) -> bool {
     matches!(code, 40001 | 40014 | 42001)
 }
 
-/// Classifies a non-zero errcode that is not a token error.
+/// Classifies a non-zero errcode that is not (or no longer) a token error:
+/// a token refused again right after a refresh is WeCom's hiccup, retried
+/// later like a busy answer (within the caller's bounded retries), not a
+/// reason to give the message up.
 pub(crate) fn refusal(what: &str, reply: &ApiReply) -> PlatformError {
     match reply.errcode {
         -1 => PlatformError::Retryable(format!("{what}: system busy: {}", reply.errmsg)),
+        code if is_token_error(code) => PlatformError::Retryable(format!(
+            "{what}: token refused again after a refresh: {code} {}",
+            reply.errmsg
+        )),
         45009 | 45033 => PlatformError::RateLimited {
             after_secs: RATE_LIMIT_BACKOFF_SECS,
             reason: format!("{} {}", reply.errcode, reply.errmsg),
@@ -154,7 +161,20 @@ impl WecomApi {
     ) -> Result<(ApiReply, String), PlatformError> {
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
+        // A gateway's "slow down": wait what it says (a minute if it says
+        // nothing), within the caller's cap.
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         let raw = response.text().await.map_err(transport)?;
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(PlatformError::RateLimited {
+                after_secs: retry_after.unwrap_or(RATE_LIMIT_BACKOFF_SECS).max(1),
+                reason: format!("HTTP {status}"),
+            });
+        }
         if status.is_server_error() {
             return Err(PlatformError::Retryable(format!("HTTP {status}")));
         }
@@ -192,6 +212,11 @@ impl WecomApi {
                 Ok(value)
             }
             (-1, _) => Err(PlatformError::Retryable("gettoken: system busy".into())),
+            // Fetching the token is rate limited too.
+            (45009 | 45033, _) => Err(PlatformError::RateLimited {
+                after_secs: RATE_LIMIT_BACKOFF_SECS,
+                reason: format!("gettoken: {} {}", reply.errcode, reply.errmsg),
+            }),
             (code, _) => Err(PlatformError::Permanent(format!(
                 "gettoken refused: {code} {}",
                 reply.errmsg
