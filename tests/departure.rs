@@ -974,12 +974,22 @@ async fn an_employee_who_comes_back_halts_the_process_until_hr_decides(
     let d = departure_of(&*s, c.id).await.unwrap();
     assert_eq!(d.state, "halted");
     assert_eq!(d.returned_at, Some(shanghai("2026-12-07", "13:00")));
-    assert!(
-        texts(&*s, "wangmin")
-            .iter()
-            .any(|t| t.contains(&case_no(c.id)) && t.contains("2026-12-07 13:00")),
-        "HR is told"
-    );
+    let told = texts(&*s, "wangmin")
+        .into_iter()
+        .find(|t| t.contains(&case_no(c.id)) && t.contains("2026-12-07 13:00"))
+        .expect("HR is told");
+    // A text 打卡 proves nothing of presence: HR is told to check.
+    assert!(told.contains("文字打卡未经核实"), "{told}");
+    let halted = case_event::Entity::find()
+        .filter(case_event::Column::CaseId.eq(c.id))
+        .filter(case_event::Column::Kind.eq("departure_halted"))
+        .one(&s.rt().db.orm)
+        .await
+        .unwrap()
+        .unwrap();
+    let detail: Value = serde_json::from_str(&halted.detail).unwrap();
+    assert_eq!(detail["source"], "text");
+    assert_eq!(detail["verified"], false);
     assert!(last_text(&*s, "zhangsan").contains(&case_no(c.id)));
     // Confirmations and the union item are recorded, but nothing goes out.
     s.at("2026-12-07", "14:00");

@@ -660,17 +660,30 @@ pub async fn record_union<C: ConnectionTrait>(
 /// Why a process halted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Halt {
-    /// The employee checked in: HR is told here.
-    CheckedIn,
+    /// The employee checked in (`source`: text, location, image, card,
+    /// punch): HR is told here. Only a punch in the platform's attendance
+    /// app comes with the device's own record of where it was; a text, a
+    /// place picked on a map, a photo or a button prove nothing of
+    /// presence, and HR is told so (`verified` false).
+    CheckedIn { source: &'static str },
     /// The employee answered (a reply, 我在请假): their answer is forwarded
     /// to HR by the conversation, with the same two choices.
     Replied,
 }
 
 impl Halt {
+    /// Whether the halt rests on a record of presence the employee could not
+    /// have made from elsewhere (a punch in the platform's attendance app).
+    pub fn verified(self) -> Option<bool> {
+        match self {
+            Halt::CheckedIn { source } => Some(source == "punch"),
+            Halt::Replied => None,
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
-            Halt::CheckedIn => "checked_in",
+            Halt::CheckedIn { .. } => "checked_in",
             Halt::Replied => "replied",
         }
     }
@@ -715,18 +728,26 @@ pub async fn halt<C: ConnectionTrait>(
         Some(&case.user_id),
         "departure_halted",
         Some(&employee.user_id),
-        json!({ "departure": d.id, "at": at, "reason": why.as_str() }),
+        json!({
+            "departure": d.id,
+            "at": at,
+            "reason": why.as_str(),
+            "source": match why { Halt::CheckedIn { source } => Some(source), Halt::Replied => None },
+            "verified": why.verified(),
+        }),
         Some(inbound_event_id),
         now,
     )
     .await?;
-    if why != Halt::CheckedIn {
+    let Halt::CheckedIn { source } = why else {
         return Ok(true);
-    }
+    };
     let context = json!({
         "name": employee.name,
         "case_no": case_no(case.id),
         "time": local(tenant, at),
+        "source": source,
+        "verified": why.verified(),
     });
     let rendered = rt.templates.render("departure", &context, &["returned"])?;
     for hr in hr_people(conn, &tenant.config.id).await? {
@@ -1138,4 +1159,23 @@ pub async fn summary<C: ConnectionTrait>(
         "exhibits": exhibits,
         "pending": pending(&d),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Halt;
+
+    #[rstest::rstest]
+    #[case("punch", Some(true))]
+    #[case("text", Some(false))]
+    #[case("location", Some(false))]
+    #[case("image", Some(false))]
+    #[case("card", Some(false))]
+    fn only_a_punch_is_a_verified_return(
+        #[case] source: &'static str,
+        #[case] verified: Option<bool>,
+    ) {
+        assert_eq!(Halt::CheckedIn { source }.verified(), verified);
+        assert_eq!(Halt::Replied.verified(), None);
+    }
 }

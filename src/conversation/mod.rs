@@ -492,7 +492,7 @@ async fn check_in(
                 turn.tenant,
                 &case,
                 sender,
-                Halt::CheckedIn,
+                Halt::CheckedIn { source },
                 turn.sent_at,
                 turn.event_id,
                 turn.now,
