@@ -115,7 +115,28 @@ fn assert_caught(dir: &Path, what: &str, names: &str) {
 fn fresh_copy(p: &Package) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     p.write_dir(dir.path()).unwrap();
+    // A person's file: readable by its owner only.
+    #[cfg(unix)]
+    for entry in walk(dir.path()) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777;
+        let expected = if entry.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode, expected, "{}", entry.display());
+    }
     dir
+}
+
+/// Every file and folder below `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            all.extend(walk(&path));
+        }
+        all.push(path);
+    }
+    all
 }
 
 fn flip_byte(path: &Path, at: usize) {

@@ -130,7 +130,7 @@ pub async fn run(
             let rt = open_runtime(config).await?;
             let package = export::package(&rt, &tenant, &employee, case).await?;
             if zip {
-                let mut file = std::fs::File::create_new(&out)
+                let mut file = export::private_file(&out)
                     .with_context(|| format!("creating {}", out.display()))?;
                 file.write_all(&package.to_zip())
                     .and_then(|()| file.sync_all())

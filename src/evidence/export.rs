@@ -113,7 +113,9 @@ impl Package {
     }
 
     /// Writes the package into `dir`, which must be new or empty (a file
-    /// already there would be an extra file to the verifier).
+    /// already there would be an extra file to the verifier). A package is
+    /// a person's file: its files are readable by their owner only (0600,
+    /// folders 0700).
     pub fn write_dir(&self, dir: &Path) -> Result<(), ExportError> {
         let fail = |path: &Path, reason: String| ExportError::Write {
             path: path.to_owned(),
@@ -127,18 +129,20 @@ impl Package {
         for (name, bytes) in &self.files {
             let path = dir.join(name);
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| fail(parent, e.to_string()))?;
+                private_dirs(parent).map_err(|e| fail(parent, e.to_string()))?;
             }
-            std::fs::write(&path, bytes).map_err(|e| fail(&path, e.to_string()))?;
+            let mut file = private_file(&path).map_err(|e| fail(&path, e.to_string()))?;
+            std::io::Write::write_all(&mut file, bytes).map_err(|e| fail(&path, e.to_string()))?;
         }
         Ok(())
     }
 
-    /// The package as a zip archive (deflate), its files at the top level.
+    /// The package as a zip archive (deflate), its files at the top level
+    /// (0600 inside the archive too).
     pub fn to_zip(&self) -> Vec<u8> {
         let options = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated)
-            .unix_permissions(0o644);
+            .unix_permissions(0o600);
         let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
         // Writing to memory fails only on a repeated or oversized entry: the
         // paths are a map's keys, and large_file is set where needed.
@@ -1078,6 +1082,25 @@ mod report {
             },
         }
     }
+}
+
+/// A new file readable and writable by its owner only (0600 on Unix).
+pub fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// `dir` and its missing parents, new ones open to their owner only (0700
+/// on Unix).
+fn private_dirs(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
 }
 
 #[cfg(test)]
