@@ -980,14 +980,16 @@ async fn an_employee_who_comes_back_halts_the_process_until_hr_decides(
         .expect("HR is told");
     // A text 打卡 proves nothing of presence: HR is told to check.
     assert!(told.contains("文字打卡未经核实"), "{told}");
-    let halted = case_event::Entity::find()
+    let detail: Value = case_event::Entity::find()
         .filter(case_event::Column::CaseId.eq(c.id))
         .filter(case_event::Column::Kind.eq("departure_halted"))
-        .one(&s.rt().db.orm)
+        .all(&s.rt().db.orm)
         .await
         .unwrap()
-        .unwrap();
-    let detail: Value = serde_json::from_str(&halted.detail).unwrap();
+        .into_iter()
+        .map(|e| serde_json::from_str::<Value>(&e.detail).unwrap())
+        .find(|d| d["reason"] == "checked_in")
+        .expect("the check-in halted it");
     assert_eq!(detail["source"], "text");
     assert_eq!(detail["verified"], false);
     assert!(last_text(&*s, "zhangsan").contains(&case_no(c.id)));

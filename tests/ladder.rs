@@ -206,7 +206,7 @@ async fn the_demo_story(#[case] engine: Engine) {
     for fact in [
         "2026-12-01、2026-12-02、2026-12-03",
         // The term runs from its receipt: no date it cannot know.
-        "自收到本通知之日起 3 日内",
+        "自收到本通知之时起 72 小时内",
         "2026-01",
         &case_no(z),
         "主管联系",
@@ -550,6 +550,7 @@ async fn commands_answer_by_role(#[case] engine: Engine, #[case] platform: DemoP
         // HR decides nothing about their own case.
         ("wangmin", "/leave 王敏 2026-12-01 2026-12-01 病假", None),
         ("wangmin", &resolve_hr, None),
+        ("wangmin", &format!("/继续 {hr_case}"), None),
         // Another HR person's case is HR's to decide: someone who is not
         // found is said so to HR.
         ("wangmin", "/status 不存在的人", Some("不存在的人")),

@@ -8,9 +8,10 @@ pub struct Migration;
 /// the deadline runs from it, no longer from when the notice was queued.
 ///
 /// Existing cases: an acknowledged notice counts as received when it was
-/// acknowledged (its deadline kept); a case whose notice has no proof of
-/// receipt loses its deadline until one comes (the conservative reading:
-/// no 自离 on a notice nobody can prove arrived).
+/// acknowledged (its deadline kept); an open or paused case whose notice has
+/// no proof of receipt loses its deadline until one comes (the conservative
+/// reading: no 自离 on a notice nobody can prove arrived); departing and
+/// resolved cases keep theirs, as the record of what happened.
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -40,8 +41,11 @@ impl MigrationTrait for Migration {
              WHERE acknowledged_at IS NOT NULL",
         )
         .await?;
+        // Only where the ladder still runs: a closed or departing case keeps
+        // the record of what happened.
         db.execute_unprepared(
-            "UPDATE absence_cases SET deadline_at = NULL WHERE receipt_at IS NULL",
+            "UPDATE absence_cases SET deadline_at = NULL \
+             WHERE receipt_at IS NULL AND status IN ('open', 'paused')",
         )
         .await?;
         Ok(())

@@ -273,7 +273,15 @@ pub async fn issue<C: ConnectionTrait>(
     };
     let hr = hr_people(conn, tenant_id).await?;
     let policy = super::store::policy(case);
-    let deadline = case.deadline_at.unwrap_or_else(|| policy.deadline(now));
+    // No deadline before a proven receipt: a text that needs one says the
+    // term instead (the SMS template's `deadline` parameter).
+    let deadline_text = match case.deadline_at {
+        Some(d) => local(tenant, d),
+        None => format!(
+            "自收到本通知之时起{}小时内",
+            (policy.expected_receipt_days + policy.deadline_days) * 24
+        ),
+    };
     let dates: Vec<String> = missed_days(tenant, &subject.row, case)
         .iter()
         .map(|d| d.to_string())
@@ -304,9 +312,11 @@ pub async fn issue<C: ConnectionTrait>(
         "missed_days": case.missed_workdays,
         "dates": dates,
         "today": local_day(tenant, now),
-        "deadline": local(tenant, deadline),
-        // The formal notice's term, counted from its proven receipt.
-        "deadline_days": policy.expected_receipt_days + policy.deadline_days,
+        "deadline": deadline_text,
+        // The formal notice's term, counted in hours from its proven receipt
+        // (a term in days would end at midnight of its last day, 民法典 art.
+        // 201; in hours it ends exactly when rollcall's deadline does).
+        "deadline_hours": (policy.expected_receipt_days + policy.deadline_days) * 24,
         "rule": tenant.config.notice.rule,
         "rule_version": tenant.config.notice.rule_version,
         "hr_contact": tenant.config.notice.hr_contact,
@@ -322,6 +332,7 @@ pub async fn issue<C: ConnectionTrait>(
     // (queued, with a provider to send it), for the copies, which come
     // after it in ladder order and name them.
     let mut used: Vec<&'static str> = Vec::new();
+    let mut used_step = None;
     for action in actions {
         let Action::Notify {
             step,
@@ -329,6 +340,10 @@ pub async fn issue<C: ConnectionTrait>(
             channel,
         } = *action;
         steps.insert(step);
+        if used_step != Some(step) {
+            used.clear();
+            used_step = Some(step);
+        }
         context["channels_used"] = json!(used);
         let Some(plan) = plan(step, recipient) else {
             skipped(conn, case, json!({ "step": step, "recipient": recipient, "reason": "no template for this recipient" }), now).await?;

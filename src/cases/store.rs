@@ -581,6 +581,13 @@ pub async fn establish_receipt<C: ConnectionTrait>(
         .all(conn)
         .await?
         .into_iter()
+        // The notice's text, not the card that asks to acknowledge it.
+        .filter(|r| {
+            !matches!(
+                serde_json::from_str::<crate::outbox::Payload>(&r.payload),
+                Ok(crate::outbox::Payload::Card { .. })
+            )
+        })
         .filter_map(|r| Some((r.read_at?, r.id)))
         .min();
     let proofs = [

@@ -259,7 +259,11 @@ pub fn allowed(role: Role, command: &Command, subject: Subject) -> bool {
             !(subject == Subject::Themself
                 && matches!(
                     command,
-                    Command::Leave { .. } | Command::Resolve { .. } | Command::Depart { .. }
+                    Command::Leave { .. }
+                        | Command::Resolve { .. }
+                        | Command::Resume { .. }
+                        | Command::Depart { .. }
+                        | Command::Union { .. }
                 ))
         }
         Role::Manager => match command {

@@ -652,6 +652,43 @@ fn departure_reply(context: &mut Value, recorded: Recorded, done: &'static str) 
     }
 }
 
+/// Why `sender` may not press `action` now, if they may not: their own
+/// case's departure buttons (`own_case`), HR's items by someone no longer in
+/// HR (`no_longer_hr`), the manager's confirmation by someone no longer the
+/// subject's manager (`no_longer_manager`).
+async fn press_refusal(
+    turn: &Turn<'_>,
+    sender: &employee::Model,
+    action: &card_action::Model,
+) -> Result<Option<&'static str>, HandleError> {
+    const DEPARTURE: [&str; 5] = [
+        "start_departure",
+        "confirm_manager",
+        "confirm_hr",
+        "union_notified",
+        "no_union",
+    ];
+    if !DEPARTURE.contains(&action.action.as_str()) {
+        return Ok(None);
+    }
+    let Some(case_id) = action.case_id else {
+        return Ok(None);
+    };
+    let case = store::reload(turn.txn, case_id).await?;
+    if case.user_id == sender.user_id {
+        return Ok(Some("own_case"));
+    }
+    Ok(match action.action.as_str() {
+        "confirm_hr" | "union_notified" | "no_union" if sender.role != "hr" => Some("no_longer_hr"),
+        "confirm_manager" => {
+            let subject = employee_row(turn.txn, &turn.tenant.config.id, &case.user_id).await?;
+            let manager = subject.and_then(|s| s.manager_user_id);
+            (manager.as_deref() != Some(sender.user_id.as_str())).then_some("no_longer_manager")
+        }
+        _ => None,
+    })
+}
+
 /// A button press on one of our cards: the key is an opaque token that says
 /// which case and action, and for whom.
 async fn card_press(
@@ -684,6 +721,36 @@ async fn card_press(
         )
         .await?;
         return Ok("card_foreign");
+    }
+    // A card stays in a chat: whoever presses it must still hold the role it
+    // was sent for, and nobody decides their own case. Checked before the
+    // press is claimed, so a refused press leaves the button as it was.
+    if let Some(refusal) = press_refusal(turn, sender, &action).await? {
+        let case = match action.case_id {
+            Some(id) => Some(store::reload(turn.txn, id).await?),
+            None => None,
+        };
+        let name = match &case {
+            Some(c) => employee_row(turn.txn, &turn.tenant.config.id, &c.user_id)
+                .await?
+                .map(|e| e.name),
+            None => None,
+        };
+        turn.record(
+            action.case_id,
+            case.as_ref().map(|c| c.user_id.as_str()),
+            "card_press_refused",
+            json!({ "action": action.action, "reason": refusal }),
+        )
+        .await?;
+        let context = json!({
+            "case_no": case.as_ref().map(|c| case_no(c.id)),
+            "name": name,
+            "refusal": refusal,
+        });
+        turn.reply("card_pressed", "reply_departure_refused", &context)
+            .await?;
+        return Ok("card_refused");
     }
     // A button counts once: pressing it again (the card may not have been
     // updated yet) records nothing new.
@@ -797,37 +864,6 @@ async fn card_press(
                     Some("reply_departure_refused")
                 }
             }
-        }
-        // A card stays in a chat: whoever presses it must still hold the
-        // role it was sent for (HR for HR's items, the subject's manager for
-        // the manager's confirmation).
-        ("confirm_hr" | "union_notified" | "no_union", Some(c))
-            if departing.is_some() && sender.role != "hr" =>
-        {
-            turn.record(
-                Some(c.id),
-                Some(&c.user_id),
-                "card_press_refused",
-                json!({ "action": action.action, "reason": "not_hr" }),
-            )
-            .await?;
-            context["refusal"] = json!("no_longer_hr");
-            Some("reply_departure_refused")
-        }
-        ("confirm_manager", Some(c))
-            if departing.is_some()
-                && subject.as_ref().and_then(|s| s.manager_user_id.as_deref())
-                    != Some(sender.user_id.as_str()) =>
-        {
-            turn.record(
-                Some(c.id),
-                Some(&c.user_id),
-                "card_press_refused",
-                json!({ "action": action.action, "reason": "not_the_manager" }),
-            )
-            .await?;
-            context["refusal"] = json!("no_longer_manager");
-            Some("reply_departure_refused")
         }
         ("confirm_manager" | "confirm_hr", Some(c)) if departing.is_some() => {
             let capacity = if action.action == Capacity::Manager.action() {

@@ -240,7 +240,7 @@ mod tests {
                 platform,
                 "formal_notice.copy",
                 context! { case_no => "RC-7", name => "张三", department => "一号工地",
-                first_missed => "2026-12-01", missed_days => 3, deadline_days => 3,
+                first_missed => "2026-12-01", missed_days => 3, deadline_hours => 72,
                 channels_used => vec!["chat", "sms", "email"],
                 employer => "示例", today => "2026-12-04" },
                 &["title", "body"],
@@ -251,7 +251,7 @@ mod tests {
             body.contains(&format!("发送渠道：{app}、短信、邮件")),
             "{r:?}"
         );
-        assert!(body.contains("自本人收到通知之日起 3 日"), "{r:?}");
+        assert!(body.contains("自本人收到通知之时起 72 小时"), "{r:?}");
         for other in ["钉钉", "飞书", "企业微信"]
             .into_iter()
             .filter(|o| *o != app)
