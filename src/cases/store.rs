@@ -456,9 +456,10 @@ pub async fn resume<C: ConnectionTrait>(
     Ok(true)
 }
 
-/// The steps marked done on `case` none of whose notices went out, nor
-/// will: every row was cancelled, or is still waiting under a fencing token
-/// the case no longer holds (its delivery will cancel it). A pause stops
+/// The steps marked done on `case` none of whose notices to the employee
+/// went out, nor will: every such row was cancelled, or is still waiting
+/// under a fencing token the case no longer holds (its delivery will cancel
+/// it). The step goes out again whole (HR's copies too). A pause stops
 /// what was queued; a resume must send it again rather than leave the step
 /// marked done with nothing sent.
 async fn unsent_steps<C: ConnectionTrait>(
@@ -475,9 +476,12 @@ async fn unsent_steps<C: ConnectionTrait>(
     Ok(steps_done(case)
         .into_iter()
         .filter(|step| {
+            // The employee's notices decide: a copy to HR that went out
+            // does not make up for a notice to the employee that did not.
             let mine: Vec<_> = rows
                 .iter()
                 .filter(|r| r.step.as_deref() == Some(step.as_str()))
+                .filter(|r| r.recipient == case.user_id)
                 .collect();
             !mine.is_empty()
                 && mine.iter().all(|r| {
