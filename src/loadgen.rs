@@ -121,18 +121,11 @@ pub fn feishu_callback(
             headers: Vec::new(),
         };
     };
-    let body = serde_json::json!({ "encrypt": crypto.encrypt(&plaintext) }).to_string();
-    let timestamp = now.to_string();
-    let nonce = format!("{msg_id:x}");
-    let signature = crypto.sign(&timestamp, &nonce, body.as_bytes());
+    let (headers, body) = crypto.seal(&plaintext, &now.to_string(), &format!("{msg_id:x}"));
     SignedCallback {
         query: String::new(),
-        body,
-        headers: vec![
-            ("X-Lark-Request-Timestamp", timestamp),
-            ("X-Lark-Request-Nonce", nonce),
-            ("X-Lark-Signature", signature),
-        ],
+        body: String::from_utf8(body).expect("JSON is UTF-8"),
+        headers,
     }
 }
 

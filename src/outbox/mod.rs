@@ -83,6 +83,33 @@ pub enum Payload {
 }
 
 impl Payload {
+    /// The card a card payload sends, in the platforms' terms.
+    pub fn card(&self) -> Option<Card> {
+        let Payload::Card {
+            source,
+            title,
+            body,
+            card_id,
+            buttons,
+        } = self
+        else {
+            return None;
+        };
+        Some(Card {
+            source: source.clone(),
+            title: title.clone(),
+            body: body.clone(),
+            card_id: card_id.clone(),
+            buttons: buttons
+                .iter()
+                .map(|b| CardButton {
+                    key: b.key.clone(),
+                    label: b.label.clone(),
+                })
+                .collect(),
+        })
+    }
+
     /// What a person reads: the text, the card's title and body, the
     /// email's subject and text. Its SHA-256 goes into the evidence log.
     pub fn text(&self) -> String {
@@ -564,26 +591,11 @@ async fn send(
             };
             chat(tenant, row, &message).await
         }
-        Payload::Card {
-            source,
-            title,
-            body,
-            card_id,
-            buttons,
-        } => {
-            let message = OutboundMessage::Card(Card {
-                source: source.clone(),
-                title: title.clone(),
-                body: body.clone(),
-                card_id: card_id.clone(),
-                buttons: buttons
-                    .iter()
-                    .map(|b| CardButton {
-                        key: b.key.clone(),
-                        label: b.label.clone(),
-                    })
-                    .collect(),
-            });
+        Payload::Card { .. } => {
+            let message = payload
+                .card()
+                .map(OutboundMessage::Card)
+                .ok_or_else(|| PlatformError::Permanent("not a card".into()))?;
             chat(tenant, row, &message).await
         }
         Payload::CardUpdate {
@@ -669,31 +681,10 @@ pub async fn card_as_sent(
     db: &impl sea_orm::ConnectionTrait,
     id: i64,
 ) -> Result<Option<Card>, DbErr> {
-    let Some(row) = outbox::Entity::find_by_id(id).one(db).await? else {
-        return Ok(None);
-    };
-    Ok(match serde_json::from_str::<Payload>(&row.payload) {
-        Ok(Payload::Card {
-            source,
-            title,
-            body,
-            card_id,
-            buttons,
-        }) => Some(Card {
-            source,
-            title,
-            body,
-            card_id,
-            buttons: buttons
-                .into_iter()
-                .map(|b| CardButton {
-                    key: b.key,
-                    label: b.label,
-                })
-                .collect(),
-        }),
-        _ => None,
-    })
+    let row = outbox::Entity::find_by_id(id).one(db).await?;
+    Ok(row
+        .and_then(|r| serde_json::from_str::<Payload>(&r.payload).ok())
+        .and_then(|p| p.card()))
 }
 
 fn chat_api(tenant: &Tenant) -> Result<&dyn crate::platform::ChatApi, PlatformError> {

@@ -106,6 +106,28 @@ impl FeishuCrypto {
     pub fn encrypt(&self, plaintext: &str) -> String {
         self.encrypt_with(rand::random(), plaintext)
     }
+
+    /// What Feishu sends for `plaintext` at `timestamp` (seconds) with
+    /// `nonce`: the body `{"encrypt": …}` and the three signature headers.
+    pub fn seal(
+        &self,
+        plaintext: &str,
+        timestamp: &str,
+        nonce: &str,
+    ) -> (Vec<(&'static str, String)>, Vec<u8>) {
+        let body = serde_json::json!({ "encrypt": self.encrypt(plaintext) })
+            .to_string()
+            .into_bytes();
+        let signature = self.sign(timestamp, nonce, &body);
+        (
+            vec![
+                ("X-Lark-Request-Timestamp", timestamp.to_owned()),
+                ("X-Lark-Request-Nonce", nonce.to_owned()),
+                ("X-Lark-Signature", signature),
+            ],
+            body,
+        )
+    }
 }
 
 #[cfg(test)]

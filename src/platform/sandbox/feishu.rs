@@ -813,20 +813,8 @@ impl FeishuPhone {
         let Some(crypto) = &self.crypto else {
             return (Vec::new(), plaintext.as_bytes().to_vec());
         };
-        let body = json!({ "encrypt": crypto.encrypt(plaintext) })
-            .to_string()
-            .into_bytes();
         let timestamp = chrono::Utc::now().timestamp().to_string();
-        let nonce = self.next_id("n");
-        let signature = crypto.sign(&timestamp, &nonce, &body);
-        (
-            vec![
-                ("X-Lark-Request-Timestamp", timestamp),
-                ("X-Lark-Request-Nonce", nonce),
-                ("X-Lark-Signature", signature),
-            ],
-            body,
-        )
+        crypto.seal(plaintext, &timestamp, &self.next_id("n"))
     }
 
     /// Pushes `envelope` (retrying, each attempt signed anew).
