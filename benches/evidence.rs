@@ -226,6 +226,8 @@ async fn verify_bench() -> anyhow::Result<()> {
     let db = BenchDb::new(Engine::Sqlite).await?;
     let store = Database::open(&db.url).await?;
     let signer = rollcall::evidence::note::NoteSigner::generate("rollcall")?;
+    let witness_dir = tempfile::tempdir()?;
+    let witness = rollcall::evidence::witness::Witness::new(witness_dir.path());
     let mut i = 0;
     while i < n {
         let txn = store.orm.begin().await?;
@@ -234,15 +236,26 @@ async fn verify_bench() -> anyhow::Result<()> {
         txn.commit().await?;
         i += 10_000;
         if i % 100_000 == 0 {
-            rollcall::evidence::checkpoint::checkpoint(&store.orm, &signer, TENANT, Utc::now())
-                .await?;
+            rollcall::evidence::checkpoint::checkpoint(
+                &store.orm,
+                &signer,
+                &witness,
+                TENANT,
+                Utc::now(),
+            )
+            .await?;
         }
     }
     for run in 1..=3 {
         let start = Instant::now();
-        let report =
-            rollcall::evidence::verify::verify_log(&store.orm, TENANT, &signer.verifier_key())
-                .await?;
+        let witnessed = witness.read(TENANT)?;
+        let report = rollcall::evidence::verify::verify_log(
+            &store.orm,
+            TENANT,
+            &signer.verifier_key(),
+            witnessed.as_ref(),
+        )
+        .await?;
         let took = start.elapsed();
         anyhow::ensure!(report.ok(), "the bench log does not verify");
         println!(

@@ -98,6 +98,9 @@ pub struct EvidenceConfig {
     /// The Ed25519 key that signs checkpoints and packages, created (mode
     /// 0600) on first start.
     pub key_file: PathBuf,
+    /// Where the witness of the last signed checkpoints is kept, outside
+    /// the database (default: `{key_file}.witness`).
+    pub witness_dir: PathBuf,
     /// The key's name, and the first part of each tenant's log origin
     /// (`{name}/{tenant}`): no spaces, no `+`.
     pub name: String,
@@ -358,6 +361,7 @@ struct RawServer {
 #[serde(deny_unknown_fields)]
 struct RawEvidence {
     key_file: Option<PathBuf>,
+    witness_dir: Option<PathBuf>,
     name: Option<String>,
     checkpoint_every_secs: Option<u64>,
     retention_days: Option<u64>,
@@ -635,12 +639,18 @@ impl Config {
                 format!("`{evidence_name}` must be non-empty, without spaces or `+`"),
             ));
         }
+        let key_file = raw
+            .evidence
+            .key_file
+            .unwrap_or_else(|| PathBuf::from("rollcall-evidence.key"));
         Ok(Config {
             evidence: EvidenceConfig {
-                key_file: raw
-                    .evidence
-                    .key_file
-                    .unwrap_or_else(|| PathBuf::from("rollcall-evidence.key")),
+                witness_dir: raw.evidence.witness_dir.unwrap_or_else(|| {
+                    let mut beside = key_file.as_os_str().to_owned();
+                    beside.push(".witness");
+                    PathBuf::from(beside)
+                }),
+                key_file,
                 name: evidence_name,
                 checkpoint_every_secs: raw.evidence.checkpoint_every_secs.unwrap_or(600).max(1),
                 retention_days: raw.evidence.retention_days.unwrap_or(3 * 365),

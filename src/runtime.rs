@@ -9,6 +9,7 @@ use crate::clock::Clock;
 use crate::config::{Config, DeliveryConfig, EvidenceConfig, TenantConfig};
 use crate::db::Database;
 use crate::evidence::note::NoteSigner;
+use crate::evidence::witness::Witness;
 use crate::outbox::email::Mailer;
 use crate::outbox::render::Templates;
 use crate::outbox::sms::{SmsProvider, sms_provider};
@@ -50,6 +51,8 @@ pub struct Runtime {
     pub delivery: DeliveryConfig,
     /// The key that signs checkpoints and packages.
     pub signer: Arc<NoteSigner>,
+    /// What this server signed before, kept outside the database.
+    pub witness: Arc<Witness>,
     pub evidence: EvidenceConfig,
     /// The base of links people open from their phones (`server.public_url`).
     pub public_url: String,
@@ -101,6 +104,7 @@ impl Runtime {
             key: Arc::new(key),
             delivery: config.delivery.clone(),
             signer: Arc::new(signer),
+            witness: Arc::new(Witness::new(&config.evidence.witness_dir)),
             evidence: config.evidence.clone(),
             public_url: config.server.public_url.clone(),
             scan_lock: Arc::default(),

@@ -617,8 +617,15 @@ token = "{}"
 aes_key = "{}"
 api_base = "http://127.0.0.1:9"
 api_base_v1 = "http://127.0.0.1:9"
+[evidence]
+key_file = "{}"
 "#,
-        db.url, app_key, secret, token, aes,
+        db.url,
+        app_key,
+        secret,
+        token,
+        aes,
+        db.dir.path().join("evidence.key").display(),
     );
     Config::parse(&toml, &ProcessEnv).unwrap()
 }

@@ -11,18 +11,21 @@ use std::process::Command;
 
 use common::*;
 use entity::{
-    absence_case, check_in, employee, evidence_checkpoint, evidence_leaf, evidence_raw,
-    inbound_event,
+    absence_case, check_in, employee, evidence_checkpoint, evidence_leaf, evidence_log,
+    evidence_raw, inbound_event,
 };
 use rollcall::db::{Database, Engine};
 use rollcall::demo::{DemoPlatform, TENANT, run_story_on, stage};
-use rollcall::evidence::checkpoint::{checkpoint, load_or_create_key};
+use rollcall::evidence::checkpoint::{CheckpointError, checkpoint, load_or_create_key};
 use rollcall::evidence::log::LeafData;
+use rollcall::evidence::merkle::Frontier;
 use rollcall::evidence::note::NoteSigner;
 use rollcall::evidence::verify::{
     Field, Problem, Record, VerifyReport, field_differences, verify_log,
 };
+use rollcall::evidence::witness::Witness;
 use rollcall::evidence::{NewLeaf, append_one};
+use rollcall::outbox::render::hex;
 use rollcall::privacy::{Basis, DirectoryEntry, ForgetError, forget};
 use rstest::rstest;
 use sea_orm::sea_query::Expr;
@@ -39,6 +42,11 @@ fn evidence_key(db: &TestDb) -> PathBuf {
     data_key(db).with_extension("evidence.key")
 }
 
+/// The witness the demo's app keeps beside its evidence key.
+fn witness(db: &TestDb) -> Witness {
+    Witness::new(format!("{}.witness", evidence_key(db).display()))
+}
+
 /// The demo story on `platform`, a checkpoint, a day more of check-ins
 /// through the app started again on the same database, and a second
 /// checkpoint.
@@ -48,10 +56,16 @@ async fn story(db: &TestDb, platform: DemoPlatform) -> (Database, NoteSigner) {
         .unwrap();
     let conn = Database::open(&db.url).await.unwrap();
     let signer = load_or_create_key(&evidence_key(db), "rollcall").unwrap();
-    checkpoint(&conn.orm, &signer, TENANT, shanghai("2026-12-07", "10:10"))
-        .await
-        .unwrap()
-        .unwrap();
+    checkpoint(
+        &conn.orm,
+        &signer,
+        &witness(db),
+        TENANT,
+        shanghai("2026-12-07", "10:10"),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let s = stage(
         platform,
         &db.url,
@@ -65,15 +79,21 @@ async fn story(db: &TestDb, platform: DemoPlatform) -> (Database, NoteSigner) {
         .await
         .unwrap();
     s.stop().await;
-    checkpoint(&conn.orm, &signer, TENANT, shanghai("2026-12-08", "08:10"))
-        .await
-        .unwrap()
-        .unwrap();
+    checkpoint(
+        &conn.orm,
+        &signer,
+        &witness(db),
+        TENANT,
+        shanghai("2026-12-08", "08:10"),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     (conn, signer)
 }
 
 async fn verify(conn: &Database, signer: &NoteSigner) -> VerifyReport {
-    verify_log(&conn.orm, TENANT, &signer.verifier_key())
+    verify_log(&conn.orm, TENANT, &signer.verifier_key(), None)
         .await
         .unwrap()
 }
@@ -448,7 +468,7 @@ async fn a_clean_log_verifies_and_each_alteration_is_named(
         .unwrap();
     // Another key: nothing verifies.
     let stranger = NoteSigner::from_seed("rollcall", &[3; 32]).unwrap();
-    let report = verify_log(&conn.orm, TENANT, &stranger.verifier_key())
+    let report = verify_log(&conn.orm, TENANT, &stranger.verifier_key(), None)
         .await
         .unwrap();
     assert_eq!(report.problems.len() as u64, report.checkpoints);
@@ -522,6 +542,255 @@ async fn a_clean_log_verifies_and_each_alteration_is_named(
 
     let again = verify(&conn, &signer).await;
     assert!(again.ok(), "restored: {}", lines(&again));
+    conn.close().await;
+    db.cleanup().await;
+}
+
+/// Rewrites the log's head so that it matches its leaf rows as they are
+/// now (what an attacker with write access to the database would do after
+/// changing a leaf), without touching the checkpoints.
+async fn rehead(conn: &Database) {
+    let mut tree = Frontier::default();
+    for leaf in leaves(conn).await {
+        tree.push(rollcall::evidence::merkle::leaf_hash(
+            leaf.content.unwrap().as_bytes(),
+        ));
+    }
+    let text: String = tree.peak_hashes().map(|h| hex(h)).collect();
+    evidence_log::Entity::update_many()
+        .col_expr(evidence_log::Column::Frontier, Expr::value(text))
+        .col_expr(evidence_log::Column::Size, Expr::value(tree.size() as i64))
+        .filter(evidence_log::Column::TenantId.eq(TENANT))
+        .exec(&conn.orm)
+        .await
+        .unwrap();
+}
+
+async fn one_more_leaf(conn: &Database, at: chrono::DateTime<chrono::Utc>) {
+    let txn = sea_orm::TransactionTrait::begin(&conn.orm).await.unwrap();
+    append_one(&txn, TENANT, at, NewLeaf::new("note").text("one more"))
+        .await
+        .unwrap();
+    txn.commit().await.unwrap();
+}
+
+fn refusal(result: Result<Option<evidence_checkpoint::Model>, CheckpointError>) -> String {
+    match result {
+        Err(e @ CheckpointError::Refused { .. }) => e.to_string(),
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
+/// Whoever can write to the database cannot get a rewritten history
+/// signed: the signer extends only the tree it signed before (the witness
+/// file, outside the database), so a changed leaf, deleted checkpoints,
+/// a truncated log or a forged checkpoint row are each refused, and
+/// `evidence verify` names a witnessed checkpoint gone from the database.
+/// A checkpoint another instance signed, or a missing witness file, is
+/// checked from the leaves and accepted.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_history_is_never_signed(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let (conn, signer) = story(&db, DemoPlatform::Wecom).await;
+    let w = witness(&db);
+    let at = shanghai("2026-12-08", "09:00");
+    let witnessed = w
+        .read(TENANT)
+        .unwrap()
+        .expect("the story's checkpoints are witnessed");
+    let all = leaves(&conn).await;
+    assert_eq!(witnessed.size, all.len() as u64);
+    let report = verify_log(&conn.orm, TENANT, &signer.verifier_key(), Some(&witnessed))
+        .await
+        .unwrap();
+    assert!(report.ok(), "{}", lines(&report));
+    assert_eq!(report.witnessed, Some(witnessed.size));
+    assert_eq!(report.unsigned_tail, 0);
+
+    // A leaf in the signed part changed, the head recomputed to match, one
+    // leaf appended on top: the tree is no extension of the signed one.
+    let leaf = leaf_with(&conn, "check_in", "\"work_date\":\"").await;
+    let forged = flip_after(leaf.content.as_deref().unwrap(), "\"work_date\":\"");
+    let forged_hash = hex(&rollcall::evidence::merkle::leaf_hash(forged.as_bytes()));
+    let set_leaf = |content: String, hash: String| {
+        evidence_leaf::Entity::update_many()
+            .col_expr(evidence_leaf::Column::Content, Expr::value(content))
+            .col_expr(evidence_leaf::Column::LeafHash, Expr::value(hash))
+            .filter(evidence_leaf::Column::TenantId.eq(TENANT))
+            .filter(evidence_leaf::Column::Idx.eq(leaf.idx))
+            .exec(&conn.orm)
+    };
+    set_leaf(forged, forged_hash).await.unwrap();
+    rehead(&conn).await;
+    one_more_leaf(&conn, at).await;
+    let text = refusal(checkpoint(&conn.orm, &signer, &w, TENANT, at).await);
+    assert!(
+        text.contains("the log's stored head does not match its leaves"),
+        "{text}"
+    );
+
+    // …and with every checkpoint deleted too, so that nothing in the
+    // database remembers the old root.
+    let checkpoints = evidence_checkpoint::Entity::find()
+        .filter(evidence_checkpoint::Column::TenantId.eq(TENANT))
+        .all(&conn.orm)
+        .await
+        .unwrap();
+    evidence_checkpoint::Entity::delete_many()
+        .filter(evidence_checkpoint::Column::TenantId.eq(TENANT))
+        .exec(&conn.orm)
+        .await
+        .unwrap();
+    let text = refusal(checkpoint(&conn.orm, &signer, &w, TENANT, at).await);
+    assert!(
+        text.contains(&format!(
+            "the checkpoint of {} leaves signed before is missing from the database or altered",
+            witnessed.size
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        evidence_checkpoint::Entity::find()
+            .filter(evidence_checkpoint::Column::TenantId.eq(TENANT))
+            .all(&conn.orm)
+            .await
+            .unwrap(),
+        vec![],
+        "nothing was signed"
+    );
+    let report = verify_log(&conn.orm, TENANT, &signer.verifier_key(), Some(&witnessed))
+        .await
+        .unwrap();
+    assert_eq!(
+        lines(&report),
+        format!(
+            "witnessed checkpoint size {}: was signed at {} but is missing from the database",
+            witnessed.size,
+            rollcall::evidence::log::utc_text(witnessed.witnessed_at)
+        )
+    );
+    // Put back: the history as signed, one leaf more, signed on top.
+    for c in &checkpoints {
+        c.clone()
+            .into_active_model()
+            .insert(&conn.orm)
+            .await
+            .unwrap();
+    }
+    set_leaf(leaf.content.clone().unwrap(), leaf.leaf_hash.clone())
+        .await
+        .unwrap();
+    rehead(&conn).await;
+    let signed = checkpoint(&conn.orm, &signer, &w, TENANT, at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(signed.size, witnessed.size as i64 + 1);
+    assert_eq!(w.read(TENANT).unwrap().unwrap().note, signed.note);
+
+    // The log cut back to before the last checkpoint, with the checkpoints
+    // past the cut deleted: leaves were removed.
+    let cut = all.len() as i64 / 2;
+    let removed = evidence_leaf::Entity::find()
+        .filter(evidence_leaf::Column::TenantId.eq(TENANT))
+        .filter(evidence_leaf::Column::Idx.gte(cut))
+        .all(&conn.orm)
+        .await
+        .unwrap();
+    evidence_leaf::Entity::delete_many()
+        .filter(evidence_leaf::Column::TenantId.eq(TENANT))
+        .filter(evidence_leaf::Column::Idx.gte(cut))
+        .exec(&conn.orm)
+        .await
+        .unwrap();
+    rehead(&conn).await;
+    let text = refusal(checkpoint(&conn.orm, &signer, &w, TENANT, at).await);
+    assert!(text.contains("leaves were removed"), "{text}");
+    for l in removed {
+        l.into_active_model().insert(&conn.orm).await.unwrap();
+    }
+    rehead(&conn).await;
+
+    // Another instance (its own witness file) signed a checkpoint further
+    // on: checked from the leaves, accepted, and now witnessed here too.
+    one_more_leaf(&conn, at).await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other = checkpoint(
+        &conn.orm,
+        &signer,
+        &Witness::new(elsewhere.path()),
+        TENANT,
+        at,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(other.size, signed.size + 1);
+    let again = checkpoint(&conn.orm, &signer, &w, TENANT, at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again, other);
+    assert_eq!(w.read(TENANT).unwrap().unwrap().size, other.size as u64);
+
+    // A checkpoint row signed with the key but over another root (a key
+    // misused, or a row copied from another log): refused.
+    one_more_leaf(&conn, at).await;
+    let size = other.size as u64 + 1;
+    let root = [9u8; 32];
+    let note = signer
+        .sign(&rollcall::evidence::note::checkpoint_text(
+            &format!("rollcall/{TENANT}"),
+            size,
+            &root,
+        ))
+        .unwrap();
+    evidence_checkpoint::ActiveModel {
+        tenant_id: sea_orm::Set(TENANT.to_owned()),
+        size: sea_orm::Set(size as i64),
+        root: sea_orm::Set(hex(&root)),
+        note: sea_orm::Set(note),
+        created_at: sea_orm::Set(at),
+        ..Default::default()
+    }
+    .insert(&conn.orm)
+    .await
+    .unwrap();
+    let text = refusal(checkpoint(&conn.orm, &signer, &w, TENANT, at).await);
+    assert!(
+        text.contains(&format!(
+            "the checkpoint of {size} leaves in the database is not one of the log's leaves"
+        )),
+        "{text}"
+    );
+    evidence_checkpoint::Entity::delete_many()
+        .filter(evidence_checkpoint::Column::TenantId.eq(TENANT))
+        .filter(evidence_checkpoint::Column::Size.eq(size as i64))
+        .exec(&conn.orm)
+        .await
+        .unwrap();
+
+    // No witness file (a new host, or an upgrade): the whole log is checked
+    // against every stored checkpoint, then signed and witnessed.
+    std::fs::remove_dir_all(w.dir()).unwrap();
+    let fresh = checkpoint(&conn.orm, &signer, &w, TENANT, at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fresh.size as u64, size);
+    let report = verify_log(
+        &conn.orm,
+        TENANT,
+        &signer.verifier_key(),
+        w.read(TENANT).unwrap().as_ref(),
+    )
+    .await
+    .unwrap();
+    assert!(report.ok(), "{}", lines(&report));
+    assert_eq!(report.witnessed, Some(size));
     conn.close().await;
     db.cleanup().await;
 }
@@ -637,7 +906,7 @@ async fn forgetting_a_person_erases_only_theirs_once_retention_passed(#[case] en
     );
 
     // The log verifies; 李四's leaves are reported erased, nothing else.
-    checkpoint(&conn.orm, &signer, TENANT, now)
+    checkpoint(&conn.orm, &signer, &witness(&db), TENANT, now)
         .await
         .unwrap()
         .unwrap();
@@ -795,6 +1064,25 @@ async fn the_command_line_reports_and_exits_non_zero_on_a_problem() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.trim_end().ends_with("checkpoints: OK"), "{stdout}");
+    let size = leaves(&conn).await.len();
+    assert!(
+        stdout.contains(&format!(
+            "witness file: the checkpoint of {size} leaves signed before is in the database"
+        )),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("unsigned tail"), "{stdout}");
+    // A leaf no checkpoint covers yet.
+    one_more_leaf(&conn, shanghai("2026-12-08", "08:20")).await;
+    let out = rollcall(dir, &["evidence", "verify", "--tenant", TENANT]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "unsigned tail: 1 leaves appended since the checkpoint of {size} leaves, signed at 2026-12-08T00:10:00Z\n"
+        )),
+        "{stdout}"
+    );
 
     let leaf = leaf_with(&conn, "message_sent", "\"text_sha256\":\"").await;
     let original = leaf.content.clone().unwrap();
@@ -860,5 +1148,62 @@ async fn the_command_line_reports_and_exits_non_zero_on_a_problem() {
     let out = rollcall(dir, &["evidence", "verify", "--tenant", TENANT]);
     assert!(out.status.success());
     conn.close().await;
+    db.cleanup().await;
+}
+
+/// `GET /evidence/{tenant}/checkpoint` publishes the last checkpoint the
+/// server signed (from its witness file): 404 before the first, the signed
+/// note after, and 404 for a tenant it does not serve.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_checkpoint_is_published(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let app = boot(&db, 600).await;
+    let get = |path: &str| {
+        let url = url(&app, path);
+        async move {
+            let r = http().get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    // An empty log is never signed.
+    let (status, body) = get("/evidence/acme/checkpoint").await;
+    assert_eq!((status, body.as_str()), (404, "no checkpoint signed yet\n"));
+    let cb = vector_tenant().text(7_000_001, "打卡");
+    assert_eq!(post(&app, "acme", &cb.query, cb.body).await.0, 200);
+    wait_all_processed(&app.db).await;
+    let rt = &app.runtime;
+    let signed = checkpoint(
+        &app.db.orm,
+        &rt.signer,
+        &rt.witness,
+        "acme",
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    // The app's own tick may sign a later one meanwhile (the reply's
+    // failed attempts keep appending): the one published is at least as
+    // large, and stored.
+    let (status, body) = get("/evidence/acme/checkpoint").await;
+    assert_eq!(status, 200);
+    let text = rollcall::evidence::note::verify(&body, &rt.signer.verifier_key()).unwrap();
+    let size: i64 = text.lines().nth(1).unwrap().parse().unwrap();
+    assert!(
+        text.starts_with("rollcall/acme\n") && size >= signed.size,
+        "{text}"
+    );
+    let stored = evidence_checkpoint::Entity::find()
+        .filter(evidence_checkpoint::Column::Size.eq(size))
+        .one(&app.db.orm)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.note, body);
+    assert_eq!(get("/evidence/other/checkpoint").await.0, 404);
+    app.stop().await;
     db.cleanup().await;
 }

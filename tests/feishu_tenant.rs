@@ -40,10 +40,13 @@ app_secret = "unused"
 encrypt_key = "{}"
 verification_token = "{}"
 api_base = "http://127.0.0.1:9"
+[evidence]
+key_file = "{}"
 "#,
         db.url,
         v["encrypt_key"].as_str().unwrap(),
         v["verification_token"].as_str().unwrap(),
+        db.dir.path().join("evidence.key").display(),
     );
     let path = db.dir.path().join("rollcall.toml");
     std::fs::write(&path, &toml).unwrap();

@@ -222,7 +222,7 @@ async fn story_then_more(db: &TestDb) -> Story {
     let rt = demo_runtime(db, shanghai("2026-12-07", "12:00")).await;
     let conn = &rt.db.orm;
     let at = shanghai("2026-12-07", "11:00");
-    let before = checkpoint::checkpoint(conn, &rt.signer, TENANT, at)
+    let before = checkpoint::checkpoint(conn, &rt.signer, &rt.witness, TENANT, at)
         .await
         .unwrap()
         .unwrap();
@@ -769,11 +769,16 @@ async fn without_an_earlier_checkpoint_the_package_says_so() {
         .await
         .unwrap();
     let rt = demo_runtime(&db, shanghai("2026-12-07", "12:00")).await;
-    // As if the scheduler had never signed one during the story.
+    // As if the scheduler had never signed one during the story (then it
+    // had witnessed none either: deleting signed checkpoints is otherwise
+    // refused, see tests/evidence.rs).
     entity::evidence_checkpoint::Entity::delete_many()
         .exec(&rt.db.orm)
         .await
         .unwrap();
+    if rt.witness.dir().exists() {
+        std::fs::remove_dir_all(rt.witness.dir()).unwrap();
+    }
     let p = package(&rt, TENANT, "zhangsan", None).await.unwrap();
     assert_eq!(p.summary.earliest_checkpoint, None);
     let consistency: Value = serde_json::from_slice(p.file("consistency.json").unwrap()).unwrap();

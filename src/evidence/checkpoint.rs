@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
 use chrono::{DateTime, Duration, Utc};
-use entity::{evidence_checkpoint, evidence_log};
+use entity::{evidence_checkpoint, evidence_leaf, evidence_log};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
@@ -15,7 +15,9 @@ use sea_orm::{
 use sha2::{Digest, Sha256};
 
 use super::log::head;
-use super::note::{NoteError, NoteSigner, checkpoint_text};
+use super::merkle::{Frontier, Hash, leaf_hash};
+use super::note::{NoteError, NoteSigner, checkpoint_text, verify};
+use super::witness::{Witness, WitnessError, Witnessed};
 use crate::outbox::render::hex;
 
 #[derive(Debug, thiserror::Error)]
@@ -97,14 +99,42 @@ pub fn fingerprint(signer: &NoteSigner) -> String {
         .join(":")
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The database does not extend what this server signed before: the
+    /// checkpoint is not signed, and an operator must look.
+    #[error(
+        "refusing to sign a checkpoint of `{tenant}`: {reason} (the witness file {witness} holds what was signed before; see README, \"Witnessed checkpoints\")"
+    )]
+    Refused {
+        tenant: String,
+        witness: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Witness(#[from] WitnessError),
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+/// Leaves read at a time while extending the witnessed tree.
+const PAGE: u64 = 5_000;
+
 /// Signs a checkpoint of `tenant`'s log as it is now, unless one of that
 /// size exists already (then returns it). `None` for an empty log.
+///
+/// The tree signed is the witness's (see [`super::witness`]) extended by
+/// the leaves appended since, each re-hashed from its content; it must give
+/// the root of the database's head, and every checkpoint the database holds
+/// beyond the witnessed one (signed by another instance) must be a checkpoint
+/// of it. Otherwise nothing is signed.
 pub async fn checkpoint<C: ConnectionTrait>(
     conn: &C,
     signer: &NoteSigner,
+    witness: &Witness,
     tenant: &str,
     now: DateTime<Utc>,
-) -> Result<Option<evidence_checkpoint::Model>, DbErr> {
+) -> Result<Option<evidence_checkpoint::Model>, CheckpointError> {
     let Some(head) = head(conn, tenant).await? else {
         return Ok(None);
     };
@@ -112,19 +142,165 @@ pub async fn checkpoint<C: ConnectionTrait>(
     if size == 0 {
         return Ok(None);
     }
-    let size_i = i64::try_from(size).map_err(|_| DbErr::Custom("log too large".into()))?;
-    if let Some(existing) = at_size(conn, tenant, size_i).await? {
-        return Ok(Some(existing));
+    let refuse = |reason: String| CheckpointError::Refused {
+        tenant: tenant.to_owned(),
+        witness: witness.dir().display().to_string(),
+        reason,
+    };
+    let witnessed = witness.read(tenant)?;
+    let mut tree = match &witnessed {
+        None => Frontier::default(),
+        Some(w) => {
+            if w.origin != head.origin {
+                return Err(refuse(format!(
+                    "the log's origin is `{}` but the witness's is `{}`",
+                    head.origin, w.origin
+                )));
+            }
+            if w.size > size {
+                return Err(refuse(format!(
+                    "the log holds {size} leaves but a checkpoint of {} was signed: leaves were removed",
+                    w.size
+                )));
+            }
+            let stored = at_size(conn, tenant, to_i64(w.size)?).await?;
+            if stored.as_ref().map(|c| c.note.as_str()) != Some(w.note.as_str()) {
+                return Err(refuse(format!(
+                    "the checkpoint of {} leaves signed before is missing from the database or altered",
+                    w.size
+                )));
+            }
+            w.frontier()
+                .ok_or_else(|| refuse("the witness's frontier does not give its root".into()))?
+        }
+    };
+    // Checkpoints signed beyond the witnessed one (another instance, or
+    // before this server kept a witness), each checked on the way.
+    let mut signed_since = evidence_checkpoint::Entity::find()
+        .filter(evidence_checkpoint::Column::TenantId.eq(tenant))
+        .filter(evidence_checkpoint::Column::Size.gt(to_i64(tree.size())?))
+        .order_by_asc(evidence_checkpoint::Column::Size)
+        .all(conn)
+        .await?
+        .into_iter()
+        .peekable();
+    let verifier_key = signer.verifier_key();
+    let mut known: Option<evidence_checkpoint::Model> = None;
+    while tree.size() < size {
+        let from = tree.size();
+        let to = (from + PAGE).min(size);
+        let leaves = evidence_leaf::Entity::find()
+            .filter(evidence_leaf::Column::TenantId.eq(tenant))
+            .filter(evidence_leaf::Column::Idx.gte(to_i64(from)?))
+            .filter(evidence_leaf::Column::Idx.lt(to_i64(to)?))
+            .order_by_asc(evidence_leaf::Column::Idx)
+            .all(conn)
+            .await?;
+        for leaf in leaves {
+            let index = tree.size();
+            if u64::try_from(leaf.idx).ok() != Some(index) {
+                return Err(refuse(format!("leaf {index} is missing")));
+            }
+            let hash = match &leaf.content {
+                Some(content) => {
+                    let hash = leaf_hash(content.as_bytes());
+                    if hex(&hash) != leaf.leaf_hash {
+                        return Err(refuse(format!(
+                            "leaf {index}'s content does not give its stored hash"
+                        )));
+                    }
+                    hash
+                }
+                // Erased by privacy forget: only the hash is left.
+                None => parse_hash(&leaf.leaf_hash).ok_or_else(|| {
+                    refuse(format!("leaf {index}'s stored hash is not a SHA-256"))
+                })?,
+            };
+            tree.push(hash);
+            while let Some(c) = signed_since.next_if(|c| c.size <= to_i64(tree.size()).unwrap_or(0))
+            {
+                if c.size != to_i64(tree.size())? || !signs(&c, &head.origin, &tree, &verifier_key)
+                {
+                    return Err(refuse(format!(
+                        "the checkpoint of {} leaves in the database is not one of the log's leaves",
+                        c.size
+                    )));
+                }
+                known = Some(c);
+            }
+        }
+        if tree.size() < to {
+            return Err(refuse(format!("leaf {} is missing", tree.size())));
+        }
     }
-    let root = head.frontier.root();
+    if tree.root() != head.frontier.root() {
+        return Err(refuse(
+            "the log's stored head does not match its leaves".into(),
+        ));
+    }
+    let made = match known.filter(|c| c.size == to_i64(size).unwrap_or(-1)) {
+        Some(c) => c,
+        None => match &witnessed {
+            Some(w) if w.size == size => {
+                // Checked above: the database holds the witness's note.
+                at_size(conn, tenant, to_i64(size)?)
+                    .await?
+                    .ok_or_else(|| refuse("the witnessed checkpoint vanished".into()))?
+            }
+            _ => sign(conn, signer, tenant, &head.origin, &tree, now).await?,
+        },
+    };
+    if !signs(&made, &head.origin, &tree, &verifier_key) {
+        return Err(refuse(format!(
+            "the checkpoint of {size} leaves in the database is not the one signed now"
+        )));
+    }
+    witness.write(
+        tenant,
+        &Witnessed::new(&head.origin, &tree, &made.note, now),
+    )?;
+    Ok(Some(made))
+}
+
+fn to_i64(n: u64) -> Result<i64, DbErr> {
+    i64::try_from(n).map_err(|_| DbErr::Custom("log too large".into()))
+}
+
+fn parse_hash(text: &str) -> Option<Hash> {
+    hex::decode(text)
+        .ok()
+        .and_then(|b| <Hash>::try_from(b.as_slice()).ok())
+}
+
+/// Whether `c` is a checkpoint, under `verifier_key`, of `tree` as it is.
+fn signs(
+    c: &evidence_checkpoint::Model,
+    origin: &str,
+    tree: &Frontier,
+    verifier_key: &str,
+) -> bool {
+    let text = checkpoint_text(origin, tree.size(), &tree.root());
+    c.root == hex(&tree.root()) && verify(&c.note, verifier_key).is_ok_and(|t| t == text)
+}
+
+async fn sign<C: ConnectionTrait>(
+    conn: &C,
+    signer: &NoteSigner,
+    tenant: &str,
+    origin: &str,
+    tree: &Frontier,
+    now: DateTime<Utc>,
+) -> Result<evidence_checkpoint::Model, CheckpointError> {
+    let root = tree.root();
+    let size = to_i64(tree.size())?;
     let note = signer
-        .sign(&checkpoint_text(&head.origin, size, &root))
+        .sign(&checkpoint_text(origin, tree.size(), &root))
         .map_err(|e| DbErr::Custom(format!("signing a checkpoint: {e}")))?;
     // Two instances may sign the same size: the same key signs the same
     // text to the same note (Ed25519 is deterministic), and one row stays.
     evidence_checkpoint::Entity::insert(evidence_checkpoint::ActiveModel {
         tenant_id: Set(tenant.to_owned()),
-        size: Set(size_i),
+        size: Set(size),
         root: Set(hex(&root)),
         note: Set(note),
         created_at: Set(now),
@@ -140,7 +316,9 @@ pub async fn checkpoint<C: ConnectionTrait>(
     )
     .exec_without_returning(conn)
     .await?;
-    at_size(conn, tenant, size_i).await
+    Ok(at_size(conn, tenant, size)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound(format!("the checkpoint of {size} just signed")))?)
 }
 
 async fn at_size<C: ConnectionTrait>(
@@ -168,10 +346,12 @@ pub async fn all<C: ConnectionTrait>(
 }
 
 /// Signs a checkpoint for every log that grew since its last one, if that
-/// one is at least `every` old (or there is none). Returns how many.
+/// one is at least `every` old (or there is none). Returns how many; a log
+/// that cannot be signed is logged as an error and the others go on.
 pub async fn sign_due<C: ConnectionTrait>(
     conn: &C,
     signer: &NoteSigner,
+    witness: &Witness,
     every: Duration,
     now: DateTime<Utc>,
 ) -> Result<usize, DbErr> {
@@ -190,12 +370,16 @@ pub async fn sign_due<C: ConnectionTrait>(
             None => true,
             Some(c) => c.size < log.size && c.created_at + every <= now,
         };
-        if due
-            && checkpoint(conn, signer, &log.tenant_id, now)
-                .await?
-                .is_some()
-        {
-            signed += 1;
+        if !due {
+            continue;
+        }
+        match checkpoint(conn, signer, witness, &log.tenant_id, now).await {
+            Ok(Some(_)) => signed += 1,
+            Ok(None) => {}
+            Err(CheckpointError::Db(e)) => return Err(e),
+            Err(e) => {
+                tracing::error!(tenant = %log.tenant_id, error = %e, "evidence checkpoint not signed")
+            }
         }
     }
     Ok(signed)

@@ -12,6 +12,7 @@ use futures::future::BoxFuture;
 use super::checkpoint::{self, fingerprint, load_or_create_key};
 use super::export;
 use super::verify::{VerifyReport, verify_log};
+use super::witness::Witness;
 use crate::cases::store::{case_no, parse_case_no};
 use crate::config::Config;
 use crate::db::Database;
@@ -101,8 +102,10 @@ pub async fn run(
             );
             let signer = load_or_create_key(&config.evidence.key_file, &config.evidence.name)?;
             let db = Database::open(&config.database.url).await?;
+            let witness = Witness::new(&config.evidence.witness_dir);
             let made =
-                checkpoint::checkpoint(&db.orm, &signer, &tenant, chrono::Utc::now()).await?;
+                checkpoint::checkpoint(&db.orm, &signer, &witness, &tenant, chrono::Utc::now())
+                    .await?;
             match made {
                 Some(c) => print!("{}", c.note),
                 None => println!("the log of `{tenant}` is empty: nothing to sign"),
@@ -176,8 +179,13 @@ pub async fn run(
                 }
             };
             let db = Database::connect(&config.database.url).await?;
-            let report = verify_log(&db.orm, &tenant, &key).await?;
-            match print_report(&report, json) {
+            let witnessed = Witness::new(&config.evidence.witness_dir).read(&tenant)?;
+            let report = verify_log(&db.orm, &tenant, &key, witnessed.as_ref()).await?;
+            let every = chrono::Duration::seconds(
+                i64::try_from(config.evidence.checkpoint_every_secs).unwrap_or(i64::MAX / 2),
+            );
+            let stale = stale_tail(&report, every, chrono::Utc::now());
+            match print_report(&report, stale, json) {
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
                 other => other?,
             }
@@ -191,15 +199,60 @@ pub async fn run(
     }
 }
 
-fn print_report(report: &VerifyReport, json: bool) -> std::io::Result<()> {
+/// Whether the leaves after the last checkpoint have waited for a
+/// signature much longer than `every` (twice, and a minute): the service
+/// that signs them is not running, or cannot sign.
+pub fn stale_tail(
+    report: &VerifyReport,
+    every: chrono::Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    let since = report
+        .last_checkpoint
+        .map_or(chrono::DateTime::UNIX_EPOCH, |(_, at)| at);
+    report.unsigned_tail > 0 && now - since > every * 2 + chrono::Duration::minutes(1)
+}
+
+fn print_report(report: &VerifyReport, stale: bool, json: bool) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
         let mut value = serde_json::to_value(report).map_err(std::io::Error::other)?;
         value["ok"] = report.ok().into();
+        value["stale_tail"] = stale.into();
         return writeln!(out, "{value}");
     }
     for p in &report.problems {
         writeln!(out, "{p}")?;
+    }
+    match report.witnessed {
+        Some(size) => writeln!(
+            out,
+            "witness file: the checkpoint of {size} leaves signed before is in the database"
+        )?,
+        None if report.checkpoints > 0 => writeln!(
+            out,
+            "witness file: none for this tenant here (a first start after an upgrade, another host, or it was removed): checkpoints checked against the database only"
+        )?,
+        None => {}
+    }
+    if report.unsigned_tail > 0 {
+        let since = match report.last_checkpoint {
+            Some((size, at)) => format!(
+                "the checkpoint of {size} leaves, signed at {}",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            None => "the start (no checkpoint yet)".to_owned(),
+        };
+        writeln!(
+            out,
+            "unsigned tail: {} leaves appended since {since}{}",
+            report.unsigned_tail,
+            if stale {
+                "; STALE: the service has not signed them in twice evidence.checkpoint_every_secs"
+            } else {
+                ""
+            }
+        )?;
     }
     if !report.erased.is_empty() {
         writeln!(
@@ -209,4 +262,36 @@ fn print_report(report: &VerifyReport, json: bool) -> std::io::Result<()> {
         )?;
     }
     writeln!(out, "{}", report.summary())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tail_is_stale_after_twice_the_interval_and_a_minute() {
+        let at = chrono::DateTime::UNIX_EPOCH;
+        let every = chrono::Duration::minutes(10);
+        let report = |tail: u64, last: Option<u64>| VerifyReport {
+            tenant: "acme".into(),
+            origin: "rollcall/acme".into(),
+            size: 10 + tail,
+            leaves: 10 + tail,
+            erased: vec![],
+            raw: 0,
+            raw_erased: 0,
+            checkpoints: u64::from(last.is_some()),
+            last_checkpoint: last.map(|size| (size, at)),
+            unsigned_tail: tail,
+            witnessed: None,
+            problems: vec![],
+        };
+        let minutes = |m| at + chrono::Duration::minutes(m);
+        assert!(!stale_tail(&report(3, Some(10)), every, minutes(21)));
+        assert!(stale_tail(&report(3, Some(10)), every, minutes(22)));
+        // Nothing unsigned is never stale.
+        assert!(!stale_tail(&report(0, Some(10)), every, minutes(600)));
+        // Nothing ever signed: stale since the epoch.
+        assert!(stale_tail(&report(3, None), every, minutes(22)));
+    }
 }

@@ -28,7 +28,7 @@ use sea_orm::{ColumnTrait, Condition, DbErr, EntityTrait, QueryFilter, QueryOrde
 use serde::Serialize;
 use serde_json::Value;
 
-use super::checkpoint::{self, fingerprint};
+use super::checkpoint::{self, CheckpointError, fingerprint};
 use super::log::{LeafData, TemplateRef, sha256_hex};
 use super::merkle::{Hash, Tree, leaf_hash};
 use super::note;
@@ -70,6 +70,8 @@ pub enum ExportError {
     Corrupt { tenant: String, reason: String },
     #[error(transparent)]
     Db(#[from] DbErr),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Template(#[from] TemplateError),
     #[error("writing the package's JSON: {0}")]
@@ -193,7 +195,7 @@ pub async fn package(
         None => None,
     };
 
-    let signed = checkpoint::checkpoint(conn, &rt.signer, tenant, now)
+    let signed = checkpoint::checkpoint(conn, &rt.signer, &rt.witness, tenant, now)
         .await?
         .ok_or_else(|| ExportError::EmptyLog(tenant.to_owned()))?;
     let verifier_key = rt.signer.verifier_key();

@@ -10,5 +10,6 @@ pub mod log;
 pub mod merkle;
 pub mod note;
 pub mod verify;
+pub mod witness;
 
 pub use log::{NewLeaf, append, append_one};

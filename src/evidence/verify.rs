@@ -31,6 +31,7 @@ use sha2::Digest as _;
 use super::log::{LeafData, RawRef, parse_frontier, sha256_hex, utc_text};
 use super::merkle::{Hash, Tree, leaf_hash, verify_consistency};
 use super::note::{self, NoteError};
+use super::witness::Witnessed;
 use crate::outbox::Payload;
 use crate::outbox::render::hex;
 
@@ -76,6 +77,10 @@ pub enum Record {
         role: Option<String>,
     },
     Checkpoint {
+        size: u64,
+    },
+    /// The witness file of the last checkpoint signed (outside the database).
+    Witness {
         size: u64,
     },
 }
@@ -155,6 +160,7 @@ impl fmt::Display for Record {
                 Ok(())
             }
             Record::Checkpoint { size } => write!(f, "checkpoint size {size}"),
+            Record::Witness { size } => write!(f, "witnessed checkpoint size {size}"),
         }
     }
 }
@@ -186,6 +192,12 @@ pub struct VerifyReport {
     pub raw: u64,
     pub raw_erased: u64,
     pub checkpoints: u64,
+    /// The last checkpoint: its size and when it was signed.
+    pub last_checkpoint: Option<(u64, DateTime<Utc>)>,
+    /// Leaves appended after the last checkpoint (no signature covers them yet).
+    pub unsigned_tail: u64,
+    /// The size of the checkpoint in the witness file, if one was read.
+    pub witnessed: Option<u64>,
     pub problems: Vec<Problem>,
 }
 
@@ -244,6 +256,7 @@ pub async fn verify_log(
     db: &DatabaseConnection,
     tenant: &str,
     verifier_key: &str,
+    witness: Option<&Witnessed>,
 ) -> Result<VerifyReport, VerifyError> {
     note::check_verifier_key(verifier_key).map_err(VerifyError::Key)?;
     // One snapshot, so that leaves, raws and checkpoints appended meanwhile
@@ -297,6 +310,13 @@ pub async fn verify_log(
         .all(&txn)
         .await?;
     let count = checkpoints.len() as u64;
+    if let Some(w) = witness {
+        v.problems
+            .extend(check_witness(w, v.size, &head.origin, &checkpoints));
+    }
+    let last_checkpoint = checkpoints
+        .last()
+        .and_then(|c| Some((u64::try_from(c.size).ok()?, c.created_at)));
     let (size, first_gap, origin, key) = (
         v.size,
         v.first_gap,
@@ -315,6 +335,7 @@ pub async fn verify_log(
         Record::Leaf { index, .. } => (1, *index),
         Record::Raw { leaf, .. } => (2, leaf.unwrap_or(u64::MAX)),
         Record::Checkpoint { size } => (3, *size),
+        Record::Witness { size } => (4, *size),
     });
     Ok(VerifyReport {
         tenant: tenant.to_owned(),
@@ -325,8 +346,61 @@ pub async fn verify_log(
         raw,
         raw_erased,
         checkpoints: count,
+        unsigned_tail: v
+            .size
+            .saturating_sub(last_checkpoint.map_or(0, |(size, _)| size)),
+        last_checkpoint,
+        witnessed: witness.map(|w| w.size),
         problems: v.problems,
     })
+}
+
+/// The witness file against the database: the checkpoint it holds must
+/// be stored, note for note (the stored ones are then checked against the
+/// leaves like any other), and the log must not be shorter.
+fn check_witness(
+    w: &Witnessed,
+    log_size: u64,
+    origin: &str,
+    checkpoints: &[evidence_checkpoint::Model],
+) -> Vec<Problem> {
+    let record = || Record::Witness { size: w.size };
+    let mut out = Vec::new();
+    if w.origin != origin {
+        out.push(Problem::new(
+            record(),
+            Some(Field::Field("origin".into())),
+            format!("is {} but the log's is {}", quote(&w.origin), quote(origin)),
+        ));
+        return out;
+    }
+    if w.size > log_size {
+        out.push(Problem::new(
+            record(),
+            None,
+            format!("is beyond the log's size {log_size}: leaves signed before were removed"),
+        ));
+    }
+    match checkpoints
+        .iter()
+        .find(|c| u64::try_from(c.size).ok() == Some(w.size))
+    {
+        None => out.push(Problem::new(
+            record(),
+            None,
+            format!(
+                "was signed at {} but is missing from the database",
+                utc_text(w.witnessed_at)
+            ),
+        )),
+        Some(c) if c.note != w.note => out.push(Problem::new(
+            record(),
+            Some(Field::Field("note".into())),
+            "is not the note the database holds for that size",
+        )),
+        Some(_) => {}
+    }
+    out
 }
 
 /// The state of one verification as it goes.

@@ -37,3 +37,28 @@ pub async fn download(State(rt): State<Runtime>, Path(token): Path<String>) -> R
         }
     }
 }
+
+/// `GET /evidence/{tenant}/checkpoint`: the last checkpoint this server
+/// signed (or found signed and consistent) for the tenant, from its witness
+/// file, as a signed note, for anyone to keep a copy of: a later package
+/// must be consistent with it.
+pub async fn checkpoint(State(rt): State<Runtime>, Path(tenant): Path<String>) -> Response {
+    if rt.tenant(&tenant).is_none() {
+        return (StatusCode::NOT_FOUND, "no such tenant\n").into_response();
+    }
+    match rt.witness.read(&tenant) {
+        Ok(Some(w)) => (
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            w.note,
+        )
+            .into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no checkpoint signed yet\n").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "reading the witness file failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "try again later\n").into_response()
+        }
+    }
+}

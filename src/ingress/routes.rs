@@ -22,10 +22,12 @@ pub fn router(state: Ingress) -> Router {
         .with_state(state)
 }
 
-/// The routes that need the handlers' runtime: package downloads.
+/// The routes that need the handlers' runtime: package downloads and the
+/// published checkpoint.
 pub fn runtime_router(rt: crate::runtime::Runtime) -> Router {
     Router::new()
         .route("/export/{token}", get(export::download))
+        .route("/evidence/{tenant}/checkpoint", get(export::checkpoint))
         .with_state(rt)
 }
 

@@ -248,7 +248,14 @@ async fn tick(_tick: apalis_cron::Tick, rt: Data<Runtime>) -> Result<(), BoxDynE
     // Signing is idempotent per tree size, so every process may look.
     let every =
         chrono::Duration::seconds(i64::try_from(rt.evidence.checkpoint_every_secs).unwrap_or(600));
-    match crate::evidence::checkpoint::sign_due(&rt.db.orm, &rt.signer, every, rt.clock.now()).await
+    match crate::evidence::checkpoint::sign_due(
+        &rt.db.orm,
+        &rt.signer,
+        &rt.witness,
+        every,
+        rt.clock.now(),
+    )
+    .await
     {
         Ok(0) => {}
         Ok(signed) => tracing::info!(signed, "signed evidence checkpoints"),

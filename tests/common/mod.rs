@@ -185,7 +185,12 @@ api_base = "http://127.0.0.1:9"
 pub const VECTOR_WINDOW: u64 = 10 * 365 * 24 * 3600;
 
 pub async fn boot(db: &TestDb, replay_window_secs: u64) -> RunningApp {
-    let toml = config_toml(&db.url, "127.0.0.1:0", replay_window_secs);
+    // The evidence key (and the witness beside it) of this test's own.
+    let toml = format!(
+        "{}[evidence]\nkey_file = \"{}\"\n",
+        config_toml(&db.url, "127.0.0.1:0", replay_window_secs),
+        db.dir.path().join("rollcall-evidence.key").display()
+    );
     let config = Config::parse(&toml, &[] as &[(&str, &str); 0]).unwrap();
     rollcall::app::start(&config).await.unwrap()
 }
