@@ -14,7 +14,6 @@ use crate::inbox::Inbox;
 use crate::ingress::{self, Ingress, Metrics};
 use crate::outbox::render::Templates;
 use crate::runtime::Runtime;
-use crate::sealed::DataKey;
 use crate::workers;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +27,7 @@ pub enum StartError {
     #[error(transparent)]
     Templates(#[from] crate::outbox::render::TemplateError),
     #[error(transparent)]
-    DataKey(#[from] crate::sealed::DataKeyError),
-    #[error(transparent)]
-    EvidenceKey(#[from] crate::evidence::checkpoint::KeyError),
+    Keys(#[from] crate::keys::KeyCheckError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -65,11 +62,20 @@ pub async fn runtime(config: &Config, clock: Arc<dyn Clock>) -> Result<Runtime, 
     let db = Database::open(&config.database.url).await?;
     let templates_dir = Some(config.server.templates_dir.as_path()).filter(|d| d.is_dir());
     let templates = Templates::load(templates_dir)?;
-    let key = DataKey::load(&ProcessEnv, &config.server.data_key_file)?;
-    let signer = crate::evidence::checkpoint::load_or_create_key(
+    let key = crate::keys::data_key(
+        &db.orm,
+        &ProcessEnv,
+        &config.server.data_key_file,
+        clock.now(),
+    )
+    .await?;
+    let signer = crate::keys::evidence_key(
+        &db.orm,
         &config.evidence.key_file,
         &config.evidence.name,
-    )?;
+        clock.now(),
+    )
+    .await?;
     for t in &config.tenants {
         let year = chrono::Datelike::year(&clock.now().with_timezone(&t.timezone));
         if !t.attendance.calendar.covers(year) {

@@ -14,6 +14,7 @@ pub mod evidence;
 pub mod inbox;
 pub mod ingress;
 pub mod jobs;
+pub mod keys;
 pub mod loadgen;
 pub mod outbox;
 pub mod platform;

@@ -67,6 +67,9 @@ enum Command {
     Evidence(rollcall::evidence::cli::EvidenceArgs),
     /// Personal data: forget a person once their retention period has passed.
     Privacy(rollcall::privacy::cli::PrivacyArgs),
+    /// The keys this database is bound to: show their check values, rotate
+    /// the data key.
+    Keys(rollcall::keys::cli::KeysArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -121,6 +124,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Employees(args) => Ok(rollcall::employees::cli::run(&config, args).await?),
         Command::Evidence(args) => rollcall::evidence::cli::run(&config, args, open_runtime).await,
         Command::Privacy(args) => rollcall::privacy::cli::run(&config, args).await,
+        Command::Keys(args) => rollcall::keys::cli::run(&config, args).await,
     }
 }
 

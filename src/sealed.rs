@@ -4,8 +4,8 @@
 //! another employee's row or another column does not open.
 //!
 //! The key comes from `ROLLCALL_DATA_KEY` (base64 of 32 bytes) or from a key
-//! file, created with mode 0600 on first use. (Wired to the employee
-//! directory with the ladder issue.)
+//! file, created with mode 0600 on first use; the database records its
+//! check value (`crate::keys`), so another key is refused at start.
 
 use std::io::Write;
 use std::path::Path;
@@ -14,12 +14,16 @@ use aes_gcm::aead::{Aead, Generate, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 use crate::config::Env;
 
 /// Marks the format, so that a later key rotation can tell values apart.
 const PREFIX: &str = "v1:";
 const NONCE_LEN: usize = 12;
+/// What a key's check value is the HMAC of.
+const CHECK_LABEL: &[u8] = b"rollcall data key check v1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataKeyError {
@@ -40,20 +44,45 @@ pub enum OpenError {
 }
 
 /// The key that seals personal data.
-pub struct DataKey(Aes256Gcm);
+pub struct DataKey {
+    cipher: Aes256Gcm,
+    /// Names the key without revealing it (see [`DataKey::check_value`]).
+    check: String,
+}
 
 impl std::fmt::Debug for DataKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DataKey(***)")
+        write!(f, "DataKey({})", self.key_id())
     }
+}
+
+/// Where a data key came from, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    Env,
+    File,
 }
 
 impl DataKey {
     /// `ROLLCALL_DATA_KEY` if set, else the key in `key_file`, creating the
     /// file (mode 0600) with a fresh random key if it does not exist.
     pub fn load(env: &dyn Env, key_file: &Path) -> Result<DataKey, DataKeyError> {
+        match Self::read(env, key_file)? {
+            Some((key, _)) => Ok(key),
+            None => Self::create(key_file),
+        }
+    }
+
+    /// `ROLLCALL_DATA_KEY` if set, else the key in `key_file`; `None` when
+    /// neither exists (never creates one).
+    pub fn read(
+        env: &dyn Env,
+        key_file: &Path,
+    ) -> Result<Option<(DataKey, KeySource)>, DataKeyError> {
         if let Some(text) = env.var("ROLLCALL_DATA_KEY") {
-            return Self::from_base64(&text).ok_or(DataKeyError::BadEnvKey);
+            return Self::from_base64(&text)
+                .map(|k| Some((k, KeySource::Env)))
+                .ok_or(DataKeyError::BadEnvKey);
         }
         let file_err = |reason: String| DataKeyError::File {
             path: key_file.display().to_string(),
@@ -77,30 +106,61 @@ impl DataKey {
                     }
                 }
                 Self::from_base64(&text)
+                    .map(|k| Some((k, KeySource::File)))
                     .ok_or_else(|| file_err("does not hold base64 of 32 bytes".into()))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = Key::<Aes256Gcm>::generate();
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let mut file = options
-                    .open(key_file)
-                    .map_err(|e| file_err(e.to_string()))?;
-                writeln!(file, "{}", STANDARD.encode(key.as_slice()))
-                    .and_then(|_| file.sync_all())
-                    .map_err(|e| file_err(e.to_string()))?;
-                Ok(DataKey(Aes256Gcm::new(&key)))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(file_err(e.to_string())),
         }
+    }
+
+    /// Writes a fresh random key to `key_file` (mode 0600), which must not
+    /// exist yet.
+    pub fn create(key_file: &Path) -> Result<DataKey, DataKeyError> {
+        let file_err = |reason: String| DataKeyError::File {
+            path: key_file.display().to_string(),
+            reason,
+        };
+        let key = Key::<Aes256Gcm>::generate();
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options
+            .open(key_file)
+            .map_err(|e| file_err(e.to_string()))?;
+        writeln!(file, "{}", STANDARD.encode(key.as_slice()))
+            .and_then(|_| file.sync_all())
+            .map_err(|e| file_err(e.to_string()))?;
+        Ok(DataKey::from_key(&key))
     }
 
     fn from_base64(text: &str) -> Option<DataKey> {
         let bytes = STANDARD.decode(text.trim()).ok()?;
         let key = Key::<Aes256Gcm>::try_from(bytes.as_slice()).ok()?;
-        Some(DataKey(Aes256Gcm::new(&key)))
+        Some(DataKey::from_key(&key))
+    }
+
+    fn from_key(key: &Key<Aes256Gcm>) -> DataKey {
+        let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(key.as_slice())
+            .expect("HMAC takes a key of any length");
+        mac.update(CHECK_LABEL);
+        let check = hex::encode(&mac.finalize().into_bytes()[..16]);
+        DataKey {
+            cipher: Aes256Gcm::new(key),
+            check,
+        }
+    }
+
+    /// Hex of the first 16 bytes of HMAC-SHA256(key, "rollcall data key
+    /// check v1"): tells keys apart and proves nothing about the key.
+    pub fn check_value(&self) -> &str {
+        &self.check
+    }
+
+    /// The check value's first 8 hex digits, to name the key by.
+    pub fn key_id(&self) -> &str {
+        &self.check[..8]
     }
 
     /// Seals `plaintext` for the field named by `context`
@@ -108,7 +168,7 @@ impl DataKey {
     pub fn seal(&self, plaintext: &str, context: &str) -> String {
         let nonce = Nonce::generate();
         let ciphertext = self
-            .0
+            .cipher
             .encrypt(
                 &nonce,
                 Payload {
@@ -132,7 +192,7 @@ impl DataKey {
         let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
         let nonce = Nonce::try_from(nonce).map_err(|_| OpenError::Format)?;
         let plain = self
-            .0
+            .cipher
             .decrypt(
                 &nonce,
                 Payload {
@@ -212,6 +272,21 @@ mod tests {
             key.seal("x", "c"),
             "a fresh nonce every time"
         );
+    }
+
+    #[test]
+    fn the_check_value_names_the_key_and_not_more() {
+        let key = DataKey::from_base64(&STANDARD.encode([7u8; 32])).unwrap();
+        let same = DataKey::from_base64(&STANDARD.encode([7u8; 32])).unwrap();
+        let other = DataKey::from_base64(&STANDARD.encode([8u8; 32])).unwrap();
+        assert_eq!(key.check_value(), same.check_value());
+        assert_ne!(key.check_value(), other.check_value());
+        assert_eq!(key.check_value().len(), 32);
+        assert_eq!(key.key_id(), &key.check_value()[..8]);
+        // Computed independently, with Python's
+        // hmac.new(bytes([7] * 32), b"rollcall data key check v1", "sha256").
+        assert_eq!(key.check_value(), "1267d434f79ae7caf5c5e7a430bbc21d");
+        assert_eq!(format!("{key:?}"), format!("DataKey({})", key.key_id()));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod exhibit;
 pub mod exhibit_window;
 pub mod export_download;
 pub mod inbound_event;
+pub mod key_check;
 pub mod leave;
 pub mod media;
 pub mod outbox;

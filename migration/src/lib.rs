@@ -10,6 +10,7 @@ mod m20261126_000005_create_export_downloads;
 mod m20261206_000001_rename_outbox_card_ref;
 mod m20261206_000002_outbox_read_at;
 mod m20261206_000003_case_receipt;
+mod m20261206_000004_key_checks;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000001_rename_outbox_card_ref::Migration),
             Box::new(m20261206_000002_outbox_read_at::Migration),
             Box::new(m20261206_000003_case_receipt::Migration),
+            Box::new(m20261206_000004_key_checks::Migration),
         ]
     }
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 use super::{ImportError, ImportReport, SyncError, import_csv, sync_directory};
 use crate::config::{Config, ProcessEnv};
 use crate::db::{Database, DbError};
-use crate::sealed::{DataKey, DataKeyError};
 
 /// Files larger than this get a progress bar (when stderr is a terminal).
 const PROGRESS_FROM_BYTES: u64 = 1 << 20;
@@ -64,7 +63,7 @@ pub enum CliError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Key(#[from] DataKeyError),
+    Key(#[from] crate::keys::KeyCheckError),
     #[error(transparent)]
     Db(#[from] DbError),
     #[error("{path}: {error}")]
@@ -85,7 +84,15 @@ pub async fn run(config: &Config, args: EmployeesArgs) -> Result<(), CliError> {
         .data_key_file
         .clone()
         .unwrap_or_else(|| config.server.data_key_file.clone());
-    let key = DataKey::load(&ProcessEnv, &key_file)?;
+    let db = Database::open(&config.database.url).await?;
+    let key = match crate::keys::data_key(&db.orm, &ProcessEnv, &key_file, chrono::Utc::now()).await
+    {
+        Ok(key) => key,
+        Err(e) => {
+            db.close().await;
+            return Err(e.into());
+        }
+    };
     match args.command {
         EmployeesCommand::Import { file, .. } => {
             let open = |source| CliError::Open {
@@ -95,7 +102,6 @@ pub async fn run(config: &Config, args: EmployeesArgs) -> Result<(), CliError> {
             let reader = std::fs::File::open(&file).map_err(open)?;
             let size = reader.metadata().map_err(open)?.len();
             let progress = std::io::stderr().is_terminal() && size > PROGRESS_FROM_BYTES;
-            let db = Database::open(&config.database.url).await?;
             let report = import_csv(
                 &db,
                 &key,
@@ -116,7 +122,6 @@ pub async fn run(config: &Config, args: EmployeesArgs) -> Result<(), CliError> {
                 .map_err(CliError::Platform)?
                 .ok_or_else(|| CliError::NoPlatform(tenant.id.clone()))?
                 .api;
-            let db = Database::open(&config.database.url).await?;
             let report = sync_directory(&db, &key, &tenant.id, api.as_ref()).await;
             db.close().await;
             let from = format!("{} directory", api.platform());

@@ -100,8 +100,14 @@ pub async fn run(
                 config.tenant(&tenant).is_some(),
                 "no tenant `{tenant}` in the configuration"
             );
-            let signer = load_or_create_key(&config.evidence.key_file, &config.evidence.name)?;
             let db = Database::open(&config.database.url).await?;
+            let signer = crate::keys::evidence_key(
+                &db.orm,
+                &config.evidence.key_file,
+                &config.evidence.name,
+                chrono::Utc::now(),
+            )
+            .await?;
             let witness = Witness::new(&config.evidence.witness_dir);
             let made =
                 checkpoint::checkpoint(&db.orm, &signer, &witness, &tenant, chrono::Utc::now())

@@ -1,0 +1,66 @@
+//! `rollcall keys …`: the keys this database is bound to.
+
+use crate::config::{Config, ProcessEnv};
+use crate::db::Database;
+
+#[derive(Debug, clap::Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    command: KeysCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Check both keys against the database (recording them on the first
+    /// use) and print their ids and check values.
+    Show,
+    /// Re-seal every sealed value (phone numbers, emergency contacts,
+    /// postal addresses) under a new data key, in one transaction; the old
+    /// key is kept beside it as `{data_key_file}.retired-{id}`. Stop the
+    /// service first: a running one holds the old key.
+    Rotate,
+}
+
+pub async fn run(config: &Config, args: KeysArgs) -> anyhow::Result<()> {
+    let db = Database::open(&config.database.url).await?;
+    let now = chrono::Utc::now();
+    let data_file = &config.server.data_key_file;
+    match args.command {
+        KeysCommand::Show => {
+            let data = super::data_key(&db.orm, &ProcessEnv, data_file, now).await?;
+            let signer = super::evidence_key(
+                &db.orm,
+                &config.evidence.key_file,
+                &config.evidence.name,
+                now,
+            )
+            .await?;
+            println!(
+                "data key: id {}, check value {}",
+                data.key_id(),
+                data.check_value()
+            );
+            println!(
+                "evidence key: id {:08x}, verifier key {}",
+                signer.id(),
+                signer.verifier_key()
+            );
+            println!(
+                "evidence key fingerprint (SHA-256): {}",
+                crate::evidence::checkpoint::fingerprint(&signer)
+            );
+        }
+        KeysCommand::Rotate => {
+            let done = super::rotate_data_key(&db.orm, &ProcessEnv, data_file, now).await?;
+            println!(
+                "data key rotated: {} values re-sealed under key {} (was {}); the old key is kept in {}: keep it with the backups made before now",
+                done.values,
+                done.new_id,
+                done.old_id,
+                done.retired.display()
+            );
+        }
+    }
+    db.close().await;
+    Ok(())
+}

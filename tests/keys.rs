@@ -1,0 +1,276 @@
+//! The keys a database is bound to, on SQLite and PostgreSQL: the first
+//! start records both keys' check values; a missing key is never made anew
+//! while the database names the old one, another key is refused, a
+//! database from before the check is checked against what it holds, and
+//! `rollcall keys rotate` re-seals everything under a new data key (a
+//! rotation stopped before its files were swapped is finished at start).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use common::*;
+use entity::{evidence_leaf, key_check};
+use rollcall::clock::SystemClock;
+use rollcall::config::Config;
+use rollcall::db::{Database, Engine};
+use rollcall::employees;
+use rollcall::runtime::Runtime;
+use rstest::rstest;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+const PEOPLE: &str = "user_id,name,department,manager_user_id,role,phone,email,emergency_contact_name,emergency_contact_phone,postal_address,hire_date,contract_end_date,rest_days,site\n\
+    wangfang,王芳,人事部,,hr,13900001111,,,,,,,,\n\
+    zhangsan,张三,工程部,,employee,13812345678,,张母,13700003333,上海市浦东新区某路1号,,,,\n";
+
+struct Setup {
+    db: TestDb,
+    config: Config,
+    config_path: PathBuf,
+}
+
+impl Setup {
+    fn dir(&self) -> &Path {
+        self.db.dir.path()
+    }
+
+    fn data_key(&self) -> PathBuf {
+        self.dir().join("data.key")
+    }
+
+    fn evidence_key(&self) -> PathBuf {
+        self.dir().join("evidence.key")
+    }
+
+    async fn start(&self) -> Result<Runtime, String> {
+        rollcall::app::runtime(&self.config, Arc::new(SystemClock))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn rollcall(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .current_dir(self.dir())
+            .env("RUST_LOG", "error")
+            .env_remove("ROLLCALL_DATABASE_URL")
+            .env_remove("ROLLCALL_DATA_KEY")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+}
+
+async fn setup(engine: Engine) -> Setup {
+    let db = TestDb::new(engine).await;
+    let dir = db.dir.path();
+    let toml = format!(
+        "[server]\ndata_key_file = \"{}\"\n[evidence]\nkey_file = \"{}\"\n[database]\nurl = \"{}\"\n[[tenants]]\nid = \"acme\"\n",
+        dir.join("data.key").display(),
+        dir.join("evidence.key").display(),
+        db.url
+    );
+    let config_path = dir.join("rollcall.toml");
+    std::fs::write(&config_path, &toml).unwrap();
+    Setup {
+        config: Config::parse(&toml, &no_env()).unwrap(),
+        config_path,
+        db,
+    }
+}
+
+/// Puts `bytes` at `path`, mode 0600, as a key file would be.
+fn write_private(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+async fn zhangsan(rt: &Runtime) -> employees::Employee {
+    employees::load(&rt.db, &rt.key, "acme", "zhangsan")
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_refuses_other_keys_and_rotates_its_data_key(#[case] engine: Engine) {
+    let s = setup(engine).await;
+    let rt = s.start().await.unwrap();
+    employees::import_csv(&rt.db, &rt.key, "acme", PEOPLE.as_bytes(), false)
+        .await
+        .unwrap();
+    let before = zhangsan(&rt).await;
+    assert_eq!(before.phone.as_deref(), Some("13812345678"));
+    let checks = key_check::Entity::find().all(&rt.db.orm).await.unwrap();
+    let data = checks.iter().find(|c| c.purpose == "data").unwrap();
+    assert_eq!(data.check_value, rt.key.check_value());
+    let evidence = checks.iter().find(|c| c.purpose == "evidence").unwrap();
+    assert_eq!(evidence.check_value, rt.signer.verifier_key());
+    let (old_data, old_evidence) = (
+        std::fs::read(s.data_key()).unwrap(),
+        std::fs::read(s.evidence_key()).unwrap(),
+    );
+    rt.db.close().await;
+    s.start().await.unwrap().db.close().await;
+
+    // A lost data key is not made anew.
+    std::fs::remove_file(s.data_key()).unwrap();
+    let err = s.start().await.unwrap_err();
+    assert!(
+        err.starts_with(&format!(
+            "no data key at {}, but this database was sealed with data key {}",
+            s.data_key().display(),
+            data.key_id
+        )),
+        "{err}"
+    );
+    assert!(!s.data_key().exists(), "no new key was written");
+    // Another data key is refused.
+    write_private(
+        &s.data_key(),
+        b"CAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAg=\n",
+    );
+    let err = s.start().await.unwrap_err();
+    assert!(
+        err.contains("is not the one this database was sealed with")
+            && err.contains(&data.check_value),
+        "{err}"
+    );
+    write_private(&s.data_key(), &old_data);
+    // The same for the evidence key.
+    std::fs::remove_file(s.evidence_key()).unwrap();
+    let err = s.start().await.unwrap_err();
+    assert!(err.starts_with("no evidence key at"), "{err}");
+    assert!(!s.evidence_key().exists(), "no new key was written");
+    let stranger = rollcall::evidence::note::NoteSigner::generate("rollcall").unwrap();
+    write_private(
+        &s.evidence_key(),
+        format!("{}\n", stranger.private_key()).as_bytes(),
+    );
+    let err = s.start().await.unwrap_err();
+    assert!(
+        err.contains("is not the one this database's checkpoints are signed by"),
+        "{err}"
+    );
+    write_private(&s.evidence_key(), &old_evidence);
+
+    // A database from before the check (nothing recorded) with another
+    // data key: it does not open what is sealed, so it is refused.
+    let conn = Database::open(&s.db.url).await.unwrap();
+    key_check::Entity::delete_many()
+        .exec(&conn.orm)
+        .await
+        .unwrap();
+    write_private(
+        &s.data_key(),
+        b"CAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAg=\n",
+    );
+    let err = s.start().await.unwrap_err();
+    assert!(
+        err.contains("it does not open the sealed phone_sealed"),
+        "{err}"
+    );
+    assert_eq!(
+        key_check::Entity::find()
+            .filter(key_check::Column::Purpose.eq("data"))
+            .one(&conn.orm)
+            .await
+            .unwrap(),
+        None,
+        "nothing recorded for a key that was refused"
+    );
+    write_private(&s.data_key(), &old_data);
+    s.start().await.unwrap().db.close().await;
+
+    // `keys show`, then `keys rotate`.
+    let (ok, out) = s.rollcall(&["keys", "show"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "data key: id {}, check value {}",
+            data.key_id, data.check_value
+        )),
+        "{out}"
+    );
+    let (ok, out) = s.rollcall(&["keys", "rotate"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.starts_with("data key rotated: 5 values re-sealed"),
+        "{out}"
+    );
+    let retired = PathBuf::from(format!(
+        "{}.retired-{}",
+        s.data_key().display(),
+        data.key_id
+    ));
+    assert_eq!(
+        std::fs::read(&retired).unwrap(),
+        old_data,
+        "the old key is kept"
+    );
+    assert_ne!(std::fs::read(s.data_key()).unwrap(), old_data);
+    let rt = s.start().await.unwrap();
+    assert_ne!(rt.key.check_value(), data.check_value);
+    let after = zhangsan(&rt).await;
+    assert_eq!(
+        (
+            after.phone,
+            after.emergency_contact_name,
+            after.emergency_contact_phone,
+            after.postal_address
+        ),
+        (
+            before.phone,
+            before.emergency_contact_name,
+            before.emergency_contact_phone,
+            before.postal_address
+        )
+    );
+    let leaf = evidence_leaf::Entity::find()
+        .filter(evidence_leaf::Column::Kind.eq("data_key_rotated"))
+        .one(&rt.db.orm)
+        .await
+        .unwrap()
+        .expect("the rotation is in the log");
+    let content = leaf.content.unwrap();
+    assert!(
+        content.contains(&format!("\"new_key_id\":\"{}\"", rt.key.key_id()))
+            && content.contains(&format!("\"old_key_id\":\"{}\"", data.key_id)),
+        "{content}"
+    );
+    let report =
+        rollcall::evidence::verify::verify_log(&rt.db.orm, "acme", &rt.signer.verifier_key(), None)
+            .await
+            .unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    let new_data = std::fs::read(s.data_key()).unwrap();
+    rt.db.close().await;
+
+    // A rotation whose transaction committed but whose files were not
+    // swapped yet: the next start finishes it.
+    std::fs::rename(s.data_key(), format!("{}.new", s.data_key().display())).unwrap();
+    std::fs::rename(&retired, s.data_key()).unwrap();
+    let rt = s.start().await.unwrap();
+    assert_eq!(std::fs::read(s.data_key()).unwrap(), new_data);
+    assert_eq!(std::fs::read(&retired).unwrap(), old_data);
+    assert!(!PathBuf::from(format!("{}.new", s.data_key().display())).exists());
+    assert_eq!(zhangsan(&rt).await.phone.as_deref(), Some("13812345678"));
+    rt.db.close().await;
+    conn.close().await;
+    s.db.cleanup().await;
+}
