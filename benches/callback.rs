@@ -15,6 +15,7 @@ fn callback(c: &mut Criterion) {
     let cb = text_callback(
         &crypto,
         "wwcorp",
+        1_000_002,
         7_440_677_009_879_248_857,
         "zhangsan",
         &content,

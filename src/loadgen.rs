@@ -129,25 +129,29 @@ pub fn feishu_callback(
     }
 }
 
-/// A text callback of about 1 KB, as WeCom would send it.
+/// A text callback of about 1 KB, as WeCom would send it to app
+/// `agent_id`.
+#[allow(clippy::too_many_arguments)]
 pub fn text_callback(
     crypto: &WecomCrypto,
     corp_id: &str,
+    agent_id: i64,
     msg_id: u64,
     from_user: &str,
     content: &str,
     now: i64,
 ) -> SignedCallback {
     let plaintext = format!(
-        "<xml><ToUserName><![CDATA[{corp_id}]]></ToUserName><FromUserName><![CDATA[{from_user}]]></FromUserName><CreateTime>{now}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content><MsgId>{msg_id}</MsgId><AgentID>1000002</AgentID></xml>"
+        "<xml><ToUserName><![CDATA[{corp_id}]]></ToUserName><FromUserName><![CDATA[{from_user}]]></FromUserName><CreateTime>{now}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content><MsgId>{msg_id}</MsgId><AgentID>{agent_id}</AgentID></xml>"
     );
-    seal(crypto, corp_id, &plaintext, now, msg_id)
+    seal(crypto, corp_id, agent_id, &plaintext, now, msg_id)
 }
 
 /// Encrypts and signs a plaintext into a POST callback.
 pub fn seal(
     crypto: &WecomCrypto,
     corp_id: &str,
+    agent_id: i64,
     plaintext: &str,
     now: i64,
     nonce: u64,
@@ -159,7 +163,7 @@ pub fn seal(
     SignedCallback {
         query: format!("msg_signature={sig}&timestamp={timestamp}&nonce={nonce}"),
         body: format!(
-            "<xml><ToUserName><![CDATA[{corp_id}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt><AgentID><![CDATA[1000002]]></AgentID></xml>"
+            "<xml><ToUserName><![CDATA[{corp_id}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt><AgentID><![CDATA[{agent_id}]]></AgentID></xml>"
         ),
         headers: Vec::new(),
     }
@@ -192,6 +196,7 @@ pub async fn run(config: &Config, args: LoadgenArgs) -> anyhow::Result<()> {
             text_callback(
                 &crypto,
                 &wecom.corp_id,
+                wecom.agent_id,
                 run_id + i as u64,
                 &user(i),
                 &format!("打卡 {padding}"),

@@ -187,8 +187,9 @@ async fn refusals_store_nothing(#[case] engine: Engine) {
     let good = tenant.text(42, "打卡");
 
     // Re-sign a plaintext with an arbitrary timestamp.
-    let signed_at =
-        |ts: i64, plain: &str| rollcall::loadgen::seal(&crypto, &tenant.corp_id, plain, ts, 7);
+    let signed_at = |ts: i64, plain: &str| {
+        rollcall::loadgen::seal(&crypto, &tenant.corp_id, VECTOR_AGENT_ID, plain, ts, 7)
+    };
     let plain = |id: u64| {
         format!(
             "<xml><ToUserName>{}</ToUserName><FromUserName>u</FromUserName><CreateTime>{now}</CreateTime><MsgType>text</MsgType><Content>x</Content><MsgId>{id}</MsgId></xml>",
@@ -199,7 +200,13 @@ async fn refusals_store_nothing(#[case] engine: Engine) {
     let future = signed_at(now + 3600, &plain(2));
     let not_xml_inside = signed_at(now, "this is not xml");
     let other_corp = WecomCrypto::new(&tenant.token, &tenant.key, "ww-someone-else").unwrap();
-    let wrong_receiver = rollcall::loadgen::seal(&other_corp, "x", &plain(3), now, 8);
+    let wrong_receiver =
+        rollcall::loadgen::seal(&other_corp, "x", VECTOR_AGENT_ID, &plain(3), now, 8);
+    // Another app of the same company, signed with this app's credentials.
+    let other_app = signed_at(
+        now,
+        &plain(4).replace("</xml>", "<AgentID>1000002</AgentID></xml>"),
+    );
     let encrypt = good
         .body
         .split("<Encrypt><![CDATA[")
@@ -261,6 +268,14 @@ async fn refusals_store_nothing(#[case] engine: Engine) {
             "acme",
             wrong_receiver.query,
             wrong_receiver.body,
+            401,
+            Outcome::WrongReceiveId,
+        ),
+        (
+            "another app's AgentID",
+            "acme",
+            other_app.query,
+            other_app.body,
             401,
             Outcome::WrongReceiveId,
         ),

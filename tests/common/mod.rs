@@ -149,6 +149,7 @@ impl Tenant {
         text_callback(
             &self.crypto(),
             &self.corp_id,
+            VECTOR_AGENT_ID,
             msg_id,
             "zhangsan",
             content,
@@ -156,6 +157,9 @@ impl Tenant {
         )
     }
 }
+
+/// The app the vectors' messages are addressed to (their `AgentID`).
+pub const VECTOR_AGENT_ID: i64 = 1000019;
 
 /// A config TOML for the vector tenant `acme` on `db_url`.
 pub fn config_toml(db_url: &str, listen: &str, replay_window_secs: u64) -> String {
@@ -171,7 +175,7 @@ id = "acme"
 name = "示例建筑有限公司"
 [tenants.wecom]
 corp_id = "{}"
-agent_id = 1000019
+agent_id = {VECTOR_AGENT_ID}
 secret = "test-secret"
 token = "{}"
 encoding_aes_key = "{}"

@@ -16,6 +16,8 @@ pub enum ParseError {
     NotANumber(&'static str),
     #[error("the location is not a place on Earth")]
     NotOnEarth,
+    #[error("the message is for app {got}, not this one ({want})")]
+    OtherAgent { got: String, want: i64 },
 }
 
 #[derive(Deserialize)]
@@ -74,6 +76,8 @@ struct RawMessage {
     card_type: Option<String>,
     #[serde(rename = "ResponseCode")]
     response_code: Option<String>,
+    #[serde(rename = "AgentID")]
+    agent_id: Option<String>,
 }
 
 fn required(v: Option<String>, name: &'static str) -> Result<String, ParseError> {
@@ -90,8 +94,34 @@ fn number<T: std::str::FromStr>(v: Option<String>, name: &'static str) -> Result
 /// Parses a decrypted WeCom message into an [`InboundEvent`]. Unknown message
 /// and event types are kept as [`InboundKind::Other`], not refused.
 pub fn parse_message(plaintext: &str) -> Result<InboundEvent, ParseError> {
-    let raw: RawMessage =
-        quick_xml::de::from_str(plaintext).map_err(|e| ParseError::Xml(e.to_string()))?;
+    event(parse_raw(plaintext)?)
+}
+
+/// [`parse_message`] for app `agent_id`'s callback URL: a message that
+/// names another app (`AgentID`) is refused. Messages without one (the
+/// address book's events) are taken.
+pub fn parse_app_message(plaintext: &str, agent_id: i64) -> Result<InboundEvent, ParseError> {
+    let raw = parse_raw(plaintext)?;
+    if let Some(got) = raw
+        .agent_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        && got.parse::<i64>().ok() != Some(agent_id)
+    {
+        return Err(ParseError::OtherAgent {
+            got: got.to_owned(),
+            want: agent_id,
+        });
+    }
+    event(raw)
+}
+
+fn parse_raw(plaintext: &str) -> Result<RawMessage, ParseError> {
+    quick_xml::de::from_str(plaintext).map_err(|e| ParseError::Xml(e.to_string()))
+}
+
+fn event(raw: RawMessage) -> Result<InboundEvent, ParseError> {
     let msg_type = required(raw.msg_type, "MsgType")?;
     let from_user = required(raw.from_user, "FromUserName")?;
     let create_time: i64 = number(raw.create_time, "CreateTime")?;

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::{CryptoError, WecomCrypto, parse_envelope, parse_message};
+use super::{CryptoError, ParseError, WecomCrypto, parse_app_message, parse_envelope};
 use crate::config::WecomConfig;
 use crate::platform::{Answer, Callback, CallbackMethod, CallbackRequest, CallbackSide, Refusal};
 
@@ -46,6 +46,7 @@ pub(crate) fn refusal(e: CryptoError) -> Refusal {
 #[derive(Debug)]
 pub struct WecomCallbacks {
     crypto: WecomCrypto,
+    agent_id: i64,
 }
 
 impl WecomCallbacks {
@@ -56,6 +57,7 @@ impl WecomCallbacks {
                 config.encoding_aes_key.expose(),
                 &config.corp_id,
             )?,
+            agent_id: config.agent_id,
         })
     }
 }
@@ -100,8 +102,10 @@ impl CallbackSide for WecomCallbacks {
                     .crypto
                     .open(&q.msg_signature, &q.timestamp, &q.nonce, &encrypt)
                     .map_err(refusal)?;
-                let event =
-                    parse_message(&plaintext).map_err(|e| Refusal::Malformed(e.to_string()))?;
+                let event = parse_app_message(&plaintext, self.agent_id).map_err(|e| match e {
+                    ParseError::OtherAgent { .. } => Refusal::WrongReceiveId(e.to_string()),
+                    e => Refusal::Malformed(e.to_string()),
+                })?;
                 Ok(Callback::Event {
                     events: vec![event],
                     plaintext,

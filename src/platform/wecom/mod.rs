@@ -8,5 +8,5 @@ pub mod checkin;
 pub mod crypto;
 pub mod directory;
 
-pub use callback::{ParseError, parse_envelope, parse_message};
+pub use callback::{ParseError, parse_app_message, parse_envelope, parse_message};
 pub use crypto::{CryptoError, WecomCrypto};
