@@ -145,13 +145,12 @@ pub async fn start_with_clock(
     let listener_inbox = state.inbox.clone();
     let router = ingress::router(state).merge(ingress::runtime_router(rt.clone()));
     let server_stop = wait(stopped.clone());
+    let limits = ingress::server::Limits {
+        header_timeout: std::time::Duration::from_secs(config.server.header_timeout_secs),
+        max_connections: config.server.max_connections,
+    };
     let server = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(server_stop)
-            .await
-        {
-            tracing::error!(error = %e, "http server failed");
-        }
+        ingress::server::serve(listener, router, limits, server_stop).await;
     });
     let mut listeners = JoinSet::new();
     for t in rt.tenants() {

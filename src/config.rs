@@ -87,6 +87,13 @@ pub struct ServerConfig {
     pub templates_dir: PathBuf,
     /// Callbacks whose timestamp is further than this from now are refused.
     pub replay_window_secs: u64,
+    /// A connection that has not sent a whole request head this long after
+    /// it opened (or after its last response) is closed.
+    pub header_timeout_secs: u64,
+    /// A request body not received in full within this is refused (408).
+    pub body_timeout_secs: u64,
+    /// Connections served at once; more wait in the listen queue.
+    pub max_connections: usize,
     /// How people reach this server from their phones: the base of the
     /// one-time download links that `/export` sends.
     pub public_url: String,
@@ -354,6 +361,9 @@ struct RawServer {
     data_key_file: Option<PathBuf>,
     templates_dir: Option<PathBuf>,
     replay_window_secs: Option<u64>,
+    header_timeout_secs: Option<u64>,
+    body_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
     public_url: Option<String>,
 }
 
@@ -666,6 +676,9 @@ impl Config {
                     .templates_dir
                     .unwrap_or_else(|| PathBuf::from("bot-templates")),
                 replay_window_secs,
+                header_timeout_secs: raw.server.header_timeout_secs.unwrap_or(10).max(1),
+                body_timeout_secs: raw.server.body_timeout_secs.unwrap_or(30).max(1),
+                max_connections: raw.server.max_connections.unwrap_or(1024).max(1),
                 public_url: public_url.trim_end_matches('/').to_owned(),
             },
             database: DatabaseConfig { url },

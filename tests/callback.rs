@@ -609,3 +609,75 @@ async fn a_store_failure_is_a_bare_503(#[case] engine: Engine) {
     app.stop().await;
     db.cleanup().await;
 }
+
+/// A client that sends half a request head, or half a body, cannot hold
+/// a connection: the head gets `server.header_timeout_secs`, the body
+/// `server.body_timeout_secs` (408, nothing stored), and with every
+/// connection slot taken by slow clients a good callback still gets in
+/// once they are closed.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_cannot_hold_the_server(#[case] engine: Engine) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = TestDb::new(engine).await;
+    let toml = format!(
+        "{}[evidence]\nkey_file = \"{}\"\n",
+        config_toml(&db.url, "127.0.0.1:0", 600).replace(
+            "[server]\n",
+            "[server]\nheader_timeout_secs = 1\nbody_timeout_secs = 1\nmax_connections = 2\n"
+        ),
+        db.dir.path().join("evidence.key").display()
+    );
+    let config = rollcall::config::Config::parse(&toml, &no_env()).unwrap();
+    let app = rollcall::app::start(&config).await.unwrap();
+    // Both slots taken by clients that never finish their request head.
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        s.write_all(b"POST /callback/wecom/acme HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    let good = vector_tenant().text(8_000_001, "打卡");
+    assert_eq!(
+        tokio::time::timeout(PATIENCE, post(&app, "acme", &good.query, good.body))
+            .await
+            .expect("the good callback got a slot"),
+        (200, "success".to_owned())
+    );
+    // The slow ones were closed, with nothing for them.
+    for mut s in slow {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(PATIENCE, s.read_to_end(&mut rest))
+            .await
+            .expect("closed by the server");
+        assert!(
+            read.is_err() || !String::from_utf8_lossy(&rest).contains("200 OK"),
+            "{rest:?}"
+        );
+    }
+    // Half a body: 408 once the body timeout passed, nothing stored.
+    let cb = vector_tenant().text(8_000_002, "打卡");
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /callback/wecom/acme?{} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        cb.query,
+        cb.body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&cb.body.as_bytes()[..10]).await.unwrap();
+    let mut answer = vec![0u8; 256];
+    let n = tokio::time::timeout(PATIENCE, s.read(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(app.metrics.get(Outcome::SlowBody), 1);
+    assert_eq!(rows(&app.db).await.len(), 1, "only the good callback");
+    app.stop().await;
+    db.cleanup().await;
+}

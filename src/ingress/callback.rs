@@ -42,8 +42,15 @@ pub async fn receive(
     else {
         return state.answer(&tenant, Outcome::UnknownTenant, "unknown tenant");
     };
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
-        return state.answer(&tenant, Outcome::TooLarge, "body larger than 256 KiB");
+    let bytes = match tokio::time::timeout(
+        state.body_timeout,
+        axum::body::to_bytes(body, MAX_BODY_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return state.answer(&tenant, Outcome::TooLarge, "body larger than 256 KiB"),
+        Err(_) => return state.answer(&tenant, Outcome::SlowBody, "the body took too long"),
     };
     let query = raw.unwrap_or_default();
     let request = CallbackRequest {

@@ -17,6 +17,7 @@ use crate::runtime::Runtime;
 pub mod callback;
 pub mod export;
 mod routes;
+pub mod server;
 
 pub use routes::{router, runtime_router};
 
@@ -42,12 +43,13 @@ pub enum Outcome {
     WrongReceiveId,
     Malformed,
     TooLarge,
+    SlowBody,
     StaleTimestamp,
     StoreFailed,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 12] = [
+    const ALL: [Outcome; 13] = [
         Outcome::Accepted,
         Outcome::Duplicate,
         Outcome::Verified,
@@ -58,6 +60,7 @@ impl Outcome {
         Outcome::WrongReceiveId,
         Outcome::Malformed,
         Outcome::TooLarge,
+        Outcome::SlowBody,
         Outcome::StaleTimestamp,
         Outcome::StoreFailed,
     ];
@@ -75,6 +78,7 @@ impl Outcome {
             Outcome::WrongReceiveId => "wrong_receive_id",
             Outcome::Malformed => "malformed",
             Outcome::TooLarge => "too_large",
+            Outcome::SlowBody => "slow_body",
             Outcome::StaleTimestamp => "stale_timestamp",
             Outcome::StoreFailed => "store_failed",
         }
@@ -90,6 +94,7 @@ impl Outcome {
             | Outcome::WrongReceiveId
             | Outcome::StaleTimestamp => StatusCode::UNAUTHORIZED,
             Outcome::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Outcome::SlowBody => StatusCode::REQUEST_TIMEOUT,
             Outcome::StoreFailed => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -138,6 +143,8 @@ pub struct Ingress {
     pub inbox: Inbox,
     pub db: Database,
     pub replay_window_secs: u64,
+    /// How long a callback's body may take to arrive.
+    pub body_timeout: std::time::Duration,
     pub metrics: Arc<Metrics>,
 }
 
@@ -157,6 +164,7 @@ impl Ingress {
             inbox,
             db,
             replay_window_secs: config.server.replay_window_secs,
+            body_timeout: std::time::Duration::from_secs(config.server.body_timeout_secs),
             metrics,
         }
     }
