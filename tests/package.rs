@@ -111,6 +111,24 @@ fn assert_caught(dir: &Path, what: &str, names: &str) {
     );
 }
 
+/// What `rollcall evidence pubkey` prints with the configuration `config`.
+fn pubkey_lines(config: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .arg("--config")
+        .arg(config)
+        .args(["evidence", "pubkey"])
+        .env("RUST_LOG", "error")
+        .env_remove("ROLLCALL_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Writes the package into a new folder that holds nothing else.
 fn fresh_copy(p: &Package) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -837,6 +855,11 @@ async fn the_command_line_exports_a_zip_or_a_folder() {
         .status()
         .unwrap();
     assert!(status.success());
+    assert_eq!(
+        pubkey_lines(&config).as_bytes(),
+        std::fs::read(unzipped.join("pubkey.txt")).unwrap(),
+        "`rollcall evidence pubkey` prints the lines of pubkey.txt"
+    );
     assert_verifies(&unzipped, &[], "cryptography");
 
     let out = run(&["--out", "folder"]);

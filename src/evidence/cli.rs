@@ -5,11 +5,9 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use futures::future::BoxFuture;
 
-use super::checkpoint::{self, fingerprint, load_or_create_key};
+use super::checkpoint::{self, load_or_create_key};
 use super::export;
 use super::verify::{VerifyReport, verify_log};
 use super::witness::Witness;
@@ -27,8 +25,10 @@ pub struct EvidenceArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum EvidenceCommand {
     /// Print the public key that verifies checkpoints and packages, and its
-    /// fingerprint, for the employer to publish (the key is created, mode
-    /// 0600, if there is none yet).
+    /// fingerprint, in the lines of a package's `pubkey.txt`: the employer
+    /// publishes the fingerprint, and whoever checks a package passes it to
+    /// `verify.py --fingerprint` (the key is created, mode 0600, if there is
+    /// none yet).
     Pubkey,
     /// Sign a checkpoint of a tenant's log now (if it grew since the last).
     Checkpoint {
@@ -87,12 +87,7 @@ pub async fn run(
     match args.command {
         EvidenceCommand::Pubkey => {
             let signer = load_or_create_key(&config.evidence.key_file, &config.evidence.name)?;
-            println!("verifier key: {}", signer.verifier_key());
-            println!(
-                "Ed25519 public key (base64): {}",
-                STANDARD.encode(signer.public_key())
-            );
-            println!("fingerprint (SHA-256): {}", fingerprint(&signer));
+            print!("{}", export::pubkey_text(&signer));
             Ok(())
         }
         EvidenceCommand::Checkpoint { tenant } => {

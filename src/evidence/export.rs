@@ -31,7 +31,7 @@ use serde_json::Value;
 use super::checkpoint::{self, CheckpointError, fingerprint};
 use super::log::{LeafData, TemplateRef, sha256_hex};
 use super::merkle::{Hash, Tree, leaf_hash};
-use super::note;
+use super::note::{self, NoteSigner};
 use crate::cases::ladder::Policy;
 use crate::cases::store::{self, case_no};
 use crate::outbox::Payload;
@@ -360,14 +360,7 @@ pub async fn package(
 
     files.insert("checkpoint.txt".into(), signed.note.clone().into_bytes());
     let print = fingerprint(&rt.signer);
-    files.insert(
-        "pubkey.txt".into(),
-        format!(
-            "verifier key: {verifier_key}\nEd25519 public key (base64): {}\nfingerprint (SHA-256): {print}\n",
-            STANDARD.encode(rt.signer.public_key())
-        )
-        .into_bytes(),
-    );
+    files.insert("pubkey.txt".into(), pubkey_text(&rt.signer).into_bytes());
     files.insert("verify.py".into(), VERIFY_PY.as_bytes().to_vec());
     files.insert("VERIFY.md".into(), VERIFY_MD.as_bytes().to_vec());
 
@@ -429,6 +422,18 @@ pub async fn package(
         format!("{}\n", STANDARD.encode(signature)).into_bytes(),
     );
     Ok(Package { files, summary })
+}
+
+/// `pubkey.txt`: the verifier key, the raw Ed25519 key in base64 and its
+/// fingerprint, one a line. `rollcall evidence pubkey` prints the same lines,
+/// for the employer to publish.
+pub fn pubkey_text(signer: &NoteSigner) -> String {
+    format!(
+        "verifier key: {}\nEd25519 public key (base64): {}\nfingerprint (SHA-256): {}\n",
+        signer.verifier_key(),
+        STANDARD.encode(signer.public_key()),
+        fingerprint(signer)
+    )
 }
 
 /// The notice file whose text a leaf names (`text_sha256`), if any.
