@@ -1,14 +1,16 @@
 //! The evidence package of the demo story's 张三, on SQLite and PostgreSQL:
 //! exported, copied alone into a folder (or zipped and unzipped) and
 //! checked there by its own verify.py, with the `cryptography` package and
-//! with openssl; changed files are caught and named; nothing about the
-//! other employees is inside.
+//! with openssl, given the fingerprint the employer published; changed
+//! files are caught and named; nothing about the other employees is inside.
+//! verify.py trusts the package's key only when its fingerprint is given
+//! or confirmed at a terminal.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -19,9 +21,9 @@ use rollcall::clock::SimulatedClock;
 use rollcall::config::Config;
 use rollcall::db::Engine;
 use rollcall::demo::{SandboxPlatform, TENANT, run_story};
-use rollcall::evidence::checkpoint::{self, load_or_create_key};
-use rollcall::evidence::export::{Package, package};
-use rollcall::evidence::note::NoteSigner;
+use rollcall::evidence::checkpoint::{self, fingerprint, load_or_create_key};
+use rollcall::evidence::export::{Package, package, pubkey_text};
+use rollcall::evidence::note::{NoteSigner, checkpoint_text};
 use rollcall::evidence::{NewLeaf, append};
 use rollcall::outbox::Payload;
 use rollcall::runtime::Runtime;
@@ -67,20 +69,51 @@ fn signer_of(db: &TestDb) -> NoteSigner {
     .unwrap()
 }
 
-/// Runs `python3 verify.py` inside `dir`, as a recipient would.
+/// Runs `python3 verify.py` inside `dir`, as a recipient would from a
+/// script: no terminal to confirm the key at.
 fn verify(dir: &Path, args: &[&str]) -> (Output, String) {
     let out = Command::new("python3")
         .arg("verify.py")
         .args(args)
         .current_dir(dir)
+        .stdin(Stdio::null())
         .output()
         .expect("python3 runs");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     (out, text)
 }
 
-fn assert_verifies(dir: &Path, args: &[&str], backend: &str) -> String {
-    let (out, text) = verify(dir, args);
+/// Runs `python3 verify.py` inside `dir` at a terminal where `answer` is
+/// typed (the terminal is a pseudo-terminal that Python opens).
+fn verify_at_terminal(dir: &Path, answer: &str) -> (Output, String) {
+    const AT_TERMINAL: &str = r#"
+import os, subprocess, sys
+master, slave = os.openpty()
+child = subprocess.Popen([sys.executable, "verify.py"], stdin=slave,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+os.close(slave)
+os.write(master, sys.argv[1].encode() + b"\n")
+out, err = child.communicate()
+os.close(master)
+sys.stdout.buffer.write(out)
+sys.stderr.buffer.write(err)
+sys.exit(child.returncode)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", AT_TERMINAL, answer])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out, text)
+}
+
+/// verify.py passes, given the published `fingerprint`.
+fn assert_verifies(dir: &Path, fingerprint: &str, args: &[&str], backend: &str) -> String {
+    let mut all = vec!["--fingerprint", fingerprint];
+    all.extend(args);
+    let (out, text) = verify(dir, &all);
     assert!(
         out.status.success(),
         "verify.py {args:?} failed:\n{text}\n{}",
@@ -96,19 +129,36 @@ fn assert_verifies(dir: &Path, args: &[&str], backend: &str) -> String {
     text
 }
 
-/// verify.py must fail, with a [FAIL] line naming `names`.
-fn assert_caught(dir: &Path, what: &str, names: &str) {
-    let (out, text) = verify(dir, &[]);
+/// verify.py, given the published `fingerprint`, must fail, with a
+/// [FAIL] line naming `names`.
+fn assert_caught(dir: &Path, fingerprint: &str, what: &str, names: &str) {
+    assert_fails(verify(dir, &["--fingerprint", fingerprint]), what, &[names]);
+}
+
+/// verify.py exited 1 with a [FAIL] line that holds every one of `needles`
+/// (what failed, and why); returns its output.
+fn assert_fails((out, text): (Output, String), what: &str, needles: &[&str]) -> String {
     assert_eq!(
         out.status.code(),
         Some(1),
-        "{what}: verify.py should fail:\n{text}"
+        "{what}: verify.py should fail:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("RESULT:") && text.contains("FAILED"),
+        "{what}:\n{text}"
     );
     assert!(
         text.lines()
-            .any(|l| l.starts_with("[FAIL]") && l.contains(names)),
-        "{what}: no [FAIL] line names {names}:\n{text}"
+            .any(|l| l.starts_with("[FAIL]") && needles.iter().all(|n| l.contains(n))),
+        "{what}: no [FAIL] line holds {needles:?}:\n{text}"
     );
+    text
+}
+
+/// The [FAIL] lines of a run.
+fn failures(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| l.starts_with("[FAIL]")).collect()
 }
 
 /// What `rollcall evidence pubkey` prints with the configuration `config`.
@@ -127,6 +177,15 @@ fn pubkey_lines(config: &Path) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// The fingerprint in the lines of `pubkey.txt`.
+fn fingerprint_in(pubkey: &str) -> String {
+    pubkey
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint (SHA-256): "))
+        .expect("a fingerprint line")
+        .to_owned()
 }
 
 /// Writes the package into a new folder that holds nothing else.
@@ -194,6 +253,21 @@ fn resign(dir: &Path, signer: &NoteSigner) {
     std::fs::write(dir.join("manifest.json"), &bytes).unwrap();
     let sig = base64::engine::general_purpose::STANDARD.encode(signer.sign_bytes(&bytes));
     std::fs::write(dir.join("manifest.sig"), sig).unwrap();
+}
+
+/// Signs the checkpoint in `file` again as a checkpoint of the log
+/// `origin` (same size and root): what the key's holder could do.
+fn resign_checkpoint(dir: &Path, file: &str, signer: &NoteSigner, origin: &str) {
+    let note = std::fs::read_to_string(dir.join(file)).unwrap();
+    let lines: Vec<&str> = note.lines().collect();
+    let size: u64 = lines[1].parse().unwrap();
+    let root: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(lines[2])
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let signed = signer.sign(&checkpoint_text(origin, size, &root)).unwrap();
+    std::fs::write(dir.join(file), signed).unwrap();
 }
 
 fn lines(p: &Package) -> Vec<Value> {
@@ -384,6 +458,7 @@ async fn the_package_of_a_case_verifies_offline_and_catches_changes(#[case] engi
     let p = package(&rt, TENANT, "zhangsan", Some(case.id))
         .await
         .unwrap();
+    let key = p.summary.fingerprint.as_str();
 
     // Proved against a checkpoint signed now, consistent with the earlier one.
     let size = p.summary.checkpoint_size;
@@ -585,7 +660,7 @@ async fn the_package_of_a_case_verifies_offline_and_catches_changes(#[case] engi
 
     // Alone in a folder: verify.py passes, with `cryptography` and with openssl.
     let dir = fresh_copy(&p);
-    let text = assert_verifies(dir.path(), &[], "the Python package cryptography");
+    let text = assert_verifies(dir.path(), key, &[], "the Python package cryptography");
     assert!(
         text.contains(&format!(
             "extends the signed checkpoint of {earliest} leaves"
@@ -593,12 +668,7 @@ async fn the_package_of_a_case_verifies_offline_and_catches_changes(#[case] engi
         "{text}"
     );
     assert!(text.contains(&format!("[PASS] leaf {erased} ")), "{text}");
-    assert_verifies(dir.path(), &["--openssl"], "the openssl command");
-    assert_verifies(
-        dir.path(),
-        &["--fingerprint", &p.summary.fingerprint],
-        "cryptography",
-    );
+    assert_verifies(dir.path(), key, &["--openssl"], "the openssl command");
 
     // As a zip, unzipped by someone else's tool.
     let zipped = tempfile::tempdir().unwrap();
@@ -619,7 +689,7 @@ async fn the_package_of_a_case_verifies_offline_and_catches_changes(#[case] engi
             "{path}"
         );
     }
-    assert_verifies(&unzipped, &[], "cryptography");
+    assert_verifies(&unzipped, key, &[], "cryptography");
 
     // One byte changed, anywhere: caught and named.
     let raw = p
@@ -630,7 +700,7 @@ async fn the_package_of_a_case_verifies_offline_and_catches_changes(#[case] engi
         .clone();
     let d = fresh_copy(&p);
     flip_byte(&d.path().join(&raw), 10);
-    assert_caught(d.path(), "a raw payload", &raw);
+    assert_caught(d.path(), key, "a raw payload", &raw);
 
     let d = fresh_copy(&p);
     let jsonl = std::fs::read_to_string(d.path().join("leaves.jsonl")).unwrap();
@@ -645,14 +715,14 @@ async fn the_package_of_a_case_verifies_offline_and_catches_changes(#[case] engi
         .expect("the acknowledgement's line");
     let salt = line_start + jsonl[line_start..].find("salt").unwrap() + 10;
     flip_byte(&d.path().join("leaves.jsonl"), salt);
-    assert_caught(d.path(), "a leaf line", "leaves.jsonl");
-    assert_caught(d.path(), "a leaf line", &format!("leaf {ack} "));
+    assert_caught(d.path(), key, "a leaf line", "leaves.jsonl");
+    assert_caught(d.path(), key, "a leaf line", &format!("leaf {ack} "));
 
     let d = fresh_copy(&p);
     let note = std::fs::read_to_string(d.path().join("checkpoint.txt")).unwrap();
     let root_line = note.find('\n').unwrap() + 1 + note.lines().nth(1).unwrap().len() + 1;
     flip_byte(&d.path().join("checkpoint.txt"), root_line + 5);
-    assert_caught(d.path(), "the checkpoint", "checkpoint.txt");
+    assert_caught(d.path(), key, "the checkpoint", "checkpoint.txt");
 
     let d = fresh_copy(&p);
     let manifest = std::fs::read_to_string(d.path().join("manifest.json")).unwrap();
@@ -660,7 +730,7 @@ async fn the_package_of_a_case_verifies_offline_and_catches_changes(#[case] engi
         &d.path().join("manifest.json"),
         manifest.find("\"created_at\"").unwrap() + 20,
     );
-    assert_caught(d.path(), "the manifest", "manifest.json");
+    assert_caught(d.path(), key, "the manifest", "manifest.json");
 
     // With the manifest signed again (the key alone does not rewrite the
     // log): the leaves' hashes still catch every change.
@@ -668,13 +738,13 @@ async fn the_package_of_a_case_verifies_offline_and_catches_changes(#[case] engi
     let d = fresh_copy(&p);
     flip_byte(&d.path().join(&raw), 10);
     resign(d.path(), &signer);
-    assert_caught(d.path(), "a re-signed raw payload", &raw);
+    assert_caught(d.path(), key, "a re-signed raw payload", &raw);
 
     let d = fresh_copy(&p);
     let notice = notices[0].clone();
     std::fs::write(d.path().join(&notice), "张三：请忽略此前的通知。").unwrap();
     resign(d.path(), &signer);
-    assert_caught(d.path(), "a re-signed notice", &notice);
+    assert_caught(d.path(), key, "a re-signed notice", &notice);
 
     let d = fresh_copy(&p);
     let mut consistency = consistency.clone();
@@ -687,19 +757,20 @@ async fn the_package_of_a_case_verifies_offline_and_catches_changes(#[case] engi
     resign(d.path(), &signer);
     assert_caught(
         d.path(),
+        key,
         "a re-signed consistency proof",
         "consistency.json",
     );
 
     let d = fresh_copy(&p);
     std::fs::write(d.path().join("raw/extra.txt"), "planted").unwrap();
-    assert_caught(d.path(), "an extra file", "raw/extra.txt");
+    assert_caught(d.path(), key, "an extra file", "raw/extra.txt");
     resign(d.path(), &signer);
-    assert_caught(d.path(), "a re-signed extra file", "raw/extra.txt");
+    assert_caught(d.path(), key, "a re-signed extra file", "raw/extra.txt");
 
     let d = fresh_copy(&p);
     std::fs::remove_file(d.path().join(&raw)).unwrap();
-    assert_caught(d.path(), "a missing file", &raw);
+    assert_caught(d.path(), key, "a missing file", &raw);
 
     rt.db.orm.clone().close().await.unwrap();
     db.cleanup().await;
@@ -753,7 +824,7 @@ async fn the_package_of_an_employee_holds_all_their_records(#[case] engine: Engi
     // The anchor is still his (only) case's first leaf.
     assert_eq!(p.summary.earliest_checkpoint, Some(earliest));
     let dir = fresh_copy(&p);
-    assert_verifies(dir.path(), &[], "cryptography");
+    assert_verifies(dir.path(), &p.summary.fingerprint, &[], "cryptography");
 
     // Another employee's case, an unknown tenant: refused.
     let lisi = absence_case::Entity::find()
@@ -803,7 +874,7 @@ async fn without_an_earlier_checkpoint_the_package_says_so() {
     assert!(consistency["from"].is_null());
     assert!(p.file("checkpoint-earliest.txt").is_none());
     let dir = fresh_copy(&p);
-    let text = assert_verifies(dir.path(), &[], "cryptography");
+    let text = assert_verifies(dir.path(), &p.summary.fingerprint, &[], "cryptography");
     assert!(text.contains("no checkpoint covered the case"), "{text}");
     rt.db.orm.clone().close().await.unwrap();
 }
@@ -855,12 +926,15 @@ async fn the_command_line_exports_a_zip_or_a_folder() {
         .status()
         .unwrap();
     assert!(status.success());
+    // The fingerprint the employer published, from `rollcall evidence pubkey`.
+    let published = pubkey_lines(&config);
     assert_eq!(
-        pubkey_lines(&config).as_bytes(),
+        published.as_bytes(),
         std::fs::read(unzipped.join("pubkey.txt")).unwrap(),
         "`rollcall evidence pubkey` prints the lines of pubkey.txt"
     );
-    assert_verifies(&unzipped, &[], "cryptography");
+    let key = fingerprint_in(&published);
+    assert_verifies(&unzipped, &key, &[], "cryptography");
 
     let out = run(&["--out", "folder"]);
     assert!(
@@ -868,7 +942,12 @@ async fn the_command_line_exports_a_zip_or_a_folder() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_verifies(&db.dir.path().join("folder"), &["--openssl"], "openssl");
+    assert_verifies(
+        &db.dir.path().join("folder"),
+        &key,
+        &["--openssl"],
+        "openssl",
+    );
 
     // Not over an existing file or a folder that is not empty; not a bad case number.
     for args in [
@@ -984,6 +1063,127 @@ async fn a_case_of_200_leaves_in_a_large_log_exports_and_verifies() {
         "nothing of the other 500 people is in leaves.jsonl"
     );
     let dir = fresh_copy(&p);
-    assert_verifies(dir.path(), &[], "cryptography");
+    assert_verifies(dir.path(), &p.summary.fingerprint, &[], "cryptography");
     rt.db.orm.clone().close().await.unwrap();
+}
+
+/// 张三's case package after `story_then_more`, with its database.
+async fn story_package(engine: Engine) -> (TestDb, Story, Package) {
+    let db = TestDb::new(engine).await;
+    let story = story_then_more(&db).await;
+    let p = package(&story.rt, TENANT, "zhangsan", Some(story.case.id))
+        .await
+        .unwrap();
+    (db, story, p)
+}
+
+async fn close(db: TestDb, story: Story) {
+    story.rt.db.orm.clone().close().await.unwrap();
+    db.cleanup().await;
+}
+
+/// The key must be the employer's: its fingerprint given with
+/// `--fingerprint` (as `rollcall evidence pubkey` prints it), or confirmed
+/// at a terminal. Otherwise the check fails and says what to pass; a
+/// package re-signed throughout with another key passes only with that
+/// key's fingerprint.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_must_be_given_or_confirmed(#[case] engine: Engine) {
+    let (db, story, p) = story_package(engine).await;
+    let key = p.summary.fingerprint.clone();
+    let dir = fresh_copy(&p);
+
+    // What `rollcall evidence pubkey` prints is the package's pubkey.txt,
+    // and its fingerprint passes, with colons or without, in any case.
+    let config = db.dir.path().join("rollcall.toml");
+    std::fs::write(&config, demo_config(&db).await).unwrap();
+    let published = pubkey_lines(&config);
+    assert_eq!(published.as_bytes(), p.file("pubkey.txt").unwrap());
+    assert_eq!(fingerprint_in(&published), key);
+    let text = assert_verifies(dir.path(), &key, &[], "cryptography");
+    assert!(
+        text.contains("[PASS] pubkey.txt: the key is the one whose fingerprint was given"),
+        "{text}"
+    );
+    assert_verifies(dir.path(), &key, &["--openssl"], "openssl");
+    assert_verifies(
+        dir.path(),
+        &key.replace(':', "").to_uppercase(),
+        &[],
+        "cryptography",
+    );
+
+    // Neither the flag nor a terminal: the key's check fails, and only it,
+    // saying what to pass; with either Ed25519 implementation.
+    for args in [&[][..], &["--openssl"]] {
+        let text = assert_fails(
+            verify(dir.path(), args),
+            "no fingerprint and no terminal",
+            &["pubkey.txt", "--fingerprint", "rollcall evidence pubkey"],
+        );
+        assert_eq!(failures(&text).len(), 1, "{text}");
+    }
+
+    // Another key's fingerprint, or no fingerprint at all: fails.
+    let other = fingerprint(&NoteSigner::generate("rollcall").unwrap());
+    let text = assert_fails(
+        verify(dir.path(), &["--fingerprint", &other]),
+        "another key's fingerprint",
+        &["pubkey.txt", "NOT the one given with --fingerprint"],
+    );
+    assert_eq!(failures(&text).len(), 1, "{text}");
+    assert_fails(
+        verify(dir.path(), &["--fingerprint", "1a2b:3c4d"]),
+        "not a fingerprint",
+        &["pubkey.txt", "not a SHA-256 fingerprint"],
+    );
+
+    // Everything signed again with a forger's key (its own pubkey.txt, the
+    // checkpoints, the manifest): it holds together, and passes only with
+    // the forger's fingerprint, never with the employer's or with none.
+    let forger = NoteSigner::generate("rollcall").unwrap();
+    let d = fresh_copy(&p);
+    std::fs::write(d.path().join("pubkey.txt"), pubkey_text(&forger)).unwrap();
+    let origin = format!("rollcall/{TENANT}");
+    resign_checkpoint(d.path(), "checkpoint.txt", &forger, &origin);
+    resign_checkpoint(d.path(), "checkpoint-earliest.txt", &forger, &origin);
+    resign(d.path(), &forger);
+    assert_verifies(d.path(), &fingerprint(&forger), &[], "cryptography");
+    let text = assert_fails(
+        verify(d.path(), &["--fingerprint", &key]),
+        "a forger's key",
+        &["pubkey.txt", "NOT the one given with --fingerprint"],
+    );
+    assert_eq!(failures(&text).len(), 1, "{text}");
+    assert_fails(
+        verify(d.path(), &[]),
+        "a forger's key, no fingerprint",
+        &["pubkey.txt", "--fingerprint"],
+    );
+
+    // At a terminal the fingerprint is shown: `yes` passes, anything else fails.
+    let (out, text) = verify_at_terminal(dir.path(), "yes");
+    let asked = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success() && text.contains("RESULT: all"),
+        "{text}\n{asked}"
+    );
+    assert!(
+        asked.contains(&key) && asked.contains("Type yes"),
+        "{asked}"
+    );
+    assert!(
+        text.contains("[PASS] pubkey.txt: the fingerprint was confirmed at the terminal"),
+        "{text}"
+    );
+    let text = assert_fails(
+        verify_at_terminal(dir.path(), "no"),
+        "not confirmed at the terminal",
+        &["pubkey.txt", "not confirmed"],
+    );
+    assert_eq!(failures(&text).len(), 1, "{text}");
+    close(db, story).await;
 }

@@ -1,14 +1,20 @@
 #!/usr/bin/env python3
 """Verifies a rollcall evidence package, offline, with Python 3 alone.
 
-    python3 verify.py [--openssl] [--fingerprint HEX] [PACKAGE_DIR]
+    python3 verify.py --fingerprint HEX [--openssl] [PACKAGE_DIR]
 
 PACKAGE_DIR defaults to the folder this file is in. Ed25519 signatures are
 checked with the `cryptography` package when it can be imported, otherwise
 (or with --openssl) with the `openssl` command (OpenSSL 3 or later).
 
+Nothing inside the package is trusted by itself. The key must be the one
+the employer published: given with --fingerprint (`rollcall evidence
+pubkey` prints it), or, without it, confirmed by typing `yes` at the
+terminal; with neither (no flag, no terminal) that check fails.
+
 Checks, in order (VERIFY.md says what each one proves):
-  1. pubkey.txt     the key: its id and fingerprint follow from the raw key
+  1. pubkey.txt     the key: its id and fingerprint follow from the raw key,
+                    and it is the key the employer published
   2. manifest.sig   the signature of manifest.json by that key
   3. manifest.json  every file listed is present, of its size and SHA-256,
                     and no file is missing or extra
@@ -361,20 +367,76 @@ def safe_path(path):
     )
 
 
-def check(root, ed, results, fingerprint):
-    # 1. The key.
+def normalised_fingerprint(text):
+    """64 lowercase hex digits, from a fingerprint written with or without
+    the colons (and spaces) that group it; None if it is not one."""
+    digits = text.replace(":", "").replace(" ", "").lower()
+    return digits if re.fullmatch(r"[0-9a-f]{64}", digits) else None
+
+
+NO_KEY = ("no --fingerprint was given and there is no terminal to confirm the key at: the key inside "
+          "the package proves nothing by itself. Run verify.py again with --fingerprint and the "
+          "fingerprint the employer published (`rollcall evidence pubkey` prints it). "
+          "未指定 --fingerprint：请以用人单位公布的公钥指纹运行 python3 verify.py --fingerprint <指纹>")
+
+
+def confirm_at_terminal(key):
+    """Shows the key's fingerprint and asks whoever is at the terminal to
+    confirm it is the one the employer published: True when they type yes,
+    False otherwise, None when there is no terminal to ask at."""
+    try:
+        if sys.stdin is None or not sys.stdin.isatty():
+            return None
+    except (AttributeError, ValueError):
+        return None
+    sys.stdout.flush()
+    out = sys.stdout if sys.stdout.isatty() else sys.stderr
+    out.write(
+        "\nThe package is signed by the key with the fingerprint\n"
+        "本证据包的签名公钥指纹为：\n\n    %s\n\n"
+        "Is it the fingerprint the employer published (employee handbook, company notice)? "
+        "Type yes to confirm.\n"
+        "是否与用人单位公布的指纹（员工手册、公司公告等）一致？一致请输入 yes：" % key.fingerprint()
+    )
+    out.flush()
+    try:
+        answer = sys.stdin.readline()
+    except (KeyboardInterrupt, OSError):
+        answer = ""
+    out.write("\n")
+    return answer.strip().lower() == "yes"
+
+
+def check_key(key, fingerprint, confirm, results):
+    """The key must be the employer's: given with --fingerprint, or confirmed."""
+    if fingerprint is not None:
+        wanted = normalised_fingerprint(fingerprint)
+        if wanted is None:
+            results.fail("pubkey.txt", "--fingerprint %r is not a SHA-256 fingerprint (64 hex digits)" % fingerprint)
+        elif wanted == sha256(key.public_key).hex():
+            results.ok("pubkey.txt", "the key is the one whose fingerprint was given with --fingerprint")
+        else:
+            results.fail("pubkey.txt", "the key's fingerprint is NOT the one given with --fingerprint: "
+                         "the package was not signed with the key the employer published")
+        return
+    answer = confirm(key)
+    if answer is None:
+        results.fail("pubkey.txt", NO_KEY)
+    elif answer:
+        results.ok("pubkey.txt", "the fingerprint was confirmed at the terminal as the one the employer published")
+    else:
+        results.fail("pubkey.txt", "the fingerprint was not confirmed at the terminal as the one the employer published")
+
+
+def check(root, ed, results, fingerprint, confirm):
+    # 1. The key, and that it is the employer's.
     try:
         key = parse_pubkey(read(root, "pubkey.txt").decode("utf-8"))
         results.ok("pubkey.txt", "key %s, id %s, fingerprint %s" % (key.name, key.key_id.hex(), key.fingerprint()))
     except (Broken, UnicodeDecodeError) as e:
         results.fail("pubkey.txt", str(e))
         return
-    if fingerprint is not None:
-        wanted = fingerprint.replace(":", "").replace(" ", "").lower()
-        if wanted == sha256(key.public_key).hex():
-            results.ok("pubkey.txt", "the fingerprint is the one given with --fingerprint")
-        else:
-            results.fail("pubkey.txt", "the fingerprint is NOT the one given with --fingerprint")
+    check_key(key, fingerprint, confirm, results)
 
     # 2. The manifest's signature.
     try:
@@ -572,7 +634,9 @@ def main(argv=None):
     parser.add_argument("--openssl", action="store_true",
                         help="verify Ed25519 with the openssl command even if `cryptography` is installed")
     parser.add_argument("--fingerprint",
-                        help="the key fingerprint the employer published: the package's key must be that one")
+                        help="the key fingerprint the employer published (`rollcall evidence pubkey` prints "
+                             "it): the package's key must be that one. Without it, the fingerprint is shown "
+                             "to be confirmed at the terminal; with no terminal, the key check fails")
     args = parser.parse_args(argv)
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="backslashreplace")
@@ -583,12 +647,11 @@ def main(argv=None):
         return 2
     print("Verifying %s (Ed25519 by %s)" % (os.path.abspath(args.package), ed.name))
     results = Results()
-    check(args.package, ed, results, args.fingerprint)
+    check(args.package, ed, results, args.fingerprint, confirm_at_terminal)
     if results.failed:
         print("RESULT: %d check(s) FAILED, %d passed. 结果：%d 项校验未通过。" % (results.failed, results.passed, results.failed))
         return 1
     print("RESULT: all %d checks passed. 结果：全部 %d 项校验通过。" % (results.passed, results.passed))
-    print("Compare the key fingerprint above with the one the employer published. 请将上面的公钥指纹与用人单位公布的指纹核对。")
     return 0
 
 
