@@ -3,8 +3,8 @@
 //! checked there by its own verify.py, with the `cryptography` package and
 //! with openssl, given the fingerprint the employer published; changed
 //! files are caught and named; nothing about the other employees is inside.
-//! verify.py trusts the package's key only when its fingerprint is given
-//! or confirmed at a terminal.
+//! verify.py trusts nothing in the package by itself: a key not given or
+//! confirmed, or a checkpoint of another log, fails.
 
 mod common;
 
@@ -16,7 +16,9 @@ use std::sync::Arc;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use common::*;
-use entity::{absence_case, case_event, employee, evidence_leaf, evidence_raw, outbox};
+use entity::{
+    absence_case, case_event, employee, evidence_leaf, evidence_log, evidence_raw, outbox,
+};
 use rollcall::clock::SimulatedClock;
 use rollcall::config::Config;
 use rollcall::db::Engine;
@@ -1082,6 +1084,15 @@ async fn close(db: TestDb, story: Story) {
     db.cleanup().await;
 }
 
+/// Sets the value at `pointer` (a JSON pointer) in `manifest.json` in `dir`
+/// (the test signs it again afterwards).
+fn set_in_manifest(dir: &Path, pointer: &str, value: Value) {
+    let path = dir.join("manifest.json");
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    *manifest.pointer_mut(pointer).unwrap() = value;
+    std::fs::write(path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+}
+
 /// The key must be the employer's: its fingerprint given with
 /// `--fingerprint` (as `rollcall evidence pubkey` prints it), or confirmed
 /// at a terminal. Otherwise the check fails and says what to pass; a
@@ -1185,5 +1196,103 @@ async fn the_key_must_be_given_or_confirmed(#[case] engine: Engine) {
         &["pubkey.txt", "not confirmed"],
     );
     assert_eq!(failures(&text).len(), 1, "{text}");
+    close(db, story).await;
+}
+
+/// The checkpoint must be of the log of the manifest's tenant, as rollcall
+/// names it (`<key name>/<tenant>`); so must the earlier checkpoint of the
+/// consistency proof. The same tree signed as another log fails, and
+/// rollcall makes no package whose checkpoint names another log.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_of_another_log_fails(#[case] engine: Engine) {
+    let (db, story, p) = story_package(engine).await;
+    let key = p.summary.fingerprint.as_str();
+    let signer = signer_of(&db);
+    let origin = format!("rollcall/{TENANT}");
+    let note = std::str::from_utf8(p.file("checkpoint.txt").unwrap()).unwrap();
+    assert!(note.starts_with(&format!("{origin}\n")), "{note}");
+    let dir = fresh_copy(&p);
+    let text = assert_verifies(dir.path(), key, &[], "cryptography");
+    assert!(text.contains(&format!("log {origin}, ")), "{text}");
+
+    // The same tree signed as another tenant's log, or as another service's
+    // log of this tenant, the manifest made to agree and signed again.
+    for other in ["rollcall/other", "elsewhere/demo"] {
+        let d = fresh_copy(&p);
+        resign_checkpoint(d.path(), "checkpoint.txt", &signer, other);
+        set_in_manifest(d.path(), "/checkpoint/origin", json!(other));
+        resign(d.path(), &signer);
+        let text = assert_fails(
+            verify(d.path(), &["--fingerprint", key]),
+            other,
+            &[
+                "checkpoint.txt",
+                &format!("its origin '{other}' is not the log of tenant 'demo' ('{origin}')"),
+            ],
+        );
+        // Its earlier checkpoint is now of another log too.
+        assert!(
+            failures(&text)
+                .iter()
+                .any(|l| l.contains("consistency.json") && l.contains("of log")),
+            "{text}"
+        );
+    }
+
+    // The manifest naming another tenant than the checkpoint's.
+    let d = fresh_copy(&p);
+    set_in_manifest(d.path(), "/tenant", json!("other"));
+    resign(d.path(), &signer);
+    assert_fails(
+        verify(d.path(), &["--fingerprint", key]),
+        "another tenant in the manifest",
+        &["checkpoint.txt", "is not the log of tenant 'other'"],
+    );
+
+    // Only the earlier checkpoint of another log: the consistency proof fails.
+    let d = fresh_copy(&p);
+    resign_checkpoint(
+        d.path(),
+        "checkpoint-earliest.txt",
+        &signer,
+        "rollcall/other",
+    );
+    resign(d.path(), &signer);
+    let text = assert_fails(
+        verify(d.path(), &["--fingerprint", key]),
+        "an earlier checkpoint of another log",
+        &["consistency.json", "is of log 'rollcall/other'"],
+    );
+    assert_eq!(failures(&text).len(), 1, "{text}");
+
+    // The log's origin in the database is not the one the verifier
+    // expects: the export refuses rather than make a package that fails.
+    let conn = &story.rt.db.orm;
+    evidence_log::Entity::update_many()
+        .col_expr(evidence_log::Column::Origin, Expr::value("elsewhere/demo"))
+        .filter(evidence_log::Column::TenantId.eq(TENANT))
+        .exec(conn)
+        .await
+        .unwrap();
+    let txn = conn.begin().await.unwrap();
+    append(
+        &txn,
+        TENANT,
+        shanghai("2026-12-07", "11:40"),
+        vec![NewLeaf::new("check_in").subject(Some("zhangsan"))],
+    )
+    .await
+    .unwrap();
+    txn.commit().await.unwrap();
+    let err = package(&story.rt, TENANT, "zhangsan", Some(story.case.id))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("`elsewhere/demo`") && err.to_string().contains(&origin),
+        "{err}"
+    );
     close(db, story).await;
 }

@@ -66,6 +66,14 @@ pub enum ExportError {
         "the checkpoint of {size} leaves does not verify with this server's key: was the key file replaced?"
     )]
     ForeignCheckpoint { size: i64 },
+    #[error(
+        "the checkpoint of `{tenant}` names the log `{origin}`, but its verifier expects `{expected}` (the signing key's name, then the tenant): was the key made under another `evidence.name`?"
+    )]
+    ForeignOrigin {
+        tenant: String,
+        origin: String,
+        expected: String,
+    },
     #[error("the evidence log of `{tenant}` is inconsistent: {reason}")]
     Corrupt { tenant: String, reason: String },
     #[error(transparent)]
@@ -201,6 +209,16 @@ pub async fn package(
     let verifier_key = rt.signer.verifier_key();
     if note::verify(&signed.note, &verifier_key).is_err() {
         return Err(ExportError::ForeignCheckpoint { size: signed.size });
+    }
+    // A package that verify.py would refuse is not made.
+    let origin = signed.note.lines().next().unwrap_or_default().to_owned();
+    let expected = log_origin(rt.signer.name(), tenant);
+    if origin != expected {
+        return Err(ExportError::ForeignOrigin {
+            tenant: tenant.to_owned(),
+            origin,
+            expected,
+        });
     }
     let size = u64::try_from(signed.size).map_err(|_| corrupt("a negative size".into()))?;
     let tree = load_tree(conn, tenant, size).await?;
@@ -395,7 +413,6 @@ pub async fn package(
     files.insert("report.html".into(), report.into_bytes());
 
     // The manifest lists every file above; it and its signature close the package.
-    let origin = signed.note.lines().next().unwrap_or_default().to_owned();
     let manifest = serde_json::json!({
         "format": FORMAT,
         "tenant": tenant,
@@ -434,6 +451,12 @@ pub fn pubkey_text(signer: &NoteSigner) -> String {
         STANDARD.encode(signer.public_key()),
         fingerprint(signer)
     )
+}
+
+/// The origin of `tenant`'s log as the verifier expects it: the key's name
+/// (`evidence.name`, which names the logs too), then the tenant.
+pub fn log_origin(key_name: &str, tenant: &str) -> String {
+    format!("{key_name}/{tenant}")
 }
 
 /// The notice file whose text a leaf names (`text_sha256`), if any.

@@ -18,12 +18,13 @@ Checks, in order (VERIFY.md says what each one proves):
   2. manifest.sig   the signature of manifest.json by that key
   3. manifest.json  every file listed is present, of its size and SHA-256,
                     and no file is missing or extra
-  4. checkpoint.txt the signed checkpoint (C2SP signed note) and its key id
+  4. checkpoint.txt the signed checkpoint (C2SP signed note) and its key id;
+                    its origin is the log of the manifest's tenant
   5. leaves.jsonl   each leaf's hash, and its inclusion proof against the
                     checkpoint (RFC 9162 §2.1.3.2)
   6. raw/, notices/ each payload and notice against the hashes in its leaf
-  7. consistency    the earlier checkpoint's signature, and that the log at
-                    export extends it (RFC 9162 §2.1.4.2)
+  7. consistency    the earlier checkpoint's signature and origin, and that
+                    the log at export extends it (RFC 9162 §2.1.4.2)
 
 Exit status: 0 when every check passed, 1 when one failed, 2 when the
 package could not be checked at all (no Ed25519 implementation, bad usage).
@@ -455,6 +456,9 @@ def check(root, ed, results, fingerprint, confirm):
         if manifest.get("format") != FORMAT:
             raise Broken("the format is %r, not %s" % (manifest.get("format"), FORMAT))
         entries = manifest["files"]
+        tenant = manifest.get("tenant")
+        if not isinstance(tenant, str) or not tenant:
+            raise Broken("it names no tenant")
     except (Broken, ValueError, KeyError, TypeError, AttributeError) as e:
         results.fail("manifest.json", "cannot be read: %s" % e)
         return
@@ -488,7 +492,8 @@ def check(root, ed, results, fingerprint, confirm):
     if bad == 0:
         results.ok("manifest.json", "%d files present, sizes and SHA-256 as listed, none extra" % len(listed))
 
-    # 4. The checkpoint.
+    # 4. The checkpoint, of the tenant's log: rollcall names the log of
+    # tenant T `<key name>/T` (the key is named after the service).
     try:
         note = read(root, "checkpoint.txt").decode("utf-8")
         origin, size, tree_root = parse_checkpoint(verify_note(note, key, ed))
@@ -496,6 +501,10 @@ def check(root, ed, results, fingerprint, confirm):
     except (Broken, UnicodeDecodeError) as e:
         results.fail("checkpoint.txt", str(e))
         return
+    expected = log_origin(key, tenant)
+    if origin != expected:
+        results.fail("checkpoint.txt", "its origin %r is not the log of tenant %r (%r): the checkpoint is of another log"
+                     % (origin, tenant, expected))
     stated = manifest.get("checkpoint") or {}
     if stated.get("size") != size or stated.get("root") != tree_root.hex() or stated.get("origin") != origin:
         results.fail("manifest.json", "its checkpoint is not the one in checkpoint.txt")
@@ -504,7 +513,12 @@ def check(root, ed, results, fingerprint, confirm):
     check_leaves(root, manifest, size, tree_root, results)
 
     # 7. Consistency with the earliest checkpoint that covered the case.
-    check_consistency(root, key, ed, size, tree_root, results)
+    check_consistency(root, key, ed, origin, size, tree_root, results)
+
+
+def log_origin(key, tenant):
+    """The origin of tenant's log, as rollcall names it."""
+    return "%s/%s" % (key.name, tenant)
 
 
 def check_leaves(root, manifest, size, tree_root, results):
@@ -594,7 +608,7 @@ def check_leaf_files(root, line, leaf, referenced):
     return "".join("; " + n for n in notes)
 
 
-def check_consistency(root, key, ed, size, tree_root, results):
+def check_consistency(root, key, ed, origin, size, tree_root, results):
     where = "consistency.json"
     try:
         proof = json.loads(read(root, "consistency.json").decode("utf-8"))
@@ -613,7 +627,9 @@ def check_consistency(root, key, ed, size, tree_root, results):
             text = verify_note(read(root, note_file).decode("utf-8"), key, ed)
         except (Broken, UnicodeDecodeError) as e:
             raise Broken("%s: %s" % (note_file, e))
-        _, first_size, first_root = parse_checkpoint(text)
+        first_origin, first_size, first_root = parse_checkpoint(text)
+        if first_origin != origin:
+            raise Broken("its earlier checkpoint (%s) is of log %r, not %r" % (note_file, first_origin, origin))
         if first_size != first["size"] or first_root.hex() != first["root"]:
             raise Broken("its earlier checkpoint is not the one in %s" % note_file)
         to = proof["to"]
