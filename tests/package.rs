@@ -4,7 +4,8 @@
 //! with openssl, given the fingerprint the employer published; changed
 //! files are caught and named; nothing about the other employees is inside.
 //! verify.py trusts nothing in the package by itself: a key not given or
-//! confirmed, or a checkpoint of another log, fails.
+//! confirmed, a checkpoint of another log, a leaf index out of range or
+//! repeated all fail.
 
 mod common;
 
@@ -255,6 +256,19 @@ fn resign(dir: &Path, signer: &NoteSigner) {
     std::fs::write(dir.join("manifest.json"), &bytes).unwrap();
     let sig = base64::engine::general_purpose::STANDARD.encode(signer.sign_bytes(&bytes));
     std::fs::write(dir.join("manifest.sig"), sig).unwrap();
+}
+
+/// Rewrites `leaves.jsonl` in `dir`, its lines as JSON values.
+fn edit_leaves(dir: &Path, edit: impl FnOnce(&mut Vec<Value>)) {
+    let path = dir.join("leaves.jsonl");
+    let mut lines: Vec<Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    edit(&mut lines);
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(path, text).unwrap();
 }
 
 /// Signs the checkpoint in `file` again as a checkpoint of the log
@@ -1294,5 +1308,90 @@ async fn a_checkpoint_of_another_log_fails(#[case] engine: Engine) {
         err.to_string().contains("`elsewhere/demo`") && err.to_string().contains(&origin),
         "{err}"
     );
+    close(db, story).await;
+}
+
+/// Each leaf index is below the checkpoint's size and appears once in the
+/// package: a line given twice, an index at or past the size, or one that
+/// is not a whole number fails, naming the index and why.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaf_index_out_of_range_or_repeated_fails(#[case] engine: Engine) {
+    let (db, story, p) = story_package(engine).await;
+    let key = p.summary.fingerprint.as_str();
+    let signer = signer_of(&db);
+    let size = p.summary.checkpoint_size;
+    let dir = fresh_copy(&p);
+    assert_verifies(dir.path(), key, &[], "cryptography");
+
+    // A line given twice (an acknowledgment shown as two): the second fails.
+    let all = lines(&p);
+    let ack = all
+        .iter()
+        .position(|l| l["kind"] == "notice_acknowledged")
+        .unwrap();
+    let ack_index = all[ack]["index"].as_u64().unwrap();
+    let d = fresh_copy(&p);
+    edit_leaves(d.path(), |lines| {
+        let copy = lines[ack].clone();
+        lines.push(copy);
+    });
+    resign(d.path(), &signer);
+    let text = assert_fails(
+        verify(d.path(), &["--fingerprint", key]),
+        "a repeated index",
+        &[
+            &format!(
+                "[FAIL] leaf {ack_index} (leaves.jsonl line {})",
+                all.len() + 1
+            ),
+            &format!(
+                "the index {ack_index} is repeated: line {} holds it too",
+                ack + 1
+            ),
+        ],
+    );
+    assert_eq!(failures(&text).len(), 1, "{text}");
+
+    // A leaf without files moved to an index the checkpoint does not hold.
+    let plain = all
+        .iter()
+        .position(|l| l["data"].is_string() && l.get("raw").is_none() && l.get("notice").is_none())
+        .unwrap();
+    for bad in [size, size + 1000] {
+        let d = fresh_copy(&p);
+        edit_leaves(d.path(), |lines| lines[plain]["index"] = json!(bad));
+        resign(d.path(), &signer);
+        let text = assert_fails(
+            verify(d.path(), &["--fingerprint", key]),
+            "an index out of range",
+            &[
+                &format!("[FAIL] leaf {bad} "),
+                &format!(
+                    "the index {bad} is out of range: the checkpoint holds leaves 0 to {}",
+                    size - 1
+                ),
+            ],
+        );
+        assert_eq!(failures(&text).len(), 1, "{text}");
+    }
+    for bad in [json!(-1), json!(true), json!("3")] {
+        let d = fresh_copy(&p);
+        edit_leaves(d.path(), |lines| lines[plain]["index"] = bad.clone());
+        resign(d.path(), &signer);
+        let why = if bad == json!(-1) {
+            "the index -1 is out of range"
+        } else {
+            "is not a whole number"
+        };
+        let text = assert_fails(
+            verify(d.path(), &["--fingerprint", key]),
+            "a bad index",
+            &[&format!("leaves.jsonl line {}", plain + 1), why],
+        );
+        assert_eq!(failures(&text).len(), 1, "{text}");
+    }
     close(db, story).await;
 }

@@ -20,8 +20,9 @@ Checks, in order (VERIFY.md says what each one proves):
                     and no file is missing or extra
   4. checkpoint.txt the signed checkpoint (C2SP signed note) and its key id;
                     its origin is the log of the manifest's tenant
-  5. leaves.jsonl   each leaf's hash, and its inclusion proof against the
-                    checkpoint (RFC 9162 §2.1.3.2)
+  5. leaves.jsonl   each leaf's index (inside the checkpoint, not repeated),
+                    its hash, and its inclusion proof against the checkpoint
+                    (RFC 9162 §2.1.3.2)
   6. raw/, notices/ each payload and notice against the hashes in its leaf
   7. consistency    the earlier checkpoint's signature and origin, and that
                     the log at export extends it (RFC 9162 §2.1.4.2)
@@ -528,16 +529,20 @@ def check_leaves(root, manifest, size, tree_root, results):
         results.fail("leaves.jsonl", str(e))
         return
     referenced = set()
-    seen = set()
+    seen = {}
     for number, text in enumerate(lines, 1):
         where = "leaves.jsonl line %d" % number
         try:
             line = json.loads(text)
             index = line["index"]
-            if not isinstance(index, int) or index in seen:
-                raise Broken("the index is not a number, or repeated")
-            seen.add(index)
+            if type(index) is not int:
+                raise Broken("the index %r is not a whole number" % (index,))
             where = "leaf %d (leaves.jsonl line %d)" % (index, number)
+            if index < 0 or index >= size:
+                raise Broken("the index %d is out of range: the checkpoint holds leaves 0 to %d" % (index, size - 1))
+            if index in seen:
+                raise Broken("the index %d is repeated: line %d holds it too" % (index, seen[index]))
+            seen[index] = number
             stated = hex32(line["leaf_hash"], "leaf_hash")
             proof = [hex32(h, "a proof hash") for h in line["inclusion_proof"]]
             data = line["data"]
