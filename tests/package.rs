@@ -4,8 +4,8 @@
 //! with openssl, given the fingerprint the employer published; changed
 //! files are caught and named; nothing about the other employees is inside.
 //! verify.py trusts nothing in the package by itself: a key not given or
-//! confirmed, a checkpoint of another log, a leaf index out of range or
-//! repeated all fail.
+//! confirmed, a checkpoint of another log, an erasure without its record,
+//! an absent payload, a leaf index out of range or repeated all fail.
 
 mod common;
 
@@ -312,15 +312,22 @@ struct Story {
     case: absence_case::Model,
     /// The log's size at the checkpoint signed after the story.
     story_size: u64,
-    /// The leaf whose content was erased.
+    /// The leaf whose content was erased (周七's callback).
     erased: u64,
+    /// The `forgotten` leaf that recorded its erasure.
+    erasure: u64,
+    /// 张三's check-in with a photo, and his check-in without one.
+    photo_check_in: u64,
+    plain_check_in: u64,
     /// The first checkpoint that held the case's first leaf.
     earliest: u64,
 }
 
 /// The demo story's log, then: a checkpoint, and later leaves (one about
-/// another employee, six about 张三: one erased, one whose raw payload is
-/// erased, a chat command about 李四 and its answer, a message with markup), so the export has a consistency proof to give.
+/// another employee; about 张三: two check-ins, one with a photo, a chat
+/// command about 李四 and its answer, a message with markup, and a check-in
+/// that points to a callback of 周七, who is then forgotten), so the export
+/// has a consistency proof to give and an erasure to show with its record.
 /// The app's scheduler may have signed checkpoints during the story too
 /// (its tick runs on the wall clock): expectations come from the database.
 async fn story_then_more(db: &TestDb) -> Story {
@@ -348,11 +355,7 @@ async fn story_then_more(db: &TestDb) -> Story {
             NewLeaf::new("check_in")
                 .subject(Some("zhangsan"))
                 .actor(Some("zhangsan"))
-                .raw(
-                    "file",
-                    "image/jpeg",
-                    b"\xff\xd8 photo to be forgotten".to_vec(),
-                ),
+                .raw("file", "image/jpeg", b"\xff\xd8 his photo".to_vec()),
             NewLeaf::new("check_in")
                 .subject(Some("zhangsan"))
                 .actor(Some("zhangsan")),
@@ -388,6 +391,21 @@ async fn story_then_more(db: &TestDb) -> Story {
                 .subject(Some("zhangsan"))
                 .actor(Some("zhangsan"))
                 .detail(json!({ "kind": "text", "content": "<script>alert(1)</script>我病了" })),
+            // A colleague's photo of him at the gate, which a check-in of his points to.
+            NewLeaf::new("callback")
+                .subject(Some("zhouqi"))
+                .actor(Some("zhouqi"))
+                .detail(json!({ "kind": "image" }))
+                .raw(
+                    "file",
+                    "image/jpeg",
+                    b"\xff\xd8 photo to be forgotten".to_vec(),
+                )
+                .source("inbound_events", 888_888),
+            NewLeaf::new("check_in")
+                .subject(Some("zhangsan"))
+                .actor(Some("zhouqi"))
+                .id("inbound_event", "888888"),
         ],
     )
     .await
@@ -395,23 +413,19 @@ async fn story_then_more(db: &TestDb) -> Story {
     txn.commit().await.unwrap();
     assert_eq!(added[0].index, before.size as u64);
 
-    // What forgetting does (privacy): content and salt gone, hash kept.
-    let forgotten = added[2].index as i64;
-    evidence_leaf::Entity::update_many()
-        .col_expr(evidence_leaf::Column::Content, Expr::value(None::<String>))
-        .col_expr(evidence_leaf::Column::ErasedAt, Expr::value(at))
-        .filter(evidence_leaf::Column::TenantId.eq(TENANT))
-        .filter(evidence_leaf::Column::Idx.eq(forgotten))
-        .exec(conn)
+    // 周七 is forgotten (privacy): his callback's content, salt and photo
+    // go, its hash stays, and a `forgotten` leaf records the erasure.
+    let forgotten = rollcall::privacy::forget(conn, TENANT, "zhouqi", 0, at, false)
         .await
         .unwrap();
-    evidence_raw::Entity::update_many()
-        .col_expr(evidence_raw::Column::Bytes, Expr::value(None::<Vec<u8>>))
-        .col_expr(evidence_raw::Column::ErasedAt, Expr::value(at))
-        .filter(evidence_raw::Column::Sha256.eq(sha256_hex(b"\xff\xd8 photo to be forgotten")))
-        .exec(conn)
-        .await
-        .unwrap();
+    assert_eq!(
+        forgotten.leaves,
+        vec![(added[7].index, "callback".to_owned())]
+    );
+    assert_eq!(
+        forgotten.raw,
+        vec![sha256_hex(b"\xff\xd8 photo to be forgotten")]
+    );
 
     let case = absence_case::Entity::find()
         .filter(absence_case::Column::UserId.eq("zhangsan"))
@@ -439,7 +453,10 @@ async fn story_then_more(db: &TestDb) -> Story {
         rt,
         case,
         story_size: before.size as u64,
-        erased: added[2].index,
+        erased: added[7].index,
+        erasure: forgotten.recorded_as.unwrap(),
+        photo_check_in: added[1].index,
+        plain_check_in: added[2].index,
         earliest,
     }
 }
@@ -468,7 +485,9 @@ async fn the_package_of_a_case_verifies_offline_and_catches_changes(#[case] engi
         case,
         story_size,
         erased,
+        erasure,
         earliest,
+        ..
     } = story_then_more(&db).await;
     let conn = &rt.db.orm;
     let p = package(&rt, TENANT, "zhangsan", Some(case.id))
@@ -478,7 +497,11 @@ async fn the_package_of_a_case_verifies_offline_and_catches_changes(#[case] engi
 
     // Proved against a checkpoint signed now, consistent with the earlier one.
     let size = p.summary.checkpoint_size;
-    assert_eq!(size, story_size + 7, "the story's leaves and 7 more");
+    assert_eq!(
+        size,
+        story_size + 10,
+        "the story's leaves, 9 more and the record of 周七's erasure"
+    );
     assert_eq!(p.summary.earliest_checkpoint, Some(earliest));
     assert_eq!(p.summary.case, Some(case.id));
     let all = checkpoint::all(conn, TENANT).await.unwrap();
@@ -537,13 +560,26 @@ async fn the_package_of_a_case_verifies_offline_and_catches_changes(#[case] engi
         if l["erased"] == true {
             assert!(l["data"].is_null());
             assert_eq!(l["index"], erased, "the forgotten leaf");
+            assert_eq!(l["included_as"], "callback");
             continue;
         }
         let data: Value = serde_json::from_str(l["data"].as_str().unwrap()).unwrap();
         assert!(l["index"].as_u64().unwrap() < size);
+        // Nothing absent: an erased payload went with its erased leaf.
+        for r in l["raw"].as_array().into_iter().flatten() {
+            assert!(r["path"].is_string() && r.get("absent").is_none(), "{l}");
+        }
         match l["included_as"].as_str().unwrap() {
             "employee" => assert_eq!(data["subject"], "zhangsan"),
             "callback" => assert_eq!(data["kind"], "callback"),
+            "erasure" => {
+                // The record of the erasure, which names the erased leaf and no one.
+                assert_eq!(l["index"], erasure);
+                assert_eq!(data["kind"], "forgotten");
+                assert_eq!(data["detail"]["leaves"], erased.to_string());
+                assert!(data.get("subject").is_none(), "{data}");
+                continue;
+            }
             other => panic!("included as {other}"),
         }
         if data["case"].is_null() && data["kind"] != "callback" {
@@ -564,12 +600,16 @@ async fn the_package_of_a_case_verifies_offline_and_catches_changes(#[case] engi
         !by_index.contains_key(&monday_check_in(&rt).await),
         "the check-in of Monday is before the case"
     );
-    let forgotten_raw = lines
-        .iter()
-        .flat_map(|l| l["raw"].as_array().cloned().unwrap_or_default())
-        .find(|r| r["absent"] == "erased")
-        .expect("an erased payload is named, not shipped");
-    assert!(forgotten_raw["path"].is_null());
+    assert!(
+        lines.iter().any(|l| l["index"] == erasure),
+        "the erasure's record is in the package"
+    );
+    assert!(
+        !p.files()
+            .values()
+            .any(|b| b.as_slice() == b"\xff\xd8 photo to be forgotten"),
+        "the erased photo is not"
+    );
 
     // Notices as rendered: the text whose SHA-256 the queued leaf holds.
     let queued = outbox::Entity::find()
@@ -683,7 +723,11 @@ async fn the_package_of_a_case_verifies_offline_and_catches_changes(#[case] engi
         )),
         "{text}"
     );
-    assert!(text.contains(&format!("[PASS] leaf {erased} ")), "{text}");
+    assert!(
+        text.contains(&format!("[PASS] leaf {erased} "))
+            && text.contains(&format!("recorded by leaf {erasure} ")),
+        "{text}"
+    );
     assert_verifies(dir.path(), key, &["--openssl"], "the openssl command");
 
     // As a zip, unzipped by someone else's tool.
@@ -1307,6 +1351,145 @@ async fn a_checkpoint_of_another_log_fails(#[case] engine: Engine) {
     assert!(
         err.to_string().contains("`elsewhere/demo`") && err.to_string().contains(&origin),
         "{err}"
+    );
+    close(db, story).await;
+}
+
+/// A payload marked absent, or a leaf marked erased, passes only as a
+/// recorded erasure: an erased leaf must be named by the `forgotten` leaf
+/// that `privacy forget` appended, which the export adds to the package; a
+/// leaf that kept its content keeps its payloads (forget erases a payload
+/// only with the leaves that name it). Content taken out of a package, or
+/// deleted from the database by hand, fails and is named.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absent_payload_fails_unless_its_erasure_is_recorded(#[case] engine: Engine) {
+    let (db, story, p) = story_package(engine).await;
+    let key = p.summary.fingerprint.as_str();
+    let signer = signer_of(&db);
+    let (erased, erasure) = (story.erased, story.erasure);
+    let (photo_check_in, plain_check_in) = (story.photo_check_in, story.plain_check_in);
+
+    // As exported: 周七's callback, erased by `privacy forget`, with its record.
+    let dir = fresh_copy(&p);
+    let text = assert_verifies(dir.path(), key, &[], "cryptography");
+    assert!(
+        text.contains(&format!(
+            "[PASS] leaf {erased} (leaves.jsonl line {}): erased (content deleted for privacy, recorded by leaf {erasure} ",
+            lines(&p).iter().position(|l| l["index"] == erased).unwrap() + 1
+        )),
+        "{text}"
+    );
+
+    // A payload taken out and marked absent as if erased, the manifest
+    // signed again: fails, naming the leaf and the payload.
+    let line = lines(&p)
+        .into_iter()
+        .find(|l| l["index"] == photo_check_in)
+        .unwrap();
+    let photo = line["raw"][0]["path"].as_str().unwrap().to_owned();
+    let sha = line["raw"][0]["sha256"].as_str().unwrap().to_owned();
+    assert_eq!(sha, sha256_hex(b"\xff\xd8 his photo"));
+    let d = fresh_copy(&p);
+    std::fs::remove_file(d.path().join(&photo)).unwrap();
+    edit_leaves(d.path(), |lines| {
+        for l in lines.iter_mut().filter(|l| l["index"] == photo_check_in) {
+            l["raw"][0]["path"] = Value::Null;
+            l["raw"][0]["absent"] = json!("erased");
+        }
+    });
+    resign(d.path(), &signer);
+    let text = assert_fails(
+        verify(d.path(), &["--fingerprint", key]),
+        "a payload taken out as if erased",
+        &[
+            &format!("[FAIL] leaf {photo_check_in} "),
+            &sha,
+            "is absent",
+            "no erasure record covers it",
+        ],
+    );
+    assert_eq!(failures(&text).len(), 1, "{text}");
+
+    // A leaf's content taken out and marked erased: fails; the package's
+    // erasure record names another leaf.
+    let d = fresh_copy(&p);
+    edit_leaves(d.path(), |lines| {
+        for l in lines.iter_mut().filter(|l| l["index"] == plain_check_in) {
+            l["data"] = Value::Null;
+            l["erased"] = json!(true);
+        }
+    });
+    resign(d.path(), &signer);
+    let text = assert_fails(
+        verify(d.path(), &["--fingerprint", key]),
+        "a leaf's content taken out as if erased",
+        &[
+            &format!("[FAIL] leaf {plain_check_in} "),
+            "no erasure record in the package names it",
+        ],
+    );
+    assert_eq!(failures(&text).len(), 1, "{text}");
+
+    // The erasure's record left out: the erased leaf fails.
+    let d = fresh_copy(&p);
+    edit_leaves(d.path(), |lines| lines.retain(|l| l["index"] != erasure));
+    resign(d.path(), &signer);
+    let text = assert_fails(
+        verify(d.path(), &["--fingerprint", key]),
+        "the erasure's record left out",
+        &[
+            &format!("[FAIL] leaf {erased} "),
+            "no erasure record in the package names it",
+        ],
+    );
+    assert_eq!(failures(&text).len(), 1, "{text}");
+
+    // In the database, his photo and his other check-in's content deleted
+    // by hand, not by `privacy forget`: the export shows them as they are,
+    // and verify.py fails both.
+    let conn = &story.rt.db.orm;
+    let at = shanghai("2026-12-07", "11:45");
+    evidence_raw::Entity::update_many()
+        .col_expr(evidence_raw::Column::Bytes, Expr::value(None::<Vec<u8>>))
+        .col_expr(evidence_raw::Column::ErasedAt, Expr::value(at))
+        .filter(evidence_raw::Column::Sha256.eq(&sha))
+        .exec(conn)
+        .await
+        .unwrap();
+    evidence_leaf::Entity::update_many()
+        .col_expr(evidence_leaf::Column::Content, Expr::value(None::<String>))
+        .col_expr(evidence_leaf::Column::ErasedAt, Expr::value(at))
+        .filter(evidence_leaf::Column::TenantId.eq(TENANT))
+        .filter(evidence_leaf::Column::Idx.eq(plain_check_in as i64))
+        .exec(conn)
+        .await
+        .unwrap();
+    let by_hand = package(&story.rt, TENANT, "zhangsan", Some(story.case.id))
+        .await
+        .unwrap();
+    let marked = lines(&by_hand)
+        .into_iter()
+        .find(|l| l["index"] == photo_check_in)
+        .unwrap();
+    assert!(marked["raw"][0]["path"].is_null(), "{marked}");
+    assert_eq!(marked["raw"][0]["absent"], "erased");
+    let d = fresh_copy(&by_hand);
+    let text = assert_fails(
+        verify(d.path(), &["--fingerprint", key]),
+        "a payload deleted by hand",
+        &[&format!("[FAIL] leaf {photo_check_in} "), &sha, "is absent"],
+    );
+    let fails = failures(&text);
+    assert_eq!(fails.len(), 2, "{text}");
+    assert!(
+        fails
+            .iter()
+            .any(|l| l.starts_with(&format!("[FAIL] leaf {plain_check_in} "))
+                && l.contains("no erasure record in the package names it")),
+        "a leaf's content deleted by hand:\n{text}"
     );
     close(db, story).await;
 }

@@ -13,7 +13,9 @@
 //! case recorded in the case's period: from the first missed day (00:00,
 //! tenant time) to its resolution, or on while it is unresolved. Chat
 //! commands the employee sent, and their answers, are left out: a command's
-//! subject is its sender, but it may be about someone else.
+//! subject is its sender, but it may be about someone else. An erased
+//! leaf comes with the `forgotten` leaf that recorded its erasure, so the
+//! verifier can tell an erasure from content left out of the package.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write as _;
@@ -32,6 +34,7 @@ use super::checkpoint::{self, CheckpointError, fingerprint};
 use super::log::{LeafData, TemplateRef, sha256_hex};
 use super::merkle::{Hash, Tree, leaf_hash};
 use super::note::{self, NoteSigner};
+use super::verify::parse_ranges;
 use crate::cases::ladder::Policy;
 use crate::cases::store::{self, case_no};
 use crate::outbox::Payload;
@@ -238,13 +241,14 @@ pub async fn package(
             .unwrap_or(c.opened_at);
         (start, c.resolved_at)
     });
-    let chosen = choose(conn, tenant, employee, case, period, size, &tree).await?;
+    let mut chosen = choose(conn, tenant, employee, case, period, size, &tree).await?;
     if chosen.is_empty() {
         return Err(ExportError::NothingAbout {
             tenant: tenant.to_owned(),
             employee: employee.to_owned(),
         });
     }
+    add_erasure_records(conn, tenant, size, &tree, &mut chosen).await?;
 
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
 
@@ -485,7 +489,9 @@ struct Line<'a> {
     /// The leaf data exactly as hashed; `None` once erased.
     data: Option<&'a str>,
     erased: bool,
-    /// `employee` (its subject) or `callback` (what a case event points to).
+    /// `employee` (its subject), `callback` (what a case event points to)
+    /// or `erasure` (the `forgotten` leaf that recorded the erasure of one
+    /// of the others).
     included_as: &'static str,
     inclusion_proof: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -628,6 +634,67 @@ async fn choose(
         }
     }
     Ok(chosen)
+}
+
+/// Adds, for the erased leaves of `chosen`, the `forgotten` leaves that
+/// recorded their erasure (by index, after them): the verifier fails an
+/// erased leaf that no erasure record names.
+async fn add_erasure_records(
+    conn: &sea_orm::DatabaseConnection,
+    tenant: &str,
+    size: u64,
+    tree: &Tree,
+    chosen: &mut BTreeMap<u64, Chosen>,
+) -> Result<(), ExportError> {
+    let erased: Vec<u64> = chosen
+        .iter()
+        .filter(|(_, c)| c.data.is_none())
+        .map(|(i, _)| *i)
+        .collect();
+    if erased.is_empty() {
+        return Ok(());
+    }
+    // One a `privacy forget`: few, whatever the size of the log.
+    let records = evidence_leaf::Entity::find()
+        .filter(evidence_leaf::Column::TenantId.eq(tenant))
+        .filter(evidence_leaf::Column::Kind.eq("forgotten"))
+        .filter(evidence_leaf::Column::Idx.lt(size as i64))
+        .filter(evidence_leaf::Column::Idx.gt(erased[0] as i64))
+        .order_by_asc(evidence_leaf::Column::Idx)
+        .all(conn)
+        .await?;
+    for row in records {
+        let index = row.idx as u64;
+        if chosen.contains_key(&index) {
+            continue;
+        }
+        let Some(data) = checked(tenant, &row, tree)? else {
+            continue;
+        };
+        let ranges = data
+            .detail
+            .get("leaves")
+            .and_then(Value::as_str)
+            .and_then(parse_ranges)
+            .ok_or_else(|| ExportError::Corrupt {
+                tenant: tenant.to_owned(),
+                reason: format!(
+                    "the erasure record at leaf {index} does not list the leaves it erased"
+                ),
+            })?;
+        let names = |e: &u64| *e < index && ranges.iter().any(|(lo, hi)| lo <= e && e <= hi);
+        if erased.iter().any(names) {
+            chosen.insert(
+                index,
+                Chosen {
+                    row,
+                    data: Some(data),
+                    included_as: "erasure",
+                },
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Removes chat command exchanges: the `command` leaf, the callback that

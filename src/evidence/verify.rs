@@ -250,6 +250,30 @@ pub fn ranges(indexes: &[u64]) -> String {
     out.join(", ")
 }
 
+/// The inclusive ranges of a text written by [`ranges`] (`3, 7-9`: 3 to 3
+/// and 7 to 9); `None` if it is not one.
+pub fn parse_ranges(text: &str) -> Option<Vec<(u64, u64)>> {
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    let number = |t: &str| {
+        (!t.is_empty()
+            && t.bytes().all(|b| b.is_ascii_digit())
+            && (t == "0" || !t.starts_with('0')))
+        .then(|| t.parse::<u64>().ok())
+        .flatten()
+    };
+    text.split(", ")
+        .map(|part| match part.split_once('-') {
+            Some((start, end)) => {
+                let (start, end) = (number(start)?, number(end)?);
+                (start < end).then_some((start, end))
+            }
+            None => number(part).map(|n| (n, n)),
+        })
+        .collect()
+}
+
 /// Verifies the whole log of `tenant` against `verifier_key` (the published
 /// `<name>+<id>+<key>`), in one read snapshot.
 pub async fn verify_log(
@@ -1825,6 +1849,15 @@ mod tests {
             (vec![7, 8, 9, 11, 12], "7-9, 11-12"),
         ] {
             assert_eq!(ranges(&indexes), text, "{indexes:?}");
+            let back: Vec<u64> = parse_ranges(text)
+                .unwrap()
+                .into_iter()
+                .flat_map(|(start, end)| start..=end)
+                .collect();
+            assert_eq!(back, indexes, "{text}");
+        }
+        for bad in ["x", "3,4", "3-", "-3", "4-3", "3-3", "03", "3, ", "1 2"] {
+            assert_eq!(parse_ranges(bad), None, "{bad}");
         }
     }
 

@@ -22,8 +22,10 @@ Checks, in order (VERIFY.md says what each one proves):
                     its origin is the log of the manifest's tenant
   5. leaves.jsonl   each leaf's index (inside the checkpoint, not repeated),
                     its hash, and its inclusion proof against the checkpoint
-                    (RFC 9162 §2.1.3.2)
-  6. raw/, notices/ each payload and notice against the hashes in its leaf
+                    (RFC 9162 §2.1.3.2); an erased leaf's erasure is recorded
+                    by a `forgotten` leaf of the package
+  6. raw/, notices/ each payload and notice against the hashes in its leaf;
+                    a payload of a leaf that kept its content is never absent
   7. consistency    the earlier checkpoint's signature and origin, and that
                     the log at export extends it (RFC 9162 §2.1.4.2)
 
@@ -522,13 +524,44 @@ def log_origin(key, tenant):
     return "%s/%s" % (key.name, tenant)
 
 
+def parse_ranges(text):
+    """`3, 7-9, 12` (how a `forgotten` leaf lists the leaves it erased) as
+    [(3, 3), (7, 9), (12, 12)]; an empty text is no leaf."""
+    if not isinstance(text, str):
+        raise Broken("its list of erased leaves is not text")
+    if text == "":
+        return []
+    out = []
+    for part in text.split(", "):
+        m = re.fullmatch(r"(0|[1-9][0-9]*)(?:-(0|[1-9][0-9]*))?", part)
+        if not m or (m.group(2) is not None and int(m.group(2)) <= int(m.group(1))):
+            raise Broken("its list of erased leaves %r is not of the form `3, 7-9, 12`" % text)
+        out.append((int(m.group(1)), int(m.group(2) or m.group(1))))
+    return out
+
+
+class Line:
+    """One line of leaves.jsonl, once its index, hash and proof checked."""
+
+    def __init__(self, number, index, raw_line, leaf):
+        self.number = number
+        self.index = index
+        self.line = raw_line
+        self.leaf = leaf  # the parsed data; None when erased
+
+    def where(self):
+        return "leaf %d (leaves.jsonl line %d)" % (self.index, self.number)
+
+
 def check_leaves(root, manifest, size, tree_root, results):
     try:
         lines = read(root, "leaves.jsonl").decode("utf-8").splitlines()
     except (Broken, UnicodeDecodeError) as e:
         results.fail("leaves.jsonl", str(e))
         return
-    referenced = set()
+    # First every line's index, hash and inclusion proof: the erasure
+    # records (`forgotten` leaves) must be proved before they are believed.
+    checked = []
     seen = {}
     for number, text in enumerate(lines, 1):
         where = "leaves.jsonl line %d" % number
@@ -556,24 +589,59 @@ def check_leaves(root, manifest, size, tree_root, results):
                     raise Broken("its data does not hash to its leaf_hash: the leaf was changed")
             if not verify_inclusion(index, size, computed, proof, tree_root):
                 raise Broken("its inclusion proof does not lead to the checkpoint's root")
-            if data is None:
-                results.ok(where, "erased (content deleted for privacy); its hash is in the log at %d" % index)
-                continue
-            leaf = json.loads(data)
-            if leaf.get("tenant") != manifest.get("tenant"):
-                raise Broken("belongs to tenant %r, not %r" % (leaf.get("tenant"), manifest.get("tenant")))
-            if line.get("kind") not in (None, leaf.get("kind")):
-                raise Broken("its kind %r is not the one in its data" % line.get("kind"))
-            extra = check_leaf_files(root, line, leaf, referenced)
-            results.ok(where, "%s: hash and inclusion in the checkpoint%s" % (leaf.get("kind"), extra))
+            checked.append(Line(number, index, line, None if data is None else json.loads(data)))
         except (Broken, ValueError, KeyError, TypeError, AttributeError) as e:
             results.fail(where, str(e) or type(e).__name__)
+    erasures = erasure_records(checked, results)
+
+    referenced = set()
+    for c in checked:
+        try:
+            if c.leaf is None:
+                results.ok(c.where(), erased(c.index, erasures))
+                continue
+            leaf = c.leaf
+            if leaf.get("tenant") != manifest.get("tenant"):
+                raise Broken("belongs to tenant %r, not %r" % (leaf.get("tenant"), manifest.get("tenant")))
+            if c.line.get("kind") not in (None, leaf.get("kind")):
+                raise Broken("its kind %r is not the one in its data" % c.line.get("kind"))
+            extra = check_leaf_files(root, c.line, leaf, referenced)
+            results.ok(c.where(), "%s: hash and inclusion in the checkpoint%s" % (leaf.get("kind"), extra))
+        except (Broken, ValueError, KeyError, TypeError, AttributeError) as e:
+            results.fail(c.where(), str(e) or type(e).__name__)
     for folder in ("raw/", "notices/"):
         for path in sorted(manifest_paths(manifest)):
             if path.startswith(folder) and path not in referenced:
                 results.fail(path, "is not checked by any leaf in leaves.jsonl")
     if not lines:
         results.fail("leaves.jsonl", "holds no leaf")
+
+
+def erasure_records(checked, results):
+    """The `forgotten` leaves of the package (each proved against the
+    checkpoint above): [(its index, when, the ranges of leaves it erased)]."""
+    records = []
+    for c in checked:
+        if c.leaf is None or c.leaf.get("kind") != "forgotten":
+            continue
+        try:
+            detail = c.leaf.get("detail") or {}
+            recorded = (c.leaf.get("recorded_at") or {}).get("utc", "?")
+            records.append((c.index, recorded, parse_ranges(detail.get("leaves"))))
+        except (Broken, AttributeError) as e:
+            results.fail(c.where(), str(e) or type(e).__name__)
+    return records
+
+
+def erased(index, erasures):
+    """Why an erased leaf passes: an erasure recorded after it names it."""
+    for at, when, ranges in erasures:
+        if at > index and any(lo <= index <= hi for lo, hi in ranges):
+            return ("erased (content deleted for privacy, recorded by leaf %d at %s); its hash is in the log at %d"
+                    % (at, when, index))
+    raise Broken("its content is absent (marked erased), but no erasure record in the package names it: "
+                 "a leaf's content is erased only by `privacy forget`, which records the leaves it erased "
+                 "in a later `forgotten` leaf")
 
 
 def manifest_paths(manifest):
@@ -592,8 +660,11 @@ def check_leaf_files(root, line, leaf, referenced):
             raise Broken("its %s payload %s is neither in the package nor explained" % (r["role"], r["sha256"]))
         path = found.get("path")
         if path is None:
-            notes.append("%s payload not included (%s)" % (r["role"], found.get("absent", "no reason given")))
-            continue
+            # `privacy forget` erases a payload only with every leaf that
+            # names it: a leaf that kept its content keeps its payloads.
+            raise Broken("its %s payload %s is absent (marked %r), and no erasure record covers it: "
+                         "an erasure deletes a leaf's content together with its payloads, and this leaf "
+                         "kept its content" % (r["role"], r["sha256"], found.get("absent")))
         if not safe_path(path):
             raise Broken("a payload path %r is not safe" % path)
         content = read(root, path)
