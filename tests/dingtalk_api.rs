@@ -202,10 +202,11 @@ async fn an_expired_token_is_refreshed_once_and_the_message_sent_once() {
     );
     assert_eq!(sandbox.delivered_to("a").len(), 2);
 
-    // Two expiries in a row: refreshed once only, then refused.
+    // Two expiries in a row: refreshed once only, then retried later (a
+    // refused fresh token is DingTalk's hiccup, not a reason to give up).
     sandbox.push_fault(DingtalkFault::ExpiredToken);
     sandbox.push_fault(DingtalkFault::ExpiredToken);
-    assert_eq!(class(api.send("a", &text("3"), false).await), "permanent");
+    assert_eq!(class(api.send("a", &text("3"), false).await), "retryable");
     assert_eq!(sandbox.calls("/v1.0/oauth2/accessToken"), 3);
     assert_eq!(sandbox.sent().len(), 2);
 
@@ -214,6 +215,13 @@ async fn an_expired_token_is_refreshed_once_and_the_message_sent_once() {
     sandbox.push_fault(DingtalkFault::ExpiredToken);
     api.directory().await.unwrap();
     assert_eq!(sandbox.calls("/gettoken"), 2);
+    sandbox.push_fault(DingtalkFault::ExpiredToken);
+    sandbox.push_fault(DingtalkFault::ExpiredToken);
+    assert!(matches!(
+        api.directory().await,
+        Err(rollcall::platform::PlatformError::Retryable(_))
+    ));
+    assert_eq!(sandbox.calls("/gettoken"), 3);
 }
 
 #[tokio::test]

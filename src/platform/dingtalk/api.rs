@@ -586,10 +586,18 @@ impl DingtalkApi {
             // a proxy's 5xx: those classify by status alone.
             let value = serde_json::from_str::<Value>(&raw).unwrap_or_default();
             let code = value["code"].as_str().unwrap_or_default().to_owned();
-            if is_v1_token_error(status.as_u16(), &code) && !refreshed {
-                self.forget(TokenKind::V1, &token).await;
-                refreshed = true;
-                continue;
+            if is_v1_token_error(status.as_u16(), &code) {
+                if !refreshed {
+                    self.forget(TokenKind::V1, &token).await;
+                    refreshed = true;
+                    continue;
+                }
+                // Refused again right after a refresh: DingTalk's hiccup (the
+                // credentials themselves are checked when the token is
+                // fetched), retried later, not given up.
+                return Err(Failure::Transport(PlatformError::Retryable(format!(
+                    "{path}: token refused again after a refresh: HTTP {status} {code}"
+                ))));
             }
             return Err(Failure::Answer {
                 status: status.as_u16(),
@@ -643,10 +651,15 @@ impl DingtalkApi {
             }
             let sub_code =
                 lenient_i64(&value["sub_code"]).or_else(|| lenient_i64(&value["subCode"]));
-            if is_oapi_token_error(errcode, sub_code) && !refreshed {
-                self.forget(TokenKind::Legacy, &token).await;
-                refreshed = true;
-                continue;
+            if is_oapi_token_error(errcode, sub_code) {
+                if !refreshed {
+                    self.forget(TokenKind::Legacy, &token).await;
+                    refreshed = true;
+                    continue;
+                }
+                return Err(PlatformError::Retryable(format!(
+                    "{path}: token refused again after a refresh: {errcode}"
+                )));
             }
             let errmsg = value["errmsg"].as_str().unwrap_or_default();
             return Err(classify_oapi(path, errcode, errmsg, to));
