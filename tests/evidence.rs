@@ -266,6 +266,36 @@ async fn a_clean_log_verifies_and_each_alteration_is_named(
         "{}",
         lines(&report)
     );
+    // …and marked erased as privacy forget would, but with no forgotten
+    // record listing it.
+    evidence_leaf::Entity::update_many()
+        .col_expr(
+            evidence_leaf::Column::ErasedAt,
+            Expr::value(shanghai("2026-12-08", "09:00")),
+        )
+        .filter(evidence_leaf::Column::TenantId.eq(TENANT))
+        .filter(evidence_leaf::Column::Idx.eq(leaf.idx))
+        .exec(&conn.orm)
+        .await
+        .unwrap();
+    let report = verify(&conn, &signer).await;
+    assert_eq!(
+        lines(&report),
+        format!(
+            "leaf {}: column content is erased, but no later forgotten record lists it (deleted outside privacy forget)",
+            leaf.idx
+        )
+    );
+    evidence_leaf::Entity::update_many()
+        .col_expr(
+            evidence_leaf::Column::ErasedAt,
+            Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
+        )
+        .filter(evidence_leaf::Column::TenantId.eq(TENANT))
+        .filter(evidence_leaf::Column::Idx.eq(leaf.idx))
+        .exec(&conn.orm)
+        .await
+        .unwrap();
     set_content(&conn, leaf.idx, Some(original)).await;
 
     // A column beside the content.

@@ -318,6 +318,8 @@ pub async fn verify_log(
         ));
     }
     let altered = v.read_leaves(&txn).await?;
+    let unrecorded = unrecorded_erasures(&txn, tenant, &v.erased).await?;
+    v.problems.extend(unrecorded);
     for index in altered {
         let found = diagnose(&txn, tenant, index).await?;
         v.problems.extend(found);
@@ -377,6 +379,51 @@ pub async fn verify_log(
         witnessed: witness.map(|w| w.size),
         problems: v.problems,
     })
+}
+
+/// Erased leaves that no later `forgotten` leaf lists: content deleted by
+/// hand, not by `privacy forget` (which records what it erased).
+async fn unrecorded_erasures<C: ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    erased: &[u64],
+) -> Result<Vec<Problem>, DbErr> {
+    if erased.is_empty() {
+        return Ok(Vec::new());
+    }
+    let records = evidence_leaf::Entity::find()
+        .filter(evidence_leaf::Column::TenantId.eq(tenant))
+        .filter(evidence_leaf::Column::Kind.eq("forgotten"))
+        .all(conn)
+        .await?;
+    // (index of the record, ranges it lists)
+    let listed: Vec<(u64, Vec<(u64, u64)>)> = records
+        .iter()
+        .filter_map(|r| {
+            let data: Value = serde_json::from_str(r.content.as_deref()?).ok()?;
+            let ranges = parse_ranges(data["detail"]["leaves"].as_str()?)?;
+            Some((u64::try_from(r.idx).ok()?, ranges))
+        })
+        .collect();
+    Ok(erased
+        .iter()
+        .filter(|&&index| {
+            !listed.iter().any(|(at, ranges)| {
+                *at > index && ranges.iter().any(|(a, b)| (*a..=*b).contains(&index))
+            })
+        })
+        .map(|&index| {
+            Problem::new(
+                Record::Leaf {
+                    index,
+                    kind: None,
+                    source: None,
+                },
+                Some(Field::Column("content".into())),
+                "is erased, but no later forgotten record lists it (deleted outside privacy forget)",
+            )
+        })
+        .collect())
 }
 
 /// The witness file against the database: the checkpoint it holds must
