@@ -533,6 +533,7 @@ api_base = "{}"
         for j in i..(i + ENQUEUE_BATCH).min(messages) {
             let member = format!("m{:06}", j % members);
             let message = NewMessage {
+                secret: None,
                 tenant_id: TENANT.into(),
                 idem_key: format!("bench:{j}"),
                 case_id: None,

@@ -1,7 +1,9 @@
 //! `/export 导出` in chat, through the real app and the sandbox platform on
 //! SQLite and PostgreSQL: HR asks for an employee's package, a job builds
 //! it, HR gets a one-time link, the link serves the zip once and is gone
-//! after; a manager may not ask; every step is an evidence leaf.
+//! after (a transfer cut off halfway may be fetched again); the link's
+//! token is nowhere in the database in clear; a manager may not ask; every
+//! step is an evidence leaf.
 
 mod common;
 
@@ -37,6 +39,26 @@ async fn wait_for(s: &Sandboxed, user: &str, needle: &str) -> String {
             start.elapsed() < PATIENCE,
             "{user} never got a message with {needle:?}: {:?}",
             texts(s, user)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the download's status is `status`.
+async fn wait_status(s: &Sandboxed, status: &str) {
+    let start = Instant::now();
+    loop {
+        let rows = entity::export_download::Entity::find()
+            .all(&s.rt.db.orm)
+            .await
+            .unwrap();
+        if rows.iter().any(|r| r.status == status) {
+            return;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "no download became {status}: {:?}",
+            rows.iter().map(|r| &r.status).collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -78,6 +100,25 @@ async fn hr_gets_a_package_through_a_one_time_link(#[case] engine: Engine) {
     s.say("zhaogang", "/导出 张三").await.unwrap();
     assert!(!kinds(&s).await.contains(&"package_exported".to_owned()));
 
+    // A large record about him (8 MiB that do not compress), so that a
+    // transfer can be cut off halfway.
+    let mut photo = vec![0u8; 8 << 20];
+    rand::Rng::fill(&mut rand::rng(), &mut photo[..]);
+    let txn = sea_orm::TransactionTrait::begin(&s.rt.db.orm)
+        .await
+        .unwrap();
+    rollcall::evidence::append_one(
+        &txn,
+        rollcall::demo::TENANT,
+        shanghai("2026-12-02", "10:05"),
+        rollcall::evidence::NewLeaf::new("note")
+            .subject(Some("zhangsan"))
+            .raw("photo", "image/jpeg", photo),
+    )
+    .await
+    .unwrap();
+    txn.commit().await.unwrap();
+
     s.say("wangmin", "/导出 张三").await.unwrap();
     let ready = wait_for(&s, "wangmin", "/export/").await;
     let token = ready
@@ -88,7 +129,51 @@ async fn hr_gets_a_package_through_a_one_time_link(#[case] engine: Engine) {
         .to_owned();
     assert_eq!(token.len(), 64, "{ready}");
 
+    // The token is nowhere in clear: not in the message as stored, its
+    // receipt, a leaf or a raw payload; its sealed copy went with sending.
+    wait_status(&s, "ready").await;
+    let orm = &s.rt.db.orm;
+    for row in entity::outbox::Entity::find().all(orm).await.unwrap() {
+        assert!(
+            !row.payload.contains(&token) && !row.receipt.unwrap_or_default().contains(&token),
+            "outbox/{}",
+            row.id
+        );
+        if row.status == "sent" {
+            assert_eq!(row.secret_sealed, None, "outbox/{}", row.id);
+        }
+    }
+    for leaf in evidence_leaf::Entity::find().all(orm).await.unwrap() {
+        assert!(!leaf.content.unwrap_or_default().contains(&token));
+    }
+    for raw in entity::evidence_raw::Entity::find().all(orm).await.unwrap() {
+        let bytes = raw.bytes.unwrap_or_default();
+        assert!(
+            !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+            "raw {}",
+            raw.sha256
+        );
+    }
+
+    // A transfer cut off halfway: the link works again.
     let url = format!("http://{}/export/{token}", s.app.addr);
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(16 * 1024).unwrap();
+        let mut conn = socket.connect(s.app.addr).await.unwrap();
+        conn.write_all(format!("GET /export/{token} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut got = vec![0u8; 64 * 1024];
+        let n = conn.read(&mut got).await.unwrap();
+        assert!(
+            got[..n].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            &got[..n.min(64)]
+        );
+    }
+    wait_status(&s, "ready").await;
     let first = http().get(&url).send().await.unwrap();
     assert_eq!(first.status(), 200);
     assert_eq!(
@@ -108,6 +193,7 @@ async fn hr_gets_a_package_through_a_one_time_link(#[case] engine: Engine) {
     }
 
     // Once only, and an unknown token is not found.
+    wait_status(&s, "downloaded").await;
     let again = http().get(&url).send().await.unwrap();
     assert_eq!(again.status(), 410);
     let unknown = http()

@@ -15,7 +15,7 @@ pub struct Model {
     /// Platform user id of who asked.
     pub requested_by: String,
     pub inbound_event_id: i64,
-    /// pending, ready, downloaded, expired or failed.
+    /// pending, ready, serving, downloaded, expired or failed.
     pub status: String,
     /// SHA-256 of the one-time token (the token itself is only in the link).
     pub token_sha256: Option<String>,
@@ -26,6 +26,9 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub expires_at: Option<DateTimeUtc>,
     pub downloaded_at: Option<DateTimeUtc>,
+    /// While status is `serving`: until when the transfer holds the link
+    /// (a transfer cut off gives it back at once; a process that died, then).
+    pub serving_until: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

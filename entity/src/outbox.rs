@@ -45,6 +45,9 @@ pub struct Model {
     /// When asking the platform about the read ended (read, or the schedule
     /// over): its outcome is recorded once.
     pub read_checked_at: Option<DateTimeUtc>,
+    /// A secret the text holds a mark in place of (a one-time download
+    /// token), sealed with the data key until the message is sent.
+    pub secret_sealed: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -11,6 +11,7 @@ mod m20261206_000001_rename_outbox_card_ref;
 mod m20261206_000002_outbox_read_at;
 mod m20261206_000003_case_receipt;
 mod m20261206_000004_key_checks;
+mod m20261206_000005_link_secrets;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000002_outbox_read_at::Migration),
             Box::new(m20261206_000003_case_receipt::Migration),
             Box::new(m20261206_000004_key_checks::Migration),
+            Box::new(m20261206_000005_link_secrets::Migration),
         ]
     }
 }

@@ -272,6 +272,7 @@ async fn send<C: ConnectionTrait>(
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
     let message = NewMessage {
+        secret: None,
         tenant_id: case.tenant_id.clone(),
         idem_key: key,
         case_id: Some(case.id),
@@ -752,6 +753,7 @@ pub async fn halt<C: ConnectionTrait>(
     let rendered = rt.templates.render("departure", &context, &["returned"])?;
     for hr in hr_people(conn, &tenant.config.id).await? {
         let message = NewMessage {
+            secret: None,
             tenant_id: case.tenant_id.clone(),
             idem_key: format!(
                 "departure:{}:returned:{inbound_event_id}:{}",

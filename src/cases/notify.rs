@@ -431,6 +431,7 @@ pub async fn issue<C: ConnectionTrait>(
                 }
             };
             let message = NewMessage {
+                secret: None,
                 tenant_id: tenant_id.clone(),
                 // After a pause and a resume (a new fencing token) a step
                 // whose notices were stopped goes out again, under new keys.
@@ -604,6 +605,7 @@ pub async fn tell_hr_undeliverable<C: ConnectionTrait>(
             continue;
         }
         let message = NewMessage {
+            secret: None,
             tenant_id: row.tenant_id.clone(),
             idem_key: format!("undeliverable:{}:{}", row.id, hr.user_id),
             case_id: row.case_id,

@@ -933,6 +933,7 @@ async fn card_press(
             .templates
             .render("card_pressed", &context, &[&replace])?;
         let message = NewMessage {
+            secret: None,
             tenant_id: turn.tenant.config.id.clone(),
             idem_key: format!("card_update:{}", turn.event_id),
             case_id: None,

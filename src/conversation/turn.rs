@@ -70,6 +70,7 @@ impl Turn<'_> {
     ) -> Result<(), HandleError> {
         let rendered = self.rt.templates.render(template, context, &[block])?;
         let message = NewMessage {
+            secret: None,
             tenant_id: self.tenant.config.id.clone(),
             idem_key: key.to_owned(),
             case_id: None,

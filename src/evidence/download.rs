@@ -1,12 +1,14 @@
 //! Case packages asked for in chat (`/export 导出`): a job builds the
 //! package outside the asking message's transaction, keeps the zip, and
-//! sends the asker a link with a one-time token; the link serves it once.
+//! sends the asker a link with a one-time token (kept sealed until the
+//! message is sent, and withheld from the evidence log); the link serves it
+//! once, and again if a transfer was cut off before its end.
 
 use chrono::{DateTime, Duration, Utc};
 use entity::export_download;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
     TransactionTrait, TryInsertResult,
 };
 use serde_json::json;
@@ -17,7 +19,7 @@ use super::{NewLeaf, append_one};
 use crate::cases::notify::local;
 use crate::cases::store::case_no;
 use crate::outbox::render::{TemplateError, hex};
-use crate::outbox::{NewMessage, Payload, enqueue};
+use crate::outbox::{NewMessage, Payload, SECRET_MARK, enqueue, seal_secret};
 use crate::runtime::Runtime;
 
 /// How long a download link works.
@@ -32,6 +34,9 @@ pub enum DownloadStatus {
     Pending,
     /// Built; the link works until it expires or is used.
     Ready,
+    /// Being downloaded (until `serving_until`): a transfer that is cut off
+    /// gives the link back, a complete one makes it `downloaded`.
+    Serving,
     /// Could not be built (the asker was told why).
     Failed,
     /// Served once; the zip is gone.
@@ -163,10 +168,11 @@ pub async fn build(rt: &Runtime, id: i64) -> Result<(), DownloadError> {
                 "leaves": summary.leaves,
                 "checkpoint_size": summary.checkpoint_size,
                 "manifest_sha256": manifest,
-                "link": format!("{}/export/{token}", rt.public_url),
+                // The token goes into the text only when it is sent.
+                "link": format!("{}/export/{SECRET_MARK}", rt.public_url),
                 "expires": local(&tenant, expires),
             });
-            send(rt, &txn, &row, "ready", &context, now).await?;
+            send(rt, &txn, &row, "ready", &context, Some(&token), now).await?;
             txn.commit().await?;
             return Ok(());
         }
@@ -192,7 +198,7 @@ pub async fn build(rt: &Runtime, id: i64) -> Result<(), DownloadError> {
         .exec(&txn)
         .await?;
     if done.rows_affected == 1 {
-        send(rt, &txn, &row, "failed", &context, now).await?;
+        send(rt, &txn, &row, "failed", &context, None, now).await?;
     }
     txn.commit().await?;
     Ok(())
@@ -204,15 +210,18 @@ async fn send<C: ConnectionTrait>(
     row: &export_download::Model,
     block: &str,
     context: &serde_json::Value,
+    secret: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<(), DownloadError> {
     let rendered = rt.templates.render("export", context, &[block])?;
+    let idem_key = format!("export:{}:{block}", row.id);
     enqueue(
         conn,
         rt.db.engine,
         NewMessage {
+            secret: secret.map(|s| seal_secret(&rt.key, &row.tenant_id, &idem_key, s)),
             tenant_id: row.tenant_id.clone(),
-            idem_key: format!("export:{}:{block}", row.id),
+            idem_key,
             case_id: None,
             fence: None,
             step: None,
@@ -229,57 +238,113 @@ async fn send<C: ConnectionTrait>(
     Ok(())
 }
 
+/// How long one transfer may hold a link before another may take it (a
+/// transfer that is cut off gives it back at once; this is for a process
+/// that died while serving).
+pub const SERVING_LEASE_MINUTES: i64 = 10;
+
 /// What a download link gives.
 #[derive(Debug)]
 pub enum Taken {
-    /// The zip, and a file name for it.
+    /// The zip, and a file name for it: the caller serves it, then calls
+    /// [`transferred`] if every byte went out, or [`cut_off`] if not.
     Package {
+        id: i64,
         file_name: String,
         bytes: Vec<u8>,
     },
+    /// Another transfer of it is under way.
+    Busy,
     /// Used already, or expired.
     Gone,
     NotFound,
 }
 
-/// Serves the package behind `token` once: marks it downloaded and drops
-/// the stored zip in the same transaction, and logs the download.
+/// Takes the package behind `token` for one transfer: the link is held
+/// (`serving`) until [`transferred`] or [`cut_off`], or the lease ends.
 pub async fn take(rt: &Runtime, token: &str) -> Result<Taken, DbErr> {
     let now = rt.clock.now();
     let hash = sha256_hex(token.as_bytes());
+    let claimed = export_download::Entity::update_many()
+        .col_expr(
+            export_download::Column::Status,
+            Expr::value(DownloadStatus::Serving.as_str()),
+        )
+        .col_expr(
+            export_download::Column::ServingUntil,
+            Expr::value(now + Duration::minutes(SERVING_LEASE_MINUTES)),
+        )
+        .filter(export_download::Column::TokenSha256.eq(&hash))
+        .filter(export_download::Column::ExpiresAt.gt(now))
+        .filter(
+            Condition::any()
+                .add(export_download::Column::Status.eq(DownloadStatus::Ready.as_str()))
+                .add(
+                    Condition::all()
+                        .add(export_download::Column::Status.eq(DownloadStatus::Serving.as_str()))
+                        .add(export_download::Column::ServingUntil.lte(now)),
+                ),
+        )
+        .exec_with_returning(&rt.db.orm)
+        .await?;
+    let Some(row) = claimed.into_iter().next() else {
+        let known = export_download::Entity::find()
+            .filter(export_download::Column::TokenSha256.eq(&hash))
+            .one(&rt.db.orm)
+            .await?;
+        return Ok(match known {
+            None => Taken::NotFound,
+            Some(r)
+                if r.status == DownloadStatus::Serving.as_str()
+                    && r.expires_at.is_some_and(|e| e > now) =>
+            {
+                Taken::Busy
+            }
+            Some(_) => Taken::Gone,
+        });
+    };
+    let file_name = format!(
+        "rollcall-{}-{}{}.zip",
+        row.tenant_id,
+        row.employee,
+        row.case_id
+            .map(|c| format!("-{}", case_no(c)))
+            .unwrap_or_default()
+    );
+    Ok(Taken::Package {
+        id: row.id,
+        file_name,
+        bytes: row.bytes.unwrap_or_default(),
+    })
+}
+
+/// Every byte of package `id` went out: the link is used, the stored zip
+/// dropped and the download logged, in one transaction.
+pub async fn transferred(rt: &Runtime, id: i64) -> Result<(), DbErr> {
+    let now = rt.clock.now();
     let txn = rt.db.orm.begin().await?;
     // The write comes first: it claims the row (SQLite: the database).
-    let claimed = export_download::Entity::update_many()
+    let done = export_download::Entity::update_many()
         .col_expr(
             export_download::Column::Status,
             Expr::value(DownloadStatus::Downloaded.as_str()),
         )
         .col_expr(export_download::Column::DownloadedAt, Expr::value(now))
-        .filter(export_download::Column::TokenSha256.eq(&hash))
-        .filter(export_download::Column::Status.eq(DownloadStatus::Ready.as_str()))
-        .filter(export_download::Column::ExpiresAt.gt(now))
-        .exec_with_returning(&txn)
-        .await?;
-    let Some(row) = claimed.into_iter().next() else {
-        txn.rollback().await?;
-        let known = export_download::Entity::find()
-            .filter(export_download::Column::TokenSha256.eq(&hash))
-            .one(&rt.db.orm)
-            .await?;
-        return Ok(if known.is_some() {
-            Taken::Gone
-        } else {
-            Taken::NotFound
-        });
-    };
-    export_download::Entity::update_many()
+        .col_expr(
+            export_download::Column::ServingUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
         .col_expr(
             export_download::Column::Bytes,
             Expr::value(Option::<Vec<u8>>::None),
         )
-        .filter(export_download::Column::Id.eq(row.id))
-        .exec(&txn)
+        .filter(export_download::Column::Id.eq(id))
+        .filter(export_download::Column::Status.eq(DownloadStatus::Serving.as_str()))
+        .exec_with_returning(&txn)
         .await?;
+    let Some(row) = done.into_iter().next() else {
+        return txn.rollback().await;
+    };
     append_one(
         &txn,
         &row.tenant_id,
@@ -291,17 +356,23 @@ pub async fn take(rt: &Runtime, token: &str) -> Result<Taken, DbErr> {
             .detail(json!({ "manifest_sha256": row.manifest_sha256 })),
     )
     .await?;
-    txn.commit().await?;
-    let file_name = format!(
-        "rollcall-{}-{}{}.zip",
-        row.tenant_id,
-        row.employee,
-        row.case_id
-            .map(|c| format!("-{}", case_no(c)))
-            .unwrap_or_default()
-    );
-    Ok(Taken::Package {
-        file_name,
-        bytes: row.bytes.unwrap_or_default(),
-    })
+    txn.commit().await
+}
+
+/// A transfer of package `id` stopped before its end: the link works again.
+pub async fn cut_off(rt: &Runtime, id: i64) -> Result<(), DbErr> {
+    export_download::Entity::update_many()
+        .col_expr(
+            export_download::Column::Status,
+            Expr::value(DownloadStatus::Ready.as_str()),
+        )
+        .col_expr(
+            export_download::Column::ServingUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(export_download::Column::Id.eq(id))
+        .filter(export_download::Column::Status.eq(DownloadStatus::Serving.as_str()))
+        .exec(&rt.db.orm)
+        .await?;
+    Ok(())
 }

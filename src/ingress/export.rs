@@ -1,10 +1,12 @@
-//! `GET /export/{token}`: a case package asked for in chat, served once.
+//! `GET /export/{token}`: a case package asked for in chat, served once (a
+//! transfer cut off before its end may be fetched again).
 
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::evidence::download::{Taken, take};
+use crate::evidence::download::{Taken, cut_off, take, transferred};
 use crate::runtime::Runtime;
 
 pub async fn download(State(rt): State<Runtime>, Path(token): Path<String>) -> Response {
@@ -13,7 +15,11 @@ pub async fn download(State(rt): State<Runtime>, Path(token): Path<String>) -> R
         return (StatusCode::NOT_FOUND, "no such download\n").into_response();
     }
     match take(&rt, &token).await {
-        Ok(Taken::Package { file_name, bytes }) => (
+        Ok(Taken::Package {
+            id,
+            file_name,
+            bytes,
+        }) => (
             [
                 (header::CONTENT_TYPE, "application/zip".to_owned()),
                 (
@@ -22,7 +28,20 @@ pub async fn download(State(rt): State<Runtime>, Path(token): Path<String>) -> R
                 ),
                 (header::CACHE_CONTROL, "no-store".to_owned()),
             ],
-            bytes,
+            // No Content-Length: the stream's end is then only reached
+            // once every chunk went out, which is what marks it downloaded.
+            Body::from_stream(Transfer {
+                rt: rt.clone(),
+                id,
+                bytes: bytes.into(),
+                sent: 0,
+                ended: false,
+            }),
+        )
+            .into_response(),
+        Ok(Taken::Busy) => (
+            StatusCode::CONFLICT,
+            "this package is being downloaded right now: if that download failed, open the link again in a moment\n",
         )
             .into_response(),
         Ok(Taken::Gone) => (
@@ -35,6 +54,66 @@ pub async fn download(State(rt): State<Runtime>, Path(token): Path<String>) -> R
             tracing::error!(error = %e, "serving a package failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "try again later\n").into_response()
         }
+    }
+}
+
+/// Bytes served at a time.
+const CHUNK: usize = 64 * 1024;
+
+/// One transfer of a package: when its last chunk went out and the end is
+/// asked for, the link is used up ([`transferred`]); dropped before that
+/// (the client went away), the link works again ([`cut_off`]).
+struct Transfer {
+    rt: Runtime,
+    id: i64,
+    bytes: axum::body::Bytes,
+    sent: usize,
+    ended: bool,
+}
+
+impl futures::Stream for Transfer {
+    type Item = Result<axum::body::Bytes, std::io::Error>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.sent < this.bytes.len() {
+            let end = (this.sent + CHUNK).min(this.bytes.len());
+            let chunk = this.bytes.slice(this.sent..end);
+            this.sent = end;
+            return std::task::Poll::Ready(Some(Ok(chunk)));
+        }
+        if !this.ended {
+            this.ended = true;
+            let (rt, id) = (this.rt.clone(), this.id);
+            tokio::spawn(async move {
+                if let Err(e) = transferred(&rt, id).await {
+                    tracing::error!(id, error = %e, "recording a complete download failed");
+                }
+            });
+        }
+        std::task::Poll::Ready(None)
+    }
+}
+
+impl Drop for Transfer {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let (rt, id, sent) = (self.rt.clone(), self.id, self.sent);
+        tracing::info!(
+            id,
+            sent,
+            "a package transfer was cut off: its link works again"
+        );
+        tokio::spawn(async move {
+            if let Err(e) = cut_off(&rt, id).await {
+                tracing::error!(id, error = %e, "giving a cut-off download its link back failed");
+            }
+        });
     }
 }
 

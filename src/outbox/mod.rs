@@ -122,6 +122,21 @@ impl Payload {
         }
     }
 
+    /// The payload with [`SECRET_MARK`] replaced by `secret` in what a
+    /// person reads (a text's content, an email's text, a card's body).
+    fn with_secret(&self, secret: &str) -> Payload {
+        let put = |text: &str| text.replace(SECRET_MARK, secret);
+        let mut out = self.clone();
+        match &mut out {
+            Payload::Text { content } => *content = put(content),
+            Payload::Card { body, .. } => *body = put(body),
+            Payload::Sms { text, .. } => *text = put(text),
+            Payload::Email { text, .. } => *text = put(text),
+            Payload::CardUpdate { .. } => {}
+        }
+        out
+    }
+
     pub fn channel(&self) -> Channel {
         match self {
             Payload::Text { .. } | Payload::Card { .. } | Payload::CardUpdate { .. } => {
@@ -145,7 +160,46 @@ pub struct NewMessage {
     pub recipient: String,
     pub template: String,
     pub template_hash: String,
+    /// The payload holds [`SECRET_MARK`] where this goes (see
+    /// [`seal_secret`]): stored sealed, put in at sending only, and withheld
+    /// from the evidence log and the stored requests.
     pub payload: Payload,
+    pub secret: Option<String>,
+}
+
+/// What a message's stored text holds in place of its secret.
+pub const SECRET_MARK: &str = "[one-time token withheld]";
+
+fn secret_context(tenant: &str, idem_key: &str) -> String {
+    format!("outbox.secret:{tenant}:{idem_key}")
+}
+
+/// Seals `secret` for the message `idem_key` of `tenant` (what
+/// [`NewMessage::secret`] takes).
+pub fn seal_secret(
+    key: &crate::sealed::DataKey,
+    tenant: &str,
+    idem_key: &str,
+    secret: &str,
+) -> String {
+    key.seal(secret, &secret_context(tenant, idem_key))
+}
+
+/// `bytes` with every occurrence of `secret` replaced by [`SECRET_MARK`].
+fn withhold(bytes: &[u8], secret: &str) -> Vec<u8> {
+    let (needle, mark) = (secret.as_bytes(), SECRET_MARK.as_bytes());
+    if needle.is_empty() {
+        return bytes.to_vec();
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while let Some(at) = rest.windows(needle.len()).position(|w| w == needle) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(mark);
+        rest = &rest[at + needle.len()..];
+    }
+    out.extend_from_slice(rest);
+    out
 }
 
 pub fn channel_name(channel: Channel) -> &'static str {
@@ -192,6 +246,7 @@ pub async fn enqueue<C: ConnectionTrait>(
         template: Set(message.template),
         template_hash: Set(message.template_hash),
         payload: Set(payload_json),
+        secret_sealed: Set(message.secret),
         status: Set(OutboxStatus::Pending.as_str().to_owned()),
         attempts: Set(0),
         not_before: Set(now),
@@ -367,7 +422,37 @@ pub async fn deliver(
             .unwrap_or(std::time::Duration::from_millis(100));
         return Ok(Delivered::RetryAfter(wait));
     }
-    let result = send(rt, &tenant, &row, &payload).await;
+    // The secret goes into the text for this request only.
+    let secret = match &row.secret_sealed {
+        None => None,
+        Some(sealed) => match rt
+            .key
+            .open(sealed, &secret_context(&row.tenant_id, &row.idem_key))
+        {
+            Ok(secret) => Some(secret),
+            Err(e) => {
+                give_up(
+                    rt,
+                    on_give_up,
+                    &tenant,
+                    &row,
+                    OutboxStatus::Failed,
+                    &format!("its secret does not open: {e}"),
+                )
+                .await?;
+                return Ok(Delivered::Done("failed"));
+            }
+        },
+    };
+    let result = match &secret {
+        None => send(rt, &tenant, &row, &payload).await,
+        Some(secret) => {
+            let revealed = payload.with_secret(secret);
+            send(rt, &tenant, &row, &revealed)
+                .await
+                .map(|r| r.withholding(secret))
+        }
+    };
     match result {
         Ok(receipt) => {
             let at = rt.clock.now();
@@ -395,6 +480,7 @@ pub async fn deliver(
                 receipt: Set(Some(receipt.raw)),
                 card_ref: Set(receipt.card_ref),
                 error: Set(None),
+                secret_sealed: Set(None),
                 ..Default::default()
             };
             sent.update(&txn).await?;
@@ -576,6 +662,19 @@ struct SendReceipt {
     /// received, each with its media type.
     request: Option<(&'static str, Vec<u8>)>,
     response: (&'static str, Vec<u8>),
+}
+
+impl SendReceipt {
+    /// The receipt as stored: `secret` withheld from the request, the
+    /// answer and the raw receipt.
+    fn withholding(mut self, secret: &str) -> SendReceipt {
+        self.raw = String::from_utf8_lossy(&withhold(self.raw.as_bytes(), secret)).into_owned();
+        if let Some((_, bytes)) = &mut self.request {
+            *bytes = withhold(bytes, secret);
+        }
+        self.response.1 = withhold(&self.response.1, secret);
+        self
+    }
 }
 
 async fn send(
@@ -882,4 +981,30 @@ async fn give_up_in(
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_is_withheld_wherever_it_occurs() {
+        let mark = SECRET_MARK;
+        assert_eq!(withhold(b"abc", "b"), format!("a{mark}c").into_bytes());
+        assert_eq!(
+            withhold(b"tok tok", "tok"),
+            format!("{mark} {mark}").into_bytes()
+        );
+        assert_eq!(withhold(b"nothing", "tok"), b"nothing".to_vec());
+        assert_eq!(withhold(b"", "tok"), b"".to_vec());
+        let text = Payload::Text {
+            content: format!("/export/{mark}"),
+        };
+        assert_eq!(
+            text.with_secret("ab12"),
+            Payload::Text {
+                content: "/export/ab12".into()
+            }
+        );
+    }
 }
