@@ -164,6 +164,10 @@ pub struct TenantConfig {
     /// The mail server for formal notices, if any.
     pub email: Option<EmailConfig>,
     pub departure: DepartureConfig,
+    /// Who receives the tenant's last signed checkpoint by email every day
+    /// (`[tenants.evidence] witness_emails`): copies outside rollcall that a
+    /// later package must be consistent with.
+    pub witness_emails: Vec<String>,
 }
 
 /// How a tenant's events reach rollcall, with the platform's name as the
@@ -411,6 +415,14 @@ struct RawTenant {
     sms: Option<RawSmsConfig>,
     email: Option<RawEmailConfig>,
     departure: Option<RawDeparture>,
+    evidence: Option<RawTenantEvidence>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTenantEvidence {
+    #[serde(default)]
+    witness_emails: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -793,6 +805,25 @@ fn resolve_tenant(i: usize, t: RawTenant, env: &dyn Env) -> Result<TenantConfig,
     let departure = DepartureConfig {
         evidence_window: chrono::Duration::minutes(window),
     };
+    let witness_emails = t.evidence.unwrap_or_default().witness_emails;
+    for address in &witness_emails {
+        let plausible = address.split('@').count() == 2
+            && !address.starts_with('@')
+            && !address.ends_with('@')
+            && !address.chars().any(char::is_whitespace);
+        if !plausible {
+            return Err(invalid(
+                key("evidence.witness_emails"),
+                format!("`{address}` is not an email address"),
+            ));
+        }
+    }
+    if !witness_emails.is_empty() && email.is_none() {
+        return Err(invalid(
+            key("evidence.witness_emails"),
+            "needs a mail server: add [tenants.email]",
+        ));
+    }
     Ok(TenantConfig {
         name: t.name.unwrap_or_else(|| id.clone()),
         id,
@@ -807,6 +838,7 @@ fn resolve_tenant(i: usize, t: RawTenant, env: &dyn Env) -> Result<TenantConfig,
         sms,
         email,
         departure,
+        witness_emails,
     })
 }
 
@@ -1542,6 +1574,8 @@ mod tests {
     #[case::bad_listen("[server]\nlisten = \"nowhere\"\n", "server.listen")]
     #[case::bad_db("[database]\nurl = \"mysql://x\"\n", "database.url")]
     #[case::bad_api_base(&tenant("").replace("encoding_aes_key", "api_base = \"ftp://x\"\nencoding_aes_key"), "tenants[0].wecom.api_base")]
+    #[case::witness_not_an_address(&format!("{}[tenants.evidence]\nwitness_emails = [\"notary at example.cn\"]\n", tenant("")), "tenants[0].evidence.witness_emails")]
+    #[case::witness_without_mail(&format!("{}[tenants.evidence]\nwitness_emails = [\"notary@example.cn\"]\n", tenant("")), "tenants[0].evidence.witness_emails")]
     #[case::no_evidence_window(&format!("{}[tenants.departure]\nevidence_window_minutes = 0\n", tenant("")), "tenants[0].departure.evidence_window_minutes")]
     fn bad_config_names_the_key(#[case] text: &str, #[case] key: &str) {
         let err = Config::parse(text, &[]).unwrap_err().to_string();

@@ -1237,3 +1237,87 @@ async fn the_last_checkpoint_is_published(#[case] engine: Engine) {
     app.stop().await;
     db.cleanup().await;
 }
+
+/// The witnesses a tenant names get its last signed checkpoint by email,
+/// once a day each, through the outbox (so each send is a leaf too).
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn witnesses_get_the_checkpoint_once_a_day(#[case] engine: Engine) {
+    use rollcall::evidence::witness_mail::mail_witnesses;
+    let db = TestDb::new(engine).await;
+    let s = stage(
+        DemoPlatform::Wecom,
+        &db.url,
+        &data_key(&db),
+        shanghai("2026-12-07", "08:00"),
+        "[tenants.attendance]\nscan_at = \"23:59\"\n[tenants.evidence]\nwitness_emails = [\"notary@example.cn\", \"union@example.cn\"]\n",
+    )
+    .await
+    .unwrap();
+    s.check_in(&["wangmin", "zhaogang", "lisi"]).await.unwrap();
+    let rt = s.rt();
+    let signed = checkpoint(
+        &rt.db.orm,
+        &rt.signer,
+        &rt.witness,
+        TENANT,
+        shanghai("2026-12-07", "08:30"),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let witness_rows = || async {
+        rollcall_outbox(&rt.db)
+            .await
+            .into_iter()
+            .filter(|r| r.idem_key.starts_with("witness:"))
+            .count()
+    };
+    // The app's own tick may queue them too: count rows, not calls.
+    mail_witnesses(rt, shanghai("2026-12-07", "09:00"))
+        .await
+        .unwrap();
+    assert_eq!(witness_rows().await, 2);
+    mail_witnesses(rt, shanghai("2026-12-07", "21:00"))
+        .await
+        .unwrap();
+    assert_eq!(witness_rows().await, 2, "once a day");
+    let start = std::time::Instant::now();
+    let mails = loop {
+        let mails = s.mail().messages();
+        if mails.len() >= 2 {
+            break mails;
+        }
+        assert!(start.elapsed() < PATIENCE, "not delivered: {mails:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let mut to: Vec<String> = mails.iter().flat_map(|m| m.to.clone()).collect();
+    to.sort();
+    assert_eq!(to, ["notary@example.cn", "union@example.cn"]);
+    let parsed = mailparse::parse_mail(&mails[0].data).unwrap();
+    let body = parsed
+        .subparts
+        .first()
+        .unwrap_or(&parsed)
+        .get_body()
+        .unwrap()
+        .replace("\r\n", "\n");
+    let size_line = format!("记录数：{}", signed.size);
+    assert!(
+        body.contains(signed.note.trim_end()) && body.contains(&size_line),
+        "{body}"
+    );
+    // The next day, again.
+    mail_witnesses(rt, shanghai("2026-12-08", "09:00"))
+        .await
+        .unwrap();
+    assert_eq!(witness_rows().await, 4);
+    s.stop().await;
+    db.cleanup().await;
+}
+
+async fn rollcall_outbox(db: &Database) -> Vec<entity::outbox::Model> {
+    entity::outbox::Entity::find().all(&db.orm).await.unwrap()
+}

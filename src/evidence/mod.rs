@@ -11,5 +11,6 @@ pub mod merkle;
 pub mod note;
 pub mod verify;
 pub mod witness;
+pub mod witness_mail;
 
 pub use log::{NewLeaf, append, append_one};

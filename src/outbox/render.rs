@@ -70,6 +70,7 @@ const BUILT_IN: &[(&str, &str)] = &[
         "undeliverable.hr",
         include_str!("../../bot-templates/undeliverable.hr.j2"),
     ),
+    ("witness", include_str!("../../bot-templates/witness.j2")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -261,6 +261,11 @@ async fn tick(_tick: apalis_cron::Tick, rt: Data<Runtime>) -> Result<(), BoxDynE
         Ok(signed) => tracing::info!(signed, "signed evidence checkpoints"),
         Err(e) => tracing::warn!(error = %e, "signing evidence checkpoints failed"),
     }
+    match crate::evidence::witness_mail::mail_witnesses(&rt, rt.clock.now()).await {
+        Ok(0) => {}
+        Ok(queued) => tracing::info!(queued, "queued the day's checkpoint for the witnesses"),
+        Err(e) => tracing::warn!(error = %e, "queueing the witnesses' checkpoint failed"),
+    }
     Ok(())
 }
 
