@@ -113,6 +113,9 @@ pub struct EvidenceConfig {
     pub name: String,
     /// A checkpoint is signed this often when the log grew.
     pub checkpoint_every_secs: u64,
+    /// An RFC 3161 time-stamping authority that stamps each tenant's last
+    /// checkpoint (and the one of every export).
+    pub tsa_url: Option<String>,
     /// A person's records may be forgotten this many days after their last
     /// case closed.
     pub retention_days: u64,
@@ -376,6 +379,7 @@ struct RawServer {
 struct RawEvidence {
     key_file: Option<PathBuf>,
     witness_dir: Option<PathBuf>,
+    tsa_url: Option<String>,
     name: Option<String>,
     checkpoint_every_secs: Option<u64>,
     retention_days: Option<u64>,
@@ -661,6 +665,15 @@ impl Config {
                 format!("`{evidence_name}` must be non-empty, without spaces or `+`"),
             ));
         }
+        if let Some(url) = raw
+            .evidence
+            .tsa_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+        {
+            // Plain http is fine: the answer is signed by the authority.
+            http_url("evidence.tsa_url", url)?;
+        }
         let key_file = raw
             .evidence
             .key_file
@@ -675,6 +688,7 @@ impl Config {
                 key_file,
                 name: evidence_name,
                 checkpoint_every_secs: raw.evidence.checkpoint_every_secs.unwrap_or(600).max(1),
+                tsa_url: raw.evidence.tsa_url.filter(|u| !u.trim().is_empty()),
                 retention_days: raw.evidence.retention_days.unwrap_or(3 * 365),
             },
             server: ServerConfig {

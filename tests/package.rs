@@ -1578,3 +1578,241 @@ async fn a_leaf_index_out_of_range_or_repeated_fails(#[case] engine: Engine) {
     }
     close(db, story).await;
 }
+
+/// A time-stamping authority made with `openssl ts` (a CA, a TSA
+/// certificate for timeStamping), answering RFC 3161 requests over HTTP.
+struct LocalTsa {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "openssl {args:?}: {text}");
+    text
+}
+
+async fn local_tsa() -> LocalTsa {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend(["-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=Test TSA CA", "-days", "30"]);
+        openssl(&d, &ca);
+        let mut tsa = vec!["req"];
+        tsa.extend(ec);
+        tsa.extend(["-keyout", "tsa.key", "-out", "tsa.csr", "-subj", "/CN=Test TSA"]);
+        openssl(&d, &tsa);
+        std::fs::write(d.join("ext.cnf"), "extendedKeyUsage=critical,timeStamping\n").unwrap();
+        openssl(
+            &d,
+            &[
+                "x509", "-req", "-in", "tsa.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", "tsa.crt", "-days", "30", "-extfile", "ext.cnf",
+            ],
+        );
+        std::fs::write(
+            d.join("ts.cnf"),
+            "[ tsa ]\ndefault_tsa = tsa1\n[ tsa1 ]\nserial = ./tsaserial\nsigner_cert = ./tsa.crt\ncerts = ./tsa.crt\nsigner_key = ./tsa.key\nsigner_digest = sha256\ndefault_policy = 1.2.3.4.1\ndigests = sha256\naccuracy = secs:1\ness_cert_id_alg = sha256\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("tsaserial"), "01\n").unwrap();
+    })
+    .await
+    .unwrap();
+    let d = dir.path().to_owned();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move |query: axum::body::Bytes| {
+            let d = d.clone();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    std::fs::write(d.join("q.tsq"), &query).unwrap();
+                    openssl(
+                        &d,
+                        &[
+                            "ts",
+                            "-reply",
+                            "-config",
+                            "ts.cnf",
+                            "-queryfile",
+                            "q.tsq",
+                            "-out",
+                            "r.tsr",
+                        ],
+                    );
+                    std::fs::read(d.join("r.tsr")).unwrap()
+                })
+                .await
+                .unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    LocalTsa { dir, url }
+}
+
+impl LocalTsa {
+    /// What `openssl ts -verify` says of `tsr` over `data`, against the CA.
+    fn verify(&self, tsr: &[u8], data: &[u8]) -> String {
+        let d = self.dir.path();
+        std::fs::write(d.join("check.tsr"), tsr).unwrap();
+        std::fs::write(d.join("check.txt"), data).unwrap();
+        let out = Command::new("openssl")
+            .args([
+                "ts",
+                "-verify",
+                "-in",
+                "check.tsr",
+                "-data",
+                "check.txt",
+                "-CAfile",
+                "ca.crt",
+                "-untrusted",
+                "tsa.crt",
+            ])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+}
+
+/// With `evidence.tsa_url`, each checkpoint is time-stamped by an RFC 3161
+/// authority (here one made with `openssl ts`): the last one by the
+/// scheduler's step, and the export's own, whose `.tsr` goes into the
+/// package and verifies with `openssl ts -verify` against the note as
+/// packaged; an answer about other data, or to another request, is refused.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_are_time_stamped_by_an_authority(#[case] engine: Engine) {
+    use rollcall::evidence::tsa;
+    let db = TestDb::new(engine).await;
+    run_story(&db.url, &db.dir.path().join("data.key"))
+        .await
+        .unwrap();
+    let tsa_server = local_tsa().await;
+
+    // The answer is checked against the request.
+    let http = tsa::client();
+    let nonce = [1u8, 2, 3, 4];
+    let answer = http
+        .post(&tsa_server.url)
+        .header("content-type", "application/timestamp-query")
+        .body(tsa::request(b"some note\n", &nonce).unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    tsa::check(&answer, b"some note\n", &nonce).unwrap();
+    assert!(matches!(
+        tsa::check(&answer, b"another note\n", &nonce),
+        Err(tsa::TsaError::Mismatch("another message imprint"))
+    ));
+    assert!(matches!(
+        tsa::check(&answer, b"some note\n", &[9]),
+        Err(tsa::TsaError::Mismatch("another nonce"))
+    ));
+
+    // The scheduler's step: the last checkpoint, once.
+    let config = Config::parse(
+        &demo_config(&db).await.replacen(
+            "[evidence]\n",
+            &format!("[evidence]\ntsa_url = \"{}\"\n", tsa_server.url),
+            1,
+        ),
+        &no_env(),
+    )
+    .unwrap();
+    let rt = rollcall::app::runtime(
+        &config,
+        Arc::new(SimulatedClock::new(shanghai("2026-12-07", "12:00"))),
+    )
+    .await
+    .unwrap();
+    let conn = &rt.db.orm;
+    let signed = checkpoint::checkpoint(
+        conn,
+        &rt.signer,
+        &rt.witness,
+        TENANT,
+        shanghai("2026-12-07", "11:00"),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let stamped = tsa::stamp_latest(conn, http, &tsa_server.url, TENANT)
+        .await
+        .unwrap();
+    assert_eq!(stamped, Some(signed.size));
+    assert_eq!(
+        tsa::stamp_latest(conn, http, &tsa_server.url, TENANT)
+            .await
+            .unwrap(),
+        None,
+        "stamped once"
+    );
+    let row = entity::evidence_checkpoint::Entity::find_by_id(signed.id)
+        .one(conn)
+        .await
+        .unwrap()
+        .unwrap();
+    let text = tsa_server.verify(row.tsr.as_deref().unwrap(), row.note.as_bytes());
+    assert!(text.contains("Verification: OK"), "{text}");
+    assert!(row.stamped_at.is_some());
+
+    // An export signs a new checkpoint (the log grew) and stamps it.
+    let txn = conn.begin().await.unwrap();
+    append(
+        &txn,
+        TENANT,
+        shanghai("2026-12-07", "11:30"),
+        vec![NewLeaf::new("note").subject(Some("zhangsan")).text("later")],
+    )
+    .await
+    .unwrap();
+    txn.commit().await.unwrap();
+    let p = package(&rt, TENANT, "zhangsan", None).await.unwrap();
+    let tsr = p
+        .file("checkpoint.tsr")
+        .expect("the package has the time-stamp");
+    let note = p.file("checkpoint.txt").unwrap();
+    assert!(
+        String::from_utf8_lossy(note)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+            > signed.size
+    );
+    let text = tsa_server.verify(tsr, note);
+    assert!(text.contains("Verification: OK"), "{text}");
+    // Not of another checkpoint.
+    let text = tsa_server.verify(tsr, row.note.as_bytes());
+    assert!(!text.contains("Verification: OK"), "{text}");
+    let dir = fresh_copy(&p);
+    assert_verifies(dir.path(), &p.summary.fingerprint, &[], "cryptography");
+    rt.db.orm.clone().close().await.unwrap();
+}

@@ -14,6 +14,11 @@ pub struct Model {
     /// The signed note exactly as signed.
     pub note: String,
     pub created_at: DateTimeUtc,
+    /// The RFC 3161 time-stamp answer (`.tsr`) over the SHA-256 of `note`,
+    /// when `evidence.tsa_url` is set.
+    pub tsr: Option<Vec<u8>>,
+    /// The time the authority put in it.
+    pub stamped_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

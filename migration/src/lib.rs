@@ -12,6 +12,7 @@ mod m20261206_000002_outbox_read_at;
 mod m20261206_000003_case_receipt;
 mod m20261206_000004_key_checks;
 mod m20261206_000005_link_secrets;
+mod m20261206_000007_checkpoint_tsr;
 
 pub struct Migrator;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000003_case_receipt::Migration),
             Box::new(m20261206_000004_key_checks::Migration),
             Box::new(m20261206_000005_link_secrets::Migration),
+            Box::new(m20261206_000007_checkpoint_tsr::Migration),
         ]
     }
 }

@@ -381,6 +381,9 @@ pub async fn package(
     files.insert("consistency.json".into(), pretty(&consistency)?);
 
     files.insert("checkpoint.txt".into(), signed.note.clone().into_bytes());
+    if let Some(tsr) = time_stamp(rt, conn, &signed).await {
+        files.insert("checkpoint.tsr".into(), tsr);
+    }
     let print = fingerprint(&rt.signer);
     files.insert("pubkey.txt".into(), pubkey_text(&rt.signer).into_bytes());
     files.insert("verify.py".into(), VERIFY_PY.as_bytes().to_vec());
@@ -1198,6 +1201,46 @@ fn private_dirs(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(dir)
+}
+
+/// The checkpoint's RFC 3161 time-stamp, asked for now if it has none and
+/// `evidence.tsa_url` is set. A package goes out without one when the
+/// authority cannot be reached (the log says so); the checkpoint stays
+/// signed either way.
+async fn time_stamp<C: sea_orm::ConnectionTrait>(
+    rt: &Runtime,
+    conn: &C,
+    signed: &evidence_checkpoint::Model,
+) -> Option<Vec<u8>> {
+    if let Some(tsr) = &signed.tsr {
+        return Some(tsr.clone());
+    }
+    let url = rt.evidence.tsa_url.as_deref()?;
+    match super::tsa::stamp(super::tsa::client(), url, signed.note.as_bytes()).await {
+        Ok((tsr, at)) => {
+            let stored = evidence_checkpoint::Entity::update_many()
+                .col_expr(
+                    evidence_checkpoint::Column::Tsr,
+                    sea_orm::sea_query::Expr::value(tsr.clone()),
+                )
+                .col_expr(
+                    evidence_checkpoint::Column::StampedAt,
+                    sea_orm::sea_query::Expr::value(at),
+                )
+                .filter(evidence_checkpoint::Column::Id.eq(signed.id))
+                .filter(evidence_checkpoint::Column::Tsr.is_null())
+                .exec(conn)
+                .await;
+            if let Err(e) = stored {
+                tracing::warn!(error = %e, "keeping a checkpoint's time-stamp failed");
+            }
+            Some(tsr)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, size = signed.size, "the package's checkpoint has no time-stamp");
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod export;
 pub mod log;
 pub mod merkle;
 pub mod note;
+pub mod tsa;
 pub mod verify;
 pub mod witness;
 pub mod witness_mail;

@@ -261,6 +261,21 @@ async fn tick(_tick: apalis_cron::Tick, rt: Data<Runtime>) -> Result<(), BoxDynE
         Ok(signed) => tracing::info!(signed, "signed evidence checkpoints"),
         Err(e) => tracing::warn!(error = %e, "signing evidence checkpoints failed"),
     }
+    if let Some(url) = rt.evidence.tsa_url.as_deref() {
+        for tenant in rt.tenants() {
+            let http = crate::evidence::tsa::client();
+            match crate::evidence::tsa::stamp_latest(&rt.db.orm, http, url, &tenant.config.id).await
+            {
+                Ok(None) => {}
+                Ok(Some(size)) => {
+                    tracing::info!(tenant = %tenant.config.id, size, "time-stamped the last checkpoint")
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant.config.id, error = %e, "time-stamping the last checkpoint failed")
+                }
+            }
+        }
+    }
     match crate::evidence::witness_mail::mail_witnesses(&rt, rt.clock.now()).await {
         Ok(0) => {}
         Ok(queued) => tracing::info!(queued, "queued the day's checkpoint for the witnesses"),
