@@ -681,3 +681,108 @@ async fn the_load_generator_speaks_feishu(#[case] engine: Engine) {
     app.stop().await;
     db.cleanup().await;
 }
+
+/// A read of the formal notice's acknowledgment card proves nothing: the
+/// card says only "please confirm"; the notice is the text. Reading the
+/// card leaves the deadline unstarted; reading the text starts it.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_of_the_card_is_no_proof_of_receipt(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let s = SandboxedFeishu::start(
+        &db.url,
+        &db.dir.path().join("data.key"),
+        shanghai("2026-12-01", "07:00"),
+        "[tenants.attendance]\nscan_at = \"23:59\"\n",
+    )
+    .await
+    .unwrap();
+    let others = ["wangmin", "zhaogang", "lisi", "wangwu"];
+    Stage::at(&s, "2026-12-01", "08:00");
+    Stage::check_in(&s, &others).await.unwrap();
+    for day in ["2026-12-02", "2026-12-03", "2026-12-04"] {
+        Stage::at(&s, day, "10:00");
+        Stage::scan(&s).await.unwrap();
+        Stage::at(&s, day, "11:00");
+        Stage::check_in(&s, &others).await.unwrap();
+    }
+    let case = || async {
+        entity::absence_case::Entity::find()
+            .filter(entity::absence_case::Column::UserId.eq("zhangsan"))
+            .one(&s.rt.db.orm)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    assert!(case().await.formal_notice_at.is_some());
+    let sent = s.api.sent();
+    let to_him = |kind: &str| {
+        sent.iter()
+            .rev()
+            .find(|m| m.receive_id == "zhangsan" && m.msg_type == kind)
+            .map(|m| m.message_id.clone())
+            .unwrap_or_else(|| panic!("no {kind} to zhangsan"))
+    };
+    let (card, text) = (to_him("interactive"), to_him("text"));
+    // Both of the formal notice: its text, and the card asking him to
+    // confirm he received it.
+    let step_of = |receipt: String| {
+        let orm = s.rt.db.orm.clone();
+        async move {
+            entity::outbox::Entity::find()
+                .filter(entity::outbox::Column::ReceiptId.eq(&receipt))
+                .one(&orm)
+                .await
+                .unwrap()
+                .unwrap()
+                .step
+        }
+    };
+    let step = step_of(text.clone()).await;
+    assert!(step.is_some());
+    assert_eq!(step_of(card.clone()).await, step);
+    let at = shanghai("2026-12-04", "12:00").timestamp_millis();
+    let wait_read = |message_id: String| {
+        let orm = s.rt.db.orm.clone();
+        async move {
+            let start = std::time::Instant::now();
+            loop {
+                let row = entity::outbox::Entity::find()
+                    .filter(entity::outbox::Column::ReceiptId.eq(&message_id))
+                    .one(&orm)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                if row.read_at.is_some() {
+                    return;
+                }
+                assert!(start.elapsed() < PATIENCE, "outbox/{} never read", row.id);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    s.api.mark_read(&card, "zhangsan", at);
+    s.phone
+        .read("zhangsan", std::slice::from_ref(&card), at)
+        .await;
+    wait_read(card).await;
+    Stage::settle(&s).await.unwrap();
+    let c = case().await;
+    assert!(
+        c.receipt_at.is_none() && c.deadline_at.is_none(),
+        "the card's read started the deadline: {c:?}"
+    );
+    s.api.mark_read(&text, "zhangsan", at);
+    s.phone
+        .read("zhangsan", std::slice::from_ref(&text), at)
+        .await;
+    wait_read(text).await;
+    Stage::settle(&s).await.unwrap();
+    let c = case().await;
+    assert_eq!(c.receipt_via.as_deref(), Some("read:chat"));
+    assert!(c.deadline_at.is_some());
+    Stage::stop(Box::new(s)).await;
+    db.cleanup().await;
+}
