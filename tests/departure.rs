@@ -1210,3 +1210,90 @@ async fn a_press_needs_the_role_the_card_was_sent_for(
     s.stop().await;
     db.cleanup().await;
 }
+
+/// An employee whose record holds consent to electronic delivery, with the
+/// contract clause and date it was agreed, and the rules acknowledged: the
+/// formal notice says so, and its copy sent to an agreed address counts as
+/// delivered when sent (the deadline runs from then, without a read or an
+/// acknowledgment). Without consent nothing changes (the tests above).
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agreed_electronic_delivery_counts_from_sending(#[case] engine: Engine) {
+    use sea_orm::sea_query::Expr;
+    let db = TestDb::new(engine).await;
+    let s = stage(
+        DemoPlatform::Wecom,
+        &db.url,
+        &db.dir.path().join("data.key"),
+        shanghai("2026-12-01", "07:00"),
+        "[tenants.attendance]\nscan_at = \"23:59\"\n",
+    )
+    .await
+    .unwrap();
+    let day = |d: &str| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap();
+    entity::employee::Entity::update_many()
+        .col_expr(
+            entity::employee::Column::DeliveryClause,
+            Expr::value("《劳动合同》第十二条（2024版）"),
+        )
+        .col_expr(
+            entity::employee::Column::DeliveryAgreedOn,
+            Expr::value(day("2024-01-15")),
+        )
+        .col_expr(
+            entity::employee::Column::ElectronicConsent,
+            Expr::value(true),
+        )
+        .col_expr(
+            entity::employee::Column::RulesVersion,
+            Expr::value("2026-01"),
+        )
+        .col_expr(
+            entity::employee::Column::RulesAcknowledgedOn,
+            Expr::value(day("2026-01-05")),
+        )
+        .filter(entity::employee::Column::UserId.eq("zhangsan"))
+        .exec(&s.rt().db.orm)
+        .await
+        .unwrap();
+    s.at("2026-12-01", "08:00");
+    s.check_in(&but(&["zhangsan"])).await.unwrap();
+    for d in ["2026-12-02", "2026-12-03", "2026-12-04"] {
+        s.at(d, "10:00");
+        s.scan().await.unwrap();
+        s.at(d, "11:00");
+        s.check_in(&but(&["zhangsan"])).await.unwrap();
+    }
+    s.settle().await.unwrap();
+    let notice = texts(&*s, "zhangsan")
+        .into_iter()
+        .find(|t| t.contains("返岗通知书") && t.contains("依据"))
+        .expect("the formal notice");
+    assert!(
+        notice.contains("您已于 2026-01-05 确认知悉公司考勤规章制度（版本 2026-01）")
+            && notice.contains(
+                "本通知发送至您在《劳动合同》第十二条（2024版）中约定的送达地址（约定于 2024-01-15）"
+            ),
+        "{notice}"
+    );
+    // The next look at the case (the hourly scan) finds the delivery.
+    s.at("2026-12-04", "12:00");
+    s.scan().await.unwrap();
+    let c = case_of(&*s, "zhangsan").await;
+    assert!(
+        c.receipt_via
+            .as_deref()
+            .is_some_and(|v| v.starts_with("deemed:")),
+        "{c:?}"
+    );
+    let sent_at = (c.receipt_at.unwrap() - shanghai("2026-12-04", "10:00")).num_seconds();
+    assert!((0..60).contains(&sent_at), "{c:?}");
+    assert_eq!(
+        c.deadline_at.unwrap() - c.receipt_at.unwrap(),
+        chrono::Duration::days(3)
+    );
+    s.stop().await;
+    db.cleanup().await;
+}

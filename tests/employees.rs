@@ -755,3 +755,68 @@ async fn hundred_thousand_rows_on_sqlite() {
     db.close().await;
     test_db.cleanup().await;
 }
+
+/// The agreed delivery addresses' clause and date, consent to electronic
+/// delivery, and the rules acknowledged come in as columns; consent without
+/// where and when it was agreed, a date that is not one, or a consent that
+/// is neither yes nor no, is refused with the line and column.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test]
+async fn delivery_agreement_and_rules_acknowledgment_columns(#[case] engine: Engine) {
+    let (test_db, db) = open(engine).await;
+    let header = "user_id,name,delivery_clause,delivery_agreed_on,electronic_consent,rules_version,rules_acknowledged_on";
+    let good = format!(
+        "{header}\nzhangsan,张三,《劳动合同》第十二条（2024版）,2024-01-15,是,2026-01,2026-01-05\nlisi,李四,,,否,,\n"
+    );
+    import(&db, &good).await.unwrap();
+    let z = employees::find(&db, "acme", "zhangsan")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            z.delivery_clause.as_deref(),
+            z.delivery_agreed_on,
+            z.electronic_consent,
+            z.rules_version.as_deref(),
+            z.rules_acknowledged_on
+        ),
+        (
+            Some("《劳动合同》第十二条（2024版）"),
+            "2024-01-15".parse().ok(),
+            Some(true),
+            Some("2026-01"),
+            "2026-01-05".parse().ok()
+        )
+    );
+    let l = employees::find(&db, "acme", "lisi").await.unwrap().unwrap();
+    assert_eq!(l.electronic_consent, Some(false));
+    for (row, expected) in [
+        (
+            "wangwu,王五,,,yes,,",
+            "line 2, column electronic_consent: needs delivery_clause and delivery_agreed_on",
+        ),
+        (
+            "wangwu,王五,第十二条,2024-13-01,no,,",
+            r#"line 2, column delivery_agreed_on: "2024-13-01" is not a date"#,
+        ),
+        (
+            "wangwu,王五,第十二条,2024-01-15,maybe,,",
+            r#"line 2, column electronic_consent: "maybe" is not yes or no"#,
+        ),
+        (
+            "wangwu,王五,,,,,2026-01-05",
+            "line 2, column rules_version: rules_acknowledged_on needs the version",
+        ),
+    ] {
+        let err = import(&db, &format!("{header}\n{row}\n"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{row}: {err}");
+    }
+    db.close().await;
+    test_db.cleanup().await;
+}

@@ -26,6 +26,17 @@ pub struct Model {
     /// Weekly rest days overriding the tenant's (e.g. `sun` or `sat,sun`).
     pub rest_days: Option<String>,
     pub site: Option<String>,
+    /// Where the delivery addresses (chat account, phone, email, postal
+    /// address) were agreed: the contract clause and its version.
+    pub delivery_clause: Option<String>,
+    pub delivery_agreed_on: Option<Date>,
+    /// Consent to electronic delivery at the agreed addresses: a notice
+    /// delivered there counts as received (plus the policy's
+    /// `expected_receipt_days`).
+    pub electronic_consent: Option<bool>,
+    /// The attendance rules the employee acknowledged, and when.
+    pub rules_version: Option<String>,
+    pub rules_acknowledged_on: Option<Date>,
     pub active: bool,
     /// csv or directory.
     pub source: String,

@@ -13,6 +13,7 @@ mod m20261206_000003_case_receipt;
 mod m20261206_000004_key_checks;
 mod m20261206_000005_link_secrets;
 mod m20261206_000007_checkpoint_tsr;
+mod m20261206_000008_delivery_agreement;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000004_key_checks::Migration),
             Box::new(m20261206_000005_link_secrets::Migration),
             Box::new(m20261206_000007_checkpoint_tsr::Migration),
+            Box::new(m20261206_000008_delivery_agreement::Migration),
         ]
     }
 }

@@ -123,7 +123,8 @@ impl Default for Policy {
 impl Policy {
     /// When a formal notice proven received at `received_at` must have been
     /// answered: `deadline_days` after, plus `expected_receipt_days` (meant
-    /// for a notice deemed delivered to an agreed address; 0 by default, and
+    /// for a notice deemed delivered to an agreed address, see
+    /// `cases::store::establish_receipt`; 0 by default, and
     /// added to a proven receipt too, so a tenant that set it never gets a
     /// shorter deadline than it asked for).
     pub fn deadline(&self, received_at: DateTime<Utc>) -> DateTime<Utc> {

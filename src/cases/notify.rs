@@ -324,6 +324,12 @@ pub async fn issue<C: ConnectionTrait>(
         "emergency_name": subject.emergency_name,
         "emergency_phone": subject.emergency_phone,
         "acknowledged_at": case.acknowledged_at.map(|a| local(tenant, a)),
+        // What the employee agreed to (employee record, from the CSV): the
+        // notice names it.
+        "rules_acknowledged_on": subject.row.rules_acknowledged_on.map(|d| d.to_string()),
+        "rules_acknowledged_version": subject.row.rules_version,
+        "delivery_clause": subject.row.delivery_clause,
+        "delivery_agreed_on": subject.row.delivery_agreed_on.map(|d| d.to_string()),
         "notice_read": notice_read,
         "attempts": past,
         "replied": replied,

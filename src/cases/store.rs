@@ -568,6 +568,49 @@ pub async fn reload<C: ConnectionTrait>(conn: &C, id: i64) -> Result<absence_cas
 /// proves nothing (a platform may accept a message and never deliver it),
 /// so it starts no deadline. The first proof found fixes the deadline;
 /// later ones change nothing. Returns the case as it now stands.
+/// When the employee's copy of the formal notice counts as delivered at an
+/// agreed address: only if the employee record holds consent to electronic
+/// delivery with where and when it was agreed (the contract clause, the
+/// date); then the first copy sent on chat, SMS or email (the addresses the
+/// record holds) counts from when it was sent (the policy's
+/// `expected_receipt_days` is added to the deadline). Returns (sent at,
+/// channel, outbox row).
+async fn deemed_delivery<C: ConnectionTrait>(
+    conn: &C,
+    case: &absence_case::Model,
+) -> Result<Option<(DateTime<Utc>, String, i64)>, DbErr> {
+    let agreed = entity::employee::Entity::find()
+        .filter(entity::employee::Column::TenantId.eq(&case.tenant_id))
+        .filter(entity::employee::Column::UserId.eq(&case.user_id))
+        .one(conn)
+        .await?
+        .is_some_and(|e| {
+            e.electronic_consent == Some(true)
+                && e.delivery_clause.is_some()
+                && e.delivery_agreed_on.is_some()
+        });
+    if !agreed {
+        return Ok(None);
+    }
+    Ok(entity::outbox::Entity::find()
+        .filter(entity::outbox::Column::CaseId.eq(case.id))
+        .filter(entity::outbox::Column::Step.eq("formal_notice"))
+        .filter(entity::outbox::Column::Recipient.eq(&case.user_id))
+        .filter(entity::outbox::Column::Status.eq("sent"))
+        .all(conn)
+        .await?
+        .into_iter()
+        // The notice itself, not the card asking to acknowledge it.
+        .filter(|r| {
+            !matches!(
+                serde_json::from_str::<crate::outbox::Payload>(&r.payload),
+                Ok(crate::outbox::Payload::Card { .. })
+            )
+        })
+        .filter_map(|r| Some((r.sent_at?, r.channel, r.id)))
+        .min_by_key(|(at, _, _)| *at))
+}
+
 pub async fn establish_receipt<C: ConnectionTrait>(
     conn: &C,
     case: &absence_case::Model,
@@ -594,9 +637,12 @@ pub async fn establish_receipt<C: ConnectionTrait>(
         })
         .filter_map(|r| Some((r.read_at?, r.id)))
         .min();
+    let deemed = deemed_delivery(conn, case).await?;
     let proofs = [
-        case.acknowledged_at.map(|at| (at, "acknowledged", None)),
-        read.map(|(at, id)| (at, "read:chat", Some(id))),
+        case.acknowledged_at
+            .map(|at| (at, "acknowledged".to_owned(), None)),
+        read.map(|(at, id)| (at, "read:chat".to_owned(), Some(id))),
+        deemed.map(|(at, channel, id)| (at, format!("deemed:{channel}"), Some(id))),
     ];
     let Some((at, via, outbox_id)) = proofs.into_iter().flatten().min_by_key(|p| p.0) else {
         return Ok(case.clone());
@@ -604,7 +650,7 @@ pub async fn establish_receipt<C: ConnectionTrait>(
     let deadline = policy(case).deadline(at);
     let first = absence_case::Entity::update_many()
         .col_expr(absence_case::Column::ReceiptAt, Expr::value(at))
-        .col_expr(absence_case::Column::ReceiptVia, Expr::value(via))
+        .col_expr(absence_case::Column::ReceiptVia, Expr::value(via.clone()))
         .col_expr(absence_case::Column::DeadlineAt, Expr::value(deadline))
         .col_expr(absence_case::Column::UpdatedAt, Expr::value(now))
         .filter(absence_case::Column::Id.eq(case.id))

@@ -21,7 +21,7 @@ use crate::db::Database;
 use crate::sealed::DataKey;
 
 /// The columns a file may have.
-pub const COLUMNS: [&str; 14] = [
+pub const COLUMNS: [&str; 19] = [
     "user_id",
     "name",
     "department",
@@ -36,6 +36,11 @@ pub const COLUMNS: [&str; 14] = [
     "contract_end_date",
     "rest_days",
     "site",
+    "delivery_clause",
+    "delivery_agreed_on",
+    "electronic_consent",
+    "rules_version",
+    "rules_acknowledged_on",
 ];
 
 /// How many problems are listed before the rest are only counted.
@@ -147,6 +152,20 @@ struct Row {
     contract_end_date: Option<NaiveDate>,
     rest_days: Option<String>,
     site: Option<String>,
+    delivery_clause: Option<String>,
+    delivery_agreed_on: Option<NaiveDate>,
+    electronic_consent: Option<bool>,
+    rules_version: Option<String>,
+    rules_acknowledged_on: Option<NaiveDate>,
+}
+
+/// `electronic_consent`: yes or no, in either language.
+fn parse_consent(text: &str) -> Option<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "yes" | "true" | "1" | "是" | "同意" => Some(true),
+        "no" | "false" | "0" | "否" | "不同意" => Some(false),
+        _ => None,
+    }
 }
 
 fn is_phone(text: &str) -> bool {
@@ -275,6 +294,11 @@ fn parse(
             contract_end_date: None,
             rest_days: cell("rest_days"),
             site: cell("site"),
+            delivery_clause: cell("delivery_clause"),
+            delivery_agreed_on: None,
+            electronic_consent: None,
+            rules_version: cell("rules_version"),
+            rules_acknowledged_on: None,
         };
         for required in ["user_id", "name"] {
             if cell(required).is_none() {
@@ -322,6 +346,45 @@ fn parse(
                     format!("{text:?} is not a date (YYYY-MM-DD)"),
                 ),
             }
+        }
+        for column in ["delivery_agreed_on", "rules_acknowledged_on"] {
+            let Some(text) = cell(column) else { continue };
+            match parse_date(&text) {
+                Some(d) if column == "delivery_agreed_on" => row.delivery_agreed_on = Some(d),
+                Some(d) => row.rules_acknowledged_on = Some(d),
+                None => problems.add(
+                    line,
+                    Some(column),
+                    format!("{text:?} is not a date (YYYY-MM-DD)"),
+                ),
+            }
+        }
+        if let Some(text) = cell("electronic_consent") {
+            match parse_consent(&text) {
+                Some(c) => row.electronic_consent = Some(c),
+                None => problems.add(
+                    line,
+                    Some("electronic_consent"),
+                    format!("{text:?} is not yes or no (是/否)"),
+                ),
+            }
+        }
+        // Consent counts only with where and when it was given.
+        if row.electronic_consent == Some(true)
+            && (row.delivery_clause.is_none() || cell("delivery_agreed_on").is_none())
+        {
+            problems.add(
+                line,
+                Some("electronic_consent"),
+                "needs delivery_clause and delivery_agreed_on: where and when it was agreed".into(),
+            );
+        }
+        if row.rules_acknowledged_on.is_some() && row.rules_version.is_none() {
+            problems.add(
+                line,
+                Some("rules_version"),
+                "rules_acknowledged_on needs the version acknowledged".into(),
+            );
         }
         if let (Some(hire), Some(end)) = (row.hire_date, row.contract_end_date)
             && end < hire
@@ -453,6 +516,11 @@ pub async fn import_csv(
                 contract_end_date: Set(r.contract_end_date),
                 rest_days: Set(r.rest_days),
                 site: Set(r.site),
+                delivery_clause: Set(r.delivery_clause),
+                delivery_agreed_on: Set(r.delivery_agreed_on),
+                electronic_consent: Set(r.electronic_consent),
+                rules_version: Set(r.rules_version),
+                rules_acknowledged_on: Set(r.rules_acknowledged_on),
                 // The directory decides who has left; a file only adds people as active.
                 active: Set(true),
                 source: Set("csv".into()),
@@ -479,6 +547,11 @@ pub async fn import_csv(
         ("contract_end_date", C::ContractEndDate),
         ("rest_days", C::RestDays),
         ("site", C::Site),
+        ("delivery_clause", C::DeliveryClause),
+        ("delivery_agreed_on", C::DeliveryAgreedOn),
+        ("electronic_consent", C::ElectronicConsent),
+        ("rules_version", C::RulesVersion),
+        ("rules_acknowledged_on", C::RulesAcknowledgedOn),
     ] {
         if columns.contains(&name) {
             update.push(column);
