@@ -328,6 +328,41 @@ async fn no_termination_can_start_when_no_channel_delivered_the_notice(
     let c = case_of(&*s, "zhangsan").await;
     assert_eq!(c.status, "open");
     assert!(departure_of(&*s, c.id).await.is_none());
+
+    // Every channel failed: HR publishes the notice (公告送达) and records
+    // it; it counts as delivered 30 days after publication, not before.
+    s.at("2026-12-15", "09:00");
+    s.say("wangmin", "/公告 张三 2026-12-15 《新民晚报》第 8 版")
+        .await
+        .unwrap();
+    let context = json!({
+        "name": "张三",
+        "case_no": case_no(c.id),
+        "published_on": "2026-12-15",
+        "place": "《新民晚报》第 8 版",
+        "deemed_at": "2027-01-14 00:00",
+    });
+    assert_eq!(
+        last_text(&*s, "wangmin"),
+        render("command", "announce_ok", context.clone())
+    );
+    s.say("wangmin", "/公告 张三 2026-12-16 公告栏")
+        .await
+        .unwrap();
+    assert_eq!(
+        last_text(&*s, "wangmin"),
+        render("command", "announce_already", context)
+    );
+    s.at("2027-01-13", "10:00");
+    s.scan().await.unwrap();
+    let c = case_of(&*s, "zhangsan").await;
+    assert!(c.receipt_at.is_none(), "not before the 30 days: {c:?}");
+    s.at("2027-01-14", "10:00");
+    s.scan().await.unwrap();
+    let c = case_of(&*s, "zhangsan").await;
+    assert_eq!(c.receipt_via.as_deref(), Some("announced"));
+    assert_eq!(c.receipt_at, Some(shanghai("2027-01-14", "00:00")));
+    assert_eq!(c.deadline_at, Some(shanghai("2027-01-17", "00:00")));
     s.stop().await;
     db.cleanup().await;
 }
@@ -1277,6 +1312,15 @@ async fn agreed_electronic_delivery_counts_from_sending(#[case] engine: Engine) 
                 "本通知发送至您在《劳动合同》第十二条（2024版）中约定的送达地址（约定于 2024-01-15）"
             ),
         "{notice}"
+    );
+    // A copy was sent and may have arrived: no public announcement.
+    s.say("wangmin", "/公告 张三 2026-12-04 公告栏")
+        .await
+        .unwrap();
+    let answer = last_text(&*s, "wangmin");
+    assert!(
+        answer.starts_with("张三 的返岗通知书") && answer.contains("尚有渠道未确认失败"),
+        "{answer}"
     );
     // The next look at the case (the hourly scan) finds the delivery.
     s.at("2026-12-04", "12:00");

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use entity::{absence_case, case_event};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
@@ -611,6 +611,107 @@ async fn deemed_delivery<C: ConnectionTrait>(
         .min_by_key(|(at, _, _)| *at))
 }
 
+/// How long after its publication a public announcement (公告送达) counts
+/// as delivered (民事诉讼法 art. 95: 30 days).
+pub const ANNOUNCEMENT_DAYS: i64 = 30;
+
+/// What `/announce` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announced {
+    /// No formal notice was sent yet: there is nothing to announce.
+    NoNotice,
+    /// The notice is proven received already.
+    Received,
+    /// A copy is still pending, or was sent and may have arrived: the
+    /// channels and their state. An announcement is for when every channel
+    /// failed.
+    Reachable(Vec<String>),
+    /// Recorded before (its deemed delivery).
+    Already(DateTime<Utc>),
+    /// Recorded now: delivered as of `deemed_at`.
+    Recorded { deemed_at: DateTime<Utc> },
+}
+
+/// Records that the formal notice of `case` was published on `published_at`
+/// (the day's start, tenant time) at `place`, by `actor`: it counts as
+/// delivered [`ANNOUNCEMENT_DAYS`] later, and only when every copy sent to
+/// the employee failed (none pending, none sent).
+#[allow(clippy::too_many_arguments)]
+pub async fn record_announcement<C: ConnectionTrait>(
+    conn: &C,
+    case: &absence_case::Model,
+    actor: &str,
+    published_at: DateTime<Utc>,
+    place: &str,
+    inbound_event_id: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<Announced, DbErr> {
+    if case.formal_notice_at.is_none() {
+        return Ok(Announced::NoNotice);
+    }
+    if case.receipt_at.is_some() {
+        return Ok(Announced::Received);
+    }
+    if let Some(at) = announced(conn, case).await? {
+        return Ok(Announced::Already(at));
+    }
+    let reachable: Vec<String> = entity::outbox::Entity::find()
+        .filter(entity::outbox::Column::CaseId.eq(case.id))
+        .filter(entity::outbox::Column::Step.eq("formal_notice"))
+        .filter(entity::outbox::Column::Recipient.eq(&case.user_id))
+        .all(conn)
+        .await?
+        .into_iter()
+        .filter(|r| {
+            !matches!(
+                crate::outbox::OutboxStatus::of(r),
+                Some(
+                    crate::outbox::OutboxStatus::Failed
+                        | crate::outbox::OutboxStatus::Undeliverable
+                        | crate::outbox::OutboxStatus::Cancelled
+                )
+            )
+        })
+        .map(|r| format!("{}:{}", r.channel, r.status))
+        .collect();
+    if !reachable.is_empty() {
+        return Ok(Announced::Reachable(reachable));
+    }
+    let deemed_at = published_at + Duration::days(ANNOUNCEMENT_DAYS);
+    record(
+        conn,
+        &case.tenant_id,
+        Some(case.id),
+        Some(&case.user_id),
+        "notice_announced",
+        Some(actor),
+        json!({ "published_at": published_at, "place": place, "deemed_delivered_at": deemed_at }),
+        inbound_event_id,
+        now,
+    )
+    .await?;
+    Ok(Announced::Recorded { deemed_at })
+}
+
+/// When the announcement of `case`'s notice counts as delivered, if one
+/// was recorded.
+async fn announced<C: ConnectionTrait>(
+    conn: &C,
+    case: &absence_case::Model,
+) -> Result<Option<DateTime<Utc>>, DbErr> {
+    Ok(case_event::Entity::find()
+        .filter(case_event::Column::CaseId.eq(case.id))
+        .filter(case_event::Column::Kind.eq("notice_announced"))
+        .one(conn)
+        .await?
+        .and_then(|e| {
+            serde_json::from_str::<Value>(&e.detail).ok()?["deemed_delivered_at"]
+                .as_str()?
+                .parse::<DateTime<Utc>>()
+                .ok()
+        }))
+}
+
 pub async fn establish_receipt<C: ConnectionTrait>(
     conn: &C,
     case: &absence_case::Model,
@@ -643,6 +744,10 @@ pub async fn establish_receipt<C: ConnectionTrait>(
             .map(|at| (at, "acknowledged".to_owned(), None)),
         read.map(|(at, id)| (at, "read:chat".to_owned(), Some(id))),
         deemed.map(|(at, channel, id)| (at, format!("deemed:{channel}"), Some(id))),
+        announced(conn, case)
+            .await?
+            .filter(|at| *at <= now)
+            .map(|at| (at, "announced".to_owned(), None)),
     ];
     let Some((at, via, outbox_id)) = proofs.into_iter().flatten().min_by_key(|p| p.0) else {
         return Ok(case.clone());

@@ -199,6 +199,7 @@ async fn run(
         | Command::Depart { who }
         | Command::Evidence { who }
         | Command::Export { who, .. }
+        | Command::Announce { who, .. }
         | Command::Union { who, .. } => match find(turn, sender, who).await? {
             Found::One(e) => Some(*e),
             // Not someone they may ask about, or no one: the same answer.
@@ -467,6 +468,62 @@ async fn run(
                     context(Vec::new(), d.union_status, d.union_note),
                 )),
                 Recorded::Stale => Ok(("union_no_departure", json!({ "name": t.name }))),
+            }
+        }
+        Command::Announce {
+            who,
+            published_on,
+            place,
+        } => {
+            let Some(t) = target else {
+                return Ok(("not_found", json!({ "who": who })));
+            };
+            let Some(case) =
+                store::unresolved(turn.txn, &turn.tenant.config.id, &t.user_id).await?
+            else {
+                return Ok(("announce_no_notice", json!({ "name": t.name })));
+            };
+            let zone = turn.tenant.config.timezone;
+            let published_at = published_on
+                .and_time(chrono::NaiveTime::MIN)
+                .and_local_timezone(zone)
+                .earliest()
+                .map_or_else(
+                    || published_on.and_time(chrono::NaiveTime::MIN).and_utc(),
+                    |d| d.with_timezone(&chrono::Utc),
+                );
+            let context = |extra: serde_json::Value| {
+                let mut c = json!({ "name": t.name, "case_no": case_no(case.id), "published_on": published_on.to_string(), "place": place });
+                if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+                    c.extend(extra.clone());
+                }
+                c
+            };
+            match store::record_announcement(
+                turn.txn,
+                &case,
+                &sender.user_id,
+                published_at,
+                place,
+                Some(turn.event_id),
+                turn.now,
+            )
+            .await?
+            {
+                store::Announced::NoNotice => Ok(("announce_no_notice", json!({ "name": t.name }))),
+                store::Announced::Received => Ok(("announce_received", context(json!({})))),
+                store::Announced::Reachable(channels) => Ok((
+                    "announce_reachable",
+                    context(json!({ "channels": channels })),
+                )),
+                store::Announced::Already(at) => Ok((
+                    "announce_already",
+                    context(json!({ "deemed_at": local(turn.tenant, at) })),
+                )),
+                store::Announced::Recorded { deemed_at } => Ok((
+                    "announce_ok",
+                    context(json!({ "deemed_at": local(turn.tenant, deemed_at) })),
+                )),
             }
         }
     }

@@ -49,6 +49,15 @@ pub enum Command {
     /// `/export <who> [case]`, `/导出`: HR gets that person's evidence
     /// package (of one case, or of everything) through a one-time link.
     Export { who: String, case: Option<String> },
+    /// `/announce <who> <date> <where…>`, `/公告`: HR records that the formal
+    /// notice was published (公告送达) on that date, where (a newspaper, the
+    /// site's notice board, a link), when every channel failed; it counts as
+    /// delivered 30 days later. The photo or scan goes in with `#证据`.
+    Announce {
+        who: String,
+        published_on: NaiveDate,
+        place: String,
+    },
 }
 
 /// The commands, their names and Chinese aliases, for parsing and help.
@@ -63,6 +72,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("evidence", "证据"),
     ("union", "工会"),
     ("export", "导出"),
+    ("announce", "公告"),
 ];
 
 /// The words `/union` takes for its <notice>, first the ones help shows.
@@ -230,6 +240,22 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
             who: need("who")?.to_owned(),
             case: words.next().map(str::to_owned),
         },
+        "announce" => {
+            let who = need("who")?.to_owned();
+            let published_on = date(need("date")?)?;
+            let place = need("where")?.to_owned();
+            let rest: Vec<&str> = words.collect();
+            let place = if rest.is_empty() {
+                place
+            } else {
+                format!("{place} {}", rest.join(" "))
+            };
+            Command::Announce {
+                who,
+                published_on,
+                place,
+            }
+        }
         _ => unreachable!("every name in COMMANDS has an arm"),
     };
     Ok(command)
@@ -264,6 +290,7 @@ pub fn allowed(role: Role, command: &Command, subject: Subject) -> bool {
                         | Command::Resume { .. }
                         | Command::Depart { .. }
                         | Command::Union { .. }
+                        | Command::Announce { .. }
                 ))
         }
         Role::Manager => match command {
@@ -275,7 +302,10 @@ pub fn allowed(role: Role, command: &Command, subject: Subject) -> bool {
             | Command::Resume { .. }
             | Command::Evidence { .. } => subject == Subject::Report,
             // A package holds a person's whole file: HR's to hand out.
-            Command::Depart { .. } | Command::Union { .. } | Command::Export { .. } => false,
+            Command::Depart { .. }
+            | Command::Union { .. }
+            | Command::Export { .. }
+            | Command::Announce { .. } => false,
         },
         Role::Employee => match command {
             Command::Help => true,
@@ -287,7 +317,8 @@ pub fn allowed(role: Role, command: &Command, subject: Subject) -> bool {
             | Command::Depart { .. }
             | Command::Evidence { .. }
             | Command::Union { .. }
-            | Command::Export { .. } => false,
+            | Command::Export { .. }
+            | Command::Announce { .. } => false,
         },
     }
 }
@@ -335,6 +366,7 @@ mod tests {
     #[case("/工会 张三 已通知 书面通知工会主席 李某", Command::Union { who: "张三".into(), notice: UnionNotice::Notified, note: Some("书面通知工会主席 李某".into()) })]
     #[case("/union zhangsan none", Command::Union { who: "zhangsan".into(), notice: UnionNotice::NoUnion, note: None })]
     #[case("/工会 张三 无工会", Command::Union { who: "张三".into(), notice: UnionNotice::NoUnion, note: None })]
+    #[case("/公告 张三 2026-12-10 《新民晚报》第 8 版", Command::Announce { who: "张三".into(), published_on: NaiveDate::from_ymd_opt(2026, 12, 10).unwrap(), place: "《新民晚报》第 8 版".into() })]
     #[case("/union 张三 Notified 2026-12-08", Command::Union { who: "张三".into(), notice: UnionNotice::Notified, note: Some("2026-12-08".into()) })]
     fn parses(#[case] text: &str, #[case] expected: Command) {
         assert_eq!(parse(text), Ok(expected));
@@ -355,6 +387,8 @@ mod tests {
     #[case("/导出", ParseError::Missing { command: "export", argument: "who" })]
     #[case("/工会 张三", ParseError::Missing { command: "union", argument: "notice" })]
     #[case("/工会 张三 也许", ParseError::BadChoice { command: "union", argument: "notice", text: "也许".into() })]
+    #[case("/公告 张三 2026-12-10", ParseError::Missing { command: "announce", argument: "where" })]
+    #[case("/公告 张三 明天 报纸", ParseError::BadDate("明天".into()))]
     #[case("/depart", ParseError::Missing { command: "depart", argument: "who" })]
     fn refuses(#[case] text: &str, #[case] expected: ParseError) {
         assert_eq!(parse(text), Err(expected));
@@ -396,6 +430,9 @@ mod tests {
     #[case(Role::Employee, "/自离 李四", Subject::Other, false)]
     #[case(Role::Hr, "/工会 张三 无工会", Subject::Other, true)]
     #[case(Role::Manager, "/工会 张三 已通知", Subject::Report, false)]
+    #[case(Role::Hr, "/公告 张三 2026-12-10 公告栏", Subject::Other, true)]
+    #[case(Role::Hr, "/公告 张三 2026-12-10 公告栏", Subject::Themself, false)]
+    #[case(Role::Manager, "/公告 张三 2026-12-10 公告栏", Subject::Report, false)]
     #[case(Role::Hr, "/证据 张三", Subject::Other, true)]
     #[case(Role::Manager, "/证据 张三", Subject::Report, true)]
     #[case(Role::Manager, "/证据 王敏", Subject::Other, false)]
