@@ -168,13 +168,16 @@ pub(crate) async fn command(
     sender: &employee::Model,
     text: &str,
 ) -> Result<(), HandleError> {
+    // The command is recorded under whom it is about (`/status 张三` under
+    // 张三, HR as its actor), so forgetting that person finds it.
+    let mut about = None;
     let (block, context) = match parse(text) {
         Err(e) => ("error", json!({ "error": error_context(&e) })),
-        Ok(cmd) => run(turn, sender, &cmd).await?,
+        Ok(cmd) => run(turn, sender, &cmd, &mut about).await?,
     };
     turn.record(
         None,
-        Some(&sender.user_id),
+        Some(about.as_deref().unwrap_or(&sender.user_id)),
         "command",
         json!({ "text": text, "answer": block }),
     )
@@ -186,6 +189,7 @@ async fn run(
     turn: &Turn<'_>,
     sender: &employee::Model,
     cmd: &Command,
+    about: &mut Option<String>,
 ) -> Result<(&'static str, Value), HandleError> {
     let role = role_of(sender);
     let refused = Ok(("refused", json!({})));
@@ -231,6 +235,7 @@ async fn run(
             person
         }
     };
+    *about = target.as_ref().map(|t| t.user_id.clone());
     let subject = match &target {
         None => Subject::None,
         Some(t) => subject_of(sender, t),
