@@ -54,7 +54,12 @@ impl Database {
                 .foreign_keys(true)
                 // 64 MiB of page cache per connection: index pages of a busy
                 // inbox stay in memory instead of being read back for each batch.
-                .pragma("cache_size", "-65536");
+                .pragma("cache_size", "-65536")
+                // Deleted and overwritten content is zeroed, not left in free
+                // space: after `privacy forget` no old copy of a row lingers
+                // in the file (every connection, since any update frees the
+                // row's previous version).
+                .pragma("secure_delete", "ON");
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)
                 .after_connect(|conn, _| {
