@@ -75,7 +75,7 @@ fn print_report(out: &mut impl std::io::Write, r: &ForgetReport) -> std::io::Res
             writeln!(out, "leaf {index} ({kind}): content and salt {verb}")?;
         }
         for sha in &r.raw {
-            writeln!(out, "raw {sha}: bytes {verb}")?;
+            writeln!(out, "raw {sha}: {verb} (bytes and row)")?;
         }
     }
     for sha in &r.raw_kept {
@@ -94,14 +94,17 @@ fn print_report(out: &mut impl std::io::Write, r: &ForgetReport) -> std::io::Res
     )?;
     writeln!(
         out,
-        "content {would}cleared: {} callbacks, {} check-ins, {} photos, {} case events, {} messages, {} leave records, {} case resolutions",
+        "content {would}cleared: {} callbacks, {} check-ins, {} photos, {} case events, {} messages, {} leave records, {} case resolutions, {} exhibits, {} 自离 drafts and union notes, {} stored packages",
         r.inbound_events,
         r.check_ins,
         r.photos,
         r.case_events,
         r.messages,
         r.leave_records,
-        r.cases
+        r.cases,
+        r.exhibits,
+        r.departures,
+        r.exports
     )?;
     let entry = match r.directory {
         DirectoryEntry::None => "no directory entry".to_owned(),
@@ -111,6 +114,12 @@ fn print_report(out: &mut impl std::io::Write, r: &ForgetReport) -> std::io::Res
         DirectoryEntry::Deleted => format!("directory entry: left, {would}deleted"),
     };
     writeln!(out, "{entry}")?;
+    if r.wal_truncated == Some(false) {
+        writeln!(
+            out,
+            "the SQLite WAL could not be emptied now (another connection was using it): run `PRAGMA wal_checkpoint(TRUNCATE)` when rollcall is idle"
+        )?;
+    }
     match r.recorded_as {
         Some(index) => writeln!(
             out,

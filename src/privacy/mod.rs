@@ -6,17 +6,26 @@
 //! and `erased_at` set; its hash stays, so the tree, every checkpoint and
 //! every other person's inclusion proof are unchanged, and without the salt
 //! the hash no longer confirms a guess of the content. Raw payloads only
-//! this person's leaves reference lose their bytes.
+//! the erased leaves reference are deleted, row and all: a row is named by
+//! the payload's unsalted SHA-256.
 //!
-//! What stays, because others' proofs and the counts need it: every row and
-//! id, the platform user id (the key that ties a case to its events and
-//! messages), dates and times, kinds and statuses, the geofence result of a
-//! check-in (site, flagged), the template name and hash of a message and its
-//! receipt id. What goes: callback bodies, decrypted text and parsed fields,
-//! coordinates, place labels and photos, case-event details (texts, the
-//! policy snapshot), rendered messages and provider answers, leave reasons,
-//! HR's free-text reason for closing a case, and the directory's contact
-//! columns (the whole directory entry if the person has left).
+//! What is about the person is found by whom it is about, not by who sent
+//! it ([`About`]): besides their own rows, HR's commands naming them, the
+//! exhibits filed on them, their packages, and the answers to those.
+//!
+//! What stays, because others' proofs and the counts need it: every row
+//! (but the raw payloads and photos) and id, the platform user id (the key
+//! that ties a case to its events and messages), dates and times, kinds and
+//! statuses, the geofence result of a check-in (site, flagged), the
+//! template name and hash of a message and its receipt id, who confirmed a
+//! 自离 notice and when. What goes: callback bodies, decrypted text and
+//! parsed fields, coordinates, place labels and photos, exhibits' captions,
+//! file names, hashes and files, the drafted 自离 notice and the union
+//! note, stored packages, case-event details (texts, the policy snapshot),
+//! rendered messages and provider answers, leave reasons, HR's free-text
+//! reason for closing a case, and the directory's contact columns (the
+//! whole directory entry if the person has left). On SQLite the WAL is
+//! emptied afterwards, so erased pages do not stay in it.
 
 pub mod cli;
 
@@ -25,8 +34,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use entity::{
-    absence_case, case_event, check_in, employee, evidence_leaf, evidence_log, evidence_raw,
-    inbound_event, leave, media, outbox,
+    absence_case, case_event, check_in, departure, employee, evidence_leaf, evidence_log,
+    evidence_raw, exhibit, exhibit_window, export_download, inbound_event, leave, media, outbox,
 };
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -162,7 +171,7 @@ pub struct ForgetReport {
     pub basis: Basis,
     /// The leaves whose content and salt are deleted, with their kinds.
     pub leaves: Vec<(u64, String)>,
-    /// Raw payloads whose bytes are deleted.
+    /// Raw payloads deleted (bytes and row).
     pub raw: Vec<String>,
     /// Raw payloads of theirs kept because another person's leaf references them.
     pub raw_kept: Vec<String>,
@@ -173,9 +182,19 @@ pub struct ForgetReport {
     pub messages: u64,
     pub leave_records: u64,
     pub cases: u64,
+    /// Exhibits filed about them: caption, file name and hash cleared.
+    pub exhibits: u64,
+    /// 自离 processes: the drafted notice and the union note cleared.
+    pub departures: u64,
+    /// Packages about them: the stored zip deleted.
+    pub exports: u64,
     pub directory: DirectoryEntry,
     /// The leaf that records the erasure.
     pub recorded_as: Option<u64>,
+    /// SQLite: whether the WAL was checkpointed and emptied after the
+    /// erasure (`false` if a reader held it; it empties at a later
+    /// checkpoint). `None` on PostgreSQL or for a dry run.
+    pub wal_truncated: Option<bool>,
 }
 
 /// Forgets `user` of `tenant` if `retention_days` have passed at `now` (see
@@ -198,7 +217,8 @@ pub async fn forget(
     let basis = allowed(db, tenant, user, retention_days, now, zone).await?;
     // Found before the transaction, so that the long read (other people's
     // leaves) holds no lock; the transaction checks what could have changed.
-    let theirs = live_leaves(db, tenant, user).await?;
+    let about = About::find(db, tenant, user).await?;
+    let theirs = live_leaves(db, tenant, user, &about).await?;
     let candidates: BTreeSet<String> = theirs.values().flat_map(|l| l.raw.clone()).collect();
     let seen_size = log_size(db, tenant).await?;
     let referenced = references(db, tenant, user, &candidates, 0, seen_size).await?;
@@ -214,8 +234,8 @@ pub async fn forget(
         });
     }
     if dry_run {
-        let rows = Operational::count(db, tenant, user).await?;
-        let (raw, raw_kept) = split_raw(&candidates, &referenced);
+        let rows = Operational::count(db, tenant, user, &about).await?;
+        let (raw, raw_kept) = split_raw(&candidates, &excluding(referenced, &theirs));
         return Ok(ForgetReport {
             tenant: tenant.to_owned(),
             user: user.to_owned(),
@@ -231,12 +251,16 @@ pub async fn forget(
             messages: rows.messages,
             leave_records: rows.leave_records,
             cases: rows.cases,
+            exhibits: rows.exhibits,
+            departures: rows.departures,
+            exports: rows.exports,
             directory: match &known {
                 None => DirectoryEntry::None,
                 Some(e) if e.active => DirectoryEntry::ContactsCleared,
                 Some(_) => DirectoryEntry::Deleted,
             },
             recorded_as: None,
+            wal_truncated: None,
         });
     }
 
@@ -252,7 +276,8 @@ pub async fn forget(
         .await?;
     // A case may have opened, or a leaf arrived, since the check above.
     let basis = allowed(&txn, tenant, user, retention_days, now, zone).await?;
-    let theirs = live_leaves(&txn, tenant, user).await?;
+    let about = About::find(&txn, tenant, user).await?;
+    let theirs = live_leaves(&txn, tenant, user, &about).await?;
     let all: BTreeSet<String> = theirs.values().flat_map(|l| l.raw.clone()).collect();
     let size = log_size(&txn, tenant).await?;
     let mut referenced = still_referenced(&txn, tenant, user, referenced).await?;
@@ -267,29 +292,32 @@ pub async fn forget(
             references(&txn, tenant, user, &new, 0, seen_size).await?,
         );
     }
-    let (raw, raw_kept) = split_raw(&all, &referenced);
+    let (raw, raw_kept) = split_raw(&all, &excluding(referenced, &theirs));
+    // The whole row goes, not only its bytes: it is named by the payload's
+    // unsalted SHA-256, which would confirm a guess of it. No leaf with
+    // content references it, so verify does not look for it.
     for chunk in raw.chunks(IN_CHUNK) {
-        evidence_raw::Entity::update_many()
-            .col_expr(evidence_raw::Column::Bytes, Expr::value(Value::Bytes(None)))
-            .col_expr(evidence_raw::Column::ErasedAt, Expr::value(now))
+        evidence_raw::Entity::delete_many()
             .filter(evidence_raw::Column::TenantId.eq(tenant))
             .filter(evidence_raw::Column::Sha256.is_in(chunk.iter().cloned()))
-            .filter(evidence_raw::Column::ErasedAt.is_null())
             .exec(&txn)
             .await?;
     }
-    evidence_leaf::Entity::update_many()
-        .col_expr(
-            evidence_leaf::Column::Content,
-            Expr::value(Value::String(None)),
-        )
-        .col_expr(evidence_leaf::Column::ErasedAt, Expr::value(now))
-        .filter(evidence_leaf::Column::TenantId.eq(tenant))
-        .filter(evidence_leaf::Column::Subject.eq(user))
-        .filter(evidence_leaf::Column::Content.is_not_null())
-        .exec(&txn)
-        .await?;
-    let rows = Operational::clear(&txn, tenant, user).await?;
+    let indexes: Vec<i64> = theirs.keys().map(|i| *i as i64).collect();
+    for chunk in indexes.chunks(IN_CHUNK) {
+        evidence_leaf::Entity::update_many()
+            .col_expr(
+                evidence_leaf::Column::Content,
+                Expr::value(Value::String(None)),
+            )
+            .col_expr(evidence_leaf::Column::ErasedAt, Expr::value(now))
+            .filter(evidence_leaf::Column::TenantId.eq(tenant))
+            .filter(evidence_leaf::Column::Idx.is_in(chunk.iter().copied()))
+            .filter(evidence_leaf::Column::Content.is_not_null())
+            .exec(&txn)
+            .await?;
+    }
+    let rows = Operational::clear(&txn, tenant, user, &about).await?;
     let leaves: Vec<(u64, String)> = theirs.iter().map(|(i, l)| (*i, l.kind.clone())).collect();
     let indexes: Vec<u64> = leaves.iter().map(|(i, _)| *i).collect();
     // Counts and indexes only: which person it was is not recorded.
@@ -301,6 +329,7 @@ pub async fn forget(
     }));
     let recorded = append_one(&txn, tenant, now, record).await?;
     txn.commit().await?;
+    let wal_truncated = truncate_wal(db).await?;
     Ok(ForgetReport {
         tenant: tenant.to_owned(),
         user: user.to_owned(),
@@ -316,9 +345,33 @@ pub async fn forget(
         messages: rows.messages,
         leave_records: rows.leave_records,
         cases: rows.cases,
+        exhibits: rows.exhibits,
+        departures: rows.departures,
+        exports: rows.exports,
         directory: rows.directory,
         recorded_as: Some(recorded.index),
+        wal_truncated,
     })
+}
+
+/// SQLite: copies the WAL into the database and empties it, so that the
+/// pages holding what was erased do not stay in the WAL file (the erasing
+/// connection zeroes what it frees: `secure_delete`, see `db.rs`). Whether
+/// it could; `None` on PostgreSQL, where `VACUUM` reclaims later.
+async fn truncate_wal(db: &DatabaseConnection) -> Result<Option<bool>, DbErr> {
+    if db.get_database_backend() != sea_orm::DbBackend::Sqlite {
+        return Ok(None);
+    }
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Sqlite,
+            "PRAGMA wal_checkpoint(TRUNCATE)",
+        ))
+        .await?;
+    // (busy, frames in the WAL, frames checkpointed); busy = 1 when a
+    // reader or writer kept it from finishing.
+    let busy = row.map_or(Ok(1), |r| r.try_get_by_index::<i64>(0))?;
+    Ok(Some(busy == 0))
 }
 
 /// Refuses unless the retention period of `user` has passed at `now`.
@@ -385,18 +438,32 @@ async fn live_leaves<C: ConnectionTrait>(
     conn: &C,
     tenant: &str,
     user: &str,
+    about: &About,
 ) -> Result<BTreeMap<u64, Theirs>, DbErr> {
-    let rows: Vec<(i64, String, Option<String>)> = evidence_leaf::Entity::find()
-        .select_only()
-        .column(evidence_leaf::Column::Idx)
-        .column(evidence_leaf::Column::Kind)
-        .column(evidence_leaf::Column::Content)
-        .filter(evidence_leaf::Column::TenantId.eq(tenant))
+    let find = || {
+        evidence_leaf::Entity::find()
+            .select_only()
+            .column(evidence_leaf::Column::Idx)
+            .column(evidence_leaf::Column::Kind)
+            .column(evidence_leaf::Column::Content)
+            .filter(evidence_leaf::Column::TenantId.eq(tenant))
+            .filter(evidence_leaf::Column::Content.is_not_null())
+    };
+    let mut rows: Vec<(i64, String, Option<String>)> = find()
         .filter(evidence_leaf::Column::Subject.eq(user))
-        .filter(evidence_leaf::Column::Content.is_not_null())
         .into_tuple()
         .all(conn)
         .await?;
+    // Others' leaves about them: HR's callback naming them, the answer.
+    for chunk in about.sources().chunks(IN_CHUNK) {
+        rows.extend(
+            find()
+                .filter(evidence_leaf::Column::Source.is_in(chunk.iter().cloned()))
+                .into_tuple::<(i64, String, Option<String>)>()
+                .all(conn)
+                .await?,
+        );
+    }
     Ok(rows
         .into_iter()
         .map(|(idx, kind, content)| {
@@ -522,6 +589,194 @@ fn split_raw(
         .partition(|sha| !referenced.contains_key(sha))
 }
 
+/// Drops, from `found`, the references of leaves that are being erased
+/// too (another person's leaf about this one: HR's command naming them).
+fn excluding(
+    found: HashMap<String, Vec<i64>>,
+    erasing: &BTreeMap<u64, Theirs>,
+) -> HashMap<String, Vec<i64>> {
+    found
+        .into_iter()
+        .filter_map(|(sha, idx)| {
+            let idx: Vec<i64> = idx
+                .into_iter()
+                .filter(|i| !erasing.contains_key(&(*i as u64)))
+                .collect();
+            (!idx.is_empty()).then_some((sha, idx))
+        })
+        .collect()
+}
+
+/// What is about the person, found by whom it is about, not by who sent
+/// it: their cases; their own callbacks and the ones others sent about
+/// them (HR's `/status 张三`, the `#证据` caption and photo, a card press
+/// on their case, the `/export` that built their package); the case
+/// events about them or caused by those callbacks; and the messages about
+/// them (on their cases, to them, or answering those callbacks).
+#[derive(Debug, Default)]
+struct About {
+    cases: Vec<i64>,
+    /// Inbound events: their own and others' about them.
+    events: BTreeSet<i64>,
+    case_events: BTreeSet<i64>,
+    messages: BTreeSet<i64>,
+    /// Their packages (`export_downloads`).
+    downloads: BTreeSet<i64>,
+}
+
+impl About {
+    async fn find<C: ConnectionTrait>(conn: &C, tenant: &str, user: &str) -> Result<Self, DbErr> {
+        let cases: Vec<i64> = absence_case::Entity::find()
+            .select_only()
+            .column(absence_case::Column::Id)
+            .filter(absence_case::Column::TenantId.eq(tenant))
+            .filter(absence_case::Column::UserId.eq(user))
+            .into_tuple()
+            .all(conn)
+            .await?;
+        let own: BTreeSet<i64> = inbound_event::Entity::find()
+            .select_only()
+            .column(inbound_event::Column::Id)
+            .filter(inbound_event::Column::TenantId.eq(tenant))
+            .filter(inbound_event::Column::FromUser.eq(user))
+            .into_tuple::<i64>()
+            .all(conn)
+            .await?
+            .into_iter()
+            .collect();
+        let rows: Vec<(i64, Option<i64>)> = case_event::Entity::find()
+            .select_only()
+            .column(case_event::Column::Id)
+            .column(case_event::Column::InboundEventId)
+            .filter(case_event::Column::TenantId.eq(tenant))
+            .filter(
+                Condition::any()
+                    .add(case_event::Column::UserId.eq(user))
+                    .add(case_event::Column::CaseId.is_in(cases.clone())),
+            )
+            .into_tuple()
+            .all(conn)
+            .await?;
+        let mut case_events: BTreeSet<i64> = rows.iter().map(|r| r.0).collect();
+        let mut linked: BTreeSet<i64> = rows.into_iter().filter_map(|r| r.1).collect();
+        linked.extend(
+            exhibit::Entity::find()
+                .select_only()
+                .column(exhibit::Column::InboundEventId)
+                .filter(exhibit::Column::TenantId.eq(tenant))
+                .filter(exhibit::Column::UserId.eq(user))
+                .into_tuple::<i64>()
+                .all(conn)
+                .await?,
+        );
+        linked.extend(
+            exhibit_window::Entity::find()
+                .select_only()
+                .column(exhibit_window::Column::InboundEventId)
+                .filter(exhibit_window::Column::TenantId.eq(tenant))
+                .filter(exhibit_window::Column::UserId.eq(user))
+                .into_tuple::<i64>()
+                .all(conn)
+                .await?,
+        );
+        let downloads: Vec<(i64, i64)> = export_download::Entity::find()
+            .select_only()
+            .column(export_download::Column::Id)
+            .column(export_download::Column::InboundEventId)
+            .filter(export_download::Column::TenantId.eq(tenant))
+            .filter(export_download::Column::Employee.eq(user))
+            .into_tuple()
+            .all(conn)
+            .await?;
+        linked.extend(downloads.iter().map(|d| d.1));
+        // Only others' callbacks about them: what the person's own
+        // commands caused about someone else stays that person's.
+        let linked: Vec<i64> = linked.difference(&own).copied().collect();
+        for chunk in linked.chunks(IN_CHUNK) {
+            case_events.extend(
+                case_event::Entity::find()
+                    .select_only()
+                    .column(case_event::Column::Id)
+                    .filter(case_event::Column::TenantId.eq(tenant))
+                    .filter(case_event::Column::InboundEventId.is_in(chunk.iter().copied()))
+                    .into_tuple::<i64>()
+                    .all(conn)
+                    .await?,
+            );
+        }
+        let mut events = own;
+        events.extend(linked);
+        let downloads: BTreeSet<i64> = downloads.into_iter().map(|d| d.0).collect();
+        let mut messages: BTreeSet<i64> = outbox::Entity::find()
+            .select_only()
+            .column(outbox::Column::Id)
+            .filter(outbox::Column::TenantId.eq(tenant))
+            .filter(
+                Condition::any()
+                    .add(outbox::Column::CaseId.is_in(cases.clone()))
+                    .add(
+                        Condition::all()
+                            .add(outbox::Column::CaseId.is_null())
+                            .add(outbox::Column::Recipient.eq(user)),
+                    ),
+            )
+            .into_tuple::<i64>()
+            .all(conn)
+            .await?
+            .into_iter()
+            .collect();
+        // Messages to others about no case: answers to the callbacks above
+        // (`reply:{event}`, `card_update:{event}`, `forward:{event}:{hr}`)
+        // and the link to their package (`export:{download}:{block}`).
+        let keyed: Vec<(i64, String)> = outbox::Entity::find()
+            .select_only()
+            .column(outbox::Column::Id)
+            .column(outbox::Column::IdemKey)
+            .filter(outbox::Column::TenantId.eq(tenant))
+            .filter(outbox::Column::CaseId.is_null())
+            .filter(outbox::Column::Recipient.ne(user))
+            .filter(
+                Condition::any()
+                    .add(outbox::Column::IdemKey.like("reply:%"))
+                    .add(outbox::Column::IdemKey.like("card_update:%"))
+                    .add(outbox::Column::IdemKey.like("forward:%"))
+                    .add(outbox::Column::IdemKey.like("export:%")),
+            )
+            .into_tuple()
+            .all(conn)
+            .await?;
+        for (id, key) in keyed {
+            let mut parts = key.split(':');
+            let kind = parts.next().unwrap_or_default();
+            let Some(n) = parts.next().and_then(|n| n.parse::<i64>().ok()) else {
+                continue;
+            };
+            let about = match kind {
+                "export" => downloads.contains(&n),
+                _ => events.contains(&n),
+            };
+            if about {
+                messages.insert(id);
+            }
+        }
+        Ok(About {
+            cases,
+            events,
+            case_events,
+            messages,
+            downloads,
+        })
+    }
+
+    /// The `source` of the leaves recording these rows.
+    fn sources(&self) -> Vec<String> {
+        let events = self.events.iter().map(|i| format!("inbound_events/{i}"));
+        let case_events = self.case_events.iter().map(|i| format!("case_events/{i}"));
+        let messages = self.messages.iter().map(|i| format!("outbox/{i}"));
+        events.chain(case_events).chain(messages).collect()
+    }
+}
+
 /// Rows of the person's in the operational tables, counted or cleared.
 #[derive(Debug, Default)]
 struct Operational {
@@ -532,44 +787,20 @@ struct Operational {
     messages: u64,
     leave_records: u64,
     cases: u64,
+    exhibits: u64,
+    departures: u64,
+    exports: u64,
     directory: DirectoryEntry,
 }
 
-/// The messages that are about the person: about a case of theirs, or sent
-/// to them about no case (the same rule as the subject of their leaves).
-async fn their_messages<C: ConnectionTrait>(
-    conn: &C,
-    tenant: &str,
-    user: &str,
-) -> Result<Condition, DbErr> {
-    let cases: Vec<i64> = absence_case::Entity::find()
-        .select_only()
-        .column(absence_case::Column::Id)
-        .filter(absence_case::Column::TenantId.eq(tenant))
-        .filter(absence_case::Column::UserId.eq(user))
-        .into_tuple()
-        .all(conn)
-        .await?;
-    Ok(Condition::all()
-        .add(outbox::Column::TenantId.eq(tenant))
-        .add(
-            Condition::any()
-                .add(outbox::Column::CaseId.is_in(cases))
-                .add(
-                    Condition::all()
-                        .add(outbox::Column::CaseId.is_null())
-                        .add(outbox::Column::Recipient.eq(user)),
-                ),
-        ))
-}
-
-/// Photos of the person's check-ins that no one else's check-in shows.
+/// Photos of the person's check-ins and exhibits that no one else's
+/// check-in or exhibit shows.
 async fn their_photos<C: ConnectionTrait>(
     conn: &C,
     tenant: &str,
     user: &str,
 ) -> Result<Vec<String>, DbErr> {
-    let shas: BTreeSet<String> = check_in::Entity::find()
+    let mut shas: BTreeSet<String> = check_in::Entity::find()
         .select_only()
         .column(check_in::Column::MediaSha256)
         .filter(check_in::Column::TenantId.eq(tenant))
@@ -581,75 +812,125 @@ async fn their_photos<C: ConnectionTrait>(
         .into_iter()
         .flatten()
         .collect();
-    let shared: BTreeSet<String> = check_in::Entity::find()
-        .select_only()
-        .column(check_in::Column::MediaSha256)
-        .filter(check_in::Column::TenantId.eq(tenant))
-        .filter(check_in::Column::UserId.ne(user))
-        .filter(check_in::Column::MediaSha256.is_in(shas.iter().cloned()))
-        .into_tuple::<Option<String>>()
-        .all(conn)
-        .await?
-        .into_iter()
-        .flatten()
-        .collect();
+    shas.extend(
+        exhibit::Entity::find()
+            .select_only()
+            .column(exhibit::Column::Sha256)
+            .filter(exhibit::Column::TenantId.eq(tenant))
+            .filter(exhibit::Column::UserId.eq(user))
+            .filter(exhibit::Column::Sha256.ne(""))
+            .into_tuple::<String>()
+            .all(conn)
+            .await?,
+    );
+    let mut shared: BTreeSet<String> = BTreeSet::new();
+    let list: Vec<String> = shas.iter().cloned().collect();
+    for chunk in list.chunks(IN_CHUNK) {
+        shared.extend(
+            check_in::Entity::find()
+                .select_only()
+                .column(check_in::Column::MediaSha256)
+                .filter(check_in::Column::TenantId.eq(tenant))
+                .filter(check_in::Column::UserId.ne(user))
+                .filter(check_in::Column::MediaSha256.is_in(chunk.iter().cloned()))
+                .into_tuple::<Option<String>>()
+                .all(conn)
+                .await?
+                .into_iter()
+                .flatten(),
+        );
+        shared.extend(
+            exhibit::Entity::find()
+                .select_only()
+                .column(exhibit::Column::Sha256)
+                .filter(exhibit::Column::TenantId.eq(tenant))
+                .filter(exhibit::Column::UserId.ne(user))
+                .filter(exhibit::Column::Sha256.is_in(chunk.iter().cloned()))
+                .into_tuple::<String>()
+                .all(conn)
+                .await?,
+        );
+    }
     Ok(shas.difference(&shared).cloned().collect())
 }
 
+/// Runs `update` on `ids` in chunks; the rows it changed.
+async fn by_ids<'a, F, Fut>(ids: impl IntoIterator<Item = &'a i64>, update: F) -> Result<u64, DbErr>
+where
+    F: Fn(Vec<i64>) -> Fut,
+    Fut: std::future::Future<Output = Result<u64, DbErr>>,
+{
+    let ids: Vec<i64> = ids.into_iter().copied().collect();
+    let mut changed = 0;
+    for chunk in ids.chunks(IN_CHUNK) {
+        changed += update(chunk.to_vec()).await?;
+    }
+    Ok(changed)
+}
+
 impl Operational {
-    async fn count<C: ConnectionTrait>(conn: &C, tenant: &str, user: &str) -> Result<Self, DbErr> {
+    async fn count<C: ConnectionTrait>(
+        conn: &C,
+        tenant: &str,
+        user: &str,
+        about: &About,
+    ) -> Result<Self, DbErr> {
         use sea_orm::PaginatorTrait as _;
         Ok(Operational {
-            inbound_events: inbound_event::Entity::find()
-                .filter(inbound_event::Column::TenantId.eq(tenant))
-                .filter(inbound_event::Column::FromUser.eq(user))
-                .count(conn)
-                .await?,
+            inbound_events: about.events.len() as u64,
             check_ins: check_in::Entity::find()
                 .filter(check_in::Column::TenantId.eq(tenant))
                 .filter(check_in::Column::UserId.eq(user))
                 .count(conn)
                 .await?,
             photos: their_photos(conn, tenant, user).await?.len() as u64,
-            case_events: case_event::Entity::find()
-                .filter(case_event::Column::TenantId.eq(tenant))
-                .filter(case_event::Column::UserId.eq(user))
-                .count(conn)
-                .await?,
-            messages: outbox::Entity::find()
-                .filter(their_messages(conn, tenant, user).await?)
-                .count(conn)
-                .await?,
+            case_events: about.case_events.len() as u64,
+            messages: about.messages.len() as u64,
             leave_records: leave::Entity::find()
                 .filter(leave::Column::TenantId.eq(tenant))
                 .filter(leave::Column::UserId.eq(user))
                 .count(conn)
                 .await?,
-            cases: absence_case::Entity::find()
-                .filter(absence_case::Column::TenantId.eq(tenant))
-                .filter(absence_case::Column::UserId.eq(user))
+            cases: about.cases.len() as u64,
+            exhibits: exhibit::Entity::find()
+                .filter(exhibit::Column::TenantId.eq(tenant))
+                .filter(exhibit::Column::UserId.eq(user))
                 .count(conn)
                 .await?,
+            departures: departure::Entity::find()
+                .filter(departure::Column::TenantId.eq(tenant))
+                .filter(departure::Column::UserId.eq(user))
+                .count(conn)
+                .await?,
+            exports: about.downloads.len() as u64,
             directory: DirectoryEntry::None,
         })
     }
 
     /// Clears the person's content, keeping ids, dates and statuses.
-    async fn clear<C: ConnectionTrait>(conn: &C, tenant: &str, user: &str) -> Result<Self, DbErr> {
+    async fn clear<C: ConnectionTrait>(
+        conn: &C,
+        tenant: &str,
+        user: &str,
+        about: &About,
+    ) -> Result<Self, DbErr> {
         let null_text = || Expr::value(Value::String(None));
         let empty = || Expr::value(String::new());
-        let inbound_events = inbound_event::Entity::update_many()
-            .col_expr(inbound_event::Column::RawBody, empty())
-            .col_expr(inbound_event::Column::RawQuery, empty())
-            .col_expr(inbound_event::Column::Plaintext, empty())
-            .col_expr(inbound_event::Column::Content, null_text())
-            .col_expr(inbound_event::Column::Fields, Expr::value("{}"))
-            .filter(inbound_event::Column::TenantId.eq(tenant))
-            .filter(inbound_event::Column::FromUser.eq(user))
-            .exec(conn)
-            .await?
-            .rows_affected;
-        // Before the check-ins lose their photos' hashes.
+        let inbound_events = by_ids(&about.events, |ids| async move {
+            Ok(inbound_event::Entity::update_many()
+                .col_expr(inbound_event::Column::RawBody, empty())
+                .col_expr(inbound_event::Column::RawQuery, empty())
+                .col_expr(inbound_event::Column::Plaintext, empty())
+                .col_expr(inbound_event::Column::Content, null_text())
+                .col_expr(inbound_event::Column::Fields, Expr::value("{}"))
+                .filter(inbound_event::Column::TenantId.eq(tenant))
+                .filter(inbound_event::Column::Id.is_in(ids))
+                .exec(conn)
+                .await?
+                .rows_affected)
+        })
+        .await?;
+        // Before the check-ins and exhibits lose their photos' hashes.
         let photos = their_photos(conn, tenant, user).await?;
         for chunk in photos.chunks(IN_CHUNK) {
             media::Entity::delete_many()
@@ -675,39 +956,85 @@ impl Operational {
             .exec(conn)
             .await?
             .rows_affected;
-        let case_events = case_event::Entity::update_many()
-            .col_expr(case_event::Column::Detail, Expr::value("{}"))
-            .filter(case_event::Column::TenantId.eq(tenant))
-            .filter(case_event::Column::UserId.eq(user))
+        // A photo's unsalted hash would confirm a guess of it.
+        let exhibits = exhibit::Entity::update_many()
+            .col_expr(exhibit::Column::Caption, empty())
+            .col_expr(exhibit::Column::Sha256, empty())
+            .col_expr(exhibit::Column::FileName, null_text())
+            .col_expr(exhibit::Column::PlatformMediaId, null_text())
+            .filter(exhibit::Column::TenantId.eq(tenant))
+            .filter(exhibit::Column::UserId.eq(user))
             .exec(conn)
             .await?
             .rows_affected;
-        let mine = their_messages(conn, tenant, user).await?;
-        // A message still waiting is not sent to, or about, a forgotten person.
-        outbox::Entity::update_many()
-            .col_expr(
-                outbox::Column::Status,
-                Expr::value(OutboxStatus::Cancelled.as_str()),
-            )
-            .col_expr(
-                outbox::Column::Error,
-                Expr::value("the person was forgotten"),
-            )
-            .filter(mine.clone())
-            .filter(outbox::Column::Status.is_in([
-                OutboxStatus::Pending.as_str(),
-                OutboxStatus::Sending.as_str(),
-            ]))
+        exhibit_window::Entity::update_many()
+            .col_expr(exhibit_window::Column::Caption, empty())
+            .filter(exhibit_window::Column::TenantId.eq(tenant))
+            .filter(exhibit_window::Column::UserId.eq(user))
             .exec(conn)
             .await?;
-        let messages = outbox::Entity::update_many()
-            .col_expr(outbox::Column::Payload, Expr::value("{}"))
-            .col_expr(outbox::Column::Receipt, null_text())
-            .col_expr(outbox::Column::CardRef, null_text())
-            .filter(mine)
+        // The drafted notice (and its hash, which would confirm a guess of
+        // it) and the union note; who confirmed what, and when, stays.
+        let departures = departure::Entity::update_many()
+            .col_expr(departure::Column::Document, Expr::value("{}"))
+            .col_expr(departure::Column::DocumentSha256, empty())
+            .col_expr(departure::Column::UnionNote, null_text())
+            .filter(departure::Column::TenantId.eq(tenant))
+            .filter(departure::Column::UserId.eq(user))
             .exec(conn)
             .await?
             .rows_affected;
+        let exports = by_ids(&about.downloads, |ids| async move {
+            Ok(export_download::Entity::update_many()
+                .col_expr(
+                    export_download::Column::Bytes,
+                    Expr::value(Value::Bytes(None)),
+                )
+                .col_expr(export_download::Column::Error, null_text())
+                .filter(export_download::Column::Id.is_in(ids))
+                .exec(conn)
+                .await?
+                .rows_affected)
+        })
+        .await?;
+        let case_events = by_ids(&about.case_events, |ids| async move {
+            Ok(case_event::Entity::update_many()
+                .col_expr(case_event::Column::Detail, Expr::value("{}"))
+                .filter(case_event::Column::Id.is_in(ids))
+                .exec(conn)
+                .await?
+                .rows_affected)
+        })
+        .await?;
+        let messages = by_ids(&about.messages, |ids| async move {
+            // A message still waiting is not sent to, or about, a forgotten person.
+            outbox::Entity::update_many()
+                .col_expr(
+                    outbox::Column::Status,
+                    Expr::value(OutboxStatus::Cancelled.as_str()),
+                )
+                .col_expr(
+                    outbox::Column::Error,
+                    Expr::value("the person was forgotten"),
+                )
+                .filter(outbox::Column::Id.is_in(ids.clone()))
+                .filter(outbox::Column::Status.is_in([
+                    OutboxStatus::Pending.as_str(),
+                    OutboxStatus::Sending.as_str(),
+                ]))
+                .exec(conn)
+                .await?;
+            Ok(outbox::Entity::update_many()
+                .col_expr(outbox::Column::Payload, Expr::value("{}"))
+                .col_expr(outbox::Column::Receipt, null_text())
+                .col_expr(outbox::Column::CardRef, null_text())
+                .col_expr(outbox::Column::SecretSealed, null_text())
+                .filter(outbox::Column::Id.is_in(ids))
+                .exec(conn)
+                .await?
+                .rows_affected)
+        })
+        .await?;
         let leave_records = leave::Entity::update_many()
             .col_expr(leave::Column::Reason, empty())
             .filter(leave::Column::TenantId.eq(tenant))
@@ -756,6 +1083,9 @@ impl Operational {
             messages,
             leave_records,
             cases,
+            exhibits,
+            departures,
+            exports,
             directory,
         })
     }
