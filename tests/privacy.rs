@@ -243,17 +243,37 @@ async fn forgetting_leaves_nothing_of_the_person_anywhere(#[case] engine: Engine
         .exec(&conn.orm)
         .await
         .unwrap();
-    let report = forget(
-        &conn.orm,
-        TENANT,
-        "zhangsan",
-        0,
-        shanghai("2026-12-08", "09:00"),
-        false,
-    )
-    .await
-    .unwrap();
+    let forget_now = |dry_run| {
+        forget(
+            &conn.orm,
+            TENANT,
+            "zhangsan",
+            0,
+            shanghai("2026-12-08", "09:00"),
+            dry_run,
+        )
+    };
+    let dry = forget_now(true).await.unwrap();
+    let report = forget_now(false).await.unwrap();
     assert!(report.recorded_as.is_some());
+    // The photo, the 自离 draft and the package are counted, in the dry
+    // run as in the erasure.
+    for r in [&dry, &report] {
+        assert_eq!(
+            (r.exhibits, r.departures, r.exports, r.photos),
+            (1, 1, 1, 1),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        (dry.leaves.len(), dry.inbound_events, dry.messages),
+        (report.leaves.len(), report.inbound_events, report.messages)
+    );
+    let wal = match engine {
+        Engine::Sqlite => Some(true),
+        Engine::Postgres => None,
+    };
+    assert_eq!(report.wal_truncated, wal);
 
     let after = found(&db, &conn.orm).await;
     assert!(after.is_empty(), "left behind: {after:#?}");
