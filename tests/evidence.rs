@@ -803,6 +803,21 @@ async fn a_rewritten_history_is_never_signed(#[case] engine: Engine) {
         .await
         .unwrap();
 
+    // A log row claiming another log's origin is not signed.
+    let set_origin = |origin: &'static str| {
+        evidence_log::Entity::update_many()
+            .col_expr(evidence_log::Column::Origin, Expr::value(origin))
+            .filter(evidence_log::Column::TenantId.eq(TENANT))
+            .exec(&conn.orm)
+    };
+    set_origin("rollcall/acme").await.unwrap();
+    let text = refusal(checkpoint(&conn.orm, &signer, &w, TENANT, at).await);
+    assert!(
+        text.contains("the log's stored origin is `rollcall/acme`, not `rollcall/demo`"),
+        "{text}"
+    );
+    set_origin("rollcall/demo").await.unwrap();
+
     // No witness file (a new host, or an upgrade): the whole log is checked
     // against every stored checkpoint, then signed and witnessed.
     std::fs::remove_dir_all(w.dir()).unwrap();

@@ -147,6 +147,15 @@ pub async fn checkpoint<C: ConnectionTrait>(
         witness: witness.dir().display().to_string(),
         reason,
     };
+    // The note names the log by the key's name and the tenant: a log row
+    // claiming another tenant's origin (or another key's) is not signed.
+    let origin = format!("{}/{tenant}", signer.name());
+    if head.origin != origin {
+        return Err(refuse(format!(
+            "the log's stored origin is `{}`, not `{origin}`",
+            head.origin
+        )));
+    }
     let witnessed = witness.read(tenant)?;
     let mut tree = match &witnessed {
         None => Frontier::default(),
@@ -184,6 +193,23 @@ pub async fn checkpoint<C: ConnectionTrait>(
         .await?
         .into_iter()
         .peekable();
+    // A checkpoint signed of a longer log than the head says: the log was
+    // cut back (unless it grew meanwhile, which a second read tells).
+    if let Some(beyond) = evidence_checkpoint::Entity::find()
+        .filter(evidence_checkpoint::Column::TenantId.eq(tenant))
+        .filter(evidence_checkpoint::Column::Size.gt(to_i64(size)?))
+        .order_by_desc(evidence_checkpoint::Column::Size)
+        .one(conn)
+        .await?
+    {
+        let now_size = head_size(conn, tenant).await?;
+        if now_size < beyond.size {
+            return Err(refuse(format!(
+                "the log holds {now_size} leaves but a checkpoint of {} was signed: leaves were removed",
+                beyond.size
+            )));
+        }
+    }
     let verifier_key = signer.verifier_key();
     let mut known: Option<evidence_checkpoint::Model> = None;
     while tree.size() < size {
@@ -260,6 +286,13 @@ pub async fn checkpoint<C: ConnectionTrait>(
         &Witnessed::new(&head.origin, &tree, &made.note, now),
     )?;
     Ok(Some(made))
+}
+
+async fn head_size<C: ConnectionTrait>(conn: &C, tenant: &str) -> Result<i64, DbErr> {
+    Ok(evidence_log::Entity::find_by_id(tenant.to_owned())
+        .one(conn)
+        .await?
+        .map_or(0, |l| l.size))
 }
 
 fn to_i64(n: u64) -> Result<i64, DbErr> {

@@ -83,13 +83,29 @@ impl Witness {
         &self.dir
     }
 
-    fn path(&self, tenant: &str) -> PathBuf {
-        self.dir.join(format!("{tenant}.json"))
+    /// The file of `tenant`, whose id must be one configuration allows
+    /// (letters, digits, `-`, `_`): anything else is never a file name here.
+    fn path(&self, tenant: &str) -> Result<PathBuf, WitnessError> {
+        let safe = !tenant.is_empty()
+            && tenant
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !safe {
+            return Err(WitnessError {
+                path: self.dir.display().to_string(),
+                reason: format!("`{tenant}` is not a tenant id"),
+            });
+        }
+        Ok(self.dir.join(format!("{tenant}.json")))
     }
 
     fn error(&self, tenant: &str, reason: impl Into<String>) -> WitnessError {
         WitnessError {
-            path: self.path(tenant).display().to_string(),
+            path: self
+                .dir
+                .join(format!("{tenant}.json"))
+                .display()
+                .to_string(),
             reason: reason.into(),
         }
     }
@@ -97,7 +113,7 @@ impl Witness {
     /// What is witnessed for `tenant`; `None` when nothing is yet. A file
     /// that cannot be read or parsed is an error, never "nothing".
     pub fn read(&self, tenant: &str) -> Result<Option<Witnessed>, WitnessError> {
-        let path = self.path(tenant);
+        let path = self.path(tenant)?;
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
@@ -110,6 +126,7 @@ impl Witness {
     /// Records `record` for `tenant`, unless the file already holds a
     /// larger checkpoint (another process on this host signed further).
     pub fn write(&self, tenant: &str, record: &Witnessed) -> Result<(), WitnessError> {
+        let path = self.path(tenant)?;
         if let Some(held) = self.read(tenant)?
             && held.origin == record.origin
             && held.size > record.size
@@ -127,7 +144,7 @@ impl Witness {
         tmp.write_all(&text)
             .and_then(|()| tmp.as_file().sync_all())
             .map_err(|e| self.error(tenant, e.to_string()))?;
-        tmp.persist(self.path(tenant))
+        tmp.persist(path)
             .map_err(|e| self.error(tenant, e.error.to_string()))?;
         // The rename is durable once the folder is.
         std::fs::File::open(&self.dir)
@@ -178,5 +195,10 @@ mod tests {
         std::fs::write(dir.path().join("acme.json"), "{").unwrap();
         let err = Witness::new(dir.path()).read("acme").unwrap_err();
         assert!(err.to_string().contains("is not a witness record"), "{err}");
+        // A tenant id that would be a path elsewhere is refused.
+        for bad in ["../x", "/tmp/x", ""] {
+            let err = Witness::new(dir.path()).read(bad).unwrap_err();
+            assert!(err.to_string().contains("is not a tenant id"), "{err}");
+        }
     }
 }
