@@ -271,6 +271,12 @@ async fn a_database_refuses_other_keys_and_rotates_its_data_key(#[case] engine: 
     assert!(!PathBuf::from(format!("{}.new", s.data_key().display())).exists());
     assert_eq!(zhangsan(&rt).await.phone.as_deref(), Some("13812345678"));
     rt.db.close().await;
+    // …or stopped between its two renames: no key file, the new key
+    // pending.
+    std::fs::rename(s.data_key(), format!("{}.new", s.data_key().display())).unwrap();
+    let rt = s.start().await.unwrap();
+    assert_eq!(std::fs::read(s.data_key()).unwrap(), new_data);
+    rt.db.close().await;
     conn.close().await;
     s.db.cleanup().await;
 }

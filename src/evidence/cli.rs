@@ -86,8 +86,18 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     match args.command {
         EvidenceCommand::Pubkey => {
-            let signer = load_or_create_key(&config.evidence.key_file, &config.evidence.name)?;
-            print!("{}", export::pubkey_text(&signer));
+            // Checked against the database like at start: a lost key file is
+            // never replaced by a new key whose fingerprint gets published.
+            let db = Database::open(&config.database.url).await?;
+            let signer = crate::keys::evidence_key(
+                &db.orm,
+                &config.evidence.key_file,
+                &config.evidence.name,
+                chrono::Utc::now(),
+            )
+            .await;
+            db.close().await;
+            print!("{}", export::pubkey_text(&signer?));
             Ok(())
         }
         EvidenceCommand::Checkpoint { tenant } => {

@@ -131,10 +131,32 @@ pub async fn data_key<C: ConnectionTrait>(
     let (key, source) = match DataKey::read(env, key_file)? {
         Some(found) => found,
         None => match &expected {
+            // A rotation stopped between moving the old key aside and the
+            // new one into place: the pending key is the recorded one.
+            Some(r) if pending_matches(key_file, &r.check_value)? => {
+                let pending = pending_path(key_file);
+                std::fs::rename(&pending, key_file).map_err(|e| DataKeyError::File {
+                    path: key_file.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                tracing::warn!("finished a data key rotation that stopped between its two renames");
+                (
+                    DataKey::read(&NoEnv, key_file)?.expect("just renamed").0,
+                    KeySource::File,
+                )
+            }
             Some(r) => {
                 return Err(KeyCheckError::DataMissing {
                     path: key_file.display().to_string(),
                     id: r.key_id.clone(),
+                });
+            }
+            // Values sealed already (a database from before this check):
+            // a new key would not open them.
+            None if first_sealed(conn).await?.is_some() => {
+                return Err(KeyCheckError::DataMissing {
+                    path: key_file.display().to_string(),
+                    id: "(not recorded: sealed values exist)".to_owned(),
                 });
             }
             None => (DataKey::create(key_file)?, KeySource::File),
@@ -182,6 +204,12 @@ pub async fn data_key<C: ConnectionTrait>(
         &expected.check_value,
         "restore the key it was sealed with (starting with another would leave the sealed phone numbers and contacts unreadable)",
     ))
+}
+
+/// Whether a rotation's pending key file holds the key `check` names.
+fn pending_matches(key_file: &Path, check: &str) -> Result<bool, DataKeyError> {
+    Ok(DataKey::read(&NoEnv, &pending_path(key_file))?
+        .is_some_and(|(k, _)| k.check_value() == check))
 }
 
 fn mismatch(
@@ -408,6 +436,28 @@ pub async fn rotate_data_key(
             values += 1;
         }
         employee::Entity::update(update).exec(&txn).await?;
+    }
+    // Secrets of messages not sent yet (one-time download tokens).
+    let waiting = entity::outbox::Entity::find()
+        .filter(entity::outbox::Column::SecretSealed.is_not_null())
+        .all(&txn)
+        .await?;
+    for row in waiting {
+        let Some(sealed) = &row.secret_sealed else {
+            continue;
+        };
+        let context = crate::outbox::secret_context(&row.tenant_id, &row.idem_key);
+        let plain = old
+            .open(sealed, &context)
+            .map_err(|_| RotateError::Unreadable(format!("the secret of outbox/{}", row.id)))?;
+        entity::outbox::Entity::update(entity::outbox::ActiveModel {
+            id: Set(row.id),
+            secret_sealed: Set(Some(new.seal(&plain, &context))),
+            ..Default::default()
+        })
+        .exec(&txn)
+        .await?;
+        values += 1;
     }
     key_check::Entity::update(key_check::ActiveModel {
         purpose: Set(DATA.to_owned()),

@@ -170,7 +170,8 @@ pub struct NewMessage {
 /// What a message's stored text holds in place of its secret.
 pub const SECRET_MARK: &str = "[one-time token withheld]";
 
-fn secret_context(tenant: &str, idem_key: &str) -> String {
+/// The sealing context of the secret of message `idem_key` of `tenant`.
+pub(crate) fn secret_context(tenant: &str, idem_key: &str) -> String {
     format!("outbox.secret:{tenant}:{idem_key}")
 }
 
