@@ -340,29 +340,38 @@ async fn no_termination_can_start_when_no_channel_delivered_the_notice(
         "case_no": case_no(c.id),
         "published_on": "2026-12-15",
         "place": "《新民晚报》第 8 版",
-        "deemed_at": "2027-01-14 00:00",
+        "deemed_at": "2027-01-15 00:00",
     });
     assert_eq!(
         last_text(&*s, "wangmin"),
         render("command", "announce_ok", context.clone())
     );
-    s.say("wangmin", "/公告 张三 2026-12-16 公告栏")
+    s.say("wangmin", "/公告 张三 2026-12-15 公告栏")
         .await
         .unwrap();
     assert_eq!(
         last_text(&*s, "wangmin"),
         render("command", "announce_already", context)
     );
-    s.at("2027-01-13", "10:00");
-    s.scan().await.unwrap();
-    let c = case_of(&*s, "zhangsan").await;
-    assert!(c.receipt_at.is_none(), "not before the 30 days: {c:?}");
+    // A date before the notice, or one to come, is refused.
+    for date in ["2026-12-03", "2026-12-16"] {
+        s.say("wangmin", &format!("/公告 张三 {date} 公告栏"))
+            .await
+            .unwrap();
+        let answer = last_text(&*s, "wangmin");
+        assert!(answer.contains("公告日期"), "{date}: {answer}");
+    }
+    // The day of publication does not count: 30 full days after it.
     s.at("2027-01-14", "10:00");
     s.scan().await.unwrap();
     let c = case_of(&*s, "zhangsan").await;
+    assert!(c.receipt_at.is_none(), "not before the 30 days: {c:?}");
+    s.at("2027-01-15", "10:00");
+    s.scan().await.unwrap();
+    let c = case_of(&*s, "zhangsan").await;
     assert_eq!(c.receipt_via.as_deref(), Some("announced"));
-    assert_eq!(c.receipt_at, Some(shanghai("2027-01-14", "00:00")));
-    assert_eq!(c.deadline_at, Some(shanghai("2027-01-17", "00:00")));
+    assert_eq!(c.receipt_at, Some(shanghai("2027-01-15", "00:00")));
+    assert_eq!(c.deadline_at, Some(shanghai("2027-01-18", "00:00")));
     s.stop().await;
     db.cleanup().await;
 }
@@ -1322,8 +1331,13 @@ async fn agreed_electronic_delivery_counts_from_sending(#[case] engine: Engine) 
         answer.starts_with("张三 的返岗通知书") && answer.contains("尚有渠道未确认失败"),
         "{answer}"
     );
-    // The next look at the case (the hourly scan) finds the delivery.
+    // Not at once: a sent copy stands a day first (a read check or a
+    // gateway may yet say it never arrived).
     s.at("2026-12-04", "12:00");
+    s.scan().await.unwrap();
+    assert!(case_of(&*s, "zhangsan").await.receipt_at.is_none());
+    // The next day's look at the case finds the delivery, dated when sent.
+    s.at("2026-12-05", "10:30");
     s.scan().await.unwrap();
     let c = case_of(&*s, "zhangsan").await;
     assert!(

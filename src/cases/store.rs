@@ -568,30 +568,41 @@ pub async fn reload<C: ConnectionTrait>(conn: &C, id: i64) -> Result<absence_cas
 /// proves nothing (a platform may accept a message and never deliver it),
 /// so it starts no deadline. The first proof found fixes the deadline;
 /// later ones change nothing. Returns the case as it now stands.
+/// How long a copy sent to an agreed address waits before it counts (its
+/// sending time is then the delivery): long enough for a platform's read
+/// check or a gateway's report to say it never arrived.
+pub const DEEMED_AFTER_HOURS: i64 = 24;
+
 /// When the employee's copy of the formal notice counts as delivered at an
 /// agreed address: only if the employee record holds consent to electronic
 /// delivery with where and when it was agreed (the contract clause, the
-/// date); then the first copy sent on chat, SMS or email (the addresses the
-/// record holds) counts from when it was sent (the policy's
+/// date), the agreement predates the copy, and the copy itself told the
+/// employee so (it names the clause: an agreement recorded after the
+/// notice went out does not reach back). Then the first such copy sent on
+/// chat, SMS or email counts from when it was sent, once it has stood
+/// [`DEEMED_AFTER_HOURS`] without failing (the policy's
 /// `expected_receipt_days` is added to the deadline). Returns (sent at,
 /// channel, outbox row).
 async fn deemed_delivery<C: ConnectionTrait>(
     conn: &C,
     case: &absence_case::Model,
+    now: DateTime<Utc>,
 ) -> Result<Option<(DateTime<Utc>, String, i64)>, DbErr> {
-    let agreed = entity::employee::Entity::find()
+    let Some(employee) = entity::employee::Entity::find()
         .filter(entity::employee::Column::TenantId.eq(&case.tenant_id))
         .filter(entity::employee::Column::UserId.eq(&case.user_id))
         .one(conn)
         .await?
-        .is_some_and(|e| {
-            e.electronic_consent == Some(true)
-                && e.delivery_clause.is_some()
-                && e.delivery_agreed_on.is_some()
-        });
-    if !agreed {
+    else {
         return Ok(None);
-    }
+    };
+    let (Some(true), Some(clause), Some(agreed_on)) = (
+        employee.electronic_consent,
+        employee.delivery_clause,
+        employee.delivery_agreed_on,
+    ) else {
+        return Ok(None);
+    };
     Ok(entity::outbox::Entity::find()
         .filter(entity::outbox::Column::CaseId.eq(case.id))
         .filter(entity::outbox::Column::Step.eq("formal_notice"))
@@ -600,14 +611,17 @@ async fn deemed_delivery<C: ConnectionTrait>(
         .all(conn)
         .await?
         .into_iter()
-        // The notice itself, not the card asking to acknowledge it.
         .filter(|r| {
-            !matches!(
-                serde_json::from_str::<crate::outbox::Payload>(&r.payload),
-                Ok(crate::outbox::Payload::Card { .. })
-            )
+            match serde_json::from_str::<crate::outbox::Payload>(&r.payload) {
+                // The notice itself, not the card asking to acknowledge it.
+                Ok(crate::outbox::Payload::Card { .. }) | Err(_) => false,
+                Ok(p) => p.text().contains(&clause),
+            }
         })
         .filter_map(|r| Some((r.sent_at?, r.channel, r.id)))
+        .filter(|(at, _, _)| {
+            agreed_on <= at.date_naive() && *at + Duration::hours(DEEMED_AFTER_HOURS) <= now
+        })
         .min_by_key(|(at, _, _)| *at))
 }
 
@@ -634,8 +648,10 @@ pub enum Announced {
 
 /// Records that the formal notice of `case` was published on `published_at`
 /// (the day's start, tenant time) at `place`, by `actor`: it counts as
-/// delivered [`ANNOUNCEMENT_DAYS`] later, and only when every copy sent to
-/// the employee failed (none pending, none sent).
+/// delivered once [`ANNOUNCEMENT_DAYS`] full days have passed after that
+/// day, and only when every copy sent to the employee failed for good
+/// (none pending, sent or cancelled). The caller checks the date (not
+/// before the notice, not in the future).
 #[allow(clippy::too_many_arguments)]
 pub async fn record_announcement<C: ConnectionTrait>(
     conn: &C,
@@ -662,13 +678,15 @@ pub async fn record_announcement<C: ConnectionTrait>(
         .all(conn)
         .await?
         .into_iter()
+        // Failed for good, on every channel: a cancelled copy (the case
+        // paused when the employee answered) is no failure, the employee
+        // was reachable.
         .filter(|r| {
             !matches!(
                 crate::outbox::OutboxStatus::of(r),
                 Some(
                     crate::outbox::OutboxStatus::Failed
                         | crate::outbox::OutboxStatus::Undeliverable
-                        | crate::outbox::OutboxStatus::Cancelled
                 )
             )
         })
@@ -677,7 +695,10 @@ pub async fn record_announcement<C: ConnectionTrait>(
     if !reachable.is_empty() {
         return Ok(Announced::Reachable(reachable));
     }
-    let deemed_at = published_at + Duration::days(ANNOUNCEMENT_DAYS);
+    // The day of publication does not count (民法典 art. 201): the 30 days
+    // end with the 30th day after it, so delivery is deemed at the start of
+    // the next.
+    let deemed_at = published_at + Duration::days(ANNOUNCEMENT_DAYS + 1);
     record(
         conn,
         &case.tenant_id,
@@ -738,7 +759,7 @@ pub async fn establish_receipt<C: ConnectionTrait>(
         })
         .filter_map(|r| Some((r.read_at?, r.id)))
         .min();
-    let deemed = deemed_delivery(conn, case).await?;
+    let deemed = deemed_delivery(conn, case, now).await?;
     let proofs = [
         case.acknowledged_at
             .map(|at| (at, "acknowledged".to_owned(), None)),

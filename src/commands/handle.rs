@@ -489,6 +489,17 @@ async fn run(
                 return Ok(("announce_no_notice", json!({ "name": t.name })));
             };
             let zone = turn.tenant.config.timezone;
+            // Published between the notice and today (tenant time).
+            let today = turn.now.with_timezone(&zone).date_naive();
+            let issued = case
+                .formal_notice_at
+                .map(|at| at.with_timezone(&zone).date_naive());
+            if issued.is_some_and(|d| *published_on < d) || *published_on > today {
+                return Ok((
+                    "announce_bad_date",
+                    json!({ "name": t.name, "case_no": case_no(case.id), "published_on": published_on.to_string(), "issued": issued.map(|d| d.to_string()), "today": today.to_string() }),
+                ));
+            }
             let published_at = published_on
                 .and_time(chrono::NaiveTime::MIN)
                 .and_local_timezone(zone)
