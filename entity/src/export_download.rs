@@ -29,6 +29,8 @@ pub struct Model {
     /// While status is `serving`: until when the transfer holds the link
     /// (a transfer cut off gives it back at once; a process that died, then).
     pub serving_until: Option<DateTimeUtc>,
+    /// Which transfer holds the link: only it may give it back or use it up.
+    pub serving_lease: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

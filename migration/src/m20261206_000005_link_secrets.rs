@@ -29,18 +29,29 @@ impl MigrationTrait for Migration {
                     )
                     .to_owned(),
             )
-            .await
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            .await?;
+        // Which transfer holds the lease: only it may end it.
         manager
             .alter_table(
                 Table::alter()
                     .table(ExportDownloads::Table)
-                    .drop_column(ExportDownloads::ServingUntil)
+                    .add_column(ColumnDef::new(ExportDownloads::ServingLease).text().null())
                     .to_owned(),
             )
-            .await?;
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in [ExportDownloads::ServingLease, ExportDownloads::ServingUntil] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(ExportDownloads::Table)
+                        .drop_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
         manager
             .alter_table(
                 Table::alter()
@@ -62,4 +73,5 @@ enum Outbox {
 enum ExportDownloads {
     Table,
     ServingUntil,
+    ServingLease,
 }

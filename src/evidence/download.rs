@@ -250,6 +250,8 @@ pub enum Taken {
     /// [`transferred`] if every byte went out, or [`cut_off`] if not.
     Package {
         id: i64,
+        /// This transfer's hold on the link.
+        lease: String,
         file_name: String,
         bytes: Vec<u8>,
     },
@@ -265,11 +267,13 @@ pub enum Taken {
 pub async fn take(rt: &Runtime, token: &str) -> Result<Taken, DbErr> {
     let now = rt.clock.now();
     let hash = sha256_hex(token.as_bytes());
+    let lease = hex(&rand::random::<[u8; 16]>());
     let claimed = export_download::Entity::update_many()
         .col_expr(
             export_download::Column::Status,
             Expr::value(DownloadStatus::Serving.as_str()),
         )
+        .col_expr(export_download::Column::ServingLease, Expr::value(&lease))
         .col_expr(
             export_download::Column::ServingUntil,
             Expr::value(now + Duration::minutes(SERVING_LEASE_MINUTES)),
@@ -313,6 +317,7 @@ pub async fn take(rt: &Runtime, token: &str) -> Result<Taken, DbErr> {
     );
     Ok(Taken::Package {
         id: row.id,
+        lease,
         file_name,
         bytes: row.bytes.unwrap_or_default(),
     })
@@ -320,7 +325,7 @@ pub async fn take(rt: &Runtime, token: &str) -> Result<Taken, DbErr> {
 
 /// Every byte of package `id` went out: the link is used, the stored zip
 /// dropped and the download logged, in one transaction.
-pub async fn transferred(rt: &Runtime, id: i64) -> Result<(), DbErr> {
+pub async fn transferred(rt: &Runtime, id: i64, lease: &str) -> Result<(), DbErr> {
     let now = rt.clock.now();
     let txn = rt.db.orm.begin().await?;
     // The write comes first: it claims the row (SQLite: the database).
@@ -340,6 +345,7 @@ pub async fn transferred(rt: &Runtime, id: i64) -> Result<(), DbErr> {
         )
         .filter(export_download::Column::Id.eq(id))
         .filter(export_download::Column::Status.eq(DownloadStatus::Serving.as_str()))
+        .filter(export_download::Column::ServingLease.eq(lease))
         .exec_with_returning(&txn)
         .await?;
     let Some(row) = done.into_iter().next() else {
@@ -360,7 +366,7 @@ pub async fn transferred(rt: &Runtime, id: i64) -> Result<(), DbErr> {
 }
 
 /// A transfer of package `id` stopped before its end: the link works again.
-pub async fn cut_off(rt: &Runtime, id: i64) -> Result<(), DbErr> {
+pub async fn cut_off(rt: &Runtime, id: i64, lease: &str) -> Result<(), DbErr> {
     export_download::Entity::update_many()
         .col_expr(
             export_download::Column::Status,
@@ -372,6 +378,7 @@ pub async fn cut_off(rt: &Runtime, id: i64) -> Result<(), DbErr> {
         )
         .filter(export_download::Column::Id.eq(id))
         .filter(export_download::Column::Status.eq(DownloadStatus::Serving.as_str()))
+        .filter(export_download::Column::ServingLease.eq(lease))
         .exec(&rt.db.orm)
         .await?;
     Ok(())

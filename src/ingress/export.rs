@@ -17,6 +17,7 @@ pub async fn download(State(rt): State<Runtime>, Path(token): Path<String>) -> R
     match take(&rt, &token).await {
         Ok(Taken::Package {
             id,
+            lease,
             file_name,
             bytes,
         }) => (
@@ -33,6 +34,7 @@ pub async fn download(State(rt): State<Runtime>, Path(token): Path<String>) -> R
             Body::from_stream(Transfer {
                 rt: rt.clone(),
                 id,
+                lease,
                 bytes: bytes.into(),
                 sent: 0,
                 ended: false,
@@ -66,6 +68,7 @@ const CHUNK: usize = 64 * 1024;
 struct Transfer {
     rt: Runtime,
     id: i64,
+    lease: String,
     bytes: axum::body::Bytes,
     sent: usize,
     ended: bool,
@@ -87,9 +90,9 @@ impl futures::Stream for Transfer {
         }
         if !this.ended {
             this.ended = true;
-            let (rt, id) = (this.rt.clone(), this.id);
+            let (rt, id, lease) = (this.rt.clone(), this.id, this.lease.clone());
             tokio::spawn(async move {
-                if let Err(e) = transferred(&rt, id).await {
+                if let Err(e) = transferred(&rt, id, &lease).await {
                     tracing::error!(id, error = %e, "recording a complete download failed");
                 }
             });
@@ -104,13 +107,14 @@ impl Drop for Transfer {
             return;
         }
         let (rt, id, sent) = (self.rt.clone(), self.id, self.sent);
+        let lease = std::mem::take(&mut self.lease);
         tracing::info!(
             id,
             sent,
             "a package transfer was cut off: its link works again"
         );
         tokio::spawn(async move {
-            if let Err(e) = cut_off(&rt, id).await {
+            if let Err(e) = cut_off(&rt, id, &lease).await {
                 tracing::error!(id, error = %e, "giving a cut-off download its link back failed");
             }
         });

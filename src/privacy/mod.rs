@@ -991,6 +991,8 @@ impl Operational {
                     Expr::value(Value::Bytes(None)),
                 )
                 .col_expr(export_download::Column::Error, null_text())
+                // Its link no longer gives anything: gone, not an empty zip.
+                .col_expr(export_download::Column::Status, Expr::value("expired"))
                 .filter(export_download::Column::Id.is_in(ids))
                 .exec(conn)
                 .await?
