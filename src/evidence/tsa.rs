@@ -25,6 +25,7 @@ use x509_tsp::{MessageImprint, TimeStampReq, TimeStampResp, TspVersion, TstInfo}
 
 const SHA_256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
 const SIGNED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
+const TST_INFO: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.1.4");
 /// A TSA's answer is a few kilobytes (its certificate chain included).
 const MAX_ANSWER: usize = 256 * 1024;
 
@@ -95,6 +96,9 @@ pub fn check(answer: &[u8], data: &[u8], nonce: &[u8]) -> Result<DateTime<Utc>, 
     let _version = Any::decode(&mut reader).map_err(malformed)?;
     let _digests = Any::decode(&mut reader).map_err(malformed)?;
     let encapsulated = EncapsulatedContentInfo::decode(&mut reader).map_err(malformed)?;
+    if encapsulated.econtent_type != TST_INFO {
+        return Err(malformed("the token's content is not a TSTInfo"));
+    }
     let content = encapsulated
         .econtent
         .ok_or_else(|| malformed("the token has no content"))?;
