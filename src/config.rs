@@ -732,10 +732,7 @@ fn resolve_tenant(i: usize, t: RawTenant, env: &dyn Env) -> Result<TenantConfig,
     let id =
         t.id.filter(|s| !s.trim().is_empty())
             .ok_or_else(|| invalid(key("id"), "is missing"))?;
-    if !id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
+    if !is_tenant_id(&id) {
         return Err(invalid(
             key("id"),
             format!("`{id}` may only hold ASCII letters, digits, - and _ (it appears in URLs)"),
@@ -854,6 +851,15 @@ fn resolve_tenant(i: usize, t: RawTenant, env: &dyn Env) -> Result<TenantConfig,
         departure,
         witness_emails,
     })
+}
+
+/// What a tenant id may be: ASCII letters, digits, `-` and `_` (it appears
+/// in URLs and file names).
+pub fn is_tenant_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// The check-in keywords when a tenant names none.

@@ -15,7 +15,7 @@ use sea_orm::{
 use sha2::{Digest, Sha256};
 
 use super::log::head;
-use super::merkle::{Frontier, Hash, leaf_hash};
+use super::merkle::{Frontier, leaf_hash, parse_hash};
 use super::note::{NoteError, NoteSigner, checkpoint_text, verify};
 use super::witness::{Witness, WitnessError, Witnessed};
 use crate::outbox::render::hex;
@@ -297,12 +297,6 @@ async fn head_size<C: ConnectionTrait>(conn: &C, tenant: &str) -> Result<i64, Db
 
 fn to_i64(n: u64) -> Result<i64, DbErr> {
     i64::try_from(n).map_err(|_| DbErr::Custom("log too large".into()))
-}
-
-fn parse_hash(text: &str) -> Option<Hash> {
-    hex::decode(text)
-        .ok()
-        .and_then(|b| <Hash>::try_from(b.as_slice()).ok())
 }
 
 /// Whether `c` is a checkpoint, under `verifier_key`, of `tree` as it is.

@@ -9,6 +9,14 @@ use sha2::{Digest, Sha256};
 
 pub type Hash = [u8; 32];
 
+/// A hash as stored: 64 lowercase hex digits (an uppercase one was not
+/// written by rollcall).
+pub fn parse_hash(text: &str) -> Option<Hash> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out).ok()?;
+    (text.bytes().all(|b| !b.is_ascii_uppercase())).then_some(out)
+}
+
 /// The hash of a leaf's data.
 pub fn leaf_hash(data: &[u8]) -> Hash {
     let mut h = Sha256::new();

@@ -29,7 +29,7 @@ use serde_json::Value;
 use sha2::Digest as _;
 
 use super::log::{LeafData, RawRef, parse_frontier, sha256_hex, utc_text};
-use super::merkle::{Hash, Tree, leaf_hash, verify_consistency};
+use super::merkle::{Hash, Tree, leaf_hash, parse_hash, verify_consistency};
 use super::note::{self, NoteError};
 use super::witness::Witnessed;
 use crate::outbox::Payload;
@@ -596,13 +596,6 @@ impl Checked {
         self.erased.append(&mut other.erased);
         self.altered.append(&mut other.altered);
     }
-}
-
-fn parse_hash(text: &str) -> Option<Hash> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(text, &mut out).ok()?;
-    // Stored hashes are lowercase: an uppercase one was not written by us.
-    (text.bytes().all(|b| !b.is_ascii_uppercase())).then_some(out)
 }
 
 fn show(value: Option<&str>) -> String {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::merkle::{Frontier, Hash};
+use super::merkle::{Frontier, Hash, parse_hash};
 use crate::outbox::render::hex;
 
 #[derive(Debug, thiserror::Error)]
@@ -58,11 +58,7 @@ impl Witnessed {
         let hashes = self
             .frontier
             .iter()
-            .map(|h| {
-                hex::decode(h)
-                    .ok()
-                    .and_then(|b| <Hash>::try_from(b.as_slice()).ok())
-            })
+            .map(|h| parse_hash(h))
             .collect::<Option<Vec<Hash>>>()?;
         Frontier::from_peaks(self.size, &hashes).filter(|f| hex(&f.root()) == self.root)
     }
@@ -86,11 +82,7 @@ impl Witness {
     /// The file of `tenant`, whose id must be one configuration allows
     /// (letters, digits, `-`, `_`): anything else is never a file name here.
     fn path(&self, tenant: &str) -> Result<PathBuf, WitnessError> {
-        let safe = !tenant.is_empty()
-            && tenant
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !safe {
+        if !crate::config::is_tenant_id(tenant) {
             return Err(WitnessError {
                 path: self.dir.display().to_string(),
                 reason: format!("`{tenant}` is not a tenant id"),
