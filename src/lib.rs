@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod keys;
 pub mod loadgen;
 pub mod outbox;
+pub mod pdf;
 pub mod platform;
 pub mod privacy;
 pub mod runtime;

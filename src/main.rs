@@ -70,6 +70,22 @@ enum Command {
     /// The keys this database is bound to: show their check values, rotate
     /// the data key.
     Keys(rollcall::keys::cli::KeysArgs),
+    /// Write the letter that sends a notice by post (EMS, registered mail),
+    /// print-ready as PDF and HTML, addressed to the employee's postal
+    /// address: the notice as it went out electronically. The same letter is
+    /// kept as evidence when HR records the tracking number (`/邮政 邮寄`).
+    Letter {
+        #[arg(long)]
+        tenant: String,
+        /// The employee's user id.
+        #[arg(long)]
+        employee: String,
+        #[arg(long, value_enum, default_value = "formal-notice")]
+        kind: rollcall::cases::post::LetterKind,
+        /// The folder to write `RC-…-<kind>.pdf` and `.html` into.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -125,7 +141,54 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Evidence(args) => rollcall::evidence::cli::run(&config, args, open_runtime).await,
         Command::Privacy(args) => rollcall::privacy::cli::run(&config, args).await,
         Command::Keys(args) => rollcall::keys::cli::run(&config, args).await,
+        Command::Letter {
+            tenant,
+            employee,
+            kind,
+            out,
+        } => letter(&config, &tenant, &employee, kind, &out).await,
     }
+}
+
+async fn letter(
+    config: &Config,
+    tenant: &str,
+    employee: &str,
+    kind: rollcall::cases::post::LetterKind,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    use rollcall::cases::post;
+    use std::io::Write;
+    let rt = open_runtime(config).await?;
+    let t = rt
+        .tenant(tenant)
+        .ok_or_else(|| anyhow::anyhow!("no tenant {tenant} in the configuration"))?;
+    let case = post::case_for(&rt.db.orm, tenant, employee, kind)
+        .await?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{employee} has no {} to send by post (a formal notice needs an open case that sent one)",
+                kind.step()
+            )
+        })?;
+    let letter = post::letter(&rt.db.orm, &rt.templates, &rt.key, t, &case, kind).await?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let stem = format!(
+        "{}-{}",
+        rollcall::cases::store::case_no(case.id),
+        kind.step()
+    );
+    for (ext, bytes, sha) in [
+        ("pdf", letter.pdf.as_slice(), &letter.pdf_sha256),
+        ("html", letter.html.as_bytes(), &letter.html_sha256),
+    ] {
+        let path = out.join(format!("{stem}.{ext}"));
+        rollcall::evidence::export::private_file(&path)
+            .and_then(|mut f| f.write_all(bytes))
+            .with_context(|| format!("cannot write {} (it must not exist yet)", path.display()))?;
+        println!("{}  SHA-256 {sha}", path.display());
+    }
+    Ok(())
 }
 
 /// The handlers' runtime, for the CLI commands that need one.

@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use entity::{absence_case, case_event};
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+};
 use serde_json::{Value, json};
 
 use super::{CaseState, CaseStatus, DepartureState, Policy, Step};
@@ -561,13 +563,6 @@ pub async fn reload<C: ConnectionTrait>(conn: &C, id: i64) -> Result<absence_cas
         .ok_or(DbErr::RecordNotFound(format!("case {id}")))
 }
 
-/// Proves, if it can, that the employee of `case` received the formal
-/// notice, and starts the deadline from the earliest proof: their
-/// acknowledgment (已收到), or the platform's word that they read the
-/// notice's text on chat (DingTalk, Feishu). A notice that was only sent
-/// proves nothing (a platform may accept a message and never deliver it),
-/// so it starts no deadline. The first proof found fixes the deadline;
-/// later ones change nothing. Returns the case as it now stands.
 /// How long a copy sent to an agreed address waits before it counts (its
 /// sending time is then the delivery): long enough for a platform's read
 /// check or a gateway's report to say it never arrived.
@@ -691,6 +686,12 @@ pub async fn record_announcement<C: ConnectionTrait>(
             )
         })
         .map(|r| format!("{}:{}", r.channel, r.status))
+        .chain(
+            letters_in_post(conn, case.id)
+                .await?
+                .into_iter()
+                .map(|t| format!("post:{t}")),
+        )
         .collect();
     if !reachable.is_empty() {
         return Ok(Announced::Reachable(reachable));
@@ -714,6 +715,45 @@ pub async fn record_announcement<C: ConnectionTrait>(
     Ok(Announced::Recorded { deemed_at })
 }
 
+/// The postal events of a case (`letter_mailed`, `letter_signed`,
+/// `letter_returned`), with their details, in order.
+async fn letter_events<C: ConnectionTrait>(
+    conn: &C,
+    case_id: i64,
+) -> Result<Vec<(String, Value)>, DbErr> {
+    Ok(case_event::Entity::find()
+        .filter(case_event::Column::CaseId.eq(case_id))
+        .filter(case_event::Column::Kind.is_in([
+            "letter_mailed",
+            "letter_signed",
+            "letter_returned",
+        ]))
+        .order_by_asc(case_event::Column::Id)
+        .all(conn)
+        .await?
+        .into_iter()
+        .filter_map(|e| Some((e.kind, serde_json::from_str(&e.detail).ok()?)))
+        .collect())
+}
+
+/// The tracking numbers of the formal-notice letters of a case that are
+/// still in the post (neither signed for nor returned).
+async fn letters_in_post<C: ConnectionTrait>(conn: &C, case_id: i64) -> Result<Vec<String>, DbErr> {
+    let events = letter_events(conn, case_id).await?;
+    let settled: BTreeSet<&str> = events
+        .iter()
+        .filter(|(kind, _)| kind != "letter_mailed")
+        .filter_map(|(_, d)| d["tracking_no"].as_str())
+        .collect();
+    Ok(events
+        .iter()
+        .filter(|(kind, d)| kind == "letter_mailed" && d["kind"] == "formal_notice")
+        .filter_map(|(_, d)| d["tracking_no"].as_str())
+        .filter(|t| !settled.contains(t))
+        .map(str::to_owned)
+        .collect())
+}
+
 /// When the announcement of `case`'s notice counts as delivered, if one
 /// was recorded.
 async fn announced<C: ConnectionTrait>(
@@ -733,6 +773,15 @@ async fn announced<C: ConnectionTrait>(
         }))
 }
 
+/// Proves, if it can, that the employee of `case` received the formal
+/// notice, and starts the deadline from the earliest proof: their
+/// acknowledgment (已收到), the platform's word that they read the
+/// notice's text on chat (DingTalk, Feishu), a registered letter signed
+/// for (see [`super::post`]), a copy at an agreed address, or a public
+/// announcement whose 30 days ran. A notice that was only sent
+/// proves nothing (a platform may accept a message and never deliver it),
+/// so it starts no deadline. The first proof found fixes the deadline;
+/// later ones change nothing. Returns the case as it now stands.
 pub async fn establish_receipt<C: ConnectionTrait>(
     conn: &C,
     case: &absence_case::Model,
@@ -760,7 +809,14 @@ pub async fn establish_receipt<C: ConnectionTrait>(
         .filter_map(|r| Some((r.read_at?, r.id)))
         .min();
     let deemed = deemed_delivery(conn, case, now).await?;
+    let signed = letter_events(conn, case.id)
+        .await?
+        .into_iter()
+        .filter(|(kind, d)| kind == "letter_signed" && d["kind"] == "formal_notice")
+        .filter_map(|(_, d)| d["received_at"].as_str()?.parse::<DateTime<Utc>>().ok())
+        .min();
     let proofs = [
+        signed.map(|at| (at, "signed:post".to_owned(), None)),
         case.acknowledged_at
             .map(|at| (at, "acknowledged".to_owned(), None)),
         read.map(|(at, id)| (at, "read:chat".to_owned(), Some(id))),

@@ -7,13 +7,14 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 use serde_json::{Value, json};
 
 use super::{
-    Caption, Command, ParseError, Subject, UNION_CHOICES, allowed, may_file_evidence, parse,
-    parse_caption,
+    Caption, Command, LETTER_CHOICES, POST_ACTIONS, ParseError, PostAction, Subject, UNION_CHOICES,
+    allowed, may_file_evidence, parse, parse_caption,
 };
 use crate::cases::CaseStatus;
 use crate::cases::departure::{self, Recorded, Refusal};
 use crate::cases::exhibits;
 use crate::cases::notify::local;
+use crate::cases::post::{self, LetterError, LetterKind};
 use crate::cases::store::{self, Resolution, case_no, parse_case_no};
 use crate::conversation::turn::{HandleError, Turn};
 use crate::employees::Role;
@@ -46,13 +47,18 @@ fn error_context(e: &ParseError) -> Value {
         ParseError::DateOrder { from, to } => {
             json!({ "code": "date_order", "from": from.to_string(), "to": to.to_string() })
         }
+        ParseError::BadTracking(text) => json!({ "code": "bad_tracking", "text": text }),
         ParseError::BadChoice {
             command,
             argument,
             text,
         } => {
             // The words help shows: one per choice.
-            let choices: Vec<&str> = UNION_CHOICES.iter().take(2).map(|(w, _)| *w).collect();
+            let choices: Vec<&str> = match (*command, *argument) {
+                ("post", "action") => POST_ACTIONS.to_vec(),
+                ("post", _) => LETTER_CHOICES.iter().map(|(w, _)| *w).collect(),
+                _ => UNION_CHOICES.iter().take(2).map(|(w, _)| *w).collect(),
+            };
             json!({ "code": "bad_choice", "command": command, "argument": argument, "text": text, "choices": choices })
         }
     }
@@ -195,6 +201,7 @@ async fn run(
     let refused = Ok(("refused", json!({})));
     // Who the command is about (and, for /resolve and /resume, the case).
     let mut case_row = None;
+    let mut mailed = None;
     let target = match cmd {
         Command::Help | Command::Cases => None,
         Command::Status { who: None } => Some(sender.clone()),
@@ -204,6 +211,7 @@ async fn run(
         | Command::Evidence { who }
         | Command::Export { who, .. }
         | Command::Announce { who, .. }
+        | Command::Post(PostAction::Mailed { who, .. })
         | Command::Union { who, .. } => match find(turn, sender, who).await? {
             Found::One(e) => Some(*e),
             // Not someone they may ask about, or no one: the same answer.
@@ -232,6 +240,25 @@ async fn run(
             )
             .await?;
             case_row = Some(found);
+            person
+        }
+        Command::Post(PostAction::Signed { tracking_no, .. })
+        | Command::Post(PostAction::Returned { tracking_no, .. }) => {
+            if role != Role::Hr {
+                return refused;
+            }
+            let Some(found) =
+                post::find_mailed(turn.txn, &turn.tenant.config.id, tracking_no).await?
+            else {
+                return Ok(("post_unknown", json!({ "tracking_no": tracking_no })));
+            };
+            let person = crate::employees::directory::employee_row(
+                turn.txn,
+                &turn.tenant.config.id,
+                &found.user_id,
+            )
+            .await?;
+            mailed = Some(found);
             person
         }
     };
@@ -528,10 +555,20 @@ async fn run(
             {
                 store::Announced::NoNotice => Ok(("announce_no_notice", json!({ "name": t.name }))),
                 store::Announced::Received => Ok(("announce_received", context(json!({})))),
-                store::Announced::Reachable(channels) => Ok((
-                    "announce_reachable",
-                    context(json!({ "channels": channels })),
-                )),
+                store::Announced::Reachable(copies) => {
+                    // `channel:status`, or `post:<tracking number>`.
+                    let reachable: Vec<Value> = copies
+                        .iter()
+                        .map(|c| {
+                            let (channel, detail) = c.split_once(':').unwrap_or((c, ""));
+                            json!({ "channel": channel, "detail": detail })
+                        })
+                        .collect();
+                    Ok((
+                        "announce_reachable",
+                        context(json!({ "reachable": reachable })),
+                    ))
+                }
                 store::Announced::Already(at) => Ok((
                     "announce_already",
                     context(json!({ "deemed_at": local(turn.tenant, at) })),
@@ -540,6 +577,146 @@ async fn run(
                     "announce_ok",
                     context(json!({ "deemed_at": local(turn.tenant, deemed_at) })),
                 )),
+            }
+        }
+        Command::Post(action) => post_command(turn, sender, target, mailed, action).await,
+    }
+}
+
+/// `/post`: a letter mailed, signed for or returned.
+async fn post_command(
+    turn: &Turn<'_>,
+    sender: &employee::Model,
+    target: Option<employee::Model>,
+    mailed: Option<post::Mailed>,
+    action: &PostAction,
+) -> Result<(&'static str, Value), HandleError> {
+    let tenant = turn.tenant;
+    let Some(t) = target else {
+        return Ok(("not_found", json!({ "who": "" })));
+    };
+    let kind_of = |k: LetterKind| k.step();
+    match action {
+        PostAction::Mailed {
+            tracking_no, kind, ..
+        } => {
+            let context =
+                json!({ "name": t.name, "kind": kind_of(*kind), "tracking_no": tracking_no });
+            let Some(case) = post::case_for(turn.txn, &tenant.config.id, &t.user_id, *kind).await?
+            else {
+                return Ok(("post_no_notice", context));
+            };
+            let letter = match post::letter(
+                turn.txn,
+                &turn.rt.templates,
+                &turn.rt.key,
+                tenant,
+                &case,
+                *kind,
+            )
+            .await
+            {
+                Ok(l) => l,
+                Err(LetterError::NoAddress(_)) => return Ok(("post_no_address", context)),
+                Err(LetterError::NoNotice(..) | LetterError::NoEmployee(_)) => {
+                    return Ok(("post_no_notice", context));
+                }
+                Err(LetterError::Db(e)) => return Err(e.into()),
+                Err(LetterError::Template(e)) => return Err(e.into()),
+                Err(e @ LetterError::Employee(_)) => {
+                    return Err(HandleError::Unreadable {
+                        id: turn.event_id,
+                        reason: e.to_string(),
+                    });
+                }
+            };
+            match post::record_mailed(
+                turn.txn,
+                tenant,
+                &case,
+                &letter,
+                tracking_no,
+                &sender.user_id,
+                Some(turn.event_id),
+                turn.now,
+            )
+            .await?
+            {
+                Err(post::Refusal::Duplicate { same }) => Ok((
+                    "post_duplicate",
+                    json!({ "tracking_no": tracking_no, "same": same }),
+                )),
+                Err(_) => Ok(("post_no_notice", context)),
+                Ok(()) => Ok((
+                    "post_mailed",
+                    json!({
+                        "name": t.name,
+                        "case_no": case_no(case.id),
+                        "kind": kind_of(*kind),
+                        "tracking_no": tracking_no,
+                        "pdf_sha256": letter.pdf_sha256,
+                        "html_sha256": letter.html_sha256,
+                    }),
+                )),
+            }
+        }
+        PostAction::Signed { on, .. } | PostAction::Returned { on, .. } => {
+            let Some(mailed) = mailed else {
+                return Ok(("not_found", json!({ "who": "" })));
+            };
+            let (signed, note) = match action {
+                PostAction::Returned { note, .. } => (false, note.as_deref()),
+                _ => (true, None),
+            };
+            let context = json!({
+                "name": t.name,
+                "case_no": case_no(mailed.case_id),
+                "kind": kind_of(mailed.kind),
+                "tracking_no": mailed.tracking_no,
+                "on": on.to_string(),
+            });
+            let with = |extra: Value| {
+                let mut c = context.clone();
+                if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+                    c.extend(extra.clone());
+                }
+                c
+            };
+            match post::record_outcome(
+                turn.txn,
+                tenant,
+                &mailed,
+                signed,
+                *on,
+                note,
+                &sender.user_id,
+                Some(turn.event_id),
+                turn.now,
+            )
+            .await?
+            {
+                Err(post::Refusal::BadDate { mailed_on, today }) => Ok((
+                    "post_bad_date",
+                    with(json!({ "mailed_on": mailed_on.to_string(), "today": today.to_string() })),
+                )),
+                Err(post::Refusal::Settled(outcome)) => Ok((
+                    "post_settled",
+                    with(match outcome {
+                        post::Outcome::Signed(d) => json!({ "signed_on": d.to_string() }),
+                        post::Outcome::Returned(d) => json!({ "returned_on": d.to_string() }),
+                        post::Outcome::InTransit => json!({}),
+                    }),
+                )),
+                Err(_) => Ok(("post_unknown", json!({ "tracking_no": mailed.tracking_no }))),
+                Ok(case) if signed => Ok((
+                    "post_signed",
+                    with(json!({
+                        "received_at": local(tenant, post::received_at(tenant, *on)),
+                        "receipt_via": case.receipt_via,
+                        "deadline": case.deadline_at.map(|d| local(tenant, d)),
+                    })),
+                )),
+                Ok(_) => Ok(("post_returned", with(json!({ "note": note })))),
             }
         }
     }

@@ -9,6 +9,7 @@ pub mod handle;
 use chrono::NaiveDate;
 
 use crate::cases::departure::UnionNotice;
+use crate::cases::post::{LetterKind, tracking_number};
 use crate::employees::Role;
 
 /// A command sent to the bot in chat.
@@ -58,7 +59,39 @@ pub enum Command {
         published_on: NaiveDate,
         place: String,
     },
+    /// `/post …`, `/邮政`: HR records a notice sent by registered mail (see
+    /// [`PostAction`]).
+    Post(PostAction),
 }
+
+/// What `/post` records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostAction {
+    /// `/post 邮寄 <who> <单号> [返岗|解除]`: the letter (the formal notice,
+    /// or with 解除 the termination notice) went out under that number.
+    Mailed {
+        who: String,
+        tracking_no: String,
+        kind: LetterKind,
+    },
+    /// `/post 签收 <单号> <date>`: the addressee signed for it that day.
+    Signed { tracking_no: String, on: NaiveDate },
+    /// `/post 退回 <单号> <date> [why]`: it came back undelivered.
+    Returned {
+        tracking_no: String,
+        on: NaiveDate,
+        note: Option<String>,
+    },
+}
+
+/// The words `/post` takes for its <action>.
+pub const POST_ACTIONS: &[&str] = &["邮寄", "签收", "退回"];
+
+/// The words `/post 邮寄` takes for the letter, first the default.
+pub const LETTER_CHOICES: &[(&str, LetterKind)] = &[
+    ("返岗", LetterKind::FormalNotice),
+    ("解除", LetterKind::TerminationNotice),
+];
 
 /// The commands, their names and Chinese aliases, for parsing and help.
 pub const COMMANDS: &[(&str, &str)] = &[
@@ -73,6 +106,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("union", "工会"),
     ("export", "导出"),
     ("announce", "公告"),
+    ("post", "邮政"),
 ];
 
 /// The words `/union` takes for its <notice>, first the ones help shows.
@@ -100,6 +134,8 @@ pub enum ParseError {
     BadDate(String),
     #[error("the leave ends ({to}) before it starts ({from})")]
     DateOrder { from: NaiveDate, to: NaiveDate },
+    #[error("`{0}` is not a tracking number (5 to 40 letters, digits or -)")]
+    BadTracking(String),
     #[error("`/{command}` <{argument}> cannot be `{text}`")]
     BadChoice {
         command: &'static str,
@@ -256,6 +292,69 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
                 place,
             }
         }
+        "post" => {
+            let action = need("action")?;
+            let tracking = |words: &mut std::str::SplitWhitespace<'_>| {
+                let text = words.next().ok_or(ParseError::Missing {
+                    command: "post",
+                    argument: "tracking_no",
+                })?;
+                tracking_number(text).ok_or_else(|| ParseError::BadTracking(text.to_owned()))
+            };
+            match action {
+                "邮寄" | "mailed" => {
+                    let who = words
+                        .next()
+                        .ok_or(ParseError::Missing {
+                            command: "post",
+                            argument: "who",
+                        })?
+                        .to_owned();
+                    let tracking_no = tracking(&mut words)?;
+                    let kind = match words.next() {
+                        None => LetterKind::FormalNotice,
+                        Some(word) => LETTER_CHOICES
+                            .iter()
+                            .find(|(w, _)| *w == word)
+                            .map(|(_, k)| *k)
+                            .ok_or_else(|| ParseError::BadChoice {
+                                command: "post",
+                                argument: "letter",
+                                text: word.to_owned(),
+                            })?,
+                    };
+                    Command::Post(PostAction::Mailed {
+                        who,
+                        tracking_no,
+                        kind,
+                    })
+                }
+                "签收" | "signed" | "退回" | "returned" => {
+                    let tracking_no = tracking(&mut words)?;
+                    let on = date(words.next().ok_or(ParseError::Missing {
+                        command: "post",
+                        argument: "date",
+                    })?)?;
+                    let rest: Vec<&str> = words.collect();
+                    if matches!(action, "签收" | "signed") {
+                        Command::Post(PostAction::Signed { tracking_no, on })
+                    } else {
+                        Command::Post(PostAction::Returned {
+                            tracking_no,
+                            on,
+                            note: (!rest.is_empty()).then(|| rest.join(" ")),
+                        })
+                    }
+                }
+                other => {
+                    return Err(ParseError::BadChoice {
+                        command: "post",
+                        argument: "action",
+                        text: other.to_owned(),
+                    });
+                }
+            }
+        }
         _ => unreachable!("every name in COMMANDS has an arm"),
     };
     Ok(command)
@@ -291,6 +390,7 @@ pub fn allowed(role: Role, command: &Command, subject: Subject) -> bool {
                         | Command::Depart { .. }
                         | Command::Union { .. }
                         | Command::Announce { .. }
+                        | Command::Post(_)
                 ))
         }
         Role::Manager => match command {
@@ -305,7 +405,8 @@ pub fn allowed(role: Role, command: &Command, subject: Subject) -> bool {
             Command::Depart { .. }
             | Command::Union { .. }
             | Command::Export { .. }
-            | Command::Announce { .. } => false,
+            | Command::Announce { .. }
+            | Command::Post(_) => false,
         },
         Role::Employee => match command {
             Command::Help => true,
@@ -318,7 +419,8 @@ pub fn allowed(role: Role, command: &Command, subject: Subject) -> bool {
             | Command::Evidence { .. }
             | Command::Union { .. }
             | Command::Export { .. }
-            | Command::Announce { .. } => false,
+            | Command::Announce { .. }
+            | Command::Post(_) => false,
         },
     }
 }
@@ -368,11 +470,22 @@ mod tests {
     #[case("/工会 张三 无工会", Command::Union { who: "张三".into(), notice: UnionNotice::NoUnion, note: None })]
     #[case("/公告 张三 2026-12-10 《新民晚报》第 8 版", Command::Announce { who: "张三".into(), published_on: NaiveDate::from_ymd_opt(2026, 12, 10).unwrap(), place: "《新民晚报》第 8 版".into() })]
     #[case("/union 张三 Notified 2026-12-08", Command::Union { who: "张三".into(), notice: UnionNotice::Notified, note: Some("2026-12-08".into()) })]
+    #[case("/post 邮寄 张三 ea123456789cn", Command::Post(PostAction::Mailed { who: "张三".into(), tracking_no: "EA123456789CN".into(), kind: LetterKind::FormalNotice }))]
+    #[case("/邮政 邮寄 张三 1234567890123 解除", Command::Post(PostAction::Mailed { who: "张三".into(), tracking_no: "1234567890123".into(), kind: LetterKind::TerminationNotice }))]
+    #[case("/post 签收 EA123456789CN 2026/12/10", Command::Post(PostAction::Signed { tracking_no: "EA123456789CN".into(), on: d("2026-12-10") }))]
+    #[case("/post 退回 EA123456789CN 2026-12-10 查无此人", Command::Post(PostAction::Returned { tracking_no: "EA123456789CN".into(), on: d("2026-12-10"), note: Some("查无此人".into()) }))]
     fn parses(#[case] text: &str, #[case] expected: Command) {
         assert_eq!(parse(text), Ok(expected));
     }
 
     #[rstest]
+    #[case("/post", ParseError::Missing { command: "post", argument: "action" })]
+    #[case("/post 寄出 张三 EA123456789CN", ParseError::BadChoice { command: "post", argument: "action", text: "寄出".into() })]
+    #[case("/post 邮寄 张三", ParseError::Missing { command: "post", argument: "tracking_no" })]
+    #[case("/post 邮寄 张三 EA1", ParseError::BadTracking("EA1".into()))]
+    #[case("/post 邮寄 张三 EA123456789CN 通知", ParseError::BadChoice { command: "post", argument: "letter", text: "通知".into() })]
+    #[case("/post 签收 EA123456789CN", ParseError::Missing { command: "post", argument: "date" })]
+    #[case("/post 签收 EA123456789CN 昨天", ParseError::BadDate("昨天".into()))]
     #[case("我在请假", ParseError::NotACommand)]
     #[case("打卡", ParseError::NotACommand)]
     #[case("/", ParseError::NotACommand)]

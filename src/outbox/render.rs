@@ -46,6 +46,7 @@ const BUILT_IN: &[(&str, &str)] = &[
         "formal_notice.employee",
         include_str!("../../bot-templates/formal_notice.employee.j2"),
     ),
+    ("letter", include_str!("../../bot-templates/letter.j2")),
     (
         "report.html",
         include_str!("../../bot-templates/report.html.j2"),
@@ -224,6 +225,20 @@ mod tests {
     fn every_built_in_template_compiles() {
         let t = Templates::load(None).unwrap();
         assert_eq!(t.hashes.len(), BUILT_IN.len());
+    }
+
+    /// Every block of a template is rendered once whatever block is asked
+    /// for, so one block reaching into a value another answer passes (an
+    /// attribute of an undefined value) breaks every answer of that
+    /// template. (The case report is one page, always rendered whole.)
+    #[test]
+    fn every_built_in_template_renders_without_a_context() {
+        let t = Templates::load(None).unwrap();
+        for (name, _) in BUILT_IN.iter().filter(|(n, _)| *n != "report.html") {
+            if let Err(e) = t.render(name, context! {}, &[]) {
+                panic!("{name}: {e:?}");
+            }
+        }
     }
 
     #[rstest::rstest]
