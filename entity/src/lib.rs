@@ -15,6 +15,7 @@ pub mod exhibit_window;
 pub mod export_download;
 pub mod inbound_event;
 pub mod key_check;
+pub mod key_handover;
 pub mod leave;
 pub mod media;
 pub mod outbox;

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod download;
 pub mod export;
+pub mod handover;
 pub mod log;
 pub mod merkle;
 pub mod note;
