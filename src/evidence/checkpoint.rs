@@ -156,6 +156,10 @@ pub async fn checkpoint<C: ConnectionTrait>(
             head.origin
         )));
     }
+    // After a key rotation, what was signed before was signed by an older
+    // key: believed only through the chain of hand-overs to this one.
+    let chain = super::handover::chain(conn, &signer.verifier_key()).await?;
+    let keys: Vec<&str> = chain.keys().collect();
     let witnessed = witness.read(tenant)?;
     let mut tree = match &witnessed {
         None => Frontier::default(),
@@ -179,8 +183,19 @@ pub async fn checkpoint<C: ConnectionTrait>(
                     w.size
                 )));
             }
-            w.frontier()
-                .ok_or_else(|| refuse("the witness's frontier does not give its root".into()))?
+            let frontier = w
+                .frontier()
+                .ok_or_else(|| refuse("the witness's frontier does not give its root".into()))?;
+            if !keys.iter().any(|k| {
+                verify(&w.note, k)
+                    .is_ok_and(|t| t == checkpoint_text(&w.origin, w.size, &frontier.root()))
+            }) {
+                return Err(refuse(format!(
+                    "the witnessed checkpoint of {} leaves is not signed by this key or one it took over from",
+                    w.size
+                )));
+            }
+            frontier
         }
     };
     // Checkpoints signed beyond the witnessed one (another instance, or
@@ -210,7 +225,6 @@ pub async fn checkpoint<C: ConnectionTrait>(
             )));
         }
     }
-    let verifier_key = signer.verifier_key();
     let mut known: Option<evidence_checkpoint::Model> = None;
     while tree.size() < size {
         let from = tree.size();
@@ -245,8 +259,7 @@ pub async fn checkpoint<C: ConnectionTrait>(
             tree.push(hash);
             while let Some(c) = signed_since.next_if(|c| c.size <= to_i64(tree.size()).unwrap_or(0))
             {
-                if c.size != to_i64(tree.size())? || !signs(&c, &head.origin, &tree, &verifier_key)
-                {
+                if c.size != to_i64(tree.size())? || !signs(&c, &head.origin, &tree, &keys) {
                     return Err(refuse(format!(
                         "the checkpoint of {} leaves in the database is not one of the log's leaves",
                         c.size
@@ -276,7 +289,7 @@ pub async fn checkpoint<C: ConnectionTrait>(
             _ => sign(conn, signer, tenant, &head.origin, &tree, now).await?,
         },
     };
-    if !signs(&made, &head.origin, &tree, &verifier_key) {
+    if !signs(&made, &head.origin, &tree, &keys) {
         return Err(refuse(format!(
             "the checkpoint of {size} leaves in the database is not the one signed now"
         )));
@@ -299,15 +312,14 @@ fn to_i64(n: u64) -> Result<i64, DbErr> {
     i64::try_from(n).map_err(|_| DbErr::Custom("log too large".into()))
 }
 
-/// Whether `c` is a checkpoint, under `verifier_key`, of `tree` as it is.
-fn signs(
-    c: &evidence_checkpoint::Model,
-    origin: &str,
-    tree: &Frontier,
-    verifier_key: &str,
-) -> bool {
+/// Whether `c` is a checkpoint, under one of `keys` (the signing key and
+/// those it took over from), of `tree` as it is.
+fn signs(c: &evidence_checkpoint::Model, origin: &str, tree: &Frontier, keys: &[&str]) -> bool {
     let text = checkpoint_text(origin, tree.size(), &tree.root());
-    c.root == hex(&tree.root()) && verify(&c.note, verifier_key).is_ok_and(|t| t == text)
+    c.root == hex(&tree.root())
+        && keys
+            .iter()
+            .any(|k| verify(&c.note, k).is_ok_and(|t| t == text))
 }
 
 async fn sign<C: ConnectionTrait>(

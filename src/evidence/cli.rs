@@ -54,8 +54,9 @@ pub enum EvidenceCommand {
     },
     /// Recompute a tenant's log from what is stored: every leaf from its
     /// content, every raw payload, the tree at every checkpoint, each
-    /// checkpoint's signature and the consistency between consecutive
-    /// checkpoints. One line per record that does not match, then a
+    /// checkpoint's signature (by the key, or by one it took over from
+    /// through hand-overs signed by both keys, each checked) and the
+    /// consistency between consecutive checkpoints. One line per record that does not match, then a
     /// summary; the exit status is 1 if anything does not match.
     Verify {
         #[arg(long)]

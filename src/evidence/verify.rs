@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Digest as _;
 
+use super::handover::{self, Handover};
 use super::log::{LeafData, RawRef, parse_frontier, sha256_hex, utc_text};
 use super::merkle::{Hash, Tree, leaf_hash, parse_hash, verify_consistency};
 use super::note::{self, NoteError};
@@ -82,6 +83,11 @@ pub enum Record {
     /// The witness file of the last checkpoint signed (outside the database).
     Witness {
         size: u64,
+    },
+    /// A hand-over from one evidence key to the next, by their key ids.
+    Handover {
+        old: String,
+        new: String,
     },
 }
 
@@ -161,6 +167,7 @@ impl fmt::Display for Record {
             }
             Record::Checkpoint { size } => write!(f, "checkpoint size {size}"),
             Record::Witness { size } => write!(f, "witnessed checkpoint size {size}"),
+            Record::Handover { old, new } => write!(f, "key hand-over {old} to {new}"),
         }
     }
 }
@@ -343,14 +350,16 @@ pub async fn verify_log(
     let last_checkpoint = checkpoints
         .last()
         .and_then(|c| Some((u64::try_from(c.size).ok()?, c.created_at)));
-    let (size, first_gap, origin, key) = (
-        v.size,
-        v.first_gap,
-        head.origin.clone(),
-        verifier_key.to_owned(),
+    let (keys, found) = key_chain(
+        verifier_key,
+        &handover::stored(&txn).await?,
+        &head.origin,
+        &checkpoints,
     );
+    v.problems.extend(found);
+    let (size, first_gap, origin) = (v.size, v.first_gap, head.origin.clone());
     let found = tokio::task::spawn_blocking(move || {
-        check_checkpoints(&tree, size, first_gap, &origin, &key, &checkpoints)
+        check_checkpoints(&tree, size, first_gap, &origin, &keys, &checkpoints)
     })
     .await?;
     v.problems.extend(found);
@@ -362,6 +371,7 @@ pub async fn verify_log(
         Record::Raw { leaf, .. } => (2, leaf.unwrap_or(u64::MAX)),
         Record::Checkpoint { size } => (3, *size),
         Record::Witness { size } => (4, *size),
+        Record::Handover { .. } => (5, 0),
     });
     Ok(VerifyReport {
         tenant: tenant.to_owned(),
@@ -1137,6 +1147,102 @@ fn par_map<T: Sync, R: Send>(items: &[T], f: &(impl Fn(&T) -> R + Sync)) -> Vec<
     })
 }
 
+/// A key that may sign this log's checkpoints: the configured one (no
+/// limit), or an older one up to the size its hand-over names.
+#[derive(Debug, Clone)]
+struct ChainKey {
+    key: String,
+    up_to: Option<u64>,
+}
+
+fn key_id(verifier_key: &str) -> String {
+    verifier_key.split('+').nth(1).unwrap_or("?").to_owned()
+}
+
+/// The chain of hand-overs from `current` back: every stored hand-over
+/// must carry both signatures, and each on the chain must name a
+/// checkpoint of this log that the database holds (or none, if the log
+/// began after it). Returns the keys checkpoints may be signed by.
+fn key_chain(
+    current: &str,
+    stored: &[entity::key_handover::Model],
+    origin: &str,
+    checkpoints: &[evidence_checkpoint::Model],
+) -> (Vec<ChainKey>, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let record = |old: &str, new: &str| Record::Handover {
+        old: key_id(old),
+        new: key_id(new),
+    };
+    let mut valid = Vec::new();
+    for row in stored {
+        match Handover::verify(&row.note) {
+            Ok(h) if h.old_key == row.old_key && h.new_key == row.new_key => valid.push(h),
+            Ok(_) => problems.push(Problem::new(
+                record(&row.old_key, &row.new_key),
+                Some(Field::Column("note".into())),
+                "names other keys than its row",
+            )),
+            Err(e) => problems.push(Problem::new(
+                record(&row.old_key, &row.new_key),
+                Some(Field::Column("note".into())),
+                format!("does not verify: {e}"),
+            )),
+        }
+    }
+    let mut keys = vec![ChainKey {
+        key: current.to_owned(),
+        up_to: None,
+    }];
+    let mut at = current.to_owned();
+    while let Some(h) = valid.iter().find(|h| h.new_key == at) {
+        if keys.iter().any(|k| k.key == h.old_key) {
+            problems.push(Problem::new(
+                record(&h.old_key, &h.new_key),
+                None,
+                "hands over to a key that came before it: the chain loops",
+            ));
+            break;
+        }
+        let up_to = match h.covered(origin) {
+            None => 0,
+            Some(c) => {
+                match checkpoints
+                    .iter()
+                    .find(|k| u64::try_from(k.size).ok() == Some(c.size))
+                {
+                    None => problems.push(Problem::new(
+                        record(&h.old_key, &h.new_key),
+                        None,
+                        format!(
+                            "names the checkpoint of {} leaves of this log, which is not in the database",
+                            c.size
+                        ),
+                    )),
+                    Some(k) if k.root != hex(&c.root) => problems.push(Problem::new(
+                        record(&h.old_key, &h.new_key),
+                        None,
+                        format!(
+                            "names root {} for the checkpoint of {} leaves, but the database's is {}",
+                            hex(&c.root),
+                            c.size,
+                            k.root
+                        ),
+                    )),
+                    Some(_) => {}
+                }
+                c.size
+            }
+        };
+        keys.push(ChainKey {
+            key: h.old_key.clone(),
+            up_to: Some(up_to),
+        });
+        at = h.old_key.clone();
+    }
+    (keys, problems)
+}
+
 /// Each checkpoint against the tree recomputed from the stored leaf
 /// hashes (its root column and the root inside its signed note), its
 /// signature, and consecutive checkpoints' consistency.
@@ -1145,11 +1251,11 @@ fn check_checkpoints(
     log_size: u64,
     first_gap: Option<u64>,
     origin: &str,
-    key: &str,
+    keys: &[ChainKey],
     checkpoints: &[evidence_checkpoint::Model],
 ) -> Vec<Problem> {
     let checked = par_map(checkpoints, &|c| {
-        check_checkpoint(tree, log_size, first_gap, origin, key, c)
+        check_checkpoint(tree, log_size, first_gap, origin, keys, c)
     });
     let mut problems = Vec::new();
     let mut previous: Option<(u64, Hash)> = None;
@@ -1183,7 +1289,7 @@ fn check_checkpoint(
     log_size: u64,
     first_gap: Option<u64>,
     origin: &str,
-    key: &str,
+    keys: &[ChainKey],
     c: &evidence_checkpoint::Model,
 ) -> (Vec<Problem>, Option<(u64, Hash)>) {
     let mut out = Vec::new();
@@ -1232,7 +1338,27 @@ fn check_checkpoint(
             }
         }
     }
-    let text = match note::verify(&c.note, key) {
+    // The configured key, or an older one of the chain of hand-overs.
+    let signed = keys
+        .iter()
+        .find_map(|k| note::verify(&c.note, &k.key).ok().map(|t| (k, t)));
+    let verified = match signed {
+        Some((k, text)) => {
+            if let Some(up_to) = k.up_to.filter(|up_to| size > *up_to) {
+                out.push(Problem::new(
+                    record(),
+                    None,
+                    format!(
+                        "is signed by key {}, which handed over at the checkpoint of {up_to} leaves",
+                        key_id(&k.key)
+                    ),
+                ));
+            }
+            Ok(text)
+        }
+        None => note::verify(&c.note, &keys[0].key),
+    };
+    let text = match verified {
         Ok(text) => text,
         Err(e) => {
             out.push(Problem::new(
