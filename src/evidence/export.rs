@@ -48,6 +48,9 @@ const VERIFY_PY: &str = include_str!("package/verify.py");
 const VERIFY_MD: &str = include_str!("package/VERIFY.md");
 /// The earlier checkpoint of the consistency proof, when there is one.
 const EARLIEST_NOTE: &str = "checkpoint-earliest.txt";
+/// The evidence key hand-overs, oldest first, when the log was signed by
+/// more than one key.
+const HANDOVERS: &str = "handovers.txt";
 /// Bound parameters per `IN (…)` list (SQLite allows 32,766 in all).
 const IN_CHUNK: usize = 500;
 
@@ -355,7 +358,14 @@ pub async fn package(
         })
         .or_else(|| chosen.values().next())
         .map_or(0, |c| c.row.idx);
-    let earliest = earliest_covering(conn, tenant, anchor, &signed, &verifier_key).await?;
+    // Checkpoints signed before a key rotation are believed through the
+    // hand-overs, which the package then carries.
+    let chain = super::handover::chain(conn, &verifier_key).await?;
+    let keys: Vec<&str> = chain.keys().collect();
+    let earliest = earliest_covering(conn, tenant, anchor, &signed, &keys).await?;
+    if !chain.links.is_empty() {
+        files.insert(HANDOVERS.into(), chain.notes().into_bytes());
+    }
     let consistency = match &earliest {
         Some(first) => {
             let m = first.size as u64;
@@ -790,20 +800,20 @@ async fn raws(
     Ok(out)
 }
 
-/// The first checkpoint (signed by this key) that holds leaf `anchor`, if
-/// it came before the export's.
+/// The first checkpoint (signed by this key, or one it took over from)
+/// that holds leaf `anchor`, if it came before the export's.
 async fn earliest_covering(
     conn: &sea_orm::DatabaseConnection,
     tenant: &str,
     anchor: i64,
     export: &evidence_checkpoint::Model,
-    verifier_key: &str,
+    keys: &[&str],
 ) -> Result<Option<evidence_checkpoint::Model>, DbErr> {
     Ok(checkpoint::all(conn, tenant)
         .await?
         .into_iter()
         .filter(|c| c.size > anchor && c.size <= export.size)
-        .find(|c| note::verify(&c.note, verifier_key).is_ok())
+        .find(|c| keys.iter().any(|k| note::verify(&c.note, k).is_ok()))
         .filter(|c| c.size < export.size))
 }
 

@@ -29,6 +29,11 @@ Checks, in order (VERIFY.md says what each one proves):
   7. consistency    the earlier checkpoint's signature and origin, and that
                     the log at export extends it (RFC 9162 §2.1.4.2)
 
+After a key rotation the package carries handovers.txt: each hand-over must
+be signed by both its keys; the fingerprint given may then be that of any key
+joined to the package's key by hand-overs, and a checkpoint may be signed by
+any such key (a retired one only up to the checkpoint its hand-over names).
+
 Exit status: 0 when every check passed, 1 when one failed, 2 when the
 package could not be checked at all (no Ed25519 implementation, bad usage).
 """
@@ -290,6 +295,16 @@ def parse_pubkey(text):
     printed = fields.get("fingerprint (SHA-256)")
     if not (vkey and raw and printed):
         raise Broken("needs the lines `verifier key:`, `Ed25519 public key (base64):` and `fingerprint (SHA-256):`")
+    key = parse_verifier_key(vkey)
+    if b64(raw, "the raw public key") != key.public_key:
+        raise Broken("the raw public key is not the one in the verifier key")
+    if printed != key.fingerprint():
+        raise Broken("the fingerprint printed is not the key's (%s)" % key.fingerprint())
+    return key
+
+
+def parse_verifier_key(vkey):
+    """`<name>+<key id>+<base64(0x01 || key)>`, its key id checked."""
     # The key's base64 may hold "+" too: only the first two separate fields.
     parts = vkey.split("+", 2)
     if len(parts) != 3:
@@ -301,10 +316,6 @@ def parse_pubkey(text):
     key = Key(name, note_key_id(name, blob[1:]), blob[1:])
     if id_hex != key.key_id.hex():
         raise Broken("the key id %s is not the one the key gives (%s)" % (id_hex, key.key_id.hex()))
-    if b64(raw, "the raw public key") != key.public_key:
-        raise Broken("the raw public key is not the one in the verifier key")
-    if printed != key.fingerprint():
-        raise Broken("the fingerprint printed is not the key's (%s)" % key.fingerprint())
     return key
 
 
@@ -411,14 +422,127 @@ def confirm_at_terminal(key):
     return answer.strip().lower() == "yes"
 
 
-def check_key(key, fingerprint, confirm, results):
-    """The key must be the employer's: given with --fingerprint, or confirmed."""
+# --- evidence key hand-overs ---
+
+HANDOVER_HEADER = "rollcall evidence key hand-over"
+
+
+class Handover:
+    """A hand-over from one evidence key to the next, signed by both."""
+
+    def __init__(self, old, new, time, checkpoints):
+        self.old = old
+        self.new = new
+        self.time = time
+        self.checkpoints = checkpoints  # {origin: (size, root)}
+
+
+def parse_handover(note, ed):
+    """Checks one hand-over note: its form, and a valid signature by the
+    old key AND by the new key."""
+    split = note.rfind("\n\n")
+    if split < 0:
+        raise Broken("has no blank line before its signatures")
+    lines = note[:split].split("\n")
+    if len(lines) < 4 or lines[0] != HANDOVER_HEADER:
+        raise Broken("is not `%s`, `old`, `new` and `time` lines" % HANDOVER_HEADER)
+    fields = []
+    for line, tag in zip(lines[1:4], ("old ", "new ", "time ")):
+        if not line.startswith(tag):
+            raise Broken("has no `%s` line" % tag.strip())
+        fields.append(line[len(tag):])
+    old, new = parse_verifier_key(fields[0]), parse_verifier_key(fields[1])
+    if old.public_key == new.public_key:
+        raise Broken("hands a key over to itself")
+    checkpoints = {}
+    for line in lines[4:]:
+        parts = line.split(" ")
+        if len(parts) != 4 or parts[0] != "checkpoint" or not re.fullmatch(r"[0-9]+", parts[2]):
+            raise Broken("a line is not `checkpoint <origin> <size> <root>`")
+        checkpoints[parts[1]] = (int(parts[2]), b64(parts[3], "a hand-over root"))
+    for which, key in (("old", old), ("new", new)):
+        try:
+            verify_note(note, key, ed)
+        except Broken as e:
+            raise Broken("the signature of the %s key %s+%s: %s" % (which, key.name, key.key_id.hex(), e))
+    return Handover(old, new, fields[2], checkpoints)
+
+
+def read_handovers(root, manifest_files, ed, results):
+    """The package's hand-overs (handovers.txt, one note after another),
+    each checked; None when one is broken (then no older key is believed)."""
+    if "handovers.txt" not in manifest_files:
+        return []
+    try:
+        text = read(root, "handovers.txt").decode("utf-8")
+        starts = [m.start() for m in re.finditer(r"(?m)^%s$" % re.escape(HANDOVER_HEADER), text)]
+        if not starts or starts[0] != 0:
+            raise Broken("does not start with a hand-over")
+        notes = [text[a:b] for a, b in zip(starts, starts[1:] + [len(text)])]
+    except (Broken, UnicodeDecodeError) as e:
+        results.fail("handovers.txt", str(e))
+        return None
+    handovers = []
+    for number, note in enumerate(notes, 1):
+        try:
+            handovers.append(parse_handover(note, ed))
+        except Broken as e:
+            results.fail("handovers.txt", "hand-over %d %s" % (number, e))
+            return None
+    for h in handovers:
+        results.ok("handovers.txt", "key %s handed over to key %s at %s, signed by both"
+                   % (h.old.key_id.hex(), h.new.key_id.hex(), h.time))
+    return handovers
+
+
+def chain_of(key, handovers):
+    """The keys joined to `key` by hand-overs (either way), `key` first."""
+    keys = [key]
+    grew = True
+    while grew:
+        grew = False
+        for h in handovers:
+            for a, b in ((h.old, h.new), (h.new, h.old)):
+                if any(k.public_key == a.public_key for k in keys) and \
+                        not any(k.public_key == b.public_key for k in keys):
+                    keys.append(b)
+                    grew = True
+    return keys
+
+
+def verify_by_chain(note, keys, handovers, ed):
+    """Verifies `note` by a key of the chain; a retired key only up to the
+    checkpoint its hand-over names of that log. Returns (text, key)."""
+    for key in keys:
+        try:
+            text = verify_note(note, key, ed)
+        except Broken:
+            continue
+        origin, size, _ = parse_checkpoint(text)
+        for h in handovers:
+            if h.old.public_key == key.public_key:
+                up_to = h.checkpoints.get(origin, (0, None))[0]
+                if size > up_to:
+                    raise Broken("is signed by key %s, which handed over at the checkpoint of %d leaves of %s"
+                                 % (key.key_id.hex(), up_to, origin))
+        return text, key
+    raise Broken("is signed by no key of the chain of hand-overs from the package's key (%s)"
+                 % ", ".join(k.key_id.hex() for k in keys))
+
+
+def check_key(key, fingerprint, confirm, results, chain=()):
+    """The key must be the employer's: given with --fingerprint (directly,
+    or by hand-overs from or to it), or confirmed."""
     if fingerprint is not None:
         wanted = normalised_fingerprint(fingerprint)
+        reached = [k for k in chain if sha256(k.public_key).hex() == wanted]
         if wanted is None:
             results.fail("pubkey.txt", "--fingerprint %r is not a SHA-256 fingerprint (64 hex digits)" % fingerprint)
         elif wanted == sha256(key.public_key).hex():
             results.ok("pubkey.txt", "the key is the one whose fingerprint was given with --fingerprint")
+        elif reached:
+            results.ok("pubkey.txt", "the key is joined by hand-overs signed by both keys (handovers.txt) to key %s, "
+                       "whose fingerprint was given with --fingerprint" % reached[0].key_id.hex())
         else:
             results.fail("pubkey.txt", "the key's fingerprint is NOT the one given with --fingerprint: "
                          "the package was not signed with the key the employer published")
@@ -440,7 +564,13 @@ def check(root, ed, results, fingerprint, confirm):
     except (Broken, UnicodeDecodeError) as e:
         results.fail("pubkey.txt", str(e))
         return
-    check_key(key, fingerprint, confirm, results)
+    try:
+        listed = manifest_paths(json.loads(read(root, "manifest.json").decode("utf-8")))
+    except (Broken, ValueError, UnicodeDecodeError, AttributeError):
+        listed = set()
+    handovers = read_handovers(root, listed, ed, results)
+    chain = chain_of(key, handovers or [])
+    check_key(key, fingerprint, confirm, results, chain)
 
     # 2. The manifest's signature.
     try:
@@ -499,8 +629,10 @@ def check(root, ed, results, fingerprint, confirm):
     # tenant T `<key name>/T` (the key is named after the service).
     try:
         note = read(root, "checkpoint.txt").decode("utf-8")
-        origin, size, tree_root = parse_checkpoint(verify_note(note, key, ed))
-        results.ok("checkpoint.txt", "signed by %s: log %s, %d leaves, root %s" % (key.name, origin, size, tree_root.hex()))
+        text, signer = verify_by_chain(note, chain, handovers or [], ed)
+        origin, size, tree_root = parse_checkpoint(text)
+        results.ok("checkpoint.txt", "signed by %s (key %s): log %s, %d leaves, root %s"
+                   % (signer.name, signer.key_id.hex(), origin, size, tree_root.hex()))
     except (Broken, UnicodeDecodeError) as e:
         results.fail("checkpoint.txt", str(e))
         return
@@ -516,7 +648,7 @@ def check(root, ed, results, fingerprint, confirm):
     check_leaves(root, manifest, size, tree_root, results)
 
     # 7. Consistency with the earliest checkpoint that covered the case.
-    check_consistency(root, key, ed, origin, size, tree_root, results)
+    check_consistency(root, chain, handovers or [], ed, origin, size, tree_root, results)
 
 
 def log_origin(key, tenant):
@@ -684,7 +816,7 @@ def check_leaf_files(root, line, leaf, referenced):
     return "".join("; " + n for n in notes)
 
 
-def check_consistency(root, key, ed, origin, size, tree_root, results):
+def check_consistency(root, chain, handovers, ed, origin, size, tree_root, results):
     where = "consistency.json"
     try:
         proof = json.loads(read(root, "consistency.json").decode("utf-8"))
@@ -700,7 +832,7 @@ def check_consistency(root, key, ed, origin, size, tree_root, results):
         if not safe_path(note_file):
             raise Broken("the note path %r is not safe" % note_file)
         try:
-            text = verify_note(read(root, note_file).decode("utf-8"), key, ed)
+            text = verify_by_chain(read(root, note_file).decode("utf-8"), chain, handovers, ed)[0]
         except (Broken, UnicodeDecodeError) as e:
             raise Broken("%s: %s" % (note_file, e))
         first_origin, first_size, first_root = parse_checkpoint(text)
