@@ -280,3 +280,138 @@ async fn a_database_refuses_other_keys_and_rotates_its_data_key(#[case] engine: 
     conn.close().await;
     s.db.cleanup().await;
 }
+
+/// `rollcall keys rotate --evidence`: a new signing key, a hand-over signed
+/// by both stored and written beside the key file, the old key kept; a
+/// start with the old key file is refused and says why; a rotation stopped
+/// before its files were swapped is finished at the next start; the log
+/// verifies across the rotation.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_evidence_key_rotates_with_a_signed_handover(#[case] engine: Engine) {
+    let s = setup(engine).await;
+    let rt = s.start().await.unwrap();
+    employees::import_csv(&rt.db, &rt.key, "acme", PEOPLE.as_bytes(), false)
+        .await
+        .unwrap();
+    rollcall::evidence::append_one(
+        &rt.db.orm,
+        "acme",
+        chrono::Utc::now(),
+        rollcall::evidence::NewLeaf::new("check_in").subject(Some("zhangsan")),
+    )
+    .await
+    .unwrap();
+    let old = rt.signer.verifier_key();
+    let old_id = format!("{:08x}", rt.signer.id());
+    let old_file = std::fs::read(s.evidence_key()).unwrap();
+    rt.db.close().await;
+
+    let (ok, out) = s.rollcall(&["keys", "rotate", "--data", "--evidence"]);
+    assert!(!ok && out.contains("cannot be used with"), "{out}");
+    let (ok, out) = s.rollcall(&["keys", "rotate", "--evidence"]);
+    assert!(ok, "{out}");
+    assert!(out.starts_with("evidence key rotated"), "{out}");
+    let retired = PathBuf::from(format!("{}.retired-{old_id}", s.evidence_key().display()));
+    assert_eq!(
+        std::fs::read(&retired).unwrap(),
+        old_file,
+        "the old key is kept"
+    );
+
+    let rt = s.start().await.unwrap();
+    let new = rt.signer.verifier_key();
+    assert_ne!(new, old);
+    let check = key_check::Entity::find_by_id("evidence".to_owned())
+        .one(&rt.db.orm)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(check.check_value, new);
+    let stored = entity::key_handover::Entity::find()
+        .all(&rt.db.orm)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    let handover = rollcall::evidence::handover::Handover::verify(&stored[0].note).unwrap();
+    assert_eq!(
+        (handover.old_key.as_str(), handover.new_key.as_str()),
+        (old.as_str(), new.as_str())
+    );
+    let beside = format!(
+        "{}.handover-{old_id}-{:08x}",
+        s.evidence_key().display(),
+        rt.signer.id()
+    );
+    assert_eq!(std::fs::read_to_string(beside).unwrap(), stored[0].note);
+    // The old key's last checkpoint covers the whole log, the rotation leaf
+    // included.
+    let log = entity::evidence_log::Entity::find_by_id("acme".to_owned())
+        .one(&rt.db.orm)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(handover.checkpoints.len(), 1);
+    assert_eq!(handover.checkpoints[0].size, log.size as u64);
+    let leaf = evidence_leaf::Entity::find()
+        .filter(evidence_leaf::Column::Kind.eq("evidence_key_rotated"))
+        .one(&rt.db.orm)
+        .await
+        .unwrap()
+        .expect("the rotation is in the log");
+    assert!(leaf.content.unwrap().contains(&new));
+
+    // More leaves, signed by the new key past the old key's witnessed
+    // checkpoint; the whole log verifies.
+    rollcall::evidence::append_one(
+        &rt.db.orm,
+        "acme",
+        chrono::Utc::now(),
+        rollcall::evidence::NewLeaf::new("check_in").subject(Some("zhangsan")),
+    )
+    .await
+    .unwrap();
+    let signed = rollcall::evidence::checkpoint::checkpoint(
+        &rt.db.orm,
+        &rt.signer,
+        &rt.witness,
+        "acme",
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(signed.size, log.size + 1);
+    let witnessed = rt.witness.read("acme").unwrap();
+    assert_eq!(witnessed.as_ref().map(|w| w.size), Some(signed.size as u64));
+    let report =
+        rollcall::evidence::verify::verify_log(&rt.db.orm, "acme", &new, witnessed.as_ref())
+            .await
+            .unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    let (ok, out) = s.rollcall(&["evidence", "verify", "--tenant", "acme"]);
+    assert!(ok, "{out}");
+    let new_file = std::fs::read(s.evidence_key()).unwrap();
+    rt.db.close().await;
+
+    // The old key file put back: refused, naming the rotation.
+    write_private(&s.evidence_key(), &old_file);
+    let err = s.start().await.unwrap_err();
+    assert!(
+        err.contains("was retired by a key rotation") && err.contains(&new),
+        "{err}"
+    );
+    // A rotation stopped before its files were swapped: finished at start.
+    std::fs::remove_file(&retired).unwrap();
+    write_private(
+        &PathBuf::from(format!("{}.new", s.evidence_key().display())),
+        &new_file,
+    );
+    let rt = s.start().await.unwrap();
+    assert_eq!(rt.signer.verifier_key(), new);
+    assert_eq!(std::fs::read(&retired).unwrap(), old_file);
+    rt.db.close().await;
+    s.db.cleanup().await;
+}

@@ -1816,3 +1816,207 @@ async fn checkpoints_are_time_stamped_by_an_authority(#[case] engine: Engine) {
     assert_verifies(dir.path(), &p.summary.fingerprint, &[], "cryptography");
     rt.db.orm.clone().close().await.unwrap();
 }
+
+/// After `rollcall keys rotate --evidence`: the old key signed a last
+/// checkpoint and, with the new key, a hand-over; later checkpoints are the
+/// new key's, checked against the witnessed one of the old key. The
+/// package carries the hand-over and verifies with the old fingerprint
+/// (published before) and with the new one; a hand-over missing a
+/// signature or changed, or a checkpoint signed by a key off the chain,
+/// fails; `rollcall evidence verify`'s check passes across the rotation
+/// and names a changed hand-over.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_verifies_across_an_evidence_key_rotation(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let story = story_then_more(&db).await;
+    let old = signer_of(&db);
+    let old_print = fingerprint(&old);
+    let key_file = db
+        .dir
+        .path()
+        .join("data.key")
+        .with_extension("evidence.key");
+    let witness = (*story.rt.witness).clone();
+    let rotated = rollcall::keys::rotate_evidence_key(
+        &story.rt.db.orm,
+        &key_file,
+        "rollcall",
+        &witness,
+        shanghai("2026-12-07", "12:30"),
+    )
+    .await
+    .unwrap();
+    let case = story.case.clone();
+    close_runtime(story).await;
+    assert_eq!(rotated.old_key, old.verifier_key());
+    assert!(
+        rotated
+            .handover
+            .starts_with("rollcall evidence key hand-over\n")
+    );
+    assert_eq!(
+        std::fs::read_to_string(&rotated.handover_file).unwrap(),
+        rotated.handover
+    );
+    assert_eq!(
+        std::fs::read_to_string(&rotated.retired).unwrap().trim(),
+        old.private_key()
+    );
+    let covered = rollcall::evidence::handover::Handover::verify(&rotated.handover).unwrap();
+    assert_eq!(covered.checkpoints.len(), 1);
+    assert_eq!(covered.checkpoints[0].origin, format!("rollcall/{TENANT}"));
+
+    // The service again, with the new key: more about 张三, then the export
+    // (its checkpoint extends the old key's witnessed one).
+    let rt = demo_runtime(&db, shanghai("2026-12-07", "13:00")).await;
+    assert_eq!(rt.signer.verifier_key(), rotated.new_key);
+    let new_print = fingerprint(&rt.signer);
+    assert_ne!(new_print, old_print);
+    let txn = rt.db.orm.begin().await.unwrap();
+    append(
+        &txn,
+        TENANT,
+        shanghai("2026-12-07", "12:45"),
+        vec![
+            NewLeaf::new("check_in")
+                .subject(Some("zhangsan"))
+                .actor(Some("zhangsan")),
+        ],
+    )
+    .await
+    .unwrap();
+    txn.commit().await.unwrap();
+    let p = package(&rt, TENANT, "zhangsan", Some(case.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        p.file("handovers.txt").unwrap(),
+        rotated.handover.as_bytes()
+    );
+    assert!(
+        covered.checkpoints[0].size < p.summary.checkpoint_size,
+        "the export's checkpoint is the new key's"
+    );
+    let earliest = std::str::from_utf8(p.file("checkpoint-earliest.txt").unwrap()).unwrap();
+    assert!(
+        rollcall::evidence::note::verify(earliest, &old.verifier_key()).is_ok(),
+        "the earlier checkpoint is the old key's"
+    );
+    let dir = fresh_copy(&p);
+    let text = assert_verifies(dir.path(), &old_print, &[], "cryptography");
+    assert!(
+        text.contains("joined by hand-overs signed by both keys"),
+        "{text}"
+    );
+    assert_verifies(dir.path(), &old_print, &["--openssl"], "openssl");
+    assert_verifies(dir.path(), &new_print, &[], "cryptography");
+    let stranger = NoteSigner::generate("rollcall").unwrap();
+    assert_fails(
+        verify(dir.path(), &["--fingerprint", &fingerprint(&stranger)]),
+        "a key off the chain",
+        &["pubkey.txt", "NOT the one given with --fingerprint"],
+    );
+
+    // A hand-over with one signature only, or changed (the manifest signed
+    // again by the new key, which alone cannot make a hand-over).
+    let handover_sigs: Vec<&str> = rotated
+        .handover
+        .lines()
+        .filter(|l| l.starts_with('\u{2014}'))
+        .collect();
+    assert_eq!(handover_sigs.len(), 2);
+    let d = fresh_copy(&p);
+    std::fs::write(
+        d.path().join("handovers.txt"),
+        rotated
+            .handover
+            .replace(&format!("{}\n", handover_sigs[0]), ""),
+    )
+    .unwrap();
+    resign(d.path(), &rt.signer);
+    assert_fails(
+        verify(d.path(), &["--fingerprint", &old_print]),
+        "a hand-over without the old key's signature",
+        &["handovers.txt", "old key"],
+    );
+    let d = fresh_copy(&p);
+    let at = rotated.handover.find("\ntime ").unwrap() + 8;
+    let mut changed = rotated.handover.clone().into_bytes();
+    changed[at] = if changed[at] == b'1' { b'2' } else { b'1' };
+    std::fs::write(d.path().join("handovers.txt"), &changed).unwrap();
+    resign(d.path(), &rt.signer);
+    let text = assert_fails(
+        verify(d.path(), &["--fingerprint", &old_print]),
+        "a changed hand-over",
+        &["handovers.txt", "does not verify"],
+    );
+    assert!(
+        text.contains("[FAIL] pubkey.txt"),
+        "without the hand-over, the old fingerprint is not the key's:\n{text}"
+    );
+    // The earlier checkpoint signed by a key off the chain.
+    let d = fresh_copy(&p);
+    resign_checkpoint(
+        d.path(),
+        "checkpoint-earliest.txt",
+        &stranger,
+        &format!("rollcall/{TENANT}"),
+    );
+    resign(d.path(), &rt.signer);
+    assert_fails(
+        verify(d.path(), &["--fingerprint", &new_print]),
+        "a checkpoint by a key off the chain",
+        &["consistency.json", "no key of the chain"],
+    );
+
+    // The whole log, checked by rollcall, across the rotation; then with
+    // the stored hand-over changed.
+    let witnessed = rt.witness.read(TENANT).unwrap();
+    let report = rollcall::evidence::verify::verify_log(
+        &rt.db.orm,
+        TENANT,
+        &rt.signer.verifier_key(),
+        witnessed.as_ref(),
+    )
+    .await
+    .unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    entity::key_handover::Entity::update_many()
+        .col_expr(
+            entity::key_handover::Column::Note,
+            Expr::value(String::from_utf8(changed).unwrap()),
+        )
+        .exec(&rt.db.orm)
+        .await
+        .unwrap();
+    let report = rollcall::evidence::verify::verify_log(
+        &rt.db.orm,
+        TENANT,
+        &rt.signer.verifier_key(),
+        witnessed.as_ref(),
+    )
+    .await
+    .unwrap();
+    let problems: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("key hand-over") && p.contains("does not verify")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("checkpoint size") && p.contains("signature does not verify")),
+        "the old key's checkpoints are no longer believed: {problems:?}"
+    );
+    rt.db.orm.clone().close().await.unwrap();
+    db.cleanup().await;
+}
+
+async fn close_runtime(story: Story) {
+    story.rt.db.orm.clone().close().await.unwrap();
+}

@@ -25,7 +25,9 @@ use sea_orm::{
 use crate::config::Env;
 use crate::employees::SealedColumn;
 use crate::evidence::checkpoint::{KeyError, load_or_create_key};
+use crate::evidence::handover::{self, Covered, Handover};
 use crate::evidence::note::{self, NoteSigner};
+use crate::evidence::witness::Witness;
 use crate::evidence::{NewLeaf, append_one};
 use crate::sealed::{DataKey, DataKeyError, KeySource};
 
@@ -58,6 +60,15 @@ pub enum KeyCheckError {
     EvidenceMismatch {
         path: String,
         found: String,
+        expected: String,
+    },
+    #[error(
+        "the evidence key {path} ({found}) was retired by a key rotation at {at}: this database's checkpoints are now signed by {expected}; put that key back in {path} (the rotation left the old one beside it as .retired-<id>)"
+    )]
+    EvidenceRetired {
+        path: String,
+        found: String,
+        at: String,
         expected: String,
     },
     #[error(transparent)]
@@ -286,6 +297,21 @@ pub async fn evidence_key<C: ConnectionTrait>(
     if let Some(r) = &expected
         && !key_file.exists()
     {
+        // A rotation stopped between moving the old key aside and the new
+        // one into place: the pending key is the recorded one.
+        let pending = pending_path(key_file);
+        if pending.exists() && load_or_create_key(&pending, name)?.verifier_key() == r.check_value {
+            std::fs::rename(&pending, key_file)
+                .and_then(|()| sync_dir(key_file))
+                .map_err(|e| KeyError::File {
+                    path: key_file.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            tracing::warn!(
+                "finished an evidence key rotation that stopped between its two renames"
+            );
+            return Ok(load_or_create_key(key_file, name)?);
+        }
         return Err(KeyCheckError::EvidenceMissing {
             path: key_file.display().to_string(),
             key: r.check_value.clone(),
@@ -317,10 +343,49 @@ pub async fn evidence_key<C: ConnectionTrait>(
             record(conn, EVIDENCE, &id, &found, now).await?
         }
     };
-    if expected.check_value != found {
-        return Err(mismatch(expected.check_value));
+    if expected.check_value == found {
+        return Ok(signer);
     }
-    Ok(signer)
+    // A rotation committed, and stopped before the files were swapped.
+    let pending = pending_path(key_file);
+    if pending.exists() {
+        let new = load_or_create_key(&pending, name)?;
+        if new.verifier_key() == expected.check_value {
+            swap_files(
+                key_file,
+                &evidence_retired_path(key_file, &signer),
+                &pending,
+            )
+            .map_err(|e| KeyError::File {
+                path: key_file.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            tracing::warn!(key = %format!("{:08x}", new.id()), "finished an evidence key rotation that stopped before its files were swapped");
+            return Ok(new);
+        }
+    }
+    let chain = handover::chain(conn, &expected.check_value).await?;
+    if let Some(h) = chain.retiring(&found) {
+        return Err(KeyCheckError::EvidenceRetired {
+            path: key_file.display().to_string(),
+            found: found.clone(),
+            at: h.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            expected: expected.check_value,
+        });
+    }
+    Err(mismatch(expected.check_value))
+}
+
+/// Where a rotation keeps the old evidence key.
+pub fn evidence_retired_path(key_file: &Path, old: &NoteSigner) -> PathBuf {
+    retired_path(key_file, &format!("{:08x}", old.id()))
+}
+
+/// Where a rotation writes its hand-over, beside the key file.
+pub fn handover_path(key_file: &Path, old: &NoteSigner, new: &NoteSigner) -> PathBuf {
+    let mut name = key_file.as_os_str().to_owned();
+    name.push(format!(".handover-{:08x}-{:08x}", old.id(), new.id()));
+    PathBuf::from(name)
 }
 
 /// No environment: a rotation's pending key is only ever a file.
@@ -335,20 +400,29 @@ impl Env for NoEnv {
 /// Moves the old key aside (kept: backups sealed with it need it) and the
 /// new key into place, then makes the renames durable.
 fn finish_swap(key_file: &Path, old: &DataKey, pending: &Path) -> Result<(), DataKeyError> {
-    let err = |reason: String| DataKeyError::File {
-        path: key_file.display().to_string(),
-        reason,
-    };
-    std::fs::rename(key_file, retired_path(key_file, old.key_id()))
-        .map_err(|e| err(e.to_string()))?;
-    std::fs::rename(pending, key_file).map_err(|e| err(e.to_string()))?;
-    let dir = key_file
+    swap_files(key_file, &retired_path(key_file, old.key_id()), pending).map_err(|e| {
+        DataKeyError::File {
+            path: key_file.display().to_string(),
+            reason: e.to_string(),
+        }
+    })
+}
+
+/// Renames `key_file` to `retired` and `pending` to `key_file`, then makes
+/// the renames durable.
+fn swap_files(key_file: &Path, retired: &Path, pending: &Path) -> std::io::Result<()> {
+    std::fs::rename(key_file, retired)?;
+    std::fs::rename(pending, key_file)?;
+    sync_dir(key_file)
+}
+
+/// Makes renames and new files beside `file` durable.
+fn sync_dir(file: &Path) -> std::io::Result<()> {
+    let dir = file
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| err(e.to_string()))
+    std::fs::File::open(dir).and_then(|d| d.sync_all())
 }
 
 /// What a rotation did.
@@ -494,5 +568,141 @@ pub async fn rotate_data_key(
         new_id: new.key_id().to_owned(),
         values,
         retired: retired_path(key_file, old.key_id()),
+    })
+}
+
+/// What an evidence key rotation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceRotated {
+    pub old_key: String,
+    pub new_key: String,
+    /// The signed hand-over, as stored and written beside the key file.
+    pub handover: String,
+    pub handover_file: PathBuf,
+    pub retired: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvidenceRotateError {
+    #[error(
+        "the pending evidence key {path} is named `{found}`, not `{expected}`: the logs are named after the key (remove it and rotate again)"
+    )]
+    PendingName {
+        path: String,
+        found: String,
+        expected: String,
+    },
+    #[error(transparent)]
+    Check(#[from] KeyCheckError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Checkpoint(#[from] crate::evidence::checkpoint::CheckpointError),
+    #[error("signing the hand-over: {0}")]
+    Sign(#[from] crate::evidence::note::NoteError),
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+/// Starts a new evidence signing key. Every tenant's log first gets an
+/// `evidence_key_rotated` leaf naming both keys and a checkpoint signed by
+/// the old key (checked against the witness like any other), so that the
+/// old key's last checkpoints cover the whole log; then both keys sign a
+/// hand-over naming those checkpoints ([`handover`]), which is stored in
+/// the same transaction that moves `key_checks` to the new key, and written
+/// beside the key file. The old key is kept as `{key_file}.retired-{id}`.
+/// Stop the service first: a running one holds the old key.
+pub async fn rotate_evidence_key(
+    conn: &DatabaseConnection,
+    key_file: &Path,
+    name: &str,
+    witness: &Witness,
+    now: DateTime<Utc>,
+) -> Result<EvidenceRotated, EvidenceRotateError> {
+    let old = evidence_key(conn, key_file, name, now).await?;
+    let pending = pending_path(key_file);
+    // The key's name is in every log's origin: the new key keeps it.
+    let new = load_or_create_key(&pending, old.name())?;
+    if new.name() != old.name() {
+        return Err(EvidenceRotateError::PendingName {
+            path: pending.display().to_string(),
+            found: new.name().to_owned(),
+            expected: old.name().to_owned(),
+        });
+    }
+    let tenants: Vec<String> = evidence_log::Entity::find()
+        .order_by_asc(evidence_log::Column::TenantId)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|l| l.tenant_id)
+        .collect();
+    let mut checkpoints = Vec::new();
+    for tenant in &tenants {
+        append_one(
+            conn,
+            tenant,
+            now,
+            NewLeaf::new("evidence_key_rotated").detail(serde_json::json!({
+                "old_key": old.verifier_key(),
+                "new_key": new.verifier_key(),
+            })),
+        )
+        .await?;
+        let signed = crate::evidence::checkpoint::checkpoint(conn, &old, witness, tenant, now)
+            .await?
+            .ok_or_else(|| DbErr::Custom(format!("the log of {tenant} is empty")))?;
+        let root = crate::evidence::merkle::parse_hash(&signed.root)
+            .ok_or_else(|| DbErr::Custom(format!("the checkpoint of {tenant} has no root")))?;
+        checkpoints.push(Covered {
+            origin: signed.note.lines().next().unwrap_or_default().to_owned(),
+            size: u64::try_from(signed.size).unwrap_or(0),
+            root,
+        });
+    }
+    let handover = Handover {
+        old_key: old.verifier_key(),
+        new_key: new.verifier_key(),
+        at: now,
+        checkpoints,
+    };
+    let signed = handover.sign(&old, &new)?;
+    let handover_file = handover_path(key_file, &old, &new);
+    let file_err = |path: &Path, e: std::io::Error| EvidenceRotateError::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    std::fs::write(&handover_file, &signed)
+        .and_then(|()| std::fs::File::open(&handover_file)?.sync_all())
+        .map_err(|e| file_err(&handover_file, e))?;
+    let txn = conn.begin().await?;
+    entity::key_handover::Entity::insert(entity::key_handover::ActiveModel {
+        old_key: Set(handover.old_key.clone()),
+        new_key: Set(handover.new_key.clone()),
+        note: Set(signed.clone()),
+        created_at: Set(now),
+        ..Default::default()
+    })
+    .exec_without_returning(&txn)
+    .await?;
+    key_check::Entity::update(key_check::ActiveModel {
+        purpose: Set(EVIDENCE.to_owned()),
+        key_id: Set(format!("{:08x}", new.id())),
+        check_value: Set(new.verifier_key()),
+        recorded_at: Set(now),
+    })
+    .exec(&txn)
+    .await?;
+    txn.commit().await?;
+    let retired = evidence_retired_path(key_file, &old);
+    swap_files(key_file, &retired, &pending).map_err(|e| file_err(key_file, e))?;
+    Ok(EvidenceRotated {
+        old_key: handover.old_key,
+        new_key: handover.new_key,
+        handover: signed,
+        handover_file,
+        retired,
     })
 }
