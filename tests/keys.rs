@@ -393,6 +393,32 @@ async fn the_evidence_key_rotates_with_a_signed_handover(#[case] engine: Engine)
     assert!(report.ok(), "{:?}", report.problems);
     let (ok, out) = s.rollcall(&["evidence", "verify", "--tenant", "acme"]);
     assert!(ok, "{out}");
+    // The retired key signing past its hand-over is caught.
+    let retired_key = rollcall::evidence::note::NoteSigner::from_private_key(
+        std::str::from_utf8(&old_file).unwrap().trim(),
+    )
+    .unwrap();
+    let text = rollcall::evidence::note::verify(&signed.note, &new).unwrap();
+    entity::evidence_checkpoint::Entity::update_many()
+        .col_expr(
+            entity::evidence_checkpoint::Column::Note,
+            sea_orm::sea_query::Expr::value(retired_key.sign(&text).unwrap()),
+        )
+        .filter(entity::evidence_checkpoint::Column::Id.eq(signed.id))
+        .exec(&rt.db.orm)
+        .await
+        .unwrap();
+    let report = rollcall::evidence::verify::verify_log(&rt.db.orm, "acme", &new, None)
+        .await
+        .unwrap();
+    let problems: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        problems,
+        vec![format!(
+            "checkpoint size {}: is signed by key {old_id}, which handed over at the checkpoint of {} leaves",
+            signed.size, log.size
+        )]
+    );
     let new_file = std::fs::read(s.evidence_key()).unwrap();
     rt.db.close().await;
 

@@ -1875,6 +1875,19 @@ async fn a_package_verifies_across_an_evidence_key_rotation(#[case] engine: Engi
     assert_eq!(rt.signer.verifier_key(), rotated.new_key);
     let new_print = fingerprint(&rt.signer);
     assert_ne!(new_print, old_print);
+    // Right after the rotation the log's last checkpoint is the old key's:
+    // the package carries it, and the hand-over.
+    let p = package(&rt, TENANT, "zhangsan", Some(case.id))
+        .await
+        .unwrap();
+    assert_eq!(p.summary.checkpoint_size, covered.checkpoints[0].size);
+    let dir = fresh_copy(&p);
+    let text = assert_verifies(dir.path(), &new_print, &[], "cryptography");
+    assert!(
+        text.contains(&format!("(key {:08x})", old.id())),
+        "checkpoint.txt is the old key's:\n{text}"
+    );
+    assert_verifies(dir.path(), &old_print, &[], "cryptography");
     let txn = rt.db.orm.begin().await.unwrap();
     append(
         &txn,

@@ -213,7 +213,12 @@ pub async fn package(
         .await?
         .ok_or_else(|| ExportError::EmptyLog(tenant.to_owned()))?;
     let verifier_key = rt.signer.verifier_key();
-    if note::verify(&signed.note, &verifier_key).is_err() {
+    // Checkpoints signed before a key rotation (right after one, the
+    // export's own) are believed through the hand-overs, which the package
+    // then carries.
+    let chain = super::handover::chain(conn, &verifier_key).await?;
+    let keys: Vec<&str> = chain.keys().collect();
+    if !keys.iter().any(|k| note::verify(&signed.note, k).is_ok()) {
         return Err(ExportError::ForeignCheckpoint { size: signed.size });
     }
     // A package that verify.py would refuse is not made.
@@ -358,10 +363,6 @@ pub async fn package(
         })
         .or_else(|| chosen.values().next())
         .map_or(0, |c| c.row.idx);
-    // Checkpoints signed before a key rotation are believed through the
-    // hand-overs, which the package then carries.
-    let chain = super::handover::chain(conn, &verifier_key).await?;
-    let keys: Vec<&str> = chain.keys().collect();
     let earliest = earliest_covering(conn, tenant, anchor, &signed, &keys).await?;
     if !chain.links.is_empty() {
         files.insert(HANDOVERS.into(), chain.notes().into_bytes());
