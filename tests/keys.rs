@@ -419,6 +419,44 @@ async fn the_evidence_key_rotates_with_a_signed_handover(#[case] engine: Engine)
             signed.size, log.size
         )]
     );
+    // A witnessed checkpoint signed by a key off the chain (the database's
+    // row changed to match): nothing more is signed.
+    let stranger = rollcall::evidence::note::NoteSigner::generate("rollcall").unwrap();
+    let forged = stranger.sign(&text).unwrap();
+    entity::evidence_checkpoint::Entity::update_many()
+        .col_expr(
+            entity::evidence_checkpoint::Column::Note,
+            sea_orm::sea_query::Expr::value(forged.clone()),
+        )
+        .filter(entity::evidence_checkpoint::Column::Id.eq(signed.id))
+        .exec(&rt.db.orm)
+        .await
+        .unwrap();
+    let mut record = witnessed.unwrap();
+    record.note = forged;
+    rt.witness.write("acme", &record).unwrap();
+    rollcall::evidence::append_one(
+        &rt.db.orm,
+        "acme",
+        chrono::Utc::now(),
+        rollcall::evidence::NewLeaf::new("check_in").subject(Some("zhangsan")),
+    )
+    .await
+    .unwrap();
+    let err = rollcall::evidence::checkpoint::checkpoint(
+        &rt.db.orm,
+        &rt.signer,
+        &rt.witness,
+        "acme",
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("is not signed by this key or one it took over from"),
+        "{err}"
+    );
     let new_file = std::fs::read(s.evidence_key()).unwrap();
     rt.db.close().await;
 

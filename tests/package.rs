@@ -1970,6 +1970,21 @@ async fn a_package_verifies_across_an_evidence_key_rotation(#[case] engine: Engi
         text.contains("[FAIL] pubkey.txt"),
         "without the hand-over, the old fingerprint is not the key's:\n{text}"
     );
+    // The retired key signing past its hand-over: checkpoint.txt (the new
+    // key's, beyond the hand-over) signed again by the old key.
+    let d = fresh_copy(&p);
+    resign_checkpoint(
+        d.path(),
+        "checkpoint.txt",
+        &old,
+        &format!("rollcall/{TENANT}"),
+    );
+    resign(d.path(), &rt.signer);
+    assert_fails(
+        verify(d.path(), &["--fingerprint", &new_print]),
+        "a retired key's checkpoint past its hand-over",
+        &["checkpoint.txt", "which handed over at the checkpoint of"],
+    );
     // The earlier checkpoint signed by a key off the chain.
     let d = fresh_copy(&p);
     resign_checkpoint(
