@@ -8,7 +8,9 @@
 //! already signed (a database from before this check).
 //!
 //! `rollcall keys show` prints both; `rollcall keys rotate` re-seals every
-//! sealed value under a new data key in one transaction.
+//! sealed value under a new data key in one transaction, and `rollcall keys
+//! rotate --evidence` starts a new signing key with a hand-over signed by
+//! the old key and the new (see [`crate::evidence::handover`]).
 
 pub mod cli;
 
