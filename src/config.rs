@@ -26,6 +26,10 @@ pub const DEFAULT_CONFIG_FILE: &str = "rollcall.toml";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://rollcall.db?mode=rwc";
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_REPLAY_WINDOW_SECS: u64 = 600;
+/// The replay windows an operator may set (`server.replay_window_secs`):
+/// below a minute, ordinary clock drift refuses genuine callbacks; above an
+/// hour, a captured request stays replayable for too long.
+pub const REPLAY_WINDOW_SECS: std::ops::RangeInclusive<u64> = 60..=3600;
 
 /// A configuration problem, naming the key and why it is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -597,6 +601,16 @@ impl Config {
                 .replay_window_secs
                 .unwrap_or(DEFAULT_REPLAY_WINDOW_SECS),
         };
+        if !REPLAY_WINDOW_SECS.contains(&replay_window_secs) {
+            return Err(invalid(
+                "server.replay_window_secs",
+                format!(
+                    "{replay_window_secs} is outside {}..={} seconds",
+                    REPLAY_WINDOW_SECS.start(),
+                    REPLAY_WINDOW_SECS.end()
+                ),
+            ));
+        }
         let url = env
             .var("ROLLCALL_DATABASE_URL")
             .or(raw.database.url)
@@ -1593,6 +1607,14 @@ mod tests {
     #[case::same_app(&format!("{}{}", tenant(""), tenant("").replace("id = \"acme\"", "id = \"other\"")), "tenants[1].wecom")]
     #[case::bad_listen("[server]\nlisten = \"nowhere\"\n", "server.listen")]
     #[case::bad_db("[database]\nurl = \"mysql://x\"\n", "database.url")]
+    #[case::replay_window_too_short(
+        "[server]\nreplay_window_secs = 5\n",
+        "server.replay_window_secs"
+    )]
+    #[case::replay_window_too_long(
+        "[server]\nreplay_window_secs = 86400\n",
+        "server.replay_window_secs"
+    )]
     #[case::bad_api_base(&tenant("").replace("encoding_aes_key", "api_base = \"ftp://x\"\nencoding_aes_key"), "tenants[0].wecom.api_base")]
     #[case::witness_not_an_address(&format!("{}[tenants.evidence]\nwitness_emails = [\"notary at example.cn\"]\n", tenant("")), "tenants[0].evidence.witness_emails")]
     #[case::witness_without_mail(&format!("{}[tenants.evidence]\nwitness_emails = [\"notary@example.cn\"]\n", tenant("")), "tenants[0].evidence.witness_emails")]
