@@ -980,6 +980,36 @@ async fn hr_starts_with_depart_and_records_no_union(
         last_text(&*s, "wangmin"),
         render("command", "depart_no_case", json!({ "name": "张三" }))
     );
+    // The termination notice also goes by post: its letter carries the
+    // notice as sent, and is kept with the tracking number.
+    s.say("wangmin", "/邮政 邮寄 张三 EA555666777CN 解除")
+        .await
+        .unwrap();
+    let answer = last_text(&*s, "wangmin");
+    let mailed = case_event::Entity::find()
+        .filter(case_event::Column::CaseId.eq(c.id))
+        .filter(case_event::Column::Kind.eq("letter_mailed"))
+        .one(&s.rt().db.orm)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("the letter is recorded: {answer}"));
+    let detail: Value = serde_json::from_str(&mailed.detail).unwrap();
+    assert_eq!(detail["kind"], "termination_notice");
+    assert_eq!(
+        answer,
+        render(
+            "command",
+            "post_mailed",
+            json!({
+                "name": "张三",
+                "case_no": case_no(c.id),
+                "kind": "termination_notice",
+                "tracking_no": "EA555666777CN",
+                "pdf_sha256": detail["pdf_sha256"],
+                "html_sha256": detail["html_sha256"],
+            })
+        )
+    );
     s.stop().await;
     db.cleanup().await;
 }
