@@ -117,15 +117,36 @@ impl Witness {
 
     /// Records `record` for `tenant`, unless the file already holds a
     /// larger checkpoint (another process on this host signed further).
+    /// Writers of one tenant's file take turns (an exclusive lock on
+    /// `.{tenant}.lock` beside it), so a slower one never steps the record
+    /// back between another's check and write.
     pub fn write(&self, tenant: &str, record: &Witnessed) -> Result<(), WitnessError> {
         let path = self.path(tenant)?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| self.error(tenant, e.to_string()))?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join(format!(".{tenant}.lock")))
+            .and_then(|f| f.lock().map(|()| f))
+            .map_err(|e| self.error(tenant, format!("cannot lock: {e}")))?;
+        let written = self.write_locked(tenant, &path, record);
+        drop(lock);
+        written
+    }
+
+    fn write_locked(
+        &self,
+        tenant: &str,
+        path: &Path,
+        record: &Witnessed,
+    ) -> Result<(), WitnessError> {
         if let Some(held) = self.read(tenant)?
             && held.origin == record.origin
             && held.size > record.size
         {
             return Ok(());
         }
-        std::fs::create_dir_all(&self.dir).map_err(|e| self.error(tenant, e.to_string()))?;
         let mut text =
             serde_json::to_vec_pretty(record).map_err(|e| self.error(tenant, e.to_string()))?;
         text.push(b'\n');
@@ -176,6 +197,31 @@ mod tests {
         let seven = Witnessed::new("rollcall/acme", &frontier(7), "note seven\n", at);
         w.write("acme", &seven).unwrap();
         assert_eq!(w.read("acme").unwrap().unwrap().size, 7);
+    }
+
+    #[test]
+    fn writers_racing_never_step_the_record_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = std::sync::Arc::new(Witness::new(dir.path().join("w")));
+        let at = DateTime::UNIX_EPOCH;
+        let threads: Vec<_> = (0..8u32)
+            .map(|t| {
+                let w = w.clone();
+                std::thread::spawn(move || {
+                    // Each writer goes up on its own sizes (t+1, t+9, …);
+                    // only the last writer ever reaches 200.
+                    for i in 0..25u32 {
+                        let n = u8::try_from(8 * i + t + 1).unwrap();
+                        let r = Witnessed::new("rollcall/acme", &frontier(n), "note\n", at);
+                        w.write("acme", &r).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(w.read("acme").unwrap().unwrap().size, 200);
     }
 
     #[test]
