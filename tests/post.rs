@@ -342,10 +342,39 @@ async fn a_letter_signed_for_starts_the_deadline(#[case] engine: Engine) {
     let c = case_of(&*s).await;
     assert!(c.receipt_at.is_none(), "nothing proved yet: {c:?}");
 
-    // Signed for on Sunday: received as of Monday 00:00, the deadline runs.
+    // Signed for on Sunday: received as of Monday 00:00, but HR's word
+    // alone starts nothing.
     s.say("wangmin", "/邮政 签收 EA123456789CN 2026-12-06")
         .await
         .unwrap();
+    let c = case_of(&*s).await;
+    assert!(c.receipt_at.is_none(), "no slip filed yet: {c:?}");
+    let mut signed = json!({
+        "name": "张三",
+        "case_no": case_no(c.id),
+        "kind": "formal_notice",
+        "tracking_no": "EA123456789CN",
+        "on": "2026-12-06",
+        "received_at": "2026-12-07 00:00",
+        "receipt_via": null,
+        "deadline": null,
+    });
+    assert_eq!(
+        last_text(&*s, "wangmin"),
+        render("post_signed", signed.clone())
+    );
+    // The slip, filed with #证据: the deadline runs from Monday 00:00.
+    s.say("wangmin", "#证据 张三 EMS 签收回执").await.unwrap();
+    s.at("2026-12-07", "09:05");
+    s.media(
+        "wangmin",
+        b"\xff\xd8\xff\xe0ems-slip".to_vec(),
+        "image/jpeg",
+        None,
+    )
+    .await
+    .unwrap();
+    s.settle().await.unwrap();
     let c = case_of(&*s).await;
     assert_eq!(c.receipt_via.as_deref(), Some("signed:post"));
     assert_eq!(c.receipt_at, Some(shanghai("2026-12-07", "00:00")));
@@ -354,17 +383,12 @@ async fn a_letter_signed_for_starts_the_deadline(#[case] engine: Engine) {
         deadline,
         rollcall::cases::store::policy(&c).deadline(shanghai("2026-12-07", "00:00"))
     );
-    let signed = json!({
-        "name": "张三",
-        "case_no": case_no(c.id),
-        "kind": "formal_notice",
-        "tracking_no": "EA123456789CN",
-        "on": "2026-12-06",
-        "received_at": "2026-12-07 00:00",
-        "receipt_via": "signed:post",
-        "deadline": local(deadline),
-    });
-    assert_eq!(last_text(&*s, "wangmin"), render("post_signed", signed));
+    // The same record once the slip is in says so.
+    signed["receipt_via"] = json!("signed:post");
+    signed["deadline"] = json!(local(deadline));
+    assert!(
+        render("post_signed", signed).contains(&format!("返岗期限自此起算：{}", local(deadline)))
+    );
     s.say("wangmin", "/邮政 签收 EA123456789CN 2026-12-06")
         .await
         .unwrap();

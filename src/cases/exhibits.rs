@@ -194,6 +194,14 @@ pub async fn file<C: ConnectionTrait>(
         now,
     )
     .await?;
+    // A postal slip filed after `/邮政 签收` proves the letter's receipt.
+    if let Some(case) = absence_case::Entity::find_by_id(window.case_id)
+        .one(conn)
+        .await?
+        .filter(|c| c.formal_notice_at.is_some() && c.receipt_at.is_none())
+    {
+        super::store::establish_receipt(conn, &case, now).await?;
+    }
     Ok(row)
 }
 

@@ -84,14 +84,15 @@ pub enum LetterError {
     Db(#[from] DbErr),
 }
 
-/// The notice's text as it went out to the employee: the email copy (a
-/// whole letter, with its subject), else the chat text, else the SMS.
-/// Returns (outbox id, channel, title, body).
+/// The notice's text as it was issued to the employee (whether or not a
+/// channel delivered it): the email copy (a whole letter, with its
+/// subject), else the chat text, else the SMS. Returns (outbox id, when it
+/// was issued, title, body).
 async fn notice_text<C: ConnectionTrait>(
     conn: &C,
     case: &absence_case::Model,
     kind: LetterKind,
-) -> Result<Option<(i64, String, String, String)>, DbErr> {
+) -> Result<Option<(i64, DateTime<Utc>, String, String)>, DbErr> {
     let rows = outbox::Entity::find()
         .filter(outbox::Column::CaseId.eq(case.id))
         .filter(outbox::Column::Step.eq(kind.step()))
@@ -99,7 +100,7 @@ async fn notice_text<C: ConnectionTrait>(
         .order_by_asc(outbox::Column::Id)
         .all(conn)
         .await?;
-    let mut best: Option<(u8, i64, String, String, String)> = None;
+    let mut best: Option<(u8, i64, DateTime<Utc>, String, String)> = None;
     for r in rows {
         let (rank, title, body) = match serde_json::from_str::<Payload>(&r.payload) {
             Ok(Payload::Email { subject, text, .. }) => (0, subject, text),
@@ -111,10 +112,10 @@ async fn notice_text<C: ConnectionTrait>(
             _ => continue,
         };
         if best.as_ref().is_none_or(|b| rank < b.0) {
-            best = Some((rank, r.id, r.channel, title, body));
+            best = Some((rank, r.id, r.created_at, title, body));
         }
     }
-    Ok(best.map(|(_, id, channel, title, body)| (id, channel, title, body)))
+    Ok(best.map(|(_, id, issued, title, body)| (id, issued, title, body)))
 }
 
 /// Renders the letter of `kind` for `case`: its notice, addressed to the
@@ -136,13 +137,9 @@ pub async fn letter<C: ConnectionTrait>(
         .postal_address
         .filter(|a| !a.trim().is_empty())
         .ok_or_else(|| LetterError::NoAddress(employee.name.clone()))?;
-    let Some((outbox_id, channel, title, body)) = notice_text(conn, case, kind).await? else {
+    let Some((outbox_id, issued_at, title, body)) = notice_text(conn, case, kind).await? else {
         return Err(LetterError::NoNotice(case_no(case.id), kind.step()));
     };
-    let issued_at = outbox::Entity::find_by_id(outbox_id)
-        .one(conn)
-        .await?
-        .map_or(case.updated_at, |r| r.created_at);
     let notice_sha256 = sha256_hex(format!("{title}\n{body}").as_bytes());
     let body_lines: Vec<&str> = body.lines().collect();
     let rendered = templates.render_for(
@@ -158,7 +155,6 @@ pub async fn letter<C: ConnectionTrait>(
             "kind": kind.step(),
             "issued": issued_at.with_timezone(&tenant.config.timezone).format("%Y-%m-%d").to_string(),
             "notice_sha256": notice_sha256,
-            "notice_channel": channel,
         }),
         &["sender", "recipient", "title", "body", "footer", "html"],
     )?;
@@ -383,9 +379,10 @@ pub fn received_at(tenant: &Tenant, on: NaiveDate) -> DateTime<Utc> {
 }
 
 /// Records that the letter `mailed` was signed for (`signed` true) or came
-/// back undelivered on `on`, by `actor`'s word (the slip or the tracking
-/// page goes in with `#证据`). A signed-for formal notice of an open case
-/// then proves its receipt. Returns the case as it stands.
+/// back undelivered on `on`, by `actor`'s word. A signed-for formal notice
+/// of an open case proves its receipt once the slip or the tracking page is
+/// filed with `#证据` (see `store::establish_receipt`). Returns the case as
+/// it stands.
 #[allow(clippy::too_many_arguments)]
 pub async fn record_outcome<C: ConnectionTrait>(
     conn: &C,

@@ -736,6 +736,44 @@ async fn letter_events<C: ConnectionTrait>(
         .collect())
 }
 
+/// When the formal notice of case `case_id` counts as received by post:
+/// a letter of it recorded as signed for (`/邮政 签收`) counts from the
+/// start of the day after the slip's date, but only once a file was filed
+/// on the case (`#证据`: the slip, or the tracking page) after the letter
+/// was mailed. HR's word alone starts no deadline.
+async fn signed_letter<C: ConnectionTrait>(
+    conn: &C,
+    case_id: i64,
+) -> Result<Option<DateTime<Utc>>, DbErr> {
+    let events = letter_events(conn, case_id).await?;
+    let mut earliest = None;
+    for (kind, d) in &events {
+        if kind != "letter_signed" || d["kind"] != "formal_notice" {
+            continue;
+        }
+        let Some(received) = d["received_at"]
+            .as_str()
+            .and_then(|t| t.parse::<DateTime<Utc>>().ok())
+        else {
+            continue;
+        };
+        let mailed_at = case_event::Entity::find_by_id(d["mailed_event"].as_i64().unwrap_or(0))
+            .one(conn)
+            .await?
+            .map(|e| e.at);
+        let Some(mailed_at) = mailed_at else { continue };
+        let slip = entity::exhibit::Entity::find()
+            .filter(entity::exhibit::Column::CaseId.eq(case_id))
+            .filter(entity::exhibit::Column::RecordedAt.gte(mailed_at))
+            .one(conn)
+            .await?;
+        if slip.is_some() && earliest.is_none_or(|e| received < e) {
+            earliest = Some(received);
+        }
+    }
+    Ok(earliest)
+}
+
 /// The tracking numbers of the formal-notice letters of a case that are
 /// still in the post (neither signed for nor returned).
 async fn letters_in_post<C: ConnectionTrait>(conn: &C, case_id: i64) -> Result<Vec<String>, DbErr> {
@@ -809,12 +847,7 @@ pub async fn establish_receipt<C: ConnectionTrait>(
         .filter_map(|r| Some((r.read_at?, r.id)))
         .min();
     let deemed = deemed_delivery(conn, case, now).await?;
-    let signed = letter_events(conn, case.id)
-        .await?
-        .into_iter()
-        .filter(|(kind, d)| kind == "letter_signed" && d["kind"] == "formal_notice")
-        .filter_map(|(_, d)| d["received_at"].as_str()?.parse::<DateTime<Utc>>().ok())
-        .min();
+    let signed = signed_letter(conn, case.id).await?;
     let proofs = [
         signed.map(|at| (at, "signed:post".to_owned(), None)),
         case.acknowledged_at
