@@ -602,8 +602,13 @@ impl Config {
                 .unwrap_or(DEFAULT_REPLAY_WINDOW_SECS),
         };
         if !REPLAY_WINDOW_SECS.contains(&replay_window_secs) {
+            let from_env = env.var("ROLLCALL_REPLAY_WINDOW_SECS").is_some();
             return Err(invalid(
-                "server.replay_window_secs",
+                if from_env {
+                    "ROLLCALL_REPLAY_WINDOW_SECS"
+                } else {
+                    "server.replay_window_secs"
+                },
                 format!(
                     "{replay_window_secs} is outside {}..={} seconds",
                     REPLAY_WINDOW_SECS.start(),
@@ -1622,6 +1627,16 @@ mod tests {
     fn bad_config_names_the_key(#[case] text: &str, #[case] key: &str) {
         let err = Config::parse(text, &[]).unwrap_err().to_string();
         assert!(err.contains(&format!("`{key}`")), "{err}");
+    }
+
+    #[test]
+    fn a_replay_window_from_the_environment_is_kept_in_range_too() {
+        let err = Config::parse("", &[("ROLLCALL_REPLAY_WINDOW_SECS", "315360000")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`ROLLCALL_REPLAY_WINDOW_SECS`"), "{err}");
+        let c = Config::parse("", &[("ROLLCALL_REPLAY_WINDOW_SECS", "3600")]).unwrap();
+        assert_eq!(c.server.replay_window_secs, 3600);
     }
 
     fn feishu(extra: &str) -> String {

@@ -398,6 +398,19 @@ async fn the_evidence_key_rotates_with_a_signed_handover(#[case] engine: Engine)
         std::str::from_utf8(&old_file).unwrap().trim(),
     )
     .unwrap();
+    // A process still holding the retired key (started before the
+    // rotation) signs nothing more: the database names the new key.
+    let err = rollcall::evidence::checkpoint::checkpoint(
+        &rt.db.orm,
+        &retired_key,
+        &rt.witness,
+        "acme",
+        rt.clock.now(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("the key was rotated"), "{err}");
     let text = rollcall::evidence::note::verify(&signed.note, &new).unwrap();
     entity::evidence_checkpoint::Entity::update_many()
         .col_expr(

@@ -1985,6 +1985,59 @@ async fn a_package_verifies_across_an_evidence_key_rotation(#[case] engine: Engi
         "a retired key's checkpoint past its hand-over",
         &["checkpoint.txt", "which handed over at the checkpoint of"],
     );
+    // A package made with the retired key (its pubkey.txt and manifest),
+    // carrying the real hand-over to reach the new fingerprint.
+    let d = fresh_copy(&p);
+    std::fs::write(
+        d.path().join("pubkey.txt"),
+        rollcall::evidence::export::pubkey_text(&old),
+    )
+    .unwrap();
+    resign(d.path(), &old);
+    assert_fails(
+        verify(d.path(), &["--fingerprint", &new_print]),
+        "a package signed by the retired key",
+        &["pubkey.txt", "made with a retired key"],
+    );
+    // The retired key signing another checkpoint of the size it handed over at.
+    let d = fresh_copy(&p);
+    let forged = old
+        .sign(&checkpoint_text(
+            &format!("rollcall/{TENANT}"),
+            covered.checkpoints[0].size,
+            &[7u8; 32],
+        ))
+        .unwrap();
+    std::fs::write(d.path().join("checkpoint.txt"), forged).unwrap();
+    resign(d.path(), &rt.signer);
+    assert_fails(
+        verify(d.path(), &["--fingerprint", &new_print]),
+        "a retired key's other checkpoint of the same size",
+        &[
+            "checkpoint.txt",
+            "a retired key's checkpoint must be that one",
+        ],
+    );
+    // A fork: the retired key handed over again, to a key its holder owns.
+    let d = fresh_copy(&p);
+    let mine = NoteSigner::generate("rollcall").unwrap();
+    let fork = rollcall::evidence::handover::Handover {
+        new_key: mine.verifier_key(),
+        ..covered.clone()
+    }
+    .sign(&old, &mine)
+    .unwrap();
+    std::fs::write(
+        d.path().join("handovers.txt"),
+        format!("{}{fork}", rotated.handover),
+    )
+    .unwrap();
+    resign(d.path(), &rt.signer);
+    assert_fails(
+        verify(d.path(), &["--fingerprint", &new_print]),
+        "a fork of hand-overs",
+        &["handovers.txt", "handed over twice"],
+    );
     // The earlier checkpoint signed by a key off the chain.
     let d = fresh_copy(&p);
     resign_checkpoint(

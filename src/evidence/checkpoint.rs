@@ -156,6 +156,19 @@ pub async fn checkpoint<C: ConnectionTrait>(
             head.origin
         )));
     }
+    // A process started before `keys rotate --evidence` still holds the
+    // retired key: it signs nothing more (the database names the key).
+    if let Some(bound) = entity::key_check::Entity::find_by_id("evidence".to_owned())
+        .one(conn)
+        .await?
+        && bound.check_value != signer.verifier_key()
+    {
+        return Err(refuse(format!(
+            "this process signs with key {:08x}, but the database is bound to key {} (the key was rotated): restart it with the new key",
+            signer.id(),
+            bound.key_id
+        )));
+    }
     // After a key rotation, what was signed before was signed by an older
     // key: believed only through the chain of hand-overs to this one.
     let chain = super::handover::chain(conn, &signer.verifier_key()).await?;

@@ -1190,6 +1190,24 @@ fn key_chain(
             )),
         }
     }
+    // A key hands over once, to one key: a second hand-over of the same
+    // key (a fork) was made by someone holding the retired key.
+    for (i, h) in valid.iter().enumerate() {
+        if let Some(other) = valid[i + 1..]
+            .iter()
+            .find(|o| o.old_key == h.old_key || o.new_key == h.new_key)
+        {
+            problems.push(Problem::new(
+                record(&other.old_key, &other.new_key),
+                None,
+                format!(
+                    "a fork: key {} was handed over (or key {} received) twice",
+                    key_id(&h.old_key),
+                    key_id(&h.new_key)
+                ),
+            ));
+        }
+    }
     let mut keys = vec![ChainKey {
         key: current.to_owned(),
         up_to: None,

@@ -489,6 +489,15 @@ def read_handovers(root, manifest_files, ed, results):
         except Broken as e:
             results.fail("handovers.txt", "hand-over %d %s" % (number, e))
             return None
+    # A key hands over once: a second hand-over of the same key is a fork,
+    # which only someone holding a retired key could have made.
+    for i, h in enumerate(handovers):
+        for other in handovers[i + 1:]:
+            if other.old.public_key == h.old.public_key:
+                results.fail("handovers.txt", "key %s is handed over twice (to %s and to %s): a fork, "
+                             "made by someone holding the retired key" % (h.old.key_id.hex(), h.new.key_id.hex(),
+                                                                          other.new.key_id.hex()))
+                return None
     for h in handovers:
         results.ok("handovers.txt", "key %s handed over to key %s at %s, signed by both"
                    % (h.old.key_id.hex(), h.new.key_id.hex(), h.time))
@@ -510,21 +519,27 @@ def chain_of(key, handovers):
     return keys
 
 
-def verify_by_chain(note, keys, handovers, ed):
-    """Verifies `note` by a key of the chain; a retired key only up to the
-    checkpoint its hand-over names of that log. Returns (text, key)."""
+def verify_by_chain(note, keys, handovers, ed, exact=True):
+    """Verifies `note` by a key of the chain. A retired key's checkpoint is
+    the very one its hand-over names of that log (`exact`: the package's
+    own checkpoint, which nothing else vouches for), or one no larger (an
+    earlier checkpoint, which a consistency proof ties to the package's).
+    Returns (text, key)."""
     for key in keys:
         try:
             text = verify_note(note, key, ed)
         except Broken:
             continue
-        origin, size, _ = parse_checkpoint(text)
+        origin, size, root = parse_checkpoint(text)
         for h in handovers:
             if h.old.public_key == key.public_key:
-                up_to = h.checkpoints.get(origin, (0, None))[0]
-                if size > up_to:
-                    raise Broken("is signed by key %s, which handed over at the checkpoint of %d leaves of %s"
-                                 % (key.key_id.hex(), up_to, origin))
+                # A retired key's checkpoint in a package made since is the
+                # very one its hand-over names: a key that leaked after its
+                # retirement cannot sign another.
+                up_to, handed_root = h.checkpoints.get(origin, (0, None))
+                if (size, root) != (up_to, handed_root) if exact else size > up_to:
+                    raise Broken("is signed by key %s, which handed over at the checkpoint of %d leaves of %s: "
+                                 "a retired key's checkpoint must be that one" % (key.key_id.hex(), up_to, origin))
         return text, key
     raise Broken("is signed by no key of the chain of hand-overs from the package's key (%s)"
                  % ", ".join(k.key_id.hex() for k in keys))
@@ -571,6 +586,13 @@ def check(root, ed, results, fingerprint, confirm):
     handovers = read_handovers(root, listed, ed, results)
     chain = chain_of(key, handovers or [])
     check_key(key, fingerprint, confirm, results, chain)
+    # A package is signed by the newest key of its hand-overs: one signed by
+    # a key that handed over was made by someone holding a retired key.
+    for h in handovers or []:
+        if h.old.public_key == key.public_key:
+            results.fail("pubkey.txt", "key %s handed over to key %s at %s: a package made since is signed by the "
+                         "newer key, so this one was made with a retired key"
+                         % (key.key_id.hex(), h.new.key_id.hex(), h.time))
 
     # 2. The manifest's signature.
     try:
@@ -832,7 +854,7 @@ def check_consistency(root, chain, handovers, ed, origin, size, tree_root, resul
         if not safe_path(note_file):
             raise Broken("the note path %r is not safe" % note_file)
         try:
-            text = verify_by_chain(read(root, note_file).decode("utf-8"), chain, handovers, ed)[0]
+            text = verify_by_chain(read(root, note_file).decode("utf-8"), chain, handovers, ed, exact=False)[0]
         except (Broken, UnicodeDecodeError) as e:
             raise Broken("%s: %s" % (note_file, e))
         first_origin, first_size, first_root = parse_checkpoint(text)
