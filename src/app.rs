@@ -147,6 +147,7 @@ pub async fn start_with_clock(
     let server_stop = wait(stopped.clone());
     let limits = ingress::server::Limits {
         header_timeout: std::time::Duration::from_secs(config.server.header_timeout_secs),
+        write_timeout: std::time::Duration::from_secs(config.server.write_timeout_secs),
         max_connections: config.server.max_connections,
     };
     let server = tokio::spawn(async move {

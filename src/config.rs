@@ -96,6 +96,9 @@ pub struct ServerConfig {
     pub header_timeout_secs: u64,
     /// A request body not received in full within this is refused (408).
     pub body_timeout_secs: u64,
+    /// A connection whose client takes no bytes of the answer for this long
+    /// is closed (a client that never reads would hold its slot for ever).
+    pub write_timeout_secs: u64,
     /// Connections served at once; more wait in the listen queue.
     pub max_connections: usize,
     /// How people reach this server from their phones: the base of the
@@ -374,6 +377,7 @@ struct RawServer {
     replay_window_secs: Option<u64>,
     header_timeout_secs: Option<u64>,
     body_timeout_secs: Option<u64>,
+    write_timeout_secs: Option<u64>,
     max_connections: Option<usize>,
     public_url: Option<String>,
 }
@@ -723,6 +727,7 @@ impl Config {
                 replay_window_secs,
                 header_timeout_secs: raw.server.header_timeout_secs.unwrap_or(10).max(1),
                 body_timeout_secs: raw.server.body_timeout_secs.unwrap_or(30).max(1),
+                write_timeout_secs: raw.server.write_timeout_secs.unwrap_or(60).max(1),
                 max_connections: raw.server.max_connections.unwrap_or(1024).max(1),
                 public_url: public_url.trim_end_matches('/').to_owned(),
             },
