@@ -20,7 +20,7 @@ use rollcall::demo::{DemoPlatform, Stage, shanghai, stage};
 use rollcall::evidence::log::sha256_hex;
 use rollcall::outbox::render::Templates;
 use rstest::rstest;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait};
 use serde_json::{Value, json};
 
 const EVERYONE: [&str; 5] = ["wangmin", "zhaogang", "zhangsan", "lisi", "wangwu"];
@@ -394,6 +394,43 @@ async fn a_letter_signed_for_starts_the_deadline(#[case] engine: Engine) {
         .unwrap();
     assert!(last_text(&*s, "wangmin").contains("已登记为于 2026-12-06 签收"));
 
+    // Two records of one letter at once: they take turns, one is refused.
+    s.say("wangmin", "/邮政 邮寄 张三 EA000000003CN")
+        .await
+        .unwrap();
+    let third = post::find_mailed(&rt.db.orm, "demo", "EA000000003CN")
+        .await
+        .unwrap()
+        .expect("mailed");
+    let first = rt.db.orm.begin().await.unwrap();
+    let on = chrono::NaiveDate::from_ymd_opt(2026, 12, 7).unwrap();
+    let now = rt.clock.now();
+    post::record_outcome(
+        &first, tenant, &third, false, on, None, "wangmin", None, now,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let second = {
+        let (rt, tenant, third) = (rt.clone(), tenant.clone(), third.clone());
+        tokio::spawn(async move {
+            let txn = rt.db.orm.begin().await.unwrap();
+            let r = post::record_outcome(&txn, &tenant, &third, false, on, None, "lisi", None, now)
+                .await
+                .unwrap();
+            txn.commit().await.unwrap();
+            r
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    first.commit().await.unwrap();
+    let refused = second.await.unwrap().unwrap_err();
+    assert_eq!(
+        refused,
+        post::Refusal::Settled(post::Outcome::Returned(on)),
+        "the second record waited for the first"
+    );
+
     // The postal record is in the log, and the letter in the package.
     let kinds: Vec<String> = case_event::Entity::find()
         .filter(case_event::Column::CaseId.eq(c.id))
@@ -411,7 +448,9 @@ async fn a_letter_signed_for_starts_the_deadline(#[case] engine: Engine) {
             "letter_mailed",
             "letter_mailed",
             "letter_returned",
-            "letter_signed"
+            "letter_signed",
+            "letter_mailed",
+            "letter_returned"
         ]
     );
     let package = rollcall::evidence::export::package(rt, "demo", "zhangsan", Some(c.id))

@@ -333,6 +333,7 @@ pub async fn record_mailed<C: ConnectionTrait>(
     inbound_event_id: Option<i64>,
     now: DateTime<Utc>,
 ) -> Result<Result<(), Refusal>, DbErr> {
+    lock_case(conn, case.id, now).await?;
     if let Some(m) = find_mailed(conn, &tenant.config.id, tracking_no).await? {
         return Ok(Err(Refusal::Duplicate {
             same: m.case_id == case.id && m.pdf_sha256 == letter.pdf_sha256,
@@ -362,6 +363,18 @@ pub async fn record_mailed<C: ConnectionTrait>(
         }));
     record_leaf(conn, &tenant.config.id, leaf, inbound_event_id, now).await?;
     Ok(Ok(()))
+}
+
+/// Takes the write lock on case `id`'s row until the transaction ends (an
+/// update: PostgreSQL locks the row; SQLite has one writer anyway).
+async fn lock_case<C: ConnectionTrait>(conn: &C, id: i64, now: DateTime<Utc>) -> Result<(), DbErr> {
+    use sea_orm::sea_query::Expr;
+    absence_case::Entity::update_many()
+        .col_expr(absence_case::Column::UpdatedAt, Expr::value(now))
+        .filter(absence_case::Column::Id.eq(id))
+        .exec(conn)
+        .await?;
+    Ok(())
 }
 
 /// The moment a letter signed for on `on` counts as received: the start of
@@ -403,6 +416,9 @@ pub async fn record_outcome<C: ConnectionTrait>(
     if on < mailed_on || on > today {
         return Ok(Err(Refusal::BadDate { mailed_on, today }));
     }
+    // Two records of the same letter at once take turns: the case row's
+    // lock (held to the end of the transaction) comes before the check.
+    lock_case(conn, mailed.case_id, now).await?;
     match outcome(conn, mailed.case_id, &mailed.tracking_no).await? {
         Outcome::InTransit => {}
         settled => return Ok(Err(Refusal::Settled(settled))),
