@@ -14,6 +14,7 @@ mod m20261206_000004_key_checks;
 mod m20261206_000005_link_secrets;
 mod m20261206_000007_checkpoint_tsr;
 mod m20261206_000008_delivery_agreement;
+mod m20261206_000009_sms_reports;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000005_link_secrets::Migration),
             Box::new(m20261206_000007_checkpoint_tsr::Migration),
             Box::new(m20261206_000008_delivery_agreement::Migration),
+            Box::new(m20261206_000009_sms_reports::Migration),
         ]
     }
 }
