@@ -1103,7 +1103,7 @@ mod common;
 use entity::{absence_case, outbox};
 use rollcall::cases::notify::TellHr;
 use rollcall::db::Engine;
-use rollcall::demo::{Sandboxed, TENANT, shanghai};
+use rollcall::demo::{Sandboxed, Stage, TENANT, shanghai};
 use rollcall::outbox::reports::poll_due;
 use rollcall::platform::sandbox::SmsFault;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
@@ -1159,6 +1159,12 @@ async fn all_rows(s: &Sandboxed) -> Vec<outbox::Model> {
         .all(&s.rt.db.orm)
         .await
         .unwrap()
+}
+
+/// What HR's `/status 张三` answers now.
+async fn status_of_zhangsan(s: &Sandboxed) -> String {
+    s.say("wangmin", "/status 张三").await.unwrap();
+    Stage::received(s, "wangmin").pop().unwrap()
 }
 
 /// The SMS copy of the formal notice to 张三.
@@ -1245,6 +1251,11 @@ async fn a_delivered_report_from_aliyun_starts_the_deadline(#[case] engine: Engi
         .find(|l| l.contains("\"sms_delivery_report\""))
         .unwrap_or_else(|| panic!("no report leaf in {leaves}"));
     assert!(leaf.contains("delivered"), "{leaf}");
+    let report = String::from_utf8_lossy(package.file("report.html").unwrap()).into_owned();
+    assert!(
+        report.contains("短信状态报告显示已送达员工手机"),
+        "receipt via SMS report"
+    );
     s.stop().await;
     db.cleanup().await;
 }
@@ -1343,6 +1354,11 @@ async fn webhook_reports_are_recorded_and_forged_ones_refused(#[case] engine: En
     // A gateway's retry of the same report: accepted, nothing new.
     assert_eq!(s.sms.post_report(&id, "failed", at, false).await, Ok(200));
     assert_eq!(sms_copy(&s).await.status, "sent");
+    let status = status_of_zhangsan(&s).await;
+    assert!(
+        status.contains("短信已发送") && status.contains("已送达手机"),
+        "{status}"
+    );
     s.stop().await;
     db.cleanup().await;
 }
@@ -1384,6 +1400,8 @@ async fn an_sms_that_timed_out_is_unknown_sent_once_and_hr_told(#[case] engine: 
         .expect("HR is told");
     assert_eq!(told.status, "sent");
     assert!(told.payload.contains("不会自动重发"), "{}", told.payload);
+    let status = status_of_zhangsan(&s).await;
+    assert!(status.contains("短信结果不明"), "{status}");
     assert_eq!(case_of_zhangsan(&s).await.receipt_at, None);
     s.stop().await;
     db.cleanup().await;
