@@ -126,6 +126,9 @@ struct FakeAliyun {
     report: Mutex<Option<(u8, String, String)>>,
     /// Each QuerySendDetails request, as received.
     queries: Mutex<Vec<BTreeMap<String, String>>>,
+    /// The next SendSms gets no answer at all: `Some(true)` after taking
+    /// the text (it is sent), `Some(false)` without (it was lost).
+    hang: Mutex<Option<bool>>,
 }
 
 /// QuerySendDetails, from what the fake accepted: the texts to the number
@@ -313,6 +316,13 @@ async fn aliyun_endpoint(State(fake): State<Arc<FakeAliyun>>, body: Bytes) -> Re
         serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(p).is_err()
     }) {
         return aliyun_error(StatusCode::OK, "isv.INVALID_JSON_PARAM", "JSON参数不合法");
+    }
+    let hang = fake.hang.lock().unwrap().take();
+    if hang == Some(true) {
+        fake.received.lock().unwrap().push(params.clone());
+    }
+    if hang.is_some() {
+        return std::future::pending::<Response>().await;
     }
     fake.received.lock().unwrap().push(params);
     if let Some((status, body)) = fake.answer.lock().unwrap().clone() {
@@ -1403,6 +1413,92 @@ async fn an_sms_that_timed_out_is_unknown_sent_once_and_hr_told(#[case] engine: 
     let status = status_of_zhangsan(&s).await;
     assert!(status.contains("短信结果不明"), "{status}");
     assert_eq!(case_of_zhangsan(&s).await.receipt_at, None);
+    s.stop().await;
+    db.cleanup().await;
+}
+
+/// Aliyun takes the text (or not) and never answers: the copy is
+/// `unknown` and not sent again. Asked by number, day and OutId: a text
+/// Aliyun holds is sent after all (and its report counts); one it does not
+/// hold is left to HR after 30 minutes, once.
+#[rstest]
+#[case::sqlite_taken(Engine::Sqlite, true)]
+#[case::postgres_taken(Engine::Postgres, true)]
+#[case::sqlite_lost(Engine::Sqlite, false)]
+#[case::postgres_lost(Engine::Postgres, false)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_aliyun_text_is_looked_up_by_its_out_id(
+    #[case] engine: Engine,
+    #[case] taken: bool,
+) {
+    let db = common::TestDb::new(engine).await;
+    let (fake, url) = fake_aliyun().await;
+    *fake.hang.lock().unwrap() = Some(taken);
+    *fake.report.lock().unwrap() = Some((3, "2026-12-04 10:00:05".into(), "DELIVERED".into()));
+    let s = app(
+        &db,
+        &format!(
+            "[tenants.sms]\n{}[delivery]\ntimeout_secs = 1\nmax_backoff_secs = 1\n",
+            aliyun_toml(&url, ALIYUN_SECRET)
+        ),
+    )
+    .await;
+    to_the_formal_notice(&s).await;
+    let row = sms_copy(&s).await;
+    assert_eq!(
+        (row.status.as_str(), row.delivery_status.as_deref()),
+        ("unknown", Some("unknown"))
+    );
+    let hr_told = |rows: &[outbox::Model]| {
+        rows.iter()
+            .any(|r| r.idem_key == format!("sms_unknown:{}:wangmin", row.id))
+    };
+    s.at("2026-12-04", "10:06");
+    poll_due(&s.rt, &TellHr).await.unwrap();
+    s.settle().await.unwrap();
+    let q = fake.queries.lock().unwrap().last().cloned().unwrap();
+    assert!(!q.contains_key("BizId"), "no BizId is known: {q:?}");
+    let sends = || {
+        fake.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.get("Action").map(String::as_str) == Some("SendSms"))
+            .count()
+    };
+    if taken {
+        let row = sms_copy(&s).await;
+        assert_eq!(
+            (row.status.as_str(), row.delivery_status.as_deref()),
+            ("sent", Some("delivered"))
+        );
+        let case = case_of_zhangsan(&s).await;
+        assert_eq!(case.receipt_via.as_deref(), Some("delivered:sms"));
+        assert!(!hr_told(&all_rows(&s).await));
+        assert_eq!(sends(), 1);
+    } else {
+        // Looked for a while, then HR is told, once.
+        assert!(!hr_told(&all_rows(&s).await));
+        s.at("2026-12-04", "10:40");
+        poll_due(&s.rt, &TellHr).await.unwrap();
+        s.at("2026-12-04", "10:50");
+        poll_due(&s.rt, &TellHr).await.unwrap();
+        s.settle().await.unwrap();
+        let rows = all_rows(&s).await;
+        let told: Vec<&outbox::Model> = rows
+            .iter()
+            .filter(|r| r.idem_key.starts_with(&format!("sms_unknown:{}:", row.id)))
+            .collect();
+        assert_eq!(told.len(), 1, "{told:#?}");
+        assert!(
+            told[0].payload.contains("未找到这条短信的记录"),
+            "{}",
+            told[0].payload
+        );
+        assert_eq!(sms_copy(&s).await.status, "unknown");
+        assert_eq!(sends(), 0, "never sent again");
+        assert_eq!(case_of_zhangsan(&s).await.receipt_at, None);
+    }
     s.stop().await;
     db.cleanup().await;
 }
