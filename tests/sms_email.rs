@@ -1502,3 +1502,54 @@ async fn an_unknown_aliyun_text_is_looked_up_by_its_out_id(
     s.stop().await;
     db.cleanup().await;
 }
+
+/// A crash between an SMS request and its answer (the row left `sending`
+/// past the cut-off): the text is not sent again; its outcome is unknown
+/// and HR is told (the webhook gateway cannot be asked).
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sms_cut_off_by_a_crash_is_unknown_not_resent(#[case] engine: Engine) {
+    use sea_orm::sea_query::Expr;
+    let db = common::TestDb::new(engine).await;
+    let s = app(&db, "").await;
+    to_the_formal_notice(&s).await;
+    let row = sms_copy(&s).await;
+    // As a process that died mid-request leaves it.
+    outbox::Entity::update_many()
+        .col_expr(outbox::Column::Status, Expr::value("sending"))
+        .col_expr(
+            outbox::Column::SentAt,
+            Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
+        )
+        .col_expr(
+            outbox::Column::ClaimedAt,
+            Expr::value(Some(shanghai("2026-12-04", "10:00"))),
+        )
+        .filter(outbox::Column::Id.eq(row.id))
+        .exec(&s.rt.db.orm)
+        .await
+        .unwrap();
+    s.at("2026-12-04", "12:00");
+    let done = rollcall::outbox::deliver(&s.rt, row.id, &TellHr)
+        .await
+        .unwrap();
+    assert_eq!(done, rollcall::outbox::Delivered::Done("unknown"));
+    s.settle().await.unwrap();
+    let after = sms_copy(&s).await;
+    assert_eq!(
+        (after.status.as_str(), after.delivery_status.as_deref()),
+        ("unknown", Some("unknown"))
+    );
+    assert_eq!(s.sms.requests().len(), 1, "not sent again");
+    assert!(
+        all_rows(&s)
+            .await
+            .iter()
+            .any(|r| r.idem_key == format!("sms_unknown:{}:wangmin", row.id) && r.status == "sent"),
+        "HR is told"
+    );
+    s.stop().await;
+    db.cleanup().await;
+}

@@ -392,21 +392,21 @@ pub async fn deliver(
     // receipt): chat is sent again under the platform's own guard (WeCom's
     // duplicate check; on DingTalk the same text reference or card id) and email
     // with the same Message-ID, but an SMS gateway has no such guard, so the
-    // SMS is not sent twice: HR is told to check instead.
+    // SMS is not sent twice: its outcome is unknown, as after a timeout
+    // (looked up where the gateway can be asked, else HR is told).
     if OutboxStatus::of(&row) == Some(OutboxStatus::Sending)
         && payload.channel() == Channel::Sms
         && row.claimed_at.is_none_or(|c| c + cut_off_after(rt) <= now)
     {
-        give_up(
+        mark_unknown(
             rt,
             on_give_up,
             &tenant,
             &row,
-            OutboxStatus::Failed,
             "interrupted between request and receipt; not re-sent to avoid a second SMS",
         )
         .await?;
-        return Ok(Delivered::Done("failed"));
+        return Ok(Delivered::Done("unknown"));
     }
     // The attempt is on record before the request leaves: after a crash the
     // row says it may have been sent, and the platform's own guard (WeCom's
