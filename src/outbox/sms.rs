@@ -825,6 +825,45 @@ mod tests {
     }
 
     #[test]
+    fn webhook_reports_are_verified_signature_first_then_time() {
+        let body = br#"{"id":"m-1","status":"delivered","at":"2026-12-04T10:00:07+08:00"}"#;
+        let sig = webhook_signature("k", "1700000000", body);
+        let check = |ts: Option<&str>, sig: Option<&str>, body: &[u8], now: i64| {
+            verify_webhook("k", ts, sig, body, now)
+        };
+        assert_eq!(
+            check(Some("1700000000"), Some(&sig), body, 1_700_000_100),
+            Ok(())
+        );
+        assert_eq!(
+            check(Some("1700000000"), Some(&sig), body, 1_700_000_301),
+            Err(WebhookRefusal::Stale)
+        );
+        // A forged request learns nothing about our clock.
+        let forged = webhook_signature("other", "1700000000", body);
+        assert_eq!(
+            check(Some("1700000000"), Some(&forged), body, 1_800_000_000),
+            Err(WebhookRefusal::Signature)
+        );
+        assert_eq!(
+            check(Some("1700000000"), Some(&sig), b"{}", 1_700_000_000),
+            Err(WebhookRefusal::Signature)
+        );
+        assert_eq!(
+            check(Some("1700000000"), Some("zz"), body, 1_700_000_000),
+            Err(WebhookRefusal::Signature)
+        );
+        assert_eq!(
+            check(None, Some(&sig), body, 1_700_000_000),
+            Err(WebhookRefusal::Timestamp)
+        );
+        assert_eq!(
+            check(Some("-1"), Some(&sig), body, 1_700_000_000),
+            Err(WebhookRefusal::Timestamp)
+        );
+    }
+
+    #[test]
     fn aliyun_dates_are_china_time() {
         assert_eq!(
             china_time("2026-12-04 10:00:07").map(|t| t.to_rfc3339()),
