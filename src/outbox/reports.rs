@@ -170,7 +170,17 @@ pub async fn record(
 /// the others.
 pub async fn poll_due(rt: &Runtime, on_give_up: &dyn OnGiveUp) -> Result<usize, DeliverError> {
     let now = rt.clock.now();
+    // Only tenants whose gateway is asked (a webhook gateway posts).
+    let asking: Vec<String> = rt
+        .tenants()
+        .filter(|t| t.sms.as_ref().is_some_and(|s| s.reports_by_query()))
+        .map(|t| t.config.id.clone())
+        .collect();
+    if asking.is_empty() {
+        return Ok(0);
+    }
     let rows = outbox::Entity::find()
+        .filter(outbox::Column::TenantId.is_in(asking))
         .filter(outbox::Column::Channel.eq("sms"))
         .filter(outbox::Column::Step.is_in(REPORTED_STEPS))
         .filter(outbox::Column::CreatedAt.gt(now - Duration::hours(POLL_FOR_HOURS)))
@@ -191,6 +201,13 @@ pub async fn poll_due(rt: &Runtime, on_give_up: &dyn OnGiveUp) -> Result<usize, 
                         .lte(now - Duration::minutes(POLL_EVERY_MINUTES)),
                 ),
         )
+        // Round robin: never asked first, then the longest since asked, so a
+        // batch of rows that cannot be settled starves none.
+        .order_by_with_nulls(
+            outbox::Column::ReportCheckedAt,
+            sea_orm::Order::Asc,
+            sea_orm::sea_query::NullOrdering::First,
+        )
         .order_by_asc(outbox::Column::Id)
         .limit(POLL_BATCH)
         .all(&rt.db.orm)
@@ -204,6 +221,8 @@ pub async fn poll_due(rt: &Runtime, on_give_up: &dyn OnGiveUp) -> Result<usize, 
             continue;
         }
         if OutboxStatus::of(&row) == Some(OutboxStatus::Unknown) && concluded(&row) {
+            // Left to HR: not asked again, only moved to the back.
+            checked(rt, row.id, now).await?;
             continue;
         }
         match poll_one(rt, &tenant, &row, on_give_up).await {
