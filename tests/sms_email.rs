@@ -1136,7 +1136,7 @@ async fn app(db: &common::TestDb, extra: &str) -> Sandboxed {
 }
 
 /// 张三 misses 1–3 December: the formal notice goes out on Friday the
-/// 4th at 10:00 (chat, SMS, email).
+/// 4th at 10:00 (chat, SMS, email), where the clock is left.
 async fn to_the_formal_notice(s: &Sandboxed) {
     let others: Vec<&str> = EVERYONE
         .iter()
@@ -1145,12 +1145,17 @@ async fn to_the_formal_notice(s: &Sandboxed) {
         .collect();
     s.at("2026-12-01", "08:00");
     s.check_in(&others).await.unwrap();
-    for day in ["2026-12-02", "2026-12-03", "2026-12-04"] {
+    for day in ["2026-12-02", "2026-12-03"] {
         s.at(day, "10:00");
         s.scan().await.unwrap();
         s.at(day, "11:00");
         s.check_in(&others).await.unwrap();
     }
+    // The clock stays at the notice's time: the app's own tick (every 30 s
+    // of real time) may ask for reports too, and must see no later clock
+    // than the test means.
+    s.at("2026-12-04", "10:00");
+    s.scan().await.unwrap();
 }
 
 async fn case_of_zhangsan(s: &Sandboxed) -> absence_case::Model {
@@ -1297,7 +1302,8 @@ async fn a_failed_report_from_aliyun_makes_the_copy_undeliverable(#[case] engine
     assert_eq!(fake.queries.lock().unwrap().len(), asked);
 
     *fake.report.lock().unwrap() = Some((2, "2026-12-04 10:02:00".into(), "MK:0001".into()));
-    s.at("2026-12-04", "10:07");
+    // Five minutes after any ask the tick may have made at 10:03.
+    s.at("2026-12-04", "10:10");
     poll_due(&s.rt, &TellHr).await.unwrap();
     s.settle().await.unwrap();
     let row = sms_copy(&s).await;
@@ -1334,6 +1340,7 @@ async fn webhook_reports_are_recorded_and_forged_ones_refused(#[case] engine: En
     let row = sms_copy(&s).await;
     let id = row.receipt_id.clone().unwrap();
     let at = shanghai("2026-12-04", "10:00") + chrono::Duration::seconds(3);
+    let early = shanghai("2026-12-04", "09:00");
 
     assert_eq!(s.sms.post_report(&id, "delivered", at, true).await, Ok(401));
     assert_eq!(
@@ -1347,19 +1354,23 @@ async fn webhook_reports_are_recorded_and_forged_ones_refused(#[case] engine: En
     assert_eq!(case_of_zhangsan(&s).await.receipt_at, None);
 
     assert_eq!(
-        s.sms.post_report(&id, "delivered", at, false).await,
+        s.sms.post_report(&id, "delivered", early, false).await,
         Ok(200)
     );
+    // Dated before the text left (the gateway's clock): it counts from the
+    // sending, never earlier.
+    let sent = row.sent_at.unwrap();
+    assert!(early < sent);
     let row = sms_copy(&s).await;
     assert_eq!(
         (row.delivery_status.as_deref(), row.delivered_at),
-        (Some("delivered"), Some(at))
+        (Some("delivered"), Some(sent))
     );
     assert!(row.delivery_report.unwrap().contains("DELIVRD"));
     let case = case_of_zhangsan(&s).await;
     assert_eq!(
         (case.receipt_via.as_deref(), case.receipt_at),
-        (Some("delivered:sms"), Some(at))
+        (Some("delivered:sms"), Some(sent))
     );
     // A gateway's retry of the same report: accepted, nothing new.
     assert_eq!(s.sms.post_report(&id, "failed", at, false).await, Ok(200));

@@ -84,7 +84,16 @@ pub async fn record(
             .await?;
         return Ok(false);
     };
-    let at = incoming.report.at;
+    // A delivery is never dated before the text left (a gateway's clock
+    // would otherwise start a deadline early), and one reported with no
+    // time counts from when rollcall learned of it: both only ever later,
+    // which is the employee's side.
+    let sent = row.sent_at.or(row.claimed_at);
+    let at = match (status, incoming.report.at) {
+        (DeliveryStatus::Delivered, None) => Some(now),
+        (_, Some(at)) => Some(sent.map_or(at, |sent| at.max(sent))),
+        (_, None) => None,
+    };
     // Read before the transaction (SQLite: a reading transaction cannot
     // always upgrade to writing).
     let leaf = message_leaf(db, "sms_delivery_report", row)
@@ -95,6 +104,7 @@ pub async fn record(
             "recipient": row.recipient,
             "status": status.as_str(),
             "delivered_at": at,
+            "reported_at": incoming.report.at,
             "code": incoming.report.code,
             "via": incoming.via,
         }))
@@ -117,10 +127,7 @@ pub async fn record(
             outbox::Column::Status,
             Expr::value(OutboxStatus::Sent.as_str()),
         )
-        .col_expr(
-            outbox::Column::SentAt,
-            Expr::value(row.sent_at.or(row.claimed_at)),
-        )
+        .col_expr(outbox::Column::SentAt, Expr::value(sent))
         .filter(outbox::Column::Id.eq(row.id))
         .filter(
             outbox::Column::Status
