@@ -2,6 +2,11 @@
 //! that plays Aliyun (checking the signature with its own code, written from
 //! Aliyun's spec), a webhook receiver that verifies the HMAC, and a small
 //! SMTP sink (plain and STARTTLS).
+//!
+//! Then SMS delivery reports through the real app on SQLite and PostgreSQL:
+//! the fake Aliyun answers `QuerySendDetails` from what it accepted, the
+//! sandbox gateway posts signed reports, and both can take a text and never
+//! answer.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
