@@ -64,7 +64,7 @@ api_base = "{api_base}""#
 /// The sandbox tenant on the chat platform `chat` (its TOML table), with
 /// the demo's site, rule, SMS gateway and mail server.
 fn tenant_toml(name: &str, chat: &str, sms: &SandboxSms, mail: &SandboxMail) -> String {
-    let sms_url = sms.url();
+    let sms_table = sandbox_sms_table(sms);
     let mail_port = mail.port();
     format!(
         r#"
@@ -82,11 +82,7 @@ radius_m = 300
 rule = "《员工手册》第五章第十二条（连续旷工三个工作日以上的，视为严重违反规章制度）"
 rule_version = "2026-01"
 hr_contact = "人力资源部 王敏，021-00000000"
-[tenants.sms]
-provider = "webhook"
-url = "{sms_url}"
-secret = "{SMS_SECRET}"
-[tenants.email]
+{sms_table}[tenants.email]
 host = "127.0.0.1"
 port = {mail_port}
 security = "none"
@@ -96,6 +92,14 @@ from = "示例建筑有限公司人力资源部 <hr@example.com>"
 }
 
 const SMS_SECRET: &str = "sandbox-sms-secret";
+
+/// The `[tenants.sms]` table of the sandbox gateway.
+fn sandbox_sms_table(sms: &SandboxSms) -> String {
+    format!(
+        "[tenants.sms]\nprovider = \"webhook\"\nurl = \"{}\"\nsecret = \"{SMS_SECRET}\"\n",
+        sms.url()
+    )
+}
 
 /// The `[delivery]` table that asks about reads after 1, 5, 15, … seconds
 /// (a minute in production), and `extra` without it: the setting goes into
@@ -227,11 +231,15 @@ impl Sandboxed {
         extra: &str,
     ) -> anyhow::Result<Sandboxed> {
         let platform = SandboxPlatform::start().await?;
+        let mut tenant = platform.tenant_toml();
+        if extra.contains("[tenants.sms]\n") {
+            // The caller's own gateway (a TOML table is written once).
+            tenant = tenant.replace(&sandbox_sms_table(&platform.sms), "");
+        }
         let toml = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndata_key_file = \"{}\"\n[evidence]\nkey_file = \"{}\"\n[database]\nurl = \"{database_url}\"\n{}{extra}",
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_key_file = \"{}\"\n[evidence]\nkey_file = \"{}\"\n[database]\nurl = \"{database_url}\"\n{tenant}{extra}",
             key_file.display(),
             key_file.with_extension("evidence.key").display(),
-            platform.tenant_toml()
         );
         let config = Config::parse(&toml, &ProcessEnv).context("sandbox configuration")?;
         let clock = Arc::new(SimulatedClock::new(start));

@@ -2,6 +2,11 @@
 //! that plays Aliyun (checking the signature with its own code, written from
 //! Aliyun's spec), a webhook receiver that verifies the HMAC, and a small
 //! SMTP sink (plain and STARTTLS).
+//!
+//! Then SMS delivery reports through the real app on SQLite and PostgreSQL:
+//! the fake Aliyun answers `QuerySendDetails` from what it accepted, the
+//! sandbox gateway posts signed reports, and both can take a text and never
+//! answer.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -13,7 +18,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use base64::Engine;
+use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use rollcall::config::ConfigError;
 use rollcall::config::{RawEmailConfig, RawSmsConfig, resolve_email, resolve_sms};
@@ -121,7 +126,111 @@ struct FakeAliyun {
     answer: Mutex<Option<(u16, String)>>,
     nonces: Mutex<HashSet<String>>,
     received: Mutex<Vec<BTreeMap<String, String>>>,
+    /// What QuerySendDetails says of every text it accepted: `(SendStatus,
+    /// ReceiveDate, ErrCode)`, 2 failed or 3 delivered; `None`: 1, waiting.
+    report: Mutex<Option<(u8, String, String)>>,
+    /// Each QuerySendDetails request, as received.
+    queries: Mutex<Vec<BTreeMap<String, String>>>,
+    /// The next SendSms gets no answer at all: `Some(true)` after taking
+    /// the text (it is sent), `Some(false)` without (it was lost).
+    hang: Mutex<Option<bool>>,
 }
+
+/// QuerySendDetails, from what the fake accepted: the texts to the number
+/// (narrowed by BizId when given), each with its OutId and the switched
+/// report. Checked like SendSms: parameters, timestamp, signature, nonce.
+fn query_send_details(fake: &FakeAliyun, params: BTreeMap<String, String>) -> Response {
+    for required in [
+        "Version",
+        "Format",
+        "AccessKeyId",
+        "SignatureMethod",
+        "SignatureVersion",
+        "SignatureNonce",
+        "Timestamp",
+        "Signature",
+        "PhoneNumber",
+        "SendDate",
+        "PageSize",
+        "CurrentPage",
+    ] {
+        if params.get(required).is_none_or(|v| v.is_empty()) {
+            return aliyun_error(
+                StatusCode::BAD_REQUEST,
+                "MissingParameter",
+                &format!("{required} is mandatory for this action."),
+            );
+        }
+    }
+    let date = &params["SendDate"];
+    if date.len() != 8 || chrono::NaiveDate::parse_from_str(date, "%Y%m%d").is_err() {
+        return aliyun_error(StatusCode::OK, "isv.INVALID_PARAMETERS", "SendDate");
+    }
+    if !params["PageSize"]
+        .parse::<u32>()
+        .is_ok_and(|n| (1..=50).contains(&n))
+    {
+        return aliyun_error(StatusCode::OK, "isv.INVALID_PARAMETERS", "PageSize");
+    }
+    if spec_signature(&params, ALIYUN_SECRET) != params["Signature"] {
+        return aliyun_error(
+            StatusCode::BAD_REQUEST,
+            "SignatureDoesNotMatch",
+            "Specified signature is not matched with our calculation.",
+        );
+    }
+    if !fake
+        .nonces
+        .lock()
+        .unwrap()
+        .insert(params["SignatureNonce"].clone())
+    {
+        return aliyun_error(
+            StatusCode::BAD_REQUEST,
+            "SignatureNonceUsed",
+            "Specified signature nonce was used already.",
+        );
+    }
+    fake.queries.lock().unwrap().push(params.clone());
+    let report = fake.report.lock().unwrap().clone();
+    let details: Vec<serde_json::Value> = fake
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| p["PhoneNumbers"] == params["PhoneNumber"])
+        .filter(|_| params.get("BizId").is_none_or(|b| b == BIZ_ID))
+        .map(|p| {
+            let (status, received, code) =
+                report.clone().unwrap_or((1, String::new(), String::new()));
+            serde_json::json!({
+                "SendDate": "2026-12-04 10:00:01",
+                "SendStatus": status,
+                "ReceiveDate": received,
+                "ErrCode": code,
+                "TemplateCode": p["TemplateCode"],
+                "Content": "【人事部】返岗通知",
+                "PhoneNum": p["PhoneNumbers"],
+                "OutId": p.get("OutId").cloned().unwrap_or_default(),
+            })
+        })
+        .collect();
+    (
+        [("content-type", "application/json")],
+        serde_json::json!({
+            "TotalCount": details.len(),
+            "Message": "OK",
+            "RequestId": "819BE656-D2E0-4858-8B21-B2E477085",
+            "Code": "OK",
+            "SmsSendDetailDTOs": { "SmsSendDetailDTO": details },
+        })
+        .to_string(),
+    )
+        .into_response()
+}
+
+/// The BizId the fake answers every SendSms with.
+const BIZ_ID: &str = "197703245997295588^0";
 
 fn aliyun_error(status: StatusCode, code: &str, message: &str) -> Response {
     (
@@ -135,6 +244,9 @@ fn aliyun_error(status: StatusCode, code: &str, message: &str) -> Response {
 
 async fn aliyun_endpoint(State(fake): State<Arc<FakeAliyun>>, body: Bytes) -> Response {
     let params: BTreeMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    if params.get("Action").map(String::as_str) == Some("QuerySendDetails") {
+        return query_send_details(&fake, params);
+    }
     for required in [
         "Action",
         "Version",
@@ -209,6 +321,13 @@ async fn aliyun_endpoint(State(fake): State<Arc<FakeAliyun>>, body: Bytes) -> Re
         serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(p).is_err()
     }) {
         return aliyun_error(StatusCode::OK, "isv.INVALID_JSON_PARAM", "JSON参数不合法");
+    }
+    let hang = fake.hang.lock().unwrap().take();
+    if hang == Some(true) {
+        fake.received.lock().unwrap().push(params.clone());
+    }
+    if hang.is_some() {
+        return std::future::pending::<Response>().await;
     }
     fake.received.lock().unwrap().push(params);
     if let Some((status, body)) = fake.answer.lock().unwrap().clone() {
@@ -988,4 +1107,465 @@ async fn implicit_tls_delivers() {
     assert_eq!(deliveries.len(), 1);
     assert!(deliveries[0].encrypted);
     assert_eq!(deliveries[0].auth, None);
+}
+
+// ---------------------------------------------------------------------------
+// Delivery reports through the real app, on SQLite and PostgreSQL
+// ---------------------------------------------------------------------------
+
+mod common;
+
+use entity::{absence_case, outbox};
+use rollcall::cases::notify::TellHr;
+use rollcall::db::Engine;
+use rollcall::demo::{Sandboxed, Stage, TENANT, shanghai};
+use rollcall::outbox::reports::poll_due;
+use rollcall::platform::sandbox::SmsFault;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+
+const EVERYONE: [&str; 5] = ["wangmin", "zhaogang", "zhangsan", "lisi", "wangwu"];
+/// 张三's phone in the demo roster.
+const ZHANGSAN_PHONE: &str = "13800000003";
+
+/// The app on the sandbox tenant from 2026-12-01 07:00, the daily scan left
+/// to the test, with `extra` configuration.
+async fn app(db: &common::TestDb, extra: &str) -> Sandboxed {
+    Sandboxed::start(
+        &db.url,
+        &db.dir.path().join("data.key"),
+        shanghai("2026-12-01", "07:00"),
+        &format!("[tenants.attendance]\nscan_at = \"23:59\"\n{extra}"),
+    )
+    .await
+    .unwrap()
+}
+
+/// 张三 misses 1–3 December: the formal notice goes out on Friday the
+/// 4th at 10:00 (chat, SMS, email), where the clock is left.
+async fn to_the_formal_notice(s: &Sandboxed) {
+    let others: Vec<&str> = EVERYONE
+        .iter()
+        .copied()
+        .filter(|u| *u != "zhangsan")
+        .collect();
+    s.at("2026-12-01", "08:00");
+    s.check_in(&others).await.unwrap();
+    for day in ["2026-12-02", "2026-12-03"] {
+        s.at(day, "10:00");
+        s.scan().await.unwrap();
+        s.at(day, "11:00");
+        s.check_in(&others).await.unwrap();
+    }
+    // The clock stays at the notice's time: the app's own tick (every 30 s
+    // of real time) may ask for reports too, and must see no later clock
+    // than the test means.
+    s.at("2026-12-04", "10:00");
+    s.scan().await.unwrap();
+}
+
+async fn case_of_zhangsan(s: &Sandboxed) -> absence_case::Model {
+    absence_case::Entity::find()
+        .filter(absence_case::Column::UserId.eq("zhangsan"))
+        .order_by_desc(absence_case::Column::Id)
+        .one(&s.rt.db.orm)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn all_rows(s: &Sandboxed) -> Vec<outbox::Model> {
+    outbox::Entity::find()
+        .order_by_asc(outbox::Column::Id)
+        .all(&s.rt.db.orm)
+        .await
+        .unwrap()
+}
+
+/// What HR's `/status 张三` answers now.
+async fn status_of_zhangsan(s: &Sandboxed) -> String {
+    s.say("wangmin", "/status 张三").await.unwrap();
+    Stage::received(s, "wangmin").pop().unwrap()
+}
+
+/// The SMS copy of the formal notice to 张三.
+async fn sms_copy(s: &Sandboxed) -> outbox::Model {
+    all_rows(s)
+        .await
+        .into_iter()
+        .find(|r| {
+            r.recipient == "zhangsan"
+                && r.channel == "sms"
+                && r.step.as_deref() == Some("formal_notice")
+        })
+        .expect("the formal notice's SMS")
+}
+
+async fn aliyun_app(db: &common::TestDb, fake_url: &str) -> Sandboxed {
+    app(
+        db,
+        &format!("[tenants.sms]\n{}", aliyun_toml(fake_url, ALIYUN_SECRET)),
+    )
+    .await
+}
+
+/// Aliyun says the handset received the formal notice's text: that is the
+/// proof of receipt (`delivered:sms`) and the deadline runs from the
+/// handset's time; the report is on the row, in the log and in the package.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivered_report_from_aliyun_starts_the_deadline(#[case] engine: Engine) {
+    let db = common::TestDb::new(engine).await;
+    let (fake, url) = fake_aliyun().await;
+    *fake.report.lock().unwrap() = Some((3, "2026-12-04 10:00:07".into(), "DELIVERED".into()));
+    let s = aliyun_app(&db, &url).await;
+    to_the_formal_notice(&s).await;
+    let row = sms_copy(&s).await;
+    assert_eq!(
+        (row.status.as_str(), row.receipt_id.as_deref()),
+        ("sent", Some(BIZ_ID))
+    );
+
+    s.at("2026-12-04", "10:06");
+    poll_due(&s.rt, &TellHr).await.unwrap();
+    s.settle().await.unwrap();
+
+    let row = sms_copy(&s).await;
+    let received = shanghai("2026-12-04", "10:00") + chrono::Duration::seconds(7);
+    assert_eq!(row.delivery_status.as_deref(), Some("delivered"));
+    assert_eq!(row.delivered_at, Some(received));
+    assert!(row.report_checked_at.is_some());
+    let report = row.delivery_report.clone().unwrap();
+    assert!(report.contains("\"OutId\""), "{report}");
+    assert!(
+        !report.contains(ZHANGSAN_PHONE),
+        "the number is masked: {report}"
+    );
+    // Asked by number, China date and BizId.
+    let q = fake.queries.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        (
+            q["PhoneNumber"].as_str(),
+            q["SendDate"].as_str(),
+            q["BizId"].as_str()
+        ),
+        (ZHANGSAN_PHONE, "20261204", BIZ_ID)
+    );
+    let case = case_of_zhangsan(&s).await;
+    assert_eq!(case.receipt_via.as_deref(), Some("delivered:sms"));
+    assert_eq!(case.receipt_at, Some(received));
+    assert_eq!(case.deadline_at, Some(received + chrono::Duration::days(3)));
+    // A final report is not asked for again.
+    s.at("2026-12-04", "11:00");
+    let before = fake.queries.lock().unwrap().len();
+    poll_due(&s.rt, &TellHr).await.unwrap();
+    assert_eq!(fake.queries.lock().unwrap().len(), before);
+    // The case's package holds the report.
+    let package = rollcall::evidence::export::package(&s.rt, TENANT, "zhangsan", Some(case.id))
+        .await
+        .unwrap();
+    let leaves = std::str::from_utf8(package.file("leaves.jsonl").unwrap()).unwrap();
+    let leaf = leaves
+        .lines()
+        .find(|l| l.contains("\"sms_delivery_report\""))
+        .unwrap_or_else(|| panic!("no report leaf in {leaves}"));
+    assert!(leaf.contains("delivered"), "{leaf}");
+    let report = String::from_utf8_lossy(package.file("report.html").unwrap()).into_owned();
+    assert!(
+        report.contains("短信状态报告显示已送达员工手机"),
+        "receipt via SMS report"
+    );
+    s.stop().await;
+    db.cleanup().await;
+}
+
+/// Aliyun says the carrier could not deliver the text: the copy is
+/// undeliverable, HR is told as for a refused number, nothing is proven.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_report_from_aliyun_makes_the_copy_undeliverable(#[case] engine: Engine) {
+    let db = common::TestDb::new(engine).await;
+    let (fake, url) = fake_aliyun().await;
+    let s = aliyun_app(&db, &url).await;
+    to_the_formal_notice(&s).await;
+    // Still waiting: asked, nothing recorded.
+    s.at("2026-12-04", "10:01");
+    poll_due(&s.rt, &TellHr).await.unwrap();
+    let row = sms_copy(&s).await;
+    assert_eq!(
+        (row.status.as_str(), row.delivery_status.as_deref()),
+        ("sent", None)
+    );
+    assert!(row.report_checked_at.is_some());
+    // Not asked again within five minutes.
+    let asked = fake.queries.lock().unwrap().len();
+    s.at("2026-12-04", "10:03");
+    poll_due(&s.rt, &TellHr).await.unwrap();
+    assert_eq!(fake.queries.lock().unwrap().len(), asked);
+
+    *fake.report.lock().unwrap() = Some((2, "2026-12-04 10:02:00".into(), "MK:0001".into()));
+    // Five minutes after any ask the tick may have made at 10:03.
+    s.at("2026-12-04", "10:10");
+    poll_due(&s.rt, &TellHr).await.unwrap();
+    s.settle().await.unwrap();
+    let row = sms_copy(&s).await;
+    assert_eq!(
+        (row.status.as_str(), row.delivery_status.as_deref()),
+        ("undeliverable", Some("failed"))
+    );
+    let told = all_rows(&s)
+        .await
+        .into_iter()
+        .find(|r| r.idem_key == format!("undeliverable:{}:wangmin", row.id))
+        .expect("HR is told");
+    assert_eq!(told.status, "sent");
+    assert!(told.payload.contains("MK:0001"), "{}", told.payload);
+    let case = case_of_zhangsan(&s).await;
+    assert_eq!((case.receipt_at, case.receipt_via), (None, None));
+    s.stop().await;
+    db.cleanup().await;
+}
+
+/// The sandbox gateway posts reports the way the contract says: a genuine
+/// one is recorded and proves receipt; a forged one and one for an id
+/// rollcall never sent are refused and change nothing.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_reports_are_recorded_and_forged_ones_refused(#[case] engine: Engine) {
+    let db = common::TestDb::new(engine).await;
+    let s = app(&db, "").await;
+    s.sms
+        .report_to(&format!("http://{}/sms/report/{TENANT}", s.app.addr), None);
+    to_the_formal_notice(&s).await;
+    let row = sms_copy(&s).await;
+    let id = row.receipt_id.clone().unwrap();
+    let at = shanghai("2026-12-04", "10:00") + chrono::Duration::seconds(3);
+    let early = shanghai("2026-12-04", "09:00");
+
+    assert_eq!(s.sms.post_report(&id, "delivered", at, true).await, Ok(401));
+    assert_eq!(
+        s.sms
+            .post_report("sandbox-sms-999", "delivered", at, false)
+            .await,
+        Ok(404)
+    );
+    let unchanged = sms_copy(&s).await;
+    assert_eq!(unchanged, row, "a refused report records nothing");
+    assert_eq!(case_of_zhangsan(&s).await.receipt_at, None);
+
+    assert_eq!(
+        s.sms.post_report(&id, "delivered", early, false).await,
+        Ok(200)
+    );
+    // Dated before the text left (the gateway's clock): it counts from the
+    // sending, never earlier.
+    let sent = row.sent_at.unwrap();
+    assert!(early < sent);
+    let row = sms_copy(&s).await;
+    assert_eq!(
+        (row.delivery_status.as_deref(), row.delivered_at),
+        (Some("delivered"), Some(sent))
+    );
+    assert!(row.delivery_report.unwrap().contains("DELIVRD"));
+    let case = case_of_zhangsan(&s).await;
+    assert_eq!(
+        (case.receipt_via.as_deref(), case.receipt_at),
+        (Some("delivered:sms"), Some(sent))
+    );
+    // A gateway's retry of the same report: accepted, nothing new.
+    assert_eq!(s.sms.post_report(&id, "failed", at, false).await, Ok(200));
+    assert_eq!(sms_copy(&s).await.status, "sent");
+    let status = status_of_zhangsan(&s).await;
+    assert!(
+        status.contains("短信已发送") && status.contains("已送达手机"),
+        "{status}"
+    );
+    s.stop().await;
+    db.cleanup().await;
+}
+
+/// The gateway takes the text and never answers: the copy is `unknown`,
+/// never sent again, and HR is told to check.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sms_that_timed_out_is_unknown_sent_once_and_hr_told(#[case] engine: Engine) {
+    let db = common::TestDb::new(engine).await;
+    let s = app(&db, "[delivery]\ntimeout_secs = 1\nmax_backoff_secs = 1\n").await;
+    s.sms.push_fault(SmsFault::AcceptThenHang);
+    to_the_formal_notice(&s).await;
+    let row = sms_copy(&s).await;
+    assert_eq!(
+        (row.status.as_str(), row.delivery_status.as_deref()),
+        ("unknown", Some("unknown"))
+    );
+    let out_id = format!("{TENANT}:{}", row.idem_key);
+    // Well past a retry's backoff and the cut-off of a lost attempt.
+    s.at("2026-12-04", "12:00");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    poll_due(&s.rt, &TellHr).await.unwrap();
+    s.settle().await.unwrap();
+    let requests = s.sms.requests();
+    assert_eq!(
+        requests.iter().filter(|r| **r == out_id).count(),
+        1,
+        "{requests:?}"
+    );
+    assert_eq!(s.sms.texts().len(), 1);
+    assert_eq!(sms_copy(&s).await.status, "unknown");
+    let told = all_rows(&s)
+        .await
+        .into_iter()
+        .find(|r| r.idem_key == format!("sms_unknown:{}:wangmin", row.id))
+        .expect("HR is told");
+    assert_eq!(told.status, "sent");
+    assert!(told.payload.contains("不会自动重发"), "{}", told.payload);
+    let status = status_of_zhangsan(&s).await;
+    assert!(status.contains("短信结果不明"), "{status}");
+    assert_eq!(case_of_zhangsan(&s).await.receipt_at, None);
+    s.stop().await;
+    db.cleanup().await;
+}
+
+/// Aliyun takes the text (or not) and never answers: the copy is
+/// `unknown` and not sent again. Asked by number, day and OutId: a text
+/// Aliyun holds is sent after all (and its report counts); one it does not
+/// hold is left to HR after 30 minutes, once.
+#[rstest]
+#[case::sqlite_taken(Engine::Sqlite, true)]
+#[case::postgres_taken(Engine::Postgres, true)]
+#[case::sqlite_lost(Engine::Sqlite, false)]
+#[case::postgres_lost(Engine::Postgres, false)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_aliyun_text_is_looked_up_by_its_out_id(
+    #[case] engine: Engine,
+    #[case] taken: bool,
+) {
+    let db = common::TestDb::new(engine).await;
+    let (fake, url) = fake_aliyun().await;
+    *fake.hang.lock().unwrap() = Some(taken);
+    *fake.report.lock().unwrap() = Some((3, "2026-12-04 10:00:05".into(), "DELIVERED".into()));
+    let s = app(
+        &db,
+        &format!(
+            "[tenants.sms]\n{}[delivery]\ntimeout_secs = 1\nmax_backoff_secs = 1\n",
+            aliyun_toml(&url, ALIYUN_SECRET)
+        ),
+    )
+    .await;
+    to_the_formal_notice(&s).await;
+    let row = sms_copy(&s).await;
+    assert_eq!(
+        (row.status.as_str(), row.delivery_status.as_deref()),
+        ("unknown", Some("unknown"))
+    );
+    let hr_told = |rows: &[outbox::Model]| {
+        rows.iter()
+            .any(|r| r.idem_key == format!("sms_unknown:{}:wangmin", row.id))
+    };
+    s.at("2026-12-04", "10:06");
+    poll_due(&s.rt, &TellHr).await.unwrap();
+    s.settle().await.unwrap();
+    let q = fake.queries.lock().unwrap().last().cloned().unwrap();
+    assert!(!q.contains_key("BizId"), "no BizId is known: {q:?}");
+    let sends = || {
+        fake.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.get("Action").map(String::as_str) == Some("SendSms"))
+            .count()
+    };
+    if taken {
+        let row = sms_copy(&s).await;
+        assert_eq!(
+            (row.status.as_str(), row.delivery_status.as_deref()),
+            ("sent", Some("delivered"))
+        );
+        let case = case_of_zhangsan(&s).await;
+        assert_eq!(case.receipt_via.as_deref(), Some("delivered:sms"));
+        assert!(!hr_told(&all_rows(&s).await));
+        assert_eq!(sends(), 1);
+    } else {
+        // Looked for a while, then HR is told, once.
+        assert!(!hr_told(&all_rows(&s).await));
+        s.at("2026-12-04", "10:40");
+        poll_due(&s.rt, &TellHr).await.unwrap();
+        s.at("2026-12-04", "10:50");
+        poll_due(&s.rt, &TellHr).await.unwrap();
+        s.settle().await.unwrap();
+        let rows = all_rows(&s).await;
+        let told: Vec<&outbox::Model> = rows
+            .iter()
+            .filter(|r| r.idem_key.starts_with(&format!("sms_unknown:{}:", row.id)))
+            .collect();
+        assert_eq!(told.len(), 1, "{told:#?}");
+        assert!(
+            told[0].payload.contains("未找到这条短信的记录"),
+            "{}",
+            told[0].payload
+        );
+        assert_eq!(sms_copy(&s).await.status, "unknown");
+        assert_eq!(sends(), 0, "never sent again");
+        assert_eq!(case_of_zhangsan(&s).await.receipt_at, None);
+    }
+    s.stop().await;
+    db.cleanup().await;
+}
+
+/// A crash between an SMS request and its answer (the row left `sending`
+/// past the cut-off): the text is not sent again; its outcome is unknown
+/// and HR is told (the webhook gateway cannot be asked).
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sms_cut_off_by_a_crash_is_unknown_not_resent(#[case] engine: Engine) {
+    use sea_orm::sea_query::Expr;
+    let db = common::TestDb::new(engine).await;
+    let s = app(&db, "").await;
+    to_the_formal_notice(&s).await;
+    let row = sms_copy(&s).await;
+    // As a process that died mid-request leaves it.
+    outbox::Entity::update_many()
+        .col_expr(outbox::Column::Status, Expr::value("sending"))
+        .col_expr(
+            outbox::Column::SentAt,
+            Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
+        )
+        .col_expr(
+            outbox::Column::ClaimedAt,
+            Expr::value(Some(shanghai("2026-12-04", "10:00"))),
+        )
+        .filter(outbox::Column::Id.eq(row.id))
+        .exec(&s.rt.db.orm)
+        .await
+        .unwrap();
+    s.at("2026-12-04", "12:00");
+    let done = rollcall::outbox::deliver(&s.rt, row.id, &TellHr)
+        .await
+        .unwrap();
+    assert_eq!(done, rollcall::outbox::Delivered::Done("unknown"));
+    s.settle().await.unwrap();
+    let after = sms_copy(&s).await;
+    assert_eq!(
+        (after.status.as_str(), after.delivery_status.as_deref()),
+        ("unknown", Some("unknown"))
+    );
+    assert_eq!(s.sms.requests().len(), 1, "not sent again");
+    assert!(
+        all_rows(&s)
+            .await
+            .iter()
+            .any(|r| r.idem_key == format!("sms_unknown:{}:wangmin", row.id) && r.status == "sent"),
+        "HR is told"
+    );
+    s.stop().await;
+    db.cleanup().await;
 }

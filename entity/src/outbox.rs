@@ -23,7 +23,7 @@ pub struct Model {
     pub template_hash: String,
     /// The rendered message (JSON).
     pub payload: String,
-    /// pending, sent, undeliverable, failed or cancelled.
+    /// pending, sending, sent, unknown, undeliverable, failed or cancelled.
     pub status: String,
     pub attempts: i32,
     pub not_before: DateTimeUtc,
@@ -48,6 +48,15 @@ pub struct Model {
     /// A secret the text holds a mark in place of (a one-time download
     /// token), sealed with the data key until the message is sent.
     pub secret_sealed: Option<String>,
+    /// What the SMS gateway reported of the text: `delivered`, `failed`, or
+    /// `unknown` (the request may have reached the gateway, no answer came).
+    pub delivery_status: Option<String>,
+    /// When the handset received it, as the report says.
+    pub delivered_at: Option<DateTimeUtc>,
+    /// The gateway's report exactly as received.
+    pub delivery_report: Option<String>,
+    /// When the gateway was last asked about it.
+    pub report_checked_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -14,6 +14,7 @@ mod m20261206_000004_key_checks;
 mod m20261206_000005_link_secrets;
 mod m20261206_000007_checkpoint_tsr;
 mod m20261206_000008_delivery_agreement;
+mod m20261206_000009_sms_reports;
 mod m20261206_000011_key_handovers;
 
 pub struct Migrator;
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000005_link_secrets::Migration),
             Box::new(m20261206_000007_checkpoint_tsr::Migration),
             Box::new(m20261206_000008_delivery_agreement::Migration),
+            Box::new(m20261206_000009_sms_reports::Migration),
             Box::new(m20261206_000011_key_handovers::Migration),
         ]
     }

@@ -546,6 +546,79 @@ impl crate::outbox::OnGiveUp for TellHr {
             Ok(())
         })
     }
+
+    fn outcome_unknown<'a>(
+        &'a self,
+        rt: &'a Runtime,
+        txn: &'a DatabaseTransaction,
+        tenant: &'a Tenant,
+        row: &'a outbox::Model,
+        looked_up: bool,
+    ) -> BoxFuture<'a, Result<(), crate::outbox::DeliverError>> {
+        Box::pin(async move {
+            tell_hr_unknown(rt, txn, tenant, row, looked_up).await?;
+            Ok(())
+        })
+    }
+}
+
+/// Tells HR that whether the text of `row` went out is unknown (the
+/// gateway did not answer; with `looked_up`, Aliyun holds no record of it
+/// either), and that it will not be sent again by itself.
+pub async fn tell_hr_unknown<C: ConnectionTrait>(
+    rt: &Runtime,
+    conn: &C,
+    tenant: &Tenant,
+    row: &outbox::Model,
+    looked_up: bool,
+) -> Result<(), NotifyError> {
+    let now = rt.clock.now();
+    let name = employee_row(conn, &row.tenant_id, &row.recipient)
+        .await?
+        .map(|e| e.name)
+        .unwrap_or_else(|| row.recipient.clone());
+    let context = json!({
+        "name": name,
+        "case_no": row.case_id.map(case_no),
+        "step": row.step,
+        "looked_up": looked_up,
+    });
+    let rendered = rt.templates.render_for(
+        tenant.config.platform(),
+        "sms_unknown.hr",
+        &context,
+        &["text"],
+    )?;
+    record(
+        conn,
+        &row.tenant_id,
+        row.case_id,
+        Some(&row.recipient),
+        "sms_outcome_unknown",
+        None,
+        json!({ "outbox": row.id, "looked_up": looked_up }),
+        None,
+        now,
+    )
+    .await?;
+    for hr in hr_people(conn, &row.tenant_id).await? {
+        let message = NewMessage {
+            secret: None,
+            tenant_id: row.tenant_id.clone(),
+            idem_key: format!("sms_unknown:{}:{}", row.id, hr.user_id),
+            case_id: row.case_id,
+            fence: None,
+            step: None,
+            recipient: hr.user_id,
+            template: rendered.template.clone(),
+            template_hash: rendered.hash.clone(),
+            payload: Payload::Text {
+                content: rendered.block("text").to_owned(),
+            },
+        };
+        enqueue(conn, rt.db.engine, message, now).await?;
+    }
+    Ok(())
 }
 
 impl crate::outbox::reads::OnRead for TellHr {

@@ -814,9 +814,10 @@ async fn announced<C: ConnectionTrait>(
 /// Proves, if it can, that the employee of `case` received the formal
 /// notice, and starts the deadline from the earliest proof: their
 /// acknowledgment (已收到), the platform's word that they read the
-/// notice's text on chat (DingTalk, Feishu), a registered letter signed
-/// for (see [`super::post`]), a copy at an agreed address, or a public
-/// announcement whose 30 days ran. A notice that was only sent
+/// notice's text on chat (DingTalk, Feishu), the SMS gateway's report that
+/// their handset received the text (`delivered:sms`), a registered letter
+/// signed for (see [`super::post`]), a copy at an agreed address, or a
+/// public announcement whose 30 days ran. A notice that was only sent
 /// proves nothing (a platform may accept a message and never deliver it),
 /// so it starts no deadline. The first proof found fixes the deadline;
 /// later ones change nothing. Returns the case as it now stands.
@@ -846,6 +847,19 @@ pub async fn establish_receipt<C: ConnectionTrait>(
         })
         .filter_map(|r| Some((r.read_at?, r.id)))
         .min();
+    // The gateway's report that the handset received the text.
+    let delivered = entity::outbox::Entity::find()
+        .filter(entity::outbox::Column::CaseId.eq(case.id))
+        .filter(entity::outbox::Column::Step.eq("formal_notice"))
+        .filter(entity::outbox::Column::Recipient.eq(&case.user_id))
+        .filter(entity::outbox::Column::Channel.eq("sms"))
+        .filter(entity::outbox::Column::Status.eq("sent"))
+        .filter(entity::outbox::Column::DeliveryStatus.eq("delivered"))
+        .all(conn)
+        .await?
+        .into_iter()
+        .filter_map(|r| Some((r.delivered_at?, r.id)))
+        .min();
     let deemed = deemed_delivery(conn, case, now).await?;
     let signed = signed_letter(conn, case.id).await?;
     let proofs = [
@@ -853,6 +867,7 @@ pub async fn establish_receipt<C: ConnectionTrait>(
         case.acknowledged_at
             .map(|at| (at, "acknowledged".to_owned(), None)),
         read.map(|(at, id)| (at, "read:chat".to_owned(), Some(id))),
+        delivered.map(|(at, id)| (at, "delivered:sms".to_owned(), Some(id))),
         deemed.map(|(at, channel, id)| (at, format!("deemed:{channel}"), Some(id))),
         announced(conn, case)
             .await?

@@ -829,6 +829,9 @@ async fn notice_delivery(
                 "sent_at": r.sent_at.map(|t| local(turn.tenant, t)),
                 "read": read,
                 "read_at": r.read_at.map(|t| local(turn.tenant, t)),
+                // The SMS gateway's report: delivered, failed or unknown.
+                "delivery": r.delivery_status,
+                "delivered_at": r.delivered_at.map(|t| local(turn.tenant, t)),
             })
         })
         .collect())

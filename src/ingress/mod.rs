@@ -18,6 +18,7 @@ pub mod callback;
 pub mod export;
 mod routes;
 pub mod server;
+pub mod sms_report;
 
 pub use routes::{router, runtime_router};
 

@@ -1,13 +1,13 @@
-//! The HTTP routes: health, metrics, the platforms' callbacks and package
-//! downloads.
+//! The HTTP routes: health, metrics, the platforms' callbacks, package
+//! downloads and SMS delivery reports.
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
-use super::{Ingress, callback, export};
+use super::{Ingress, callback, export, sms_report};
 
 /// The HTTP routes.
 pub fn router(state: Ingress) -> Router {
@@ -22,12 +22,13 @@ pub fn router(state: Ingress) -> Router {
         .with_state(state)
 }
 
-/// The routes that need the handlers' runtime: package downloads and the
-/// published checkpoint.
+/// The routes that need the handlers' runtime: package downloads, the
+/// published checkpoint and SMS delivery reports.
 pub fn runtime_router(rt: crate::runtime::Runtime) -> Router {
     Router::new()
         .route("/export/{token}", get(export::download))
         .route("/evidence/{tenant}/checkpoint", get(export::checkpoint))
+        .route("/sms/report/{tenant}", post(sms_report::receive))
         .with_state(rt)
 }
 

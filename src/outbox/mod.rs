@@ -8,6 +8,7 @@ pub mod email;
 mod leaf;
 pub mod reads;
 pub mod render;
+pub mod reports;
 pub mod sms;
 mod status;
 
@@ -319,6 +320,17 @@ pub trait OnGiveUp: reads::OnRead {
         row: &'a outbox::Model,
         reason: &'a str,
     ) -> BoxFuture<'a, Result<(), DeliverError>>;
+
+    /// Whether an SMS went out is unknown and it will not be resent: HR is
+    /// told (`looked_up`: the gateway was asked and holds no record of it).
+    fn outcome_unknown<'a>(
+        &'a self,
+        rt: &'a Runtime,
+        txn: &'a DatabaseTransaction,
+        tenant: &'a Tenant,
+        row: &'a outbox::Model,
+        looked_up: bool,
+    ) -> BoxFuture<'a, Result<(), DeliverError>>;
 }
 
 /// Sends outbox row `id`, once. Safe to call again for the same row.
@@ -380,21 +392,21 @@ pub async fn deliver(
     // receipt): chat is sent again under the platform's own guard (WeCom's
     // duplicate check; on DingTalk the same text reference or card id) and email
     // with the same Message-ID, but an SMS gateway has no such guard, so the
-    // SMS is not sent twice: HR is told to check instead.
+    // SMS is not sent twice: its outcome is unknown, as after a timeout
+    // (looked up where the gateway can be asked, else HR is told).
     if OutboxStatus::of(&row) == Some(OutboxStatus::Sending)
         && payload.channel() == Channel::Sms
         && row.claimed_at.is_none_or(|c| c + cut_off_after(rt) <= now)
     {
-        give_up(
+        mark_unknown(
             rt,
             on_give_up,
             &tenant,
             &row,
-            OutboxStatus::Failed,
             "interrupted between request and receipt; not re-sent to avoid a second SMS",
         )
         .await?;
-        return Ok(Delivered::Done("failed"));
+        return Ok(Delivered::Done("unknown"));
     }
     // The attempt is on record before the request leaves: after a crash the
     // row says it may have been sent, and the platform's own guard (WeCom's
@@ -499,6 +511,12 @@ pub async fn deliver(
             txn.commit().await?;
             Ok(Delivered::Done("sent"))
         }
+        // Sent, maybe: an SMS is never sent twice (no gateway guards
+        // against a double), so it is asked about or left to HR.
+        Err(e) if payload.channel() == Channel::Sms && sms::outcome_unknown(&e) => {
+            mark_unknown(rt, on_give_up, &tenant, &row, &e.to_string()).await?;
+            Ok(Delivered::Done("unknown"))
+        }
         Err(PlatformError::Retryable(reason)) => {
             let retry_for = Duration::seconds(
                 i64::try_from(rt.delivery.retry_for_secs).unwrap_or(i64::MAX / 2),
@@ -535,6 +553,54 @@ pub async fn deliver(
             Ok(Delivered::Done("failed"))
         }
     }
+}
+
+/// An SMS request of `row` timed out after it may have reached the gateway:
+/// the row is `unknown`, never resent by itself. A gateway that cannot be
+/// asked leaves it to HR now; Aliyun is asked by `reports::poll_due`.
+async fn mark_unknown(
+    rt: &Runtime,
+    on_give_up: &dyn OnGiveUp,
+    tenant: &Tenant,
+    row: &outbox::Model,
+    reason: &str,
+) -> Result<(), DeliverError> {
+    let now = rt.clock.now();
+    let asked = tenant.sms.as_ref().is_some_and(|s| s.reports_by_query());
+    let leaf = message_leaf(&rt.db.orm, "message_outcome_unknown", row)
+        .await?
+        .occurred_at(now)
+        .detail(json!({
+            "recipient": row.recipient,
+            "attempt": row.attempts + 1,
+            "reason": reason,
+            "asked_later": asked,
+        }));
+    let txn = rt.db.orm.begin().await?;
+    let mut update = outbox::Entity::update_many()
+        .col_expr(
+            outbox::Column::Status,
+            Expr::value(OutboxStatus::Unknown.as_str()),
+        )
+        .col_expr(
+            outbox::Column::DeliveryStatus,
+            Expr::value(sms::DeliveryStatus::Unknown.as_str()),
+        )
+        .col_expr(outbox::Column::Error, Expr::value(reason.to_owned()))
+        .filter(outbox::Column::Id.eq(row.id));
+    if !asked {
+        // Nothing to ask: the looking is over.
+        update = update.col_expr(outbox::Column::ReportCheckedAt, Expr::value(now));
+    }
+    update.exec(&txn).await?;
+    append_one(&txn, &row.tenant_id, now, leaf).await?;
+    if !asked {
+        on_give_up
+            .outcome_unknown(rt, &txn, tenant, row, false)
+            .await?;
+    }
+    txn.commit().await?;
+    Ok(())
 }
 
 /// Exponential: 2, 4, 8 … seconds, at most `max_secs`.

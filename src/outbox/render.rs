@@ -60,6 +60,10 @@ const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../../bot-templates/second_reminder.manager.j2"),
     ),
     (
+        "sms_unknown.hr",
+        include_str!("../../bot-templates/sms_unknown.hr.j2"),
+    ),
+    (
         "termination_notice.copy",
         include_str!("../../bot-templates/termination_notice.copy.j2"),
     ),

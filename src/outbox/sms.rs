@@ -49,8 +49,91 @@ pub trait SmsProvider: Send + Sync {
     /// A short name for logs and the outbox record (`aliyun`, `webhook`).
     fn name(&self) -> &'static str;
     /// Sends one message. Errors say whether to retry, wait, give up on this
-    /// recipient or give up altogether.
+    /// recipient or give up altogether; a request that may have reached the
+    /// gateway without an answer is [`outcome_unknown`].
     async fn send(&self, msg: &SmsMessage) -> Result<SmsReceipt, PlatformError>;
+    /// Whether rollcall asks this gateway for reports ([`Self::query`]);
+    /// otherwise the gateway posts them (`POST /sms/report/{tenant}`).
+    fn reports_by_query(&self) -> bool {
+        false
+    }
+    /// Asks the gateway what became of a text. `Ok(None)`: this gateway is
+    /// not asked (a webhook gateway posts its reports to rollcall).
+    async fn query(&self, _lookup: &SmsLookup) -> Result<Option<SmsQueryAnswer>, PlatformError> {
+        Ok(None)
+    }
+}
+
+/// What a gateway reports of a text it accepted (`outbox.delivery_status`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumIter,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// The handset received it.
+    Delivered,
+    /// The carrier could not deliver it.
+    Failed,
+    /// rollcall does not know whether the gateway took it (the request
+    /// timed out after it may have arrived).
+    Unknown,
+}
+
+impl DeliveryStatus {
+    /// The word stored in `outbox.delivery_status`.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Which text to ask about: the number, the day it was sent (China time,
+/// as Aliyun files it), the gateway's id when known, and our `OutId`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmsLookup {
+    pub phone: String,
+    pub sent_on: chrono::NaiveDate,
+    pub provider_id: Option<String>,
+    pub out_id: String,
+}
+
+/// One text's report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmsReport {
+    /// `None`: the gateway still waits for the carrier's receipt.
+    pub status: Option<DeliveryStatus>,
+    /// When the handset received it (or the carrier gave up), as reported.
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The carrier's code (Aliyun `ErrCode`: `DELIVERED`, or why not).
+    pub code: String,
+}
+
+/// The gateway's answer to a [`SmsLookup`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmsQueryAnswer {
+    /// The text's record; `None` when the gateway holds no text with our
+    /// `OutId` for that number and day.
+    pub report: Option<SmsReport>,
+    /// The answer exactly as received.
+    pub raw: String,
+}
+
+/// What a timed-out request's error says first: it may have reached the
+/// gateway, so whether the text went out is unknown.
+pub const OUTCOME_UNKNOWN: &str = "outcome unknown";
+
+/// Whether `e` is a request that may have reached the gateway with no
+/// answer (a timeout after connecting): the text must not be sent again
+/// blindly, since no gateway guards against a double.
+pub fn outcome_unknown(e: &PlatformError) -> bool {
+    matches!(e, PlatformError::Retryable(r) if r.starts_with(OUTCOME_UNKNOWN))
 }
 
 /// `13812345678` → `138****5678`: enough to tell numbers apart in logs and
@@ -172,6 +255,10 @@ fn transport_error(e: reqwest::Error) -> PlatformError {
     let e = e.without_url();
     if e.is_builder() {
         PlatformError::Permanent(format!("request could not be built: {e}"))
+    } else if e.is_timeout() && !e.is_connect() {
+        // Connected and sent, then no answer in time: the gateway may have
+        // taken it.
+        PlatformError::Retryable(format!("{OUTCOME_UNKNOWN}: request failed: {e}"))
     } else {
         // Timeouts, refused connections, resets, TLS failures: try again.
         PlatformError::Retryable(format!("request failed: {e}"))
@@ -213,11 +300,29 @@ impl AliyunSms {
 
     fn params(&self, msg: &SmsMessage) -> BTreeMap<String, String> {
         let c = &self.config;
+        let template_param = serde_json::Value::Object(msg.template_param.clone()).to_string();
+        let mut params = self.common_params("SendSms");
+        params.extend(
+            [
+                ("PhoneNumbers", msg.phone.as_str()),
+                ("SignName", c.sign_name.as_str()),
+                ("TemplateCode", c.template_code.as_str()),
+                ("TemplateParam", template_param.as_str()),
+                ("OutId", msg.out_id.as_str()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        params
+    }
+
+    /// The parameters every RPC call carries (signed with them).
+    fn common_params(&self, action: &str) -> BTreeMap<String, String> {
+        let c = &self.config;
         let nonce = format!("{:032x}", rand::random::<u128>());
         let timestamp = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
-        let template_param = serde_json::Value::Object(msg.template_param.clone()).to_string();
         [
-            ("Action", "SendSms"),
+            ("Action", action),
             ("Version", "2017-05-25"),
             ("Format", "JSON"),
             ("RegionId", c.region_id.as_str()),
@@ -226,11 +331,6 @@ impl AliyunSms {
             ("SignatureVersion", "1.0"),
             ("SignatureNonce", nonce.as_str()),
             ("Timestamp", timestamp.as_str()),
-            ("PhoneNumbers", msg.phone.as_str()),
-            ("SignName", c.sign_name.as_str()),
-            ("TemplateCode", c.template_code.as_str()),
-            ("TemplateParam", template_param.as_str()),
-            ("OutId", msg.out_id.as_str()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -250,6 +350,10 @@ fn form_body(params: &BTreeMap<String, String>) -> String {
 impl SmsProvider for AliyunSms {
     fn name(&self) -> &'static str {
         "aliyun"
+    }
+
+    fn reports_by_query(&self) -> bool {
+        true
     }
 
     async fn send(&self, msg: &SmsMessage) -> Result<SmsReceipt, PlatformError> {
@@ -301,6 +405,111 @@ impl SmsProvider for AliyunSms {
             response: raw,
         })
     }
+
+    /// `QuerySendDetails`: the texts sent to the number that day (one page
+    /// of 50; the BizId narrows it when known), and among them the one with
+    /// our `OutId`. Its `SendStatus` is 1 waiting, 2 failed, 3 delivered;
+    /// `ReceiveDate` is China time. The details carry no BizId: the text is
+    /// known by its `OutId`.
+    async fn query(&self, lookup: &SmsLookup) -> Result<Option<SmsQueryAnswer>, PlatformError> {
+        let http = self
+            .http
+            .as_ref()
+            .map_err(|e| PlatformError::Permanent(e.clone()))?;
+        let mut params = self.common_params("QuerySendDetails");
+        let send_date = lookup.sent_on.format("%Y%m%d").to_string();
+        params.insert("PhoneNumber".to_owned(), lookup.phone.clone());
+        params.insert("SendDate".to_owned(), send_date);
+        params.insert("PageSize".to_owned(), "50".to_owned());
+        params.insert("CurrentPage".to_owned(), "1".to_owned());
+        if let Some(biz_id) = &lookup.provider_id {
+            params.insert("BizId".to_owned(), biz_id.clone());
+        }
+        let signature = aliyun_signature("POST", &params, self.config.access_key_secret.expose());
+        params.insert("Signature".to_owned(), signature);
+        let response = http
+            .post(&self.config.endpoint)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded; charset=utf-8",
+            )
+            .body(form_body(&params))
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        let raw = response.text().await.map_err(transport_error)?;
+        let Ok(reply) = serde_json::from_str::<QueryReply>(&raw) else {
+            return Err(if status.is_server_error() {
+                PlatformError::Retryable(format!("aliyun: HTTP {status}"))
+            } else {
+                PlatformError::Permanent(format!(
+                    "aliyun: HTTP {status} with an answer that is not QuerySendDetails JSON"
+                ))
+            });
+        };
+        classify_aliyun(
+            reply.code.as_deref().unwrap_or_default(),
+            reply.message.as_deref().unwrap_or_default(),
+            status.as_u16(),
+            &lookup.phone,
+        )?;
+        let report = reply
+            .details
+            .map(|d| d.detail)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|d| d.out_id.as_deref() == Some(lookup.out_id.as_str()))
+            .map(|d| SmsReport {
+                status: match d.send_status {
+                    Some(2) => Some(DeliveryStatus::Failed),
+                    Some(3) => Some(DeliveryStatus::Delivered),
+                    _ => None,
+                },
+                at: d.receive_date.as_deref().and_then(china_time),
+                code: d.err_code.unwrap_or_default(),
+            });
+        Ok(Some(SmsQueryAnswer { report, raw }))
+    }
+}
+
+/// The `QuerySendDetails` answer.
+#[derive(Debug, Deserialize)]
+struct QueryReply {
+    #[serde(rename = "Code")]
+    code: Option<String>,
+    #[serde(rename = "Message")]
+    message: Option<String>,
+    #[serde(rename = "SmsSendDetailDTOs")]
+    details: Option<QueryDetails>,
+}
+
+#[derive(Debug, Deserialize)]
+struct QueryDetails {
+    #[serde(rename = "SmsSendDetailDTO", default)]
+    detail: Vec<QueryDetail>,
+}
+
+#[derive(Debug, Deserialize)]
+struct QueryDetail {
+    #[serde(rename = "SendStatus")]
+    send_status: Option<i64>,
+    #[serde(rename = "ReceiveDate")]
+    receive_date: Option<String>,
+    #[serde(rename = "ErrCode")]
+    err_code: Option<String>,
+    #[serde(rename = "OutId")]
+    out_id: Option<String>,
+}
+
+/// `2026-12-04 10:00:07` in China time (how Aliyun writes dates), as an instant.
+fn china_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    use chrono::TimeZone;
+    let naive = chrono::NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S").ok()?;
+    chrono_tz::Asia::Shanghai
+        .from_local_datetime(&naive)
+        .single()
+        .map(|t| t.with_timezone(&chrono::Utc))
 }
 
 // ---------------------------------------------------------------------------
@@ -325,6 +534,51 @@ pub fn webhook_signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
     mac.update(b".");
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
+}
+
+/// How far a webhook report's timestamp may be from our clock.
+pub const WEBHOOK_MAX_SKEW_SECS: i64 = 300;
+
+/// Why a signed webhook request is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookRefusal {
+    #[error("missing or malformed timestamp")]
+    Timestamp,
+    #[error("missing or wrong signature")]
+    Signature,
+    #[error("timestamp too far from our clock")]
+    Stale,
+}
+
+/// Checks a request signed as rollcall signs its own (see [`WebhookSms`]):
+/// the HMAC compared in constant time, then the timestamp within
+/// [`WEBHOOK_MAX_SKEW_SECS`] of `now` (checked after the signature, so an
+/// unsigned request learns nothing of our clock).
+pub fn verify_webhook(
+    secret: &str,
+    timestamp: Option<&str>,
+    signature: Option<&str>,
+    body: &[u8],
+    now: i64,
+) -> Result<(), WebhookRefusal> {
+    let timestamp = timestamp
+        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or(WebhookRefusal::Timestamp)?;
+    let secs: i64 = timestamp.parse().map_err(|_| WebhookRefusal::Timestamp)?;
+    let signature = signature
+        .and_then(|s| hex::decode(s).ok())
+        .ok_or(WebhookRefusal::Signature)?;
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
+        .expect("HMAC accepts keys of any length");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.verify_slice(&signature)
+        .map_err(|_| WebhookRefusal::Signature)?;
+    if (now - secs).abs() > WEBHOOK_MAX_SKEW_SECS {
+        return Err(WebhookRefusal::Stale);
+    }
+    Ok(())
 }
 
 /// Sends through any gateway that implements this contract.
@@ -363,6 +617,24 @@ pub fn webhook_signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
 ///   gives up on this number, tells HR and uses the other channels;
 /// - any other status: refused for good (a 2xx without an `id` counts as
 ///   refused too). Redirects are not followed.
+///
+/// # Delivery reports
+///
+/// The gateway may then post what became of a text to
+/// `POST {public_url}/sms/report/{tenant}`, signed the same way (same secret,
+/// same two headers), with a JSON body
+///
+/// ```json
+/// {"id": "m-1", "status": "delivered", "at": "2026-12-04T10:00:07+08:00", "code": "DELIVRD"}
+/// ```
+///
+/// where `id` is the id the gateway answered (or `"out_id"`, rollcall's key,
+/// instead), `status` is `delivered` or `failed`, `at` (RFC 3339) is when
+/// the handset received it or the carrier gave up, and `code` (optional) is
+/// the carrier's. rollcall answers 200 when it recorded it (or had
+/// already), 404 for an id it never sent, 401 for a bad signature or a
+/// timestamp more than 5 minutes off, 400 for another body; a refused
+/// report changes nothing.
 pub struct WebhookSms {
     http: Result<reqwest::Client, String>,
     config: WebhookSmsConfig,
@@ -550,6 +822,61 @@ mod tests {
     #[case("", 60)]
     fn flow_control_waits_for_its_window(#[case] message: &str, #[case] secs: u64) {
         assert_eq!(limit_window_secs(message), secs);
+    }
+
+    #[test]
+    fn webhook_reports_are_verified_signature_first_then_time() {
+        let body = br#"{"id":"m-1","status":"delivered","at":"2026-12-04T10:00:07+08:00"}"#;
+        let sig = webhook_signature("k", "1700000000", body);
+        let check = |ts: Option<&str>, sig: Option<&str>, body: &[u8], now: i64| {
+            verify_webhook("k", ts, sig, body, now)
+        };
+        assert_eq!(
+            check(Some("1700000000"), Some(&sig), body, 1_700_000_100),
+            Ok(())
+        );
+        assert_eq!(
+            check(Some("1700000000"), Some(&sig), body, 1_700_000_301),
+            Err(WebhookRefusal::Stale)
+        );
+        // A forged request learns nothing about our clock.
+        let forged = webhook_signature("other", "1700000000", body);
+        assert_eq!(
+            check(Some("1700000000"), Some(&forged), body, 1_800_000_000),
+            Err(WebhookRefusal::Signature)
+        );
+        assert_eq!(
+            check(Some("1700000000"), Some(&sig), b"{}", 1_700_000_000),
+            Err(WebhookRefusal::Signature)
+        );
+        assert_eq!(
+            check(Some("1700000000"), Some("zz"), body, 1_700_000_000),
+            Err(WebhookRefusal::Signature)
+        );
+        assert_eq!(
+            check(None, Some(&sig), body, 1_700_000_000),
+            Err(WebhookRefusal::Timestamp)
+        );
+        assert_eq!(
+            check(Some("-1"), Some(&sig), body, 1_700_000_000),
+            Err(WebhookRefusal::Timestamp)
+        );
+    }
+
+    #[test]
+    fn aliyun_dates_are_china_time() {
+        assert_eq!(
+            china_time("2026-12-04 10:00:07").map(|t| t.to_rfc3339()),
+            Some("2026-12-04T02:00:07+00:00".to_owned())
+        );
+        assert_eq!(china_time("2026-12-04T10:00:07"), None);
+    }
+
+    #[test]
+    fn delivery_status_words() {
+        use strum::IntoEnumIterator;
+        let words: Vec<&str> = DeliveryStatus::iter().map(DeliveryStatus::as_str).collect();
+        assert_eq!(words, ["delivered", "failed", "unknown"]);
     }
 
     #[test]

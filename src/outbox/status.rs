@@ -24,6 +24,10 @@ pub enum OutboxStatus {
     Sending,
     /// Delivered, with its receipt.
     Sent,
+    /// Sent, maybe: the request may have reached the gateway and no answer
+    /// came (an SMS timed out after connecting). Never sent again by
+    /// itself: asked about (Aliyun), else left to HR.
+    Unknown,
     /// The platform says this recipient cannot receive it.
     Undeliverable,
     /// Given up for another reason.
@@ -59,6 +63,7 @@ mod tests {
                 "pending",
                 "sending",
                 "sent",
+                "unknown",
                 "undeliverable",
                 "failed",
                 "cancelled"

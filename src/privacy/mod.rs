@@ -1031,6 +1031,8 @@ impl Operational {
                 .col_expr(outbox::Column::Receipt, null_text())
                 .col_expr(outbox::Column::CardRef, null_text())
                 .col_expr(outbox::Column::SecretSealed, null_text())
+                // Aliyun's report quotes the text, and with it the name.
+                .col_expr(outbox::Column::DeliveryReport, null_text())
                 .filter(outbox::Column::Id.is_in(ids))
                 .exec(conn)
                 .await?

@@ -245,6 +245,13 @@ async fn tick(_tick: apalis_cron::Tick, rt: Data<Runtime>) -> Result<(), BoxDynE
     if let Err(e) = schedule_scans(&rt).await {
         tracing::warn!(error = %e, "scheduling absence scans failed");
     }
+    // Each row is asked about at most every few minutes, so every process
+    // may look; recording a report is idempotent.
+    match crate::outbox::reports::poll_due(&rt, &crate::cases::notify::TellHr).await {
+        Ok(0) => {}
+        Ok(asked) => tracing::debug!(asked, "asked for SMS delivery reports"),
+        Err(e) => tracing::warn!(error = %e, "asking for SMS delivery reports failed"),
+    }
     // Signing is idempotent per tree size, so every process may look.
     let every =
         chrono::Duration::seconds(i64::try_from(rt.evidence.checkpoint_every_secs).unwrap_or(600));

@@ -37,6 +37,9 @@ pub enum SmsFault {
     RateLimited,
     /// HTTP 422 `{"error": "invalid_number"}`: the number cannot receive texts.
     InvalidNumber,
+    /// Accepts the text (it is recorded, as sent) and never answers: the
+    /// client gives up with its request timeout, not knowing.
+    AcceptThenHang,
 }
 
 /// A text the sandbox accepted.
@@ -59,12 +62,20 @@ struct Inner {
     /// out_id → the id first given for it.
     by_out_id: HashMap<String, String>,
     next: u64,
+    /// Where delivery reports go (rollcall's `/sms/report/{tenant}`).
+    report_url: Option<String>,
+    /// Post a report of this status for each text as it is accepted.
+    auto_report: Option<&'static str>,
+    /// The out_id of every signed, well-formed request, in order (a resend
+    /// shows here, though the contract keeps it from being texted twice).
+    requests: Vec<String>,
 }
 
 #[derive(Clone)]
 struct Shared {
     secret: String,
     inner: Arc<Mutex<Inner>>,
+    http: reqwest::Client,
 }
 
 impl Shared {
@@ -84,9 +95,14 @@ pub struct SandboxSms {
 impl SandboxSms {
     /// Starts on a free port, accepting requests signed with `secret`.
     pub async fn start(secret: &str) -> std::io::Result<SandboxSms> {
+        crate::tls::install_crypto_provider();
         let shared = Shared {
             secret: secret.to_owned(),
             inner: Arc::default(),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .map_err(std::io::Error::other)?,
         };
         let router = Router::new()
             .route(PATH, post(receive))
@@ -117,6 +133,75 @@ impl SandboxSms {
     pub fn texts(&self) -> Vec<SmsRecord> {
         self.shared.inner().texts.clone()
     }
+
+    /// The out_id of every signed request received, oldest first.
+    pub fn requests(&self) -> Vec<String> {
+        self.shared.inner().requests.clone()
+    }
+
+    /// Sends delivery reports to `url` (rollcall's `/sms/report/{tenant}`);
+    /// with `auto` (`delivered` or `failed`), one for each text as it is
+    /// accepted.
+    pub fn report_to(&self, url: &str, auto: Option<&'static str>) {
+        let mut inner = self.shared.inner();
+        inner.report_url = Some(url.to_owned());
+        inner.auto_report = auto;
+    }
+
+    /// Posts a delivery report of text `id` (`delivered` or `failed`,
+    /// received `at`), signed as the contract says; returns rollcall's HTTP
+    /// status. `forged`: signed with another secret.
+    pub async fn post_report(
+        &self,
+        id: &str,
+        status: &str,
+        at: chrono::DateTime<chrono::Utc>,
+        forged: bool,
+    ) -> Result<u16, String> {
+        let url = self
+            .shared
+            .inner()
+            .report_url
+            .clone()
+            .ok_or("no report URL set (report_to)")?;
+        post_report(&self.shared, &url, id, status, at, forged).await
+    }
+}
+
+/// Posts one signed delivery report.
+async fn post_report(
+    shared: &Shared,
+    url: &str,
+    id: &str,
+    status: &str,
+    at: chrono::DateTime<chrono::Utc>,
+    forged: bool,
+) -> Result<u16, String> {
+    let body = json!({
+        "id": id,
+        "status": status,
+        "at": at.to_rfc3339(),
+        "code": if status == "delivered" { "DELIVRD" } else { "UNDELIV" },
+    })
+    .to_string();
+    let timestamp = chrono::Utc::now().timestamp().to_string();
+    let secret = if forged {
+        "not-the-secret"
+    } else {
+        shared.secret.as_str()
+    };
+    let signature = crate::outbox::sms::webhook_signature(secret, &timestamp, body.as_bytes());
+    let response = shared
+        .http
+        .post(url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(WEBHOOK_TIMESTAMP_HEADER, timestamp)
+        .header(WEBHOOK_SIGNATURE_HEADER, signature)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(response.status().as_u16())
 }
 
 impl Drop for SandboxSms {
@@ -169,6 +254,20 @@ struct WebhookBody {
     timestamp: i64,
 }
 
+/// Records `msg` as texted; returns its new id.
+fn accept(inner: &mut Inner, msg: WebhookBody) -> String {
+    inner.next += 1;
+    let id = format!("sandbox-sms-{}", inner.next);
+    inner.by_out_id.insert(msg.out_id.clone(), id.clone());
+    inner.texts.push(SmsRecord {
+        to: msg.to,
+        text: msg.text,
+        out_id: msg.out_id,
+        id: id.clone(),
+    });
+    id
+}
+
 async fn receive(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let signed_at = match verify(&s.secret, &headers, &body) {
         Ok(secs) => secs,
@@ -183,33 +282,50 @@ async fn receive(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Re
     if msg.to.trim().is_empty() || msg.out_id.is_empty() {
         return error(StatusCode::BAD_REQUEST, "invalid_body");
     }
-    let mut inner = s.inner();
-    if let Some(fault) = inner.faults.pop_front() {
-        return match fault {
-            SmsFault::ServerError => error(StatusCode::BAD_GATEWAY, "upstream_unavailable"),
-            SmsFault::RateLimited => {
-                let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-                r
-            }
-            SmsFault::InvalidNumber => {
-                error(StatusCode::UNPROCESSABLE_ENTITY, WEBHOOK_INVALID_NUMBER)
-            }
-        };
+    let fault = {
+        let mut inner = s.inner();
+        inner.requests.push(msg.out_id.clone());
+        inner.faults.pop_front()
+    };
+    let answer = match fault {
+        None => None,
+        Some(SmsFault::ServerError) => Some(error(StatusCode::BAD_GATEWAY, "upstream_unavailable")),
+        Some(SmsFault::RateLimited) => {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            Some(r)
+        }
+        Some(SmsFault::InvalidNumber) => Some(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            WEBHOOK_INVALID_NUMBER,
+        )),
+        Some(SmsFault::AcceptThenHang) => {
+            // Taken (as a real gateway may, before its answer is lost),
+            // then silence until the client gives up.
+            accept(&mut s.inner(), msg);
+            return std::future::pending::<Response>().await;
+        }
+    };
+    if let Some(answer) = answer {
+        return answer;
     }
+    let mut inner = s.inner();
     // The contract: a repeated out_id gets the first id and is not sent again.
     if let Some(id) = inner.by_out_id.get(&msg.out_id) {
         return axum::Json(json!({ "id": id })).into_response();
     }
-    inner.next += 1;
-    let id = format!("sandbox-sms-{}", inner.next);
-    inner.by_out_id.insert(msg.out_id.clone(), id.clone());
-    inner.texts.push(SmsRecord {
-        to: msg.to,
-        text: msg.text,
-        out_id: msg.out_id,
-        id: id.clone(),
-    });
+    let id = accept(&mut inner, msg);
+    if let (Some(url), Some(status)) = (inner.report_url.clone(), inner.auto_report) {
+        // The carrier's report comes a little after the answer.
+        let (shared, id) = (s.clone(), id.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            if let Err(e) = post_report(&shared, &url, &id, status, chrono::Utc::now(), false).await
+            {
+                tracing::warn!(error = %e, "the sandbox could not post an SMS report");
+            }
+        });
+    }
     axum::Json(json!({ "id": id })).into_response()
 }
