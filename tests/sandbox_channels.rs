@@ -27,6 +27,7 @@ enum Outcome {
     Undeliverable(String),
     Retryable,
     Permanent,
+    Unknown,
 }
 
 fn outcome<T>(r: &Result<T, PlatformError>) -> Outcome {
@@ -36,6 +37,7 @@ fn outcome<T>(r: &Result<T, PlatformError>) -> Outcome {
         Err(PlatformError::Undeliverable { user, .. }) => Outcome::Undeliverable(user.clone()),
         Err(PlatformError::Retryable(_)) => Outcome::Retryable,
         Err(PlatformError::Permanent(_)) => Outcome::Permanent,
+        Err(PlatformError::OutcomeUnknown(_)) => Outcome::Unknown,
     }
 }
 

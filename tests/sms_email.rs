@@ -41,6 +41,8 @@ enum Outcome {
     Undeliverable(String),
     Retryable,
     Permanent,
+    /// Sent, no answer: never resent blindly.
+    Unknown,
 }
 
 fn outcome<T>(r: &Result<T, PlatformError>) -> Outcome {
@@ -50,6 +52,7 @@ fn outcome<T>(r: &Result<T, PlatformError>) -> Outcome {
         Err(PlatformError::Undeliverable { user, .. }) => Outcome::Undeliverable(user.clone()),
         Err(PlatformError::Retryable(_)) => Outcome::Retryable,
         Err(PlatformError::Permanent(_)) => Outcome::Permanent,
+        Err(PlatformError::OutcomeUnknown(_)) => Outcome::Unknown,
     }
 }
 
@@ -519,7 +522,7 @@ async fn unreachable_and_silent_endpoints_are_retryable() {
     let result = tokio::time::timeout(Duration::from_secs(120), sms.send(&sms_message()))
         .await
         .expect("the request timeout fires");
-    assert_eq!(outcome(&result), Outcome::Retryable, "{result:?}");
+    assert_eq!(outcome(&result), Outcome::Unknown, "{result:?}");
 }
 
 // ---------------------------------------------------------------------------

@@ -517,7 +517,7 @@ pub async fn deliver(
             mark_unknown(rt, on_give_up, &tenant, &row, &e.to_string()).await?;
             Ok(Delivered::Done("unknown"))
         }
-        Err(PlatformError::Retryable(reason)) => {
+        Err(PlatformError::Retryable(reason) | PlatformError::OutcomeUnknown(reason)) => {
             let retry_for = Duration::seconds(
                 i64::try_from(rt.delivery.retry_for_secs).unwrap_or(i64::MAX / 2),
             );

@@ -125,15 +125,11 @@ pub struct SmsQueryAnswer {
     pub raw: String,
 }
 
-/// What a timed-out request's error says first: it may have reached the
-/// gateway, so whether the text went out is unknown.
-pub const OUTCOME_UNKNOWN: &str = "outcome unknown";
-
 /// Whether `e` is a request that may have reached the gateway with no
 /// answer (a timeout after connecting): the text must not be sent again
 /// blindly, since no gateway guards against a double.
 pub fn outcome_unknown(e: &PlatformError) -> bool {
-    matches!(e, PlatformError::Retryable(r) if r.starts_with(OUTCOME_UNKNOWN))
+    matches!(e, PlatformError::OutcomeUnknown(_))
 }
 
 /// `13812345678` → `138****5678`: enough to tell numbers apart in logs and
@@ -258,7 +254,7 @@ fn transport_error(e: reqwest::Error) -> PlatformError {
     } else if e.is_timeout() && !e.is_connect() {
         // Connected and sent, then no answer in time: the gateway may have
         // taken it.
-        PlatformError::Retryable(format!("{OUTCOME_UNKNOWN}: request failed: {e}"))
+        PlatformError::OutcomeUnknown(format!("request failed: {e}"))
     } else {
         // Timeouts, refused connections, resets, TLS failures: try again.
         PlatformError::Retryable(format!("request failed: {e}"))
@@ -915,6 +911,7 @@ mod tests {
             PlatformError::Undeliverable { user, .. } => format!("undeliverable {user}"),
             PlatformError::RateLimited { after_secs, .. } => format!("rate limited {after_secs}"),
             PlatformError::Retryable(_) => "retryable".to_owned(),
+            PlatformError::OutcomeUnknown(_) => "unknown".to_owned(),
             PlatformError::Permanent(_) => "permanent".to_owned(),
         });
         assert_eq!(got, expected.map_err(str::to_owned));

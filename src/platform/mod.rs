@@ -396,6 +396,11 @@ pub enum PlatformError {
     /// Anything else: retrying will not help.
     #[error("refused: {0}")]
     Permanent(String),
+    /// The request went out and no answer came (a timeout after
+    /// connecting): the other side may have acted on it. An SMS in this
+    /// state is never sent again blindly (see `outbox::sms`).
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 /// A message or event a user sent to the bot, as the platform delivered it.

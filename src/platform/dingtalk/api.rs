@@ -1365,7 +1365,9 @@ mod tests {
         let null = Value::Null;
         let class = |status, code: &str| match classify_v1("x", status, code, "", &null, Some("u"))
         {
-            PlatformError::Retryable(_) => "retryable".to_owned(),
+            PlatformError::Retryable(_) | PlatformError::OutcomeUnknown(_) => {
+                "retryable".to_owned()
+            }
             PlatformError::RateLimited { after_secs, .. } => format!("wait {after_secs}"),
             PlatformError::Undeliverable { user, .. } => format!("undeliverable {user}"),
             PlatformError::Permanent(_) => "permanent".to_owned(),
@@ -1410,7 +1412,9 @@ mod tests {
     #[test]
     fn oapi_errors_are_classified() {
         let class = |code| match classify_oapi("x", code, "m", Some("u")) {
-            PlatformError::Retryable(_) => "retryable".to_owned(),
+            PlatformError::Retryable(_) | PlatformError::OutcomeUnknown(_) => {
+                "retryable".to_owned()
+            }
             PlatformError::RateLimited { after_secs, .. } => format!("wait {after_secs}"),
             PlatformError::Undeliverable { .. } => "undeliverable".to_owned(),
             PlatformError::Permanent(_) => "permanent".to_owned(),

@@ -827,7 +827,7 @@ mod tests {
                 assert_eq!(user, "u1");
                 "undeliverable"
             }
-            PlatformError::Retryable(_) => "retry",
+            PlatformError::Retryable(_) | PlatformError::OutcomeUnknown(_) => "retry",
             PlatformError::Permanent(_) => "permanent",
         };
         assert_eq!(name, class, "{got:?}");
