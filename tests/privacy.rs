@@ -41,6 +41,11 @@ fn needles() -> Vec<(&'static str, Vec<u8>)> {
         ("photo's SHA-256", sha256_hex(PHOTO).into_bytes()),
         ("caption", CAPTION.as_bytes().to_vec()),
         ("union note", UNION_NOTE.as_bytes().to_vec()),
+        // In the letter sent by post (its HTML; the PDF holds it UTF-16).
+        (
+            "postal address",
+            "上海市浦东新区示例路1号".as_bytes().to_vec(),
+        ),
     ]
 }
 
@@ -93,6 +98,11 @@ async fn the_story(s: &dyn Stage) {
         .unwrap()
         .unwrap();
     assert_eq!(case.resolution.as_deref(), Some("terminated"));
+    // The termination notice also goes by post: the letter, with his
+    // address, is kept with its leaf.
+    s.say("wangmin", "/邮政 邮寄 张三 EA555666777CN 解除")
+        .await
+        .unwrap();
 
     s.at("2026-12-07", "16:00");
     s.say("wangmin", "/status 张三").await.unwrap();
@@ -229,7 +239,14 @@ async fn forgetting_leaves_nothing_of_the_person_anywhere(#[case] engine: Engine
     let conn = Database::open(&db.url).await.unwrap();
     // Before: he is everywhere the story put him (the test can fail).
     let before = found(&db, &conn.orm).await;
-    for what in ["name", "photo", "photo's SHA-256", "caption", "union note"] {
+    for what in [
+        "name",
+        "photo",
+        "photo's SHA-256",
+        "caption",
+        "union note",
+        "postal address",
+    ] {
         assert!(
             before.iter().any(|f| f.starts_with(what)),
             "{what} not found before: {before:?}"
