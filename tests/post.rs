@@ -422,6 +422,8 @@ async fn a_letter_signed_for_starts_the_deadline(#[case] engine: Engine) {
             r
         })
     };
+    // Gives the second a chance to reach the lock before the first commits;
+    // the outcome does not depend on it (after the commit it sees the record).
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     first.commit().await.unwrap();
     let refused = second.await.unwrap().unwrap_err();
