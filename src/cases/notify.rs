@@ -10,7 +10,7 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder,
 };
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::store::{case_no, record};
 use super::{Action, Channel, Recipient, Step};
@@ -572,53 +572,19 @@ pub async fn tell_hr_unknown<C: ConnectionTrait>(
     row: &outbox::Model,
     looked_up: bool,
 ) -> Result<(), NotifyError> {
-    let now = rt.clock.now();
-    let name = employee_row(conn, &row.tenant_id, &row.recipient)
-        .await?
-        .map(|e| e.name)
-        .unwrap_or_else(|| row.recipient.clone());
-    let context = json!({
-        "name": name,
-        "case_no": row.case_id.map(case_no),
-        "step": row.step,
-        "looked_up": looked_up,
-    });
-    let rendered = rt.templates.render_for(
-        tenant.config.platform(),
-        "sms_unknown.hr",
-        &context,
-        &["text"],
-    )?;
-    record(
+    tell_hr_about_copy(
+        rt,
         conn,
-        &row.tenant_id,
-        row.case_id,
-        Some(&row.recipient),
-        "sms_outcome_unknown",
-        None,
-        json!({ "outbox": row.id, "looked_up": looked_up }),
-        None,
-        now,
+        tenant,
+        row,
+        AboutCopy {
+            template: "sms_unknown.hr",
+            kind: "sms_outcome_unknown",
+            idem: "sms_unknown",
+            facts: json!({ "looked_up": looked_up }),
+        },
     )
-    .await?;
-    for hr in hr_people(conn, &row.tenant_id).await? {
-        let message = NewMessage {
-            secret: None,
-            tenant_id: row.tenant_id.clone(),
-            idem_key: format!("sms_unknown:{}:{}", row.id, hr.user_id),
-            case_id: row.case_id,
-            fence: None,
-            step: None,
-            recipient: hr.user_id,
-            template: rendered.template.clone(),
-            template_hash: rendered.hash.clone(),
-            payload: Payload::Text {
-                content: rendered.block("text").to_owned(),
-            },
-        };
-        enqueue(conn, rt.db.engine, message, now).await?;
-    }
-    Ok(())
+    .await
 }
 
 impl crate::outbox::reads::OnRead for TellHr {
@@ -649,21 +615,65 @@ pub async fn tell_hr_undeliverable<C: ConnectionTrait>(
     row: &outbox::Model,
     reason: &str,
 ) -> Result<(), NotifyError> {
+    tell_hr_about_copy(
+        rt,
+        conn,
+        tenant,
+        row,
+        AboutCopy {
+            template: "undeliverable.hr",
+            kind: "undeliverable",
+            idem: "undeliverable",
+            facts: json!({ "channel": row.channel, "reason": reason }),
+        },
+    )
+    .await
+}
+
+/// What HR is told about one outbox copy.
+struct AboutCopy {
+    /// The template (its block `text`).
+    template: &'static str,
+    /// The case event recorded.
+    kind: &'static str,
+    /// The idempotency key's prefix: HR is told once per copy and person.
+    idem: &'static str,
+    /// Facts for the template and the event, beside the recipient's name,
+    /// the case and the step.
+    facts: Value,
+}
+
+/// Records `about.kind` for the copy `row` and tells every HR person with
+/// `about.template` (an HR person whose own chat copy it was is skipped:
+/// their chat is what failed).
+async fn tell_hr_about_copy<C: ConnectionTrait>(
+    rt: &Runtime,
+    conn: &C,
+    tenant: &Tenant,
+    row: &outbox::Model,
+    about: AboutCopy,
+) -> Result<(), NotifyError> {
     let now = rt.clock.now();
     let name = employee_row(conn, &row.tenant_id, &row.recipient)
         .await?
         .map(|e| e.name)
         .unwrap_or_else(|| row.recipient.clone());
-    let context = json!({
+    let mut context = json!({
         "name": name,
         "case_no": row.case_id.map(case_no),
         "step": row.step,
-        "channel": row.channel,
-        "reason": reason,
     });
+    let mut detail = json!({ "outbox": row.id });
+    if let Some(facts) = about.facts.as_object() {
+        for target in [&mut context, &mut detail] {
+            if let Some(t) = target.as_object_mut() {
+                t.extend(facts.clone());
+            }
+        }
+    }
     let rendered = rt.templates.render_for(
         tenant.config.platform(),
-        "undeliverable.hr",
+        about.template,
         &context,
         &["text"],
     )?;
@@ -672,9 +682,9 @@ pub async fn tell_hr_undeliverable<C: ConnectionTrait>(
         &row.tenant_id,
         row.case_id,
         Some(&row.recipient),
-        "undeliverable",
+        about.kind,
         None,
-        json!({ "outbox": row.id, "channel": row.channel, "reason": reason }),
+        detail,
         None,
         now,
     )
@@ -686,7 +696,7 @@ pub async fn tell_hr_undeliverable<C: ConnectionTrait>(
         let message = NewMessage {
             secret: None,
             tenant_id: row.tenant_id.clone(),
-            idem_key: format!("undeliverable:{}:{}", row.id, hr.user_id),
+            idem_key: format!("{}:{}:{}", about.idem, row.id, hr.user_id),
             case_id: row.case_id,
             fence: None,
             step: None,
@@ -699,6 +709,5 @@ pub async fn tell_hr_undeliverable<C: ConnectionTrait>(
         };
         enqueue(conn, rt.db.engine, message, now).await?;
     }
-    let _ = tenant;
     Ok(())
 }

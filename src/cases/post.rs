@@ -279,23 +279,14 @@ pub async fn outcome<C: ConnectionTrait>(
     case_id: i64,
     tracking_no: &str,
 ) -> Result<Outcome, DbErr> {
-    let events = case_event::Entity::find()
-        .filter(case_event::Column::CaseId.eq(case_id))
-        .filter(case_event::Column::Kind.is_in(["letter_signed", "letter_returned"]))
-        .all(conn)
-        .await?;
-    for e in events {
-        let Ok(d) = serde_json::from_str::<Value>(&e.detail) else {
-            continue;
-        };
-        if d["tracking_no"].as_str() != Some(tracking_no) {
+    for (kind, d) in super::store::letter_events(conn, case_id).await? {
+        if kind == "letter_mailed" || d["tracking_no"].as_str() != Some(tracking_no) {
             continue;
         }
-        let on = d["on"]
-            .as_str()
-            .and_then(|s| s.parse::<NaiveDate>().ok())
-            .unwrap_or_else(|| e.at.date_naive());
-        return Ok(if e.kind == "letter_signed" {
+        let Some(on) = d["on"].as_str().and_then(|s| s.parse::<NaiveDate>().ok()) else {
+            continue;
+        };
+        return Ok(if kind == "letter_signed" {
             Outcome::Signed(on)
         } else {
             Outcome::Returned(on)

@@ -717,7 +717,7 @@ pub async fn record_announcement<C: ConnectionTrait>(
 
 /// The postal events of a case (`letter_mailed`, `letter_signed`,
 /// `letter_returned`), with their details, in order.
-async fn letter_events<C: ConnectionTrait>(
+pub(crate) async fn letter_events<C: ConnectionTrait>(
     conn: &C,
     case_id: i64,
 ) -> Result<Vec<(String, Value)>, DbErr> {
