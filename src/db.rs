@@ -78,14 +78,9 @@ impl Database {
             })
         } else {
             let options = PgConnectOptions::from_str(url).map_err(bad_url)?;
-            let port = options.get_port();
+            // sqlx sets TCP_NODELAY on its sockets again since 0.9.1 (0.9.0
+            // did not: every multi-row INSERT waited 40 ms for a delayed ACK).
             let pool = PgPoolOptions::new()
-                .after_connect(move |_, _| {
-                    Box::pin(async move {
-                        disable_nagle_towards(port);
-                        Ok(())
-                    })
-                })
                 .max_connections(24)
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(options)
@@ -169,44 +164,6 @@ fn set_busy_handler(db: std::ptr::NonNull<libsqlite3_sys::sqlite3>) {
         libsqlite3_sys::sqlite3_busy_handler(db.as_ptr(), Some(retry_busy), std::ptr::null_mut());
     }
 }
-
-/// sqlx 0.9.0 no longer sets TCP_NODELAY on its sockets (sqlx issue #4335,
-/// fixed upstream but not released), so a statement larger than one segment
-/// waits 40 ms for the server's delayed ACK: measured here, every multi-row
-/// INSERT of the group commit took 43 ms. sqlx does not expose the socket, so
-/// after each connection is made this sets TCP_NODELAY on the process's TCP
-/// sockets connected to the database port. Remove once sqlx sets it again.
-#[cfg(target_os = "linux")]
-fn disable_nagle_towards(port: u16) {
-    use std::os::fd::BorrowedFd;
-    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
-        return;
-    };
-    for entry in fds.flatten() {
-        let Some(fd) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        // SAFETY: the descriptor is only borrowed for the two calls below; if it
-        // was closed or reused meanwhile they fail or find another peer.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        let socket = socket2::SockRef::from(&fd);
-        let to_db = socket
-            .peer_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .is_some_and(|a| a.port() == port);
-        if to_db {
-            let _ = socket.set_tcp_nodelay(true);
-        }
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn disable_nagle_towards(_port: u16) {}
 
 /// Begins a transaction that will write after reading: on SQLite it takes
 /// the write lock at once (`BEGIN IMMEDIATE`), since a read transaction
