@@ -49,6 +49,8 @@ pub struct RunningApp {
     /// Connections to platforms that push events (DingTalk's Stream mode).
     listeners: JoinSet<()>,
     committers: JoinSet<()>,
+    /// The handlers of inbound events (`conversation::queue`).
+    handlers: JoinSet<()>,
 }
 
 /// Starts everything described by `config`, on the system clock.
@@ -111,9 +113,10 @@ pub async fn start_with_clock(
     if recovered > 0 {
         tracing::warn!(
             recovered,
-            "re-enqueued inbound events committed without a runnable job"
+            "set back the jobs a stopped process held, and deleted the old per-event jobs"
         );
     }
+    let arrivals = inbox.arrivals();
 
     let resent = workers::recover_outbox(&db)
         .await
@@ -173,6 +176,14 @@ pub async fn start_with_clock(
         });
     }
     drop(listener_inbox);
+    let mut handlers = JoinSet::new();
+    for _ in 0..crate::conversation::queue::handlers(db.engine) {
+        handlers.spawn(crate::conversation::queue::run(
+            rt.clone(),
+            arrivals.clone(),
+            stopped.clone(),
+        ));
+    }
     let worker_rt = rt.clone();
     let worker_stop = wait(stopped);
     let workers = tokio::spawn(async move {
@@ -189,6 +200,7 @@ pub async fn start_with_clock(
         workers,
         listeners,
         committers,
+        handlers,
     })
 }
 
@@ -200,6 +212,8 @@ impl RunningApp {
         // Listeners store what their connections already took (and ack it).
         self.listeners.join_all().await;
         let _ = self.workers.await;
+        // Each handler finishes its batch; what is left waits for the next start.
+        self.handlers.join_all().await;
         // The server and the listeners held the last inbox handles: the
         // committers now drain what was queued and end.
         self.committers.join_all().await;

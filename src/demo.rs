@@ -777,10 +777,9 @@ pub async fn settle(rt: &Runtime) -> anyhow::Result<()> {
                 .all(&rt.db.orm)
                 .await?
             {
-                let jobs = crate::workers::inbound_jobs(&rt.db, e.id).await?;
                 events.push(format!(
-                    "event {} {} from {} jobs={jobs:?}",
-                    e.id, e.kind, e.from_user
+                    "event {} {} from {} attempts={} error={:?}",
+                    e.id, e.kind, e.from_user, e.attempts, e.last_error
                 ));
             }
             let mut stuck = Vec::new();

@@ -3,10 +3,9 @@
 //! Writes go through a group committer: a callback's row is acknowledged only
 //! after the transaction holding it has committed, and all callbacks that
 //! arrived while the previous commit was flushing share the next transaction
-//! (one fsync for many callbacks). The same transaction enqueues each new row's
-//! `handle_inbound` job, so a row never exists without its job. The workers'
-//! results about stored rows ride the same commits, so that on SQLite one
-//! connection does the writing instead of many queueing for the lock.
+//! (one fsync for many callbacks). The rows themselves are the queue of
+//! inbound work (`conversation::queue`): a commit of new rows wakes a
+//! handler, and no job row is written per callback.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,7 +14,7 @@ use chrono::{DateTime, Utc};
 use entity::inbound_event;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use sqlx::{Postgres, QueryBuilder, Sqlite};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
 use crate::db::{Database, Engine};
 use crate::platform::InboundEvent;
@@ -100,6 +99,7 @@ struct Work {
 #[derive(Clone)]
 pub struct Inbox {
     tx: mpsc::Sender<Work>,
+    arrivals: Arc<Notify>,
 }
 
 impl Inbox {
@@ -113,11 +113,18 @@ impl Inbox {
             Engine::Sqlite => 1,
             Engine::Postgres => 4,
         };
+        let arrivals = Arc::new(Notify::new());
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..committers {
-            set.spawn(commit_loop(db.clone(), rx.clone()));
+            set.spawn(commit_loop(db.clone(), rx.clone(), arrivals.clone()));
         }
-        (Inbox { tx }, set)
+        (Inbox { tx, arrivals }, set)
+    }
+
+    /// Notified after each commit that stored new rows: what the handlers
+    /// of `conversation::queue` wait on.
+    pub fn arrivals(&self) -> Arc<Notify> {
+        self.arrivals.clone()
     }
 
     /// Stores one callback; returns once it is durably committed.
@@ -168,7 +175,7 @@ impl crate::platform::EventSink for TenantSink {
 
 type DeliveryKey = (String, String, String);
 
-async fn commit_loop(db: Database, rx: Arc<Mutex<mpsc::Receiver<Work>>>) {
+async fn commit_loop(db: Database, rx: Arc<Mutex<mpsc::Receiver<Work>>>, arrivals: Arc<Notify>) {
     let mut batch: Vec<Work> = Vec::with_capacity(MAX_BATCH);
     loop {
         {
@@ -191,6 +198,9 @@ async fn commit_loop(db: Database, rx: Arc<Mutex<mpsc::Receiver<Work>>>) {
         };
         match result {
             Ok(mut inserted) => {
+                if !inserted.is_empty() {
+                    arrivals.notify_one();
+                }
                 for Work { row, done } in batch.drain(..) {
                     let key = (row.tenant_id, row.platform.to_owned(), row.msg_key);
                     // Within one batch only the first copy of a delivery is new.
@@ -214,7 +224,8 @@ async fn commit_loop(db: Database, rx: Arc<Mutex<mpsc::Receiver<Work>>>) {
 }
 
 const INSERT: &str = "INSERT INTO inbound_events (tenant_id, platform, msg_key, kind, from_user, content, fields, platform_time, raw_query, raw_body, plaintext, received_at) ";
-const ON_CONFLICT: &str = " ON CONFLICT (tenant_id, platform, msg_key) DO NOTHING RETURNING id, tenant_id, platform, msg_key";
+const ON_CONFLICT: &str =
+    " ON CONFLICT (tenant_id, platform, msg_key) DO NOTHING RETURNING tenant_id, platform, msg_key";
 
 fn insert_rows<DB>(rows: &[&NewInbound]) -> QueryBuilder<DB>
 where
@@ -243,11 +254,8 @@ where
     qb
 }
 
-fn split(inserted: Vec<(i64, String, String, String)>) -> (Vec<i64>, HashSet<DeliveryKey>) {
-    inserted
-        .into_iter()
-        .map(|(id, t, p, k)| (id, (t, p, k)))
-        .unzip()
+fn keys_of(inserted: Vec<(String, String, String)>) -> HashSet<DeliveryKey> {
+    inserted.into_iter().collect()
 }
 
 async fn commit_sqlite(
@@ -262,9 +270,7 @@ async fn commit_sqlite(
             .build_query_as()
             .fetch_all(&mut *tx)
             .await?;
-        let (ids, new_keys) = split(inserted);
-        crate::jobs::enqueue_inbound_sqlite(&mut tx, &ids).await?;
-        keys = new_keys;
+        keys = keys_of(inserted);
     }
     tx.commit().await?;
     Ok(keys)
@@ -281,9 +287,7 @@ async fn commit_postgres(
             .build_query_as()
             .fetch_all(&mut *tx)
             .await?;
-        let (ids, new_keys) = split(inserted);
-        crate::jobs::enqueue_inbound_postgres(&mut tx, &ids).await?;
-        keys = new_keys;
+        keys = keys_of(inserted);
     }
     tx.commit().await?;
     Ok(keys)

@@ -6,15 +6,15 @@
 
 use std::time::Duration;
 
-use apalis::prelude::*;
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, SqliteConnection};
 
 use crate::db::Engine;
 
-/// The queue of [`HandleInbound`] jobs. Named explicitly: apalis defaults to
-/// the Rust type path, and a rename would orphan stored jobs.
-pub const INBOUND_QUEUE: &str = "rollcall.handle_inbound";
+/// The queue that held one job per inbound event before the inbox became
+/// the queue (`conversation::queue`); its leftover jobs are deleted at start.
+/// Queues are named explicitly: apalis defaults to the Rust type path, and a
+/// rename would orphan stored jobs.
+pub const OLD_INBOUND_QUEUE: &str = "rollcall.handle_inbound";
 
 /// Attempts before a job is given up (the start-up sweep re-enqueues it).
 const MAX_ATTEMPTS: i64 = 25;
@@ -173,74 +173,4 @@ pub async fn enqueue_export<C: sea_orm::ConnectionTrait>(
         Duration::ZERO,
     )
     .await
-}
-
-/// Handle one stored inbound event.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HandleInbound {
-    pub inbound_id: i64,
-}
-
-pub(crate) fn inbound_tasks(ids: &[i64], suffix: &str) -> Vec<Task<Vec<u8>>> {
-    ids.iter()
-        .map(|&inbound_id| {
-            let args = serde_json::to_vec(&HandleInbound { inbound_id }).expect("plain struct");
-            TaskBuilder::new(args)
-                .max_attempts(MAX_ATTEMPTS as usize)
-                .idempotency_key(format!("inbound:{inbound_id}{suffix}"))
-                .build()
-        })
-        .collect()
-}
-
-pub(crate) fn job_error(e: impl std::fmt::Display) -> sqlx::Error {
-    sqlx::Error::Protocol(format!("job queue: {e}"))
-}
-
-/// Enqueues `handle_inbound` for new rows, inside the caller's transaction.
-///
-/// One multi-row statement with the columns and conflict rule of apalis'
-/// own SQLite sink (`queries/task/sink.sql`), which sends one statement per
-/// task: on the callback path that is a round trip to SQLite's thread for
-/// every callback. The request tests prove the worker runs these jobs.
-pub async fn enqueue_inbound_sqlite(
-    conn: &mut SqliteConnection,
-    ids: &[i64],
-) -> Result<(), sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let run_at = chrono::Utc::now().timestamp();
-    let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-        "INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority, metadata, idempotency_key) ",
-    );
-    qb.push_values(ids, |mut row, &inbound_id| {
-        let args = serde_json::to_vec(&HandleInbound { inbound_id }).expect("plain struct");
-        row.push_bind(args)
-            .push_bind(ulid::Ulid::new().to_string())
-            .push_bind(INBOUND_QUEUE)
-            .push_bind("Pending")
-            .push_bind(0_i64)
-            .push_bind(MAX_ATTEMPTS)
-            .push_bind(run_at)
-            .push_bind(0_i64)
-            .push_bind("{}")
-            .push_bind(format!("inbound:{inbound_id}"));
-    });
-    qb.push(" ON CONFLICT(job_type, idempotency_key) DO NOTHING");
-    qb.build().execute(conn).await?;
-    Ok(())
-}
-
-/// Enqueues `handle_inbound` for new rows, inside the caller's transaction.
-pub async fn enqueue_inbound_postgres(
-    conn: &mut PgConnection,
-    ids: &[i64],
-) -> Result<(), sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    apalis_postgres::queries::push_tasks(conn, INBOUND_QUEUE, inbound_tasks(ids, ""))
-        .await
-        .map_err(job_error)
 }

@@ -27,6 +27,12 @@ pub struct Model {
     pub processed_at: Option<DateTimeUtc>,
     /// What the worker judged this event to be.
     pub classification: Option<String>,
+    /// Failed attempts to handle it (each rolled back).
+    pub attempts: i32,
+    /// After a failed attempt: not tried again before this time.
+    pub not_before: Option<DateTimeUtc>,
+    /// The error the last failed attempt met.
+    pub last_error: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,13 +1,17 @@
 //! What the bot does with one inbound event: a check-in, a card press, a
 //! command, a reply to a case, or a short help. Everything an event causes
 //! (rows, case changes, replies in the outbox) is written in one transaction
-//! that also marks the event processed, so a re-run job changes nothing.
+//! that also marks the event processed, so handling it again changes
+//! nothing. [`queue`] runs this for batches of events in one transaction.
+
+use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use entity::{card_action, employee, inbound_event, media, outbox};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, TransactionTrait,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -25,6 +29,7 @@ use crate::outbox::{NewMessage, Payload, enqueue};
 use crate::platform::{InboundEvent, InboundKind};
 use crate::runtime::{Runtime, Tenant};
 
+pub mod queue;
 pub mod turn;
 
 use turn::{HandleError, Turn};
@@ -32,8 +37,9 @@ use turn::{HandleError, Turn};
 /// A downloaded photo or file, fetched before the transaction opens.
 type Photo = Download;
 
-/// Handles inbound event `id` once. Returns its classification, or `None`
-/// if there is no such event.
+/// Handles inbound event `id` once, in its own transaction. Returns its
+/// classification, or `None` if there is no such event. The queue
+/// ([`queue`]) handles events in batches through the same two steps.
 pub async fn handle(rt: &Runtime, id: i64) -> Result<Option<String>, HandleError> {
     let db = &rt.db.orm;
     let Some(row) = inbound_event::Entity::find_by_id(id).one(db).await? else {
@@ -42,25 +48,56 @@ pub async fn handle(rt: &Runtime, id: i64) -> Result<Option<String>, HandleError
     if row.processed_at.is_some() {
         return Ok(row.classification);
     }
+    let prepared = prepare(rt, row).await?;
+    let txn = db.begin().await?;
+    match apply(rt, &txn, prepared).await? {
+        Some(class) => {
+            txn.commit().await?;
+            Ok(Some(class.to_owned()))
+        }
+        None => {
+            txn.rollback().await?;
+            Ok(inbound_event::Entity::find_by_id(id)
+                .one(db)
+                .await?
+                .and_then(|r| r.classification))
+        }
+    }
+}
+
+/// An event read and ready for its transaction: parsed, its tenant found,
+/// and its photo or file downloaded (before any transaction opens, so that
+/// no write waits on the platform).
+pub(crate) struct Prepared {
+    row: inbound_event::Model,
+    event: InboundEvent,
+    tenant: Option<Arc<Tenant>>,
+    photo: Option<Photo>,
+    now: DateTime<Utc>,
+}
+
+/// The reads and downloads of an event before its transaction.
+pub(crate) async fn prepare(
+    rt: &Runtime,
+    row: inbound_event::Model,
+) -> Result<Prepared, HandleError> {
+    let db = &rt.db.orm;
     let event: InboundEvent =
         serde_json::from_str(&row.fields).map_err(|e| HandleError::Unreadable {
-            id,
+            id: row.id,
             reason: e.to_string(),
         })?;
-    let Some(tenant) = rt.tenant(&row.tenant_id).cloned() else {
-        mark(db, id, "unknown_tenant").await?;
-        return Ok(Some("unknown_tenant".into()));
-    };
-    // Downloaded before the transaction opens, and only for someone in the
-    // directory: a stranger's photo is neither fetched nor kept. Other files
-    // are evidence only: fetched when their sender has an evidence window open.
+    let tenant = rt.tenant(&row.tenant_id).cloned();
+    // Downloaded only for someone in the directory: a stranger's photo is
+    // neither fetched nor kept. Other files are evidence only: fetched when
+    // their sender has an evidence window open.
     let now = rt.clock.now();
     let media_id = match &event.kind {
         InboundKind::Image { media_id, .. } => Some(media_id.as_str()),
         _ => event.attachment(),
     };
-    let photo = match media_id {
-        Some(media_id)
+    let photo = match (&tenant, media_id) {
+        (Some(tenant), Some(media_id))
             if employee_row(db, &tenant.config.id, &event.sender)
                 .await?
                 .is_some_and(|e| e.active)
@@ -69,26 +106,50 @@ pub async fn handle(rt: &Runtime, id: i64) -> Result<Option<String>, HandleError
                         .await?
                         .is_some()) =>
         {
-            fetch_photo(&tenant, media_id).await
+            fetch_photo(tenant, media_id).await
         }
         _ => None,
     };
-    let sent_at = DateTime::from_timestamp(event.sent_at, 0).unwrap_or(now);
-    let txn = db.begin().await?;
-    // Claim the event first: a concurrent or repeated job finds it taken.
+    Ok(Prepared {
+        row,
+        event,
+        tenant,
+        photo,
+        now,
+    })
+}
+
+/// Everything an event causes, written in `txn`, which also marks the event
+/// processed. `None` if it was processed already (by another worker): the
+/// caller then rolls back whatever `txn` holds of it.
+pub(crate) async fn apply(
+    rt: &Runtime,
+    txn: &DatabaseTransaction,
+    p: Prepared,
+) -> Result<Option<&'static str>, HandleError> {
+    let Prepared {
+        row,
+        event,
+        tenant,
+        photo,
+        now,
+    } = p;
+    let id = row.id;
+    // Claim the event first: a concurrent or repeated run finds it taken.
     let claimed = inbound_event::Entity::update_many()
         .col_expr(inbound_event::Column::ProcessedAt, Expr::value(Utc::now()))
         .filter(inbound_event::Column::Id.eq(id))
         .filter(inbound_event::Column::ProcessedAt.is_null())
-        .exec(&txn)
+        .exec(txn)
         .await?;
     if claimed.rows_affected == 0 {
-        txn.rollback().await?;
-        return Ok(inbound_event::Entity::find_by_id(id)
-            .one(db)
-            .await?
-            .and_then(|r| r.classification));
+        return Ok(None);
     }
+    let Some(tenant) = tenant else {
+        classify(txn, id, "unknown_tenant").await?;
+        return Ok(Some("unknown_tenant"));
+    };
+    let sent_at = DateTime::from_timestamp(event.sent_at, 0).unwrap_or(now);
     // The callback itself is the first leaf of what it causes.
     let fields: Value = serde_json::from_str(&row.fields).unwrap_or(Value::Null);
     let mut leaf = NewLeaf::new("callback")
@@ -96,15 +157,11 @@ pub async fn handle(rt: &Runtime, id: i64) -> Result<Option<String>, HandleError
         .actor(Some(&event.sender))
         .channel("chat")
         .occurred_at(sent_at)
-        .id("msg_key", row.msg_key.clone())
-        .id("platform", row.platform.clone())
-        .raw("callback", &event.media_type, row.raw_body.clone())
-        .raw(
-            "query",
-            "application/x-www-form-urlencoded",
-            row.raw_query.clone(),
-        )
-        .raw("decrypted", &event.media_type, row.plaintext.clone())
+        .id("msg_key", row.msg_key)
+        .id("platform", row.platform)
+        .raw("callback", &event.media_type, row.raw_body)
+        .raw("query", "application/x-www-form-urlencoded", row.raw_query)
+        .raw("decrypted", &event.media_type, row.plaintext)
         .source("inbound_events", id)
         .detail(fields);
     if let Some(p) = &photo {
@@ -116,38 +173,32 @@ pub async fn handle(rt: &Runtime, id: i64) -> Result<Option<String>, HandleError
             p.bytes.clone(),
         );
     }
-    append_one(&txn, &tenant.config.id, now, leaf).await?;
+    append_one(txn, &tenant.config.id, now, leaf).await?;
     let turn = Turn {
         rt,
-        txn: &txn,
+        txn,
         tenant: &tenant,
         event_id: id,
         event: &event,
         sent_at,
         now,
     };
-    let sender = employee_row(&txn, &tenant.config.id, &event.sender)
+    let sender = employee_row(txn, &tenant.config.id, &event.sender)
         .await?
         .filter(|e| e.active);
     let class = dispatch(&turn, sender.as_ref(), photo).await?;
-    inbound_event::Entity::update_many()
-        .col_expr(inbound_event::Column::Classification, Expr::value(class))
-        .filter(inbound_event::Column::Id.eq(id))
-        .exec(&txn)
-        .await?;
-    txn.commit().await?;
-    Ok(Some(class.to_owned()))
+    classify(txn, id, class).await?;
+    Ok(Some(class))
 }
 
-async fn mark(db: &sea_orm::DatabaseConnection, id: i64, class: &str) -> Result<(), DbErr> {
+async fn classify(txn: &DatabaseTransaction, id: i64, class: &str) -> Result<(), DbErr> {
     inbound_event::Entity::update_many()
-        .col_expr(inbound_event::Column::ProcessedAt, Expr::value(Utc::now()))
         .col_expr(
             inbound_event::Column::Classification,
             Expr::value(class.to_owned()),
         )
         .filter(inbound_event::Column::Id.eq(id))
-        .exec(db)
+        .exec(txn)
         .await?;
     Ok(())
 }

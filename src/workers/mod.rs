@@ -13,9 +13,8 @@ use apalis_sqlite::SqliteStorage;
 
 use crate::db::{Database, Engine};
 use crate::jobs::{
-    CheckRead, DELIVER_QUEUE, Deliver, EXPORT_QUEUE, ExportPackage, HandleInbound, INBOUND_QUEUE,
-    READ_QUEUE, SCAN_QUEUE, Scan, enqueue_read_check, enqueue_scan, inbound_tasks, insert_job,
-    job_error,
+    CheckRead, DELIVER_QUEUE, Deliver, EXPORT_QUEUE, ExportPackage, OLD_INBOUND_QUEUE, READ_QUEUE,
+    SCAN_QUEUE, Scan, enqueue_read_check, enqueue_scan, insert_job,
 };
 use crate::outbox::Delivered;
 use crate::runtime::Runtime;
@@ -99,94 +98,46 @@ pub async fn jobs_like(
     rows.iter().map(|r| r.try_get_by_index(0)).collect()
 }
 
-/// The jobs of inbound event `inbound_id` (see [`jobs_like`]); done ones
-/// are pruned.
-pub async fn inbound_jobs(db: &Database, inbound_id: i64) -> Result<Vec<String>, sea_orm::DbErr> {
-    jobs_like(db, INBOUND_QUEUE, &format!("inbound:{inbound_id}%")).await
-}
-
 /// The delivery jobs of outbox row `outbox_id` (see [`jobs_like`]); done
 /// ones are pruned.
 pub async fn deliver_jobs(db: &Database, outbox_id: i64) -> Result<Vec<String>, sea_orm::DbErr> {
     jobs_like(db, DELIVER_QUEUE, &format!("deliver:{outbox_id}:%")).await
 }
 
-/// Start-up recovery: every committed row that is not processed and has no
-/// job that can still run gets a new job, so nothing committed is lost.
-///
-/// On SQLite one process owns the file, so jobs left `Running` by a killed
-/// process are orphans and go back to `Pending` at once. On PostgreSQL other
-/// instances may be alive; their orphans return through apalis' heartbeats.
-pub async fn recover(db: &Database) -> Result<usize, sqlx::Error> {
-    let boot = format!(":recovered:{}", ulid::Ulid::new());
+/// Start-up recovery of the job queue. On SQLite one process owns the file,
+/// so jobs left `Running` by a killed process are orphans and go back to
+/// `Pending` at once; on PostgreSQL other instances may be alive, and their
+/// orphans return through apalis' heartbeats. Jobs of the old per-event
+/// queue are deleted: their events are unprocessed rows, which the inbox's
+/// own queue takes. Inbound events need no recovery of their own: an
+/// unprocessed row is the work. Returns how many jobs were set back or
+/// deleted.
+pub async fn recover(db: &Database) -> Result<u64, sqlx::Error> {
     match db.engine {
         Engine::Sqlite => {
             let pool = db.sqlite();
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::query("UPDATE Jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL WHERE job_type IN (?1, ?2, ?3, ?4) AND status IN ('Running', 'Queued')")
-                .bind(INBOUND_QUEUE)
+            let reset = sqlx::query("UPDATE Jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL WHERE job_type IN (?1, ?2, ?3) AND status IN ('Running', 'Queued')")
                 .bind(DELIVER_QUEUE)
                 .bind(SCAN_QUEUE)
                 .bind(READ_QUEUE)
                 .execute(&mut *tx)
-                .await?;
-            let ids: Vec<i64> = sqlx::query_scalar(
-                "SELECT e.id FROM inbound_events e WHERE e.processed_at IS NULL AND NOT EXISTS \
-                 (SELECT 1 FROM Jobs j WHERE j.job_type = ?1 AND j.idempotency_key = 'inbound:' || e.id \
-                  AND j.status IN ('Pending', 'Running', 'Queued'))",
-            )
-            .bind(INBOUND_QUEUE)
-            .fetch_all(&mut *tx)
-            .await?;
-            apalis_sqlite::queries::push_tasks(
-                &mut *tx,
-                INBOUND_QUEUE,
-                &inbound_tasks(&ids, &boot),
-            )
-            .await
-            .map_err(job_error)?;
+                .await?
+                .rows_affected();
+            let old = sqlx::query("DELETE FROM Jobs WHERE job_type = ?1")
+                .bind(OLD_INBOUND_QUEUE)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             tx.commit().await?;
-            Ok(ids.len())
+            Ok(reset + old)
         }
-        Engine::Postgres => {
-            // Fresh statistics, so that the anti-join below is hashed rather
-            // than run as a nested loop over a backlog the planner thinks small.
-            sqlx::raw_sql("ANALYZE inbound_events; ANALYZE apalis.jobs")
-                .execute(db.postgres())
-                .await?;
-            let mut tx = db.postgres().begin().await?;
-            let ids: Vec<i64> = sqlx::query_scalar(
-                "SELECT e.id FROM inbound_events e WHERE e.processed_at IS NULL AND NOT EXISTS \
-                 (SELECT 1 FROM apalis.jobs j WHERE j.job_type = $1 AND j.idempotency_key = 'inbound:' || e.id \
-                  AND j.status IN ('Pending', 'Running', 'Queued'))",
-            )
-            .bind(INBOUND_QUEUE)
-            .fetch_all(&mut *tx)
-            .await?;
-            if !ids.is_empty() {
-                apalis_postgres::queries::push_tasks(
-                    &mut *tx,
-                    INBOUND_QUEUE,
-                    inbound_tasks(&ids, &boot),
-                )
-                .await
-                .map_err(job_error)?;
-            }
-            tx.commit().await?;
-            Ok(ids.len())
-        }
+        Engine::Postgres => Ok(sqlx::query("DELETE FROM apalis.jobs WHERE job_type = $1")
+            .bind(OLD_INBOUND_QUEUE)
+            .execute(db.postgres())
+            .await?
+            .rows_affected()),
     }
-}
-
-async fn handle_inbound(job: HandleInbound, rt: Data<Runtime>) -> Result<(), BoxDynError> {
-    match crate::conversation::handle(&rt, job.inbound_id).await? {
-        Some(class) => tracing::debug!(id = job.inbound_id, class, "inbound event processed"),
-        None => tracing::warn!(
-            id = job.inbound_id,
-            "job for an inbound event that does not exist"
-        ),
-    }
-    Ok(())
 }
 
 async fn deliver(job: Deliver, rt: Data<Runtime>) -> Result<(), BoxDynError> {
@@ -477,14 +428,6 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()> + Send + 'stati
                 SqliteStorage,
                 Config,
                 db.sqlite(),
-                HandleInbound,
-                INBOUND_QUEUE,
-                handle_inbound
-            );
-            queue!(
-                SqliteStorage,
-                Config,
-                db.sqlite(),
                 Deliver,
                 DELIVER_QUEUE,
                 deliver
@@ -509,14 +452,6 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()> + Send + 'stati
         }
         Engine::Postgres => {
             use apalis_postgres::Config;
-            queue!(
-                PostgresStorage,
-                Config,
-                db.postgres(),
-                HandleInbound,
-                INBOUND_QUEUE,
-                handle_inbound
-            );
             queue!(
                 PostgresStorage,
                 Config,
@@ -563,29 +498,27 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()> + Send + 'stati
     }
 }
 
-/// Deletes finished `handle_inbound`, `deliver` and read-status jobs. The inbound row's `processed_at`
+/// Deletes finished `deliver` and read-status jobs. The outbox row's status
 /// is the lasting record; a growing table of done jobs only slows the queue
 /// (apalis' SQLite acknowledgement scans every job its worker ever locked).
 async fn prune_done(db: &Database) -> Result<u64, sqlx::Error> {
     let done = match db.engine {
         Engine::Sqlite => {
-            sqlx::query("DELETE FROM Jobs WHERE job_type IN (?1, ?2, ?3) AND status = 'Done'")
-                .bind(INBOUND_QUEUE)
+            sqlx::query("DELETE FROM Jobs WHERE job_type IN (?1, ?2) AND status = 'Done'")
                 .bind(DELIVER_QUEUE)
                 .bind(READ_QUEUE)
                 .execute(db.sqlite())
                 .await?
                 .rows_affected()
         }
-        Engine::Postgres => sqlx::query(
-            "DELETE FROM apalis.jobs WHERE job_type IN ($1, $2, $3) AND status = 'Done'",
-        )
-        .bind(INBOUND_QUEUE)
-        .bind(DELIVER_QUEUE)
-        .bind(READ_QUEUE)
-        .execute(db.postgres())
-        .await?
-        .rows_affected(),
+        Engine::Postgres => {
+            sqlx::query("DELETE FROM apalis.jobs WHERE job_type IN ($1, $2) AND status = 'Done'")
+                .bind(DELIVER_QUEUE)
+                .bind(READ_QUEUE)
+                .execute(db.postgres())
+                .await?
+                .rows_affected()
+        }
     };
     Ok(done)
 }

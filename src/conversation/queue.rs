@@ -1,0 +1,385 @@
+//! The inbox is the queue: no job row per callback. Each process runs
+//! handlers that claim the oldest unprocessed `inbound_events` in batches
+//! and write everything a batch causes (check-ins, case events, outbox rows
+//! and their jobs, evidence leaves and raw payloads) in one transaction that
+//! also marks the batch's events processed. A crash loses nothing: a batch
+//! that did not commit left its events unprocessed, and they are claimed
+//! again.
+//!
+//! **Order per sender.** An event is claimed only when every earlier
+//! unprocessed event of its sender is in the same batch (none in another
+//! batch, another instance, or waiting after a failure), so one person's
+//! messages are handled in the order they arrived; different people's are
+//! handled side by side. When one fails, its sender's later events in the
+//! batch wait too.
+//!
+//! **Several instances (PostgreSQL).** The claim locks its rows (`FOR
+//! UPDATE SKIP LOCKED`), so handlers of every instance take disjoint
+//! batches; the sender rule sees another batch's events as unprocessed until
+//! it commits.
+//!
+//! **One writer (SQLite).** The batch's events are read and their files
+//! downloaded before the transaction opens, and a batch stops taking events
+//! once it has held the write lock for [`SQLITE_BUDGET`], so that the
+//! inbox's group commit (the acknowledgements) waits at most that long.
+//!
+//! **Failures.** An event whose handling fails is rolled back alone (a
+//! savepoint), counted on its row, and tried again after a back-off that
+//! doubles; its sender's later events wait for it. After
+//! [`MAX_ATTEMPTS`] it is given up: marked processed as `failed`, with its
+//! last error kept on the row and logged, so that one broken event does not
+//! hold its sender's messages for ever.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use entity::inbound_event::{self, Column};
+use sea_orm::sea_query::{Expr, LockBehavior, LockType};
+use sea_orm::{
+    ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
+};
+use tokio::sync::{Notify, watch};
+
+use super::turn::HandleError;
+use super::{apply, prepare};
+use crate::db::Engine;
+use crate::runtime::Runtime;
+
+/// Events claimed at most per batch.
+pub const BATCH: u64 = 256;
+/// On SQLite, how long a batch may hold the write lock before it stops
+/// taking events (the rest stay for the next batch).
+pub const SQLITE_BUDGET: Duration = Duration::from_millis(15);
+/// How often an idle handler looks for work it was not woken for (another
+/// instance's callbacks, a back-off that ended).
+const POLL_EVERY: Duration = Duration::from_millis(200);
+/// How long a handler waits after the database failed before it tries again.
+const AFTER_ERROR: Duration = Duration::from_secs(1);
+/// Failed attempts before an event is given up.
+pub const MAX_ATTEMPTS: i32 = 10;
+/// The first back-off after a failure; it doubles up to [`BACKOFF_AT_MOST`].
+const BACKOFF_FIRST: Duration = Duration::from_secs(2);
+const BACKOFF_AT_MOST: Duration = Duration::from_secs(600);
+
+/// Handlers per process: one on SQLite (one writer anyway), several on
+/// PostgreSQL so that batches overlap.
+pub fn handlers(engine: Engine) -> usize {
+    match engine {
+        Engine::Sqlite => 1,
+        Engine::Postgres => 4,
+    }
+}
+
+/// The wait before attempt `attempts + 1`, after `attempts` failures.
+pub fn backoff(attempts: i32) -> Duration {
+    let doublings = std::cmp::min(u32::try_from(attempts.saturating_sub(1)).unwrap_or(0), 16);
+    std::cmp::min(BACKOFF_FIRST * 2u32.pow(doublings), BACKOFF_AT_MOST)
+}
+
+/// What one batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
+    /// Events claimed (whether handled, failed or left for the next batch).
+    pub claimed: usize,
+    /// Events handled and marked processed.
+    pub handled: usize,
+    /// Events whose handling failed (rolled back and counted).
+    pub failed: usize,
+}
+
+/// Runs one handler until `stop` holds true: batches back to back while
+/// there is work, then a wait for `wake` (a commit of new callbacks) or
+/// [`POLL_EVERY`]. The batch under way when `stop` comes is finished.
+pub async fn run(rt: Runtime, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match batch(&rt).await {
+            Ok(b) if b.claimed > 0 => continue,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "handling a batch of inbound events failed; trying again");
+                tokio::select! {
+                    _ = tokio::time::sleep(AFTER_ERROR) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(POLL_EVERY) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Handles every event waiting, batch after batch (what a test or a command
+/// that must see the events handled calls). Returns how many were handled.
+pub async fn drain(rt: &Runtime) -> Result<usize, HandleError> {
+    let mut handled = 0;
+    loop {
+        let b = batch(rt).await?;
+        handled += b.handled;
+        if b.claimed == 0 {
+            return Ok(handled);
+        }
+    }
+}
+
+/// Claims and handles one batch in one transaction.
+pub async fn batch(rt: &Runtime) -> Result<Batch, HandleError> {
+    let db = &rt.db.orm;
+    match rt.db.engine {
+        Engine::Sqlite => {
+            // One process owns the file: read without a lock, download, and
+            // only then take the write lock.
+            let rows = claim(db, false).await?;
+            if rows.is_empty() {
+                return Ok(Batch::default());
+            }
+            let prepared = prepare_all(rt, rows).await;
+            let txn = crate::db::begin_write(db).await?;
+            let b = handle_all(rt, &txn, prepared, Some(SQLITE_BUDGET)).await?;
+            txn.commit().await?;
+            Ok(b)
+        }
+        Engine::Postgres => {
+            let txn = db.begin().await?;
+            let rows = claim(&txn, true).await?;
+            if rows.is_empty() {
+                txn.rollback().await?;
+                return Ok(Batch::default());
+            }
+            let prepared = prepare_all(rt, rows).await;
+            let b = handle_all(rt, &txn, prepared, None).await?;
+            txn.commit().await?;
+            Ok(b)
+        }
+    }
+}
+
+type Sender = (String, String);
+
+/// The batch: the oldest unprocessed, due events (locked, skipping rows
+/// another batch holds, when `lock`), less those whose sender has an
+/// earlier event outside the batch still unprocessed (waiting after a
+/// failure, or in another batch), in id order.
+async fn claim<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    lock: bool,
+) -> Result<Vec<inbound_event::Model>, sea_orm::DbErr> {
+    let now = Utc::now();
+    // People with an event waiting after a failure: rare, and left out of
+    // the query so that their later events do not fill every batch.
+    let backing_off: Vec<Sender> = inbound_event::Entity::find()
+        .select_only()
+        .column(Column::TenantId)
+        .column(Column::FromUser)
+        .distinct()
+        .filter(Column::ProcessedAt.is_null())
+        .filter(Column::NotBefore.gt(now))
+        .into_tuple()
+        .all(conn)
+        .await?;
+    let mut query = inbound_event::Entity::find()
+        .filter(Column::ProcessedAt.is_null())
+        .filter(
+            Condition::any()
+                .add(Column::NotBefore.is_null())
+                .add(Column::NotBefore.lte(now)),
+        );
+    for (tenant, user) in &backing_off {
+        query = query.filter(
+            Condition::any()
+                .add(Column::TenantId.ne(tenant.as_str()))
+                .add(Column::FromUser.ne(user.as_str())),
+        );
+    }
+    let mut query = query.order_by_asc(Column::Id).limit(BATCH);
+    if lock {
+        query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    }
+    let rows = query.all(conn).await?;
+    let Some(last) = rows.last().map(|r| r.id) else {
+        return Ok(rows);
+    };
+    // Every unprocessed event of these senders up to the last one taken
+    // (another batch's included: they read as unprocessed until it commits).
+    let users: HashSet<&str> = rows.iter().map(|r| r.from_user.as_str()).collect();
+    let tenants: HashSet<&str> = rows.iter().map(|r| r.tenant_id.as_str()).collect();
+    let mut waiting: Vec<(String, String, i64)> = Vec::new();
+    for users in users.into_iter().collect::<Vec<_>>().chunks(500) {
+        let part: Vec<(String, String, i64)> = inbound_event::Entity::find()
+            .select_only()
+            .column(Column::TenantId)
+            .column(Column::FromUser)
+            .column(Column::Id)
+            .filter(Column::ProcessedAt.is_null())
+            .filter(Column::TenantId.is_in(tenants.iter().copied()))
+            .filter(Column::FromUser.is_in(users.iter().copied()))
+            .filter(Column::Id.lte(last))
+            .into_tuple()
+            .all(conn)
+            .await?;
+        waiting.extend(part);
+    }
+    Ok(in_order(rows, waiting))
+}
+
+/// The events of `rows` whose sender has nothing unprocessed before them
+/// outside `rows`: per sender, `rows`' events are taken in id order up to
+/// the first of `waiting` (the sender's unprocessed ids) that `rows` lacks.
+pub(crate) fn in_order(
+    rows: Vec<inbound_event::Model>,
+    waiting: Vec<(String, String, i64)>,
+) -> Vec<inbound_event::Model> {
+    let taken: HashSet<i64> = rows.iter().map(|r| r.id).collect();
+    // Per sender, the first unprocessed id that is not in the batch.
+    let mut first_gap: HashMap<Sender, i64> = HashMap::new();
+    for (tenant, user, id) in waiting {
+        if !taken.contains(&id) {
+            let gap = first_gap.entry((tenant, user)).or_insert(id);
+            *gap = (*gap).min(id);
+        }
+    }
+    rows.into_iter()
+        .filter(|r| {
+            first_gap
+                .get(&(r.tenant_id.clone(), r.from_user.clone()))
+                .is_none_or(|gap| r.id < *gap)
+        })
+        .collect()
+}
+
+type Ready = (i64, Sender, Result<super::Prepared, HandleError>);
+
+/// Reads and downloads for each event, a few at a time.
+async fn prepare_all(rt: &Runtime, rows: Vec<inbound_event::Model>) -> Vec<Ready> {
+    use futures::StreamExt as _;
+    futures::stream::iter(rows)
+        .map(|row| async move {
+            let sender = (row.tenant_id.clone(), row.from_user.clone());
+            (row.id, sender, prepare(rt, row).await)
+        })
+        .buffered(8)
+        .collect()
+        .await
+}
+
+/// Handles the prepared events in `txn`, each in its own savepoint.
+async fn handle_all(
+    rt: &Runtime,
+    txn: &DatabaseTransaction,
+    prepared: Vec<Ready>,
+    budget: Option<Duration>,
+) -> Result<Batch, HandleError> {
+    let began = Instant::now();
+    let mut b = Batch {
+        claimed: prepared.len(),
+        ..Batch::default()
+    };
+    // Senders whose event failed in this batch: their later ones wait.
+    let mut stopped: HashSet<Sender> = HashSet::new();
+    for (id, sender, ready) in prepared {
+        if budget.is_some_and(|budget| began.elapsed() >= budget) {
+            break;
+        }
+        if stopped.contains(&sender) {
+            continue;
+        }
+        let outcome = match ready {
+            Ok(p) => {
+                let savepoint = txn.begin().await?;
+                match apply(rt, &savepoint, p).await {
+                    Ok(Some(_)) => {
+                        savepoint.commit().await?;
+                        b.handled += 1;
+                        continue;
+                    }
+                    // Handled meanwhile (a punch import, a second run).
+                    Ok(None) => {
+                        savepoint.rollback().await?;
+                        continue;
+                    }
+                    Err(e) => {
+                        savepoint.rollback().await?;
+                        e
+                    }
+                }
+            }
+            Err(e) => e,
+        };
+        // A database that stopped answering is not the event's fault: the
+        // whole batch is rolled back and tried again.
+        if let HandleError::Db(sea_orm::DbErr::Conn(_) | sea_orm::DbErr::ConnectionAcquire(_)) =
+            outcome
+        {
+            return Err(outcome);
+        }
+        failed(txn, id, &outcome).await?;
+        b.failed += 1;
+        stopped.insert(sender);
+    }
+    Ok(b)
+}
+
+/// Counts a failed attempt on event `id`: tried again after a back-off, or
+/// given up after [`MAX_ATTEMPTS`].
+async fn failed(
+    txn: &DatabaseTransaction,
+    id: i64,
+    error: &HandleError,
+) -> Result<(), sea_orm::DbErr> {
+    let Some(row) = inbound_event::Entity::find_by_id(id).one(txn).await? else {
+        return Ok(());
+    };
+    let attempts = row.attempts + 1;
+    let now = Utc::now();
+    let mut update = inbound_event::Entity::update_many()
+        .col_expr(Column::Attempts, Expr::value(attempts))
+        .col_expr(Column::LastError, Expr::value(error.to_string()))
+        .filter(Column::Id.eq(id));
+    if attempts >= MAX_ATTEMPTS {
+        tracing::error!(id, attempts, %error, "gave up an inbound event: it failed every attempt; it is marked failed and its sender's later messages go on");
+        update = update
+            .col_expr(Column::ProcessedAt, Expr::value(now))
+            .col_expr(Column::Classification, Expr::value("failed"));
+    } else {
+        let wait = backoff(attempts);
+        tracing::warn!(id, attempts, %error, ?wait, "handling an inbound event failed; it is tried again later");
+        let next = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+        update = update.col_expr(Column::NotBefore, Expr::value(next));
+    }
+    update.exec(txn).await?;
+    Ok(())
+}
+
+/// Events not handled yet: the queue's depth.
+pub async fn waiting(rt: &Runtime) -> Result<u64, sea_orm::DbErr> {
+    use sea_orm::PaginatorTrait as _;
+    inbound_event::Entity::find()
+        .filter(Column::ProcessedAt.is_null())
+        .count(&rt.db.orm)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[rstest::rstest]
+    #[case(1, 2)]
+    #[case(2, 4)]
+    #[case(3, 8)]
+    #[case(9, 512)]
+    #[case(10, 600)]
+    #[case(40, 600)]
+    fn backoff_doubles_up_to_ten_minutes(#[case] attempts: i32, #[case] secs: u64) {
+        assert_eq!(backoff(attempts), Duration::from_secs(secs));
+    }
+}
