@@ -149,6 +149,18 @@ impl SandboxPlatform {
     pub fn tenant_toml(&self) -> String {
         sandbox_tenant_toml(self)
     }
+
+    /// A phone of the sandbox tenant's app: signed, encrypted callbacks to
+    /// `url` (the tenant's callback URL on a running server).
+    pub fn callback_sender(&self, url: &str) -> anyhow::Result<CallbackSender> {
+        Ok(CallbackSender::new(
+            url,
+            &self.token,
+            &self.aes_key,
+            CORP_ID,
+            AGENT_ID,
+        )?)
+    }
 }
 
 /// A fresh callback token and EncodingAESKey.
