@@ -1,14 +1,18 @@
 //! Leases in the database (`rollcall::lease`), on SQLite and PostgreSQL,
 //! each holder on its own pool as another process would be: one holder at
 //! a time, a lease that ran out is taken over (and its old holder can
-//! neither renew nor release it), and a held lease is renewed past its
-//! term and released to a waiter.
+//! neither renew nor release it), a held lease is renewed past its term and
+//! released to a waiter, and the absence scan of a tenant waits while
+//! another instance holds that tenant's lease.
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use rollcall::clock::SystemClock;
+use rollcall::config::Config;
 use rollcall::db::{Database, Engine};
 use rollcall::lease::{self, LEASE, Lease, LeaseError, Terms};
 use rstest::rstest;
@@ -141,5 +145,53 @@ async fn a_held_lease_is_renewed_and_released_to_a_waiter(#[case] engine: Engine
 
     a.close().await;
     b.close().await;
+    db.cleanup().await;
+}
+
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scan_of_a_tenant_waits_for_another_instances_scan(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let dir = db.dir.path();
+    let toml = format!(
+        "[server]\ndata_key_file = \"{}\"\n[evidence]\nkey_file = \"{}\"\n[database]\nurl = \"{}\"\n[[tenants]]\nid = \"acme\"\n",
+        dir.join("data.key").display(),
+        dir.join("evidence.key").display(),
+        db.url
+    );
+    let config = Config::parse(&toml, &no_env()).unwrap();
+    let rt = rollcall::app::runtime(&config, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    // Another instance, on its own pool, is scanning acme.
+    let other = Database::connect(&db.url).await.unwrap();
+    let name = rollcall::cases::scan::lease_name("acme");
+    assert_eq!(name, NAME);
+    let theirs = Lease::acquire(&other, &name, Duration::ZERO).await.unwrap();
+
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 3).unwrap();
+    let scan = {
+        let rt = rt.clone();
+        tokio::spawn(async move { rollcall::cases::scan::scan(&rt, "acme", Some(day)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!scan.is_finished(), "the scan waits for the other one");
+    theirs.release().await.unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(30), scan)
+        .await
+        .expect("the scan ran once the other one finished")
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.day, Some(day));
+    assert_eq!(
+        lease::holder(&other, &name).await.unwrap(),
+        None,
+        "the scan released its lease"
+    );
+
+    other.close().await;
+    rt.db.close().await;
     db.cleanup().await;
 }
