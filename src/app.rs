@@ -73,6 +73,7 @@ pub async fn runtime(config: &Config, clock: Arc<dyn Clock>) -> Result<Runtime, 
     .await?;
     let signer = crate::keys::evidence_key(
         &db.orm,
+        &ProcessEnv,
         &config.evidence.key_file,
         &config.evidence.name,
         clock.now(),

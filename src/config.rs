@@ -110,7 +110,8 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EvidenceConfig {
     /// The Ed25519 key that signs checkpoints and packages, created (mode
-    /// 0600) on first start.
+    /// 0600) on first start; `ROLLCALL_EVIDENCE_KEY` (the text such a file
+    /// holds) wins over it, and then no file is read or written.
     pub key_file: PathBuf,
     /// Where the witness of the last signed checkpoints is kept, outside
     /// the database (default: `{key_file}.witness`).

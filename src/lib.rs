@@ -15,6 +15,7 @@ pub mod inbox;
 pub mod ingress;
 pub mod jobs;
 pub mod keys;
+pub mod lease;
 pub mod loadgen;
 pub mod outbox;
 pub mod pdf;

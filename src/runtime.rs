@@ -56,8 +56,6 @@ pub struct Runtime {
     pub evidence: EvidenceConfig,
     /// The base of links people open from their phones (`server.public_url`).
     pub public_url: String,
-    /// One scan at a time in this process (several processes: a database lock).
-    pub scan_lock: Arc<tokio::sync::Mutex<()>>,
     /// How many times a job worker was started again after it stopped
     /// (see `workers::supervise`).
     pub worker_restarts: Arc<std::sync::atomic::AtomicU64>,
@@ -107,7 +105,6 @@ impl Runtime {
             witness: Arc::new(Witness::new(&config.evidence.witness_dir)),
             evidence: config.evidence.clone(),
             public_url: config.server.public_url.clone(),
-            scan_lock: Arc::default(),
             worker_restarts: Arc::default(),
             tenants: Arc::new(tenants),
         })

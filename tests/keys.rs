@@ -4,6 +4,8 @@
 //! database from before the check is checked against what it holds, and
 //! `rollcall keys rotate` re-seals everything under a new data key (a
 //! rotation stopped before its files were swapped is finished at start).
+//! An evidence key given in `ROLLCALL_EVIDENCE_KEY` is checked the same
+//! way, and never written to a file nor rotated.
 
 mod common;
 
@@ -18,6 +20,7 @@ use rollcall::clock::SystemClock;
 use rollcall::config::Config;
 use rollcall::db::{Database, Engine};
 use rollcall::employees;
+use rollcall::evidence::note::NoteSigner;
 use rollcall::runtime::Runtime;
 use rstest::rstest;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -52,6 +55,11 @@ impl Setup {
     }
 
     fn rollcall(&self, args: &[&str]) -> (bool, String) {
+        self.rollcall_with(args, &[])
+    }
+
+    /// `rollcall` with `env` set (and no key or database from the test's own).
+    fn rollcall_with(&self, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_rollcall"))
             .arg("--config")
             .arg(&self.config_path)
@@ -60,6 +68,8 @@ impl Setup {
             .env("RUST_LOG", "error")
             .env_remove("ROLLCALL_DATABASE_URL")
             .env_remove("ROLLCALL_DATA_KEY")
+            .env_remove("ROLLCALL_EVIDENCE_KEY")
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         (
@@ -490,5 +500,77 @@ async fn the_evidence_key_rotates_with_a_signed_handover(#[case] engine: Engine)
     assert_eq!(rt.signer.verifier_key(), new);
     assert_eq!(std::fs::read(&retired).unwrap(), old_file);
     rt.db.close().await;
+    s.db.cleanup().await;
+}
+
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evidence_key_from_the_environment_is_checked_and_never_written(#[case] engine: Engine) {
+    let s = setup(engine).await;
+    let shared = NoteSigner::generate("rollcall").unwrap();
+    let other = NoteSigner::generate("rollcall").unwrap();
+    let (shared_text, other_text) = (shared.private_key(), other.private_key());
+    let with_shared = [("ROLLCALL_EVIDENCE_KEY", shared_text.as_str())];
+
+    // The first start with the key in the environment records it, and
+    // writes no key file.
+    let (ok, out) = s.rollcall_with(&["keys", "show"], &with_shared);
+    assert!(ok, "{out}");
+    assert!(out.contains(&shared.verifier_key()), "{out}");
+    assert!(!s.evidence_key().exists(), "no key file was written");
+    let db = Database::open(&s.db.url).await.unwrap();
+    let recorded = key_check::Entity::find_by_id("evidence".to_owned())
+        .one(&db.orm)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(recorded.check_value, shared.verifier_key());
+
+    // Another host with the same key starts; one with another key does not.
+    let now = chrono::Utc::now();
+    let again = rollcall::keys::evidence_key(&db.orm, &with_shared, &s.evidence_key(), "x", now)
+        .await
+        .unwrap();
+    assert_eq!(again.verifier_key(), shared.verifier_key());
+    let (ok, out) = s.rollcall_with(
+        &["keys", "show"],
+        &[("ROLLCALL_EVIDENCE_KEY", other_text.as_str())],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("from ROLLCALL_EVIDENCE_KEY")
+            && out.contains(&other.verifier_key())
+            && out.contains(&shared.verifier_key()),
+        "{out}"
+    );
+    // Nor does one without it, whose key file would be made anew.
+    let (ok, out) = s.rollcall(&["keys", "show"]);
+    assert!(!ok && out.contains("no evidence key at"), "{out}");
+    assert!(!s.evidence_key().exists(), "no key file was written");
+    // Not a private key: refused, without echoing it.
+    let (ok, out) = s.rollcall_with(
+        &["keys", "show"],
+        &[("ROLLCALL_EVIDENCE_KEY", "not-a-key-42")],
+    );
+    assert!(
+        !ok && out.contains("ROLLCALL_EVIDENCE_KEY must hold a private key"),
+        "{out}"
+    );
+    assert!(!out.contains("not-a-key-42"), "{out}");
+
+    // A key from the environment is not rotated by rollcall.
+    let (ok, out) = s.rollcall_with(&["keys", "rotate", "--evidence"], &with_shared);
+    assert!(!ok, "{out}");
+    assert!(out.contains("comes from ROLLCALL_EVIDENCE_KEY"), "{out}");
+    assert!(!s.evidence_key().exists(), "no key file was written");
+    assert!(!PathBuf::from(format!("{}.new", s.evidence_key().display())).exists());
+    // The key as a file: the same key, so it starts.
+    write_private(&s.evidence_key(), format!("{shared_text}\n").as_bytes());
+    let rt = s.start().await.unwrap();
+    assert_eq!(rt.signer.verifier_key(), shared.verifier_key());
+    rt.db.close().await;
+    db.close().await;
     s.db.cleanup().await;
 }

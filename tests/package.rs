@@ -1842,6 +1842,7 @@ async fn a_package_verifies_across_an_evidence_key_rotation(#[case] engine: Engi
     let witness = (*story.rt.witness).clone();
     let rotated = rollcall::keys::rotate_evidence_key(
         &story.rt.db.orm,
+        &common::no_env(),
         &key_file,
         "rollcall",
         &witness,

@@ -16,6 +16,7 @@ mod m20261206_000007_checkpoint_tsr;
 mod m20261206_000008_delivery_agreement;
 mod m20261206_000009_sms_reports;
 mod m20261206_000011_key_handovers;
+mod m20261207_000012_locks;
 mod m20261207_000013_inbox_queue;
 
 pub struct Migrator;
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000008_delivery_agreement::Migration),
             Box::new(m20261206_000009_sms_reports::Migration),
             Box::new(m20261206_000011_key_handovers::Migration),
+            Box::new(m20261207_000012_locks::Migration),
             Box::new(m20261207_000013_inbox_queue::Migration),
         ]
     }

@@ -15,10 +15,23 @@ use super::{Action, CaseStatus, decide};
 use crate::attendance::calendar::{
     DayStatus, Leave, RestDays, day_is_closed, day_status, last_closed_workday,
 };
+use crate::lease::{Lease, LeaseError};
 use crate::runtime::{Runtime, Tenant};
 
 /// Cases written per transaction: bounded so the callback path never waits long.
 const CHUNK: usize = 256;
+
+/// How long a scan waits for another scan of its tenant (another job, or
+/// another instance) to finish, before it fails and its job is tried again
+/// later. Long enough for a daily scan of a large tenant, so that the
+/// hourly scan usually just runs after it; bounded so that a job never
+/// holds a worker indefinitely.
+pub const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// The lease a scan of `tenant_id` holds (see [`crate::lease`]).
+pub fn lease_name(tenant_id: &str) -> String {
+    format!("scan:{tenant_id}")
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
@@ -38,6 +51,8 @@ pub enum ScanError {
     Db(#[from] DbErr),
     #[error(transparent)]
     Notify(#[from] NotifyError),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
 }
 
 /// What one scan did.
@@ -111,9 +126,12 @@ pub async fn scan(
     if !a.calendar.covers(chrono::Datelike::year(&day)) {
         tracing::warn!(tenant = tenant_id, %day, "the holiday calendar has no data for this year: only weekly rest days count");
     }
-    // Scans of one tenant do not interleave: the hourly scan of a day may
-    // start while the daily one still runs.
-    let _one_at_a_time = rt.scan_lock.lock().await;
+    // Scans of one tenant do not interleave, in this process or any other
+    // on the database: the hourly scan of a day may start while the daily
+    // one still runs, here or on another instance.
+    let lease = Lease::acquire(&rt.db, &lease_name(tenant_id), LEASE_WAIT).await?;
+    // The time the scan runs at, now that it may (it may have waited).
+    let now = rt.clock.now();
     let db = &rt.db.orm;
     let mut report = ScanReport {
         tenant: tenant_id.to_owned(),
@@ -259,6 +277,9 @@ pub async fn scan(
 
     let policy = &tenant.config.policy;
     for chunk in changes.chunks(CHUNK) {
+        // A scan cut off from the database for a whole lease stops: another
+        // instance's scan of the tenant may have begun.
+        lease.check()?;
         let txn = crate::db::begin_write(db).await?;
         if rt.db.engine == crate::db::Engine::Postgres {
             // Other instances' scans of this tenant wait for this chunk.
@@ -331,6 +352,7 @@ pub async fn scan(
         }
         txn.commit().await?;
     }
+    lease.release().await?;
     Ok(report)
 }
 

@@ -26,6 +26,8 @@ pub enum KeyError {
     File { path: String, reason: String },
     #[error("evidence key file {path}: {source}")]
     Key { path: String, source: NoteError },
+    #[error("ROLLCALL_EVIDENCE_KEY must hold a private key (PRIVATE+KEY+<name>+<id>+<key>): {0}")]
+    Env(NoteError),
 }
 
 /// Reads the signing key from `path`, or creates it there (mode 0600) with

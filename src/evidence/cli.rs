@@ -12,7 +12,7 @@ use super::export;
 use super::verify::{VerifyReport, verify_log};
 use super::witness::Witness;
 use crate::cases::store::{case_no, parse_case_no};
-use crate::config::Config;
+use crate::config::{Config, ProcessEnv};
 use crate::db::Database;
 use crate::runtime::Runtime;
 
@@ -65,7 +65,8 @@ pub enum EvidenceCommand {
         #[arg(long)]
         json: bool,
         /// The published verifier key (`name+id+key`) to check signatures
-        /// with; default: the key of `evidence.key_file`.
+        /// with; default: the key of `ROLLCALL_EVIDENCE_KEY`, else of
+        /// `evidence.key_file`.
         #[arg(long)]
         verifier_key: Option<String>,
     },
@@ -92,6 +93,7 @@ pub async fn run(
             let db = Database::open(&config.database.url).await?;
             let signer = crate::keys::evidence_key(
                 &db.orm,
+                &ProcessEnv,
                 &config.evidence.key_file,
                 &config.evidence.name,
                 chrono::Utc::now(),
@@ -109,6 +111,7 @@ pub async fn run(
             let db = Database::open(&config.database.url).await?;
             let signer = crate::keys::evidence_key(
                 &db.orm,
+                &ProcessEnv,
                 &config.evidence.key_file,
                 &config.evidence.name,
                 chrono::Utc::now(),
@@ -180,14 +183,18 @@ pub async fn run(
             let key = match verifier_key {
                 Some(k) => k,
                 None => {
-                    let path = &config.evidence.key_file;
-                    // Verifying never creates a key: a new one would verify nothing.
-                    anyhow::ensure!(
-                        path.exists(),
-                        "no evidence key file at {}: give --verifier-key",
-                        path.display()
-                    );
-                    load_or_create_key(path, &config.evidence.name)?.verifier_key()
+                    if let Some(signer) = crate::keys::evidence_key_from_env(&ProcessEnv)? {
+                        signer.verifier_key()
+                    } else {
+                        let path = &config.evidence.key_file;
+                        // Verifying never creates a key: a new one would verify nothing.
+                        anyhow::ensure!(
+                            path.exists(),
+                            "no evidence key file at {}: give --verifier-key",
+                            path.display()
+                        );
+                        load_or_create_key(path, &config.evidence.name)?.verifier_key()
+                    }
                 }
             };
             let db = Database::connect(&config.database.url).await?;

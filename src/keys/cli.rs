@@ -40,6 +40,7 @@ pub async fn run(config: &Config, args: KeysArgs) -> anyhow::Result<()> {
             let data = super::data_key(&db.orm, &ProcessEnv, data_file, now).await?;
             let signer = super::evidence_key(
                 &db.orm,
+                &ProcessEnv,
                 &config.evidence.key_file,
                 &config.evidence.name,
                 now,
@@ -64,6 +65,7 @@ pub async fn run(config: &Config, args: KeysArgs) -> anyhow::Result<()> {
             let witness = crate::evidence::witness::Witness::new(&config.evidence.witness_dir);
             let done = super::rotate_evidence_key(
                 &db.orm,
+                &ProcessEnv,
                 &config.evidence.key_file,
                 &config.evidence.name,
                 &witness,

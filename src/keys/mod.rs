@@ -53,7 +53,7 @@ pub enum KeyCheckError {
         hint: String,
     },
     #[error(
-        "no evidence key at {path}, but this database's checkpoints are signed by {key}: restore that key file from its backup (a new key would break the chain of signed checkpoints)"
+        "no evidence key at {path}, but this database's checkpoints are signed by {key}: restore that key file from its backup, or give the key in ROLLCALL_EVIDENCE_KEY (a new key would break the chain of signed checkpoints)"
     )]
     EvidenceMissing { path: String, key: String },
     #[error(
@@ -63,6 +63,15 @@ pub enum KeyCheckError {
         path: String,
         found: String,
         expected: String,
+    },
+    #[error(
+        "the evidence key from ROLLCALL_EVIDENCE_KEY ({found}) is not the one this database's checkpoints are signed by ({expected}){retired}: give every instance that key"
+    )]
+    EvidenceEnvMismatch {
+        found: String,
+        expected: String,
+        /// Empty, or when a rotation retired the key found.
+        retired: String,
     },
     #[error(
         "the evidence key {path} ({found}) was retired by a key rotation at {at}: this database's checkpoints are now signed by {expected}; put that key back in {path} (the rotation left the old one beside it as .retired-<id>)"
@@ -286,15 +295,32 @@ fn sealed_values(row: &employee::Model) -> Vec<(SealedColumn, String)> {
     .collect()
 }
 
-/// The evidence signing key, checked against the database (and recorded
-/// there on the first start, after checking that it verifies the
-/// checkpoints already signed).
+/// The variable that gives the evidence key instead of `evidence.key_file`.
+pub const EVIDENCE_KEY_ENV: &str = "ROLLCALL_EVIDENCE_KEY";
+
+/// The evidence signing key given in `ROLLCALL_EVIDENCE_KEY` (the private
+/// key text a key file holds), if any: several hosts then share one key
+/// without copying files.
+pub fn evidence_key_from_env(env: &(dyn Env + Sync)) -> Result<Option<NoteSigner>, KeyError> {
+    env.var(EVIDENCE_KEY_ENV)
+        .map(|text| NoteSigner::from_private_key(text.trim()).map_err(KeyError::Env))
+        .transpose()
+}
+
+/// The evidence signing key, `ROLLCALL_EVIDENCE_KEY` if set (no file is
+/// then read or created), else the key file; checked against the database
+/// (and recorded there on the first start, after checking that it verifies
+/// the checkpoints already signed).
 pub async fn evidence_key<C: ConnectionTrait>(
     conn: &C,
+    env: &(dyn Env + Sync),
     key_file: &Path,
     name: &str,
     now: DateTime<Utc>,
 ) -> Result<NoteSigner, KeyCheckError> {
+    if let Some(signer) = evidence_key_from_env(env)? {
+        return checked_env_evidence_key(conn, signer, now).await;
+    }
     let expected = recorded(conn, EVIDENCE).await?;
     if let Some(r) = &expected
         && !key_file.exists()
@@ -376,6 +402,57 @@ pub async fn evidence_key<C: ConnectionTrait>(
         });
     }
     Err(mismatch(expected.check_value))
+}
+
+/// The evidence key from the environment, checked like a key file's (a
+/// rotation's files play no part: an environment key is not rotated here).
+async fn checked_env_evidence_key<C: ConnectionTrait>(
+    conn: &C,
+    signer: NoteSigner,
+    now: DateTime<Utc>,
+) -> Result<NoteSigner, KeyCheckError> {
+    let found = signer.verifier_key();
+    let expected = match recorded(conn, EVIDENCE).await? {
+        Some(r) => r,
+        None => {
+            let last = evidence_checkpoint::Entity::find()
+                .order_by_desc(evidence_checkpoint::Column::CreatedAt)
+                .one(conn)
+                .await?;
+            if let Some(c) = last
+                && note::verify(&c.note, &found).is_err()
+            {
+                return Err(KeyCheckError::EvidenceEnvMismatch {
+                    found,
+                    expected: format!(
+                        "the key of the checkpoint of {} leaves of `{}`",
+                        c.size, c.tenant_id
+                    ),
+                    retired: String::new(),
+                });
+            }
+            let id = format!("{:08x}", signer.id());
+            record(conn, EVIDENCE, &id, &found, now).await?
+        }
+    };
+    if expected.check_value == found {
+        return Ok(signer);
+    }
+    let chain = handover::chain(conn, &expected.check_value).await?;
+    let retired = chain
+        .retiring(&found)
+        .map(|h| {
+            format!(
+                " (it was retired by a key rotation at {})",
+                h.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        })
+        .unwrap_or_default();
+    Err(KeyCheckError::EvidenceEnvMismatch {
+        found,
+        expected: expected.check_value,
+        retired,
+    })
 }
 
 /// Where a rotation keeps the old evidence key.
@@ -587,6 +664,10 @@ pub struct EvidenceRotated {
 #[derive(Debug, thiserror::Error)]
 pub enum EvidenceRotateError {
     #[error(
+        "the evidence key comes from ROLLCALL_EVIDENCE_KEY: rotating it needs a key file (unset the variable and give evidence.key_file, then give every instance the new key)"
+    )]
+    EnvKey,
+    #[error(
         "the pending evidence key {path} is named `{found}`, not `{expected}`: the logs are named after the key (remove it and rotate again)"
     )]
     PendingName {
@@ -615,15 +696,21 @@ pub enum EvidenceRotateError {
 /// hand-over naming those checkpoints ([`handover`]), which is stored in
 /// the same transaction that moves `key_checks` to the new key, and written
 /// beside the key file. The old key is kept as `{key_file}.retired-{id}`.
-/// Stop the service first: a running one holds the old key.
+/// Stop the service first: a running one holds the old key. Refused when
+/// the key comes from `ROLLCALL_EVIDENCE_KEY`: the new key could only be
+/// written to a file, which the instances given the variable never read.
 pub async fn rotate_evidence_key(
     conn: &DatabaseConnection,
+    env: &(dyn Env + Sync),
     key_file: &Path,
     name: &str,
     witness: &Witness,
     now: DateTime<Utc>,
 ) -> Result<EvidenceRotated, EvidenceRotateError> {
-    let old = evidence_key(conn, key_file, name, now).await?;
+    if env.var(EVIDENCE_KEY_ENV).is_some() {
+        return Err(EvidenceRotateError::EnvKey);
+    }
+    let old = evidence_key(conn, env, key_file, name, now).await?;
     let pending = pending_path(key_file);
     // The key's name is in every log's origin: the new key keeps it.
     let new = load_or_create_key(&pending, old.name())?;
