@@ -99,7 +99,25 @@ struct Work {
 #[derive(Clone)]
 pub struct Inbox {
     tx: mpsc::Sender<Work>,
-    arrivals: Arc<Notify>,
+    arrivals: Arc<Arrivals>,
+}
+
+/// What the inbox tells the handlers of `conversation::queue`: that new
+/// rows were committed, and whether a commit of callbacks is waiting for
+/// SQLite's write lock (a handler then ends its batch, so that the
+/// acknowledgements do not wait behind it).
+#[derive(Debug, Default)]
+pub struct Arrivals {
+    /// Notified after each commit that stored new rows.
+    pub committed: Notify,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+impl Arrivals {
+    /// Whether a commit of callbacks waits for the write lock.
+    pub fn commit_waiting(&self) -> bool {
+        self.waiting.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
 }
 
 impl Inbox {
@@ -113,7 +131,7 @@ impl Inbox {
             Engine::Sqlite => 1,
             Engine::Postgres => 4,
         };
-        let arrivals = Arc::new(Notify::new());
+        let arrivals = Arc::new(Arrivals::default());
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..committers {
             set.spawn(commit_loop(db.clone(), rx.clone(), arrivals.clone()));
@@ -121,9 +139,8 @@ impl Inbox {
         (Inbox { tx, arrivals }, set)
     }
 
-    /// Notified after each commit that stored new rows: what the handlers
-    /// of `conversation::queue` wait on.
-    pub fn arrivals(&self) -> Arc<Notify> {
+    /// What the handlers of `conversation::queue` wait on and watch.
+    pub fn arrivals(&self) -> Arc<Arrivals> {
         self.arrivals.clone()
     }
 
@@ -175,7 +192,7 @@ impl crate::platform::EventSink for TenantSink {
 
 type DeliveryKey = (String, String, String);
 
-async fn commit_loop(db: Database, rx: Arc<Mutex<mpsc::Receiver<Work>>>, arrivals: Arc<Notify>) {
+async fn commit_loop(db: Database, rx: Arc<Mutex<mpsc::Receiver<Work>>>, arrivals: Arc<Arrivals>) {
     let mut batch: Vec<Work> = Vec::with_capacity(MAX_BATCH);
     loop {
         {
@@ -193,13 +210,13 @@ async fn commit_loop(db: Database, rx: Arc<Mutex<mpsc::Receiver<Work>>>, arrival
             (&a.tenant_id, a.platform, &a.msg_key).cmp(&(&b.tenant_id, b.platform, &b.msg_key))
         });
         let result = match db.engine {
-            Engine::Sqlite => commit_sqlite(&db, &rows).await,
+            Engine::Sqlite => commit_sqlite(&db, &rows, &arrivals).await,
             Engine::Postgres => commit_postgres(&db, &rows).await,
         };
         match result {
             Ok(mut inserted) => {
                 if !inserted.is_empty() {
-                    arrivals.notify_one();
+                    arrivals.committed.notify_one();
                 }
                 for Work { row, done } in batch.drain(..) {
                     let key = (row.tenant_id, row.platform.to_owned(), row.msg_key);
@@ -261,9 +278,15 @@ fn keys_of(inserted: Vec<(String, String, String)>) -> HashSet<DeliveryKey> {
 async fn commit_sqlite(
     db: &Database,
     rows: &[&NewInbound],
+    arrivals: &Arrivals,
 ) -> Result<HashSet<DeliveryKey>, sqlx::Error> {
+    use std::sync::atomic::Ordering;
     // IMMEDIATE: take the write lock up front instead of failing on upgrade.
-    let mut tx = db.sqlite().begin_with("BEGIN IMMEDIATE").await?;
+    // While it waits, a handler's batch ends at its next event.
+    arrivals.waiting.fetch_add(1, Ordering::AcqRel);
+    let began = db.sqlite().begin_with("BEGIN IMMEDIATE").await;
+    arrivals.waiting.fetch_sub(1, Ordering::AcqRel);
+    let mut tx = began?;
     let mut keys = HashSet::new();
     if !rows.is_empty() {
         let inserted = insert_rows::<Sqlite>(rows)

@@ -18,10 +18,15 @@
 //! batches; the sender rule sees another batch's events as unprocessed until
 //! it commits.
 //!
-//! **One writer (SQLite).** The batch's events are read and their files
-//! downloaded before the transaction opens, and a batch stops taking events
-//! once it has held the write lock for [`SQLITE_BUDGET`], so that the
-//! inbox's group commit (the acknowledgements) waits at most that long.
+//! **Short transactions.** The batch's events are read and their files
+//! downloaded before the transaction opens (on PostgreSQL, after the claim
+//! locked them). On SQLite a batch holds the one write lock: it ends at the
+//! next event once the inbox's group commit (the acknowledgements) waits
+//! for the lock, and after [`SQLITE_BUDGET`] in any case (deliveries wait
+//! too). On PostgreSQL it holds the tenant's evidence log head, which
+//! deliveries wait for, and ends after [`POSTGRES_BUDGET`]. Each batch
+//! handles at least one event, and taking the lock once for many events is
+//! what lets the one handler keep its share of it beside the deliveries.
 //!
 //! **Failures.** An event whose handling fails is rolled back alone (a
 //! savepoint), counted on its row, and tried again after a back-off that
@@ -41,18 +46,28 @@ use sea_orm::{
     ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     TransactionTrait,
 };
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use super::turn::HandleError;
 use super::{apply, prepare};
 use crate::db::Engine;
+use crate::inbox::Arrivals;
 use crate::runtime::Runtime;
 
 /// Events claimed at most per batch.
 pub const BATCH: u64 = 256;
-/// On SQLite, how long a batch may hold the write lock before it stops
-/// taking events (the rest stay for the next batch).
-pub const SQLITE_BUDGET: Duration = Duration::from_millis(15);
+/// Events claimed at least per batch by [`run`], which claims about twice
+/// what its last batch handled: reading and preparing rows a batch then has
+/// no time for is work done again by the next one.
+const BATCH_AT_LEAST: u64 = 16;
+/// How long a batch may hold its transaction before it stops taking events
+/// (the rest stay for the next batch). On SQLite the transaction holds the
+/// one write lock, which deliveries wait for (a waiting commit of callbacks
+/// ends the batch at once, see [`Arrivals::commit_waiting`]); on PostgreSQL
+/// it holds the lock on the tenant's evidence log head (every event appends
+/// a leaf), which deliveries and other handlers wait for.
+pub const SQLITE_BUDGET: Duration = Duration::from_millis(250);
+pub const POSTGRES_BUDGET: Duration = Duration::from_millis(50);
 /// How often an idle handler looks for work it was not woken for (another
 /// instance's callbacks, a back-off that ended).
 const POLL_EVERY: Duration = Duration::from_millis(200);
@@ -93,12 +108,19 @@ pub struct Batch {
 /// Runs one handler until `stop` holds true: batches back to back while
 /// there is work, then a wait for `wake` (a commit of new callbacks) or
 /// [`POLL_EVERY`]. The batch under way when `stop` comes is finished.
-pub async fn run(rt: Runtime, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+pub async fn run(rt: Runtime, arrivals: Arc<Arrivals>, mut stop: watch::Receiver<bool>) {
+    let mut limit = BATCH;
     loop {
         if *stop.borrow() {
             return;
         }
-        match batch(&rt).await {
+        let began = Instant::now();
+        let result = batch_of(&rt, limit, Some(&arrivals)).await;
+        if let Ok(b) = &result {
+            tracing::debug!(limit, claimed = b.claimed, handled = b.handled, failed = b.failed, took = ?began.elapsed(), "inbound batch");
+            limit = next_limit(b);
+        }
+        match result {
             Ok(b) if b.claimed > 0 => continue,
             Ok(_) => {}
             Err(e) => {
@@ -111,7 +133,7 @@ pub async fn run(rt: Runtime, wake: Arc<Notify>, mut stop: watch::Receiver<bool>
             }
         }
         tokio::select! {
-            _ = wake.notified() => {}
+            _ = arrivals.committed.notified() => {}
             _ = tokio::time::sleep(POLL_EVERY) => {}
             _ = stop.changed() => {}
         }
@@ -131,32 +153,47 @@ pub async fn drain(rt: &Runtime) -> Result<usize, HandleError> {
     }
 }
 
-/// Claims and handles one batch in one transaction.
+/// How many events the batch after `b` claims: about twice what `b`
+/// handled, within [`BATCH_AT_LEAST`]..=[`BATCH`].
+pub fn next_limit(b: &Batch) -> u64 {
+    (2 * (b.handled + b.failed) as u64).clamp(BATCH_AT_LEAST, BATCH)
+}
+
+/// Claims and handles one batch (up to [`BATCH`] events) in one transaction.
 pub async fn batch(rt: &Runtime) -> Result<Batch, HandleError> {
+    batch_of(rt, BATCH, None).await
+}
+
+async fn batch_of(
+    rt: &Runtime,
+    limit: u64,
+    arrivals: Option<&Arrivals>,
+) -> Result<Batch, HandleError> {
     let db = &rt.db.orm;
     match rt.db.engine {
         Engine::Sqlite => {
             // One process owns the file: read without a lock, download, and
             // only then take the write lock.
-            let rows = claim(db, false).await?;
+            let rows = claim(db, false, limit).await?;
             if rows.is_empty() {
                 return Ok(Batch::default());
             }
             let prepared = prepare_all(rt, rows).await;
             let txn = crate::db::begin_write(db).await?;
-            let b = handle_all(rt, &txn, prepared, Some(SQLITE_BUDGET)).await?;
+            let yield_to = || arrivals.is_some_and(Arrivals::commit_waiting);
+            let b = handle_all(rt, &txn, prepared, SQLITE_BUDGET, &yield_to).await?;
             txn.commit().await?;
             Ok(b)
         }
         Engine::Postgres => {
             let txn = db.begin().await?;
-            let rows = claim(&txn, true).await?;
+            let rows = claim(&txn, true, limit).await?;
             if rows.is_empty() {
                 txn.rollback().await?;
                 return Ok(Batch::default());
             }
             let prepared = prepare_all(rt, rows).await;
-            let b = handle_all(rt, &txn, prepared, None).await?;
+            let b = handle_all(rt, &txn, prepared, POSTGRES_BUDGET, &|| false).await?;
             txn.commit().await?;
             Ok(b)
         }
@@ -172,6 +209,7 @@ type Sender = (String, String);
 async fn claim<C: sea_orm::ConnectionTrait>(
     conn: &C,
     lock: bool,
+    limit: u64,
 ) -> Result<Vec<inbound_event::Model>, sea_orm::DbErr> {
     let now = Utc::now();
     // People with an event waiting after a failure: rare, and left out of
@@ -200,7 +238,7 @@ async fn claim<C: sea_orm::ConnectionTrait>(
                 .add(Column::FromUser.ne(user.as_str())),
         );
     }
-    let mut query = query.order_by_asc(Column::Id).limit(BATCH);
+    let mut query = query.order_by_asc(Column::Id).limit(limit);
     if lock {
         query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
     }
@@ -276,7 +314,8 @@ async fn handle_all(
     rt: &Runtime,
     txn: &DatabaseTransaction,
     prepared: Vec<Ready>,
-    budget: Option<Duration>,
+    budget: Duration,
+    yield_to: &(dyn Fn() -> bool + Sync),
 ) -> Result<Batch, HandleError> {
     let began = Instant::now();
     let mut b = Batch {
@@ -286,7 +325,8 @@ async fn handle_all(
     // Senders whose event failed in this batch: their later ones wait.
     let mut stopped: HashSet<Sender> = HashSet::new();
     for (id, sender, ready) in prepared {
-        if budget.is_some_and(|budget| began.elapsed() >= budget) {
+        // At least one event per batch, however slow.
+        if b.handled + b.failed > 0 && (began.elapsed() >= budget || yield_to()) {
             break;
         }
         if stopped.contains(&sender) {
@@ -381,5 +421,24 @@ mod tests {
     #[case(40, 600)]
     fn backoff_doubles_up_to_ten_minutes(#[case] attempts: i32, #[case] secs: u64) {
         assert_eq!(backoff(attempts), Duration::from_secs(secs));
+    }
+
+    #[rstest::rstest]
+    #[case(0, 0, 16)]
+    #[case(3, 1, 16)]
+    #[case(20, 0, 40)]
+    #[case(100, 0, 200)]
+    #[case(200, 56, 256)]
+    fn a_batch_claims_about_twice_what_the_last_one_handled(
+        #[case] handled: usize,
+        #[case] failed: usize,
+        #[case] next: u64,
+    ) {
+        let b = Batch {
+            claimed: 256,
+            handled,
+            failed,
+        };
+        assert_eq!(next_limit(&b), next);
     }
 }

@@ -28,7 +28,17 @@ const MISSED_HEARTBEATS: usize = 3;
 const POLL_EVERY: Duration = Duration::from_millis(100);
 /// Jobs taken per poll, and jobs run at once by one process.
 const BATCH: usize = 500;
-const CONCURRENCY: usize = 64;
+/// Jobs run at once per queue: at most the pool's connections on SQLite
+/// (8), and well below them on PostgreSQL (24), so that jobs waiting on a
+/// lock (a delivery appends to the tenant's evidence log while an inbound
+/// batch holds its head) never hold every connection while the inbound
+/// handlers wait for one.
+fn concurrency(engine: Engine) -> usize {
+    match engine {
+        Engine::Sqlite => 8,
+        Engine::Postgres => 16,
+    }
+}
 /// How often finished jobs are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
@@ -398,7 +408,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()> + Send + 'stati
                 move |run, signal| {
                     let worker = WorkerBuilder::new(format!("{}-{name}-{run}", $queue))
                         .backend(storage.clone())
-                        .concurrency(CONCURRENCY)
+                        .concurrency(concurrency(rt.db.engine))
                         .data(rt.clone())
                         .build($handler);
                     Box::pin(worker.run_until(signal))
