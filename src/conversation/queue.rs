@@ -159,7 +159,9 @@ pub fn next_limit(b: &Batch) -> u64 {
     (2 * (b.handled + b.failed) as u64).clamp(BATCH_AT_LEAST, BATCH)
 }
 
-/// Claims and handles one batch (up to [`BATCH`] events) in one transaction.
+/// Claims and handles one whole batch (up to [`BATCH`] events) in one
+/// transaction, however long it takes: for tests and commands that need the
+/// events handled now. The handlers of [`run`] keep to the budgets.
 pub async fn batch(rt: &Runtime) -> Result<Batch, HandleError> {
     batch_of(rt, BATCH, None).await
 }
@@ -181,7 +183,8 @@ async fn batch_of(
             let prepared = prepare_all(rt, rows).await;
             let txn = crate::db::begin_write(db).await?;
             let yield_to = || arrivals.is_some_and(Arrivals::commit_waiting);
-            let b = handle_all(rt, &txn, prepared, SQLITE_BUDGET, &yield_to).await?;
+            let budget = arrivals.map_or(Duration::MAX, |_| SQLITE_BUDGET);
+            let b = handle_all(rt, &txn, prepared, budget, &yield_to).await?;
             txn.commit().await?;
             Ok(b)
         }
@@ -193,7 +196,8 @@ async fn batch_of(
                 return Ok(Batch::default());
             }
             let prepared = prepare_all(rt, rows).await;
-            let b = handle_all(rt, &txn, prepared, POSTGRES_BUDGET, &|| false).await?;
+            let budget = arrivals.map_or(Duration::MAX, |_| POSTGRES_BUDGET);
+            let b = handle_all(rt, &txn, prepared, budget, &|| false).await?;
             txn.commit().await?;
             Ok(b)
         }
