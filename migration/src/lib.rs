@@ -18,6 +18,7 @@ mod m20261206_000009_sms_reports;
 mod m20261206_000011_key_handovers;
 mod m20261207_000012_locks;
 mod m20261207_000013_inbox_queue;
+mod m20261207_000014_inbox_backoff_index;
 
 pub struct Migrator;
 
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000011_key_handovers::Migration),
             Box::new(m20261207_000012_locks::Migration),
             Box::new(m20261207_000013_inbox_queue::Migration),
+            Box::new(m20261207_000014_inbox_backoff_index::Migration),
         ]
     }
 }
