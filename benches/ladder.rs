@@ -248,7 +248,7 @@ async fn scan_bench() -> anyhow::Result<Vec<Line>> {
             // Back to the state before the first scan of the day.
             sqlx::raw_sql(
                 "DELETE FROM card_actions; DELETE FROM outbox; DELETE FROM case_events; \
-                 DELETE FROM absence_cases; DELETE FROM Jobs WHERE job_type = 'rollcall.deliver'; \
+                 DELETE FROM absence_cases; \
                  PRAGMA wal_checkpoint(TRUNCATE);",
             )
             .execute(&pool)
@@ -258,18 +258,13 @@ async fn scan_bench() -> anyhow::Result<Vec<Line>> {
         let first = rollcall::cases::scan::scan(&rt, TENANT, Some(day)).await?;
         let first_time = t.elapsed();
         let outbox_rows = scalar(&pool, "SELECT COUNT(*) FROM outbox").await?;
-        let jobs = scalar(
-            &pool,
-            "SELECT COUNT(*) FROM Jobs WHERE job_type = 'rollcall.deliver'",
-        )
-        .await?;
         ensure!(
             first.opened == absent as usize && first.escalated == absent as usize,
             "first scan: {first:?}"
         );
         ensure!(
-            outbox_rows == absent && jobs == absent,
-            "first scan: {outbox_rows} outbox rows, {jobs} deliver jobs"
+            outbox_rows == absent,
+            "first scan: {outbox_rows} outbox rows"
         );
 
         let t = Instant::now();
@@ -285,11 +280,10 @@ async fn scan_bench() -> anyhow::Result<Vec<Line>> {
             "second scan was not a no-op: {second:?}, {outbox_after} outbox rows"
         );
         println!(
-            "scan round {round}: first {} (opened {}, {} outbox rows, {} deliver jobs), second {} (no-op)",
+            "scan round {round}: first {} (opened {}, {} outbox rows), second {} (no-op)",
             secs(first_time),
             first.opened,
             outbox_rows,
-            jobs,
             secs(second_time)
         );
         firsts.push(first_time);
@@ -547,7 +541,7 @@ api_base = "{}"
                 },
             };
             ensure!(
-                enqueue(&txn, engine, message, now).await?.is_some(),
+                enqueue(&txn, message, now).await?.is_some(),
                 "message {j} not enqueued"
             );
         }

@@ -49,7 +49,8 @@ pub struct RunningApp {
     /// Connections to platforms that push events (DingTalk's Stream mode).
     listeners: JoinSet<()>,
     committers: JoinSet<()>,
-    /// The handlers of inbound events (`conversation::queue`).
+    /// The handlers of inbound events (`conversation::queue`) and the
+    /// outbox's sender (`outbox::queue`).
     handlers: JoinSet<()>,
 }
 
@@ -119,16 +120,6 @@ pub async fn start_with_clock(
     }
     let arrivals = inbox.arrivals();
 
-    let resent = workers::recover_outbox(&db)
-        .await
-        .map_err(|e| StartError::Db(crate::db::DbError::from(e)))?;
-    if resent > 0 {
-        tracing::warn!(
-            resent,
-            "re-enqueued outbox rows left without a delivery job"
-        );
-    }
-
     let metrics = Arc::new(Metrics::default());
     let state = Ingress::new(config, &rt, inbox, metrics.clone());
     let listener = TcpListener::bind(config.server.listen)
@@ -185,6 +176,12 @@ pub async fn start_with_clock(
             stopped.clone(),
         ));
     }
+    handlers.spawn(crate::outbox::queue::run(
+        rt.clone(),
+        &crate::cases::notify::TellHr,
+        rt.outbox_wake.clone(),
+        stopped.clone(),
+    ));
     let worker_rt = rt.clone();
     let worker_stop = wait(stopped);
     let workers = tokio::spawn(async move {

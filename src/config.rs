@@ -148,6 +148,9 @@ pub struct DeliveryConfig {
     /// for (1, 5, 15, 30, 60, … units after sending; see
     /// `outbox::reads`), on platforms that report reads.
     pub read_check_unit_secs: u64,
+    /// Requests the outbox's sender makes at once (each platform's and
+    /// member's limits still hold).
+    pub sends_at_once: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -403,6 +406,7 @@ struct RawDelivery {
     member_limit: Option<u64>,
     member_window_secs: Option<u64>,
     read_check_unit_secs: Option<u64>,
+    sends_at_once: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -740,6 +744,7 @@ impl Config {
                 member_limit: raw.delivery.member_limit.unwrap_or(30).max(1),
                 member_window_secs: raw.delivery.member_window_secs.unwrap_or(60).max(1),
                 read_check_unit_secs: raw.delivery.read_check_unit_secs.unwrap_or(60).max(1),
+                sends_at_once: raw.delivery.sends_at_once.unwrap_or(32).max(1),
             },
             tenants,
             source: None,

@@ -800,10 +800,9 @@ pub async fn settle(rt: &Runtime) -> anyhow::Result<()> {
                 .all(&rt.db.orm)
                 .await?
             {
-                let jobs = crate::workers::deliver_jobs(&rt.db, o.id).await?;
                 stuck.push(format!(
-                    "{} {} attempts={} error={:?} jobs={jobs:?}",
-                    o.idem_key, o.status, o.attempts, o.error
+                    "{} {} attempts={} error={:?} not_before={} claimed_at={:?}",
+                    o.idem_key, o.status, o.attempts, o.error, o.not_before, o.claimed_at
                 ));
             }
             anyhow::bail!(

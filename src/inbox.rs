@@ -87,7 +87,7 @@ pub enum InboxError {
     Commit(String),
 }
 
-/// A new callback row (and its job) waiting for the next group commit.
+/// A new callback row waiting for the next group commit.
 struct Work {
     row: Box<NewInbound>,
     done: oneshot::Sender<Result<Stored, InboxError>>,

@@ -16,11 +16,13 @@ use crate::db::Engine;
 /// rename would orphan stored jobs.
 pub const OLD_INBOUND_QUEUE: &str = "rollcall.handle_inbound";
 
-/// Attempts before a job is given up (the start-up sweep re-enqueues it).
+/// The queue that held one job per outbox row before the outbox became its
+/// own queue (`outbox::queue`); its leftover jobs are deleted at start.
+pub const OLD_DELIVER_QUEUE: &str = "rollcall.deliver";
+
+/// Attempts before a job is given up.
 const MAX_ATTEMPTS: i64 = 25;
 
-/// The queue of [`Deliver`] jobs.
-pub const DELIVER_QUEUE: &str = "rollcall.deliver";
 /// The queue of [`Scan`] jobs.
 pub const SCAN_QUEUE: &str = "rollcall.scan";
 /// The queue of [`ExportPackage`] jobs.
@@ -61,12 +63,6 @@ pub async fn enqueue_read_check<C: sea_orm::ConnectionTrait>(
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExportPackage {
     pub download_id: i64,
-}
-
-/// Send one outbox row.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Deliver {
-    pub outbox_id: i64,
 }
 
 /// Run the absence scan of one tenant for one day.
@@ -114,26 +110,6 @@ pub(crate) async fn insert_job<C: sea_orm::ConnectionTrait>(
     };
     conn.execute_raw(statement).await?;
     Ok(())
-}
-
-/// Enqueues the delivery of outbox row `outbox_id` (its `attempt`th job).
-pub async fn enqueue_deliver<C: sea_orm::ConnectionTrait>(
-    conn: &C,
-    engine: Engine,
-    outbox_id: i64,
-    attempt: i32,
-    delay: Duration,
-) -> Result<(), sea_orm::DbErr> {
-    let args = serde_json::to_vec(&Deliver { outbox_id }).expect("plain struct");
-    insert_job(
-        conn,
-        engine,
-        DELIVER_QUEUE,
-        args,
-        format!("deliver:{outbox_id}:{attempt}"),
-        delay,
-    )
-    .await
 }
 
 /// Enqueues the scan of `tenant_id` for `day`, once: the key is the tenant

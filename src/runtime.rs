@@ -59,6 +59,8 @@ pub struct Runtime {
     /// How many times a job worker was started again after it stopped
     /// (see `workers::supervise`).
     pub worker_restarts: Arc<std::sync::atomic::AtomicU64>,
+    /// Wakes the outbox's sender (`outbox::queue`) when replies were committed.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
     tenants: Arc<HashMap<String, Arc<Tenant>>>,
 }
 
@@ -106,6 +108,7 @@ impl Runtime {
             evidence: config.evidence.clone(),
             public_url: config.server.public_url.clone(),
             worker_restarts: Arc::default(),
+            outbox_wake: Arc::default(),
             tenants: Arc::new(tenants),
         })
     }

@@ -1550,11 +1550,8 @@ async fn an_sms_cut_off_by_a_crash_is_unknown_not_resent(#[case] engine: Engine)
         .exec(&s.rt.db.orm)
         .await
         .unwrap();
+    // The outbox's sender takes it up once its attempt counts as cut off.
     s.at("2026-12-04", "12:00");
-    let done = rollcall::outbox::deliver(&s.rt, row.id, &TellHr)
-        .await
-        .unwrap();
-    assert_eq!(done, rollcall::outbox::Delivered::Done("unknown"));
     s.settle().await.unwrap();
     let after = sms_copy(&s).await;
     assert_eq!(

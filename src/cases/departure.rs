@@ -261,7 +261,6 @@ async fn facts<C: ConnectionTrait>(
 /// A message about `case` to `to`, keyed `key`, carrying the case's fence.
 #[allow(clippy::too_many_arguments)]
 async fn send<C: ConnectionTrait>(
-    rt: &Runtime,
     conn: &C,
     case: &absence_case::Model,
     key: String,
@@ -283,7 +282,7 @@ async fn send<C: ConnectionTrait>(
         template_hash: rendered.hash.clone(),
         payload,
     };
-    enqueue(conn, rt.db.engine, message, now).await?;
+    enqueue(conn, message, now).await?;
     Ok(())
 }
 
@@ -438,7 +437,6 @@ pub async fn start<C: ConnectionTrait>(
             content: process.block("draft").to_owned(),
         };
         send(
-            rt,
             conn,
             &case,
             format!("departure:{c}:draft:{}:{to}", capacity.as_str()),
@@ -458,7 +456,6 @@ pub async fn start<C: ConnectionTrait>(
             &[(capacity.action(), process.block("button_confirm"))],
         );
         send(
-            rt,
             conn,
             &case,
             format!("departure:{c}:confirm_{}:{to}", capacity.as_str()),
@@ -488,7 +485,6 @@ pub async fn start<C: ConnectionTrait>(
                 ],
             );
             send(
-                rt,
                 conn,
                 &case,
                 format!("departure:{c}:union:{to}"),
@@ -770,7 +766,7 @@ pub async fn halt<C: ConnectionTrait>(
                 content: rendered.block("returned").to_owned(),
             },
         };
-        enqueue(conn, rt.db.engine, message, now).await?;
+        enqueue(conn, message, now).await?;
     }
     Ok(true)
 }
@@ -947,7 +943,7 @@ async fn send_notice<C: ConnectionTrait>(
                         let text = Payload::Text {
                             content: format!("{}\n{}", doc.block("title"), doc.block("body")),
                         };
-                        send(rt, conn, case, key(to, "chat"), STEP, to, &doc, text, now).await?;
+                        send(conn, case, key(to, "chat"), STEP, to, &doc, text, now).await?;
                         let ack = card(
                             tenant,
                             case,
@@ -960,7 +956,6 @@ async fn send_notice<C: ConnectionTrait>(
                             )],
                         );
                         send(
-                            rt,
                             conn,
                             case,
                             format!("{}-ack", key(to, "chat")),
@@ -1031,7 +1026,7 @@ async fn send_notice<C: ConnectionTrait>(
                     },
                 };
                 let name = channel_name(channel);
-                send(rt, conn, case, key(to, name), STEP, to, &doc, payload, now).await?;
+                send(conn, case, key(to, name), STEP, to, &doc, payload, now).await?;
                 channels.push(name);
             }
             Recipient::Manager => copies.extend(manager.iter().map(|m| (m, channel))),
@@ -1093,7 +1088,6 @@ async fn send_notice<C: ConnectionTrait>(
         };
         // The same key for a person in two roles: one copy each.
         send(
-            rt,
             conn,
             case,
             key(to, channel_name(channel)),

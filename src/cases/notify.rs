@@ -479,9 +479,9 @@ pub async fn issue<C: ConnectionTrait>(
             if ack.is_some() {
                 message.payload = chat_payload(tenant, case, step, &rendered, &[]);
             }
-            enqueue(conn, rt.db.engine, message, now).await?;
+            enqueue(conn, message, now).await?;
             if let Some(ack) = ack {
-                enqueue(conn, rt.db.engine, ack, now).await?;
+                enqueue(conn, ack, now).await?;
             }
             let provided = match channel {
                 Channel::Chat => tenant.chat.is_some(),
@@ -707,7 +707,7 @@ async fn tell_hr_about_copy<C: ConnectionTrait>(
                 content: rendered.block("text").to_owned(),
             },
         };
-        enqueue(conn, rt.db.engine, message, now).await?;
+        enqueue(conn, message, now).await?;
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use sea_orm::{
 use serde_json::{Value, json};
 
 use super::{CaseState, CaseStatus, DepartureState, Policy, Step};
-use crate::evidence::{NewLeaf, append_one};
+use crate::evidence::{NewLeaf, append_later};
 
 /// How a case is shown to people: `RC-000042`.
 pub fn case_no(id: i64) -> String {
@@ -106,7 +106,7 @@ pub async fn record_leaf<C: ConnectionTrait>(
     if let Some(event) = inbound_event_id {
         leaf = leaf.id("inbound_event", event.to_string());
     }
-    append_one(conn, tenant_id, at, leaf).await?;
+    append_later(conn, tenant_id, at, leaf).await?;
     Ok(inserted.last_insert_id)
 }
 

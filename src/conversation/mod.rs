@@ -23,7 +23,7 @@ use crate::cases::exhibits::{self, Download, Received};
 use crate::cases::notify::local;
 use crate::cases::store::{self, Resolution, case_no};
 use crate::employees::directory::{employee_row, hr_people};
-use crate::evidence::{NewLeaf, append_one};
+use crate::evidence::{NewLeaf, append_later};
 use crate::outbox::render::hex;
 use crate::outbox::{NewMessage, Payload, enqueue};
 use crate::platform::{InboundEvent, InboundKind};
@@ -173,7 +173,7 @@ pub(crate) async fn apply(
             p.bytes.clone(),
         );
     }
-    append_one(txn, &tenant.config.id, now, leaf).await?;
+    append_later(txn, &tenant.config.id, now, leaf).await?;
     let turn = Turn {
         rt,
         txn,
@@ -527,7 +527,7 @@ async fn check_in(
             "media_sha256": new.media_sha256,
         }));
     if checkin::store(turn.txn, new, turn.now).await? {
-        append_one(turn.txn, &tenant.id, turn.now, leaf).await?;
+        append_later(turn.txn, &tenant.id, turn.now, leaf).await?;
     }
     let mut resolved = None;
     let mut departure_case = None;
@@ -999,7 +999,7 @@ async fn card_press(
                 card: crate::outbox::card_as_sent(turn.txn, action.outbox_id).await?,
             },
         };
-        enqueue(turn.txn, turn.rt.db.engine, message, turn.now).await?;
+        enqueue(turn.txn, message, turn.now).await?;
     }
     Ok("card_action")
 }

@@ -1,7 +1,7 @@
 //! The inbox is the queue: no job row per callback. Each process runs
 //! handlers that claim the oldest unprocessed `inbound_events` in batches
-//! and write everything a batch causes (check-ins, case events, outbox rows
-//! and their jobs, evidence leaves and raw payloads) in one transaction that
+//! and write everything a batch causes (check-ins, case events, outbox rows,
+//! evidence leaves and raw payloads) in one transaction that
 //! also marks the batch's events processed. A crash loses nothing: a batch
 //! that did not commit left its events unprocessed, and they are claimed
 //! again.
@@ -106,7 +106,7 @@ pub struct Batch {
 }
 
 /// Runs one handler until `stop` holds true: batches back to back while
-/// there is work, then a wait for `wake` (a commit of new callbacks) or
+/// there is work, then a wait for `arrivals` (a commit of new callbacks) or
 /// [`POLL_EVERY`]. The batch under way when `stop` comes is finished.
 pub async fn run(rt: Runtime, arrivals: Arc<Arrivals>, mut stop: watch::Receiver<bool>) {
     let mut limit = BATCH;
@@ -186,6 +186,7 @@ async fn batch_of(
             let budget = arrivals.map_or(Duration::MAX, |_| SQLITE_BUDGET);
             let b = handle_all(rt, &txn, prepared, budget, &yield_to).await?;
             txn.commit().await?;
+            wake_sender(rt, &b);
             Ok(b)
         }
         Engine::Postgres => {
@@ -199,8 +200,17 @@ async fn batch_of(
             let budget = arrivals.map_or(Duration::MAX, |_| POSTGRES_BUDGET);
             let b = handle_all(rt, &txn, prepared, budget, &|| false).await?;
             txn.commit().await?;
+            wake_sender(rt, &b);
             Ok(b)
         }
+    }
+}
+
+/// Wakes the outbox's sender after a batch that handled events committed
+/// (most events queue a reply).
+fn wake_sender(rt: &Runtime, b: &Batch) {
+    if b.handled > 0 {
+        rt.outbox_wake.notify_one();
     }
 }
 
@@ -313,8 +323,27 @@ async fn prepare_all(rt: &Runtime, rows: Vec<inbound_event::Model>) -> Vec<Ready
         .await
 }
 
-/// Handles the prepared events in `txn`, each in its own savepoint.
+/// Handles the prepared events in `txn`, each in its own savepoint; their
+/// evidence leaves are appended together at the end
+/// (`evidence::log::deferring`).
 async fn handle_all(
+    rt: &Runtime,
+    txn: &DatabaseTransaction,
+    prepared: Vec<Ready>,
+    budget: Duration,
+    yield_to: &(dyn Fn() -> bool + Sync),
+) -> Result<Batch, HandleError> {
+    // The batch's leaves are appended together at its end.
+    crate::evidence::log::deferring(async {
+        let b = handle_each(rt, txn, prepared, budget, yield_to).await?;
+        crate::evidence::log::flush_deferred(txn, rt.clock.now()).await?;
+        Ok(b)
+    })
+    .await
+}
+
+/// [`handle_all`]'s events, one by one, within the budget.
+async fn handle_each(
     rt: &Runtime,
     txn: &DatabaseTransaction,
     prepared: Vec<Ready>,
@@ -339,6 +368,7 @@ async fn handle_all(
         let outcome = match ready {
             Ok(p) => {
                 let savepoint = txn.begin().await?;
+                let mark = crate::evidence::log::deferred_len();
                 match apply(rt, &savepoint, p).await {
                     Ok(Some(_)) => {
                         savepoint.commit().await?;
@@ -348,10 +378,12 @@ async fn handle_all(
                     // Handled meanwhile (a punch import, a second run).
                     Ok(None) => {
                         savepoint.rollback().await?;
+                        crate::evidence::log::discard_deferred(mark);
                         continue;
                     }
                     Err(e) => {
                         savepoint.rollback().await?;
+                        crate::evidence::log::discard_deferred(mark);
                         e
                     }
                 }

@@ -83,7 +83,7 @@ impl Turn<'_> {
                 content: rendered.block(block).to_owned(),
             },
         };
-        enqueue(self.txn, self.rt.db.engine, message, self.now).await?;
+        enqueue(self.txn, message, self.now).await?;
         Ok(())
     }
 

@@ -217,7 +217,6 @@ async fn send<C: ConnectionTrait>(
     let idem_key = format!("export:{}:{block}", row.id);
     enqueue(
         conn,
-        rt.db.engine,
         NewMessage {
             secret: secret.map(|s| seal_secret(&rt.key, &row.tenant_id, &idem_key, s)),
             tenant_id: row.tenant_id.clone(),

@@ -526,6 +526,77 @@ pub async fn append_one<C: ConnectionTrait>(
         .ok_or_else(|| DbErr::Custom("an append returned no leaf".into()))
 }
 
+tokio::task_local! {
+    /// The leaves [`append_later`] keeps inside [`deferring`], with their
+    /// tenants, in order.
+    static DEFERRED: std::cell::RefCell<Vec<(String, NewLeaf)>>;
+}
+
+/// Runs `work` with the appends of [`append_later`] kept in memory instead
+/// of written, until [`flush_deferred`] appends them all (one reservation
+/// of the head and one insert per tenant). A batch of inbound events runs
+/// in this, so that its many leaves cost a few statements, and on
+/// PostgreSQL the tenant's head row (which serialises appenders) is locked
+/// only from the flush to the commit, not for the whole batch. Leaves
+/// appended directly meanwhile (rare paths) take their indexes first; each
+/// deferred leaf keeps its place among the deferred ones.
+pub async fn deferring<F: std::future::Future>(work: F) -> F::Output {
+    DEFERRED
+        .scope(std::cell::RefCell::new(Vec::new()), work)
+        .await
+}
+
+/// Appends `leaf` to `tenant`'s log in the caller's transaction, or, inside
+/// [`deferring`], keeps it for [`flush_deferred`] in the same transaction.
+pub async fn append_later<C: ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    now: DateTime<Utc>,
+    leaf: NewLeaf,
+) -> Result<(), DbErr> {
+    let mut leaf = Some(leaf);
+    let kept = DEFERRED.try_with(|d| {
+        if let Some(leaf) = leaf.take() {
+            d.borrow_mut().push((tenant.to_owned(), leaf));
+        }
+    });
+    match (kept, leaf) {
+        (Err(_), Some(leaf)) => append_one(conn, tenant, now, leaf).await.map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
+/// How many leaves [`deferring`] keeps: a mark for [`discard_deferred`].
+pub fn deferred_len() -> usize {
+    DEFERRED.try_with(|d| d.borrow().len()).unwrap_or(0)
+}
+
+/// Drops the leaves kept after `mark` (what a rolled-back event had kept).
+pub fn discard_deferred(mark: usize) {
+    let _ = DEFERRED.try_with(|d| d.borrow_mut().truncate(mark));
+}
+
+/// Appends every leaf [`deferring`] keeps, in `conn`'s transaction: one
+/// [`append`] per tenant, tenants in one order (so that two flushes lock
+/// the heads alike). Returns how many were appended.
+pub async fn flush_deferred<C: ConnectionTrait>(
+    conn: &C,
+    now: DateTime<Utc>,
+) -> Result<usize, DbErr> {
+    let kept = DEFERRED
+        .try_with(|d| std::mem::take(&mut *d.borrow_mut()))
+        .unwrap_or_default();
+    let n = kept.len();
+    let mut by_tenant: BTreeMap<String, Vec<NewLeaf>> = BTreeMap::new();
+    for (tenant, leaf) in kept {
+        by_tenant.entry(tenant).or_default().push(leaf);
+    }
+    for (tenant, leaves) in by_tenant {
+        append(conn, &tenant, now, leaves).await?;
+    }
+    Ok(n)
+}
+
 /// The stored bytes of a raw payload, if kept (and not forgotten).
 pub async fn raw_bytes<C: ConnectionTrait>(
     conn: &C,

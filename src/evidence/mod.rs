@@ -15,4 +15,4 @@ pub mod verify;
 pub mod witness;
 pub mod witness_mail;
 
-pub use log::{NewLeaf, append, append_one};
+pub use log::{NewLeaf, append, append_later, append_one};

@@ -67,7 +67,6 @@ pub async fn mail_witnesses(rt: &Runtime, now: DateTime<Utc>) -> Result<usize, D
         for (address, key) in config.witness_emails.iter().zip(keys) {
             let made = enqueue(
                 &txn,
-                rt.db.engine,
                 NewMessage {
                     tenant_id: config.id.clone(),
                     idem_key: key,

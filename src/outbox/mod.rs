@@ -1,11 +1,13 @@
 //! Outbound messages: every message is first an outbox row with a unique
 //! idempotency key (`notice:{case}:{step}:{recipient}:{channel}` for notices,
 //! `reply:{inbound event}` for answers), written in the same transaction as
-//! the decision that caused it, with its `deliver` job. The job sends the row
-//! once and stores the receipt: jobs run at least once, notices go out once.
+//! the decision that caused it. The outbox is its own queue (`queue`): a
+//! row is claimed (its attempt on record) before it is sent and its receipt
+//! stored after; claims happen at least once, notices go out once.
 
 pub mod email;
 mod leaf;
+pub mod queue;
 pub mod reads;
 pub mod render;
 pub mod reports;
@@ -26,7 +28,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::cases::Channel;
-use crate::db::Engine;
 use crate::evidence::{NewLeaf, append_one};
 use crate::platform::{Card, CardButton, OutboundMessage, PlatformError};
 use crate::runtime::{Runtime, Tenant};
@@ -212,12 +213,11 @@ pub fn channel_name(channel: Channel) -> &'static str {
     }
 }
 
-/// Puts `message` in the outbox with its job, inside the caller's
+/// Puts `message` in the outbox (the queue's next batch takes it), inside the caller's
 /// transaction. Returns the new row's id, or `None` if a row with this key
 /// already exists (then nothing is written).
 pub async fn enqueue<C: ConnectionTrait>(
     txn: &C,
-    engine: Engine,
     mut message: NewMessage,
     now: DateTime<Utc>,
 ) -> Result<Option<i64>, DbErr> {
@@ -251,7 +251,8 @@ pub async fn enqueue<C: ConnectionTrait>(
         secret_sealed: Set(message.secret),
         status: Set(OutboxStatus::Pending.as_str().to_owned()),
         attempts: Set(0),
-        not_before: Set(now),
+        // The queue's time is the system's, as a simulated clock may jump.
+        not_before: Set(Utc::now()),
         created_at: Set(now),
         ..Default::default()
     };
@@ -279,18 +280,17 @@ pub async fn enqueue<C: ConnectionTrait>(
         card_action::Entity::insert_many(actions).exec(txn).await?;
     }
     let subject = subject_of(txn, message.case_id, &message.recipient).await?;
-    append_one(
+    crate::evidence::append_later(
         txn,
         &message.tenant_id,
         now,
         leaf.subject(Some(&subject)).source("outbox", id),
     )
     .await?;
-    crate::jobs::enqueue_deliver(txn, engine, id, 0, std::time::Duration::ZERO).await?;
     Ok(Some(id))
 }
 
-/// What became of one delivery attempt.
+/// What became of one delivery attempt that did not end in a receipt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivered {
     /// Sent, cancelled, given up or already done: nothing more to do.
@@ -309,7 +309,7 @@ pub enum DeliverError {
 
 /// What happens, in the transaction that gives a row up (undeliverable, or
 /// failed for good), besides marking it: the cases tell HR
-/// (`cases::notify::TellHr`). The worker passes it to [`deliver`], so that
+/// (`cases::notify::TellHr`). The app passes it to [`queue::run`], so that
 /// the outbox does not depend on the modules that write to it.
 pub trait OnGiveUp: reads::OnRead {
     fn given_up<'a>(
@@ -333,60 +333,52 @@ pub trait OnGiveUp: reads::OnRead {
     ) -> BoxFuture<'a, Result<(), DeliverError>>;
 }
 
-/// Sends outbox row `id`, once. Safe to call again for the same row.
-pub async fn deliver(
+/// What a row's state says before a claim, read without writing: send it,
+/// or end it without sending.
+enum Verdict {
+    /// Claim and send it, to this tenant's platform.
+    Go(std::sync::Arc<Tenant>, Payload),
+    /// Final already (sent, given up, cancelled): nothing to do.
+    Final,
+    /// Its tenant is no longer configured.
+    NoTenant,
+    /// Its case was resolved, paused or restarted since it was enqueued
+    /// (the fencing token changed): not sent.
+    CaseMoved,
+    /// Its stored payload does not parse.
+    Unreadable(String),
+    /// An SMS attempt was interrupted between request and receipt.
+    SmsCutOff(std::sync::Arc<Tenant>),
+}
+
+/// Judges `row` as it stands (reads only, through `conn`, so that a batch
+/// judges inside its claim).
+async fn judge<C: ConnectionTrait>(
     rt: &Runtime,
-    id: i64,
-    on_give_up: &dyn OnGiveUp,
-) -> Result<Delivered, DeliverError> {
-    let db = &rt.db.orm;
-    let Some(row) = outbox::Entity::find_by_id(id).one(db).await? else {
-        return Ok(Delivered::Done("missing"));
-    };
+    conn: &C,
+    row: &outbox::Model,
+    now: DateTime<Utc>,
+) -> Result<Verdict, DbErr> {
     if !matches!(
-        OutboxStatus::of(&row),
+        OutboxStatus::of(row),
         Some(OutboxStatus::Pending | OutboxStatus::Sending)
     ) {
-        return Ok(Delivered::Done("already final"));
+        return Ok(Verdict::Final);
     }
-    let now = rt.clock.now();
     let Some(tenant) = rt.tenant(&row.tenant_id).cloned() else {
-        finish(
-            rt,
-            &row,
-            OutboxStatus::Failed,
-            Some("tenant no longer configured"),
-        )
-        .await?;
-        return Ok(Delivered::Done("failed"));
+        return Ok(Verdict::NoTenant);
     };
     // The fencing token: a notice for a case that was resolved, paused or
     // restarted since it was enqueued is not sent.
     if let (Some(case_id), Some(fence)) = (row.case_id, row.fence) {
-        let case = absence_case::Entity::find_by_id(case_id).one(db).await?;
+        let case = absence_case::Entity::find_by_id(case_id).one(conn).await?;
         if case.is_none_or(|c| c.fence != fence) {
-            finish(
-                rt,
-                &row,
-                OutboxStatus::Cancelled,
-                Some("the case changed before sending"),
-            )
-            .await?;
-            return Ok(Delivered::Done("cancelled"));
+            return Ok(Verdict::CaseMoved);
         }
     }
     let payload: Payload = match serde_json::from_str(&row.payload) {
         Ok(p) => p,
-        Err(e) => {
-            finish(
-                rt,
-                &row,
-                OutboxStatus::Failed,
-                Some(&format!("unreadable payload: {e}")),
-            )
-            .await?;
-            return Ok(Delivered::Done("failed"));
-        }
+        Err(e) => return Ok(Verdict::Unreadable(e.to_string())),
     };
     // An attempt that was interrupted (the process died between request and
     // receipt): chat is sent again under the platform's own guard (WeCom's
@@ -394,47 +386,80 @@ pub async fn deliver(
     // with the same Message-ID, but an SMS gateway has no such guard, so the
     // SMS is not sent twice: its outcome is unknown, as after a timeout
     // (looked up where the gateway can be asked, else HR is told).
-    if OutboxStatus::of(&row) == Some(OutboxStatus::Sending)
+    if OutboxStatus::of(row) == Some(OutboxStatus::Sending)
         && payload.channel() == Channel::Sms
         && row.claimed_at.is_none_or(|c| c + cut_off_after(rt) <= now)
     {
-        mark_unknown(
-            rt,
-            on_give_up,
-            &tenant,
-            &row,
-            "interrupted between request and receipt; not re-sent to avoid a second SMS",
-        )
-        .await?;
-        return Ok(Delivered::Done("unknown"));
+        return Ok(Verdict::SmsCutOff(tenant));
     }
-    // The attempt is on record before the request leaves: after a crash the
-    // row says it may have been sent, and the platform's own guard (WeCom's
-    // duplicate check of the same content within 30 minutes; DingTalk's drop
-    // of identical content, and its refusal of a card id used before) is the
-    // second. For chat, the claim
-    // also checks the member's budget in the same statement, so concurrent
-    // deliveries to one member cannot all pass the check.
-    if !claim(rt, &row, payload.channel() == Channel::Chat, now).await? {
-        // Another job holds a live attempt: look again once it would be cut off.
-        if OutboxStatus::of(&row) == Some(OutboxStatus::Sending)
-            && let Some(claimed) = row.claimed_at
-            && claimed + cut_off_after(rt) > now
-        {
-            let wait = (claimed + cut_off_after(rt) - now)
-                .to_std()
-                .unwrap_or_default();
-            return Ok(Delivered::RetryAfter(
-                wait + std::time::Duration::from_millis(100),
-            ));
+    Ok(Verdict::Go(tenant, payload))
+}
+
+/// Ends `row` as `verdict` (anything but [`Verdict::Go`]) says, in its own
+/// transaction.
+async fn settle(
+    rt: &Runtime,
+    on_give_up: &dyn OnGiveUp,
+    row: &outbox::Model,
+    verdict: Verdict,
+) -> Result<Delivered, DeliverError> {
+    match verdict {
+        Verdict::Go(..) | Verdict::Final => Ok(Delivered::Done("already final")),
+        Verdict::NoTenant => {
+            let why = "tenant no longer configured";
+            finish(rt, row, OutboxStatus::Failed, Some(why)).await?;
+            Ok(Delivered::Done("failed"))
         }
-        // Over the member's budget, or the case moved on (the next run
-        // cancels it), or final already (the next run sees it).
-        let wait = member_budget(rt, &row, now)
-            .await?
-            .unwrap_or(std::time::Duration::from_millis(100));
-        return Ok(Delivered::RetryAfter(wait));
+        Verdict::CaseMoved => {
+            let why = "the case changed before sending";
+            finish(rt, row, OutboxStatus::Cancelled, Some(why)).await?;
+            Ok(Delivered::Done("cancelled"))
+        }
+        Verdict::Unreadable(e) => {
+            let why = format!("unreadable payload: {e}");
+            finish(rt, row, OutboxStatus::Failed, Some(&why)).await?;
+            Ok(Delivered::Done("failed"))
+        }
+        Verdict::SmsCutOff(tenant) => {
+            let why = "interrupted between request and receipt; not re-sent to avoid a second SMS";
+            mark_unknown(rt, on_give_up, &tenant, row, why).await?;
+            Ok(Delivered::Done("unknown"))
+        }
     }
+}
+
+/// A send that succeeded, recorded with the others of its batch by
+/// [`record_sent`].
+struct Sent {
+    row: outbox::Model,
+    at: DateTime<Utc>,
+    receipt_id: Option<String>,
+    receipt: String,
+    card_ref: Option<String>,
+    leaf: NewLeaf,
+    /// When to ask first whether it was read, on a platform that reports reads.
+    read_check: Option<std::time::Duration>,
+}
+
+/// What one attempt came to.
+enum Attempt {
+    /// Sent: the receipt waits to be recorded.
+    Sent(Box<Sent>),
+    /// Anything else, recorded already (a retry later, a give-up).
+    Over(Delivered),
+}
+
+/// Sends claimed `row` (its attempt is on record) with `payload`. A
+/// success is returned for [`record_sent`]; any other outcome is recorded
+/// here, each in its own transaction (they are rare).
+async fn attempt(
+    rt: &Runtime,
+    on_give_up: &dyn OnGiveUp,
+    tenant: &Tenant,
+    row: outbox::Model,
+    payload: &Payload,
+) -> Result<Attempt, DeliverError> {
+    let now = rt.clock.now();
     // The secret goes into the text for this request only.
     let secret = match &row.secret_sealed {
         None => None,
@@ -447,31 +472,29 @@ pub async fn deliver(
                 give_up(
                     rt,
                     on_give_up,
-                    &tenant,
+                    tenant,
                     &row,
                     OutboxStatus::Failed,
                     &format!("its secret does not open: {e}"),
                 )
                 .await?;
-                return Ok(Delivered::Done("failed"));
+                return Ok(Attempt::Over(Delivered::Done("failed")));
             }
         },
     };
     let result = match &secret {
-        None => send(rt, &tenant, &row, &payload).await,
+        None => send(rt, tenant, &row, payload).await,
         Some(secret) => {
             let revealed = payload.with_secret(secret);
-            send(rt, &tenant, &row, &revealed)
+            send(rt, tenant, &row, &revealed)
                 .await
                 .map(|r| r.withholding(secret))
         }
     };
-    match result {
+    let over = match result {
         Ok(receipt) => {
             let at = rt.clock.now();
-            // Read before the transaction: on SQLite a transaction that
-            // reads first cannot always upgrade to writing.
-            let mut leaf = message_leaf(db, "message_sent", &row)
+            let mut leaf = message_leaf(&rt.db.orm, "message_sent", &row)
                 .await?
                 .occurred_at(at)
                 .text(&payload.text())
@@ -481,78 +504,99 @@ pub async fn deliver(
                 leaf = leaf.raw("request", media_type, bytes);
             }
             leaf = leaf.raw("response", receipt.response.0, receipt.response.1);
-            // A card is known by its card reference; DingTalk's read query
+            // A notice on a platform that reports reads: ask who read it. A
+            // card is known by its card reference; DingTalk's read query
             // takes only a robot message's key.
-            let is_card = receipt.card_ref.is_some();
-            let txn = db.begin().await?;
-            let sent = outbox::ActiveModel {
-                id: Set(row.id),
-                status: Set(OutboxStatus::Sent.as_str().to_owned()),
-                sent_at: Set(Some(at)),
-                receipt_id: Set(receipt.id),
-                receipt: Set(Some(receipt.raw)),
-                card_ref: Set(receipt.card_ref),
-                error: Set(None),
-                secret_sealed: Set(None),
-                ..Default::default()
-            };
-            sent.update(&txn).await?;
-            append_one(&txn, &row.tenant_id, at, leaf).await?;
-            // A notice on a platform that reports reads: ask who read it.
             let api = tenant.chat.as_deref();
-            if !is_card
-                && reads::wanted(&row, api)
-                && let Some(first) = api
-                    .and_then(|a| a.read_window())
+            let read_check = if receipt.card_ref.is_none() && reads::wanted(&row, api) {
+                api.and_then(|a| a.read_window())
                     .and_then(|w| reads::offset(rt.delivery.read_check_unit_secs, 0, w))
-            {
-                crate::jobs::enqueue_read_check(&txn, rt.db.engine, row.id, 0, first).await?;
-            }
-            txn.commit().await?;
-            Ok(Delivered::Done("sent"))
+            } else {
+                None
+            };
+            return Ok(Attempt::Sent(Box::new(Sent {
+                row,
+                at,
+                receipt_id: receipt.id,
+                receipt: receipt.raw,
+                card_ref: receipt.card_ref,
+                leaf,
+                read_check,
+            })));
         }
         // Sent, maybe: an SMS is never sent twice (no gateway guards
         // against a double), so it is asked about or left to HR.
         Err(e) if payload.channel() == Channel::Sms && sms::outcome_unknown(&e) => {
-            mark_unknown(rt, on_give_up, &tenant, &row, &e.to_string()).await?;
-            Ok(Delivered::Done("unknown"))
+            mark_unknown(rt, on_give_up, tenant, &row, &e.to_string()).await?;
+            Delivered::Done("unknown")
         }
         Err(PlatformError::Retryable(reason) | PlatformError::OutcomeUnknown(reason)) => {
             let retry_for = Duration::seconds(
                 i64::try_from(rt.delivery.retry_for_secs).unwrap_or(i64::MAX / 2),
             );
             if now - row.created_at > retry_for {
-                give_up(rt, on_give_up, &tenant, &row, OutboxStatus::Failed, &reason).await?;
-                return Ok(Delivered::Done("failed"));
+                give_up(rt, on_give_up, tenant, &row, OutboxStatus::Failed, &reason).await?;
+                return Ok(Attempt::Over(Delivered::Done("failed")));
             }
             let wait = backoff(row.attempts, rt.delivery.max_backoff_secs);
-            retry_later(rt, &row, &reason).await?;
-            Ok(Delivered::RetryAfter(wait))
+            retry_later(rt, &row, &reason, wait).await?;
+            Delivered::RetryAfter(wait)
         }
         Err(PlatformError::RateLimited { after_secs, reason }) => {
-            retry_later(rt, &row, &reason).await?;
             // The platform's wait, within our cap.
-            Ok(Delivered::RetryAfter(std::time::Duration::from_secs(
-                Ord::min(after_secs, rt.delivery.max_backoff_secs),
-            )))
+            let wait =
+                std::time::Duration::from_secs(Ord::min(after_secs, rt.delivery.max_backoff_secs));
+            retry_later(rt, &row, &reason, wait).await?;
+            Delivered::RetryAfter(wait)
         }
         Err(PlatformError::Undeliverable { reason, .. }) => {
-            give_up(
-                rt,
-                on_give_up,
-                &tenant,
-                &row,
-                OutboxStatus::Undeliverable,
-                &reason,
-            )
-            .await?;
-            Ok(Delivered::Done("undeliverable"))
+            let status = OutboxStatus::Undeliverable;
+            give_up(rt, on_give_up, tenant, &row, status, &reason).await?;
+            Delivered::Done("undeliverable")
         }
         Err(PlatformError::Permanent(reason)) => {
-            give_up(rt, on_give_up, &tenant, &row, OutboxStatus::Failed, &reason).await?;
-            Ok(Delivered::Done("failed"))
+            give_up(rt, on_give_up, tenant, &row, OutboxStatus::Failed, &reason).await?;
+            Delivered::Done("failed")
         }
+    };
+    Ok(Attempt::Over(over))
+}
+
+/// Records the receipts of `sent` (rows marked sent, their leaves appended,
+/// read checks enqueued) in one transaction: a batch's sends cost one
+/// commit. If it fails, the rows stay `sending` and are sent again once
+/// their attempt counts as cut off, as after a crash.
+async fn record_sent(rt: &Runtime, sent: Vec<Sent>) -> Result<(), DbErr> {
+    if sent.is_empty() {
+        return Ok(());
     }
+    let now = rt.clock.now();
+    let mut leaves: std::collections::BTreeMap<String, Vec<NewLeaf>> = Default::default();
+    let txn = crate::db::begin_write(&rt.db.orm).await?;
+    for s in sent {
+        outbox::ActiveModel {
+            id: Set(s.row.id),
+            status: Set(OutboxStatus::Sent.as_str().to_owned()),
+            sent_at: Set(Some(s.at)),
+            receipt_id: Set(s.receipt_id),
+            receipt: Set(Some(s.receipt)),
+            card_ref: Set(s.card_ref),
+            error: Set(None),
+            secret_sealed: Set(None),
+            ..Default::default()
+        }
+        .update(&txn)
+        .await?;
+        if let Some(first) = s.read_check {
+            crate::jobs::enqueue_read_check(&txn, rt.db.engine, s.row.id, 0, first).await?;
+        }
+        leaves.entry(s.row.tenant_id).or_default().push(s.leaf);
+    }
+    // Tenants in one order, so that two batches take their logs' heads alike.
+    for (tenant, leaves) in leaves {
+        crate::evidence::log::append(&txn, &tenant, now, leaves).await?;
+    }
+    txn.commit().await
 }
 
 /// An SMS request of `row` timed out after it may have reached the gateway:
@@ -609,108 +653,10 @@ fn backoff(attempts_before: i32, max_secs: u64) -> std::time::Duration {
     std::time::Duration::from_secs(Ord::min(2u64.saturating_pow(exp), max_secs))
 }
 
-/// If `row`'s recipient already got the most messages allowed in the
-/// window (WeCom: 30 a minute), how long to wait.
-async fn member_budget(
-    rt: &Runtime,
-    row: &outbox::Model,
-    now: DateTime<Utc>,
-) -> Result<Option<std::time::Duration>, DbErr> {
-    let window = Duration::seconds(i64::try_from(rt.delivery.member_window_secs).unwrap_or(60));
-    let recent: Vec<Option<DateTime<Utc>>> = outbox::Entity::find()
-        .select_only()
-        .column(outbox::Column::SentAt)
-        .filter(outbox::Column::TenantId.eq(&row.tenant_id))
-        .filter(outbox::Column::Recipient.eq(&row.recipient))
-        .filter(outbox::Column::Channel.eq("chat"))
-        .filter(outbox::Column::Id.ne(row.id))
-        .filter(
-            sea_orm::Condition::any()
-                .add(outbox::Column::SentAt.gt(now - window))
-                .add(outbox::Column::Status.eq(OutboxStatus::Sending.as_str())),
-        )
-        .into_tuple()
-        .all(&rt.db.orm)
-        .await?;
-    if (recent.len() as u64) < rt.delivery.member_limit {
-        return Ok(None);
-    }
-    let oldest = recent.iter().flatten().min().copied().unwrap_or(now);
-    let wait = (oldest + window + Duration::milliseconds(100) - now)
-        .to_std()
-        .unwrap_or(std::time::Duration::from_millis(100));
-    Ok(Some(Ord::min(
-        wait,
-        std::time::Duration::from_secs(rt.delivery.max_backoff_secs),
-    )))
-}
-
-use sea_orm::QuerySelect;
-
-/// Marks `row` as being sent (and counts the attempt), if it is pending, or
-/// `sending` with a claim so old that its attempt was cut off; if its case
-/// still has the row's fencing token; and, for chat, if its recipient is
-/// under the per-member limit. One statement, so two jobs for one row, or
-/// deliveries to one member, cannot both pass. Returns whether this call
-/// claimed it.
-async fn claim(
-    rt: &Runtime,
-    row: &outbox::Model,
-    chat: bool,
-    now: DateTime<Utc>,
-) -> Result<bool, DbErr> {
-    use sea_orm::{ConnectionTrait, Statement, TransactionTrait, Value};
-    let window_start =
-        now - Duration::seconds(i64::try_from(rt.delivery.member_window_secs).unwrap_or(60));
-    let stale = now - cut_off_after(rt);
-    let limit = i64::try_from(rt.delivery.member_limit).unwrap_or(30);
-    let values: Vec<Value> = vec![
-        row.id.into(),
-        row.tenant_id.clone().into(),
-        row.recipient.clone().into(),
-        window_start.into(),
-        limit.into(),
-        chat.into(),
-        now.into(),
-        stale.into(),
-    ];
-    let sql = "UPDATE outbox SET status = 'sending', attempts = attempts + 1, claimed_at = {now} \
-         WHERE id = {id} AND (status = 'pending' OR (status = 'sending' AND (claimed_at IS NULL OR claimed_at < {stale}))) \
-         AND (fence IS NULL OR fence = (SELECT c.fence FROM absence_cases c WHERE c.id = outbox.case_id)) \
-         AND (NOT {chat} OR (SELECT count(*) FROM outbox o WHERE o.tenant_id = {tenant} AND o.recipient = {recipient} \
-         AND o.channel = 'chat' AND o.id <> {id} AND (o.sent_at > {since} OR o.status = 'sending')) < {limit})";
-    let txn = rt.db.orm.begin().await?;
-    let placeholder = |n: usize| match rt.db.engine {
-        crate::db::Engine::Sqlite => format!("?{n}"),
-        crate::db::Engine::Postgres => format!("${n}"),
-    };
-    let sql = sql
-        .replace("{id}", &placeholder(1))
-        .replace("{tenant}", &placeholder(2))
-        .replace("{recipient}", &placeholder(3))
-        .replace("{since}", &placeholder(4))
-        .replace("{limit}", &placeholder(5))
-        .replace("{chat}", &placeholder(6))
-        .replace("{now}", &placeholder(7))
-        .replace("{stale}", &placeholder(8));
-    if rt.db.engine == crate::db::Engine::Postgres {
-        // One claimer per member at a time across instances.
-        txn.execute_raw(Statement::from_sql_and_values(
-            sea_orm::DbBackend::Postgres,
-            "SELECT pg_advisory_xact_lock(hashtext($1))",
-            [format!("{}:{}", row.tenant_id, row.recipient).into()],
-        ))
-        .await?;
-    }
-    let done = txn
-        .execute_raw(Statement::from_sql_and_values(
-            rt.db.orm.get_database_backend(),
-            sql,
-            values,
-        ))
-        .await?;
-    txn.commit().await?;
-    Ok(done.rows_affected() == 1)
+/// The system time `wait` from now: when a row put off for `wait` is due
+/// (the queue's time is the system's, see `queue`).
+fn due_after(wait: std::time::Duration) -> DateTime<Utc> {
+    Utc::now() + Duration::from_std(wait).unwrap_or(Duration::days(1))
 }
 
 /// How long an attempt may be in flight before it counts as cut off (its
@@ -887,14 +833,21 @@ impl SendReceipt {
     }
 }
 
-/// Records a failed attempt that will be retried.
-async fn retry_later(rt: &Runtime, row: &outbox::Model, reason: &str) -> Result<(), DbErr> {
+/// Records a failed attempt that will be retried after `wait` (the queue
+/// takes the row again then).
+async fn retry_later(
+    rt: &Runtime,
+    row: &outbox::Model,
+    reason: &str,
+    wait: std::time::Duration,
+) -> Result<(), DbErr> {
     let txn = rt.db.orm.begin().await?;
     outbox::Entity::update_many()
         .col_expr(
             outbox::Column::Status,
             Expr::value(OutboxStatus::Pending.as_str()),
         )
+        .col_expr(outbox::Column::NotBefore, Expr::value(due_after(wait)))
         .col_expr(outbox::Column::Error, Expr::value(reason.to_owned()))
         .filter(outbox::Column::Id.eq(row.id))
         .exec(&txn)

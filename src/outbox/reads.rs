@@ -20,7 +20,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
 use serde_json::json;
 
-use crate::evidence::append_one;
+use crate::evidence::{append_later, append_one};
 use crate::platform::{ChatApi, Exchange, PlatformError};
 use crate::runtime::Runtime;
 
@@ -283,7 +283,7 @@ pub async fn pushed(
                 "read_at_reported": read_at.is_some(),
                 "pushed_by": format!("inbound_events/{event_id}"),
             }));
-        append_one(txn, tenant, now, leaf).await?;
+        append_later(txn, tenant, now, leaf).await?;
         marked += 1;
     }
     Ok(marked)

@@ -1,6 +1,6 @@
 //! Text messages: Aliyun SMS (dysmsapi `SendSms`) or a generic signed webhook
 //! in front of any other gateway. Both answer with the same
-//! [`PlatformError`]s as the chat platforms, so the delivery job treats every
+//! [`PlatformError`]s as the chat platforms, so delivery treats every
 //! channel alike.
 
 use std::collections::BTreeMap;

@@ -18,7 +18,7 @@ use entity::outbox;
 )]
 #[strum(serialize_all = "snake_case")]
 pub enum OutboxStatus {
-    /// Waiting for its delivery job.
+    /// Waiting in the outbox's queue (from `not_before` on).
     Pending,
     /// A delivery attempt claimed it (and may have died).
     Sending,

@@ -13,10 +13,9 @@ use apalis_sqlite::SqliteStorage;
 
 use crate::db::{Database, Engine};
 use crate::jobs::{
-    CheckRead, DELIVER_QUEUE, Deliver, EXPORT_QUEUE, ExportPackage, OLD_INBOUND_QUEUE, READ_QUEUE,
-    SCAN_QUEUE, Scan, enqueue_read_check, enqueue_scan, insert_job,
+    CheckRead, EXPORT_QUEUE, ExportPackage, OLD_DELIVER_QUEUE, OLD_INBOUND_QUEUE, READ_QUEUE,
+    SCAN_QUEUE, Scan, enqueue_read_check, enqueue_scan,
 };
-use crate::outbox::Delivered;
 use crate::runtime::Runtime;
 
 /// How often a worker proves it is alive; a job held by a worker silent for
@@ -30,9 +29,9 @@ const POLL_EVERY: Duration = Duration::from_millis(100);
 const BATCH: usize = 500;
 /// Jobs run at once per queue: at most the pool's connections on SQLite
 /// (8), and well below them on PostgreSQL (24), so that jobs waiting on a
-/// lock (a delivery appends to the tenant's evidence log while an inbound
+/// lock (a read check appends to the tenant's evidence log while an inbound
 /// batch holds its head) never hold every connection while the inbound
-/// handlers wait for one.
+/// handlers and the outbox's sender wait for one.
 fn concurrency(engine: Engine) -> usize {
     match engine {
         Engine::Sqlite => 8,
@@ -41,38 +40,6 @@ fn concurrency(engine: Engine) -> usize {
 }
 /// How often finished jobs are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(1);
-
-/// Start-up recovery of the outbox: every row not final whose delivery job
-/// is gone (finished without a final status, or given up) gets a new job.
-pub async fn recover_outbox(db: &Database) -> Result<usize, sea_orm::DbErr> {
-    use sea_orm::{ConnectionTrait, Statement};
-    let sql = match db.engine {
-        Engine::Sqlite => {
-            "SELECT o.id FROM outbox o WHERE o.status IN ('pending', 'sending') AND NOT EXISTS \
-             (SELECT 1 FROM Jobs j WHERE j.job_type = 'rollcall.deliver' AND j.idempotency_key LIKE 'deliver:' || o.id || ':%' \
-              AND j.status IN ('Pending', 'Running', 'Queued'))"
-        }
-        Engine::Postgres => {
-            "SELECT o.id FROM outbox o WHERE o.status IN ('pending', 'sending') AND NOT EXISTS \
-             (SELECT 1 FROM apalis.jobs j WHERE j.job_type = 'rollcall.deliver' AND j.idempotency_key LIKE 'deliver:' || o.id || ':%' \
-              AND j.status IN ('Pending', 'Running', 'Queued'))"
-        }
-    };
-    let backend = db.orm.get_database_backend();
-    let rows = db
-        .orm
-        .query_all_raw(Statement::from_string(backend, sql))
-        .await?;
-    let mut n = 0;
-    for row in rows {
-        let id: i64 = row.try_get_by_index(0)?;
-        let args = serde_json::to_vec(&Deliver { outbox_id: id }).expect("plain struct");
-        let key = format!("deliver:{id}:recovered:{}", ulid::Ulid::new());
-        insert_job(&db.orm, db.engine, DELIVER_QUEUE, args, key, Duration::ZERO).await?;
-        n += 1;
-    }
-    Ok(n)
-}
 
 /// The jobs of `queue` whose key is LIKE `key_pattern`, a line each (key,
 /// status, attempts, when it may run, which worker holds it), in the order
@@ -108,59 +75,43 @@ pub async fn jobs_like(
     rows.iter().map(|r| r.try_get_by_index(0)).collect()
 }
 
-/// The delivery jobs of outbox row `outbox_id` (see [`jobs_like`]); done
-/// ones are pruned.
-pub async fn deliver_jobs(db: &Database, outbox_id: i64) -> Result<Vec<String>, sea_orm::DbErr> {
-    jobs_like(db, DELIVER_QUEUE, &format!("deliver:{outbox_id}:%")).await
-}
-
 /// Start-up recovery of the job queue. On SQLite one process owns the file,
 /// so jobs left `Running` by a killed process are orphans and go back to
 /// `Pending` at once; on PostgreSQL other instances may be alive, and their
 /// orphans return through apalis' heartbeats. Jobs of the old per-event
-/// queue are deleted: their events are unprocessed rows, which the inbox's
-/// own queue takes. Inbound events need no recovery of their own: an
-/// unprocessed row is the work. Returns how many jobs were set back or
-/// deleted.
+/// and per-message queues are deleted: their events are unprocessed rows
+/// and their messages rows not final, which the inbox's and the outbox's
+/// own queues take. Neither needs recovery of its own: an unprocessed or
+/// unsent row is the work. Returns how many jobs were set back or deleted.
 pub async fn recover(db: &Database) -> Result<u64, sqlx::Error> {
     match db.engine {
         Engine::Sqlite => {
             let pool = db.sqlite();
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let reset = sqlx::query("UPDATE Jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL WHERE job_type IN (?1, ?2, ?3) AND status IN ('Running', 'Queued')")
-                .bind(DELIVER_QUEUE)
+            let reset = sqlx::query("UPDATE Jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL WHERE job_type IN (?1, ?2) AND status IN ('Running', 'Queued')")
                 .bind(SCAN_QUEUE)
                 .bind(READ_QUEUE)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            let old = sqlx::query("DELETE FROM Jobs WHERE job_type = ?1")
+            let old = sqlx::query("DELETE FROM Jobs WHERE job_type IN (?1, ?2)")
                 .bind(OLD_INBOUND_QUEUE)
+                .bind(OLD_DELIVER_QUEUE)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
             tx.commit().await?;
             Ok(reset + old)
         }
-        Engine::Postgres => Ok(sqlx::query("DELETE FROM apalis.jobs WHERE job_type = $1")
-            .bind(OLD_INBOUND_QUEUE)
-            .execute(db.postgres())
-            .await?
-            .rows_affected()),
+        Engine::Postgres => Ok(
+            sqlx::query("DELETE FROM apalis.jobs WHERE job_type IN ($1, $2)")
+                .bind(OLD_INBOUND_QUEUE)
+                .bind(OLD_DELIVER_QUEUE)
+                .execute(db.postgres())
+                .await?
+                .rows_affected(),
+        ),
     }
-}
-
-async fn deliver(job: Deliver, rt: Data<Runtime>) -> Result<(), BoxDynError> {
-    match crate::outbox::deliver(&rt, job.outbox_id, &crate::cases::notify::TellHr).await? {
-        Delivered::Done(how) => tracing::debug!(id = job.outbox_id, how, "outbox row done"),
-        Delivered::RetryAfter(wait) => {
-            // A new job (a fresh key) for later; this one ends successfully.
-            let key = format!("deliver:{}:retry:{}", job.outbox_id, ulid::Ulid::new());
-            let args = serde_json::to_vec(&job).expect("plain struct");
-            insert_job(&rt.db.orm, rt.db.engine, DELIVER_QUEUE, args, key, wait).await?;
-        }
-    }
-    Ok(())
 }
 
 async fn check_read(job: CheckRead, rt: Data<Runtime>) -> Result<(), BoxDynError> {
@@ -434,14 +385,6 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()> + Send + 'stati
     match db.engine {
         Engine::Sqlite => {
             use apalis_sqlite::Config;
-            queue!(
-                SqliteStorage,
-                Config,
-                db.sqlite(),
-                Deliver,
-                DELIVER_QUEUE,
-                deliver
-            );
             queue!(SqliteStorage, Config, db.sqlite(), Scan, SCAN_QUEUE, scan);
             queue!(
                 SqliteStorage,
@@ -462,14 +405,6 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()> + Send + 'stati
         }
         Engine::Postgres => {
             use apalis_postgres::Config;
-            queue!(
-                PostgresStorage,
-                Config,
-                db.postgres(),
-                Deliver,
-                DELIVER_QUEUE,
-                deliver
-            );
             queue!(
                 PostgresStorage,
                 Config,
@@ -508,22 +443,18 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()> + Send + 'stati
     }
 }
 
-/// Deletes finished `deliver` and read-status jobs. The outbox row's status
-/// is the lasting record; a growing table of done jobs only slows the queue
+/// Deletes finished read-status jobs. The outbox row's status is the
+/// lasting record; a growing table of done jobs only slows the queue
 /// (apalis' SQLite acknowledgement scans every job its worker ever locked).
 async fn prune_done(db: &Database) -> Result<u64, sqlx::Error> {
     let done = match db.engine {
-        Engine::Sqlite => {
-            sqlx::query("DELETE FROM Jobs WHERE job_type IN (?1, ?2) AND status = 'Done'")
-                .bind(DELIVER_QUEUE)
-                .bind(READ_QUEUE)
-                .execute(db.sqlite())
-                .await?
-                .rows_affected()
-        }
+        Engine::Sqlite => sqlx::query("DELETE FROM Jobs WHERE job_type = ?1 AND status = 'Done'")
+            .bind(READ_QUEUE)
+            .execute(db.sqlite())
+            .await?
+            .rows_affected(),
         Engine::Postgres => {
-            sqlx::query("DELETE FROM apalis.jobs WHERE job_type IN ($1, $2) AND status = 'Done'")
-                .bind(DELIVER_QUEUE)
+            sqlx::query("DELETE FROM apalis.jobs WHERE job_type = $1 AND status = 'Done'")
                 .bind(READ_QUEUE)
                 .execute(db.postgres())
                 .await?
