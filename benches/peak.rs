@@ -17,7 +17,8 @@
 //! reply is sent); the server's peak RSS (`VmHWM` of its process, which
 //! also runs the SMS and mail sandboxes but not the WeCom one). Size and
 //! shape: `PEAK_EMPLOYEES` (100000), `PEAK_CONNECTIONS` (64), `PEAK_RATE`
-//! (none: as fast as it goes). PostgreSQL: `ROLLCALL_TEST_POSTGRES`
+//! (none: as fast as it goes); `PEAK_LOG` (the server's `RUST_LOG`, its log
+//! then kept as `peak-serve-<database>.log`). PostgreSQL: `ROLLCALL_TEST_POSTGRES`
 //! (default `postgres://postgres@127.0.0.1:5432/postgres`); a fresh database
 //! is made and dropped. Never a test: timing is reported, not asserted.
 
@@ -72,7 +73,8 @@ fn write_directory(path: &Path, n: usize) -> anyhow::Result<()> {
 
 fn rollcall(config: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rollcall"));
-    cmd.arg("--config").arg(config).env("RUST_LOG", "warn");
+    let log = std::env::var("PEAK_LOG").unwrap_or_else(|_| "warn".into());
+    cmd.arg("--config").arg(config).env("RUST_LOG", log);
     cmd
 }
 
@@ -222,14 +224,15 @@ url = "{url}"
     }
     let acked = start.elapsed();
 
-    // Processed and delivered: polled until nothing is left, at most 20 min.
+    // Processed and delivered: polled until nothing is left, at most 20 min
+    // (an EXISTS each, so that the polling costs the server next to nothing).
     let mut processed_at = None;
     let mut delivered_at = None;
     while delivered_at.is_none() && start.elapsed() < Duration::from_secs(1200) {
         if processed_at.is_none()
             && scalar(
                 &db,
-                "SELECT COUNT(*) FROM inbound_events WHERE processed_at IS NULL",
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM inbound_events WHERE processed_at IS NULL) THEN CAST(1 AS BIGINT) ELSE CAST(0 AS BIGINT) END",
             )
             .await?
                 == 0
@@ -239,7 +242,7 @@ url = "{url}"
         if processed_at.is_some()
             && scalar(
                 &db,
-                "SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'sending')",
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM outbox WHERE status IN ('pending', 'sending')) THEN CAST(1 AS BIGINT) ELSE CAST(0 AS BIGINT) END",
             )
             .await?
                 == 0
@@ -253,6 +256,11 @@ url = "{url}"
     let sent = scalar(&db, "SELECT COUNT(*) FROM outbox WHERE status = 'sent'").await?;
     let rss = peak_rss_mib(server.0.id());
     drop(server);
+    if std::env::var_os("PEAK_LOG").is_some() {
+        let kept = format!("peak-serve-{db_name}.log");
+        std::fs::copy(dir.path().join("serve.log"), &kept)?;
+        println!("  server log    {kept}");
+    }
     db.close().await;
 
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
