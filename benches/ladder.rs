@@ -124,6 +124,8 @@ fn scan_config(dir: &std::path::Path) -> anyhow::Result<Config> {
         r#"[server]
 listen = "127.0.0.1:0"
 data_key_file = "{}"
+[evidence]
+key_file = "{}"
 [database]
 url = "sqlite://{}?mode=rwc"
 [[tenants]]
@@ -132,6 +134,7 @@ name = "基准建筑有限公司"
 timezone = "Asia/Shanghai"
 "#,
         dir.join("data.key").display(),
+        dir.join("evidence.key").display(),
         dir.join("scan.db").display(),
     );
     Ok(Config::parse(&toml, &[] as &[(&str, &str); 0])?)
@@ -494,6 +497,8 @@ async fn delivery_run(engine: Engine, db: &BenchDb) -> anyhow::Result<Vec<Line>>
         r#"[server]
 listen = "127.0.0.1:0"
 data_key_file = "{}"
+[evidence]
+key_file = "{}"
 [database]
 url = "{}"
 [[tenants]]
@@ -509,6 +514,7 @@ encoding_aes_key = "{aes_key}"
 api_base = "{}"
 "#,
         db.dir.path().join("data.key").display(),
+        db.dir.path().join("evidence.key").display(),
         db.url,
         sandbox.api_base()
     );
