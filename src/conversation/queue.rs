@@ -22,11 +22,14 @@
 //! downloaded before the transaction opens (on PostgreSQL, after the claim
 //! locked them). On SQLite a batch holds the one write lock: it ends at the
 //! next event once the inbox's group commit (the acknowledgements) waits
-//! for the lock, and after [`SQLITE_BUDGET`] in any case (deliveries wait
-//! too). On PostgreSQL it holds the tenant's evidence log head, which
-//! deliveries wait for, and ends after [`POSTGRES_BUDGET`]. Each batch
-//! handles at least one event, and taking the lock once for many events is
-//! what lets the one handler keep its share of it beside the deliveries.
+//! for the lock, and after [`SQLITE_BUDGET`] in any case (the outbox's
+//! sender waits too). On PostgreSQL it ends after [`POSTGRES_BUDGET`]. A
+//! batch's evidence leaves are appended together at its end
+//! (`evidence::log::deferring`), so it holds the tenant's evidence-log head,
+//! which other batches and the outbox's receipts wait for, only from then to
+//! its commit. Each batch handles at least one event, and taking the lock
+//! once for many events is what lets the one handler keep its share of it
+//! beside the sender.
 //!
 //! **Failures.** An event whose handling fails is rolled back alone (a
 //! savepoint), counted on its row, and tried again after a back-off that
@@ -62,10 +65,10 @@ pub const BATCH: u64 = 256;
 const BATCH_AT_LEAST: u64 = 16;
 /// How long a batch may hold its transaction before it stops taking events
 /// (the rest stay for the next batch). On SQLite the transaction holds the
-/// one write lock, which deliveries wait for (a waiting commit of callbacks
-/// ends the batch at once, see [`Arrivals::commit_waiting`]); on PostgreSQL
-/// it holds the lock on the tenant's evidence log head (every event appends
-/// a leaf), which deliveries and other handlers wait for.
+/// one write lock, which the outbox's sender waits for (a waiting commit of
+/// callbacks ends the batch at once, see [`Arrivals::commit_waiting`]); on
+/// PostgreSQL it holds its events' rows, and the longer it runs the more
+/// leaves it appends at its end, under the tenant's evidence-log head.
 pub const SQLITE_BUDGET: Duration = Duration::from_millis(250);
 pub const POSTGRES_BUDGET: Duration = Duration::from_millis(50);
 /// How often an idle handler looks for work it was not woken for (another
