@@ -384,8 +384,10 @@ async fn budgets<C: ConnectionTrait>(
             .column(Column::SentAt)
             .filter(Column::Channel.eq("chat"))
     };
-    // Sent in the window, per tenant (the index on tenant, recipient,
-    // channel and sent time) …
+    // Sent in the window or in flight, per tenant (the index on tenant,
+    // recipient and channel), in one statement: one snapshot, so that a
+    // receipt committed meanwhile (`sending` becoming `sent`) is not missed
+    // between two reads on PostgreSQL.
     let tenants: BTreeSet<&str> = members.iter().map(|(t, _)| t.as_str()).collect();
     for tenant in tenants {
         let recipients: Vec<&str> = members
@@ -397,20 +399,17 @@ async fn budgets<C: ConnectionTrait>(
             let rows = columns(outbox::Entity::find())
                 .filter(Column::TenantId.eq(tenant))
                 .filter(Column::Recipient.is_in(part.iter().copied()))
-                .filter(Column::SentAt.gt(now - window))
+                .filter(
+                    sea_orm::Condition::any()
+                        .add(Column::SentAt.gt(now - window))
+                        .add(Column::Status.eq(OutboxStatus::Sending.as_str())),
+                )
                 .into_tuple()
                 .all(conn)
                 .await?;
             count(rows);
         }
     }
-    // … and in flight (few: the index on status).
-    let in_flight = columns(outbox::Entity::find())
-        .filter(Column::Status.eq(OutboxStatus::Sending.as_str()))
-        .into_tuple()
-        .all(conn)
-        .await?;
-    count(in_flight);
     let limit = rt.delivery.member_limit;
     let cap = Duration::from_secs(rt.delivery.max_backoff_secs);
     Ok(members
