@@ -1336,3 +1336,76 @@ async fn witnesses_get_the_checkpoint_once_a_day(#[case] engine: Engine) {
 async fn rollcall_outbox(db: &Database) -> Vec<entity::outbox::Model> {
     entity::outbox::Entity::find().all(&db.orm).await.unwrap()
 }
+
+/// On SQLite, `evidence verify` reads the leaves on a connection of its own
+/// (`evidence::leaf_read`), and only when that connection sees the head of
+/// the verifier's own transaction: a log appended to all the while still
+/// verifies, each time in one snapshot.
+#[tokio::test]
+async fn the_sqlite_fast_read_sees_the_snapshot_verify_began_with() {
+    use rollcall::evidence::leaf_read::SqliteLeaves;
+    let db = TestDb::new(Engine::Sqlite).await;
+    let conn = Database::open(&db.url).await.unwrap();
+    let at = shanghai("2026-12-07", "09:00");
+    for _ in 0..40 {
+        one_more_leaf(&conn, at).await;
+    }
+    let head = evidence_log::Entity::find_by_id(TENANT)
+        .one(&conn.orm)
+        .await
+        .unwrap()
+        .unwrap();
+    let file = db.dir.path().join("rollcall.db");
+    for (size, frontier) in [(head.size - 1, head.frontier.as_str()), (head.size, "")] {
+        assert!(
+            SqliteLeaves::open(&file, TENANT, size, frontier)
+                .unwrap()
+                .is_none(),
+            "another head ({size}) is refused"
+        );
+    }
+    let fast = SqliteLeaves::open(&file, TENANT, head.size, &head.frontier)
+        .unwrap()
+        .expect("the same head is taken");
+    one_more_leaf(&conn, at).await;
+    let mut read = Vec::new();
+    fast.pages(0, i64::MAX, 16, |rows| {
+        assert!(rows.len() <= 16);
+        read.extend(rows.into_iter().map(|r| r.idx));
+        true
+    })
+    .unwrap();
+    assert_eq!(
+        read,
+        (0..head.size).collect::<Vec<_>>(),
+        "the leaf appended after it opened is not in its snapshot"
+    );
+    drop(fast);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let appender = {
+        let (conn, stop) = (conn.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                one_more_leaf(&conn, at).await;
+                n += 1;
+            }
+            n
+        })
+    };
+    let signer = NoteSigner::generate("rollcall").unwrap();
+    let mut sizes = Vec::new();
+    for _ in 0..5 {
+        let report = verify(&conn, &signer).await;
+        assert!(report.ok(), "{}", lines(&report));
+        assert_eq!(report.leaves, report.size);
+        sizes.push(report.size);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let appended = appender.await.unwrap();
+    assert!(appended > 0);
+    assert!(sizes[0] > head.size as u64, "{sizes:?}");
+    conn.close().await;
+    db.cleanup().await;
+}

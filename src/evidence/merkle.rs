@@ -268,27 +268,24 @@ pub struct Tree {
 const PARALLEL_LEVEL: usize = 1 << 14;
 
 impl Tree {
-    /// Builds the levels over `leaves` (hashing large levels on two threads).
+    /// Builds the levels over `leaves` (hashing large levels on rayon's
+    /// threads).
     pub fn new(leaves: Vec<Hash>) -> Tree {
+        use rayon::prelude::*;
         let mut levels = vec![leaves];
         while let Some(below) = levels.last().filter(|l| l.len() >= 2) {
-            let mut level = vec![[0u8; 32]; below.len() / 2];
-            let pairs = |out: &mut [Hash], from: &[Hash]| {
-                for (o, pair) in out.iter_mut().zip(from.chunks_exact(2)) {
-                    *o = node_hash(&pair[0], &pair[1]);
-                }
-            };
-            if level.len() < PARALLEL_LEVEL {
-                pairs(&mut level, below);
+            let level: Vec<Hash> = if below.len() < 2 * PARALLEL_LEVEL {
+                below
+                    .chunks_exact(2)
+                    .map(|p| node_hash(&p[0], &p[1]))
+                    .collect()
             } else {
-                let half = level.len() / 2;
-                let (lo, hi) = level.split_at_mut(half);
-                let (from_lo, from_hi) = below.split_at(half * 2);
-                std::thread::scope(|s| {
-                    s.spawn(|| pairs(lo, from_lo));
-                    pairs(hi, from_hi);
-                });
-            }
+                below
+                    .par_chunks_exact(2)
+                    .with_min_len(PARALLEL_LEVEL / 4)
+                    .map(|p| node_hash(&p[0], &p[1]))
+                    .collect()
+            };
             levels.push(level);
         }
         Tree { levels }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod download;
 pub mod export;
 pub mod handover;
+pub mod leaf_read;
 pub mod log;
 pub mod merkle;
 pub mod note;

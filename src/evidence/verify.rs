@@ -21,14 +21,15 @@ use entity::{
 };
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    AccessMode, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    IsolationLevel, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    AccessMode, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, EntityTrait, IsolationLevel, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Digest as _;
 
 use super::handover::{self, Handover};
+use super::leaf_read::{LeafReadError, LeafRow, SqliteLeaves};
 use super::log::{LeafData, RawRef, parse_frontier, sha256_hex, utc_text};
 use super::merkle::{Hash, Tree, leaf_hash, parse_hash, verify_consistency};
 use super::note::{self, NoteError};
@@ -55,6 +56,8 @@ pub enum VerifyError {
     Key(NoteError),
     #[error(transparent)]
     Db(#[from] DbErr),
+    #[error(transparent)]
+    LeafRead(#[from] LeafReadError),
     #[error("a verification thread failed: {0}")]
     Thread(#[from] tokio::task::JoinError),
 }
@@ -290,23 +293,7 @@ pub async fn verify_log(
     witness: Option<&Witnessed>,
 ) -> Result<VerifyReport, VerifyError> {
     note::check_verifier_key(verifier_key).map_err(VerifyError::Key)?;
-    // One snapshot, so that leaves, raws and checkpoints appended meanwhile
-    // by a running service are all seen or all not. SQLite's deferred
-    // transaction that only reads is a snapshot already.
-    let txn = match db.get_database_backend() {
-        DbBackend::Postgres => {
-            db.begin_with_config(
-                Some(IsolationLevel::RepeatableRead),
-                Some(AccessMode::ReadOnly),
-            )
-            .await?
-        }
-        _ => db.begin().await?,
-    };
-    let head = evidence_log::Entity::find_by_id(tenant.to_owned())
-        .one(&txn)
-        .await?
-        .ok_or_else(|| VerifyError::NoLog(tenant.to_owned()))?;
+    let (txn, head, fast) = begin_snapshot(db, tenant).await?;
     let mut v = Verifier {
         tenant: tenant.to_owned(),
         size: u64::try_from(head.size).unwrap_or(0),
@@ -324,7 +311,7 @@ pub async fn verify_log(
             format!("is negative ({})", head.size),
         ));
     }
-    let altered = v.read_leaves(&txn).await?;
+    let altered = v.read_leaves(&txn, fast).await?;
     let unrecorded = unrecorded_erasures(&txn, tenant, &v.erased).await?;
     v.problems.extend(unrecorded);
     for index in altered {
@@ -389,6 +376,76 @@ pub async fn verify_log(
         witnessed: witness.map(|w| w.size),
         problems: v.problems,
     })
+}
+
+/// How many times the verifier tries to open the SQLite fast path on the
+/// snapshot of its own transaction before it reads the leaves through
+/// sea-orm instead (a service appending without pause).
+const SNAPSHOT_TRIES: usize = 3;
+
+/// The verifier's read transaction, the head of `tenant`'s log in it and,
+/// on SQLite, the fast reader of its leaves (`leaf_read`) when that sees
+/// the same head.
+async fn begin_snapshot(
+    db: &DatabaseConnection,
+    tenant: &str,
+) -> Result<
+    (
+        DatabaseTransaction,
+        evidence_log::Model,
+        Option<SqliteLeaves>,
+    ),
+    VerifyError,
+> {
+    let file = match db.get_database_backend() {
+        DbBackend::Sqlite => Some(
+            db.get_sqlite_connection_pool()
+                .connect_options()
+                .get_filename()
+                .to_owned(),
+        )
+        .filter(|f| f.is_file()),
+        _ => None,
+    };
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        // One snapshot, so that leaves, raws and checkpoints appended
+        // meanwhile by a running service are all seen or all not. SQLite's
+        // deferred transaction that only reads is a snapshot already, from
+        // its first read.
+        let txn = match db.get_database_backend() {
+            DbBackend::Postgres => {
+                db.begin_with_config(
+                    Some(IsolationLevel::RepeatableRead),
+                    Some(AccessMode::ReadOnly),
+                )
+                .await?
+            }
+            _ => db.begin().await?,
+        };
+        let head = evidence_log::Entity::find_by_id(tenant.to_owned())
+            .one(&txn)
+            .await?
+            .ok_or_else(|| VerifyError::NoLog(tenant.to_owned()))?;
+        let Some(file) = file.clone() else {
+            return Ok((txn, head, None));
+        };
+        let (t, size, frontier) = (tenant.to_owned(), head.size, head.frontier.clone());
+        let fast =
+            tokio::task::spawn_blocking(move || SqliteLeaves::open(&file, &t, size, &frontier))
+                .await??;
+        if fast.is_some() || tries == SNAPSHOT_TRIES {
+            if fast.is_none() {
+                tracing::info!(
+                    tenant,
+                    "the log moved while verification began; reading its leaves the slow way"
+                );
+            }
+            return Ok((txn, head, fast));
+        }
+        txn.rollback().await?;
+    }
 }
 
 /// Erased leaves that no later `forgotten` leaf lists: content deleted by
@@ -510,17 +567,6 @@ type LeafTuple = (
     Option<DateTime<Utc>>,
 );
 
-struct LeafRow {
-    idx: i64,
-    kind: String,
-    case_id: Option<i64>,
-    subject: Option<String>,
-    source: Option<String>,
-    leaf_hash: String,
-    content: Option<String>,
-    erased: bool,
-}
-
 impl From<LeafTuple> for LeafRow {
     fn from(t: LeafTuple) -> LeafRow {
         LeafRow {
@@ -624,25 +670,55 @@ fn quote(v: &str) -> String {
     }
 }
 
-/// Checks a batch of leaves: one thread, or two for a large batch.
-fn check_batch(tenant: &str, mut rows: Vec<LeafRow>) -> Checked {
-    if rows.len() < PARALLEL_FROM {
-        let mut out = Checked::default();
-        for row in rows {
-            check_leaf(tenant, row, &mut out);
-        }
-        return out;
-    }
-    let upper = rows.split_off(rows.len() / 2);
+/// Reads leaves `0..size` through the SQLite fast path on this thread while
+/// another checks the page read before (on rayon's threads). Returns each
+/// page's index range (together `0..size`, so that [`Verifier::take`] names
+/// the missing leaves) and its check, in index order.
+fn read_and_check(
+    leaves: &SqliteLeaves,
+    tenant: &str,
+    size: i64,
+) -> Result<Vec<(i64, i64, Checked)>, LeafReadError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(i64, i64, Vec<LeafRow>)>(1);
     std::thread::scope(|s| {
-        let lower = s.spawn(|| check_batch(tenant, rows));
-        let upper = check_batch(tenant, upper);
-        let mut out = lower
+        let checker = s.spawn(move || {
+            rx.into_iter()
+                .map(|(start, end, rows)| (start, end, check_batch(tenant, rows)))
+                .collect::<Vec<_>>()
+        });
+        let mut start = 0;
+        let read = leaves.pages(0, size, LEAF_PAGE as usize, |rows| {
+            let end = rows.last().map_or(start, |r| r.idx + 1);
+            let sent = tx.send((start, end, rows)).is_ok();
+            start = end;
+            sent
+        });
+        if read.is_ok() && start < size {
+            // The last leaves are missing: an empty page names them.
+            let _ = tx.send((start, size, Vec::new()));
+        }
+        drop(tx);
+        let pages = checker
             .join()
             .unwrap_or_else(|e| std::panic::resume_unwind(e));
-        out.append(upper);
-        out
+        read.map(|()| pages)
     })
+}
+
+/// Checks a batch of leaves on rayon's threads; the result keeps index
+/// order.
+fn check_batch(tenant: &str, rows: Vec<LeafRow>) -> Checked {
+    use rayon::prelude::*;
+    rows.into_par_iter()
+        .with_min_len(PARALLEL_FROM)
+        .fold(Checked::default, |mut out, row| {
+            check_leaf(tenant, row, &mut out);
+            out
+        })
+        .reduce(Checked::default, |mut a, b| {
+            a.append(b);
+            a
+        })
 }
 
 /// Checks one leaf row on its own: its hash, its erasure, its columns
@@ -755,21 +831,34 @@ impl Verifier {
     /// Reads every leaf in index order, a page at a time (the next page is
     /// read while this one is hashed), and checks each on its own. Returns
     /// the indexes of leaves whose content no longer hashes.
-    async fn read_leaves<C: ConnectionTrait>(&mut self, conn: &C) -> Result<Vec<u64>, VerifyError> {
+    async fn read_leaves<C: ConnectionTrait>(
+        &mut self,
+        conn: &C,
+        fast: Option<SqliteLeaves>,
+    ) -> Result<Vec<u64>, VerifyError> {
         let size = i64::try_from(self.size).unwrap_or(i64::MAX);
         let mut altered = Vec::new();
-        let mut start = 0i64;
-        let mut page = leaf_page(conn, &self.tenant, start, size).await?;
-        while start < size {
-            let end = (start + LEAF_PAGE).min(size);
+        if let Some(fast) = fast {
             let tenant = self.tenant.clone();
-            let rows = std::mem::take(&mut page);
-            let check = tokio::task::spawn_blocking(move || check_batch(&tenant, rows));
-            let (checked, next) = tokio::join!(check, leaf_page(conn, &self.tenant, end, size));
-            let checked = checked?;
-            page = next?;
-            self.take(start, end, checked, &mut altered);
-            start = end;
+            let pages =
+                tokio::task::spawn_blocking(move || read_and_check(&fast, &tenant, size)).await??;
+            for (start, end, checked) in pages {
+                self.take(start, end, checked, &mut altered);
+            }
+        } else {
+            let mut start = 0i64;
+            let mut page = leaf_page(conn, &self.tenant, start, size).await?;
+            while start < size {
+                let end = (start + LEAF_PAGE).min(size);
+                let tenant = self.tenant.clone();
+                let rows = std::mem::take(&mut page);
+                let check = tokio::task::spawn_blocking(move || check_batch(&tenant, rows));
+                let (checked, next) = tokio::join!(check, leaf_page(conn, &self.tenant, end, size));
+                let checked = checked?;
+                page = next?;
+                self.take(start, end, checked, &mut altered);
+                start = end;
+            }
         }
         // Rows outside 0..size: appended without moving the head, or forged.
         let extra: Vec<LeafRow> = evidence_leaf::Entity::find()
@@ -993,24 +1082,14 @@ fn unreferenced(sha256: &str) -> Record {
     }
 }
 
-/// Hashes stored payloads (on two threads when there are many).
-fn hash_raws(mut items: Vec<(Vec<u8>, RawUse)>) -> Vec<Problem> {
-    if items.len() < PARALLEL_FROM / 4 {
-        return items
-            .iter()
-            .filter_map(|(bytes, r)| raw_bytes_problem(bytes, r))
-            .collect();
-    }
-    let upper = items.split_off(items.len() / 2);
-    std::thread::scope(|s| {
-        let lower = s.spawn(|| hash_raws(items));
-        let mut upper = hash_raws(upper);
-        let mut out = lower
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e));
-        out.append(&mut upper);
-        out
-    })
+/// Hashes stored payloads on rayon's threads.
+fn hash_raws(items: Vec<(Vec<u8>, RawUse)>) -> Vec<Problem> {
+    use rayon::prelude::*;
+    items
+        .par_iter()
+        .with_min_len(PARALLEL_FROM / 4)
+        .filter_map(|(bytes, r)| raw_bytes_problem(bytes, r))
+        .collect()
 }
 
 /// The stored bytes must hash to the payload's name and have the size the
@@ -1128,23 +1207,6 @@ async fn raw_page<C: ConnectionTrait>(
             erased: t.5,
         })
         .collect())
-}
-
-/// `f` over `items`, on two threads when there are many.
-fn par_map<T: Sync, R: Send>(items: &[T], f: &(impl Fn(&T) -> R + Sync)) -> Vec<R> {
-    if items.len() < 64 {
-        return items.iter().map(f).collect();
-    }
-    let (lower, upper) = items.split_at(items.len() / 2);
-    std::thread::scope(|s| {
-        let lower = s.spawn(|| par_map(lower, f));
-        let mut upper = par_map(upper, f);
-        let mut out = lower
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e));
-        out.append(&mut upper);
-        out
-    })
 }
 
 /// A key that may sign this log's checkpoints: the configured one (no
@@ -1272,9 +1334,13 @@ fn check_checkpoints(
     keys: &[ChainKey],
     checkpoints: &[evidence_checkpoint::Model],
 ) -> Vec<Problem> {
-    let checked = par_map(checkpoints, &|c| {
-        check_checkpoint(tree, log_size, first_gap, origin, keys, c)
-    });
+    let checked: Vec<_> = {
+        use rayon::prelude::*;
+        checkpoints
+            .par_iter()
+            .map(|c| check_checkpoint(tree, log_size, first_gap, origin, keys, c))
+            .collect()
+    };
     let mut problems = Vec::new();
     let mut previous: Option<(u64, Hash)> = None;
     for (found, claim) in checked {
