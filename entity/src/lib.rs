@@ -14,6 +14,7 @@ pub mod exhibit;
 pub mod exhibit_window;
 pub mod export_download;
 pub mod inbound_event;
+pub mod job_request;
 pub mod key_check;
 pub mod key_handover;
 pub mod leave;

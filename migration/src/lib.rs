@@ -19,6 +19,7 @@ mod m20261206_000011_key_handovers;
 mod m20261207_000012_locks;
 mod m20261207_000013_inbox_queue;
 mod m20261207_000014_inbox_backoff_index;
+mod m20261207_000015_job_requests;
 
 pub struct Migrator;
 
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000012_locks::Migration),
             Box::new(m20261207_000013_inbox_queue::Migration),
             Box::new(m20261207_000014_inbox_backoff_index::Migration),
+            Box::new(m20261207_000015_job_requests::Migration),
         ]
     }
 }
