@@ -1,8 +1,10 @@
 //! The job queue as the rest of rollcall writes to it: each job's queue name
-//! and serde payload, and the functions that add a job row inside the
-//! caller's transaction (so a job is committed with the rows that called for
-//! it). Running the jobs is `workers`' business; the queue's tables are
-//! created by `db`.
+//! and serde payload, and the functions that ask for a job inside the
+//! caller's transaction. A request is a row of our own table
+//! (`job_requests`), so the job is committed with the rows that called for
+//! it, or not at all; the relay in `workers` hands each request to the job
+//! queue through its API and deletes it. Running the jobs is `workers`'
+//! business too.
 
 use std::time::Duration;
 
@@ -19,9 +21,6 @@ pub const OLD_INBOUND_QUEUE: &str = "rollcall.handle_inbound";
 /// The queue that held one job per outbox row before the outbox became its
 /// own queue (`outbox::queue`); its leftover jobs are deleted at start.
 pub const OLD_DELIVER_QUEUE: &str = "rollcall.deliver";
-
-/// Attempts before a job is given up.
-const MAX_ATTEMPTS: i64 = 25;
 
 /// The queue of [`Scan`] jobs.
 pub const SCAN_QUEUE: &str = "rollcall.scan";
@@ -42,7 +41,7 @@ pub struct CheckRead {
 /// from now, once.
 pub async fn enqueue_read_check<C: sea_orm::ConnectionTrait>(
     conn: &C,
-    engine: Engine,
+    _engine: Engine,
     outbox_id: i64,
     round: u32,
     delay: Duration,
@@ -50,7 +49,6 @@ pub async fn enqueue_read_check<C: sea_orm::ConnectionTrait>(
     let args = serde_json::to_vec(&CheckRead { outbox_id, round }).expect("plain struct");
     insert_job(
         conn,
-        engine,
         READ_QUEUE,
         args,
         format!("read:{outbox_id}:{round}"),
@@ -72,43 +70,40 @@ pub struct Scan {
     pub day: chrono::NaiveDate,
 }
 
-/// Inserts one job row through any sea-orm connection or transaction, so a
-/// job is committed with the rows that called for it. The columns are those
-/// of apalis' own sinks; a job whose key exists is not added again.
+/// Asks for one job through any sea-orm connection or transaction, so the
+/// request is committed with the rows that called for it. A request whose
+/// queue and key are still waiting is not added again; once relayed, the
+/// job queue keeps one job per queue and key (see `workers::relay`).
 pub(crate) async fn insert_job<C: sea_orm::ConnectionTrait>(
     conn: &C,
-    engine: Engine,
     queue: &str,
     args: Vec<u8>,
     key: String,
     delay: Duration,
 ) -> Result<(), sea_orm::DbErr> {
-    use sea_orm::{Statement, Value};
-    let run_at =
-        chrono::Utc::now().timestamp() + i64::try_from(delay.as_secs()).unwrap_or(i64::MAX / 2);
-    let values: Vec<Value> = vec![
-        ulid::Ulid::new().to_string().into(),
-        queue.into(),
-        args.into(),
-        MAX_ATTEMPTS.into(),
-        run_at.into(),
-        key.into(),
-    ];
-    let statement = match engine {
-        Engine::Sqlite => Statement::from_sql_and_values(
-            sea_orm::DbBackend::Sqlite,
-            "INSERT INTO Jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, metadata, idempotency_key) \
-             VALUES (?, ?, ?, 'Pending', 0, ?, ?, 0, '{}', ?) ON CONFLICT(job_type, idempotency_key) DO NOTHING",
-            values,
-        ),
-        Engine::Postgres => Statement::from_sql_and_values(
-            sea_orm::DbBackend::Postgres,
-            "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, metadata, idempotency_key) \
-             VALUES ($1, $2, $3, 'Pending', 0, $4, to_timestamp($5), 0, ''::hstore, $6) ON CONFLICT (job_type, idempotency_key) DO NOTHING",
-            values,
-        ),
+    use entity::job_request;
+    use sea_orm::{ActiveValue::Set, EntityTrait};
+    // The queue's time is the system's, as a simulated clock may jump.
+    let now = chrono::Utc::now();
+    let run_at = chrono::Duration::from_std(delay)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+    let row = job_request::ActiveModel {
+        queue: Set(queue.to_owned()),
+        idempotency_key: Set(key),
+        args: Set(args),
+        run_at: Set(run_at),
+        created_at: Set(now),
+        ..Default::default()
     };
-    conn.execute_raw(statement).await?;
+    job_request::Entity::insert(row)
+        .on_conflict_do_nothing_on([
+            job_request::Column::Queue,
+            job_request::Column::IdempotencyKey,
+        ])
+        .exec_without_returning(conn)
+        .await?;
     Ok(())
 }
 
@@ -116,7 +111,7 @@ pub(crate) async fn insert_job<C: sea_orm::ConnectionTrait>(
 /// and the day, so several instances (or a scan asked for twice) add one job.
 pub async fn enqueue_scan<C: sea_orm::ConnectionTrait>(
     conn: &C,
-    engine: Engine,
+    _engine: Engine,
     tenant_id: &str,
     day: chrono::NaiveDate,
     again: Option<&str>,
@@ -130,19 +125,18 @@ pub async fn enqueue_scan<C: sea_orm::ConnectionTrait>(
         None => format!("scan:{tenant_id}:{day}"),
         Some(tag) => format!("scan:{tenant_id}:{day}:{tag}"),
     };
-    insert_job(conn, engine, SCAN_QUEUE, args, key, Duration::ZERO).await
+    insert_job(conn, SCAN_QUEUE, args, key, Duration::ZERO).await
 }
 
 /// Enqueues the building of requested package `download_id`, once.
 pub async fn enqueue_export<C: sea_orm::ConnectionTrait>(
     conn: &C,
-    engine: Engine,
+    _engine: Engine,
     download_id: i64,
 ) -> Result<(), sea_orm::DbErr> {
     let args = serde_json::to_vec(&ExportPackage { download_id }).expect("plain struct");
     insert_job(
         conn,
-        engine,
         EXPORT_QUEUE,
         args,
         format!("export:{download_id}"),

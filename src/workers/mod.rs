@@ -1,7 +1,9 @@
 //! apalis wiring, and only that: a handler for each job of [`crate::jobs`]
-//! that calls the modules that do the work, the cron tick, start-up recovery
-//! of the queue, and reports on it. Besides `jobs` (which writes job rows) and
-//! `db` (which creates the queue's tables), no other module names apalis.
+//! that calls the modules that do the work, the relay that hands the jobs
+//! asked for in `job_requests` to apalis ([`relay`]), the cron tick,
+//! start-up recovery of the queue, and reports on it. Besides `db` (which
+//! creates the queue's tables), no other module names apalis: `jobs` asks
+//! for a job with a row of our own table, in the caller's transaction.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +19,8 @@ use crate::jobs::{
     SCAN_QUEUE, Scan, enqueue_read_check, enqueue_scan,
 };
 use crate::runtime::Runtime;
+
+mod relay;
 
 /// How often a worker proves it is alive; a job held by a worker silent for
 /// `HEARTBEAT * MISSED_HEARTBEATS` goes back to the queue.
@@ -316,8 +320,8 @@ async fn supervise(
     }
 }
 
-/// Runs the workers until `shutdown` resolves: one per queue, the schedule,
-/// and the pruning of finished jobs.
+/// Runs the workers until `shutdown` resolves: one per queue, the relay of
+/// job requests to them, the schedule, and the pruning of finished jobs.
 pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()> + Send + 'static) {
     // Unique per process: apalis refuses a worker name seen alive recently.
     let name = format!("{}-{}", std::process::id(), ulid::Ulid::new());
@@ -340,6 +344,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()> + Send + 'stati
             }
         }
     });
+    let mut sinks = relay::Sinks::default();
     macro_rules! queue {
         ($storage:ident, $config:path, $pool:expr, $job:ty, $queue:expr, $handler:expr) => {{
             let config = <$config>::default()
@@ -347,9 +352,9 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()> + Send + 'stati
                 .batch_size(BATCH)
                 .heartbeat_interval(HEARTBEAT)
                 .missed_heartbeats(MISSED_HEARTBEATS);
-            let storage = $storage::<$job>::new($pool)
-                .with_config(config)
-                .poll_with_interval(POLL_EVERY);
+            let storage = $storage::<$job>::new($pool).with_config(config);
+            sinks.add($queue, storage.clone());
+            let storage = storage.poll_with_interval(POLL_EVERY);
             let name = name.clone();
             let rt = rt.clone();
             tasks.spawn(supervise(
@@ -431,6 +436,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()> + Send + 'stati
             );
         }
     }
+    tasks.spawn(relay::run(db.clone(), sinks, stop.clone()));
     shutdown.await;
     let _ = stop_tx.send(true);
     let all_ended = async { while tasks.join_next().await.is_some() {} };
