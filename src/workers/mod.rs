@@ -80,24 +80,34 @@ pub async fn jobs_like(
 }
 
 /// Start-up recovery of the job queue. On SQLite one process owns the file,
-/// so jobs left `Running` by a killed process are orphans and go back to
-/// `Pending` at once; on PostgreSQL other instances may be alive, and their
+/// so jobs left `Running` (or `Queued`) by a killed process are orphans and
+/// go back to `Pending` at once, through apalis' own re-enqueue of a dead
+/// worker's jobs (every worker in the table is dead before this process
+/// starts its own); on PostgreSQL other instances may be alive, and their
 /// orphans return through apalis' heartbeats. Jobs of the old per-event
-/// and per-message queues are deleted: their events are unprocessed rows
-/// and their messages rows not final, which the inbox's and the outbox's
-/// own queues take. Neither needs recovery of its own: an unprocessed or
-/// unsent row is the work. Returns how many jobs were set back or deleted.
+/// and per-message queues are deleted (apalis has no query for that):
+/// their events are unprocessed rows and their messages rows not final,
+/// which the inbox's and the outbox's own queues take. Neither needs
+/// recovery of its own: an unprocessed or unsent row is the work. Job
+/// requests need none either: a request not yet relayed is still in
+/// `job_requests`. Returns how many jobs were set back or deleted.
 pub async fn recover(db: &Database) -> Result<u64, sqlx::Error> {
     match db.engine {
         Engine::Sqlite => {
+            use apalis_core::backend::WorkerFilter;
             let pool = db.sqlite();
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let reset = sqlx::query("UPDATE Jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL WHERE job_type IN (?1, ?2) AND status IN ('Running', 'Queued')")
-                .bind(SCAN_QUEUE)
-                .bind(READ_QUEUE)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let mut reset = 0;
+            for queue in [SCAN_QUEUE, READ_QUEUE] {
+                // Dead for 0 s or more: every worker.
+                reset += apalis_sqlite::queries::reenqueue_orphaned(
+                    &mut *tx,
+                    0,
+                    queue,
+                    &WorkerFilter::None,
+                )
+                .await?;
+            }
             let old = sqlx::query("DELETE FROM Jobs WHERE job_type IN (?1, ?2)")
                 .bind(OLD_INBOUND_QUEUE)
                 .bind(OLD_DELIVER_QUEUE)
