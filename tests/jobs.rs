@@ -175,3 +175,47 @@ async fn two_relays_make_one_job_per_request(#[case] engine: Engine) {
     s.stop().await;
     db.cleanup().await;
 }
+
+/// On SQLite the start-up sweep sets a job left running by a killed process
+/// back to waiting (apalis' re-enqueue of a dead worker's jobs), counting
+/// the cut-off run as an attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_up_sweep_sets_a_job_left_running_back_to_waiting() {
+    use sea_orm::ConnectionTrait;
+    let db = TestDb::new(Engine::Sqlite).await;
+    let s = start(&db, "2026-12-01").await;
+    s.at("2026-12-02", "10:00");
+    rollcall::jobs::enqueue_scan(
+        &s.rt.db.orm,
+        s.rt.db.engine,
+        TENANT,
+        day("2026-12-01"),
+        None,
+    )
+    .await
+    .unwrap();
+    let done = wait_scans_done(&s, 1).await;
+    assert!(done[0].contains(" Done attempts=1 "), "{done:?}");
+    s.stop().await;
+    // As a kill during the run leaves it (held by a worker now dead).
+    let conn = rollcall::db::Database::open(&db.url).await.unwrap();
+    conn.orm
+        .execute_unprepared("UPDATE Jobs SET status = 'Running' WHERE status = 'Done'")
+        .await
+        .unwrap();
+    assert_eq!(rollcall::workers::recover(&conn).await.unwrap(), 1);
+    let jobs = rollcall::workers::jobs_like(
+        &conn,
+        rollcall::jobs::SCAN_QUEUE,
+        &format!("scan:{TENANT}:%"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert!(
+        jobs[0].contains(" Pending attempts=2 ") && jobs[0].ends_with(" lock_by=-"),
+        "{jobs:?}"
+    );
+    conn.close().await;
+    db.cleanup().await;
+}
