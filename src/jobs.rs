@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::db::Engine;
-
 /// The queue that held one job per inbound event before the inbox became
 /// the queue (`conversation::queue`); its leftover jobs are deleted at start.
 /// Queues are named explicitly: apalis defaults to the Rust type path, and a
@@ -41,7 +39,6 @@ pub struct CheckRead {
 /// from now, once.
 pub async fn enqueue_read_check<C: sea_orm::ConnectionTrait>(
     conn: &C,
-    _engine: Engine,
     outbox_id: i64,
     round: u32,
     delay: Duration,
@@ -111,7 +108,6 @@ pub(crate) async fn insert_job<C: sea_orm::ConnectionTrait>(
 /// and the day, so several instances (or a scan asked for twice) add one job.
 pub async fn enqueue_scan<C: sea_orm::ConnectionTrait>(
     conn: &C,
-    _engine: Engine,
     tenant_id: &str,
     day: chrono::NaiveDate,
     again: Option<&str>,
@@ -131,7 +127,6 @@ pub async fn enqueue_scan<C: sea_orm::ConnectionTrait>(
 /// Enqueues the building of requested package `download_id`, once.
 pub async fn enqueue_export<C: sea_orm::ConnectionTrait>(
     conn: &C,
-    _engine: Engine,
     download_id: i64,
 ) -> Result<(), sea_orm::DbErr> {
     let args = serde_json::to_vec(&ExportPackage { download_id }).expect("plain struct");

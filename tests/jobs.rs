@@ -85,24 +85,24 @@ async fn a_job_asked_for_in_a_transaction_runs_once_and_a_rolled_back_one_never(
         .await
         .unwrap();
     s.at("2026-12-02", "10:00");
-    let (orm, engine) = (&s.rt.db.orm, s.rt.db.engine);
+    let orm = &s.rt.db.orm;
 
     let rolled_back = orm.begin().await.unwrap();
-    enqueue_scan(&rolled_back, engine, TENANT, day("2026-11-30"), None)
+    enqueue_scan(&rolled_back, TENANT, day("2026-11-30"), None)
         .await
         .unwrap();
     rolled_back.rollback().await.unwrap();
 
     let txn = orm.begin().await.unwrap();
     for _ in 0..2 {
-        enqueue_scan(&txn, engine, TENANT, day("2026-12-01"), None)
+        enqueue_scan(&txn, TENANT, day("2026-12-01"), None)
             .await
             .unwrap();
     }
     // Not relayed before the commit.
     assert_eq!(requests_waiting(&s).await, 0);
     txn.commit().await.unwrap();
-    enqueue_scan(orm, engine, TENANT, day("2026-12-01"), None)
+    enqueue_scan(orm, TENANT, day("2026-12-01"), None)
         .await
         .unwrap();
 
@@ -122,7 +122,7 @@ async fn a_job_asked_for_in_a_transaction_runs_once_and_a_rolled_back_one_never(
 
     // Asked for again once the job is stored: relayed, and still one job,
     // not run again.
-    enqueue_scan(orm, engine, TENANT, day("2026-12-01"), None)
+    enqueue_scan(orm, TENANT, day("2026-12-01"), None)
         .await
         .unwrap();
     assert_eq!(wait_scans_done(&s, 1).await, jobs);
@@ -147,13 +147,13 @@ async fn two_relays_make_one_job_per_request(#[case] engine: Engine) {
     let second = tokio::spawn(rollcall::workers::run(s.rt.clone(), async {
         let _ = stopped.await;
     }));
-    let (orm, engine) = (&s.rt.db.orm, s.rt.db.engine);
+    let orm = &s.rt.db.orm;
     // Several commits, so that both relays find requests waiting.
     for batch in 0..4 {
         let txn = orm.begin().await.unwrap();
         for i in 0..REQUESTS / 4 {
             let tag = format!("again-{}", batch * (REQUESTS / 4) + i);
-            rollcall::jobs::enqueue_scan(&txn, engine, TENANT, day("2026-12-01"), Some(&tag))
+            rollcall::jobs::enqueue_scan(&txn, TENANT, day("2026-12-01"), Some(&tag))
                 .await
                 .unwrap();
         }
@@ -185,15 +185,9 @@ async fn the_start_up_sweep_sets_a_job_left_running_back_to_waiting() {
     let db = TestDb::new(Engine::Sqlite).await;
     let s = start(&db, "2026-12-01").await;
     s.at("2026-12-02", "10:00");
-    rollcall::jobs::enqueue_scan(
-        &s.rt.db.orm,
-        s.rt.db.engine,
-        TENANT,
-        day("2026-12-01"),
-        None,
-    )
-    .await
-    .unwrap();
+    rollcall::jobs::enqueue_scan(&s.rt.db.orm, TENANT, day("2026-12-01"), None)
+        .await
+        .unwrap();
     let done = wait_scans_done(&s, 1).await;
     assert!(done[0].contains(" Done attempts=1 "), "{done:?}");
     s.stop().await;

@@ -372,24 +372,12 @@ async fn the_scan_run_twice_changes_nothing_the_second_time(
     );
     assert_eq!((rows(&*s).await.len(), s.sent().len()), after_first);
     // The same through the CLI's path: the job queue keys a day's scan once.
-    rollcall::jobs::enqueue_scan(
-        &s.rt().db.orm,
-        s.rt().db.engine,
-        TENANT,
-        first.day.unwrap(),
-        None,
-    )
-    .await
-    .unwrap();
-    rollcall::jobs::enqueue_scan(
-        &s.rt().db.orm,
-        s.rt().db.engine,
-        TENANT,
-        first.day.unwrap(),
-        None,
-    )
-    .await
-    .unwrap();
+    rollcall::jobs::enqueue_scan(&s.rt().db.orm, TENANT, first.day.unwrap(), None)
+        .await
+        .unwrap();
+    rollcall::jobs::enqueue_scan(&s.rt().db.orm, TENANT, first.day.unwrap(), None)
+        .await
+        .unwrap();
     s.settle().await.unwrap();
     assert_eq!(rows(&*s).await.len(), after_first.0);
     assert_eq!(case_of(&*s, "zhangsan").await.unwrap().missed_workdays, 1);

@@ -446,7 +446,6 @@ async fn run(
             // checkpoint and reads the whole log.
             crate::evidence::download::request(
                 turn.txn,
-                turn.rt.db.engine,
                 &turn.tenant.config.id,
                 &t.user_id,
                 case_id,

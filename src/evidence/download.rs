@@ -61,10 +61,8 @@ pub enum DownloadError {
 /// Records that `requested_by` asked for `employee`'s package in inbound
 /// event `event_id`, with the job that builds it. Nothing is added if that
 /// event asked already.
-#[allow(clippy::too_many_arguments)]
 pub async fn request<C: ConnectionTrait>(
     conn: &C,
-    engine: crate::db::Engine,
     tenant: &str,
     employee: &str,
     case: Option<i64>,
@@ -90,7 +88,7 @@ pub async fn request<C: ConnectionTrait>(
         TryInsertResult::Inserted(r) => r.last_insert_id,
         TryInsertResult::Conflicted | TryInsertResult::Empty => return Ok(None),
     };
-    crate::jobs::enqueue_export(conn, engine, id).await?;
+    crate::jobs::enqueue_export(conn, id).await?;
     Ok(Some(id))
 }
 

@@ -588,7 +588,7 @@ async fn record_sent(rt: &Runtime, sent: Vec<Sent>) -> Result<(), DbErr> {
         .update(&txn)
         .await?;
         if let Some(first) = s.read_check {
-            crate::jobs::enqueue_read_check(&txn, rt.db.engine, s.row.id, 0, first).await?;
+            crate::jobs::enqueue_read_check(&txn, s.row.id, 0, first).await?;
         }
         leaves.entry(s.row.tenant_id).or_default().push(s.leaf);
     }

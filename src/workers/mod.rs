@@ -132,7 +132,7 @@ async fn check_read(job: CheckRead, rt: Data<Runtime>) -> Result<(), BoxDynError
     let on_give_up = &crate::cases::notify::TellHr;
     match crate::outbox::check_read(&rt, job.outbox_id, job.round, on_give_up).await? {
         crate::outbox::reads::Checked::Again { next, after } => {
-            enqueue_read_check(&rt.db.orm, rt.db.engine, job.outbox_id, next, after).await?;
+            enqueue_read_check(&rt.db.orm, job.outbox_id, next, after).await?;
         }
         // check_read has given the row up already (this arm is for the
         // bare reads::check).
@@ -233,18 +233,11 @@ async fn schedule_scans(rt: &Runtime) -> Result<(), sea_orm::DbErr> {
         let Some(day) = crate::cases::scan::last_closed_day(tenant, now) else {
             continue;
         };
-        enqueue_scan(&rt.db.orm, rt.db.engine, &tenant.config.id, day, None).await?;
+        enqueue_scan(&rt.db.orm, &tenant.config.id, day, None).await?;
         // Then once an hour, for deadlines (counting is idempotent).
         if local.time() >= scan_at + chrono::Duration::hours(1) {
             let hour = local.format("%Y-%m-%dT%H").to_string();
-            enqueue_scan(
-                &rt.db.orm,
-                rt.db.engine,
-                &tenant.config.id,
-                day,
-                Some(&hour),
-            )
-            .await?;
+            enqueue_scan(&rt.db.orm, &tenant.config.id, day, Some(&hour)).await?;
         }
     }
     Ok(())
