@@ -62,7 +62,14 @@ impl Database {
                 // space: after `privacy forget` no old copy of a row lingers
                 // in the file (every connection, since any update frees the
                 // row's previous version).
-                .pragma("secure_delete", "ON");
+                .pragma("secure_delete", "ON")
+                // Prepared statements kept per connection (sqlx's default is
+                // 100). Batch writes make a statement per row count, and a
+                // statement of hundreds of rows holds a large program: at
+                // 100, the pool's statements held 70-100 MiB of SQLite's
+                // memory in the morning peak; at 16, 8 MiB, at the same
+                // speed (BENCHMARKS.md).
+                .statement_cache_capacity(16);
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)
                 .after_connect(|conn, _| {
