@@ -432,9 +432,18 @@ async fn begin_snapshot(
             return Ok((txn, head, None));
         };
         let (t, size, frontier) = (tenant.to_owned(), head.size, head.frontier.clone());
-        let fast =
+        let opened =
             tokio::task::spawn_blocking(move || SqliteLeaves::open(&file, &t, size, &frontier))
-                .await??;
+                .await?;
+        let fast = match opened {
+            Ok(fast) => fast,
+            // The file cannot be opened on its own (its permissions, say):
+            // the slow way reads the same leaves.
+            Err(e) => {
+                tracing::warn!(tenant, error = %e, "reading the leaves through the pool instead");
+                return Ok((txn, head, None));
+            }
+        };
         if fast.is_some() || tries == SNAPSHOT_TRIES {
             if fast.is_none() {
                 tracing::info!(
