@@ -281,9 +281,11 @@ async fn commit_sqlite(
     arrivals: &Arrivals,
 ) -> Result<HashSet<DeliveryKey>, sqlx::Error> {
     use std::sync::atomic::Ordering;
-    // IMMEDIATE: take the write lock up front instead of failing on upgrade.
-    // While it waits, a handler's batch ends at its next event.
+    // The first turn of the one writer, then IMMEDIATE: the write lock up
+    // front instead of failing on upgrade. While it waits, a handler's batch
+    // ends at its next event.
     arrivals.waiting.fetch_add(1, Ordering::AcqRel);
+    let turn = db.first_turn().await;
     let began = db.sqlite().begin_with("BEGIN IMMEDIATE").await;
     arrivals.waiting.fetch_sub(1, Ordering::AcqRel);
     let mut tx = began?;
@@ -296,6 +298,7 @@ async fn commit_sqlite(
         keys = keys_of(inserted);
     }
     tx.commit().await?;
+    drop(turn);
     Ok(keys)
 }
 

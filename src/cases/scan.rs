@@ -280,7 +280,7 @@ pub async fn scan(
         // A scan cut off from the database for a whole lease stops: another
         // instance's scan of the tenant may have begun.
         lease.check()?;
-        let txn = crate::db::begin_write(db).await?;
+        let txn = rt.db.write().await?;
         if rt.db.engine == crate::db::Engine::Postgres {
             // Other instances' scans of this tenant wait for this chunk.
             use sea_orm::ConnectionTrait;

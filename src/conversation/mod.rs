@@ -10,8 +10,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use entity::{card_action, employee, inbound_event, media, outbox};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -49,7 +48,7 @@ pub async fn handle(rt: &Runtime, id: i64) -> Result<Option<String>, HandleError
         return Ok(row.classification);
     }
     let prepared = prepare(rt, row).await?;
-    let txn = db.begin().await?;
+    let txn = rt.db.write().await?;
     match apply(rt, &txn, prepared).await? {
         Some(class) => {
             txn.commit().await?;

@@ -227,7 +227,7 @@ async fn batch_of(
                 return Ok(Batch::default());
             }
             let prepared = prepare_all(rt, rows).await;
-            let txn = crate::db::begin_write(db).await?;
+            let txn = rt.db.write().await?;
             let yield_to = || arrivals.is_some_and(Arrivals::commit_waiting);
             let budget = arrivals.map_or(Duration::MAX, |_| SQLITE_BUDGET);
             let b = handle_all(rt, &txn, prepared, budget, &yield_to).await?;

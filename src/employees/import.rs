@@ -13,7 +13,7 @@ use std::io::Read;
 use chrono::{NaiveDate, Utc};
 use entity::employee;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sea_orm::{ActiveValue::Set, DbErr, TransactionTrait};
+use sea_orm::{ActiveValue::Set, DbErr};
 
 use super::{SealedColumn, mask, seal, upsert, user_ids};
 use crate::attendance::calendar::RestDays;
@@ -559,7 +559,7 @@ pub async fn import_csv(
     }
 
     bar.set_message("writing");
-    let tx = db.orm.begin().await?;
+    let tx = db.write().await?;
     upsert(&tx, models, &update, |n| bar.inc(n as u64)).await?;
     tx.commit().await?;
     bar.finish_and_clear();

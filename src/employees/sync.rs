@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
 use entity::employee;
-use sea_orm::{ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter};
 
 use super::{ImportReport, SealedColumn, seal, upsert};
 use crate::db::Database;
@@ -139,7 +139,7 @@ pub async fn sync_directory(
         C::Source,
         C::UpdatedAt,
     ];
-    let tx = db.orm.begin().await?;
+    let tx = db.write().await?;
     upsert(&tx, models, &update, |_| {}).await?;
     tx.commit().await?;
     Ok(report)

@@ -9,7 +9,7 @@ use entity::export_download;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
-    TransactionTrait, TryInsertResult,
+    TryInsertResult,
 };
 use serde_json::json;
 
@@ -120,7 +120,7 @@ pub async fn build(rt: &Runtime, id: i64) -> Result<(), DownloadError> {
                 .map(sha256_hex)
                 .unwrap_or_default();
             let summary = &package.summary;
-            let txn = db.begin().await?;
+            let txn = rt.db.write().await?;
             let done = export_download::Entity::update_many()
                 .col_expr(
                     export_download::Column::Status,
@@ -181,7 +181,7 @@ pub async fn build(rt: &Runtime, id: i64) -> Result<(), DownloadError> {
             json!({ "name": name, "reason": e.to_string() })
         }
     };
-    let txn = db.begin().await?;
+    let txn = rt.db.write().await?;
     let done = export_download::Entity::update_many()
         .col_expr(
             export_download::Column::Status,
@@ -324,7 +324,7 @@ pub async fn take(rt: &Runtime, token: &str) -> Result<Taken, DbErr> {
 /// dropped and the download logged, in one transaction.
 pub async fn transferred(rt: &Runtime, id: i64, lease: &str) -> Result<(), DbErr> {
     let now = rt.clock.now();
-    let txn = rt.db.orm.begin().await?;
+    let txn = rt.db.write().await?;
     // The write comes first: it claims the row (SQLite: the database).
     let done = export_download::Entity::update_many()
         .col_expr(

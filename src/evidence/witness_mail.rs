@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use entity::outbox;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::json;
 
 use super::checkpoint::fingerprint;
@@ -63,7 +63,7 @@ pub async fn mail_witnesses(rt: &Runtime, now: DateTime<Utc>) -> Result<usize, D
             }),
             &["subject", "text"],
         )?;
-        let txn = db.begin().await?;
+        let txn = rt.db.write().await?;
         for (address, key) in config.witness_emails.iter().zip(keys) {
             let made = enqueue(
                 &txn,

@@ -22,7 +22,7 @@ use futures::future::BoxFuture;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr,
-    EntityTrait, QueryFilter, TransactionTrait, TryInsertResult,
+    EntityTrait, QueryFilter, TryInsertResult,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -572,7 +572,7 @@ async fn record_sent(rt: &Runtime, sent: Vec<Sent>) -> Result<(), DbErr> {
     }
     let now = rt.clock.now();
     let mut leaves: std::collections::BTreeMap<String, Vec<NewLeaf>> = Default::default();
-    let txn = crate::db::begin_write(&rt.db.orm).await?;
+    let txn = rt.db.write().await?;
     for s in sent {
         outbox::ActiveModel {
             id: Set(s.row.id),
@@ -620,7 +620,7 @@ async fn mark_unknown(
             "reason": reason,
             "asked_later": asked,
         }));
-    let txn = rt.db.orm.begin().await?;
+    let txn = rt.db.write().await?;
     let mut update = outbox::Entity::update_many()
         .col_expr(
             outbox::Column::Status,
@@ -841,7 +841,7 @@ async fn retry_later(
     reason: &str,
     wait: std::time::Duration,
 ) -> Result<(), DbErr> {
-    let txn = rt.db.orm.begin().await?;
+    let txn = rt.db.write().await?;
     outbox::Entity::update_many()
         .col_expr(
             outbox::Column::Status,
@@ -904,7 +904,7 @@ async fn finish(
     status: OutboxStatus,
     error: Option<&str>,
 ) -> Result<(), DbErr> {
-    let txn = rt.db.orm.begin().await?;
+    let txn = rt.db.write().await?;
     outbox::Entity::update_many()
         .col_expr(
             outbox::Column::Status,
@@ -946,7 +946,7 @@ pub async fn check_read(
     let Some(tenant) = rt.tenant(&row.tenant_id).cloned() else {
         return Ok(reads::Checked::Done("no such tenant"));
     };
-    let txn = rt.db.orm.begin().await?;
+    let txn = rt.db.write().await?;
     if reads::end_once(&txn, id, None, rt.clock.now()).await? {
         let status = OutboxStatus::Undeliverable;
         let why = Why {
@@ -969,7 +969,7 @@ async fn give_up(
     status: OutboxStatus,
     reason: &str,
 ) -> Result<(), DeliverError> {
-    let txn = rt.db.orm.begin().await?;
+    let txn = rt.db.write().await?;
     give_up_in(rt, &txn, on_give_up, tenant, row, status, reason.into()).await?;
     txn.commit().await?;
     Ok(())

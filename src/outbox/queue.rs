@@ -219,11 +219,10 @@ struct Claimed {
 
 /// Claims at most `limit` due rows (see the module's documentation).
 async fn claim(rt: &Runtime, limit: u64) -> Result<Claimed, DbErr> {
-    let db = &rt.db.orm;
     let now = rt.clock.now();
     let due = Utc::now();
     let stale = now - super::cut_off_after(rt);
-    let txn = crate::db::begin_write(db).await?;
+    let txn = rt.db.write().await?;
     let lock = |q: sea_orm::Select<outbox::Entity>| match rt.db.engine {
         Engine::Sqlite => q,
         Engine::Postgres => q.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked),

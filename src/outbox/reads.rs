@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use entity::outbox;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::json;
 
 use crate::evidence::{append_later, append_one};
@@ -94,7 +94,7 @@ async fn record_end(
     hook: &dyn OnRead,
 ) -> Result<(), sea_orm::DbErr> {
     let now = rt.clock.now();
-    let txn = rt.db.orm.begin().await?;
+    let txn = rt.db.write().await?;
     if end_once(&txn, row.id, read_at, now).await? {
         append_one(&txn, &row.tenant_id, now, leaf).await?;
         if read_at.is_some() {

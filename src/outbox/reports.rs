@@ -24,9 +24,7 @@
 use chrono::{DateTime, Duration, Utc};
 use entity::outbox;
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
-};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde_json::json;
 
 use super::leaf::message_leaf;
@@ -113,7 +111,7 @@ pub async fn record(
             incoming.media_type,
             incoming.raw.clone().into_bytes(),
         );
-    let txn = db.begin().await?;
+    let txn = rt.db.write().await?;
     let first = outbox::Entity::update_many()
         .col_expr(outbox::Column::DeliveryStatus, Expr::value(status.as_str()))
         .col_expr(outbox::Column::DeliveredAt, Expr::value(at))
@@ -308,7 +306,7 @@ async fn poll_one(
                     "out_id": lookup.out_id,
                 }))
                 .raw("response", "application/json", raw.clone().into_bytes());
-            let txn = rt.db.orm.begin().await?;
+            let txn = rt.db.write().await?;
             let found = outbox::Entity::update_many()
                 .col_expr(
                     outbox::Column::Status,
@@ -346,7 +344,7 @@ async fn poll_one(
                 return Ok(());
             }
             // Not found for long enough: HR decides, once.
-            let txn = rt.db.orm.begin().await?;
+            let txn = rt.db.write().await?;
             let first = outbox::Entity::update_many()
                 .col_expr(outbox::Column::ReportCheckedAt, Expr::value(now))
                 .col_expr(outbox::Column::DeliveryReport, Expr::value(raw.clone()))

@@ -356,7 +356,7 @@ pub async fn forget(
 
 /// SQLite: copies the WAL into the database and empties it, so that the
 /// pages holding what was erased do not stay in the WAL file (the erasing
-/// connection zeroes what it frees: `secure_delete`, see `db.rs`). Whether
+/// connection zeroes what it frees: `secure_delete`, see `src/db/mod.rs`). Whether
 /// it could; `None` on PostgreSQL, where `VACUUM` reclaims later.
 async fn truncate_wal(db: &DatabaseConnection) -> Result<Option<bool>, DbErr> {
     if db.get_database_backend() != sea_orm::DbBackend::Sqlite {

@@ -1,7 +1,10 @@
 //! Database connection: the embedded SQLite file (WAL, `synchronous=FULL` on
 //! every connection) or PostgreSQL; one pool shared by sea-orm and apalis.
+//! On SQLite, write transactions take turns of the one writer ([`writer`],
+//! [`Database::write`]).
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use apalis_postgres::PostgresStorage;
@@ -18,11 +21,17 @@ pub enum Engine {
     Postgres,
 }
 
+pub mod writer;
+
+pub use writer::Turn;
+
 /// The one database: sea-orm on top of the same sqlx pool apalis uses.
 #[derive(Debug, Clone)]
 pub struct Database {
     pub orm: DatabaseConnection,
     pub engine: Engine,
+    /// The turns to write, on SQLite (see [`writer`]).
+    pub writer: Arc<writer::Writer>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +94,7 @@ impl Database {
             Ok(Database {
                 orm: SqlxSqliteConnector::from_sqlx_sqlite_pool(pool),
                 engine: Engine::Sqlite,
+                writer: Arc::default(),
             })
         } else {
             let options = PgConnectOptions::from_str(url).map_err(bad_url)?;
@@ -99,6 +109,7 @@ impl Database {
             Ok(Database {
                 orm: SqlxPostgresConnector::from_sqlx_postgres_pool(pool),
                 engine: Engine::Postgres,
+                writer: Arc::default(),
             })
         }
     }
@@ -175,18 +186,105 @@ fn set_busy_handler(db: std::ptr::NonNull<libsqlite3_sys::sqlite3>) {
     }
 }
 
-/// Begins a transaction that will write after reading: on SQLite it takes
-/// the write lock at once (`BEGIN IMMEDIATE`), since a read transaction
-/// cannot become a writer once another connection has committed (WAL).
-pub async fn begin_write(
-    orm: &DatabaseConnection,
-) -> Result<sea_orm::DatabaseTransaction, sea_orm::DbErr> {
-    use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
-    orm.begin_with_options(TransactionOptions {
-        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-        ..Default::default()
-    })
-    .await
+/// A write transaction: sea-orm's, holding its turn of the [`writer`] on
+/// SQLite until it commits or is dropped. It derefs to the transaction.
+pub struct WriteTxn {
+    txn: sea_orm::DatabaseTransaction,
+    _turn: Option<writer::Permit>,
+}
+
+impl std::ops::Deref for WriteTxn {
+    type Target = sea_orm::DatabaseTransaction;
+    fn deref(&self) -> &Self::Target {
+        &self.txn
+    }
+}
+
+/// So that `.exec(&txn)` and the functions taking any connection take it.
+#[async_trait::async_trait]
+impl ConnectionTrait for WriteTxn {
+    fn get_database_backend(&self) -> sea_orm::DbBackend {
+        self.txn.get_database_backend()
+    }
+
+    async fn execute_raw(
+        &self,
+        stmt: sea_orm::Statement,
+    ) -> Result<sea_orm::ExecResult, sea_orm::DbErr> {
+        self.txn.execute_raw(stmt).await
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<sea_orm::ExecResult, sea_orm::DbErr> {
+        self.txn.execute_unprepared(sql).await
+    }
+
+    async fn query_one_raw(
+        &self,
+        stmt: sea_orm::Statement,
+    ) -> Result<Option<sea_orm::QueryResult>, sea_orm::DbErr> {
+        self.txn.query_one_raw(stmt).await
+    }
+
+    async fn query_all_raw(
+        &self,
+        stmt: sea_orm::Statement,
+    ) -> Result<Vec<sea_orm::QueryResult>, sea_orm::DbErr> {
+        self.txn.query_all_raw(stmt).await
+    }
+
+    fn support_returning(&self) -> bool {
+        self.txn.support_returning()
+    }
+}
+
+impl WriteTxn {
+    pub async fn commit(self) -> Result<(), sea_orm::DbErr> {
+        self.txn.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), sea_orm::DbErr> {
+        self.txn.rollback().await
+    }
+}
+
+impl Database {
+    /// Begins a transaction that writes. On SQLite it first waits for its
+    /// turn of the one writer (in order of arrival), then takes the write
+    /// lock at once (`BEGIN IMMEDIATE`), since a read transaction cannot
+    /// become a writer once another connection has committed (WAL). On
+    /// PostgreSQL it is a plain transaction.
+    pub async fn write(&self) -> Result<WriteTxn, sea_orm::DbErr> {
+        use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+        match self.engine {
+            Engine::Sqlite => {
+                let turn = self.writer.turn(Turn::InOrder).await;
+                let txn = self
+                    .orm
+                    .begin_with_options(TransactionOptions {
+                        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                        ..Default::default()
+                    })
+                    .await?;
+                Ok(WriteTxn {
+                    txn,
+                    _turn: Some(turn),
+                })
+            }
+            Engine::Postgres => Ok(WriteTxn {
+                txn: self.orm.begin().await?,
+                _turn: None,
+            }),
+        }
+    }
+
+    /// The group commit's turn on SQLite (before every other waiter); `None`
+    /// on PostgreSQL, where writers do not take turns.
+    pub async fn first_turn(&self) -> Option<writer::Permit> {
+        match self.engine {
+            Engine::Sqlite => Some(self.writer.turn(Turn::First).await),
+            Engine::Postgres => None,
+        }
+    }
 }
 
 /// The URL with any password replaced, for messages.
