@@ -755,6 +755,30 @@ impl Config {
     pub fn tenant(&self, id: &str) -> Option<&TenantConfig> {
         self.tenants.iter().find(|t| t.id == id)
     }
+
+    /// Works on the SQLite file `db` (`--db`): the database and the key
+    /// files beside it, named as `serve` and `rollcall demo --db` name them
+    /// (`demo.db`: `demo.key`, `demo-evidence.key`, `demo-evidence.key.witness/`).
+    /// Replaces what the configuration said of the three.
+    pub fn with_database_file(mut self, db: &Path) -> Config {
+        self.database.url = format!("sqlite://{}?mode=rwc", db.display());
+        self.server.data_key_file = db.with_extension("key");
+        self.evidence.key_file = evidence_key_beside(&self.server.data_key_file);
+        let mut witness = self.evidence.key_file.as_os_str().to_owned();
+        witness.push(".witness");
+        self.evidence.witness_dir = PathBuf::from(witness);
+        self
+    }
+}
+
+/// The evidence key's file beside the data key's: `rollcall.key` →
+/// `rollcall-evidence.key` (the defaults), `demo.key` → `demo-evidence.key`.
+pub fn evidence_key_beside(data_key_file: &Path) -> PathBuf {
+    let stem = data_key_file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "rollcall".to_owned());
+    data_key_file.with_file_name(format!("{stem}-evidence.key"))
 }
 
 fn resolve_tenant(i: usize, t: RawTenant, env: &dyn Env) -> Result<TenantConfig, ConfigError> {

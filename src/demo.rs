@@ -163,6 +163,72 @@ impl SandboxPlatform {
     }
 }
 
+/// The sandbox tenant of a command run without a configuration file, on
+/// the platform its events came in on (a database `rollcall demo
+/// --platform dingtalk` left is a DingTalk tenant's): its `[[tenants]]`
+/// table, and its simulated services, which answer as long as this lives.
+pub struct SandboxTenant {
+    pub toml: String,
+    _services: Vec<Box<dyn std::any::Any + Send>>,
+}
+
+impl SandboxTenant {
+    pub async fn start(platform: DemoPlatform) -> anyhow::Result<SandboxTenant> {
+        let sms = || SandboxSms::start(SMS_SECRET);
+        Ok(match platform {
+            DemoPlatform::Wecom => {
+                let p = SandboxPlatform::start().await?;
+                SandboxTenant {
+                    toml: p.tenant_toml(),
+                    _services: vec![Box::new(p)],
+                }
+            }
+            DemoPlatform::Dingtalk => {
+                let (api, sms, mail) = (
+                    dingtalk::start_api().await?,
+                    sms().await?,
+                    SandboxMail::start().await?,
+                );
+                SandboxTenant {
+                    toml: dingtalk::sandbox_tenant_toml(&api, "", &sms, &mail),
+                    _services: vec![Box::new(api), Box::new(sms), Box::new(mail)],
+                }
+            }
+            DemoPlatform::Feishu => {
+                let (api, sms, mail) = (
+                    feishu::start_api().await?,
+                    sms().await?,
+                    SandboxMail::start().await?,
+                );
+                let (token, _) = fresh_secrets();
+                let encrypt_key = ulid::Ulid::new().to_string();
+                SandboxTenant {
+                    toml: feishu::sandbox_tenant_toml(&api, &encrypt_key, &token, &sms, &mail),
+                    _services: vec![Box::new(api), Box::new(sms), Box::new(mail)],
+                }
+            }
+        })
+    }
+
+    /// The platform of the sandbox tenant's events in the database at `url`
+    /// (WeCom when it has none: the platform of `serve` without a
+    /// configuration).
+    pub async fn platform_in(url: &str) -> anyhow::Result<DemoPlatform> {
+        let db = crate::db::Database::open(url).await?;
+        let first = entity::inbound_event::Entity::find()
+            .filter(entity::inbound_event::Column::TenantId.eq(TENANT))
+            .order_by_asc(entity::inbound_event::Column::Id)
+            .one(&db.orm)
+            .await?;
+        db.close().await;
+        Ok(match first.as_ref().map(|e| e.platform.as_str()) {
+            Some("dingtalk") => DemoPlatform::Dingtalk,
+            Some("feishu") => DemoPlatform::Feishu,
+            _ => DemoPlatform::Wecom,
+        })
+    }
+}
+
 /// A fresh callback token and EncodingAESKey.
 pub fn fresh_secrets() -> (String, String) {
     let token: String = ulid::Ulid::new().to_string();
@@ -183,9 +249,6 @@ pub struct DemoArgs {
     /// One JSON object per line instead of the readable timeline.
     #[arg(long)]
     pub json: bool,
-    /// Keep the database here (a new SQLite file) for inspection.
-    #[arg(long)]
-    pub db: Option<PathBuf>,
     /// The chat platform the story runs on.
     #[arg(long, value_enum, default_value_t)]
     pub platform: DemoPlatform,
@@ -202,6 +265,15 @@ pub struct DemoRun {
     pub texts: Vec<crate::platform::sandbox::SmsRecord>,
     pub mails: Vec<crate::platform::sandbox::MailRecord>,
     pub elapsed: Duration,
+    /// The whole story only: the absent employee's package, written out.
+    pub package: Option<ExportedPackage>,
+}
+
+/// The package the whole story ends with.
+pub struct ExportedPackage {
+    pub dir: PathBuf,
+    /// The fingerprint of the key that signed it, as the employer publishes it.
+    pub fingerprint: String,
 }
 
 /// `date` (YYYY-MM-DD) `time` (HH:MM) in Shanghai, as an instant.
@@ -251,7 +323,7 @@ impl Sandboxed {
         let toml = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\ndata_key_file = \"{}\"\n[evidence]\nkey_file = \"{}\"\n[database]\nurl = \"{database_url}\"\n{tenant}{extra}",
             key_file.display(),
-            key_file.with_extension("evidence.key").display(),
+            crate::config::evidence_key_beside(key_file).display(),
         );
         let config = Config::parse(&toml, &ProcessEnv).context("sandbox configuration")?;
         let clock = Arc::new(SimulatedClock::new(start));
@@ -615,6 +687,13 @@ impl Stage for Sandboxed {
 
 /// The bytes of the demo's site photo.
 const DEMO_PHOTO: &[u8] = b"\xff\xd8\xff\xe0demo-site-photo";
+/// The bytes of the photo HR files as evidence.
+const EVIDENCE_PHOTO: &[u8] = b"\xff\xd8\xff\xe0demo-dormitory-emptied";
+
+/// When the story's clock starts: Monday morning.
+fn story_begins() -> DateTime<Utc> {
+    shanghai("2026-11-30", "08:00")
+}
 
 /// Runs the story on `database_url`, on WeCom.
 pub async fn run_story(database_url: &str, key_file: &std::path::Path) -> anyhow::Result<DemoRun> {
@@ -628,8 +707,69 @@ pub async fn run_story_on(
     key_file: &std::path::Path,
 ) -> anyhow::Result<DemoRun> {
     let started = Instant::now();
-    let begin = shanghai("2026-11-30", "08:00");
-    let s = stage(platform, database_url, key_file, begin, "").await?;
+    let s = stage(platform, database_url, key_file, story_begins(), "").await?;
+    to_the_deadline(&*s).await?;
+    finish(s, database_url, started, None).await
+}
+
+/// Runs the whole story on `database_url`, on `platform`: to HR's deadline
+/// card, then the self-departure process to the termination notice and its
+/// receipts, and the absent employee's package written into `package_dir`.
+pub async fn run_whole_story_on(
+    platform: DemoPlatform,
+    database_url: &str,
+    key_file: &std::path::Path,
+    package_dir: &std::path::Path,
+) -> anyhow::Result<DemoRun> {
+    let started = Instant::now();
+    let s = stage(platform, database_url, key_file, story_begins(), "").await?;
+    to_the_deadline(&*s).await?;
+    departure(&*s).await?;
+    let case = absent_case(&*s)
+        .await?
+        .context("the absent employee has no case")?;
+    let package = crate::evidence::export::package(s.rt(), TENANT, ABSENT, Some(case.id))
+        .await
+        .context("exporting the package")?;
+    package
+        .write_dir(package_dir)
+        .with_context(|| format!("writing the package to {}", package_dir.display()))?;
+    let exported = ExportedPackage {
+        dir: package_dir.to_path_buf(),
+        fingerprint: package.summary.fingerprint.clone(),
+    };
+    finish(s, database_url, started, Some(exported)).await
+}
+
+/// The employee who stops coming in the story.
+const ABSENT: &str = "zhangsan";
+
+/// The timeline and what reached the sandbox, then the stage stopped.
+async fn finish(
+    s: Box<dyn Stage>,
+    database_url: &str,
+    started: Instant,
+    package: Option<ExportedPackage>,
+) -> anyhow::Result<DemoRun> {
+    let lines = timeline(s.rt()).await?;
+    let sent = s.sent();
+    let texts = s.sms().texts();
+    let mails = s.mail().messages();
+    s.stop().await;
+    Ok(DemoRun {
+        lines,
+        db_path: PathBuf::from(database_url),
+        sent,
+        texts,
+        mails,
+        elapsed: started.elapsed(),
+        package,
+    })
+}
+
+/// Monday to the next Monday: 张三 stops coming, the ladder runs, the
+/// formal notice reaches him, and the deadline passes (HR gets the card).
+async fn to_the_deadline(s: &dyn Stage) -> anyhow::Result<()> {
     let everyone = ["wangmin", "zhaogang", "zhangsan", "lisi", "wangwu"];
     let but = |absent: &[&str]| {
         everyone
@@ -681,20 +821,52 @@ pub async fn run_story_on(
     // it has passed, and HR gets the card.
     s.at("2026-12-07", "20:35");
     s.scan().await?;
+    Ok(())
+}
 
-    let lines = timeline(s.rt()).await?;
-    let sent = s.sent();
-    let texts = s.sms().texts();
-    let mails = s.mail().messages();
-    s.stop().await;
-    Ok(DemoRun {
-        lines,
-        db_path: PathBuf::from(database_url),
-        sent,
-        texts,
-        mails,
-        elapsed: started.elapsed(),
-    })
+/// From HR's deadline card to the termination notice: HR starts the
+/// self-departure process (the draft goes to the manager and HR), files a
+/// photo of the emptied dormitory as evidence, the manager and HR confirm
+/// the draft, HR records that the union was told, and the termination
+/// notice goes out on every channel; 张三 acknowledges it.
+async fn departure(s: &dyn Stage) -> anyhow::Result<()> {
+    s.at("2026-12-07", "20:40");
+    s.press("wangmin", "start_departure").await?;
+    s.at("2026-12-08", "09:00");
+    s.say("wangmin", "#证据 张三 宿舍已搬空，行李已取走")
+        .await?;
+    s.at("2026-12-08", "09:02");
+    s.media("wangmin", EVIDENCE_PHOTO.to_vec(), "image/jpeg", None)
+        .await?;
+    s.settle().await?;
+    s.at("2026-12-08", "10:00");
+    s.press("zhaogang", "confirm_manager").await?;
+    s.at("2026-12-08", "10:10");
+    s.press("wangmin", "confirm_hr").await?;
+    s.at("2026-12-08", "10:20");
+    s.press("wangmin", "union_notified").await?;
+    s.settle().await?;
+    s.at("2026-12-08", "20:00");
+    s.read_latest(ABSENT).await?;
+    s.at("2026-12-08", "20:05");
+    s.press(ABSENT, "termination_received").await?;
+    s.settle().await?;
+    let case = absent_case(s).await?;
+    anyhow::ensure!(
+        case.and_then(|c| c.resolution).as_deref() == Some("terminated"),
+        "the story did not end with the termination: see the timeline (`rollcall demo --json`)"
+    );
+    Ok(())
+}
+
+/// The absent employee's latest case.
+async fn absent_case(s: &dyn Stage) -> Result<Option<absence_case::Model>, sea_orm::DbErr> {
+    absence_case::Entity::find()
+        .filter(absence_case::Column::TenantId.eq(TENANT))
+        .filter(absence_case::Column::UserId.eq(ABSENT))
+        .order_by_desc(absence_case::Column::Id)
+        .one(&s.rt().db.orm)
+        .await
 }
 
 /// Presses the button for `action` on the latest card `user` received that
@@ -867,6 +1039,12 @@ pub async fn timeline(rt: &Runtime) -> anyhow::Result<Vec<Value>> {
             "notice_acknowledged",
             "card_pressed",
             "missed_workday",
+            "departure_started",
+            "exhibit_filed",
+            "departure_confirmed",
+            "union_recorded",
+            "termination_notice_issued",
+            "termination_acknowledged",
         ]))
         .order_by_asc(case_event::Column::Id)
         .all(&rt.db.orm)
@@ -880,43 +1058,117 @@ pub async fn timeline(rt: &Runtime) -> anyhow::Result<Vec<Value>> {
             "recipient": null,
             "channel": null,
             "template": null,
-            "outcome": e.actor.as_deref().map(|a| format!("by {}", name(a))).unwrap_or_else(|| "by the scan".into()),
+            // Without an actor: the scan's judgement, or what follows from
+            // the last step by itself (the termination notice after the union item).
+            "outcome": e.actor.as_deref().map(|a| format!("by {}", name(a))).unwrap_or_else(|| {
+                if e.kind == "termination_notice_issued" { "by rollcall, after the last item".into() } else { "by the scan".into() }
+            }),
         })));
     }
     lines.sort_by_key(|l| (l.0, l.1 % 2 == 0, l.1));
     Ok(lines.into_iter().map(|(_, _, v)| v).collect())
 }
 
-/// `rollcall demo`.
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let temp;
-    let db = match args.db {
+/// `rollcall demo`. `db`: where to keep the database (the global `--db`, a
+/// new SQLite file); the key files, the package (`demo-package/`) and the
+/// fingerprint the employer would publish (`demo.fingerprint`) go beside it.
+pub async fn run(args: DemoArgs, db: Option<PathBuf>) -> anyhow::Result<()> {
+    let db = match db {
         Some(p) => p,
-        None => {
-            temp = tempfile::Builder::new()
-                .prefix("rollcall-demo-")
-                .tempdir()?
-                .keep();
-            temp.join("demo.db")
-        }
+        None => tempfile::Builder::new()
+            .prefix("rollcall-demo-")
+            .tempdir()?
+            .keep()
+            .join("demo.db"),
     };
-    anyhow::ensure!(
-        !db.exists(),
-        "{} exists already: give a new path",
-        db.display()
-    );
+    let left = Left::beside(&db);
+    for path in [&db, &left.package, &left.fingerprint] {
+        anyhow::ensure!(
+            !path.exists(),
+            "{} exists already: give another --db, or remove what an earlier demo left",
+            path.display()
+        );
+    }
     let key_file = db.with_extension("key");
     let url = format!("sqlite://{}?mode=rwc", db.display());
-    let mut run = run_story_on(args.platform, &url, &key_file).await?;
+    let mut run = run_whole_story_on(args.platform, &url, &key_file, &left.package).await?;
     run.db_path = db;
-    match print_timeline(&run, args.json) {
+    let exported = run
+        .package
+        .as_ref()
+        .context("the whole story exports a package")?;
+    std::fs::write(&left.fingerprint, format!("{}\n", exported.fingerprint))
+        .with_context(|| format!("writing {}", left.fingerprint.display()))?;
+    let verified = verify_package(exported);
+    match print_timeline(&run, args.json, &left, &verified) {
         // `rollcall demo | head` closes the pipe early: not an error.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
+        Err(e) => Err(e.into()),
+        Ok(()) => match verified {
+            Verified::Failed(out) => anyhow::bail!("the package's verify.py failed:\n{out}"),
+            _ => Ok(()),
+        },
     }
 }
 
-fn print_timeline(run: &DemoRun, json: bool) -> std::io::Result<()> {
+/// What the demo leaves beside its database.
+pub struct Left {
+    /// The absent employee's package (`demo-package/` beside `demo.db`).
+    pub package: PathBuf,
+    /// The fingerprint of the evidence key, as the employer publishes it
+    /// (`demo.fingerprint`).
+    pub fingerprint: PathBuf,
+}
+
+impl Left {
+    pub fn beside(db: &std::path::Path) -> Left {
+        let stem = db
+            .file_stem()
+            .map_or_else(|| "demo".to_owned(), |s| s.to_string_lossy().into_owned());
+        Left {
+            package: db.with_file_name(format!("{stem}-package")),
+            fingerprint: db.with_extension("fingerprint"),
+        }
+    }
+}
+
+/// What the package's own verify.py said.
+pub enum Verified {
+    /// Its output, all checks passed.
+    Passed(String),
+    /// Its output (and errors): a check failed.
+    Failed(String),
+    /// There is no `python3` to run it with.
+    NoPython,
+}
+
+/// Runs the package's verify.py with the published fingerprint, as the other
+/// party would (no terminal: the fingerprint is given).
+fn verify_package(p: &ExportedPackage) -> Verified {
+    let out = std::process::Command::new("python3")
+        .arg(p.dir.join("verify.py"))
+        .args(["--fingerprint", &p.fingerprint])
+        .stdin(std::process::Stdio::null())
+        .output();
+    match out {
+        Err(_) => Verified::NoPython,
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if out.status.success() {
+                Verified::Passed(text)
+            } else {
+                Verified::Failed(format!("{text}{}", String::from_utf8_lossy(&out.stderr)))
+            }
+        }
+    }
+}
+
+fn print_timeline(
+    run: &DemoRun,
+    json: bool,
+    left: &Left,
+    verified: &Verified,
+) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     use std::io::Write;
     for line in &run.lines {
@@ -937,14 +1189,46 @@ fn print_timeline(run: &DemoRun, json: bool) -> std::io::Result<()> {
             )?;
         }
     }
-    if !json {
-        writeln!(
+    if json {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "\n{} messages reached the sandbox in {:.1} s; database: {}",
+        run.sent.len(),
+        run.elapsed.as_secs_f64(),
+        run.db_path.display()
+    )?;
+    let package = &left.package;
+    writeln!(out, "package:       {}", package.display())?;
+    writeln!(
+        out,
+        "report:        {}",
+        package.join("report.html").display()
+    )?;
+    writeln!(
+        out,
+        "fingerprint:   {} (in {})",
+        run.package.as_ref().map_or("", |p| p.fingerprint.as_str()),
+        left.fingerprint.display()
+    )?;
+    let command = format!(
+        "python3 {} --fingerprint \"$(cat {})\"",
+        package.join("verify.py").display(),
+        left.fingerprint.display()
+    );
+    match verified {
+        Verified::Passed(text) | Verified::Failed(text) => {
+            writeln!(out, "verified:      {command}")?;
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            for l in &lines[lines.len().saturating_sub(3)..] {
+                writeln!(out, "  {l}")?;
+            }
+        }
+        Verified::NoPython => writeln!(
             out,
-            "\n{} messages reached the sandbox in {:.1} s; database: {}",
-            run.sent.len(),
-            run.elapsed.as_secs_f64(),
-            run.db_path.display()
-        )?;
+            "verify:        no python3 here; with Python 3 run: {command}"
+        )?,
     }
     Ok(())
 }

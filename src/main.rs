@@ -17,6 +17,11 @@ struct Cli {
     /// Configuration file (default: rollcall.toml when present).
     #[arg(long, global = true, env = "ROLLCALL_CONFIG")]
     config: Option<PathBuf>,
+    /// Work on this SQLite file and the key files beside it (`demo.db`:
+    /// `demo.key`, `demo-evidence.key`), as `rollcall demo --db` leaves them;
+    /// it replaces the configuration's database and key files.
+    #[arg(long, global = true, value_name = "FILE")]
+    db: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -108,9 +113,35 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load(cli.config.as_deref(), &ProcessEnv)?;
+    let mut config = Config::load(cli.config.as_deref(), &ProcessEnv)?;
+    if let Some(db) = &cli.db {
+        config = config.with_database_file(db);
+    }
+    // With no configuration file every command works on the sandbox tenant
+    // `serve` runs (its simulated platform lives as long as the command).
+    // A database the demo left on DingTalk or Feishu is that platform's.
+    let mut sandbox = None;
+    let mut _sandbox_tenant = None;
+    match &cli.command {
+        _ if config.source.is_some() => {}
+        // The demo starts its own; a load generator needs the tenant of the
+        // server it drives, from that server's configuration.
+        Command::Demo(_) | Command::Loadgen(_) | Command::Migrate => {}
+        Command::Serve => {
+            let platform = rollcall::demo::SandboxPlatform::start().await?;
+            config.tenants = Config::parse(&platform.tenant_toml(), &ProcessEnv)?.tenants;
+            sandbox = Some(platform);
+        }
+        _ => {
+            use rollcall::demo::SandboxTenant;
+            let platform = SandboxTenant::platform_in(&config.database.url).await?;
+            let tenant = SandboxTenant::start(platform).await?;
+            config.tenants = Config::parse(&tenant.toml, &ProcessEnv)?.tenants;
+            _sandbox_tenant = Some(tenant);
+        }
+    }
     match cli.command {
-        Command::Serve => serve(config).await,
+        Command::Serve => serve(config, sandbox).await,
         Command::Migrate => {
             let db = Database::connect(&config.database.url).await?;
             db.migrate().await?;
@@ -136,7 +167,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
-        Command::Demo(args) => rollcall::demo::run(args).await,
+        Command::Demo(args) => rollcall::demo::run(args, cli.db).await,
         Command::Employees(args) => Ok(rollcall::employees::cli::run(&config, args).await?),
         Command::Evidence(args) => rollcall::evidence::cli::run(&config, args, open_runtime).await,
         Command::Privacy(args) => rollcall::privacy::cli::run(&config, args).await,
@@ -203,16 +234,18 @@ fn open_runtime(
     })
 }
 
-async fn serve(mut config: Config) -> anyhow::Result<()> {
-    // With no configuration file: the sandbox tenant, so the service can be
-    // tried without credentials. Its platform runs inside this process.
-    let mut sandbox = None;
-    match &config.source {
-        Some(path) => tracing::info!(config = %path.display(), "configuration loaded"),
-        None => {
-            let platform = rollcall::demo::SandboxPlatform::start().await?;
-            let tenants = Config::parse(&platform.tenant_toml(), &ProcessEnv)?;
-            config.tenants = tenants.tenants;
+/// `sandbox`: the simulated platform of the sandbox tenant, when there is no
+/// configuration file (the service can be tried without credentials).
+async fn serve(
+    config: Config,
+    sandbox: Option<rollcall::demo::SandboxPlatform>,
+) -> anyhow::Result<()> {
+    match &sandbox {
+        None => tracing::info!(
+            config = %config.source.as_deref().unwrap_or(std::path::Path::new("")).display(),
+            "configuration loaded"
+        ),
+        Some(platform) => {
             eprintln!(
                 "\n  rollcall is running WITHOUT a configuration file: embedded SQLite ({}),\n  \
                  one SANDBOX tenant `{}`: its WeCom API ({}), SMS gateway and mail server are\n  \
@@ -226,7 +259,6 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
                 platform.token,
                 platform.aes_key,
             );
-            sandbox = Some(platform);
         }
     }
     for t in &config.tenants {

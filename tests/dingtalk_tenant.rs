@@ -80,7 +80,7 @@ api_base_v1 = "{base}"
 scan_at = "23:59"
 "#,
             key = key.display(),
-            evidence = key.with_extension("evidence.key").display(),
+            evidence = rollcall::config::evidence_key_beside(&key).display(),
             url = db.url,
             base = api.api_base_v1(),
         );

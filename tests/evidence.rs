@@ -39,7 +39,7 @@ fn data_key(db: &TestDb) -> PathBuf {
 }
 
 fn evidence_key(db: &TestDb) -> PathBuf {
-    data_key(db).with_extension("evidence.key")
+    rollcall::config::evidence_key_beside(&data_key(db))
 }
 
 /// The witness the demo's app keeps beside its evidence key.

@@ -48,7 +48,7 @@ async fn demo_config(db: &TestDb) -> String {
     format!(
         "[server]\nlisten = \"127.0.0.1:0\"\ndata_key_file = \"{}\"\n[evidence]\nkey_file = \"{}\"\n[database]\nurl = \"{}\"\n{}",
         key_file.display(),
-        key_file.with_extension("evidence.key").display(),
+        rollcall::config::evidence_key_beside(&key_file).display(),
         db.url,
         platform.tenant_toml()
     )
@@ -63,10 +63,7 @@ async fn demo_runtime(db: &TestDb, now: DateTime<Utc>) -> Runtime {
 
 fn signer_of(db: &TestDb) -> NoteSigner {
     load_or_create_key(
-        &db.dir
-            .path()
-            .join("data.key")
-            .with_extension("evidence.key"),
+        &rollcall::config::evidence_key_beside(&db.dir.path().join("data.key")),
         "rollcall",
     )
     .unwrap()
@@ -1834,11 +1831,7 @@ async fn a_package_verifies_across_an_evidence_key_rotation(#[case] engine: Engi
     let story = story_then_more(&db).await;
     let old = signer_of(&db);
     let old_print = fingerprint(&old);
-    let key_file = db
-        .dir
-        .path()
-        .join("data.key")
-        .with_extension("evidence.key");
+    let key_file = rollcall::config::evidence_key_beside(&db.dir.path().join("data.key"));
     let witness = (*story.rt.witness).clone();
     let rotated = rollcall::keys::rotate_evidence_key(
         &story.rt.db.orm,

@@ -113,7 +113,7 @@ api_base = "http://127.0.0.1:9"
 "#,
             dir.join("data.key").display(),
             db.url,
-            dir.join("data.evidence.key").display(),
+            rollcall::config::evidence_key_beside(&dir.join("data.key")).display(),
             t.corp_id,
             t.token,
             t.key

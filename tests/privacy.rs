@@ -296,7 +296,8 @@ async fn forgetting_leaves_nothing_of_the_person_anywhere(#[case] engine: Engine
     assert!(after.is_empty(), "left behind: {after:#?}");
 
     // The log still verifies, his leaves reported as erased.
-    let signer = load_or_create_key(&key.with_extension("evidence.key"), "rollcall").unwrap();
+    let signer =
+        load_or_create_key(&rollcall::config::evidence_key_beside(&key), "rollcall").unwrap();
     let verified = verify_log(&conn.orm, TENANT, &signer.verifier_key(), None)
         .await
         .unwrap();

@@ -31,6 +31,35 @@ const AGENT_ID: i64 = 3000002;
 /// renders no card).
 const TEMPLATE: &str = "rollcall-sandbox.schema";
 
+/// The `[[tenants]]` table of the DingTalk sandbox tenant on `api`, with
+/// `app` added to its `[tenants.dingtalk]` table.
+pub(super) fn sandbox_tenant_toml(
+    api: &SandboxDingtalkApi,
+    app: &str,
+    sms: &SandboxSms,
+    mail: &SandboxMail,
+) -> String {
+    let base = api.api_base_v1();
+    let chat = format!(
+        r#"[tenants.dingtalk]
+app_key = "{APP_KEY}"
+app_secret = "{APP_SECRET}"
+agent_id = {AGENT_ID}
+card_template_id = "{TEMPLATE}"
+api_base = "{base}"
+api_base_v1 = "{base}"
+{app}"#
+    );
+    tenant_toml("示例建筑有限公司（钉钉沙箱）", &chat, sms, mail)
+}
+
+/// The sandbox DingTalk API of the demo's app.
+pub(super) async fn start_api() -> anyhow::Result<SandboxDingtalkApi> {
+    SandboxDingtalkApi::start(APP_KEY, APP_SECRET)
+        .await
+        .context("starting the sandbox DingTalk API")
+}
+
 /// rollcall on a DingTalk sandbox tenant with a simulated clock.
 pub struct SandboxedDingtalk {
     pub app: crate::app::RunningApp,
@@ -65,9 +94,7 @@ impl SandboxedDingtalk {
         app: &str,
         extra: &str,
     ) -> anyhow::Result<SandboxedDingtalk> {
-        let api = SandboxDingtalkApi::start(APP_KEY, APP_SECRET)
-            .await
-            .context("starting the sandbox DingTalk API")?;
+        let api = start_api().await?;
         let gateway = SandboxStreamGateway::start(APP_KEY, APP_SECRET)
             .await
             .context("starting the sandbox Stream gateway")?;
@@ -78,23 +105,12 @@ impl SandboxedDingtalk {
         let mail = SandboxMail::start()
             .await
             .context("starting the sandbox mail server")?;
-        let base = api.api_base_v1();
-        let chat = format!(
-            r#"[tenants.dingtalk]
-app_key = "{APP_KEY}"
-app_secret = "{APP_SECRET}"
-agent_id = {AGENT_ID}
-card_template_id = "{TEMPLATE}"
-api_base = "{base}"
-api_base_v1 = "{base}"
-{app}"#
-        );
         let (delivery, extra) = super::with_read_checks_each_second(extra);
         let toml = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\ndata_key_file = \"{}\"\n[evidence]\nkey_file = \"{}\"\n[database]\nurl = \"{database_url}\"\n{delivery}{}{extra}",
             key_file.display(),
-            key_file.with_extension("evidence.key").display(),
-            tenant_toml("示例建筑有限公司（钉钉沙箱）", &chat, &sms, &mail)
+            crate::config::evidence_key_beside(key_file).display(),
+            sandbox_tenant_toml(&api, app, &sms, &mail)
         );
         let config = Config::parse(&toml, &ProcessEnv).context("sandbox configuration")?;
         let clock = Arc::new(SimulatedClock::new(start));

@@ -25,6 +25,33 @@ use crate::runtime::Runtime;
 const APP_ID: &str = "cli_sandboxdemo0001";
 const APP_SECRET: &str = "sandbox-feishu-secret";
 
+/// The `[[tenants]]` table of the Feishu sandbox tenant on `api`.
+pub(super) fn sandbox_tenant_toml(
+    api: &SandboxFeishuApi,
+    encrypt_key: &str,
+    token: &str,
+    sms: &SandboxSms,
+    mail: &SandboxMail,
+) -> String {
+    let base = api.api_base();
+    let chat = format!(
+        r#"[tenants.feishu]
+app_id = "{APP_ID}"
+app_secret = "{APP_SECRET}"
+encrypt_key = "{encrypt_key}"
+verification_token = "{token}"
+api_base = "{base}""#
+    );
+    tenant_toml("示例建筑有限公司（飞书沙箱）", &chat, sms, mail)
+}
+
+/// The sandbox Feishu API of the demo's app.
+pub(super) async fn start_api() -> anyhow::Result<SandboxFeishuApi> {
+    SandboxFeishuApi::start(APP_ID, APP_SECRET)
+        .await
+        .context("starting the sandbox Feishu API")
+}
+
 /// rollcall on a Feishu sandbox tenant with a simulated clock.
 pub struct SandboxedFeishu {
     pub app: crate::app::RunningApp,
@@ -47,9 +74,7 @@ impl SandboxedFeishu {
         start: DateTime<Utc>,
         extra: &str,
     ) -> anyhow::Result<SandboxedFeishu> {
-        let api = SandboxFeishuApi::start(APP_ID, APP_SECRET)
-            .await
-            .context("starting the sandbox Feishu API")?;
+        let api = start_api().await?;
         let sms = SandboxSms::start(super::SMS_SECRET)
             .await
             .context("starting the sandbox SMS gateway")?;
@@ -58,21 +83,12 @@ impl SandboxedFeishu {
             .context("starting the sandbox mail server")?;
         let (token, _) = super::fresh_secrets();
         let encrypt_key = ulid::Ulid::new().to_string();
-        let base = api.api_base();
-        let chat = format!(
-            r#"[tenants.feishu]
-app_id = "{APP_ID}"
-app_secret = "{APP_SECRET}"
-encrypt_key = "{encrypt_key}"
-verification_token = "{token}"
-api_base = "{base}""#
-        );
         let (delivery, extra) = super::with_read_checks_each_second(extra);
         let toml = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\ndata_key_file = \"{}\"\n[evidence]\nkey_file = \"{}\"\n[database]\nurl = \"{database_url}\"\n{delivery}{}{extra}",
             key_file.display(),
-            key_file.with_extension("evidence.key").display(),
-            tenant_toml("示例建筑有限公司（飞书沙箱）", &chat, &sms, &mail)
+            crate::config::evidence_key_beside(key_file).display(),
+            sandbox_tenant_toml(&api, &encrypt_key, &token, &sms, &mail)
         );
         let config = Config::parse(&toml, &ProcessEnv).context("sandbox configuration")?;
         let clock = Arc::new(SimulatedClock::new(start));
