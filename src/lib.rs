@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod attendance;
+pub mod backup;
 pub mod cases;
 pub mod clock;
 pub mod commands;

@@ -75,6 +75,21 @@ enum Command {
     /// The keys this database is bound to: show their check values, rotate
     /// the data key.
     Keys(rollcall::keys::cli::KeysArgs),
+    /// Write a consistent copy of the SQLite database to a new file while
+    /// the service runs (`VACUUM INTO`, flushed and checked). It holds the
+    /// check values of its keys, not the keys: back up the key files apart.
+    Backup {
+        /// The new file (mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Bring a backup back as the configured SQLite database, which must not
+    /// exist; the configured keys are checked against it.
+    Restore {
+        /// The backup file (it is copied, not moved).
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Write the letter that sends a notice by post (EMS, registered mail),
     /// print-ready as PDF and HTML, addressed to the employee's postal
     /// address: the notice as it went out electronically. The same letter is
@@ -125,8 +140,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         _ if config.source.is_some() => {}
         // The demo starts its own; a load generator needs the tenant of the
-        // server it drives, from that server's configuration.
-        Command::Demo(_) | Command::Loadgen(_) | Command::Migrate => {}
+        // server it drives, from that server's configuration; the rest need
+        // none (and a restore must find no database yet).
+        Command::Demo(_)
+        | Command::Loadgen(_)
+        | Command::Migrate
+        | Command::Backup { .. }
+        | Command::Restore { .. } => {}
         Command::Serve => {
             let platform = rollcall::demo::SandboxPlatform::start().await?;
             config.tenants = Config::parse(&platform.tenant_toml(), &ProcessEnv)?.tenants;
@@ -172,6 +192,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Evidence(args) => rollcall::evidence::cli::run(&config, args, open_runtime).await,
         Command::Privacy(args) => rollcall::privacy::cli::run(&config, args).await,
         Command::Keys(args) => rollcall::keys::cli::run(&config, args).await,
+        Command::Backup { out } => {
+            let b = rollcall::backup::backup(&config, &out).await?;
+            println!(
+                "backup: {} ({} bytes, SHA-256 {})\nbound to data key {} (check value {}) and evidence key {}\nkeep the key files {} and {} (and the witness folder {}) backed up apart from it",
+                b.path.display(),
+                b.bytes,
+                b.sha256,
+                b.keys.data_key_id,
+                b.keys.data_check_value,
+                b.keys.evidence_key,
+                config.server.data_key_file.display(),
+                config.evidence.key_file.display(),
+                config.evidence.witness_dir.display(),
+            );
+            Ok(())
+        }
+        Command::Restore { from } => {
+            let r = rollcall::backup::restore(&config, &from).await?;
+            println!(
+                "restored: {} from {}\nbound to data key {} (check value {}) and evidence key {}",
+                r.path.display(),
+                from.display(),
+                r.keys.data_key_id,
+                r.keys.data_check_value,
+                r.keys.evidence_key,
+            );
+            for (tenant, witnessed, restored, to) in &r.set_aside {
+                println!(
+                    "tenant {tenant}: the witness holds a checkpoint of {witnessed} leaves that the backup does not have (its log has {restored}): it proves what was lost since the backup; kept as {}, and the next checkpoint starts a new witness",
+                    to.display()
+                );
+            }
+            Ok(())
+        }
         Command::Letter {
             tenant,
             employee,

@@ -115,6 +115,16 @@ impl Witness {
         }
     }
 
+    /// Renames `tenant`'s file to `{tenant}.json.{suffix}` (kept, never
+    /// deleted: it proves what was signed), so that the next checkpoint
+    /// starts a new witness. Returns the new name.
+    pub fn set_aside(&self, tenant: &str, suffix: &str) -> Result<PathBuf, WitnessError> {
+        let path = self.path(tenant)?;
+        let to = self.dir.join(format!("{tenant}.json.{suffix}"));
+        std::fs::rename(&path, &to).map_err(|e| self.error(tenant, e.to_string()))?;
+        Ok(to)
+    }
+
     /// Records `record` for `tenant`, unless the file already holds a
     /// larger checkpoint (another process on this host signed further).
     /// Writers of one tenant's file take turns (an exclusive lock on
