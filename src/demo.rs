@@ -1082,7 +1082,9 @@ pub async fn run(args: DemoArgs, db: Option<PathBuf>) -> anyhow::Result<()> {
             .join("demo.db"),
     };
     let left = Left::beside(&db);
-    for path in [&db, &left.package, &left.fingerprint] {
+    // An earlier demo's witness would hold a checkpoint this database
+    // lacks, and signing would be refused: it goes with its database.
+    for path in [&db, &left.package, &left.fingerprint, &left.witness] {
         anyhow::ensure!(
             !path.exists(),
             "{} exists already: give another --db, or remove what an earlier demo left",
@@ -1118,6 +1120,8 @@ pub struct Left {
     /// The fingerprint of the evidence key, as the employer publishes it
     /// (`demo.fingerprint`).
     pub fingerprint: PathBuf,
+    /// The witness of the checkpoints signed (`demo-evidence.key.witness/`).
+    pub witness: PathBuf,
 }
 
 impl Left {
@@ -1125,9 +1129,14 @@ impl Left {
         let stem = db
             .file_stem()
             .map_or_else(|| "demo".to_owned(), |s| s.to_string_lossy().into_owned());
+        // As `Config::with_database_file` names it.
+        let mut witness =
+            crate::config::evidence_key_beside(&db.with_extension("key")).into_os_string();
+        witness.push(".witness");
         Left {
             package: db.with_file_name(format!("{stem}-package")),
             fingerprint: db.with_extension("fingerprint"),
+            witness: PathBuf::from(witness),
         }
     }
 }

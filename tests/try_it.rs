@@ -189,12 +189,15 @@ fn the_readme_try_it_lines_run_as_written(#[case] platform: Option<&str>, #[case
     );
 }
 
-/// What a second demo on the same `--db` would overwrite is refused, before
-/// anything is written.
-#[test]
-fn a_second_demo_on_the_same_db_is_refused() {
+/// What a second demo on the same `--db` would overwrite (or an earlier
+/// demo's witness, which a new database would contradict) is refused,
+/// before anything is written.
+#[rstest]
+#[case::package("demo-package")]
+#[case::witness("demo-evidence.key.witness")]
+fn a_second_demo_on_the_same_db_is_refused(#[case] left: &str) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("demo-package")).unwrap();
+    std::fs::create_dir(dir.path().join(left)).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_rollcall"))
         .args(["demo", "--db", "demo.db"])
         .current_dir(dir.path())
@@ -203,6 +206,6 @@ fn a_second_demo_on_the_same_db_is_refused() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("demo-package exists already"), "{err}");
+    assert!(err.contains(&format!("{left} exists already")), "{err}");
     assert!(!dir.path().join("demo.db").exists());
 }
