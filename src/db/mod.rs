@@ -189,14 +189,38 @@ fn set_busy_handler(db: std::ptr::NonNull<libsqlite3_sys::sqlite3>) {
 /// A write transaction: sea-orm's, holding its turn of the [`writer`] on
 /// SQLite until it commits or is dropped. It derefs to the transaction.
 pub struct WriteTxn {
-    txn: sea_orm::DatabaseTransaction,
-    _turn: Option<writer::Permit>,
+    /// `None` once committed or rolled back.
+    txn: Option<sea_orm::DatabaseTransaction>,
+    turn: Option<writer::Permit>,
 }
 
 impl std::ops::Deref for WriteTxn {
     type Target = sea_orm::DatabaseTransaction;
     fn deref(&self) -> &Self::Target {
-        &self.txn
+        self.txn
+            .as_ref()
+            .expect("a WriteTxn is used only before it ends")
+    }
+}
+
+/// Dropped without commit or rollback (an error returned early, a task
+/// cancelled): sea-orm would only queue the rollback on the connection, and
+/// the next writer would find the lock still held. The rollback runs first,
+/// then the turn goes on.
+impl Drop for WriteTxn {
+    fn drop(&mut self) {
+        let (Some(txn), turn) = (self.txn.take(), self.turn.take()) else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let _ = txn.rollback().await;
+                    drop(turn);
+                });
+            }
+            Err(_) => drop((txn, turn)),
+        }
     }
 }
 
@@ -204,46 +228,53 @@ impl std::ops::Deref for WriteTxn {
 #[async_trait::async_trait]
 impl ConnectionTrait for WriteTxn {
     fn get_database_backend(&self) -> sea_orm::DbBackend {
-        self.txn.get_database_backend()
+        (**self).get_database_backend()
     }
 
     async fn execute_raw(
         &self,
         stmt: sea_orm::Statement,
     ) -> Result<sea_orm::ExecResult, sea_orm::DbErr> {
-        self.txn.execute_raw(stmt).await
+        (**self).execute_raw(stmt).await
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<sea_orm::ExecResult, sea_orm::DbErr> {
-        self.txn.execute_unprepared(sql).await
+        (**self).execute_unprepared(sql).await
     }
 
     async fn query_one_raw(
         &self,
         stmt: sea_orm::Statement,
     ) -> Result<Option<sea_orm::QueryResult>, sea_orm::DbErr> {
-        self.txn.query_one_raw(stmt).await
+        (**self).query_one_raw(stmt).await
     }
 
     async fn query_all_raw(
         &self,
         stmt: sea_orm::Statement,
     ) -> Result<Vec<sea_orm::QueryResult>, sea_orm::DbErr> {
-        self.txn.query_all_raw(stmt).await
+        (**self).query_all_raw(stmt).await
     }
 
     fn support_returning(&self) -> bool {
-        self.txn.support_returning()
+        (**self).support_returning()
     }
 }
 
 impl WriteTxn {
-    pub async fn commit(self) -> Result<(), sea_orm::DbErr> {
-        self.txn.commit().await
+    /// Commits; the turn goes on once the commit has ended.
+    pub async fn commit(mut self) -> Result<(), sea_orm::DbErr> {
+        let txn = self.txn.take().expect("a WriteTxn ends once");
+        let done = txn.commit().await;
+        drop(self.turn.take());
+        done
     }
 
-    pub async fn rollback(self) -> Result<(), sea_orm::DbErr> {
-        self.txn.rollback().await
+    pub async fn rollback(mut self) -> Result<(), sea_orm::DbErr> {
+        let txn = self.txn.take().expect("a WriteTxn ends once");
+        let done = txn.rollback().await;
+        drop(self.turn.take());
+        done
     }
 }
 
@@ -266,13 +297,13 @@ impl Database {
                     })
                     .await?;
                 Ok(WriteTxn {
-                    txn,
-                    _turn: Some(turn),
+                    txn: Some(txn),
+                    turn: Some(turn),
                 })
             }
             Engine::Postgres => Ok(WriteTxn {
-                txn: self.orm.begin().await?,
-                _turn: None,
+                txn: Some(self.orm.begin().await?),
+                turn: None,
             }),
         }
     }
