@@ -37,6 +37,8 @@ pub enum BackupError {
     NotSqlite,
     #[error("there is no database file {0}")]
     NoDatabase(PathBuf),
+    #[error("{0}: give a path in UTF-8")]
+    NotUtf8(PathBuf),
     #[error("{0} exists already: give a new file (a backup never overwrites)")]
     Exists(PathBuf),
     #[error(
@@ -73,12 +75,43 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
     }
 }
 
-/// The keys a database is bound to, as `rollcall keys show` prints them.
-#[derive(Debug, Clone)]
-pub struct BoundKeys {
-    pub data_key_id: String,
-    pub data_check_value: String,
-    pub evidence_key: String,
+/// The keys a database is bound to: its `key_checks` rows, purpose → (key
+/// id, check value), as `rollcall keys show` prints them.
+#[derive(Debug, Clone, Default)]
+pub struct BoundKeys(pub Vec<(String, String, String)>);
+
+impl std::fmt::Display for BoundKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return write!(f, "no keys recorded yet");
+        }
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(purpose, id, check)| format!("{purpose} key {id} (check value {check})"))
+            .collect();
+        write!(f, "{}", parts.join(", "))
+    }
+}
+
+/// The `key_checks` of the SQLite file at `path`, read without writing.
+fn recorded_keys(path: &Path) -> Result<BoundKeys, BackupError> {
+    let damaged = |e: rusqlite::Error| BackupError::Damaged {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(damaged)?;
+    let mut stmt = conn
+        .prepare("SELECT purpose, key_id, check_value FROM key_checks ORDER BY purpose")
+        .map_err(damaged)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .map_err(damaged)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(damaged)?;
+    Ok(BoundKeys(rows))
 }
 
 /// What a backup wrote.
@@ -111,16 +144,11 @@ fn sqlite_file(url: &str) -> Result<PathBuf, BackupError> {
     Ok(options.get_filename().to_path_buf())
 }
 
-/// Checks the configured keys against `db` (recording them there if the
-/// database has none yet, as every start does).
-async fn bound_keys(
-    config: &Config,
-    db: &Database,
-) -> Result<BoundKeys, crate::keys::KeyCheckError> {
+/// Checks the configured keys against `db`, as every start does.
+async fn check_keys(config: &Config, db: &Database) -> Result<(), crate::keys::KeyCheckError> {
     let now = Utc::now();
-    let data =
-        crate::keys::data_key(&db.orm, &ProcessEnv, &config.server.data_key_file, now).await?;
-    let signer = crate::keys::evidence_key(
+    crate::keys::data_key(&db.orm, &ProcessEnv, &config.server.data_key_file, now).await?;
+    crate::keys::evidence_key(
         &db.orm,
         &ProcessEnv,
         &config.evidence.key_file,
@@ -128,11 +156,7 @@ async fn bound_keys(
         now,
     )
     .await?;
-    Ok(BoundKeys {
-        data_key_id: data.key_id().to_string(),
-        data_check_value: data.check_value().to_string(),
-        evidence_key: signer.verifier_key(),
-    })
+    Ok(())
 }
 
 /// `PRAGMA integrity_check` of the file at `path`, opened read-only.
@@ -146,6 +170,13 @@ fn integrity(path: &Path) -> Result<(), BackupError> {
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| damaged(e.to_string()))?;
+    // An empty file passes the check: a database has pages.
+    let pages: i64 = conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .map_err(|e| damaged(e.to_string()))?;
+    if pages == 0 {
+        return Err(damaged("it is empty".into()));
+    }
     let verdict: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .map_err(|e| damaged(e.to_string()))?;
@@ -186,7 +217,8 @@ fn sha256_of(path: &Path) -> Result<(u64, String), BackupError> {
 }
 
 /// Writes a consistent copy of the configured SQLite database to `out` (a
-/// new file, mode 0600), while the service may run.
+/// new file, mode 0600), while the service may run. The database is read,
+/// never written (no migration, no key recorded).
 pub async fn backup(config: &Config, out: &Path) -> Result<Backup, BackupError> {
     let source = sqlite_file(&config.database.url)?;
     if !source.exists() {
@@ -195,81 +227,113 @@ pub async fn backup(config: &Config, out: &Path) -> Result<Backup, BackupError> 
     if out.exists() {
         return Err(BackupError::Exists(out.to_path_buf()));
     }
-    let db = Database::open(&config.database.url).await?;
-    let keys = bound_keys(config, &db).await?;
+    let out_text = out
+        .to_str()
+        .ok_or_else(|| BackupError::NotUtf8(out.to_path_buf()))?
+        .to_owned();
+    let db = Database::connect(&config.database.url).await?;
     // VACUUM INTO writes into an empty file: made first, readable by its
     // owner only (the copy holds what the database holds).
     crate::evidence::export::private_file(out).map_err(io(out))?;
     let written = sqlx::query("VACUUM INTO ?1")
-        .bind(out.to_string_lossy().into_owned())
+        .bind(out_text)
         .execute(db.sqlite())
         .await;
     db.close().await;
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(out);
-        return Err(e.into());
+    let checked = match written {
+        Err(e) => Err(e.into()),
+        Ok(_) => sync(out)
+            .and_then(|()| integrity(out))
+            .and_then(|()| recorded_keys(out))
+            .and_then(|keys| sha256_of(out).map(|sum| (keys, sum))),
+    };
+    match checked {
+        Ok((keys, (bytes, sha256))) => Ok(Backup {
+            path: out.to_path_buf(),
+            bytes,
+            sha256,
+            keys,
+        }),
+        Err(e) => {
+            let _ = std::fs::remove_file(out);
+            Err(e)
+        }
     }
-    sync(out)?;
-    integrity(out)?;
-    let (bytes, sha256) = sha256_of(out)?;
-    Ok(Backup {
-        path: out.to_path_buf(),
-        bytes,
-        sha256,
-        keys,
-    })
 }
 
 /// Restores the backup `from` to the configured SQLite path, which must not
 /// exist; checks the configured keys against it and sets aside each witness
-/// that holds a checkpoint the backup lacks.
+/// that holds a checkpoint the backup lacks. On any failure nothing is left
+/// under the configured name.
 pub async fn restore(config: &Config, from: &Path) -> Result<Restored, BackupError> {
     let target = sqlite_file(&config.database.url)?;
-    for path in [
-        target.clone(),
-        with_suffix(&target, "-wal"),
-        with_suffix(&target, "-shm"),
-    ] {
-        if path.exists() {
-            return Err(BackupError::TargetExists(target));
-        }
+    let family = |p: &Path| {
+        [
+            p.to_path_buf(),
+            with_suffix(p, "-wal"),
+            with_suffix(p, "-shm"),
+        ]
+    };
+    if family(&target).iter().any(|p| p.exists()) {
+        return Err(BackupError::TargetExists(target));
     }
     if !from.is_file() {
         return Err(BackupError::NoDatabase(from.to_path_buf()));
     }
-    integrity(from)?;
-    // Copied beside the target, flushed, then renamed into place: a restore
-    // cut off leaves no half-written database under the configured name.
+    // A copy of a live database whose last commits are still in its -wal
+    // file would lose them.
+    if std::fs::metadata(with_suffix(from, "-wal")).is_ok_and(|m| m.len() > 0) {
+        return Err(BackupError::Damaged {
+            path: from.to_path_buf(),
+            reason: "it has a -wal file beside it with commits not in it: make backups with `rollcall backup`".into(),
+        });
+    }
+    // Copied beside the target, flushed and checked, then linked into place
+    // (never over a file that appeared meanwhile).
     let partial = with_suffix(&target, ".restoring");
     let _ = std::fs::remove_file(&partial);
-    {
+    let copied = (|| {
         let mut dest = crate::evidence::export::private_file(&partial).map_err(io(&partial))?;
         let mut src = std::fs::File::open(from).map_err(io(from))?;
         std::io::copy(&mut src, &mut dest).map_err(io(&partial))?;
-    }
-    sync(&partial)?;
-    std::fs::rename(&partial, &target).map_err(io(&target))?;
-    sync(&target)?;
-    let db = Database::open(&config.database.url).await?;
-    let keys = match bound_keys(config, &db).await {
-        Ok(keys) => keys,
+        drop(dest);
+        sync(&partial)?;
+        integrity(&partial)?;
+        std::fs::hard_link(&partial, &target).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => BackupError::TargetExists(target.clone()),
+            _ => BackupError::Io {
+                path: target.clone(),
+                source: e,
+            },
+        })
+    })();
+    let _ = std::fs::remove_file(&partial);
+    copied?;
+    match opened(config, &target).await {
+        Ok(restored) => Ok(restored),
         Err(e) => {
-            db.close().await;
-            for path in [
-                target.clone(),
-                with_suffix(&target, "-wal"),
-                with_suffix(&target, "-shm"),
-            ] {
+            for path in family(&target) {
                 let _ = std::fs::remove_file(path);
             }
-            return Err(BackupError::Keys(e.to_string()));
+            Err(e)
         }
-    };
+    }
+}
+
+/// Opens the restored file (migrating a backup of an older version), checks
+/// the configured keys and sets aside the witnesses it contradicts.
+async fn opened(config: &Config, target: &Path) -> Result<Restored, BackupError> {
+    sync(target)?;
+    let db = Database::open(&config.database.url).await?;
+    if let Err(e) = check_keys(config, &db).await {
+        db.close().await;
+        return Err(BackupError::Keys(e.to_string()));
+    }
     let set_aside = set_aside_lost_witnesses(config, &db).await;
     db.close().await;
     Ok(Restored {
-        path: target,
-        keys,
+        path: target.to_path_buf(),
+        keys: recorded_keys(target)?,
         set_aside: set_aside?,
     })
 }
@@ -281,30 +345,33 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Each tenant's witness whose checkpoint is not in the restored database
-/// (signed after the backup) is renamed `….before-restore-<unix time>`.
+/// (signed after the backup, or of a log the backup does not have) is
+/// renamed `….before-restore-<time>`.
 async fn set_aside_lost_witnesses(
     config: &Config,
     db: &Database,
 ) -> Result<Vec<(String, u64, u64, PathBuf)>, BackupError> {
     let witness = Witness::new(&config.evidence.witness_dir);
     let mut moved = Vec::new();
-    for log in evidence_log::Entity::find().all(&db.orm).await? {
-        let Some(witnessed) = witness.read(&log.tenant_id)? else {
+    for tenant in witness.tenants()? {
+        let Some(witnessed) = witness.read(&tenant)? else {
             continue;
         };
         let held = evidence_checkpoint::Entity::find()
-            .filter(evidence_checkpoint::Column::TenantId.eq(&log.tenant_id))
+            .filter(evidence_checkpoint::Column::TenantId.eq(&tenant))
             .filter(evidence_checkpoint::Column::Size.eq(witnessed.size as i64))
             .filter(evidence_checkpoint::Column::Note.eq(&witnessed.note))
             .one(&db.orm)
             .await?
             .is_some();
         if !held {
-            let to = witness.set_aside(
-                &log.tenant_id,
-                &format!("before-restore-{}", Utc::now().timestamp()),
-            )?;
-            moved.push((log.tenant_id.clone(), witnessed.size, log.size as u64, to));
+            let size = evidence_log::Entity::find_by_id(tenant.clone())
+                .one(&db.orm)
+                .await?
+                .map_or(0, |l| l.size as u64);
+            let suffix = format!("before-restore-{}", Utc::now().format("%Y%m%dT%H%M%S%.6fZ"));
+            let to = witness.set_aside(&tenant, &suffix)?;
+            moved.push((tenant, witnessed.size, size, to));
         }
     }
     Ok(moved)

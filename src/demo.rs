@@ -213,13 +213,26 @@ impl SandboxTenant {
     /// The platform of the sandbox tenant's events in the database at `url`
     /// (WeCom when it has none: the platform of `serve` without a
     /// configuration).
+    /// The database is only read: a file that does not exist, or has no
+    /// tables yet, is WeCom's.
     pub async fn platform_in(url: &str) -> anyhow::Result<DemoPlatform> {
-        let db = crate::db::Database::open(url).await?;
+        use std::str::FromStr;
+        if url.starts_with("sqlite:") {
+            let file = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
+                .get_filename()
+                .to_path_buf();
+            if !file.exists() {
+                return Ok(DemoPlatform::Wecom);
+            }
+        }
+        let db = crate::db::Database::connect(url).await?;
         let first = entity::inbound_event::Entity::find()
             .filter(entity::inbound_event::Column::TenantId.eq(TENANT))
             .order_by_asc(entity::inbound_event::Column::Id)
             .one(&db.orm)
-            .await?;
+            .await
+            .ok()
+            .flatten();
         db.close().await;
         Ok(match first.as_ref().map(|e| e.platform.as_str()) {
             Some("dingtalk") => DemoPlatform::Dingtalk,
@@ -1084,7 +1097,28 @@ pub async fn run(args: DemoArgs, db: Option<PathBuf>) -> anyhow::Result<()> {
     let left = Left::beside(&db);
     // An earlier demo's witness would hold a checkpoint this database
     // lacks, and signing would be refused: it goes with its database.
-    for path in [&db, &left.package, &left.fingerprint, &left.witness] {
+    anyhow::ensure!(
+        !matches!(
+            db.extension().and_then(|e| e.to_str()),
+            Some("key" | "fingerprint" | "witness")
+        ),
+        "{} would be the name of a key or fingerprint file: give the database another name (demo.db)",
+        db.display()
+    );
+    let journal = |suffix: &str| {
+        let mut p = db.clone().into_os_string();
+        p.push(suffix);
+        PathBuf::from(p)
+    };
+    let (wal, shm) = (journal("-wal"), journal("-shm"));
+    for path in [
+        &db,
+        &wal,
+        &shm,
+        &left.package,
+        &left.fingerprint,
+        &left.witness,
+    ] {
         anyhow::ensure!(
             !path.exists(),
             "{} exists already: give another --db, or remove what an earlier demo left",

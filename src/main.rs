@@ -130,6 +130,28 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref(), &ProcessEnv)?;
     if let Some(db) = &cli.db {
+        // The path goes into a URL, which `?`, `#` and `%` would change.
+        let text = db.to_str().unwrap_or("?");
+        anyhow::ensure!(
+            !text.contains(['?', '#', '%']),
+            "--db {}: give a path without `?`, `#` or `%` (and in UTF-8)",
+            db.display()
+        );
+        // A command that works on data already there does not make a new database
+        // out of a mistyped path.
+        let makes_one = matches!(
+            cli.command,
+            Command::Serve
+                | Command::Migrate
+                | Command::Demo(_)
+                | Command::Restore { .. }
+                | Command::Employees(_)
+        );
+        anyhow::ensure!(
+            makes_one || db.exists(),
+            "there is no database file {}",
+            db.display()
+        );
         config = config.with_database_file(db);
     }
     // With no configuration file every command works on the sandbox tenant
@@ -195,13 +217,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup { out } => {
             let b = rollcall::backup::backup(&config, &out).await?;
             println!(
-                "backup: {} ({} bytes, SHA-256 {})\nbound to data key {} (check value {}) and evidence key {}\nkeep the key files {} and {} (and the witness folder {}) backed up apart from it",
+                "backup: {} ({} bytes, SHA-256 {})\nbound to {}\nkeep the key files {} and {} (and the witness folder {}) backed up apart from it",
                 b.path.display(),
                 b.bytes,
                 b.sha256,
-                b.keys.data_key_id,
-                b.keys.data_check_value,
-                b.keys.evidence_key,
+                b.keys,
                 config.server.data_key_file.display(),
                 config.evidence.key_file.display(),
                 config.evidence.witness_dir.display(),
@@ -211,12 +231,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restore { from } => {
             let r = rollcall::backup::restore(&config, &from).await?;
             println!(
-                "restored: {} from {}\nbound to data key {} (check value {}) and evidence key {}",
+                "restored: {} from {}\nbound to {}",
                 r.path.display(),
                 from.display(),
-                r.keys.data_key_id,
-                r.keys.data_check_value,
-                r.keys.evidence_key,
+                r.keys,
             );
             for (tenant, witnessed, restored, to) in &r.set_aside {
                 println!(

@@ -154,6 +154,17 @@ async fn a_backup_taken_while_serving_restores_serves_and_verifies() {
         .contains("no database file")
     );
     assert!(!d.join("none.db").exists() && !d.join("x.db").exists());
+    assert!(
+        refused(&rollcall(
+            d,
+            &["--db", "none.db", "events", "--tenant", TENANT]
+        ))
+        .contains("no database file")
+    );
+    assert!(
+        !d.join("none.db").exists(),
+        "a mistyped --db makes no database"
+    );
     // A backup never overwrites, a restore never overwrites.
     assert!(
         refused(&rollcall(
@@ -263,6 +274,18 @@ async fn a_backup_taken_while_serving_restores_serves_and_verifies() {
         ],
     ));
     assert!(verified.contains(": OK"), "{verified}");
+
+    // A backup reads the database and writes nothing to it.
+    let sum = |p: &Path| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
+    };
+    let before = sum(&d.join("restored.db"));
+    ok(&rollcall(
+        d,
+        &["--db", "restored.db", "backup", "--out", "again.db"],
+    ));
+    assert_eq!(sum(&d.join("restored.db")), before);
 }
 
 #[test]

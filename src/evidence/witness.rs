@@ -121,8 +121,35 @@ impl Witness {
     pub fn set_aside(&self, tenant: &str, suffix: &str) -> Result<PathBuf, WitnessError> {
         let path = self.path(tenant)?;
         let to = self.dir.join(format!("{tenant}.json.{suffix}"));
-        std::fs::rename(&path, &to).map_err(|e| self.error(tenant, e.to_string()))?;
+        // A link, then the old name removed: never over a file kept before.
+        std::fs::hard_link(&path, &to)
+            .and_then(|()| std::fs::remove_file(&path))
+            .map_err(|e| self.error(tenant, e.to_string()))?;
         Ok(to)
+    }
+
+    /// The tenants with a witness file here.
+    pub fn tenants(&self) -> Result<Vec<String>, WitnessError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(WitnessError {
+                    path: self.dir.display().to_string(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let mut tenants: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let tenant = name.strip_suffix(".json")?;
+                crate::config::is_tenant_id(tenant).then(|| tenant.to_owned())
+            })
+            .collect();
+        tenants.sort();
+        Ok(tenants)
     }
 
     /// Records `record` for `tenant`, unless the file already holds a
