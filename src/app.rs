@@ -65,21 +65,7 @@ pub async fn runtime(config: &Config, clock: Arc<dyn Clock>) -> Result<Runtime, 
     let db = Database::open(&config.database.url).await?;
     let templates_dir = Some(config.server.templates_dir.as_path()).filter(|d| d.is_dir());
     let templates = Templates::load(templates_dir)?;
-    let key = crate::keys::data_key(
-        &db.orm,
-        &ProcessEnv,
-        &config.server.data_key_file,
-        clock.now(),
-    )
-    .await?;
-    let signer = crate::keys::evidence_key(
-        &db.orm,
-        &ProcessEnv,
-        &config.evidence.key_file,
-        &config.evidence.name,
-        clock.now(),
-    )
-    .await?;
+    let (key, signer) = crate::keys::configured(&db.orm, config, &ProcessEnv, clock.now()).await?;
     for t in &config.tenants {
         let year = chrono::Datelike::year(&clock.now().with_timezone(&t.timezone));
         if !t.attendance.calendar.covers(year) {

@@ -144,21 +144,6 @@ fn sqlite_file(url: &str) -> Result<PathBuf, BackupError> {
     Ok(options.get_filename().to_path_buf())
 }
 
-/// Checks the configured keys against `db`, as every start does.
-async fn check_keys(config: &Config, db: &Database) -> Result<(), crate::keys::KeyCheckError> {
-    let now = Utc::now();
-    crate::keys::data_key(&db.orm, &ProcessEnv, &config.server.data_key_file, now).await?;
-    crate::keys::evidence_key(
-        &db.orm,
-        &ProcessEnv,
-        &config.evidence.key_file,
-        &config.evidence.name,
-        now,
-    )
-    .await?;
-    Ok(())
-}
-
 /// `PRAGMA integrity_check` of the file at `path`, opened read-only.
 fn integrity(path: &Path) -> Result<(), BackupError> {
     let damaged = |reason: String| BackupError::Damaged {
@@ -325,7 +310,7 @@ pub async fn restore(config: &Config, from: &Path) -> Result<Restored, BackupErr
 async fn opened(config: &Config, target: &Path) -> Result<Restored, BackupError> {
     sync(target)?;
     let db = Database::open(&config.database.url).await?;
-    if let Err(e) = check_keys(config, &db).await {
+    if let Err(e) = crate::keys::configured(&db.orm, config, &ProcessEnv, Utc::now()).await {
         db.close().await;
         return Err(BackupError::Keys(e.to_string()));
     }

@@ -42,6 +42,29 @@ fn refused(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Runs `args` in `dir` and checks it is refused with `reason`.
+fn refused_with(dir: &Path, args: &[&str], reason: &str) {
+    let err = refused(&rollcall(dir, args));
+    assert!(err.contains(reason), "{args:?}: {err}");
+}
+
+/// `rollcall --db DB evidence checkpoint` of the story's tenant.
+fn checkpoint(dir: &Path, db: &str) {
+    ok(&rollcall(
+        dir,
+        &["--db", db, "evidence", "checkpoint", "--tenant", TENANT],
+    ));
+}
+
+/// `rollcall --db DB evidence verify` of the story's tenant passes.
+fn verifies(dir: &Path, db: &str) {
+    let out = ok(&rollcall(
+        dir,
+        &["--db", db, "evidence", "verify", "--tenant", TENANT],
+    ));
+    assert!(out.contains(": OK"), "{out}");
+}
+
 fn url(dir: &Path, name: &str) -> String {
     format!("sqlite://{}?mode=rwc", dir.join(name).display())
 }
@@ -70,17 +93,7 @@ async fn a_backup_taken_while_serving_restores_serves_and_verifies() {
     run_story(&url(d, "story.db"), &d.join("story.key"))
         .await
         .unwrap();
-    ok(&rollcall(
-        d,
-        &[
-            "--db",
-            "story.db",
-            "evidence",
-            "checkpoint",
-            "--tenant",
-            TENANT,
-        ],
-    ));
+    checkpoint(d, "story.db");
 
     // The service runs on it and takes check-ins while the backup is made.
     let app = Sandboxed::start(
@@ -126,59 +139,39 @@ async fn a_backup_taken_while_serving_restores_serves_and_verifies() {
     app.settle().await.unwrap();
     let served = count_check_ins(&app).await;
     app.stop().await;
-    ok(&rollcall(
-        d,
-        &[
-            "--db",
-            "story.db",
-            "evidence",
-            "checkpoint",
-            "--tenant",
-            TENANT,
-        ],
-    ));
+    checkpoint(d, "story.db");
 
     // Nothing to copy from is said plainly, and creates nothing.
-    assert!(
-        refused(&rollcall(
-            d,
-            &["--db", "none.db", "backup", "--out", "x.db"]
-        ))
-        .contains("no database file")
+    refused_with(
+        d,
+        &["--db", "none.db", "backup", "--out", "x.db"],
+        "no database file",
     );
-    assert!(
-        refused(&rollcall(
-            d,
-            &["--db", "x.db", "restore", "--from", "none.db"]
-        ))
-        .contains("no database file")
+    refused_with(
+        d,
+        &["--db", "x.db", "restore", "--from", "none.db"],
+        "no database file",
     );
     assert!(!d.join("none.db").exists() && !d.join("x.db").exists());
-    assert!(
-        refused(&rollcall(
-            d,
-            &["--db", "none.db", "events", "--tenant", TENANT]
-        ))
-        .contains("no database file")
+    refused_with(
+        d,
+        &["--db", "none.db", "events", "--tenant", TENANT],
+        "no database file",
     );
     assert!(
         !d.join("none.db").exists(),
         "a mistyped --db makes no database"
     );
     // A backup never overwrites, a restore never overwrites.
-    assert!(
-        refused(&rollcall(
-            d,
-            &["--db", "story.db", "backup", "--out", "copy.db"]
-        ))
-        .contains("exists already")
+    refused_with(
+        d,
+        &["--db", "story.db", "backup", "--out", "copy.db"],
+        "exists already",
     );
-    assert!(
-        refused(&rollcall(
-            d,
-            &["--db", "story.db", "restore", "--from", "copy.db"]
-        ))
-        .contains("move it aside")
+    refused_with(
+        d,
+        &["--db", "story.db", "restore", "--from", "copy.db"],
+        "move it aside",
     );
     // Without the keys it is bound to, nothing is left behind.
     let wrong = refused(&rollcall(
@@ -220,18 +213,7 @@ async fn a_backup_taken_while_serving_restores_serves_and_verifies() {
         1,
         "the witness is kept, set aside"
     );
-    let verified = ok(&rollcall(
-        d,
-        &[
-            "--db",
-            "restored.db",
-            "evidence",
-            "verify",
-            "--tenant",
-            TENANT,
-        ],
-    ));
-    assert!(verified.contains(": OK"), "{verified}");
+    verifies(d, "restored.db");
 
     // The restored copy serves: it takes a check-in and signs a checkpoint.
     let app = Sandboxed::start(
@@ -251,29 +233,8 @@ async fn a_backup_taken_while_serving_restores_serves_and_verifies() {
     app.settle().await.unwrap();
     assert_eq!(count_check_ins(&app).await, before + 1);
     app.stop().await;
-    ok(&rollcall(
-        d,
-        &[
-            "--db",
-            "restored.db",
-            "evidence",
-            "checkpoint",
-            "--tenant",
-            TENANT,
-        ],
-    ));
-    let verified = ok(&rollcall(
-        d,
-        &[
-            "--db",
-            "restored.db",
-            "evidence",
-            "verify",
-            "--tenant",
-            TENANT,
-        ],
-    ));
-    assert!(verified.contains(": OK"), "{verified}");
+    checkpoint(d, "restored.db");
+    verifies(d, "restored.db");
 
     // A backup reads the database and writes nothing to it.
     let sum = |p: &Path| {

@@ -37,15 +37,7 @@ pub async fn run(config: &Config, args: KeysArgs) -> anyhow::Result<()> {
     let data_file = &config.server.data_key_file;
     match args.command {
         KeysCommand::Show => {
-            let data = super::data_key(&db.orm, &ProcessEnv, data_file, now).await?;
-            let signer = super::evidence_key(
-                &db.orm,
-                &ProcessEnv,
-                &config.evidence.key_file,
-                &config.evidence.name,
-                now,
-            )
-            .await?;
+            let (data, signer) = super::configured(&db.orm, config, &ProcessEnv, now).await?;
             println!(
                 "data key: id {}, check value {}",
                 data.key_id(),

@@ -307,6 +307,27 @@ pub fn evidence_key_from_env(env: &(dyn Env + Sync)) -> Result<Option<NoteSigner
         .transpose()
 }
 
+/// Both keys of `config` (data and evidence), each checked against the
+/// database as [`data_key`] and [`evidence_key`] do: what a start, `rollcall
+/// keys show` and a restore check.
+pub async fn configured<C: ConnectionTrait>(
+    conn: &C,
+    config: &crate::config::Config,
+    env: &(dyn Env + Sync),
+    now: DateTime<Utc>,
+) -> Result<(DataKey, NoteSigner), KeyCheckError> {
+    let data = data_key(conn, env, &config.server.data_key_file, now).await?;
+    let signer = evidence_key(
+        conn,
+        env,
+        &config.evidence.key_file,
+        &config.evidence.name,
+        now,
+    )
+    .await?;
+    Ok((data, signer))
+}
+
 /// The evidence signing key, `ROLLCALL_EVIDENCE_KEY` if set (no file is
 /// then read or created), else the key file; checked against the database
 /// (and recorded there on the first start, after checking that it verifies
