@@ -17,6 +17,7 @@ use serde::Deserialize;
 use chrono::NaiveTime;
 
 use crate::attendance::calendar::{HolidayCalendar, HolidayYear, RestDays};
+use crate::attendance::shift::Shift;
 use crate::cases::Policy;
 use crate::platform::aes_key::{AesKeyError, decode_aes_key};
 
@@ -182,6 +183,47 @@ pub struct TenantConfig {
     /// (`[tenants.evidence] witness_emails`): copies outside rollcall that a
     /// later package must be consistent with.
     pub witness_emails: Vec<String>,
+    /// Named shifts (`[[tenants.shifts]]`): a person's own, else their
+    /// site's, else `attendance.shift`; without one, no lateness is judged.
+    pub shifts: Vec<Shift>,
+    /// HR's reminders (`[tenants.hr]`).
+    pub hr: HrConfig,
+}
+
+/// HR's reminders of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HrConfig {
+    /// How many days before a contract ends HR gets the card (default 30).
+    pub contract_remind_days: i64,
+    /// How many days 稍后提醒 puts the card off (default 7).
+    pub contract_snooze_days: i64,
+    /// How many days after someone left HR is asked why (default 30).
+    pub follow_up_days: i64,
+}
+
+impl Default for HrConfig {
+    fn default() -> Self {
+        Self {
+            contract_remind_days: 30,
+            contract_snooze_days: 7,
+            follow_up_days: 30,
+        }
+    }
+}
+
+impl TenantConfig {
+    /// The shift of a person with `own` shift at `site`, if any applies: a
+    /// name is checked against `shifts` when the configuration is read, and
+    /// an employee's unknown name (from an import) falls back like none.
+    pub fn shift_for(&self, own: Option<&str>, site: Option<&str>) -> Option<&Shift> {
+        let by_name = |name: &str| self.shifts.iter().find(|s| s.name == name);
+        own.and_then(by_name)
+            .or_else(|| {
+                let site = self.sites.iter().find(|s| Some(s.name.as_str()) == site)?;
+                by_name(site.shift.as_deref()?)
+            })
+            .or_else(|| by_name(self.attendance.shift.as_deref()?))
+    }
 }
 
 /// How a tenant's events reach rollcall, with the platform's name as the
@@ -243,6 +285,10 @@ pub struct AttendanceConfig {
     /// scan (`platform_punches`, default off: the app needs the platform's
     /// permission to read them, and a scan waits while they cannot be read).
     pub platform_punches: bool,
+    /// The shift of everyone without their own or their site's.
+    pub shift: Option<String>,
+    /// Texts that end the day's work (下班打卡): looked for before `keywords`.
+    pub checkout_keywords: Vec<String>,
 }
 
 /// A work site: a location within `radius_m` of it is on site.
@@ -252,6 +298,8 @@ pub struct Site {
     pub latitude: f64,
     pub longitude: f64,
     pub radius_m: f64,
+    /// The shift of the people working here (a name from `shifts`).
+    pub shift: Option<String>,
 }
 
 /// What the formal notice cites.
@@ -433,6 +481,26 @@ struct RawTenant {
     email: Option<RawEmailConfig>,
     departure: Option<RawDeparture>,
     evidence: Option<RawTenantEvidence>,
+    #[serde(default)]
+    shifts: Vec<RawShift>,
+    hr: Option<RawHr>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShift {
+    name: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    grace_minutes: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHr {
+    contract_remind_days: Option<i64>,
+    contract_snooze_days: Option<i64>,
+    follow_up_days: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -459,6 +527,8 @@ struct RawAttendance {
     #[serde(default)]
     holidays: Vec<PathBuf>,
     platform_punches: Option<bool>,
+    shift: Option<String>,
+    checkout_keywords: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -468,6 +538,7 @@ struct RawSite {
     latitude: Option<f64>,
     longitude: Option<f64>,
     radius_m: Option<f64>,
+    shift: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -836,6 +907,26 @@ fn resolve_tenant(i: usize, t: RawTenant, env: &dyn Env) -> Result<TenantConfig,
         .enumerate()
         .map(|(j, s)| resolve_site(&key(&format!("sites[{j}]")), s))
         .collect::<Result<Vec<_>, _>>()?;
+    let shifts = resolve_shifts(&key("shifts"), t.shifts)?;
+    let known = |name: &Option<String>| {
+        name.as_ref()
+            .is_none_or(|n| shifts.iter().any(|s| &s.name == n))
+    };
+    if !known(&attendance.shift) {
+        return Err(invalid(
+            key("attendance.shift"),
+            "names no shift of [[tenants.shifts]]",
+        ));
+    }
+    for (j, site) in sites.iter().enumerate() {
+        if !known(&site.shift) {
+            return Err(invalid(
+                key(&format!("sites[{j}].shift")),
+                "names no shift of [[tenants.shifts]]",
+            ));
+        }
+    }
+    let hr = resolve_hr(&key("hr"), t.hr.unwrap_or_default())?;
     let policy = t.policy.unwrap_or_default();
     if policy.rungs.is_empty() {
         return Err(invalid(key("policy.rungs"), "needs at least one rung"));
@@ -904,6 +995,71 @@ fn resolve_tenant(i: usize, t: RawTenant, env: &dyn Env) -> Result<TenantConfig,
         email,
         departure,
         witness_emails,
+        shifts,
+        hr,
+    })
+}
+
+fn resolve_shifts(prefix: &str, raw: Vec<RawShift>) -> Result<Vec<Shift>, ConfigError> {
+    let mut shifts: Vec<Shift> = Vec::with_capacity(raw.len());
+    for (j, r) in raw.into_iter().enumerate() {
+        let key = |k: &str| format!("{prefix}[{j}].{k}");
+        let name = r
+            .name
+            .filter(|n| !n.trim().is_empty())
+            .ok_or_else(|| invalid(key("name"), "is missing"))?;
+        if shifts.iter().any(|s| s.name == name) {
+            return Err(invalid(key("name"), format!("`{name}` is named twice")));
+        }
+        let time = |k: &str, v: Option<String>| {
+            let v = v.ok_or_else(|| invalid(key(k), "is missing"))?;
+            NaiveTime::parse_from_str(&v, "%H:%M")
+                .map_err(|_| invalid(key(k), format!("`{v}` is not a time like 08:30")))
+        };
+        let start = time("start", r.start)?;
+        let end = time("end", r.end)?;
+        if start == end {
+            return Err(invalid(key("end"), "equals start: a shift needs a length"));
+        }
+        let grace = r.grace_minutes.unwrap_or(0);
+        if !(0..=240).contains(&grace) {
+            return Err(invalid(key("grace_minutes"), "must be between 0 and 240"));
+        }
+        shifts.push(Shift {
+            name,
+            start,
+            end,
+            grace: chrono::Duration::minutes(grace),
+        });
+    }
+    Ok(shifts)
+}
+
+fn resolve_hr(prefix: &str, raw: RawHr) -> Result<HrConfig, ConfigError> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    let d = HrConfig::default();
+    let remind = raw.contract_remind_days.unwrap_or(d.contract_remind_days);
+    if !(1..=365).contains(&remind) {
+        return Err(invalid(
+            key("contract_remind_days"),
+            "must be between 1 and 365",
+        ));
+    }
+    let snooze = raw.contract_snooze_days.unwrap_or(d.contract_snooze_days);
+    if !(1..=90).contains(&snooze) {
+        return Err(invalid(
+            key("contract_snooze_days"),
+            "must be between 1 and 90",
+        ));
+    }
+    let follow_up = raw.follow_up_days.unwrap_or(d.follow_up_days);
+    if !(1..=365).contains(&follow_up) {
+        return Err(invalid(key("follow_up_days"), "must be between 1 and 365"));
+    }
+    Ok(HrConfig {
+        contract_remind_days: remind,
+        contract_snooze_days: snooze,
+        follow_up_days: follow_up,
     })
 }
 
@@ -918,6 +1074,9 @@ pub fn is_tenant_id(id: &str) -> bool {
 
 /// The check-in keywords when a tenant names none.
 pub const DEFAULT_KEYWORDS: &[&str] = &["打卡", "签到", "到岗", "上班"];
+
+/// The check-out keywords when a tenant names none.
+pub const DEFAULT_CHECKOUT_KEYWORDS: &[&str] = &["下班", "签退", "收工"];
 
 fn resolve_attendance(prefix: &str, a: RawAttendance) -> Result<AttendanceConfig, ConfigError> {
     let key = |k: &str| format!("{prefix}.{k}");
@@ -954,6 +1113,15 @@ fn resolve_attendance(prefix: &str, a: RawAttendance) -> Result<AttendanceConfig
             .map_err(|e| invalid(key(&format!("holidays[{j}]")), e.to_string()))?;
         calendar.set_year(year);
     }
+    let checkout_keywords = a.checkout_keywords.unwrap_or_else(|| {
+        DEFAULT_CHECKOUT_KEYWORDS
+            .iter()
+            .map(|k| (*k).to_owned())
+            .collect()
+    });
+    if checkout_keywords.iter().any(|k| k.trim().is_empty()) {
+        return Err(invalid(key("checkout_keywords"), "holds an empty keyword"));
+    }
     Ok(AttendanceConfig {
         keywords,
         rest_days,
@@ -961,6 +1129,8 @@ fn resolve_attendance(prefix: &str, a: RawAttendance) -> Result<AttendanceConfig
         scan_at,
         calendar,
         platform_punches: a.platform_punches.unwrap_or(false),
+        shift: a.shift.filter(|s| !s.trim().is_empty()),
+        checkout_keywords,
     })
 }
 
@@ -987,6 +1157,7 @@ fn resolve_site(prefix: &str, s: RawSite) -> Result<Site, ConfigError> {
         latitude,
         longitude,
         radius_m,
+        shift: s.shift.filter(|n| !n.trim().is_empty()),
     })
 }
 
@@ -1792,6 +1963,65 @@ mod tests {
         let err = Config::parse(text, &[]).unwrap_err().to_string();
         assert!(err.contains(&format!("`{key}`")), "{err}");
         assert!(err.contains(reason), "{err}");
+    }
+
+    const SHIFTS: &str = "[[tenants.shifts]]\nname = \"白班\"\nstart = \"08:00\"\nend = \"17:00\"\ngrace_minutes = 5\n[[tenants.shifts]]\nname = \"夜班\"\nstart = \"22:00\"\nend = \"06:00\"\n";
+
+    #[test]
+    fn a_persons_shift_is_their_own_else_their_sites_else_the_tenants() {
+        let text = format!(
+            "[[tenants]]\nid = \"acme\"\n{SHIFTS}[[tenants.sites]]\nname = \"二号工地\"\nlatitude = 31.0\nlongitude = 121.0\nradius_m = 100\nshift = \"夜班\"\n[tenants.attendance]\nshift = \"白班\"\n"
+        );
+        let c = Config::parse(&text, &[]).unwrap();
+        let t = &c.tenants[0];
+        let name =
+            |own: Option<&str>, site: Option<&str>| t.shift_for(own, site).map(|s| s.name.as_str());
+        assert_eq!(name(None, None), Some("白班"));
+        assert_eq!(name(None, Some("二号工地")), Some("夜班"));
+        assert_eq!(name(Some("白班"), Some("二号工地")), Some("白班"));
+        // A name the configuration lacks (from an import) counts as none.
+        assert_eq!(name(Some("中班"), Some("二号工地")), Some("夜班"));
+        assert!(t.shifts[1].overnight());
+        assert_eq!(t.shifts[0].grace, chrono::Duration::minutes(5));
+        // Without shifts, nobody has one.
+        let plain = Config::parse("[[tenants]]\nid = \"acme\"\n", &[]).unwrap();
+        assert_eq!(plain.tenants[0].shift_for(Some("白班"), None), None);
+    }
+
+    #[rstest::rstest]
+    #[case::unknown_default(
+        "[tenants.attendance]\nshift = \"中班\"\n",
+        "tenants[0].attendance.shift"
+    )]
+    #[case::unknown_site(
+        "[[tenants.sites]]\nname = \"a\"\nlatitude = 31.0\nlongitude = 121.0\nradius_m = 1\nshift = \"中班\"\n",
+        "tenants[0].sites[0].shift"
+    )]
+    #[case::twice(
+        "[[tenants.shifts]]\nname = \"白班\"\nstart = \"09:00\"\nend = \"18:00\"\n",
+        "tenants[0].shifts[2].name"
+    )]
+    #[case::no_length(
+        "[[tenants.shifts]]\nname = \"零\"\nstart = \"09:00\"\nend = \"09:00\"\n",
+        "tenants[0].shifts[2].end"
+    )]
+    #[case::bad_time(
+        "[[tenants.shifts]]\nname = \"x\"\nstart = \"9点\"\nend = \"18:00\"\n",
+        "tenants[0].shifts[2].start"
+    )]
+    #[case::long_grace(
+        "[[tenants.shifts]]\nname = \"x\"\nstart = \"09:00\"\nend = \"18:00\"\ngrace_minutes = 300\n",
+        "tenants[0].shifts[2].grace_minutes"
+    )]
+    #[case::remind_days(
+        "[tenants.hr]\ncontract_remind_days = 0\n",
+        "tenants[0].hr.contract_remind_days"
+    )]
+    #[case::follow_up("[tenants.hr]\nfollow_up_days = 400\n", "tenants[0].hr.follow_up_days")]
+    fn shift_and_hr_settings_are_checked(#[case] extra: &str, #[case] key: &str) {
+        let text = format!("[[tenants]]\nid = \"acme\"\n{SHIFTS}{extra}");
+        let err = Config::parse(&text, &[]).unwrap_err().to_string();
+        assert!(err.contains(&format!("`{key}`")), "{err}");
     }
 
     #[test]

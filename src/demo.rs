@@ -458,6 +458,8 @@ pub enum StageFault {
 #[async_trait::async_trait]
 pub trait Stage: Send + Sync {
     fn rt(&self) -> &Runtime;
+    /// Where rollcall listens (the links it sends point here).
+    fn addr(&self) -> std::net::SocketAddr;
     /// Sets the clock to `date` `time` in Shanghai.
     fn at(&self, date: &str, time: &str);
     /// `user` sends `text` now; returns once rollcall stored it.
@@ -526,6 +528,50 @@ pub trait Stage: Send + Sync {
         self.settle().await?;
         Ok(report)
     }
+
+    /// Sends HR the contract reminders due now (what the daily scan job
+    /// does before each scan) and waits for them.
+    async fn hr_reminders(&self) -> anyhow::Result<crate::employees::contracts::Reminded> {
+        let tenant = self.rt().tenant(TENANT).context("the sandbox tenant")?;
+        let now = self.rt().clock.now();
+        let report = crate::employees::contracts::remind(self.rt(), tenant, now).await?;
+        self.settle().await?;
+        Ok(report)
+    }
+
+    /// Notes who left and sends HR the follow-ups due now (what the daily
+    /// scan job does too) and waits for them.
+    async fn follow_ups(&self) -> anyhow::Result<crate::employees::leavers::FollowedUp> {
+        let tenant = self.rt().tenant(TENANT).context("the sandbox tenant")?;
+        let now = self.rt().clock.now();
+        let report = crate::employees::leavers::follow_up(self.rt(), tenant, now).await?;
+        self.settle().await?;
+        Ok(report)
+    }
+
+    /// Fetches the one-time link in the latest message `user` got that has
+    /// one, from rollcall's own address, as the phone would.
+    async fn download_latest_link(&self, user: &str) -> anyhow::Result<Vec<u8>> {
+        let link = self
+            .received(user)
+            .iter()
+            .rev()
+            .find_map(|m| {
+                m.lines()
+                    .find(|l| l.contains("/export/"))
+                    .map(str::to_owned)
+            })
+            .with_context(|| format!("{user} got no download link"))?;
+        let token = link
+            .trim()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let url = format!("http://{}/export/{token}", self.addr());
+        let response = reqwest::get(&url).await?.error_for_status()?;
+        Ok(response.bytes().await?.to_vec())
+    }
 }
 
 /// rollcall on the sandbox tenant of `platform`, with the demo roster and
@@ -554,6 +600,10 @@ pub async fn stage(
 impl Stage for Sandboxed {
     fn rt(&self) -> &Runtime {
         &self.rt
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        self.app.addr
     }
 
     fn at(&self, date: &str, time: &str) {
@@ -721,7 +771,7 @@ pub async fn run_story_on(
 ) -> anyhow::Result<DemoRun> {
     let started = Instant::now();
     let s = stage(platform, database_url, key_file, story_begins(), "").await?;
-    to_the_deadline(&*s).await?;
+    to_the_deadline(&*s, false).await?;
     finish(s, database_url, started, None).await
 }
 
@@ -733,11 +783,13 @@ pub async fn run_whole_story_on(
     database_url: &str,
     key_file: &std::path::Path,
     package_dir: &std::path::Path,
+    sheet: &std::path::Path,
 ) -> anyhow::Result<DemoRun> {
     let started = Instant::now();
-    let s = stage(platform, database_url, key_file, story_begins(), "").await?;
-    to_the_deadline(&*s).await?;
+    let s = stage(platform, database_url, key_file, story_begins(), DAY_SHIFT).await?;
+    to_the_deadline(&*s, true).await?;
     departure(&*s).await?;
+    hr_toolkit(&*s, sheet).await?;
     let case = absent_case(&*s)
         .await?
         .context("the absent employee has no case")?;
@@ -752,6 +804,84 @@ pub async fn run_whole_story_on(
         fingerprint: package.summary.fingerprint.clone(),
     };
     finish(s, database_url, started, Some(exported)).await
+}
+
+/// The whole story's shift: everyone works 08:00 to 17:00, and a check-in
+/// more than 10 minutes after the start is late.
+const DAY_SHIFT: &str = r#"[[tenants.shifts]]
+name = "白班"
+start = "08:00"
+end = "17:00"
+grace_minutes = 10
+[tenants.attendance]
+shift = "白班"
+"#;
+
+/// After the termination, a day of HR's other work: 李四 comes in late and
+/// forgets to check out, 王五 leaves early; HR enters 王五's contract end
+/// (in 29 days), the next morning's job reminds HR of it and HR presses
+/// 续签; HR asks for December's attendance sheet in chat and opens the
+/// one-time link, which is written to `sheet`.
+async fn hr_toolkit(s: &dyn Stage, sheet: &std::path::Path) -> anyhow::Result<()> {
+    s.at("2026-12-09", "07:55");
+    for user in ["wangmin", "zhaogang", "wangwu"] {
+        s.text(user, "打卡").await?;
+    }
+    s.at("2026-12-09", "08:25");
+    s.text("lisi", "打卡").await?;
+    s.settle().await?;
+    s.at("2026-12-09", "16:30");
+    s.say("wangwu", "下班打卡").await?;
+    s.at("2026-12-09", "17:05");
+    for user in ["wangmin", "zhaogang"] {
+        s.text(user, "下班").await?;
+    }
+    s.settle().await?;
+    s.at("2026-12-09", "18:00");
+    crate::employees::import_csv(
+        &s.rt().db,
+        &s.rt().key,
+        TENANT,
+        "user_id,name,contract_end_date\nwangwu,王五,2027-01-08\n".as_bytes(),
+        false,
+    )
+    .await?;
+    s.at("2026-12-10", "10:00");
+    let reminded = s.hr_reminders().await?;
+    anyhow::ensure!(
+        reminded.new == 1,
+        "no contract reminder went out: {reminded:?}"
+    );
+    s.at("2026-12-10", "10:30");
+    s.press("wangmin", "contract_renew").await?;
+    s.settle().await?;
+    s.at("2026-12-10", "11:00");
+    s.say("wangmin", "/报表 考勤 2026-12").await?;
+    downloads_built(s.rt()).await?;
+    let bytes = s.download_latest_link("wangmin").await?;
+    std::fs::write(sheet, bytes).with_context(|| format!("writing {}", sheet.display()))?;
+    Ok(())
+}
+
+/// Waits until every file asked for in chat (a package, a sheet) is built
+/// by its job and its message final.
+pub async fn downloads_built(rt: &Runtime) -> anyhow::Result<()> {
+    use crate::evidence::download::DownloadStatus;
+    let deadline = Instant::now() + SETTLE_WITHIN;
+    loop {
+        let pending = entity::export_download::Entity::find()
+            .filter(entity::export_download::Column::Status.eq(DownloadStatus::Pending.as_str()))
+            .count(&rt.db.orm)
+            .await?;
+        if pending == 0 {
+            return settle(rt).await;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{pending} downloads still not built after {SETTLE_WITHIN:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The employee who stops coming in the story.
@@ -782,7 +912,9 @@ async fn finish(
 
 /// Monday to the next Monday: 张三 stops coming, the ladder runs, the
 /// formal notice reaches him, and the deadline passes (HR gets the card).
-async fn to_the_deadline(s: &dyn Stage) -> anyhow::Result<()> {
+/// `second_monday`: the others check in on the next Monday morning too (the
+/// whole story, whose month's sheet shows that day).
+async fn to_the_deadline(s: &dyn Stage, second_monday: bool) -> anyhow::Result<()> {
     let everyone = ["wangmin", "zhaogang", "zhangsan", "lisi", "wangwu"];
     let but = |absent: &[&str]| {
         everyone
@@ -828,6 +960,10 @@ async fn to_the_deadline(s: &dyn Stage) -> anyhow::Result<()> {
     s.read_latest("zhangsan").await?;
     s.at("2026-12-04", "20:30");
     s.press("zhangsan", "received").await?;
+    if second_monday {
+        s.at("2026-12-07", "07:58");
+        s.check_in(&but(&["zhangsan"])).await?;
+    }
     // He does not return. The deadline ran from the first proof that the
     // notice reached him (his read at 20:25 where the platform tells, else
     // his acknowledgment at 20:30), not from its sending: on Monday at 20:35
@@ -845,6 +981,9 @@ async fn to_the_deadline(s: &dyn Stage) -> anyhow::Result<()> {
 async fn departure(s: &dyn Stage) -> anyhow::Result<()> {
     s.at("2026-12-07", "20:40");
     s.press("wangmin", "start_departure").await?;
+    s.at("2026-12-08", "07:58");
+    s.check_in(&["wangmin", "zhaogang", "lisi", "wangwu"])
+        .await?;
     s.at("2026-12-08", "09:00");
     s.say("wangmin", "#证据 张三 宿舍已搬空，行李已取走")
         .await?;
@@ -930,6 +1069,15 @@ fn card_label(action: &str) -> String {
         "union_notified" => ("departure", "button_union_notified"),
         "no_union" => ("departure", "button_no_union"),
         "termination_received" => ("termination_notice.employee", "button_termination_received"),
+        "contract_renew" => ("contract.hr", "button_contract_renew"),
+        "contract_not_renew" => ("contract.hr", "button_contract_not_renew"),
+        "contract_later" => ("contract.hr", "button_contract_later"),
+        a if a.starts_with("leaver_") => {
+            return templates
+                .render("leaver.hr", json!({}), &[&format!("button_{a}")])
+                .map(|r| r.block(&format!("button_{a}")).to_owned())
+                .unwrap_or_default();
+        }
         other => (
             "first_reminder.employee",
             if other == "arrived" {
@@ -1058,6 +1206,9 @@ pub async fn timeline(rt: &Runtime) -> anyhow::Result<Vec<Value>> {
             "union_recorded",
             "termination_notice_issued",
             "termination_acknowledged",
+            "contract_renew",
+            "contract_not_renew",
+            "contract_later",
         ]))
         .order_by_asc(case_event::Column::Id)
         .all(&rt.db.orm)
@@ -1076,6 +1227,29 @@ pub async fn timeline(rt: &Runtime) -> anyhow::Result<Vec<Value>> {
             "outcome": e.actor.as_deref().map(|a| format!("by {}", name(a))).unwrap_or_else(|| {
                 if e.kind == "termination_notice_issued" { "by rollcall, after the last item".into() } else { "by the scan".into() }
             }),
+        })));
+    }
+    // Late check-ins and early check-outs against the person's shift.
+    for c in entity::check_in::Entity::find()
+        .filter(entity::check_in::Column::MinutesOff.is_not_null())
+        .order_by_asc(entity::check_in::Column::Id)
+        .all(&rt.db.orm)
+        .await?
+    {
+        let step = if c.direction == "out" {
+            "left_early"
+        } else {
+            "late"
+        };
+        lines.push((c.checked_at, c.inbound_event_id * 2 + 1, json!({
+            "at": c.checked_at.with_timezone(&tz).to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+            "employee": name(&c.user_id),
+            "case": null,
+            "step": step,
+            "recipient": null,
+            "channel": null,
+            "template": null,
+            "outcome": format!("{} min, shift {}", c.minutes_off.unwrap_or_default(), c.shift.unwrap_or_default()),
         })));
     }
     lines.sort_by_key(|l| (l.0, l.1 % 2 == 0, l.1));
@@ -1118,6 +1292,7 @@ pub async fn run(args: DemoArgs, db: Option<PathBuf>) -> anyhow::Result<()> {
         &left.package,
         &left.fingerprint,
         &left.witness,
+        &left.sheet,
     ] {
         anyhow::ensure!(
             !path.exists(),
@@ -1127,7 +1302,8 @@ pub async fn run(args: DemoArgs, db: Option<PathBuf>) -> anyhow::Result<()> {
     }
     let key_file = db.with_extension("key");
     let url = format!("sqlite://{}?mode=rwc", db.display());
-    let mut run = run_whole_story_on(args.platform, &url, &key_file, &left.package).await?;
+    let mut run =
+        run_whole_story_on(args.platform, &url, &key_file, &left.package, &left.sheet).await?;
     run.db_path = db;
     let exported = run
         .package
@@ -1156,6 +1332,9 @@ pub struct Left {
     pub fingerprint: PathBuf,
     /// The witness of the checkpoints signed (`demo-evidence.key.witness/`).
     pub witness: PathBuf,
+    /// December's attendance sheet, as HR downloaded it
+    /// (`demo-attendance-2026-12.xlsx`).
+    pub sheet: PathBuf,
 }
 
 impl Left {
@@ -1171,6 +1350,7 @@ impl Left {
             package: db.with_file_name(format!("{stem}-package")),
             fingerprint: db.with_extension("fingerprint"),
             witness: PathBuf::from(witness),
+            sheet: db.with_file_name(format!("{stem}-attendance-2026-12.xlsx")),
         }
     }
 }
@@ -1249,6 +1429,7 @@ fn print_timeline(
         "report:        {}",
         package.join("report.html").display()
     )?;
+    writeln!(out, "sheet:         {}", left.sheet.display())?;
     writeln!(
         out,
         "fingerprint:   {} (in {})",

@@ -90,6 +90,9 @@ enum Command {
         #[arg(long)]
         from: PathBuf,
     },
+    /// Reports: the monthly attendance sheet (考勤表).
+    #[command(subcommand)]
+    Report(Report),
     /// Write the letter that sends a notice by post (EMS, registered mail),
     /// print-ready as PDF and HTML, addressed to the employee's postal
     /// address: the notice as it went out electronically. The same letter is
@@ -103,6 +106,23 @@ enum Command {
         #[arg(long, value_enum, default_value = "formal-notice")]
         kind: rollcall::cases::post::LetterKind,
         /// The folder to write `RC-…-<kind>.pdf` and `.html` into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum Report {
+    /// One row per employee, one column per day (√ present, 迟 late, 早
+    /// early, 未 no check-out, 缺 absent, 假 leave, 休 rest, 节 holiday),
+    /// and totals, as an `.xlsx` file; logged as evidence with its SHA-256.
+    Attendance {
+        #[arg(long)]
+        tenant: String,
+        /// The month, as 2026-12.
+        #[arg(long, value_name = "YYYY-MM")]
+        month: String,
+        /// The new file (it must not exist; mode 0600).
         #[arg(long)]
         out: PathBuf,
     },
@@ -250,7 +270,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             kind,
             out,
         } => letter(&config, &tenant, &employee, kind, &out).await,
+        Command::Report(Report::Attendance { tenant, month, out }) => {
+            attendance_sheet(&config, &tenant, &month, &out).await
+        }
     }
+}
+
+async fn attendance_sheet(
+    config: &Config,
+    tenant: &str,
+    month: &str,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    use rollcall::attendance::sheet;
+    use std::io::Write;
+    let month = sheet::Month::parse(month)
+        .ok_or_else(|| anyhow::anyhow!("`{month}` is not a month like 2026-12"))?;
+    let rt = open_runtime(config).await?;
+    let t = rt
+        .tenant(tenant)
+        .ok_or_else(|| anyhow::anyhow!("no tenant {tenant} in the configuration"))?;
+    let now = rt.clock.now();
+    let made = sheet::build(&rt.db.orm, t, month, now).await?;
+    let bytes = sheet::to_xlsx(&made)?;
+    let sha = rollcall::outbox::render::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    rollcall::evidence::export::private_file(out)
+        .and_then(|mut f| {
+            f.write_all(&bytes)?;
+            f.sync_all()
+        })
+        .with_context(|| format!("cannot write {} (it must not exist yet)", out.display()))?;
+    let txn = rt.db.write().await?;
+    sheet::record(&*txn, &made, &sha, None, "command line", now).await?;
+    txn.commit().await?;
+    println!(
+        "{}: {} employees, {month}  SHA-256 {sha}",
+        out.display(),
+        made.rows.len()
+    );
+    Ok(())
 }
 
 async fn letter(

@@ -123,6 +123,10 @@ fn the_readme_try_it_lines_run_as_written(#[case] platform: Option<&str>, #[case
         "union_recorded",
         "termination_notice",
         "termination_acknowledged",
+        "late",
+        "left_early",
+        "contract_reminder",
+        "contract_renew",
     ] {
         assert!(
             timeline.contains(step),
@@ -164,7 +168,7 @@ fn the_readme_try_it_lines_run_as_written(#[case] platform: Option<&str>, #[case
     assert!(pubkey.contains(fingerprint.trim()), "{pubkey}");
 
     // The other commands, on what the demo left, without a configuration.
-    assert_eq!(others.len(), 3);
+    assert_eq!(others.len(), 4);
     let (events, _) = run(dir.path(), &bin, &others[0]);
     assert!(
         events.contains("zhangsan") && events.contains("wangmin"),
@@ -187,6 +191,13 @@ fn the_readme_try_it_lines_run_as_written(#[case] platform: Option<&str>, #[case
         again.contains("RESULT: all") && !again.contains("[FAIL]"),
         "{again}"
     );
+    // The month's sheet, beside the one HR downloaded in the story.
+    let (sheet, _) = run(dir.path(), &bin, &others[3]);
+    assert!(sheet.contains("5 employees"), "{sheet}");
+    for file in ["sheet.xlsx", "demo-attendance-2026-12.xlsx"] {
+        let bytes = std::fs::read(dir.path().join(file)).unwrap();
+        assert!(bytes.starts_with(b"PK"), "{file} is an .xlsx (a zip)");
+    }
 }
 
 /// What a second demo on the same `--db` would overwrite (or an earlier
@@ -195,6 +206,7 @@ fn the_readme_try_it_lines_run_as_written(#[case] platform: Option<&str>, #[case
 #[rstest]
 #[case::package("demo-package")]
 #[case::witness("demo-evidence.key.witness")]
+#[case::sheet("demo-attendance-2026-12.xlsx")]
 fn a_second_demo_on_the_same_db_is_refused(#[case] left: &str) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join(left)).unwrap();

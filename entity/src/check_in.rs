@@ -28,6 +28,13 @@ pub struct Model {
     pub distance_m: Option<f64>,
     /// The photo, for an image check-in.
     pub media_sha256: Option<String>,
+    /// in (the start of the day's work) or out (下班, its end).
+    pub direction: String,
+    /// The shift it was judged against, if the person has one.
+    pub shift: Option<String>,
+    /// Minutes late (in) or early (out) against the shift; `None` when on
+    /// time or without a shift.
+    pub minutes_off: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -26,6 +26,9 @@ pub struct Model {
     /// Weekly rest days overriding the tenant's (e.g. `sun` or `sat,sun`).
     pub rest_days: Option<String>,
     pub site: Option<String>,
+    /// The person's own shift (a name from the tenant's `[[tenants.shifts]]`),
+    /// over their site's and the tenant's.
+    pub shift: Option<String>,
     /// Where the delivery addresses (chat account, phone, email, postal
     /// address) were agreed: the contract clause and its version.
     pub delivery_clause: Option<String>,

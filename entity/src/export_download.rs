@@ -1,4 +1,4 @@
-//! A case package asked for in chat, served once through a link with a
+//! A case package or a monthly attendance sheet asked for in chat, served once through a link with a
 //! one-time token.
 
 use sea_orm::entity::prelude::*;
@@ -31,6 +31,10 @@ pub struct Model {
     pub serving_until: Option<DateTimeUtc>,
     /// Which transfer holds the link: only it may give it back or use it up.
     pub serving_lease: Option<String>,
+    /// package (a case package) or attendance (a monthly sheet).
+    pub kind: String,
+    /// The sheet's month (`2026-12`).
+    pub period: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

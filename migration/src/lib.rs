@@ -20,6 +20,8 @@ mod m20261207_000012_locks;
 mod m20261207_000013_inbox_queue;
 mod m20261207_000014_inbox_backoff_index;
 mod m20261207_000015_job_requests;
+mod m20261207_000016_shifts_and_contracts;
+mod m20261207_000017_leavers;
 
 pub struct Migrator;
 
@@ -45,6 +47,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000013_inbox_queue::Migration),
             Box::new(m20261207_000014_inbox_backoff_index::Migration),
             Box::new(m20261207_000015_job_requests::Migration),
+            Box::new(m20261207_000016_shifts_and_contracts::Migration),
+            Box::new(m20261207_000017_leavers::Migration),
         ]
     }
 }

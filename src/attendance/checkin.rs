@@ -6,6 +6,7 @@ use chrono_tz::Tz;
 use entity::check_in;
 use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait, TryInsertResult};
 
+use crate::attendance::shift::Direction;
 use crate::config::Site;
 
 /// Where a location is, relative to the tenant's sites.
@@ -72,6 +73,10 @@ pub struct NewCheckIn {
     pub label: Option<String>,
     pub distance_m: Option<f64>,
     pub media_sha256: Option<String>,
+    pub direction: Direction,
+    /// The shift judged against, and the minutes late or early.
+    pub shift: Option<String>,
+    pub minutes_off: Option<i32>,
 }
 
 /// Stores a check-in; `false` if this inbound event already made one.
@@ -95,14 +100,19 @@ pub async fn store<C: ConnectionTrait>(
         label: Set(c.label),
         distance_m: Set(c.distance_m),
         media_sha256: Set(c.media_sha256),
+        direction: Set(c.direction.as_str().to_owned()),
+        shift: Set(c.shift),
+        minutes_off: Set(c.minutes_off),
         ..Default::default()
     };
+    // A conflict is `Inserted(0)` here: sea-orm maps only a missing
+    // RETURNING row to `Conflicted`.
     Ok(matches!(
         check_in::Entity::insert(row)
             .on_conflict_do_nothing_on([check_in::Column::InboundEventId])
             .exec_without_returning(conn)
             .await?,
-        TryInsertResult::Inserted(_)
+        TryInsertResult::Inserted(n) if n > 0
     ))
 }
 
@@ -123,6 +133,7 @@ mod tests {
             latitude: lat,
             longitude: lon,
             radius_m: r,
+            shift: None,
         }
     }
 

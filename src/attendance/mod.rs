@@ -4,3 +4,5 @@
 pub mod calendar;
 pub mod checkin;
 pub mod punches;
+pub mod sheet;
+pub mod shift;

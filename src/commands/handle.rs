@@ -7,9 +7,10 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 use serde_json::{Value, json};
 
 use super::{
-    Caption, Command, LETTER_CHOICES, POST_ACTIONS, ParseError, PostAction, Subject, UNION_CHOICES,
-    allowed, may_file_evidence, parse, parse_caption,
+    Caption, Command, LETTER_CHOICES, POST_ACTIONS, ParseError, PostAction, REPORT_KINDS, Subject,
+    UNION_CHOICES, allowed, may_file_evidence, parse, parse_caption,
 };
+use crate::attendance::sheet::Month;
 use crate::cases::CaseStatus;
 use crate::cases::departure::{self, Recorded, Refusal};
 use crate::cases::exhibits;
@@ -48,6 +49,7 @@ fn error_context(e: &ParseError) -> Value {
             json!({ "code": "date_order", "from": from.to_string(), "to": to.to_string() })
         }
         ParseError::BadTracking(text) => json!({ "code": "bad_tracking", "text": text }),
+        ParseError::BadMonth(text) => json!({ "code": "bad_month", "text": text }),
         ParseError::BadChoice {
             command,
             argument,
@@ -57,6 +59,7 @@ fn error_context(e: &ParseError) -> Value {
             let choices: Vec<&str> = match (*command, *argument) {
                 ("post", "action") => POST_ACTIONS.to_vec(),
                 ("post", _) => LETTER_CHOICES.iter().map(|(w, _)| *w).collect(),
+                ("report", _) => REPORT_KINDS[..1].to_vec(),
                 _ => UNION_CHOICES.iter().take(2).map(|(w, _)| *w).collect(),
             };
             json!({ "code": "bad_choice", "command": command, "argument": argument, "text": text, "choices": choices })
@@ -203,7 +206,7 @@ async fn run(
     let mut case_row = None;
     let mut mailed = None;
     let target = match cmd {
-        Command::Help | Command::Cases => None,
+        Command::Help | Command::Cases | Command::Report { .. } | Command::Reasons => None,
         Command::Status { who: None } => Some(sender.clone()),
         Command::Status { who: Some(who) }
         | Command::Leave { who, .. }
@@ -459,6 +462,31 @@ async fn run(
                 json!({ "name": t.name, "case_no": case_id.map(case_no) }),
             ))
         }
+        Command::Report { month } => {
+            let month = month.unwrap_or_else(|| {
+                let today = turn.now.with_timezone(&turn.tenant.config.timezone);
+                Month {
+                    year: chrono::Datelike::year(&today),
+                    month: chrono::Datelike::month(&today),
+                }
+            });
+            // Built by a job, outside this transaction: a month of a whole
+            // tenant is no work for the event's turn.
+            crate::evidence::download::request_sheet(
+                turn.txn,
+                &turn.tenant.config.id,
+                month,
+                &sender.user_id,
+                turn.event_id,
+                turn.now,
+            )
+            .await?;
+            Ok(("report_queued", json!({ "month": month.to_string() })))
+        }
+        Command::Reasons => Ok((
+            "reasons",
+            crate::employees::leavers::counts(turn.txn, &turn.tenant.config.id).await?,
+        )),
         Command::Evidence { who } => {
             let Some(t) = target else {
                 return Ok(("not_found", json!({ "who": who })));

@@ -8,6 +8,7 @@ pub mod handle;
 
 use chrono::NaiveDate;
 
+use crate::attendance::sheet::Month;
 use crate::cases::departure::UnionNotice;
 use crate::cases::post::{LetterKind, tracking_number};
 use crate::employees::Role;
@@ -62,6 +63,12 @@ pub enum Command {
     /// `/post …`, `/邮政`: HR records a notice sent by registered mail (see
     /// [`PostAction`]).
     Post(PostAction),
+    /// `/report 考勤 [YYYY-MM]`, `/报表`: HR gets the month's attendance
+    /// sheet (default: this month so far) through a one-time link.
+    Report { month: Option<Month> },
+    /// `/reasons`, `/离职原因`: HR sees why people left, by reason,
+    /// department and month.
+    Reasons,
 }
 
 /// What `/post` records.
@@ -107,7 +114,12 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("export", "导出"),
     ("announce", "公告"),
     ("post", "邮政"),
+    ("report", "报表"),
+    ("reasons", "离职原因"),
 ];
+
+/// The words `/report` takes for its <kind>.
+pub const REPORT_KINDS: &[&str] = &["考勤", "attendance"];
 
 /// The words `/union` takes for its <notice>, first the ones help shows.
 pub const UNION_CHOICES: &[(&str, UnionNotice)] = &[
@@ -134,6 +146,8 @@ pub enum ParseError {
     BadDate(String),
     #[error("the leave ends ({to}) before it starts ({from})")]
     DateOrder { from: NaiveDate, to: NaiveDate },
+    #[error("`{0}` is not a month (use YYYY-MM)")]
+    BadMonth(String),
     #[error("`{0}` is not a tracking number (5 to 40 letters, digits or -)")]
     BadTracking(String),
     #[error("`/{command}` <{argument}> cannot be `{text}`")]
@@ -355,6 +369,24 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
                 }
             }
         }
+        "report" => {
+            let kind = need("kind")?;
+            if !REPORT_KINDS.iter().any(|k| kind.eq_ignore_ascii_case(k)) {
+                return Err(ParseError::BadChoice {
+                    command: "report",
+                    argument: "kind",
+                    text: kind.to_owned(),
+                });
+            }
+            let month = match words.next() {
+                None => None,
+                Some(text) => {
+                    Some(Month::parse(text).ok_or_else(|| ParseError::BadMonth(text.to_owned()))?)
+                }
+            };
+            Command::Report { month }
+        }
+        "reasons" => Command::Reasons,
         _ => unreachable!("every name in COMMANDS has an arm"),
     };
     Ok(command)
@@ -406,7 +438,10 @@ pub fn allowed(role: Role, command: &Command, subject: Subject) -> bool {
             | Command::Union { .. }
             | Command::Export { .. }
             | Command::Announce { .. }
-            | Command::Post(_) => false,
+            | Command::Post(_)
+            // Everyone's month, everyone's reasons: HR's.
+            | Command::Report { .. }
+            | Command::Reasons => false,
         },
         Role::Employee => match command {
             Command::Help => true,
@@ -420,7 +455,9 @@ pub fn allowed(role: Role, command: &Command, subject: Subject) -> bool {
             | Command::Union { .. }
             | Command::Export { .. }
             | Command::Announce { .. }
-            | Command::Post(_) => false,
+            | Command::Post(_)
+            | Command::Report { .. }
+            | Command::Reasons => false,
         },
     }
 }
@@ -474,6 +511,11 @@ mod tests {
     #[case("/邮政 邮寄 张三 1234567890123 解除", Command::Post(PostAction::Mailed { who: "张三".into(), tracking_no: "1234567890123".into(), kind: LetterKind::TerminationNotice }))]
     #[case("/post 签收 EA123456789CN 2026/12/10", Command::Post(PostAction::Signed { tracking_no: "EA123456789CN".into(), on: d("2026-12-10") }))]
     #[case("/post 退回 EA123456789CN 2026-12-10 查无此人", Command::Post(PostAction::Returned { tracking_no: "EA123456789CN".into(), on: d("2026-12-10"), note: Some("查无此人".into()) }))]
+    #[case("/report 考勤 2026-12", Command::Report { month: Month::parse("2026-12") })]
+    #[case("/报表 考勤", Command::Report { month: None })]
+    #[case("/离职原因", Command::Reasons)]
+    #[case("/reasons", Command::Reasons)]
+    #[case("/REPORT attendance 2026/1", Command::Report { month: Month::parse("2026-01") })]
     fn parses(#[case] text: &str, #[case] expected: Command) {
         assert_eq!(parse(text), Ok(expected));
     }
@@ -486,6 +528,9 @@ mod tests {
     #[case("/post 邮寄 张三 EA123456789CN 通知", ParseError::BadChoice { command: "post", argument: "letter", text: "通知".into() })]
     #[case("/post 签收 EA123456789CN", ParseError::Missing { command: "post", argument: "date" })]
     #[case("/post 签收 EA123456789CN 昨天", ParseError::BadDate("昨天".into()))]
+    #[case("/report", ParseError::Missing { command: "report", argument: "kind" })]
+    #[case("/报表 工资 2026-12", ParseError::BadChoice { command: "report", argument: "kind", text: "工资".into() })]
+    #[case("/报表 考勤 十二月", ParseError::BadMonth("十二月".into()))]
     #[case("我在请假", ParseError::NotACommand)]
     #[case("打卡", ParseError::NotACommand)]
     #[case("/", ParseError::NotACommand)]

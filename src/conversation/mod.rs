@@ -10,12 +10,14 @@ use chrono::{DateTime, TimeZone, Utc};
 use entity::{card_action, employee, inbound_event, media, outbox};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::attendance::checkin::{self, NewCheckIn, geofence, is_checkin_text, work_date};
+use crate::attendance::shift::{self, Direction};
 use crate::cases::CaseStatus;
 use crate::cases::departure::{self, Capacity, Halt, Recorded, Refusal, UnionNotice};
 use crate::cases::exhibits::{self, Download, Received};
@@ -258,8 +260,12 @@ async fn dispatch(
                 // Before the check-in keywords: a caption may well say 打卡.
                 crate::commands::handle::caption(turn, sender, content).await?;
                 Ok("evidence_caption")
+            } else if is_checkin_text(&turn.tenant.config.attendance.checkout_keywords, content) {
+                // Before the check-in keywords: 下班打卡 says 打卡 too.
+                check_in(turn, sender, "text", Some(Direction::Out), None, None).await?;
+                Ok("checkout")
             } else if is_checkin_text(&turn.tenant.config.attendance.keywords, content) {
-                check_in(turn, sender, "text", None, None).await?;
+                check_in(turn, sender, "text", None, None, None).await?;
                 Ok("checkin")
             } else {
                 free_text(turn, sender, content).await
@@ -273,7 +279,7 @@ async fn dispatch(
             let place = latitude
                 .zip(*longitude)
                 .map(|(lat, lon)| (lat, lon, label.clone()));
-            check_in(turn, sender, "punch", place, None).await?;
+            check_in(turn, sender, "punch", None, place, None).await?;
             Ok("checkin")
         }
         InboundKind::Location {
@@ -286,6 +292,7 @@ async fn dispatch(
                 turn,
                 sender,
                 "location",
+                None,
                 Some((*latitude, *longitude, label.clone())),
                 None,
             )
@@ -307,7 +314,15 @@ async fn dispatch(
                     Ok("exhibit")
                 }
                 None => {
-                    check_in(turn, sender, "image", None, Some((media_id.clone(), photo))).await?;
+                    check_in(
+                        turn,
+                        sender,
+                        "image",
+                        None,
+                        None,
+                        Some((media_id.clone(), photo)),
+                    )
+                    .await?;
                     Ok("checkin")
                 }
             }
@@ -444,15 +459,51 @@ async fn file_exhibit(
     turn.reply("command", "exhibit_filed", &context).await
 }
 
+/// A check-in (or, with a shift, a check-out) from `source`; `direction`
+/// `None` when the message does not say which (see
+/// [`shift::infer_direction`]).
 async fn check_in(
     turn: &Turn<'_>,
     sender: &employee::Model,
     source: &'static str,
+    direction: Option<Direction>,
     place: Option<Place>,
     image: Option<(String, Option<Photo>)>,
 ) -> Result<(), HandleError> {
     let tenant = &turn.tenant.config;
-    let day = work_date(turn.sent_at, tenant.timezone);
+    let shift = tenant.shift_for(sender.shift.as_deref(), sender.site.as_deref());
+    let (day, direction, minutes_off) = match shift {
+        // Without a shift a day is its date, and nothing is late.
+        None => (
+            work_date(turn.sent_at, tenant.timezone),
+            direction.unwrap_or(Direction::In),
+            None,
+        ),
+        Some(shift) => {
+            let local = turn.sent_at.with_timezone(&tenant.timezone).naive_local();
+            let direction = match direction {
+                Some(d) => d,
+                None => {
+                    let today = local.date();
+                    let since = today.pred_opt().unwrap_or(today);
+                    let checked: Vec<chrono::NaiveDate> = entity::check_in::Entity::find()
+                        .select_only()
+                        .column(entity::check_in::Column::WorkDate)
+                        .filter(entity::check_in::Column::TenantId.eq(&tenant.id))
+                        .filter(entity::check_in::Column::UserId.eq(&sender.user_id))
+                        .filter(entity::check_in::Column::Direction.eq(Direction::In.as_str()))
+                        .filter(entity::check_in::Column::WorkDate.gte(since))
+                        .filter(entity::check_in::Column::WorkDate.lte(today))
+                        .into_tuple()
+                        .all(turn.txn)
+                        .await?;
+                    shift::infer_direction(shift, local, &checked)
+                }
+            };
+            let judged = shift.judge(local, direction);
+            (judged.day, direction, judged.minutes_off)
+        }
+    };
     let fence = place
         .as_ref()
         .map(|(lat, lon, _)| geofence(&turn.tenant.config.sites, *lat, *lon));
@@ -504,6 +555,9 @@ async fn check_in(
         label: place.and_then(|p| p.2),
         distance_m: fence.as_ref().and_then(|f| f.distance_m),
         media_sha256,
+        direction,
+        shift: shift.map(|s| s.name.clone()),
+        minutes_off,
     };
     // A punch in the platform's attendance app came from there, not a chat.
     let channel = if source == "punch" {
@@ -524,6 +578,9 @@ async fn check_in(
             "flagged": flagged,
             "distance_m": new.distance_m,
             "media_sha256": new.media_sha256,
+            "direction": direction.as_str(),
+            "shift": new.shift,
+            "minutes_off": minutes_off,
         }));
     if checkin::store(turn.txn, new, turn.now).await? {
         append_later(turn.txn, &tenant.id, turn.now, leaf).await?;
@@ -580,6 +637,13 @@ async fn check_in(
             "flagged": flagged,
             "resolved_case": resolved,
             "departure_case": departure_case,
+            "direction": direction.as_str(),
+            "shift": shift.map(|s| json!({
+                "name": s.name,
+                "start": s.start.format("%H:%M").to_string(),
+                "end": s.end.format("%H:%M").to_string(),
+            })),
+            "minutes_off": minutes_off,
         }),
     )
     .await
@@ -854,7 +918,7 @@ async fn card_press(
     let reply_block = match (action.action.as_str(), live) {
         // A check-in is a check-in even if the case is closed already.
         ("arrived", _) => {
-            check_in(turn, sender, "card", None, None).await?;
+            check_in(turn, sender, "card", Some(Direction::In), None, None).await?;
             None
         }
         ("on_leave", Some(c)) => {
@@ -968,6 +1032,12 @@ async fn card_press(
                 .await?;
             }
             Some("reply_termination_received")
+        }
+        ("contract_renew" | "contract_not_renew" | "contract_later", _) => {
+            Some(crate::employees::contracts::pressed(turn, sender, &action, &mut context).await?)
+        }
+        (a, _) if a.starts_with("leaver_") => {
+            Some(crate::employees::leavers::pressed(turn, sender, &action, &mut context).await?)
         }
         _ => Some("reply_stale"),
     };

@@ -171,6 +171,10 @@ impl Stage for SandboxedDingtalk {
         &self.rt
     }
 
+    fn addr(&self) -> std::net::SocketAddr {
+        self.app.addr
+    }
+
     fn at(&self, date: &str, time: &str) {
         self.clock.set(super::shanghai(date, time));
     }

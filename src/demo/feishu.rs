@@ -125,6 +125,10 @@ impl Stage for SandboxedFeishu {
         &self.rt
     }
 
+    fn addr(&self) -> std::net::SocketAddr {
+        self.app.addr
+    }
+
     fn at(&self, date: &str, time: &str) {
         self.clock.set(super::shanghai(date, time));
     }

@@ -4,8 +4,8 @@
 //! Columns (header required, any order): `user_id,name,department,
 //! manager_user_id,role,phone,email,emergency_contact_name,
 //! emergency_contact_phone,postal_address,hire_date,contract_end_date,
-//! rest_days,site`. Only `user_id` and `name` must be there; a column left
-//! out of the header is left as it is on re-import, an empty cell is cleared.
+//! rest_days,site,shift`, and the delivery agreement's columns. Only
+//! `user_id` and `name` must be there; a column left out of the header is left as it is on re-import, an empty cell is cleared.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -21,7 +21,7 @@ use crate::db::Database;
 use crate::sealed::DataKey;
 
 /// The columns a file may have.
-pub const COLUMNS: [&str; 19] = [
+pub const COLUMNS: [&str; 20] = [
     "user_id",
     "name",
     "department",
@@ -36,6 +36,7 @@ pub const COLUMNS: [&str; 19] = [
     "contract_end_date",
     "rest_days",
     "site",
+    "shift",
     "delivery_clause",
     "delivery_agreed_on",
     "electronic_consent",
@@ -152,6 +153,7 @@ struct Row {
     contract_end_date: Option<NaiveDate>,
     rest_days: Option<String>,
     site: Option<String>,
+    shift: Option<String>,
     delivery_clause: Option<String>,
     delivery_agreed_on: Option<NaiveDate>,
     electronic_consent: Option<bool>,
@@ -294,6 +296,7 @@ fn parse(
             contract_end_date: None,
             rest_days: cell("rest_days"),
             site: cell("site"),
+            shift: cell("shift"),
             delivery_clause: cell("delivery_clause"),
             delivery_agreed_on: None,
             electronic_consent: None,
@@ -516,6 +519,7 @@ pub async fn import_csv(
                 contract_end_date: Set(r.contract_end_date),
                 rest_days: Set(r.rest_days),
                 site: Set(r.site),
+                shift: Set(r.shift),
                 delivery_clause: Set(r.delivery_clause),
                 delivery_agreed_on: Set(r.delivery_agreed_on),
                 electronic_consent: Set(r.electronic_consent),
@@ -547,6 +551,7 @@ pub async fn import_csv(
         ("contract_end_date", C::ContractEndDate),
         ("rest_days", C::RestDays),
         ("site", C::Site),
+        ("shift", C::Shift),
         ("delivery_clause", C::DeliveryClause),
         ("delivery_agreed_on", C::DeliveryAgreedOn),
         ("electronic_consent", C::ElectronicConsent),

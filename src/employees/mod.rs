@@ -11,8 +11,10 @@
 //! row or column does not open.
 
 pub mod cli;
+pub mod contracts;
 pub mod directory;
 pub mod import;
+pub mod leavers;
 pub mod sync;
 
 use chrono::NaiveDate;

@@ -2,7 +2,8 @@
 //! package outside the asking message's transaction, keeps the zip, and
 //! sends the asker a link with a one-time token (kept sealed until the
 //! message is sent, and withheld from the evidence log); the link serves it
-//! once, and again if a transfer was cut off before its end.
+//! once, and again if a transfer was cut off before its end. The monthly
+//! attendance sheet asked for with `/report 考勤` goes the same way.
 
 use chrono::{DateTime, Duration, Utc};
 use entity::export_download;
@@ -16,11 +17,17 @@ use serde_json::json;
 use super::export::{self, ExportError};
 use super::log::sha256_hex;
 use super::{NewLeaf, append_one};
+use crate::attendance::sheet::{self, Month};
 use crate::cases::notify::local;
 use crate::cases::store::case_no;
 use crate::outbox::render::{TemplateError, hex};
 use crate::outbox::{NewMessage, Payload, SECRET_MARK, enqueue, seal_secret};
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, Tenant};
+
+/// `export_downloads.kind` of a case package.
+pub const PACKAGE: &str = "package";
+/// `export_downloads.kind` of a monthly attendance sheet.
+pub const ATTENDANCE_SHEET: &str = "attendance";
 
 /// How long a download link works.
 pub const LINK_TTL_HOURS: i64 = 24;
@@ -92,6 +99,155 @@ pub async fn request<C: ConnectionTrait>(
     Ok(Some(id))
 }
 
+/// Records that `requested_by` asked for the attendance sheet of `month`
+/// in inbound event `event_id`, with the job that builds it.
+pub async fn request_sheet<C: ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    month: Month,
+    requested_by: &str,
+    event_id: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>, DbErr> {
+    let row = export_download::ActiveModel {
+        tenant_id: Set(tenant.to_owned()),
+        employee: Set(String::new()),
+        case_id: Set(None),
+        requested_by: Set(requested_by.to_owned()),
+        inbound_event_id: Set(event_id),
+        status: Set(DownloadStatus::Pending.as_str().to_owned()),
+        created_at: Set(now),
+        kind: Set(ATTENDANCE_SHEET.to_owned()),
+        period: Set(Some(month.to_string())),
+        ..Default::default()
+    };
+    let id = match export_download::Entity::insert(row)
+        .on_conflict_do_nothing_on([export_download::Column::InboundEventId])
+        .exec(conn)
+        .await?
+    {
+        TryInsertResult::Inserted(r) => r.last_insert_id,
+        TryInsertResult::Conflicted | TryInsertResult::Empty => return Ok(None),
+    };
+    crate::jobs::enqueue_export(conn, id).await?;
+    Ok(Some(id))
+}
+
+/// Makes the file behind the link into `row`, once: `Ok(false)` if another
+/// run did already.
+async fn make_ready<C: ConnectionTrait>(
+    conn: &C,
+    row: &export_download::Model,
+    token: &str,
+    bytes: Vec<u8>,
+    sha256: &str,
+    expires: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let done = export_download::Entity::update_many()
+        .col_expr(
+            export_download::Column::Status,
+            Expr::value(DownloadStatus::Ready.as_str()),
+        )
+        .col_expr(
+            export_download::Column::TokenSha256,
+            Expr::value(sha256_hex(token.as_bytes())),
+        )
+        .col_expr(export_download::Column::Bytes, Expr::value(bytes))
+        .col_expr(
+            export_download::Column::ManifestSha256,
+            Expr::value(sha256.to_owned()),
+        )
+        .col_expr(export_download::Column::ExpiresAt, Expr::value(expires))
+        .filter(export_download::Column::Id.eq(row.id))
+        .filter(export_download::Column::Status.eq(DownloadStatus::Pending.as_str()))
+        .exec(conn)
+        .await?;
+    Ok(done.rows_affected == 1)
+}
+
+/// Builds requested sheet `row` and sends the asker its link.
+async fn build_sheet(
+    rt: &Runtime,
+    row: &export_download::Model,
+    tenant: &Tenant,
+) -> Result<(), DownloadError> {
+    let now = rt.clock.now();
+    let made = match row.period.as_deref().and_then(Month::parse) {
+        None => Err(format!("no such month: {:?}", row.period)),
+        Some(month) => match sheet::build(&rt.db.orm, tenant, month, now).await {
+            Err(e) => {
+                tracing::warn!(id = row.id, error = %e, "building an attendance sheet failed");
+                Err(e.to_string())
+            }
+            Ok(made) => sheet::to_xlsx(&made)
+                .map(|bytes| (made, bytes))
+                .map_err(|e| e.to_string()),
+        },
+    };
+    let (made, bytes) = match made {
+        Ok(m) => m,
+        Err(reason) => {
+            let context = json!({ "month": row.period, "reason": reason });
+            return failed(rt, row, "sheet_failed", &context, now).await;
+        }
+    };
+    let token = hex(&rand::random::<[u8; 32]>());
+    let expires = now + Duration::hours(LINK_TTL_HOURS);
+    let sha = sha256_hex(&bytes);
+    let txn = rt.db.write().await?;
+    if !make_ready(&*txn, row, &token, bytes, &sha, expires).await? {
+        return Ok(());
+    }
+    sheet::record(
+        &*txn,
+        &made,
+        &sha,
+        Some(&row.requested_by),
+        "one-time link",
+        now,
+    )
+    .await?;
+    let context = json!({
+        "month": made.month.to_string(),
+        "employees": made.rows.len(),
+        "sha256": sha,
+        "link": format!("{}/export/{SECRET_MARK}", rt.public_url),
+        "expires": local(tenant, expires),
+    });
+    send(rt, &txn, row, "sheet_ready", &context, Some(&token), now).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Marks `row` failed (once) and tells the asker why, with `block`.
+async fn failed(
+    rt: &Runtime,
+    row: &export_download::Model,
+    block: &str,
+    context: &serde_json::Value,
+    now: DateTime<Utc>,
+) -> Result<(), DownloadError> {
+    let txn = rt.db.write().await?;
+    let done = export_download::Entity::update_many()
+        .col_expr(
+            export_download::Column::Status,
+            Expr::value(DownloadStatus::Failed.as_str()),
+        )
+        .col_expr(
+            export_download::Column::Error,
+            Expr::value(context["reason"].as_str().map(str::to_owned)),
+        )
+        .filter(export_download::Column::Id.eq(row.id))
+        .filter(export_download::Column::Status.eq(DownloadStatus::Pending.as_str()))
+        .exec(&txn)
+        .await?;
+    if done.rows_affected == 1 {
+        send(rt, &txn, row, block, context, None, now).await?;
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
 /// Builds requested package `id` (once) and sends the asker its link.
 pub async fn build(rt: &Runtime, id: i64) -> Result<(), DownloadError> {
     let db = &rt.db.orm;
@@ -104,6 +260,9 @@ pub async fn build(rt: &Runtime, id: i64) -> Result<(), DownloadError> {
     let Some(tenant) = rt.tenant(&row.tenant_id).cloned() else {
         return Ok(());
     };
+    if row.kind == ATTENDANCE_SHEET {
+        return build_sheet(rt, &row, &tenant).await;
+    }
     let name = crate::employees::directory::employee_row(db, &row.tenant_id, &row.employee)
         .await?
         .map_or_else(|| row.employee.clone(), |e| e.name);
@@ -121,26 +280,7 @@ pub async fn build(rt: &Runtime, id: i64) -> Result<(), DownloadError> {
                 .unwrap_or_default();
             let summary = &package.summary;
             let txn = rt.db.write().await?;
-            let done = export_download::Entity::update_many()
-                .col_expr(
-                    export_download::Column::Status,
-                    Expr::value(DownloadStatus::Ready.as_str()),
-                )
-                .col_expr(
-                    export_download::Column::TokenSha256,
-                    Expr::value(sha256_hex(token.as_bytes())),
-                )
-                .col_expr(export_download::Column::Bytes, Expr::value(zip))
-                .col_expr(
-                    export_download::Column::ManifestSha256,
-                    Expr::value(manifest.clone()),
-                )
-                .col_expr(export_download::Column::ExpiresAt, Expr::value(expires))
-                .filter(export_download::Column::Id.eq(id))
-                .filter(export_download::Column::Status.eq(DownloadStatus::Pending.as_str()))
-                .exec(&txn)
-                .await?;
-            if done.rows_affected == 0 {
+            if !make_ready(&*txn, &row, &token, zip, &manifest, expires).await? {
                 return Ok(());
             }
             append_one(
@@ -181,25 +321,7 @@ pub async fn build(rt: &Runtime, id: i64) -> Result<(), DownloadError> {
             json!({ "name": name, "reason": e.to_string() })
         }
     };
-    let txn = rt.db.write().await?;
-    let done = export_download::Entity::update_many()
-        .col_expr(
-            export_download::Column::Status,
-            Expr::value(DownloadStatus::Failed.as_str()),
-        )
-        .col_expr(
-            export_download::Column::Error,
-            Expr::value(context["reason"].as_str().map(str::to_owned)),
-        )
-        .filter(export_download::Column::Id.eq(id))
-        .filter(export_download::Column::Status.eq(DownloadStatus::Pending.as_str()))
-        .exec(&txn)
-        .await?;
-    if done.rows_affected == 1 {
-        send(rt, &txn, &row, "failed", &context, None, now).await?;
-    }
-    txn.commit().await?;
-    Ok(())
+    failed(rt, &row, "failed", &context, now).await
 }
 
 async fn send<C: ConnectionTrait>(
@@ -250,6 +372,7 @@ pub enum Taken {
         /// This transfer's hold on the link.
         lease: String,
         file_name: String,
+        content_type: &'static str,
         bytes: Vec<u8>,
     },
     /// Another transfer of it is under way.
@@ -304,18 +427,33 @@ pub async fn take(rt: &Runtime, token: &str) -> Result<Taken, DbErr> {
             Some(_) => Taken::Gone,
         });
     };
-    let file_name = format!(
-        "rollcall-{}-{}{}.zip",
-        row.tenant_id,
-        row.employee,
-        row.case_id
-            .map(|c| format!("-{}", case_no(c)))
-            .unwrap_or_default()
-    );
+    let (file_name, content_type) = if row.kind == ATTENDANCE_SHEET {
+        (
+            format!(
+                "rollcall-{}-attendance-{}.xlsx",
+                row.tenant_id,
+                row.period.as_deref().unwrap_or_default()
+            ),
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        )
+    } else {
+        (
+            format!(
+                "rollcall-{}-{}{}.zip",
+                row.tenant_id,
+                row.employee,
+                row.case_id
+                    .map(|c| format!("-{}", case_no(c)))
+                    .unwrap_or_default()
+            ),
+            "application/zip",
+        )
+    };
     Ok(Taken::Package {
         id: row.id,
         lease,
         file_name,
+        content_type,
         bytes: row.bytes.unwrap_or_default(),
     })
 }

@@ -1,4 +1,4 @@
-//! `GET /export/{token}`: a case package asked for in chat, served once (a
+//! `GET /export/{token}`: a case package or a monthly sheet asked for in chat, served once (a
 //! transfer cut off before its end may be fetched again).
 
 use axum::body::Body;
@@ -19,10 +19,11 @@ pub async fn download(State(rt): State<Runtime>, Path(token): Path<String>) -> R
             id,
             lease,
             file_name,
+            content_type,
             bytes,
         }) => (
             [
-                (header::CONTENT_TYPE, "application/zip".to_owned()),
+                (header::CONTENT_TYPE, content_type.to_owned()),
                 (
                     header::CONTENT_DISPOSITION,
                     format!("attachment; filename=\"{file_name}\""),

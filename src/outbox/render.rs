@@ -21,6 +21,14 @@ const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../../bot-templates/checkin_reply.j2"),
     ),
     ("command", include_str!("../../bot-templates/command.j2")),
+    (
+        "contract.hr",
+        include_str!("../../bot-templates/contract.hr.j2"),
+    ),
+    (
+        "leaver.hr",
+        include_str!("../../bot-templates/leaver.hr.j2"),
+    ),
     ("export", include_str!("../../bot-templates/export.j2")),
     (
         "departure",
