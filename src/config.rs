@@ -188,6 +188,41 @@ pub struct TenantConfig {
     pub shifts: Vec<Shift>,
     /// HR's reminders (`[tenants.hr]`).
     pub hr: HrConfig,
+    /// The risk score's formula and threshold (`[tenants.risk]`).
+    pub risk: RiskConfig,
+}
+
+/// The risk score: each factor counted over the last `window_days` days
+/// times its weight, summed; HR gets a card when a person's score reaches
+/// `threshold` (once per crossing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RiskConfig {
+    pub window_days: i64,
+    /// Per day with a late first check-in.
+    pub late: i64,
+    /// Per day with an early last check-out.
+    pub early: i64,
+    /// Per missed workday the scan recorded.
+    pub missed_day: i64,
+    /// Per open absence case.
+    pub open_case: i64,
+    /// Per punishment archived with `#奖惩`.
+    pub punishment: i64,
+    pub threshold: i64,
+}
+
+impl Default for RiskConfig {
+    fn default() -> Self {
+        Self {
+            window_days: 30,
+            late: 1,
+            early: 1,
+            missed_day: 5,
+            open_case: 10,
+            punishment: 5,
+            threshold: 20,
+        }
+    }
 }
 
 /// HR's reminders of a tenant.
@@ -484,6 +519,19 @@ struct RawTenant {
     #[serde(default)]
     shifts: Vec<RawShift>,
     hr: Option<RawHr>,
+    risk: Option<RawRisk>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRisk {
+    window_days: Option<i64>,
+    late: Option<i64>,
+    early: Option<i64>,
+    missed_day: Option<i64>,
+    open_case: Option<i64>,
+    punishment: Option<i64>,
+    threshold: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -927,6 +975,7 @@ fn resolve_tenant(i: usize, t: RawTenant, env: &dyn Env) -> Result<TenantConfig,
         }
     }
     let hr = resolve_hr(&key("hr"), t.hr.unwrap_or_default())?;
+    let risk = resolve_risk(&key("risk"), t.risk.unwrap_or_default())?;
     let policy = t.policy.unwrap_or_default();
     if policy.rungs.is_empty() {
         return Err(invalid(key("policy.rungs"), "needs at least one rung"));
@@ -997,6 +1046,37 @@ fn resolve_tenant(i: usize, t: RawTenant, env: &dyn Env) -> Result<TenantConfig,
         witness_emails,
         shifts,
         hr,
+        risk,
+    })
+}
+
+fn resolve_risk(prefix: &str, raw: RawRisk) -> Result<RiskConfig, ConfigError> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    let d = RiskConfig::default();
+    let window_days = raw.window_days.unwrap_or(d.window_days);
+    if !(1..=366).contains(&window_days) {
+        return Err(invalid(key("window_days"), "must be between 1 and 366"));
+    }
+    let weight = |name: &str, v: Option<i64>, default: i64| {
+        let v = v.unwrap_or(default);
+        if (0..=1000).contains(&v) {
+            Ok(v)
+        } else {
+            Err(invalid(key(name), "must be between 0 and 1000"))
+        }
+    };
+    let threshold = raw.threshold.unwrap_or(d.threshold);
+    if !(1..=1_000_000).contains(&threshold) {
+        return Err(invalid(key("threshold"), "must be between 1 and 1000000"));
+    }
+    Ok(RiskConfig {
+        window_days,
+        late: weight("late", raw.late, d.late)?,
+        early: weight("early", raw.early, d.early)?,
+        missed_day: weight("missed_day", raw.missed_day, d.missed_day)?,
+        open_case: weight("open_case", raw.open_case, d.open_case)?,
+        punishment: weight("punishment", raw.punishment, d.punishment)?,
+        threshold,
     })
 }
 

@@ -539,6 +539,16 @@ pub trait Stage: Send + Sync {
         Ok(report)
     }
 
+    /// Scores everyone now and sends HR the cards of new crossings (what
+    /// the daily scan job does too), and waits for them.
+    async fn risk_alerts(&self) -> anyhow::Result<crate::employees::risk::Alerted> {
+        let tenant = self.rt().tenant(TENANT).context("the sandbox tenant")?;
+        let now = self.rt().clock.now();
+        let report = crate::employees::risk::alert(self.rt(), tenant, now).await?;
+        self.settle().await?;
+        Ok(report)
+    }
+
     /// Notes who left and sends HR the follow-ups due now (what the daily
     /// scan job does too) and waits for them.
     async fn follow_ups(&self) -> anyhow::Result<crate::employees::leavers::FollowedUp> {
@@ -1072,6 +1082,7 @@ fn card_label(action: &str) -> String {
         "contract_renew" => ("contract.hr", "button_contract_renew"),
         "contract_not_renew" => ("contract.hr", "button_contract_not_renew"),
         "contract_later" => ("contract.hr", "button_contract_later"),
+        "risk_seen" => ("risk.hr", "button_risk_seen"),
         a if a.starts_with("leaver_") => {
             return templates
                 .render("leaver.hr", json!({}), &[&format!("button_{a}")])

@@ -364,6 +364,194 @@ async fn hr_is_asked_why_someone_left_and_sees_the_counts(
     db.cleanup().await;
 }
 
+async fn start_with(db: &TestDb, platform: DemoPlatform, extra: &str) -> Box<dyn Stage> {
+    stage(
+        platform,
+        &db.url,
+        &db.dir.path().join("data.key"),
+        shanghai("2026-12-01", "07:00"),
+        &format!("{SHIFTS}{extra}"),
+    )
+    .await
+    .unwrap()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    rollcall::outbox::render::hex(&<sha2::Sha256 as sha2::Digest>::digest(bytes))
+}
+
+#[rstest]
+#[case::sqlite_wecom(Engine::Sqlite, DemoPlatform::Wecom)]
+#[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
+#[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
+#[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
+#[case::sqlite_feishu(Engine::Sqlite, DemoPlatform::Feishu)]
+#[case::postgres_feishu(Engine::Postgres, DemoPlatform::Feishu)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hr_archives_files_and_reads_a_persons_history(
+    #[case] engine: Engine,
+    #[case] platform: DemoPlatform,
+) {
+    let db = TestDb::new(engine).await;
+    let s = start_on(&db, platform, "2026-12-01").await;
+    import(&*s, "user_id,name,shift\nlisi,李四,白班\n").await;
+    s.at("2026-12-01", "08:30");
+    s.say("lisi", "打卡").await.unwrap();
+    // A contract, then a warning, each with its caption.
+    let contract = b"%PDF-1.4 lisi contract 2026".to_vec();
+    let warning = b"\xff\xd8\xff\xe0 warning slip".to_vec();
+    s.at("2026-12-02", "09:00");
+    s.say("wangmin", "#合同 李四 2026版 三年期").await.unwrap();
+    assert!(last_text(&*s, "wangmin").contains("将归入 李四 的档案（#合同）"));
+    s.media(
+        "wangmin",
+        contract.clone(),
+        "application/pdf",
+        Some("李四合同.pdf"),
+    )
+    .await
+    .unwrap();
+    s.settle().await.unwrap();
+    let filed = last_text(&*s, "wangmin");
+    assert!(
+        filed.contains("已归档（李四，#合同）") && filed.contains(&sha256(&contract)),
+        "{filed}"
+    );
+    s.at("2026-12-02", "09:20");
+    s.say("wangmin", "#奖惩 李四 警告 迟到三次").await.unwrap();
+    s.media("wangmin", warning.clone(), "image/jpeg", None)
+        .await
+        .unwrap();
+    s.settle().await.unwrap();
+    assert!(last_text(&*s, "wangmin").contains(&sha256(&warning)));
+    // Only HR archives; a photo outside a window is a check-in as before.
+    s.say("zhaogang", "#合同 李四").await.unwrap();
+    assert!(last_text(&*s, "zhaogang").contains("没有权限"));
+    // The archive, whole or by tag; a manager sees a report's, an employee none.
+    s.say("wangmin", "/档案 李四").await.unwrap();
+    let docs = last_text(&*s, "wangmin");
+    assert!(
+        docs.contains("共 2 份") && docs.contains("李四合同.pdf"),
+        "{docs}"
+    );
+    s.say("wangmin", "/档案 李四 合同").await.unwrap();
+    assert!(last_text(&*s, "wangmin").contains("共 1 份"));
+    s.say("zhaogang", "/档案 李四").await.unwrap();
+    assert!(last_text(&*s, "zhaogang").contains("共 2 份"));
+    s.say("lisi", "/档案 李四").await.unwrap();
+    assert!(last_text(&*s, "lisi").contains("没有权限"));
+    // The history, in chat and as a printable page.
+    s.at("2026-12-03", "09:00");
+    s.say("wangmin", "/履历 李四").await.unwrap();
+    let history = last_text(&*s, "wangmin");
+    for part in [
+        "2026-12：迟到 1 天（30 分钟）",
+        "未签退 1 天",
+        "处分“警告 迟到三次”",
+        "#合同 李四合同.pdf",
+    ] {
+        assert!(history.contains(part), "{part} in {history}");
+    }
+    downloads_built(s.rt()).await.unwrap();
+    let page = String::from_utf8(s.download_latest_link("wangmin").await.unwrap()).unwrap();
+    assert!(page.contains("<h1>李四 履历</h1>"), "{page}");
+    assert!(page.contains(&sha256(&contract)) && page.contains("处分"));
+    // Each file is evidence carrying the file itself.
+    let leaves = evidence_leaf::Entity::find()
+        .filter(evidence_leaf::Column::Kind.eq("document_filed"))
+        .count(&s.rt().db.orm)
+        .await
+        .unwrap();
+    assert_eq!(leaves, 2);
+    s.stop().await;
+    db.cleanup().await;
+}
+
+#[rstest]
+#[case::sqlite_wecom(Engine::Sqlite, DemoPlatform::Wecom)]
+#[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
+#[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
+#[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
+#[case::sqlite_feishu(Engine::Sqlite, DemoPlatform::Feishu)]
+#[case::postgres_feishu(Engine::Postgres, DemoPlatform::Feishu)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_risk_score_crossing_the_threshold_tells_hr_once(
+    #[case] engine: Engine,
+    #[case] platform: DemoPlatform,
+) {
+    let db = TestDb::new(engine).await;
+    let s = start_with(&db, platform, "[tenants.risk]\nthreshold = 8\n").await;
+    import(
+        &*s,
+        "user_id,name,shift\nlisi,李四,白班\nwangwu,王五,白班\n",
+    )
+    .await;
+    // 李四: late three days and a punishment (3 × 1 + 5 = 8); 王五 late once.
+    for day in ["2026-12-01", "2026-12-02", "2026-12-03"] {
+        s.at(day, "08:20");
+        s.say("lisi", "打卡").await.unwrap();
+    }
+    s.at("2026-12-01", "08:15");
+    s.say("wangwu", "打卡").await.unwrap();
+    s.at("2026-12-02", "12:00");
+    s.say("wangmin", "#奖惩 李四 处分 连续迟到").await.unwrap();
+    s.media("wangmin", b"\xff\xd8 slip".to_vec(), "image/jpeg", None)
+        .await
+        .unwrap();
+    s.settle().await.unwrap();
+    s.at("2026-12-03", "10:00");
+    let first = s.risk_alerts().await.unwrap();
+    assert_eq!((first.crossed, first.cleared), (1, 0));
+    let card = last_text(&*s, "wangmin");
+    assert!(card.contains("风险提醒：李四 8 分"), "{card}");
+    assert!(
+        card.contains("迟到 3 天 × 1") && card.contains("处分 1 次 × 5"),
+        "{card}"
+    );
+    // Once per crossing.
+    s.at("2026-12-03", "11:00");
+    assert_eq!(s.risk_alerts().await.unwrap(), Default::default());
+    s.press("wangmin", "risk_seen").await.unwrap();
+    s.settle().await.unwrap();
+    assert!(last_text(&*s, "wangmin").contains("知悉 李四 的风险分（8 分）"));
+    // The list shows every factor, highest first; HR's only.
+    s.say("wangmin", "/风险").await.unwrap();
+    let list = last_text(&*s, "wangmin");
+    assert!(
+        list.contains("1. 李四（一号工地）8 分 ⚠：迟到 3，早退 0，缺勤 0，未结案件 0，处分 1"),
+        "{list}"
+    );
+    assert!(list.contains("2. 王五（一号工地）1 分："), "{list}");
+    s.say("zhaogang", "/风险").await.unwrap();
+    assert!(last_text(&*s, "zhaogang").contains("没有权限"));
+    // A month later it has all fallen out of the window: the crossing
+    // closes, and a new one tells HR again.
+    s.at("2027-01-05", "10:00");
+    assert_eq!(s.risk_alerts().await.unwrap().cleared, 1);
+    for (t, what) in [("10:10", "处分 旷工"), ("10:20", "警告 旷工")] {
+        s.at("2027-01-05", t);
+        s.say("wangmin", &format!("#奖惩 李四 {what}"))
+            .await
+            .unwrap();
+        s.media("wangmin", what.as_bytes().to_vec(), "image/jpeg", None)
+            .await
+            .unwrap();
+        // Filed before the clock moves on (the window lasts 10 minutes).
+        s.settle().await.unwrap();
+    }
+    s.at("2027-01-05", "11:00");
+    assert_eq!(s.risk_alerts().await.unwrap().crossed, 1);
+    assert!(last_text(&*s, "wangmin").contains("风险提醒：李四 10 分"));
+    let alerts = evidence_leaf::Entity::find()
+        .filter(evidence_leaf::Column::Kind.eq("risk_alert"))
+        .count(&s.rt().db.orm)
+        .await
+        .unwrap();
+    assert_eq!(alerts, 2);
+    s.stop().await;
+    db.cleanup().await;
+}
+
 /// The sheet's cells as text, row by row (calamine's reading).
 fn read_sheet(bytes: &[u8], month: &str) -> Vec<Vec<String>> {
     let mut book: Xlsx<_> = open_workbook_from_rs(Cursor::new(bytes.to_vec())).unwrap();
@@ -585,5 +773,104 @@ async fn a_check_in_is_stored_once_per_event(#[case] engine: Engine) {
     assert!(store(&d.orm, new.clone(), at).await.unwrap());
     assert!(!store(&d.orm, new, at).await.unwrap());
     d.close().await;
+    db.cleanup().await;
+}
+
+#[rstest]
+#[case::sqlite_wecom(Engine::Sqlite, DemoPlatform::Wecom)]
+#[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
+#[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
+#[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
+#[case::sqlite_feishu(Engine::Sqlite, DemoPlatform::Feishu)]
+#[case::postgres_feishu(Engine::Postgres, DemoPlatform::Feishu)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_employee_is_onboarded_in_chat_across_a_restart(
+    #[case] engine: Engine,
+    #[case] platform: DemoPlatform,
+) {
+    use rollcall::employees::SealedColumn;
+    let db = TestDb::new(engine).await;
+    let s = start_on(&db, platform, "2026-12-01").await;
+    // Someone not yet asked cannot be started by a manager.
+    s.say("zhaogang", "/入职 王五").await.unwrap();
+    assert!(last_text(&*s, "zhaogang").contains("没有权限"));
+    s.at("2026-12-01", "09:00");
+    s.say("wangmin", "/入职 王五").await.unwrap();
+    assert!(last_text(&*s, "wangmin").contains("已请 王五 开始入职登记"));
+    let first = last_text(&*s, "wangwu");
+    assert!(
+        first.contains("个人信息处理告知") && first.contains("1. 紧急联系人的姓名？"),
+        "{first}"
+    );
+    s.say("wangwu", "王妻").await.unwrap();
+    assert!(last_text(&*s, "wangwu").contains("2. 紧急联系人的电话"));
+    s.say("wangwu", "明天给").await.unwrap();
+    let again = last_text(&*s, "wangwu");
+    assert!(
+        again.contains("这不是有效的电话号码") && again.contains("2. 紧急联系人的电话"),
+        "{again}"
+    );
+    s.say("wangwu", "139-0000-5555").await.unwrap();
+    assert!(last_text(&*s, "wangwu").contains("3. 您的邮寄地址"));
+    // The service restarts mid-dialog: nothing is lost.
+    s.stop().await;
+    let s = start_on(&db, platform, "2026-12-01").await;
+    s.at("2026-12-01", "09:10");
+    s.say("wangwu", "上海市浦东新区示例路5号").await.unwrap();
+    assert!(last_text(&*s, "wangwu").contains("4. 您是否同意"));
+    s.say("wangwu", "同意").await.unwrap();
+    assert!(last_text(&*s, "wangwu").contains("5. 请阅读《员工手册》中的考勤制度（版本 2026-01）"));
+    s.say("wangwu", "确认").await.unwrap();
+    let summary = last_text(&*s, "wangwu");
+    assert!(
+        summary.contains("2. 紧急联系人电话：13900005555") && summary.contains("4. 电子送达：同意"),
+        "{summary}"
+    );
+    // A correction comes back to the summary.
+    s.say("wangwu", "修改 2").await.unwrap();
+    assert!(last_text(&*s, "wangwu").contains("2. 紧急联系人的电话"));
+    s.say("wangwu", "13800138000").await.unwrap();
+    assert!(last_text(&*s, "wangwu").contains("2. 紧急联系人电话：13800138000"));
+    s.say("wangwu", "确认").await.unwrap();
+    assert!(last_text(&*s, "wangwu").contains("已完成入职登记"));
+    // The record holds the answers, sealed; the log holds their hashes.
+    let rt = s.rt();
+    let me = rollcall::employees::directory::employee_row(&rt.db.orm, TENANT, "wangwu")
+        .await
+        .unwrap()
+        .unwrap();
+    let phone = rt
+        .key
+        .open(
+            me.emergency_contact_phone_sealed.as_deref().unwrap(),
+            &SealedColumn::EmergencyContactPhone.context(TENANT, "wangwu"),
+        )
+        .unwrap();
+    assert_eq!(phone, "13800138000");
+    assert_eq!(me.electronic_consent, Some(true));
+    assert_eq!(me.rules_version.as_deref(), Some("2026-01"));
+    assert_eq!(
+        me.rules_acknowledged_on,
+        Some("2026-12-01".parse().unwrap())
+    );
+    let answers = case_event::Entity::find()
+        .filter(case_event::Column::Kind.eq("onboarding_answer"))
+        .count(&rt.db.orm)
+        .await
+        .unwrap();
+    assert_eq!(answers, 6);
+    // (The message itself is in its callback leaf, as every message is.)
+    let leaked = evidence_leaf::Entity::find()
+        .filter(evidence_leaf::Column::Kind.is_in(["onboarding_answer", "onboarding_completed"]))
+        .filter(evidence_leaf::Column::Content.contains("13800138000"))
+        .count(&rt.db.orm)
+        .await
+        .unwrap();
+    assert_eq!(leaked, 0, "the answer leaves hold hashes, not answers");
+    // Done: 打卡 is a check-in again.
+    s.at("2026-12-01", "09:30");
+    s.say("wangwu", "打卡").await.unwrap();
+    assert!(last_text(&*s, "wangwu").contains("已记录您的到岗"));
+    s.stop().await;
     db.cleanup().await;
 }

@@ -1,11 +1,13 @@
 //! sea-orm entities for rollcall's tables (schema lives in `migration/`).
 
 pub mod absence_case;
+pub mod archive_window;
 pub mod card_action;
 pub mod case_event;
 pub mod check_in;
 pub mod contract_reminder;
 pub mod departure;
+pub mod document;
 pub mod employee;
 pub mod evidence_checkpoint;
 pub mod evidence_leaf;
@@ -21,4 +23,6 @@ pub mod key_handover;
 pub mod leave;
 pub mod leaver;
 pub mod media;
+pub mod onboarding;
 pub mod outbox;
+pub mod risk_alert;

@@ -22,6 +22,10 @@ mod m20261207_000014_inbox_backoff_index;
 mod m20261207_000015_job_requests;
 mod m20261207_000016_shifts_and_contracts;
 mod m20261207_000017_leavers;
+mod m20261207_000018_documents;
+mod m20261207_000019_risk_alerts;
+mod m20261207_000020_check_ins_day_covering;
+mod m20261207_000021_onboarding;
 
 pub struct Migrator;
 
@@ -49,6 +53,10 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000015_job_requests::Migration),
             Box::new(m20261207_000016_shifts_and_contracts::Migration),
             Box::new(m20261207_000017_leavers::Migration),
+            Box::new(m20261207_000018_documents::Migration),
+            Box::new(m20261207_000019_risk_alerts::Migration),
+            Box::new(m20261207_000020_check_ins_day_covering::Migration),
+            Box::new(m20261207_000021_onboarding::Migration),
         ]
     }
 }

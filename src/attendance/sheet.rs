@@ -8,7 +8,10 @@ use std::collections::HashMap;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use entity::{check_in, employee, leave};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QuerySelect,
+};
 
 use crate::attendance::calendar::{DayStatus, Leave, RestDays, day_is_closed, day_status};
 use crate::runtime::Tenant;
@@ -272,8 +275,8 @@ pub struct MonthSheet {
 /// Builds `tenant`'s sheet of `month` at `now`: everyone active, and
 /// anyone who left but checked in that month; ordered by department, then
 /// user id.
-pub async fn build<C: ConnectionTrait>(
-    conn: &C,
+pub async fn build(
+    conn: &DatabaseConnection,
     tenant: &Tenant,
     month: Month,
     now: DateTime<Utc>,
@@ -283,30 +286,7 @@ pub async fn build<C: ConnectionTrait>(
     let (Some(first), Some(last)) = (days.first().copied(), days.last().copied()) else {
         return Err(DbErr::Custom(format!("no such month: {month}")));
     };
-    // One line per person and day: how many check-ins and check-outs, the
-    // least late check-in and the least early check-out.
-    type Punched = (String, NaiveDate, i64, i64, Option<i32>, Option<i32>, i64);
-    let punched: Vec<Punched> = check_in::Entity::find()
-        .select_only()
-        .column(check_in::Column::UserId)
-        .column(check_in::Column::WorkDate)
-        .expr(Expr::cust("COUNT(CASE WHEN direction = 'in' THEN 1 END)"))
-        .expr(Expr::cust("COUNT(CASE WHEN direction = 'out' THEN 1 END)"))
-        .expr(Expr::cust(
-            "MIN(CASE WHEN direction = 'in' THEN COALESCE(minutes_off, 0) END)",
-        ))
-        .expr(Expr::cust(
-            "MIN(CASE WHEN direction = 'out' THEN COALESCE(minutes_off, 0) END)",
-        ))
-        .expr(Expr::cust("COUNT(shift)"))
-        .filter(check_in::Column::TenantId.eq(&config.id))
-        .filter(check_in::Column::WorkDate.gte(first))
-        .filter(check_in::Column::WorkDate.lte(last))
-        .group_by(check_in::Column::WorkDate)
-        .group_by(check_in::Column::UserId)
-        .into_tuple()
-        .all(conn)
-        .await?;
+    let punches = month_punches(conn, &config.id, first, days.len()).await?;
     type Person = (
         String,
         String,
@@ -340,24 +320,6 @@ pub async fn build<C: ConnectionTrait>(
         leaves.entry(l.user_id).or_default().push(Leave {
             from: l.from_date,
             to: l.to_date,
-        });
-    }
-    let mut punches: HashMap<String, Vec<Option<DayPunches>>> = HashMap::new();
-    for (user, day, ins, outs, late, early, shifted) in punched {
-        let Some(i) = usize::try_from((day - first).num_days())
-            .ok()
-            .filter(|i| *i < days.len())
-        else {
-            continue;
-        };
-        punches
-            .entry(user)
-            .or_insert_with(|| vec![None; days.len()])[i] = Some(DayPunches {
-            ins: u32::try_from(ins).unwrap_or(u32::MAX),
-            outs: u32::try_from(outs).unwrap_or(u32::MAX),
-            late: late.unwrap_or(0),
-            early: early.unwrap_or(0),
-            shifted: shifted > 0,
         });
     }
     people.retain(|p| p.3 || punches.contains_key(&p.0));
@@ -440,6 +402,161 @@ pub async fn record<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Each person's punches of the `len` days from `first`, summed up per
+/// day: how many check-ins and check-outs, the least late check-in and the
+/// least early check-out. One line per person and day; on SQLite read from
+/// the file directly (rusqlite: a month of a large tenant is millions of
+/// rows, which sqlx hands over one at a time), else through sea-orm.
+async fn month_punches(
+    conn: &DatabaseConnection,
+    tenant: &str,
+    first: NaiveDate,
+    len: usize,
+) -> Result<HashMap<String, Vec<Option<DayPunches>>>, DbErr> {
+    const SQL: &str = "SELECT user_id, work_date, \
+         COUNT(CASE WHEN direction = 'in' THEN 1 END), \
+         COUNT(CASE WHEN direction = 'out' THEN 1 END), \
+         MIN(CASE WHEN direction = 'in' THEN COALESCE(minutes_off, 0) END), \
+         MIN(CASE WHEN direction = 'out' THEN COALESCE(minutes_off, 0) END), \
+         COUNT(shift) \
+         FROM check_ins WHERE tenant_id = ?1 AND work_date >= ?2 AND work_date <= ?3 \
+         GROUP BY work_date, user_id";
+    type Punches = HashMap<String, Vec<Option<DayPunches>>>;
+    let last = first + chrono::Duration::days(len as i64 - 1);
+    let put = move |punches: &mut Punches, user: &str, day: NaiveDate, p: DayPunches| {
+        let Some(i) = usize::try_from((day - first).num_days())
+            .ok()
+            .filter(|i| *i < len)
+        else {
+            return;
+        };
+        match punches.get_mut(user) {
+            Some(v) => v[i] = Some(p),
+            None => {
+                let mut v = vec![None; len];
+                v[i] = Some(p);
+                punches.insert(user.to_owned(), v);
+            }
+        }
+    };
+    let punch = move |ins: i64, outs: i64, late: Option<i64>, early: Option<i64>, shifted: i64| {
+        DayPunches {
+            ins: u32::try_from(ins).unwrap_or(u32::MAX),
+            outs: u32::try_from(outs).unwrap_or(u32::MAX),
+            late: late.map_or(0, |m| i32::try_from(m).unwrap_or(i32::MAX)),
+            early: early.map_or(0, |m| i32::try_from(m).unwrap_or(i32::MAX)),
+            shifted: shifted > 0,
+        }
+    };
+    let file = (conn.get_database_backend() == DbBackend::Sqlite)
+        .then(|| {
+            conn.get_sqlite_connection_pool()
+                .connect_options()
+                .get_filename()
+                .to_owned()
+        })
+        .filter(|f| f.is_file());
+    if let Some(file) = file {
+        // The month in parts, each read on its own connection and core.
+        let parts = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4);
+        let per = len.div_ceil(parts);
+        let mut reads = Vec::new();
+        for part in 0..parts {
+            let from = first + chrono::Duration::days((part * per) as i64);
+            let to = (from + chrono::Duration::days(per as i64 - 1)).min(last);
+            if from > last {
+                break;
+            }
+            let (file, tenant) = (file.clone(), tenant.to_owned());
+            reads.push(tokio::task::spawn_blocking(
+                move || -> rusqlite::Result<Punches> {
+                    let db = rusqlite::Connection::open_with_flags(
+                        file,
+                        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )?;
+                    db.busy_timeout(std::time::Duration::from_secs(5))?;
+                    let mut statement = db.prepare(SQL)?;
+                    let mut rows = statement.query(rusqlite::params![
+                        tenant,
+                        from.to_string(),
+                        to.to_string()
+                    ])?;
+                    let mut punches = Punches::new();
+                    while let Some(r) = rows.next()? {
+                        let Ok(day) = r.get_ref(1)?.as_str()?.parse::<NaiveDate>() else {
+                            continue;
+                        };
+                        let p = punch(r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?);
+                        put(&mut punches, r.get_ref(0)?.as_str()?, day, p);
+                    }
+                    Ok(punches)
+                },
+            ));
+        }
+        let mut punches = Punches::new();
+        for read in reads {
+            let part = read
+                .await
+                .map_err(|e| DbErr::Custom(e.to_string()))?
+                .map_err(|e| DbErr::Custom(format!("reading the check-ins: {e}")))?;
+            if punches.is_empty() {
+                punches = part;
+                continue;
+            }
+            for (user, days) in part {
+                match punches.get_mut(&user) {
+                    None => {
+                        punches.insert(user, days);
+                    }
+                    Some(mine) => {
+                        for (i, d) in days.into_iter().enumerate() {
+                            if d.is_some() {
+                                mine[i] = d;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return Ok(punches);
+    }
+    type Punched = (String, NaiveDate, i64, i64, Option<i64>, Option<i64>, i64);
+    let rows: Vec<Punched> = check_in::Entity::find()
+        .select_only()
+        .column(check_in::Column::UserId)
+        .column(check_in::Column::WorkDate)
+        .expr(Expr::cust("COUNT(CASE WHEN direction = 'in' THEN 1 END)"))
+        .expr(Expr::cust("COUNT(CASE WHEN direction = 'out' THEN 1 END)"))
+        .expr(Expr::cust(
+            "MIN(CASE WHEN direction = 'in' THEN CAST(COALESCE(minutes_off, 0) AS BIGINT) END)",
+        ))
+        .expr(Expr::cust(
+            "MIN(CASE WHEN direction = 'out' THEN CAST(COALESCE(minutes_off, 0) AS BIGINT) END)",
+        ))
+        .expr(Expr::cust("COUNT(shift)"))
+        .filter(check_in::Column::TenantId.eq(tenant))
+        .filter(check_in::Column::WorkDate.gte(first))
+        .filter(check_in::Column::WorkDate.lte(last))
+        .group_by(check_in::Column::WorkDate)
+        .group_by(check_in::Column::UserId)
+        .into_tuple()
+        .all(conn)
+        .await?;
+    let mut punches = Punches::new();
+    for (user, day, ins, outs, late, early, shifted) in rows {
+        put(
+            &mut punches,
+            &user,
+            day,
+            punch(ins, outs, late, early, shifted),
+        );
+    }
+    Ok(punches)
+}
+
 const WEEKDAYS: [&str; 7] = ["一", "二", "三", "四", "五", "六", "日"];
 
 /// The sheet as `.xlsx` bytes: a title, a header of days (with weekday), a
@@ -447,7 +564,9 @@ const WEEKDAYS: [&str; 7] = ["一", "二", "三", "四", "五", "六", "日"];
 pub fn to_xlsx(sheet: &MonthSheet) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
     use rust_xlsxwriter::{Format, FormatAlign, Workbook};
     let mut book = Workbook::new();
-    let ws = book.add_worksheet_with_constant_memory()?;
+    // Rows go to a temporary file as they are written; the day codes are
+    // a handful of shared strings.
+    let ws = book.add_worksheet_with_low_memory()?;
     ws.set_name(format!("考勤表 {}", sheet.month))?;
     let bold = Format::new().set_bold();
     let center = Format::new().set_align(FormatAlign::Center);
@@ -474,6 +593,7 @@ pub fn to_xlsx(sheet: &MonthSheet) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError
         let weekday = WEEKDAYS[d.weekday().num_days_from_monday() as usize];
         ws.write_string_with_format(1, day0 + i as u16, format!("{}\n{weekday}", d.day()), &head)?;
         ws.set_column_width(day0 + i as u16, 4.5)?;
+        ws.set_column_format(day0 + i as u16, &center)?;
     }
     for (j, title) in TOTAL_TITLES.iter().enumerate() {
         ws.write_string_with_format(1, totals0 + j as u16, *title, &head)?;
@@ -489,7 +609,7 @@ pub fn to_xlsx(sheet: &MonthSheet) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError
         for (i, m) in row.marks.iter().enumerate() {
             let code = m.code();
             if !code.is_empty() {
-                ws.write_string_with_format(r, day0 + i as u16, code, &center)?;
+                ws.write_string(r, day0 + i as u16, code)?;
             }
         }
         for (j, v) in row.totals.values().iter().enumerate() {

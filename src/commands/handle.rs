@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::{
     Caption, Command, LETTER_CHOICES, POST_ACTIONS, ParseError, PostAction, REPORT_KINDS, Subject,
-    UNION_CHOICES, allowed, may_file_evidence, parse, parse_caption,
+    UNION_CHOICES, allowed, may_file_evidence, parse, parse_archive_caption, parse_caption,
 };
 use crate::attendance::sheet::Month;
 use crate::cases::CaseStatus;
@@ -20,6 +20,9 @@ use crate::cases::store::{self, Resolution, case_no, parse_case_no};
 use crate::conversation::turn::{HandleError, Turn};
 use crate::employees::Role;
 use crate::outbox::{OutboxStatus, Payload};
+
+/// How many people `/风险` lists.
+const RISK_TOP: usize = 10;
 
 fn role_of(e: &employee::Model) -> Role {
     // The import refuses other values; anything unknown gets the least rights.
@@ -60,6 +63,7 @@ fn error_context(e: &ParseError) -> Value {
                 ("post", "action") => POST_ACTIONS.to_vec(),
                 ("post", _) => LETTER_CHOICES.iter().map(|(w, _)| *w).collect(),
                 ("report", _) => REPORT_KINDS[..1].to_vec(),
+                ("docs", _) => crate::employees::archive::TAGS.to_vec(),
                 _ => UNION_CHOICES.iter().take(2).map(|(w, _)| *w).collect(),
             };
             json!({ "code": "bad_choice", "command": command, "argument": argument, "text": text, "choices": choices })
@@ -167,6 +171,56 @@ async fn open_window(
     ))
 }
 
+/// `#合同 <who> [说明]` (or another archive tag) from `sender`: opens the
+/// window in which their files are that person's documents, and answers.
+/// HR's only (a manager files evidence on a report's case with `#证据`).
+pub(crate) async fn archive_caption(
+    turn: &Turn<'_>,
+    sender: &employee::Model,
+    text: &str,
+) -> Result<(), HandleError> {
+    let (block, context) = match parse_archive_caption(text) {
+        None => ("error", json!({ "error": { "code": "not_a_command" } })),
+        Some(Err(e)) => ("error", json!({ "error": error_context(&e) })),
+        Some(Ok(_)) if role_of(sender) != Role::Hr => ("refused", json!({})),
+        Some(Ok(c)) => match find(turn, sender, &c.who).await? {
+            Found::One(target) => {
+                let window = crate::employees::archive::open_window(
+                    turn.txn,
+                    &turn.tenant.config.id,
+                    &sender.user_id,
+                    &target.user_id,
+                    c.tag,
+                    &c.note,
+                    turn.tenant.config.departure.evidence_window,
+                    turn.event_id,
+                    turn.now,
+                )
+                .await?;
+                (
+                    "archive_window_open",
+                    json!({
+                        "name": target.name,
+                        "tag": c.tag,
+                        "note": c.note,
+                        "until": local(turn.tenant, window.expires_at),
+                    }),
+                )
+            }
+            Found::None => ("not_found", json!({ "who": c.who })),
+            Found::Many(ids) => ("ambiguous", json!({ "who": c.who, "candidates": ids })),
+        },
+    };
+    turn.record(
+        None,
+        Some(&sender.user_id),
+        "command",
+        json!({ "text": text, "answer": block }),
+    )
+    .await?;
+    turn.reply("command", block, &context).await
+}
+
 fn window_minutes(turn: &Turn<'_>) -> i64 {
     turn.tenant.config.departure.evidence_window.num_minutes()
 }
@@ -206,13 +260,20 @@ async fn run(
     let mut case_row = None;
     let mut mailed = None;
     let target = match cmd {
-        Command::Help | Command::Cases | Command::Report { .. } | Command::Reasons => None,
+        Command::Help
+        | Command::Cases
+        | Command::Report { .. }
+        | Command::Reasons
+        | Command::Risk => None,
         Command::Status { who: None } => Some(sender.clone()),
         Command::Status { who: Some(who) }
         | Command::Leave { who, .. }
         | Command::Depart { who }
         | Command::Evidence { who }
         | Command::Export { who, .. }
+        | Command::Docs { who, .. }
+        | Command::History { who }
+        | Command::Onboard { who }
         | Command::Announce { who, .. }
         | Command::Post(PostAction::Mailed { who, .. })
         | Command::Union { who, .. } => match find(turn, sender, who).await? {
@@ -482,6 +543,95 @@ async fn run(
             )
             .await?;
             Ok(("report_queued", json!({ "month": month.to_string() })))
+        }
+        Command::Docs { who, tag } => {
+            let Some(t) = target else {
+                return Ok(("not_found", json!({ "who": who })));
+            };
+            let docs = crate::employees::archive::list(
+                turn.txn,
+                &turn.tenant.config.id,
+                &t.user_id,
+                tag.as_deref(),
+            )
+            .await?;
+            let docs: Vec<Value> = docs
+                .iter()
+                .map(|d| {
+                    json!({
+                        "date": local(turn.tenant, d.filed_at),
+                        "tag": d.tag,
+                        "note": d.note,
+                        "file_name": d.file_name,
+                        "size": d.size,
+                        "sha256": d.sha256,
+                    })
+                })
+                .collect();
+            Ok((
+                "docs",
+                json!({ "name": t.name, "tag": tag, "documents": docs }),
+            ))
+        }
+        Command::History { who } => {
+            let Some(t) = target else {
+                return Ok(("not_found", json!({ "who": who })));
+            };
+            let mut context =
+                crate::employees::history::of(turn.txn, turn.tenant, &t, turn.now).await?;
+            // The printable page goes by a one-time link, built by a job.
+            crate::evidence::download::request_history(
+                turn.txn,
+                &turn.tenant.config.id,
+                &t.user_id,
+                &sender.user_id,
+                turn.event_id,
+                turn.now,
+            )
+            .await?;
+            context["page_queued"] = json!(true);
+            Ok(("history", context))
+        }
+        Command::Onboard { who } => {
+            let Some(t) = target else {
+                return Ok(("not_found", json!({ "who": who })));
+            };
+            crate::employees::onboarding::start(
+                turn.rt,
+                turn.txn,
+                turn.tenant,
+                &t,
+                &sender.user_id,
+                &format!("onboarding:{}:{}", t.user_id, turn.event_id),
+                turn.now,
+            )
+            .await?;
+            Ok(("onboard_started", json!({ "name": t.name })))
+        }
+        Command::Risk => {
+            let w = &turn.tenant.config.risk;
+            let scored = crate::employees::risk::scores(turn.txn, turn.tenant, turn.now).await?;
+            let top: Vec<Value> = scored
+                .iter()
+                .filter(|s| s.score > 0)
+                .take(RISK_TOP)
+                .map(|s| crate::employees::risk::context(s, w))
+                .collect();
+            Ok((
+                "risk",
+                json!({
+                    "top": top,
+                    "threshold": w.threshold,
+                    "window_days": w.window_days,
+                    "w": {
+                        "late": w.late,
+                        "early": w.early,
+                        "missed_day": w.missed_day,
+                        "open_case": w.open_case,
+                        "punishment": w.punishment,
+                    },
+                }),
+            ))
         }
         Command::Reasons => Ok((
             "reasons",

@@ -69,6 +69,18 @@ pub enum Command {
     /// `/reasons`, `/离职原因`: HR sees why people left, by reason,
     /// department and month.
     Reasons,
+    /// `/docs <who> [tag]`, `/档案`: the documents archived for a person
+    /// (with `#合同`, `#员工手册`, `#奖惩`, `#考勤报表`).
+    Docs { who: String, tag: Option<String> },
+    /// `/history <who>`, `/履历`: a person's history (attendance anomalies
+    /// by month, cases, rewards and punishments, documents) as a message,
+    /// and as a printable page through a one-time link.
+    History { who: String },
+    /// `/risk`, `/风险`: HR sees the highest risk scores, every factor shown.
+    Risk,
+    /// `/onboard <who>`, `/入职`: HR starts (or starts again) a person's
+    /// onboarding dialog.
+    Onboard { who: String },
 }
 
 /// What `/post` records.
@@ -116,6 +128,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("post", "邮政"),
     ("report", "报表"),
     ("reasons", "离职原因"),
+    ("docs", "档案"),
+    ("history", "履历"),
+    ("risk", "风险"),
+    ("onboard", "入职"),
 ];
 
 /// The words `/report` takes for its <kind>.
@@ -168,6 +184,45 @@ pub struct Caption {
 
 /// The tag that starts a caption, after `#` (or the full-width `＃`).
 pub const CAPTION_TAG: &str = "证据";
+
+/// `#合同 <who> [说明]` (or another archive tag): the files its sender sends
+/// next are that person's documents with the tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveCaption {
+    pub tag: &'static str,
+    pub who: String,
+    pub note: String,
+}
+
+/// The archive tags with their `#`, as errors name them.
+const ARCHIVE_HASHTAGS: [&str; 4] = ["#合同", "#员工手册", "#奖惩", "#考勤报表"];
+
+/// Parses an archive caption: `None` if the text does not start with one
+/// of the tags followed by a space or its end.
+pub fn parse_archive_caption(text: &str) -> Option<Result<ArchiveCaption, ParseError>> {
+    let text = text.trim();
+    let body = text.strip_prefix('#').or_else(|| text.strip_prefix('＃'))?;
+    let (i, tag) = crate::employees::archive::TAGS
+        .iter()
+        .enumerate()
+        .find(|(_, t)| {
+            body.strip_prefix(**t)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace))
+        })?;
+    let rest = body[tag.len()..].trim();
+    if rest.is_empty() {
+        return Some(Err(ParseError::Missing {
+            command: ARCHIVE_HASHTAGS[i],
+            argument: "who",
+        }));
+    }
+    let (who, note) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    Some(Ok(ArchiveCaption {
+        tag,
+        who: who.to_owned(),
+        note: note.trim().to_owned(),
+    }))
+}
 
 /// Parses a caption. `None` if the text is not one (it does not start with
 /// `#证据` followed by a space or its end), so "#证据材料" stays a message.
@@ -387,6 +442,31 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
             Command::Report { month }
         }
         "reasons" => Command::Reasons,
+        "risk" => Command::Risk,
+        "onboard" => Command::Onboard {
+            who: need("who")?.to_owned(),
+        },
+        "docs" => {
+            let who = need("who")?.to_owned();
+            let tag = match words.next() {
+                None => None,
+                Some(t) => {
+                    let t = t.trim_start_matches(['#', '＃']);
+                    if !crate::employees::archive::TAGS.contains(&t) {
+                        return Err(ParseError::BadChoice {
+                            command: "docs",
+                            argument: "tag",
+                            text: t.to_owned(),
+                        });
+                    }
+                    Some(t.to_owned())
+                }
+            };
+            Command::Docs { who, tag }
+        }
+        "history" => Command::History {
+            who: need("who")?.to_owned(),
+        },
         _ => unreachable!("every name in COMMANDS has an arm"),
     };
     Ok(command)
@@ -441,7 +521,11 @@ pub fn allowed(role: Role, command: &Command, subject: Subject) -> bool {
             | Command::Post(_)
             // Everyone's month, everyone's reasons: HR's.
             | Command::Report { .. }
-            | Command::Reasons => false,
+            | Command::Reasons
+            | Command::Risk
+            | Command::Onboard { .. } => false,
+            // A report's file and history, as for `/evidence`.
+            Command::Docs { .. } | Command::History { .. } => subject == Subject::Report,
         },
         Role::Employee => match command {
             Command::Help => true,
@@ -457,7 +541,11 @@ pub fn allowed(role: Role, command: &Command, subject: Subject) -> bool {
             | Command::Announce { .. }
             | Command::Post(_)
             | Command::Report { .. }
-            | Command::Reasons => false,
+            | Command::Reasons
+            | Command::Risk
+            | Command::Onboard { .. }
+            | Command::Docs { .. }
+            | Command::History { .. } => false,
         },
     }
 }
@@ -514,6 +602,11 @@ mod tests {
     #[case("/report 考勤 2026-12", Command::Report { month: Month::parse("2026-12") })]
     #[case("/报表 考勤", Command::Report { month: None })]
     #[case("/离职原因", Command::Reasons)]
+    #[case("/风险", Command::Risk)]
+    #[case("/入职 张三", Command::Onboard { who: "张三".into() })]
+    #[case("/档案 张三", Command::Docs { who: "张三".into(), tag: None })]
+    #[case("/docs zhangsan #合同", Command::Docs { who: "zhangsan".into(), tag: Some("合同".into()) })]
+    #[case("/履历 张三", Command::History { who: "张三".into() })]
     #[case("/reasons", Command::Reasons)]
     #[case("/REPORT attendance 2026/1", Command::Report { month: Month::parse("2026-01") })]
     fn parses(#[case] text: &str, #[case] expected: Command) {
@@ -617,6 +710,25 @@ mod tests {
     fn captions(#[case] text: &str, #[case] expected: Option<Result<(&str, &str), ParseError>>) {
         let got = parse_caption(text).map(|r| r.map(|c| (c.who, c.text)));
         let expected = expected.map(|r| r.map(|(w, t)| (w.to_owned(), t.to_owned())));
+        assert_eq!(got, expected);
+    }
+
+    #[rstest]
+    #[case("#合同 张三 2026版 三年期", Some(Ok(("合同", "张三", "2026版 三年期"))))]
+    #[case("＃奖惩 lisi 警告 迟到三次", Some(Ok(("奖惩", "lisi", "警告 迟到三次"))))]
+    #[case("#员工手册 王五", Some(Ok(("员工手册", "王五", ""))))]
+    #[case("#考勤报表\t张三\t十一月", Some(Ok(("考勤报表", "张三", "十一月"))))]
+    #[case("#合同", Some(Err(ParseError::Missing { command: "#合同", argument: "who" })))]
+    #[case("#合同书 张三", None)]
+    #[case("#证据 张三", None)]
+    #[case("合同 张三", None)]
+    fn archive_captions(
+        #[case] text: &str,
+        #[case] expected: Option<Result<(&str, &str, &str), ParseError>>,
+    ) {
+        let got = parse_archive_caption(text).map(|r| r.map(|c| (c.tag.to_owned(), c.who, c.note)));
+        let expected =
+            expected.map(|r| r.map(|(t, w, n)| (t.to_owned(), w.to_owned(), n.to_owned())));
         assert_eq!(got, expected);
     }
 

@@ -23,6 +23,7 @@ use crate::cases::departure::{self, Capacity, Halt, Recorded, Refusal, UnionNoti
 use crate::cases::exhibits::{self, Download, Received};
 use crate::cases::notify::local;
 use crate::cases::store::{self, Resolution, case_no};
+use crate::employees::archive;
 use crate::employees::directory::{employee_row, hr_people};
 use crate::evidence::{NewLeaf, append_later};
 use crate::outbox::render::hex;
@@ -104,6 +105,9 @@ pub(crate) async fn prepare(
                 .is_some_and(|e| e.active)
                 && (matches!(event.kind, InboundKind::Image { .. })
                     || exhibits::open_window_of(db, &tenant.config.id, &event.sender, now)
+                        .await?
+                        .is_some()
+                    || archive::open_window_of(db, &tenant.config.id, &event.sender, now)
                         .await?
                         .is_some()) =>
         {
@@ -256,6 +260,9 @@ async fn dispatch(
             if t.starts_with('/') || t.starts_with('／') {
                 crate::commands::handle::command(turn, sender, content).await?;
                 Ok("command")
+            } else if crate::commands::parse_archive_caption(content).is_some() {
+                crate::commands::handle::archive_caption(turn, sender, content).await?;
+                Ok("archive_caption")
             } else if crate::commands::parse_caption(content).is_some() {
                 // Before the check-in keywords: a caption may well say 打卡.
                 crate::commands::handle::caption(turn, sender, content).await?;
@@ -267,6 +274,18 @@ async fn dispatch(
             } else if is_checkin_text(&turn.tenant.config.attendance.keywords, content) {
                 check_in(turn, sender, "text", None, None, None).await?;
                 Ok("checkin")
+            } else if let Some(dialog) = crate::employees::onboarding::active(
+                turn.txn,
+                &turn.tenant.config.id,
+                &sender.user_id,
+            )
+            .await?
+            {
+                // An onboarding dialog under way takes the person's other
+                // texts (a command, a caption or a check-in still works; 退出
+                // ends it). Looked up only here, off the check-ins' path.
+                crate::employees::onboarding::answer(turn, sender, &dialog, content).await?;
+                Ok("onboarding")
             } else {
                 free_text(turn, sender, content).await
             }
@@ -313,6 +332,17 @@ async fn dispatch(
                     file_exhibit(turn, sender, &window, media_id, None, photo).await?;
                     Ok("exhibit")
                 }
+                None if let Some(window) = archive::open_window_of(
+                    turn.txn,
+                    &turn.tenant.config.id,
+                    &sender.user_id,
+                    turn.now,
+                )
+                .await? =>
+                {
+                    file_document(turn, sender, &window, media_id, None, photo).await?;
+                    Ok("document")
+                }
                 None => {
                     check_in(
                         turn,
@@ -345,6 +375,17 @@ async fn dispatch(
                 Some(window) => {
                     file_exhibit(turn, sender, &window, media_id, file_name, photo).await?;
                     Ok("exhibit")
+                }
+                None if let Some(window) = archive::open_window_of(
+                    turn.txn,
+                    &turn.tenant.config.id,
+                    &sender.user_id,
+                    turn.now,
+                )
+                .await? =>
+                {
+                    file_document(turn, sender, &window, media_id, file_name, photo).await?;
+                    Ok("document")
                 }
                 None => {
                     turn.reply(
@@ -408,6 +449,59 @@ async fn pushed_read(
 }
 
 type Place = (f64, f64, Option<String>);
+
+/// A file sent in an archive `window`: a document of its person, confirmed
+/// with its hash, or, if it could not be downloaded, recorded and the
+/// sender asked again.
+async fn file_document(
+    turn: &Turn<'_>,
+    sender: &employee::Model,
+    window: &entity::archive_window::Model,
+    media_id: &str,
+    file_name: Option<String>,
+    download: Option<Download>,
+) -> Result<(), HandleError> {
+    let kind = turn.event.kind.name();
+    let subject = employee_row(turn.txn, &turn.tenant.config.id, &window.user_id).await?;
+    let mut context = json!({
+        "name": subject.map(|s| s.name).unwrap_or_else(|| window.user_id.clone()),
+        "kind": kind,
+        "tag": window.tag,
+        "note": window.note,
+    });
+    let Some(download) = download else {
+        turn.record(
+            None,
+            Some(&window.user_id),
+            "media_unavailable",
+            json!({ "media_id": media_id, "kind": kind, "archive_window": window.id }),
+        )
+        .await?;
+        return turn
+            .reply("command", "document_unavailable", &context)
+            .await;
+    };
+    let received = Received {
+        kind,
+        media_id,
+        file_name,
+        inbound_event_id: turn.event_id,
+        sent_at: turn.sent_at,
+    };
+    let row = archive::file(
+        turn.txn,
+        window,
+        &sender.user_id,
+        received,
+        download,
+        turn.now,
+    )
+    .await?;
+    context["file_name"] = json!(row.file_name);
+    context["size"] = json!(row.size);
+    context["sha256"] = json!(row.sha256);
+    turn.reply("command", "document_filed", &context).await
+}
 
 /// A file sent in `window`: filed on its case and confirmed with its hash,
 /// or, if it could not be downloaded, recorded and the sender asked again.
@@ -1035,6 +1129,9 @@ async fn card_press(
         }
         ("contract_renew" | "contract_not_renew" | "contract_later", _) => {
             Some(crate::employees::contracts::pressed(turn, sender, &action, &mut context).await?)
+        }
+        ("risk_seen", _) => {
+            Some(crate::employees::risk::pressed(turn, sender, &action, &mut context).await?)
         }
         (a, _) if a.starts_with("leaver_") => {
             Some(crate::employees::leavers::pressed(turn, sender, &action, &mut context).await?)

@@ -10,11 +10,15 @@
 //! (e.g. `employees.phone_sealed:acme:zhangsan`), so a value copied to another
 //! row or column does not open.
 
+pub mod archive;
 pub mod cli;
 pub mod contracts;
 pub mod directory;
+pub mod history;
 pub mod import;
 pub mod leavers;
+pub mod onboarding;
+pub mod risk;
 pub mod sync;
 
 use chrono::NaiveDate;

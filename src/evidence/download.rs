@@ -28,6 +28,8 @@ use crate::runtime::{Runtime, Tenant};
 pub const PACKAGE: &str = "package";
 /// `export_downloads.kind` of a monthly attendance sheet.
 pub const ATTENDANCE_SHEET: &str = "attendance";
+/// `export_downloads.kind` of a person's printable history page.
+pub const HISTORY: &str = "history";
 
 /// How long a download link works.
 pub const LINK_TTL_HOURS: i64 = 24;
@@ -131,6 +133,89 @@ pub async fn request_sheet<C: ConnectionTrait>(
     };
     crate::jobs::enqueue_export(conn, id).await?;
     Ok(Some(id))
+}
+
+/// Records that `requested_by` asked for `employee`'s printable history in
+/// inbound event `event_id`, with the job that builds it.
+pub async fn request_history<C: ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    employee: &str,
+    requested_by: &str,
+    event_id: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>, DbErr> {
+    let row = export_download::ActiveModel {
+        tenant_id: Set(tenant.to_owned()),
+        employee: Set(employee.to_owned()),
+        case_id: Set(None),
+        requested_by: Set(requested_by.to_owned()),
+        inbound_event_id: Set(event_id),
+        status: Set(DownloadStatus::Pending.as_str().to_owned()),
+        created_at: Set(now),
+        kind: Set(HISTORY.to_owned()),
+        ..Default::default()
+    };
+    let id = match export_download::Entity::insert(row)
+        .on_conflict_do_nothing_on([export_download::Column::InboundEventId])
+        .exec(conn)
+        .await?
+    {
+        TryInsertResult::Inserted(r) => r.last_insert_id,
+        TryInsertResult::Conflicted | TryInsertResult::Empty => return Ok(None),
+    };
+    crate::jobs::enqueue_export(conn, id).await?;
+    Ok(Some(id))
+}
+
+/// Builds requested history page `row` and sends the asker its link.
+async fn build_history(
+    rt: &Runtime,
+    row: &export_download::Model,
+    tenant: &Tenant,
+) -> Result<(), DownloadError> {
+    let now = rt.clock.now();
+    let person =
+        crate::employees::directory::employee_row(&rt.db.orm, &row.tenant_id, &row.employee)
+            .await?;
+    let Some(person) = person else {
+        let context = json!({ "name": row.employee, "reason": "no such person" });
+        return failed(rt, row, "history_failed", &context, now).await;
+    };
+    let context = crate::employees::history::of(&rt.db.orm, tenant, &person, now).await?;
+    let html = rt
+        .templates
+        .render("history.html", &context, &["html"])?
+        .block("html")
+        .to_owned();
+    let bytes = html.into_bytes();
+    let token = hex(&rand::random::<[u8; 32]>());
+    let expires = now + Duration::hours(LINK_TTL_HOURS);
+    let sha = sha256_hex(&bytes);
+    let txn = rt.db.write().await?;
+    if !make_ready(&*txn, row, &token, bytes, &sha, expires).await? {
+        return Ok(());
+    }
+    append_one(
+        &*txn,
+        &row.tenant_id,
+        now,
+        NewLeaf::new("history_exported")
+            .subject(Some(&row.employee))
+            .actor(Some(&row.requested_by))
+            .id("inbound_event", row.inbound_event_id.to_string())
+            .detail(json!({ "sha256": sha, "delivered_as": "one-time link" })),
+    )
+    .await?;
+    let context = json!({
+        "name": person.name,
+        "sha256": sha,
+        "link": format!("{}/export/{SECRET_MARK}", rt.public_url),
+        "expires": local(tenant, expires),
+    });
+    send(rt, &txn, row, "history_ready", &context, Some(&token), now).await?;
+    txn.commit().await?;
+    Ok(())
 }
 
 /// Makes the file behind the link into `row`, once: `Ok(false)` if another
@@ -262,6 +347,9 @@ pub async fn build(rt: &Runtime, id: i64) -> Result<(), DownloadError> {
     };
     if row.kind == ATTENDANCE_SHEET {
         return build_sheet(rt, &row, &tenant).await;
+    }
+    if row.kind == HISTORY {
+        return build_history(rt, &row, &tenant).await;
     }
     let name = crate::employees::directory::employee_row(db, &row.tenant_id, &row.employee)
         .await?
@@ -435,6 +523,11 @@ pub async fn take(rt: &Runtime, token: &str) -> Result<Taken, DbErr> {
                 row.period.as_deref().unwrap_or_default()
             ),
             "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        )
+    } else if row.kind == HISTORY {
+        (
+            format!("rollcall-{}-{}-history.html", row.tenant_id, row.employee),
+            "text/html; charset=utf-8",
         )
     } else {
         (

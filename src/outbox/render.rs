@@ -29,6 +29,15 @@ const BUILT_IN: &[(&str, &str)] = &[
         "leaver.hr",
         include_str!("../../bot-templates/leaver.hr.j2"),
     ),
+    ("risk.hr", include_str!("../../bot-templates/risk.hr.j2")),
+    (
+        "onboarding",
+        include_str!("../../bot-templates/onboarding.j2"),
+    ),
+    (
+        "history.html",
+        include_str!("../../bot-templates/history.html.j2"),
+    ),
     ("export", include_str!("../../bot-templates/export.j2")),
     (
         "departure",

@@ -179,6 +179,22 @@ async fn scan(job: Scan, rt: Data<Runtime>) -> Result<(), BoxDynError> {
                 tracing::warn!(tenant = %job.tenant_id, error = %e, "after-departure follow-ups failed")
             }
         }
+        match crate::employees::onboarding::start_new_hires(&rt, tenant, rt.clock.now(), 7).await {
+            Ok(n) if n > 0 => {
+                tracing::info!(tenant = %job.tenant_id, started = n, "onboarding dialogs")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(tenant = %job.tenant_id, error = %e, "starting onboarding dialogs failed")
+            }
+        }
+        match crate::employees::risk::alert(&rt, tenant, rt.clock.now()).await {
+            Ok(r) if r.crossed + r.cleared > 0 => {
+                tracing::info!(tenant = %job.tenant_id, crossed = r.crossed, cleared = r.cleared, "risk scores")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(tenant = %job.tenant_id, error = %e, "risk scores failed"),
+        }
     }
     let report = crate::attendance::punches::scan(&rt, &job.tenant_id, Some(job.day)).await?;
     tracing::info!(tenant = %report.tenant, day = %job.day, opened = report.opened, advanced = report.advanced, resolved = report.resolved, escalated = report.escalated, "absence scan");
