@@ -117,20 +117,18 @@ pub struct Received<'a> {
     pub sent_at: DateTime<Utc>,
 }
 
-/// Files `download` on the window's case: the bytes in `media`, the
-/// exhibit row, and a case event whose evidence leaf carries the file and
-/// the caption.
-pub async fn file<C: ConnectionTrait>(
+/// Keeps the bytes of `download` in `media` (once per tenant and hash);
+/// returns their size.
+pub async fn keep_media<C: ConnectionTrait>(
     conn: &C,
-    window: &exhibit_window::Model,
-    sender: &str,
-    received: Received<'_>,
-    download: Download,
+    tenant_id: &str,
+    received: &Received<'_>,
+    download: &Download,
     now: DateTime<Utc>,
-) -> Result<exhibit::Model, DbErr> {
+) -> Result<i64, DbErr> {
     let size = i64::try_from(download.bytes.len()).unwrap_or(i64::MAX);
     media::Entity::insert(media::ActiveModel {
-        tenant_id: Set(window.tenant_id.clone()),
+        tenant_id: Set(tenant_id.to_owned()),
         sha256: Set(download.sha256.clone()),
         content_type: Set(download.content_type.clone()),
         size: Set(size),
@@ -142,6 +140,21 @@ pub async fn file<C: ConnectionTrait>(
     .on_conflict_do_nothing_on([media::Column::TenantId, media::Column::Sha256])
     .exec_without_returning(conn)
     .await?;
+    Ok(size)
+}
+
+/// Files `download` on the window's case: the bytes in `media`, the
+/// exhibit row, and a case event whose evidence leaf carries the file and
+/// the caption.
+pub async fn file<C: ConnectionTrait>(
+    conn: &C,
+    window: &exhibit_window::Model,
+    sender: &str,
+    received: Received<'_>,
+    download: Download,
+    now: DateTime<Utc>,
+) -> Result<exhibit::Model, DbErr> {
+    let size = keep_media(conn, &window.tenant_id, &received, &download, now).await?;
     let file_name = received.file_name.or(download.file_name);
     let row = exhibit::Entity::insert(exhibit::ActiveModel {
         tenant_id: Set(window.tenant_id.clone()),

@@ -623,13 +623,7 @@ async fn run(
                     "top": top,
                     "threshold": w.threshold,
                     "window_days": w.window_days,
-                    "w": {
-                        "late": w.late,
-                        "early": w.early,
-                        "missed_day": w.missed_day,
-                        "open_case": w.open_case,
-                        "punishment": w.punishment,
-                    },
+                    "w": crate::employees::risk::weights(w),
                 }),
             ))
         }

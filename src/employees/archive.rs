@@ -6,13 +6,13 @@
 //! confirmed with its SHA-256. `/档案 <who> [tag]` lists them.
 
 use chrono::{DateTime, Duration, Utc};
-use entity::{archive_window, document, media};
+use entity::{archive_window, document};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
 };
 use serde_json::json;
 
-use crate::cases::exhibits::{Download, Received};
+use crate::cases::exhibits::{Download, Received, keep_media};
 use crate::cases::store::{record, record_leaf};
 use crate::evidence::NewLeaf;
 
@@ -101,20 +101,7 @@ pub async fn file<C: ConnectionTrait>(
     download: Download,
     now: DateTime<Utc>,
 ) -> Result<document::Model, DbErr> {
-    let size = i64::try_from(download.bytes.len()).unwrap_or(i64::MAX);
-    media::Entity::insert(media::ActiveModel {
-        tenant_id: Set(window.tenant_id.clone()),
-        sha256: Set(download.sha256.clone()),
-        content_type: Set(download.content_type.clone()),
-        size: Set(size),
-        bytes: Set(download.bytes.clone()),
-        platform_media_id: Set(Some(received.media_id.to_owned())),
-        created_at: Set(now),
-        ..Default::default()
-    })
-    .on_conflict_do_nothing_on([media::Column::TenantId, media::Column::Sha256])
-    .exec_without_returning(conn)
-    .await?;
+    let size = keep_media(conn, &window.tenant_id, &received, &download, now).await?;
     let file_name = received.file_name.or(download.file_name);
     let row = document::Entity::insert(document::ActiveModel {
         tenant_id: Set(window.tenant_id.clone()),

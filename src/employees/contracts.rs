@@ -6,7 +6,7 @@
 //! with the rules on notice and compensation (`contract.hr.j2`).
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use entity::{card_action, contract_reminder, employee, outbox};
+use entity::{card_action, contract_reminder, employee};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 
 use crate::conversation::turn::{HandleError, Turn};
 use crate::employees::directory::{employee_row, hr_people};
+use crate::employees::hr_cards::{self, HrCard};
 use crate::evidence::{NewLeaf, append_later};
-use crate::outbox::{Button, NewMessage, Payload, enqueue};
 use crate::runtime::{Runtime, Tenant};
 
 /// The card's buttons, as `card_actions.action`.
@@ -31,18 +31,8 @@ pub struct Reminded {
     pub again: usize,
 }
 
-fn idem_key(reminder: i64, round: i32, hr: &str) -> String {
-    format!("contract:{reminder}:{round}:{hr}")
-}
-
-/// The reminder a card's message was about (its key, see [`idem_key`]).
-fn reminder_of(key: &str) -> Option<i64> {
-    key.strip_prefix("contract:")?
-        .split(':')
-        .next()?
-        .parse()
-        .ok()
-}
+/// The cards' kind: their message keys are `contract:<reminder>:<round>:<hr>`.
+const KIND: &str = "contract";
 
 /// Sends the cards due on `tenant`'s local `today`, in one transaction.
 pub async fn remind(
@@ -159,48 +149,24 @@ async fn send_cards<C: ConnectionTrait>(
         "round": row.rounds,
         "snooze_days": config.hr.contract_snooze_days,
     });
-    let mut blocks = vec!["title", "body"];
-    let labels: Vec<String> = ACTIONS.iter().map(|a| format!("button_{a}")).collect();
-    blocks.extend(labels.iter().map(String::as_str));
-    let rendered = rt.templates.render("contract.hr", &context, &blocks)?;
-    for to in hr.iter().filter(|h| h.user_id != person.user_id) {
-        let payload = Payload::Card {
-            source: config.name.clone(),
-            title: rendered.block("title").to_owned(),
-            body: rendered.block("body").to_owned(),
-            card_id: format!(
-                "rc-contract-{}-{}-{}",
-                row.id,
-                row.rounds,
-                ulid::Ulid::new()
-            ),
-            buttons: ACTIONS
-                .iter()
-                .map(|a| Button {
-                    action: (*a).to_owned(),
-                    label: rendered.block(&format!("button_{a}")).to_owned(),
-                    key: String::new(),
-                })
-                .collect(),
-        };
-        enqueue(
-            conn,
-            NewMessage {
-                secret: None,
-                tenant_id: config.id.clone(),
-                idem_key: idem_key(row.id, row.rounds, &to.user_id),
-                case_id: None,
-                fence: None,
-                step: Some("contract_reminder".into()),
-                recipient: to.user_id.clone(),
-                template: rendered.template.clone(),
-                template_hash: rendered.hash.clone(),
-                payload,
-            },
-            now,
-        )
-        .await?;
-    }
+    let sent = hr_cards::send(
+        rt,
+        conn,
+        tenant,
+        hr,
+        &HrCard {
+            template: "contract.hr",
+            context: &context,
+            actions: &ACTIONS,
+            kind: KIND,
+            id: row.id,
+            round: Some(row.rounds),
+            subject: &person.user_id,
+            step: "contract_reminder",
+        },
+        now,
+    )
+    .await?;
     append_later(
         conn,
         &config.id,
@@ -210,7 +176,7 @@ async fn send_cards<C: ConnectionTrait>(
             .detail(json!({
                 "contract_end": row.contract_end,
                 "round": row.rounds,
-                "hr": hr.iter().filter(|h| h.user_id != person.user_id).map(|h| &h.user_id).collect::<Vec<_>>(),
+                "hr": sent,
             })),
     )
     .await?;
@@ -226,11 +192,7 @@ pub(crate) async fn pressed(
     action: &card_action::Model,
     context: &mut Value,
 ) -> Result<&'static str, HandleError> {
-    let reminder = match outbox::Entity::find_by_id(action.outbox_id)
-        .one(turn.txn)
-        .await?
-        .and_then(|m| reminder_of(&m.idem_key))
-    {
+    let reminder = match hr_cards::pressed_id(turn.txn, action.outbox_id, KIND).await? {
         Some(id) => {
             contract_reminder::Entity::find_by_id(id)
                 .one(turn.txn)
@@ -251,9 +213,7 @@ pub(crate) async fn pressed(
     if let Some(decision) = &reminder.decision {
         context["decision"] = json!(decision);
         context["decided_by"] = json!(match &reminder.decided_by {
-            Some(u) => employee_row(turn.txn, &turn.tenant.config.id, u)
-                .await?
-                .map_or_else(|| u.clone(), |e| e.name),
+            Some(u) => hr_cards::name_of(turn.txn, &turn.tenant.config.id, u).await?,
             None => String::new(),
         });
         return Ok("reply_contract_decided_already");
@@ -313,16 +273,4 @@ pub(crate) async fn pressed(
     )
     .await?;
     Ok(block)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_card_key_names_its_reminder() {
-        assert_eq!(reminder_of(&idem_key(42, 2, "hr:王")), Some(42));
-        assert_eq!(reminder_of("reply:42"), None);
-        assert_eq!(reminder_of("contract:x:1:hr"), None);
-    }
 }

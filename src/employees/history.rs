@@ -29,6 +29,17 @@ pub struct MonthLine {
     pub leave: u32,
 }
 
+/// The workday a `case_opened` or `missed_workday` event (its detail)
+/// records as missed.
+pub(crate) fn missed_day(detail: &str) -> Option<NaiveDate> {
+    let detail: Value = serde_json::from_str(detail).ok()?;
+    detail
+        .get("day")
+        .or_else(|| detail.get("first_missed"))
+        .and_then(Value::as_str)
+        .and_then(|d| d.parse().ok())
+}
+
 /// The history of `person` at `now`, as the templates' context.
 pub async fn of<C: ConnectionTrait>(
     conn: &C,
@@ -93,13 +104,7 @@ pub async fn of<C: ConnectionTrait>(
         .all(conn)
         .await?
     {
-        let detail: Value = serde_json::from_str(&e.detail).unwrap_or(Value::Null);
-        let day = detail
-            .get("day")
-            .or_else(|| detail.get("first_missed"))
-            .and_then(Value::as_str)
-            .and_then(|d| d.parse::<NaiveDate>().ok());
-        if let Some(day) = day.filter(|d| *d >= first) {
+        if let Some(day) = missed_day(&e.detail).filter(|d| *d >= first) {
             missed.insert(day);
         }
     }

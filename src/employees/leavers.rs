@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use entity::{card_action, contract_reminder, departure, employee, leaver, outbox};
+use entity::{card_action, contract_reminder, departure, employee, leaver};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 
 use crate::conversation::turn::{HandleError, Turn};
 use crate::employees::directory::{employee_row, hr_people};
+use crate::employees::hr_cards::{self, HrCard};
 use crate::evidence::{NewLeaf, append_later};
-use crate::outbox::{Button, NewMessage, Payload, enqueue};
 use crate::runtime::{Runtime, Tenant};
 
 /// The reasons HR may record, as stored.
@@ -38,13 +38,8 @@ pub struct FollowedUp {
     pub reminded: usize,
 }
 
-fn idem_key(leaver: i64, hr: &str) -> String {
-    format!("leaver:{leaver}:{hr}")
-}
-
-fn leaver_of(key: &str) -> Option<i64> {
-    key.strip_prefix("leaver:")?.split(':').next()?.parse().ok()
-}
+/// The cards' kind: their message keys are `leaver:<leaver>:<hr>`.
+const KIND: &str = "leaver";
 
 /// Notes who left and sends the follow-up cards due on `tenant`'s local
 /// day at `now`, in one transaction.
@@ -167,9 +162,7 @@ async fn send_cards<C: ConnectionTrait>(
     now: DateTime<Utc>,
 ) -> Result<(), HandleError> {
     let config = &tenant.config;
-    let name = employee_row(conn, &config.id, &row.user_id)
-        .await?
-        .map_or_else(|| row.user_id.clone(), |e| e.name);
+    let name = hr_cards::name_of(conn, &config.id, &row.user_id).await?;
     let context = json!({
         "name": name,
         "department": row.department,
@@ -177,45 +170,26 @@ async fn send_cards<C: ConnectionTrait>(
         "how": row.how,
         "days": config.hr.follow_up_days,
     });
-    let buttons: Vec<String> = REASONS.iter().map(|r| action(r)).collect();
-    let labels: Vec<String> = buttons.iter().map(|a| format!("button_{a}")).collect();
-    let mut blocks = vec!["title", "body"];
-    blocks.extend(labels.iter().map(String::as_str));
-    let rendered = rt.templates.render("leaver.hr", &context, &blocks)?;
-    let to: Vec<&employee::Model> = hr.iter().filter(|h| h.user_id != row.user_id).collect();
-    for h in &to {
-        let payload = Payload::Card {
-            source: config.name.clone(),
-            title: rendered.block("title").to_owned(),
-            body: rendered.block("body").to_owned(),
-            card_id: format!("rc-leaver-{}-{}", row.id, ulid::Ulid::new()),
-            buttons: buttons
-                .iter()
-                .map(|a| Button {
-                    action: a.clone(),
-                    label: rendered.block(&format!("button_{a}")).to_owned(),
-                    key: String::new(),
-                })
-                .collect(),
-        };
-        enqueue(
-            conn,
-            NewMessage {
-                secret: None,
-                tenant_id: config.id.clone(),
-                idem_key: idem_key(row.id, &h.user_id),
-                case_id: None,
-                fence: None,
-                step: Some("leaver_follow_up".into()),
-                recipient: h.user_id.clone(),
-                template: rendered.template.clone(),
-                template_hash: rendered.hash.clone(),
-                payload,
-            },
-            now,
-        )
-        .await?;
-    }
+    let actions: Vec<String> = REASONS.iter().map(|r| action(r)).collect();
+    let actions: Vec<&str> = actions.iter().map(String::as_str).collect();
+    let to = hr_cards::send(
+        rt,
+        conn,
+        tenant,
+        hr,
+        &HrCard {
+            template: "leaver.hr",
+            context: &context,
+            actions: &actions,
+            kind: KIND,
+            id: row.id,
+            round: None,
+            subject: &row.user_id,
+            step: "leaver_follow_up",
+        },
+        now,
+    )
+    .await?;
     append_later(
         conn,
         &config.id,
@@ -225,7 +199,7 @@ async fn send_cards<C: ConnectionTrait>(
             .detail(json!({
                 "left_on": row.left_on,
                 "how": row.how,
-                "hr": to.iter().map(|h| &h.user_id).collect::<Vec<_>>(),
+                "hr": to,
             })),
     )
     .await?;
@@ -241,11 +215,7 @@ pub(crate) async fn pressed(
     action: &card_action::Model,
     context: &mut Value,
 ) -> Result<&'static str, HandleError> {
-    let row = match outbox::Entity::find_by_id(action.outbox_id)
-        .one(turn.txn)
-        .await?
-        .and_then(|m| leaver_of(&m.idem_key))
-    {
+    let row = match hr_cards::pressed_id(turn.txn, action.outbox_id, KIND).await? {
         Some(id) => leaver::Entity::find_by_id(id).one(turn.txn).await?,
         None => None,
     };
@@ -259,9 +229,7 @@ pub(crate) async fn pressed(
     else {
         return Ok("reply_stale");
     };
-    let name = employee_row(turn.txn, &turn.tenant.config.id, &row.user_id)
-        .await?
-        .map_or_else(|| row.user_id.clone(), |e| e.name);
+    let name = hr_cards::name_of(turn.txn, &turn.tenant.config.id, &row.user_id).await?;
     context["name"] = json!(name);
     context["reason"] = json!(reason);
     if sender.role != "hr" {
@@ -270,9 +238,7 @@ pub(crate) async fn pressed(
     if let Some(recorded) = &row.reason {
         context["reason"] = json!(recorded);
         context["decided_by"] = json!(match &row.recorded_by {
-            Some(u) => employee_row(turn.txn, &turn.tenant.config.id, u)
-                .await?
-                .map_or_else(|| u.clone(), |e| e.name),
+            Some(u) => hr_cards::name_of(turn.txn, &turn.tenant.config.id, u).await?,
             None => String::new(),
         });
         return Ok("reply_leaver_recorded_already");
@@ -329,15 +295,4 @@ pub async fn counts<C: ConnectionTrait>(conn: &C, tenant: &str) -> Result<Value,
         "by_department": by_department,
         "by_month": by_month,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_card_key_names_its_leaver() {
-        assert_eq!(leaver_of(&idem_key(7, "wangmin")), Some(7));
-        assert_eq!(leaver_of("contract:7:1:wangmin"), None);
-    }
 }

@@ -9,9 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use entity::{
-    absence_case, card_action, case_event, check_in, document, employee, outbox, risk_alert,
-};
+use entity::{absence_case, card_action, case_event, check_in, document, employee, risk_alert};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
@@ -22,9 +20,9 @@ use super::archive::is_punishment;
 use crate::cases::CaseStatus;
 use crate::config::RiskConfig;
 use crate::conversation::turn::{HandleError, Turn};
-use crate::employees::directory::{employee_row, hr_people};
+use crate::employees::directory::hr_people;
+use crate::employees::hr_cards::{self, HrCard};
 use crate::evidence::{NewLeaf, append_later};
-use crate::outbox::{Button, NewMessage, Payload, enqueue};
 use crate::runtime::{Runtime, Tenant};
 
 /// What the score is made of, for one person.
@@ -105,12 +103,7 @@ pub async fn scores<C: ConnectionTrait>(
         .all(conn)
         .await?
     {
-        let detail: Value = serde_json::from_str(&e.detail).unwrap_or(Value::Null);
-        let day = detail
-            .get("day")
-            .or_else(|| detail.get("first_missed"))
-            .and_then(Value::as_str)
-            .and_then(|d| d.parse::<NaiveDate>().ok());
+        let day = super::history::missed_day(&e.detail);
         if let (Some(user), Some(day)) = (e.user_id, day.filter(|d| *d >= since && *d <= today)) {
             missed.entry(user).or_default().insert(day);
         }
@@ -178,13 +171,8 @@ pub struct Alerted {
     pub cleared: usize,
 }
 
-fn idem_key(alert: i64, hr: &str) -> String {
-    format!("risk:{alert}:{hr}")
-}
-
-fn alert_of(key: &str) -> Option<i64> {
-    key.strip_prefix("risk:")?.split(':').next()?.parse().ok()
-}
+/// The cards' kind: their message keys are `risk:<alert>:<hr>`.
+const KIND: &str = "risk";
 
 /// Scores `tenant` at `now` and sends HR a card for each new crossing.
 pub async fn alert(
@@ -205,6 +193,7 @@ pub async fn alert(
         .collect();
     let hr = hr_people(&*txn, &config.id).await?;
     let mut report = Alerted::default();
+    let mut closing: Vec<i64> = Vec::new();
     for s in &scored {
         let above = s.score >= config.risk.threshold;
         match (above, open.get(&s.user_id)) {
@@ -222,30 +211,25 @@ pub async fn alert(
                 send_cards(rt, &*txn, tenant, &hr, s, inserted.last_insert_id, now).await?;
                 report.crossed += 1;
             }
-            (false, Some(a)) => {
-                risk_alert::Entity::update_many()
-                    .col_expr(risk_alert::Column::ClearedAt, Expr::value(now))
-                    .filter(risk_alert::Column::Id.eq(a.id))
-                    .exec(&*txn)
-                    .await?;
-                report.cleared += 1;
-            }
+            (false, Some(a)) => closing.push(a.id),
             _ => {}
         }
     }
     // Someone who left keeps no crossing open.
     let active: BTreeSet<&str> = scored.iter().map(|s| s.user_id.as_str()).collect();
-    for a in open
-        .values()
-        .filter(|a| !active.contains(a.user_id.as_str()))
-    {
+    closing.extend(
+        open.values()
+            .filter(|a| !active.contains(a.user_id.as_str()))
+            .map(|a| a.id),
+    );
+    if !closing.is_empty() {
         risk_alert::Entity::update_many()
             .col_expr(risk_alert::Column::ClearedAt, Expr::value(now))
-            .filter(risk_alert::Column::Id.eq(a.id))
+            .filter(risk_alert::Column::Id.is_in(closing.iter().copied()))
             .exec(&*txn)
             .await?;
-        report.cleared += 1;
     }
+    report.cleared = closing.len();
     txn.commit().await?;
     Ok(report)
 }
@@ -262,15 +246,20 @@ pub fn context(s: &Scored, w: &RiskConfig) -> Value {
         "missed": s.factors.missed,
         "open_cases": s.factors.open_cases,
         "punishments": s.factors.punishments,
-        "w": {
-            "late": w.late,
-            "early": w.early,
-            "missed_day": w.missed_day,
-            "open_case": w.open_case,
-            "punishment": w.punishment,
-        },
+        "w": weights(w),
         "threshold": w.threshold,
         "window_days": w.window_days,
+    })
+}
+
+/// The weights as the templates name them (`w.late`, …).
+pub fn weights(w: &RiskConfig) -> Value {
+    json!({
+        "late": w.late,
+        "early": w.early,
+        "missed_day": w.missed_day,
+        "open_case": w.open_case,
+        "punishment": w.punishment,
     })
 }
 
@@ -285,39 +274,24 @@ async fn send_cards<C: ConnectionTrait>(
 ) -> Result<(), HandleError> {
     let config = &tenant.config;
     let context = context(s, &config.risk);
-    let rendered =
-        rt.templates
-            .render("risk.hr", &context, &["title", "body", "button_risk_seen"])?;
-    let to: Vec<&employee::Model> = hr.iter().filter(|h| h.user_id != s.user_id).collect();
-    for h in &to {
-        enqueue(
-            conn,
-            NewMessage {
-                secret: None,
-                tenant_id: config.id.clone(),
-                idem_key: idem_key(alert, &h.user_id),
-                case_id: None,
-                fence: None,
-                step: Some("risk_alert".into()),
-                recipient: h.user_id.clone(),
-                template: rendered.template.clone(),
-                template_hash: rendered.hash.clone(),
-                payload: Payload::Card {
-                    source: config.name.clone(),
-                    title: rendered.block("title").to_owned(),
-                    body: rendered.block("body").to_owned(),
-                    card_id: format!("rc-risk-{alert}-{}", ulid::Ulid::new()),
-                    buttons: vec![Button {
-                        action: "risk_seen".into(),
-                        label: rendered.block("button_risk_seen").to_owned(),
-                        key: String::new(),
-                    }],
-                },
-            },
-            now,
-        )
-        .await?;
-    }
+    let to = hr_cards::send(
+        rt,
+        conn,
+        tenant,
+        hr,
+        &HrCard {
+            template: "risk.hr",
+            context: &context,
+            actions: &["risk_seen"],
+            kind: KIND,
+            id: alert,
+            round: None,
+            subject: &s.user_id,
+            step: "risk_alert",
+        },
+        now,
+    )
+    .await?;
     append_later(
         conn,
         &config.id,
@@ -328,7 +302,7 @@ async fn send_cards<C: ConnectionTrait>(
                 "score": s.score,
                 "factors": s.factors,
                 "threshold": config.risk.threshold,
-                "hr": to.iter().map(|h| &h.user_id).collect::<Vec<_>>(),
+                "hr": to,
             })),
     )
     .await?;
@@ -342,20 +316,14 @@ pub(crate) async fn pressed(
     action: &card_action::Model,
     context: &mut Value,
 ) -> Result<&'static str, HandleError> {
-    let row = match outbox::Entity::find_by_id(action.outbox_id)
-        .one(turn.txn)
-        .await?
-        .and_then(|m| alert_of(&m.idem_key))
-    {
+    let row = match hr_cards::pressed_id(turn.txn, action.outbox_id, KIND).await? {
         Some(id) => risk_alert::Entity::find_by_id(id).one(turn.txn).await?,
         None => None,
     };
     let Some(row) = row.filter(|r| r.tenant_id == turn.tenant.config.id) else {
         return Ok("reply_stale");
     };
-    let name = employee_row(turn.txn, &turn.tenant.config.id, &row.user_id)
-        .await?
-        .map_or_else(|| row.user_id.clone(), |e| e.name);
+    let name = hr_cards::name_of(turn.txn, &turn.tenant.config.id, &row.user_id).await?;
     context["name"] = json!(name);
     context["score"] = json!(row.score);
     risk_alert::Entity::update_many()
@@ -416,11 +384,5 @@ mod tests {
             ..RiskConfig::default()
         };
         assert_eq!(score(&f(1, 5, 2, 3, 1), &w), 2 + 2 + 100);
-    }
-
-    #[test]
-    fn a_card_key_names_its_alert() {
-        assert_eq!(alert_of(&idem_key(9, "wangmin")), Some(9));
-        assert_eq!(alert_of("leaver:9:wangmin"), None);
     }
 }

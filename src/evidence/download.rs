@@ -79,26 +79,13 @@ pub async fn request<C: ConnectionTrait>(
     event_id: i64,
     now: DateTime<Utc>,
 ) -> Result<Option<i64>, DbErr> {
-    let row = export_download::ActiveModel {
-        tenant_id: Set(tenant.to_owned()),
-        employee: Set(employee.to_owned()),
-        case_id: Set(case),
-        requested_by: Set(requested_by.to_owned()),
-        inbound_event_id: Set(event_id),
-        status: Set(DownloadStatus::Pending.as_str().to_owned()),
-        created_at: Set(now),
-        ..Default::default()
+    let asked = Asked {
+        employee,
+        case,
+        kind: PACKAGE,
+        period: None,
     };
-    let id = match export_download::Entity::insert(row)
-        .on_conflict_do_nothing_on([export_download::Column::InboundEventId])
-        .exec(conn)
-        .await?
-    {
-        TryInsertResult::Inserted(r) => r.last_insert_id,
-        TryInsertResult::Conflicted | TryInsertResult::Empty => return Ok(None),
-    };
-    crate::jobs::enqueue_export(conn, id).await?;
-    Ok(Some(id))
+    ask(conn, tenant, asked, requested_by, event_id, now).await
 }
 
 /// Records that `requested_by` asked for the attendance sheet of `month`
@@ -111,28 +98,13 @@ pub async fn request_sheet<C: ConnectionTrait>(
     event_id: i64,
     now: DateTime<Utc>,
 ) -> Result<Option<i64>, DbErr> {
-    let row = export_download::ActiveModel {
-        tenant_id: Set(tenant.to_owned()),
-        employee: Set(String::new()),
-        case_id: Set(None),
-        requested_by: Set(requested_by.to_owned()),
-        inbound_event_id: Set(event_id),
-        status: Set(DownloadStatus::Pending.as_str().to_owned()),
-        created_at: Set(now),
-        kind: Set(ATTENDANCE_SHEET.to_owned()),
-        period: Set(Some(month.to_string())),
-        ..Default::default()
+    let asked = Asked {
+        employee: "",
+        case: None,
+        kind: ATTENDANCE_SHEET,
+        period: Some(month.to_string()),
     };
-    let id = match export_download::Entity::insert(row)
-        .on_conflict_do_nothing_on([export_download::Column::InboundEventId])
-        .exec(conn)
-        .await?
-    {
-        TryInsertResult::Inserted(r) => r.last_insert_id,
-        TryInsertResult::Conflicted | TryInsertResult::Empty => return Ok(None),
-    };
-    crate::jobs::enqueue_export(conn, id).await?;
-    Ok(Some(id))
+    ask(conn, tenant, asked, requested_by, event_id, now).await
 }
 
 /// Records that `requested_by` asked for `employee`'s printable history in
@@ -145,15 +117,42 @@ pub async fn request_history<C: ConnectionTrait>(
     event_id: i64,
     now: DateTime<Utc>,
 ) -> Result<Option<i64>, DbErr> {
+    let asked = Asked {
+        employee,
+        case: None,
+        kind: HISTORY,
+        period: None,
+    };
+    ask(conn, tenant, asked, requested_by, event_id, now).await
+}
+
+/// What a link is asked for.
+struct Asked<'a> {
+    employee: &'a str,
+    case: Option<i64>,
+    kind: &'static str,
+    period: Option<String>,
+}
+
+/// The request row and its job, once per inbound event.
+async fn ask<C: ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    asked: Asked<'_>,
+    requested_by: &str,
+    event_id: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>, DbErr> {
     let row = export_download::ActiveModel {
         tenant_id: Set(tenant.to_owned()),
-        employee: Set(employee.to_owned()),
-        case_id: Set(None),
+        employee: Set(asked.employee.to_owned()),
+        case_id: Set(asked.case),
         requested_by: Set(requested_by.to_owned()),
         inbound_event_id: Set(event_id),
         status: Set(DownloadStatus::Pending.as_str().to_owned()),
         created_at: Set(now),
-        kind: Set(HISTORY.to_owned()),
+        kind: Set(asked.kind.to_owned()),
+        period: Set(asked.period),
         ..Default::default()
     };
     let id = match export_download::Entity::insert(row)

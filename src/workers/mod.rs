@@ -157,44 +157,8 @@ async fn export_package(job: ExportPackage, rt: Data<Runtime>) -> Result<(), Box
 }
 
 async fn scan(job: Scan, rt: Data<Runtime>) -> Result<(), BoxDynError> {
-    // HR's contract reminders ride on the tenant's daily (and hourly) scan:
-    // once per contract, whatever the absence scan finds; a failure waits
-    // for the next hour's scan.
     if let Some(tenant) = rt.tenant(&job.tenant_id) {
-        match crate::employees::contracts::remind(&rt, tenant, rt.clock.now()).await {
-            Ok(r) if r.new + r.again > 0 => {
-                tracing::info!(tenant = %job.tenant_id, new = r.new, again = r.again, "contract reminders")
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(tenant = %job.tenant_id, error = %e, "contract reminders failed")
-            }
-        }
-        match crate::employees::leavers::follow_up(&rt, tenant, rt.clock.now()).await {
-            Ok(r) if r.noted + r.reminded > 0 => {
-                tracing::info!(tenant = %job.tenant_id, noted = r.noted, reminded = r.reminded, "after-departure follow-ups")
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(tenant = %job.tenant_id, error = %e, "after-departure follow-ups failed")
-            }
-        }
-        match crate::employees::onboarding::start_new_hires(&rt, tenant, rt.clock.now(), 7).await {
-            Ok(n) if n > 0 => {
-                tracing::info!(tenant = %job.tenant_id, started = n, "onboarding dialogs")
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(tenant = %job.tenant_id, error = %e, "starting onboarding dialogs failed")
-            }
-        }
-        match crate::employees::risk::alert(&rt, tenant, rt.clock.now()).await {
-            Ok(r) if r.crossed + r.cleared > 0 => {
-                tracing::info!(tenant = %job.tenant_id, crossed = r.crossed, cleared = r.cleared, "risk scores")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(tenant = %job.tenant_id, error = %e, "risk scores failed"),
-        }
+        crate::employees::hr_daily(&rt, tenant).await;
     }
     let report = crate::attendance::punches::scan(&rt, &job.tenant_id, Some(job.day)).await?;
     tracing::info!(tenant = %report.tenant, day = %job.day, opened = report.opened, advanced = report.advanced, resolved = report.resolved, escalated = report.escalated, "absence scan");
