@@ -181,8 +181,10 @@ pub async fn alert(
     now: DateTime<Utc>,
 ) -> Result<Alerted, HandleError> {
     let config = &tenant.config;
+    // Scored before the write transaction: a large tenant's month of
+    // check-ins is read without holding the one SQLite writer's turn.
+    let scored = scores(&rt.db.orm, tenant, now).await?;
     let txn = rt.db.write().await?;
-    let scored = scores(&*txn, tenant, now).await?;
     let open: HashMap<String, risk_alert::Model> = risk_alert::Entity::find()
         .filter(risk_alert::Column::TenantId.eq(&config.id))
         .filter(risk_alert::Column::ClearedAt.is_null())
