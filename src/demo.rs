@@ -531,30 +531,30 @@ pub trait Stage: Send + Sync {
 
     /// Sends HR the contract reminders due now (what the daily scan job
     /// does before each scan) and waits for them.
-    async fn hr_reminders(&self) -> anyhow::Result<crate::employees::contracts::Reminded> {
+    async fn hr_reminders(&self) -> anyhow::Result<crate::hr::contracts::Reminded> {
         let tenant = self.rt().tenant(TENANT).context("the sandbox tenant")?;
         let now = self.rt().clock.now();
-        let report = crate::employees::contracts::remind(self.rt(), tenant, now).await?;
+        let report = crate::hr::contracts::remind(self.rt(), tenant, now).await?;
         self.settle().await?;
         Ok(report)
     }
 
     /// Scores everyone now and sends HR the cards of new crossings (what
     /// the daily scan job does too), and waits for them.
-    async fn risk_alerts(&self) -> anyhow::Result<crate::employees::risk::Alerted> {
+    async fn risk_alerts(&self) -> anyhow::Result<crate::hr::risk::Alerted> {
         let tenant = self.rt().tenant(TENANT).context("the sandbox tenant")?;
         let now = self.rt().clock.now();
-        let report = crate::employees::risk::alert(self.rt(), tenant, now).await?;
+        let report = crate::hr::risk::alert(self.rt(), tenant, now).await?;
         self.settle().await?;
         Ok(report)
     }
 
     /// Notes who left and sends HR the follow-ups due now (what the daily
     /// scan job does too) and waits for them.
-    async fn follow_ups(&self) -> anyhow::Result<crate::employees::leavers::FollowedUp> {
+    async fn follow_ups(&self) -> anyhow::Result<crate::hr::leavers::FollowedUp> {
         let tenant = self.rt().tenant(TENANT).context("the sandbox tenant")?;
         let now = self.rt().clock.now();
-        let report = crate::employees::leavers::follow_up(self.rt(), tenant, now).await?;
+        let report = crate::hr::leavers::follow_up(self.rt(), tenant, now).await?;
         self.settle().await?;
         Ok(report)
     }

@@ -12,6 +12,7 @@ pub mod db;
 pub mod demo;
 pub mod employees;
 pub mod evidence;
+pub mod hr;
 pub mod inbox;
 pub mod ingress;
 pub mod jobs;

@@ -63,7 +63,7 @@ fn error_context(e: &ParseError) -> Value {
                 ("post", "action") => POST_ACTIONS.to_vec(),
                 ("post", _) => LETTER_CHOICES.iter().map(|(w, _)| *w).collect(),
                 ("report", _) => REPORT_KINDS[..1].to_vec(),
-                ("docs", _) => crate::employees::archive::TAGS.to_vec(),
+                ("docs", _) => crate::hr::archive::TAGS.to_vec(),
                 _ => UNION_CHOICES.iter().take(2).map(|(w, _)| *w).collect(),
             };
             json!({ "code": "bad_choice", "command": command, "argument": argument, "text": text, "choices": choices })
@@ -185,7 +185,7 @@ pub(crate) async fn archive_caption(
         Some(Ok(_)) if role_of(sender) != Role::Hr => ("refused", json!({})),
         Some(Ok(c)) => match find(turn, sender, &c.who).await? {
             Found::One(target) => {
-                let window = crate::employees::archive::open_window(
+                let window = crate::hr::archive::open_window(
                     turn.txn,
                     &turn.tenant.config.id,
                     &sender.user_id,
@@ -548,7 +548,7 @@ async fn run(
             let Some(t) = target else {
                 return Ok(("not_found", json!({ "who": who })));
             };
-            let docs = crate::employees::archive::list(
+            let docs = crate::hr::archive::list(
                 turn.txn,
                 &turn.tenant.config.id,
                 &t.user_id,
@@ -577,8 +577,7 @@ async fn run(
             let Some(t) = target else {
                 return Ok(("not_found", json!({ "who": who })));
             };
-            let mut context =
-                crate::employees::history::of(turn.txn, turn.tenant, &t, turn.now).await?;
+            let mut context = crate::hr::history::of(turn.txn, turn.tenant, &t, turn.now).await?;
             // The printable page goes by a one-time link, built by a job.
             crate::evidence::download::request_history(
                 turn.txn,
@@ -596,7 +595,7 @@ async fn run(
             let Some(t) = target else {
                 return Ok(("not_found", json!({ "who": who })));
             };
-            crate::employees::onboarding::start(
+            crate::hr::onboarding::start(
                 turn.rt,
                 turn.txn,
                 turn.tenant,
@@ -610,12 +609,12 @@ async fn run(
         }
         Command::Risk => {
             let w = &turn.tenant.config.risk;
-            let scored = crate::employees::risk::scores(turn.txn, turn.tenant, turn.now).await?;
+            let scored = crate::hr::risk::scores(turn.txn, turn.tenant, turn.now).await?;
             let top: Vec<Value> = scored
                 .iter()
                 .filter(|s| s.score > 0)
                 .take(RISK_TOP)
-                .map(|s| crate::employees::risk::context(s, w))
+                .map(|s| crate::hr::risk::context(s, w))
                 .collect();
             Ok((
                 "risk",
@@ -623,13 +622,13 @@ async fn run(
                     "top": top,
                     "threshold": w.threshold,
                     "window_days": w.window_days,
-                    "w": crate::employees::risk::weights(w),
+                    "w": crate::hr::risk::weights(w),
                 }),
             ))
         }
         Command::Reasons => Ok((
             "reasons",
-            crate::employees::leavers::counts(turn.txn, &turn.tenant.config.id).await?,
+            crate::hr::leavers::counts(turn.txn, &turn.tenant.config.id).await?,
         )),
         Command::Evidence { who } => {
             let Some(t) = target else {

@@ -202,13 +202,10 @@ const ARCHIVE_HASHTAGS: [&str; 4] = ["#合同", "#员工手册", "#奖惩", "#�
 pub fn parse_archive_caption(text: &str) -> Option<Result<ArchiveCaption, ParseError>> {
     let text = text.trim();
     let body = text.strip_prefix('#').or_else(|| text.strip_prefix('＃'))?;
-    let (i, tag) = crate::employees::archive::TAGS
-        .iter()
-        .enumerate()
-        .find(|(_, t)| {
-            body.strip_prefix(**t)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace))
-        })?;
+    let (i, tag) = crate::hr::archive::TAGS.iter().enumerate().find(|(_, t)| {
+        body.strip_prefix(**t)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace))
+    })?;
     let rest = body[tag.len()..].trim();
     if rest.is_empty() {
         return Some(Err(ParseError::Missing {
@@ -452,7 +449,7 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
                 None => None,
                 Some(t) => {
                     let t = t.trim_start_matches(['#', '＃']);
-                    if !crate::employees::archive::TAGS.contains(&t) {
+                    if !crate::hr::archive::TAGS.contains(&t) {
                         return Err(ParseError::BadChoice {
                             command: "docs",
                             argument: "tag",

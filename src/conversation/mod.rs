@@ -23,9 +23,9 @@ use crate::cases::departure::{self, Capacity, Halt, Recorded, Refusal, UnionNoti
 use crate::cases::exhibits::{self, Download, Received};
 use crate::cases::notify::local;
 use crate::cases::store::{self, Resolution, case_no};
-use crate::employees::archive;
 use crate::employees::directory::{employee_row, hr_people};
 use crate::evidence::{NewLeaf, append_later};
+use crate::hr::archive;
 use crate::outbox::render::hex;
 use crate::outbox::{NewMessage, Payload, enqueue};
 use crate::platform::{InboundEvent, InboundKind};
@@ -274,17 +274,14 @@ async fn dispatch(
             } else if is_checkin_text(&turn.tenant.config.attendance.keywords, content) {
                 check_in(turn, sender, "text", None, None, None).await?;
                 Ok("checkin")
-            } else if let Some(dialog) = crate::employees::onboarding::active(
-                turn.txn,
-                &turn.tenant.config.id,
-                &sender.user_id,
-            )
-            .await?
+            } else if let Some(dialog) =
+                crate::hr::onboarding::active(turn.txn, &turn.tenant.config.id, &sender.user_id)
+                    .await?
             {
                 // An onboarding dialog under way takes the person's other
                 // texts (a command, a caption or a check-in still works; 退出
                 // ends it). Looked up only here, off the check-ins' path.
-                crate::employees::onboarding::answer(turn, sender, &dialog, content).await?;
+                crate::hr::onboarding::answer(turn, sender, &dialog, content).await?;
                 Ok("onboarding")
             } else {
                 free_text(turn, sender, content).await
@@ -1128,13 +1125,13 @@ async fn card_press(
             Some("reply_termination_received")
         }
         ("contract_renew" | "contract_not_renew" | "contract_later", _) => {
-            Some(crate::employees::contracts::pressed(turn, sender, &action, &mut context).await?)
+            Some(crate::hr::contracts::pressed(turn, sender, &action, &mut context).await?)
         }
         ("risk_seen", _) => {
-            Some(crate::employees::risk::pressed(turn, sender, &action, &mut context).await?)
+            Some(crate::hr::risk::pressed(turn, sender, &action, &mut context).await?)
         }
         (a, _) if a.starts_with("leaver_") => {
-            Some(crate::employees::leavers::pressed(turn, sender, &action, &mut context).await?)
+            Some(crate::hr::leavers::pressed(turn, sender, &action, &mut context).await?)
         }
         _ => Some("reply_stale"),
     };

@@ -10,16 +10,9 @@
 //! (e.g. `employees.phone_sealed:acme:zhangsan`), so a value copied to another
 //! row or column does not open.
 
-pub mod archive;
 pub mod cli;
-pub mod contracts;
 pub mod directory;
-pub mod history;
-pub(crate) mod hr_cards;
 pub mod import;
-pub mod leavers;
-pub mod onboarding;
-pub mod risk;
 pub mod sync;
 
 use chrono::NaiveDate;
@@ -77,46 +70,6 @@ pub fn seal(
 ) -> String {
     key.seal(value, &column.context(tenant, user_id))
 }
-
-/// HR's daily work, with each scan job of a tenant (daily, then hourly):
-/// contract reminders, follow-ups after departure, onboarding of new hires
-/// and risk scores. Each is idempotent; one that fails is logged, does not
-/// stop the others, and is tried again with the next hour's scan.
-pub async fn hr_daily(rt: &crate::runtime::Runtime, tenant: &crate::runtime::Tenant) {
-    fn logged<T: std::fmt::Debug + PartialEq + Default>(
-        tenant: &str,
-        what: &str,
-        done: Result<T, crate::conversation::turn::HandleError>,
-    ) {
-        match done {
-            Ok(r) if r != T::default() => tracing::info!(tenant, report = ?r, "{what}"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(tenant, error = %e, "{what} failed"),
-        }
-    }
-    let id = tenant.config.id.as_str();
-    let now = rt.clock.now();
-    logged(
-        id,
-        "contract reminders",
-        contracts::remind(rt, tenant, now).await,
-    );
-    logged(
-        id,
-        "after-departure follow-ups",
-        leavers::follow_up(rt, tenant, now).await,
-    );
-    logged(
-        id,
-        "onboarding of new hires",
-        onboarding::start_new_hires(rt, tenant, now, NEW_HIRE_DAYS).await,
-    );
-    logged(id, "risk scores", risk::alert(rt, tenant, now).await);
-}
-
-/// How recent a hire date makes someone a new hire whose onboarding dialog
-/// starts by itself.
-pub const NEW_HIRE_DAYS: i64 = 7;
 
 /// The role as stored (`employee`, `manager`, `hr`).
 pub fn role_name(role: Role) -> &'static str {

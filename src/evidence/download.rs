@@ -181,7 +181,7 @@ async fn build_history(
         let context = json!({ "name": row.employee, "reason": "no such person" });
         return failed(rt, row, "history_failed", &context, now).await;
     };
-    let context = crate::employees::history::of(&rt.db.orm, tenant, &person, now).await?;
+    let context = crate::hr::history::of(&rt.db.orm, tenant, &person, now).await?;
     let html = rt
         .templates
         .render("history.html", &context, &["html"])?

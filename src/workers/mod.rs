@@ -158,7 +158,7 @@ async fn export_package(job: ExportPackage, rt: Data<Runtime>) -> Result<(), Box
 
 async fn scan(job: Scan, rt: Data<Runtime>) -> Result<(), BoxDynError> {
     if let Some(tenant) = rt.tenant(&job.tenant_id) {
-        crate::employees::hr_daily(&rt, tenant).await;
+        crate::hr::daily(&rt, tenant).await;
     }
     let report = crate::attendance::punches::scan(&rt, &job.tenant_id, Some(job.day)).await?;
     tracing::info!(tenant = %report.tenant, day = %job.day, opened = report.opened, advanced = report.advanced, resolved = report.resolved, escalated = report.escalated, "absence scan");

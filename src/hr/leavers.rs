@@ -15,9 +15,9 @@ use sea_orm::{
 };
 use serde_json::{Value, json};
 
+use super::cards::{self, HrCard};
 use crate::conversation::turn::{HandleError, Turn};
 use crate::employees::directory::{employee_row, hr_people};
-use crate::employees::hr_cards::{self, HrCard};
 use crate::evidence::{NewLeaf, append_later};
 use crate::runtime::{Runtime, Tenant};
 
@@ -162,7 +162,7 @@ async fn send_cards<C: ConnectionTrait>(
     now: DateTime<Utc>,
 ) -> Result<(), HandleError> {
     let config = &tenant.config;
-    let name = hr_cards::name_of(conn, &config.id, &row.user_id).await?;
+    let name = cards::name_of(conn, &config.id, &row.user_id).await?;
     let context = json!({
         "name": name,
         "department": row.department,
@@ -172,7 +172,7 @@ async fn send_cards<C: ConnectionTrait>(
     });
     let actions: Vec<String> = REASONS.iter().map(|r| action(r)).collect();
     let actions: Vec<&str> = actions.iter().map(String::as_str).collect();
-    let to = hr_cards::send(
+    let to = cards::send(
         rt,
         conn,
         tenant,
@@ -215,7 +215,7 @@ pub(crate) async fn pressed(
     action: &card_action::Model,
     context: &mut Value,
 ) -> Result<&'static str, HandleError> {
-    let row = match hr_cards::pressed_id(turn.txn, action.outbox_id, KIND).await? {
+    let row = match cards::pressed_id(turn.txn, action.outbox_id, KIND).await? {
         Some(id) => leaver::Entity::find_by_id(id).one(turn.txn).await?,
         None => None,
     };
@@ -229,7 +229,7 @@ pub(crate) async fn pressed(
     else {
         return Ok("reply_stale");
     };
-    let name = hr_cards::name_of(turn.txn, &turn.tenant.config.id, &row.user_id).await?;
+    let name = cards::name_of(turn.txn, &turn.tenant.config.id, &row.user_id).await?;
     context["name"] = json!(name);
     context["reason"] = json!(reason);
     if sender.role != "hr" {
@@ -238,7 +238,7 @@ pub(crate) async fn pressed(
     if let Some(recorded) = &row.reason {
         context["reason"] = json!(recorded);
         context["decided_by"] = json!(match &row.recorded_by {
-            Some(u) => hr_cards::name_of(turn.txn, &turn.tenant.config.id, u).await?,
+            Some(u) => cards::name_of(turn.txn, &turn.tenant.config.id, u).await?,
             None => String::new(),
         });
         return Ok("reply_leaver_recorded_already");

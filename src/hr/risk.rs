@@ -17,11 +17,11 @@ use sea_orm::{
 use serde_json::{Value, json};
 
 use super::archive::is_punishment;
+use super::cards::{self, HrCard};
 use crate::cases::CaseStatus;
 use crate::config::RiskConfig;
 use crate::conversation::turn::{HandleError, Turn};
 use crate::employees::directory::hr_people;
-use crate::employees::hr_cards::{self, HrCard};
 use crate::evidence::{NewLeaf, append_later};
 use crate::runtime::{Runtime, Tenant};
 
@@ -276,7 +276,7 @@ async fn send_cards<C: ConnectionTrait>(
 ) -> Result<(), HandleError> {
     let config = &tenant.config;
     let context = context(s, &config.risk);
-    let to = hr_cards::send(
+    let to = cards::send(
         rt,
         conn,
         tenant,
@@ -318,14 +318,14 @@ pub(crate) async fn pressed(
     action: &card_action::Model,
     context: &mut Value,
 ) -> Result<&'static str, HandleError> {
-    let row = match hr_cards::pressed_id(turn.txn, action.outbox_id, KIND).await? {
+    let row = match cards::pressed_id(turn.txn, action.outbox_id, KIND).await? {
         Some(id) => risk_alert::Entity::find_by_id(id).one(turn.txn).await?,
         None => None,
     };
     let Some(row) = row.filter(|r| r.tenant_id == turn.tenant.config.id) else {
         return Ok("reply_stale");
     };
-    let name = hr_cards::name_of(turn.txn, &turn.tenant.config.id, &row.user_id).await?;
+    let name = cards::name_of(turn.txn, &turn.tenant.config.id, &row.user_id).await?;
     context["name"] = json!(name);
     context["score"] = json!(row.score);
     risk_alert::Entity::update_many()

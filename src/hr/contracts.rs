@@ -13,9 +13,9 @@ use sea_orm::{
 };
 use serde_json::{Value, json};
 
+use super::cards::{self, HrCard};
 use crate::conversation::turn::{HandleError, Turn};
 use crate::employees::directory::{employee_row, hr_people};
-use crate::employees::hr_cards::{self, HrCard};
 use crate::evidence::{NewLeaf, append_later};
 use crate::runtime::{Runtime, Tenant};
 
@@ -149,7 +149,7 @@ async fn send_cards<C: ConnectionTrait>(
         "round": row.rounds,
         "snooze_days": config.hr.contract_snooze_days,
     });
-    let sent = hr_cards::send(
+    let sent = cards::send(
         rt,
         conn,
         tenant,
@@ -192,7 +192,7 @@ pub(crate) async fn pressed(
     action: &card_action::Model,
     context: &mut Value,
 ) -> Result<&'static str, HandleError> {
-    let reminder = match hr_cards::pressed_id(turn.txn, action.outbox_id, KIND).await? {
+    let reminder = match cards::pressed_id(turn.txn, action.outbox_id, KIND).await? {
         Some(id) => {
             contract_reminder::Entity::find_by_id(id)
                 .one(turn.txn)
@@ -213,7 +213,7 @@ pub(crate) async fn pressed(
     if let Some(decision) = &reminder.decision {
         context["decision"] = json!(decision);
         context["decided_by"] = json!(match &reminder.decided_by {
-            Some(u) => hr_cards::name_of(turn.txn, &turn.tenant.config.id, u).await?,
+            Some(u) => cards::name_of(turn.txn, &turn.tenant.config.id, u).await?,
             None => String::new(),
         });
         return Ok("reply_contract_decided_already");

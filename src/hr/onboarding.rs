@@ -17,8 +17,8 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{SealedColumn, seal};
 use crate::conversation::turn::{HandleError, Turn};
+use crate::employees::{SealedColumn, seal};
 use crate::evidence::{NewLeaf, append_later};
 use crate::outbox::render::hex;
 use crate::runtime::Runtime;
