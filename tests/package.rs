@@ -1134,6 +1134,34 @@ async fn story_package(engine: Engine) -> (TestDb, Story, Package) {
     (db, story, p)
 }
 
+/// Hostile input for verify.py (issue 16): `tests/verify_fuzz.py` feeds
+/// its parsers any text and damages every file of a real package at random
+/// (Hypothesis; `FUZZ_EXAMPLES`, `FUZZ_MINUTES` for a longer run). Every
+/// parser returns or refuses, and no damaged package passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_py_refuses_every_damage_without_crashing() {
+    let (db, story, p) = story_package(Engine::Sqlite).await;
+    let dir = fresh_copy(&p);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/verify_fuzz.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(dir.path())
+        .arg(&p.summary.fingerprint)
+        .output()
+        .expect("python3 runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "verify_fuzz.py failed (it needs `pip install hypothesis`, which .ci/run does):\n{text}"
+    );
+    assert!(text.contains("damage_never_passes"), "{text}");
+    close(db, story).await;
+}
+
 async fn close(db: TestDb, story: Story) {
     story.rt.db.orm.clone().close().await.unwrap();
     db.cleanup().await;

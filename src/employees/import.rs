@@ -450,6 +450,13 @@ fn parse(
     Ok((rows, columns))
 }
 
+/// Checks a CSV file as [`import_csv`] would, writing nothing: the number of
+/// people it holds, or every problem found. `existing` are the user ids
+/// already in the table (managers may be among them).
+pub fn check_csv(reader: impl Read, existing: &HashSet<String>) -> Result<usize, ImportError> {
+    parse(reader, existing).map(|(rows, _)| rows.len())
+}
+
 fn read_error(e: csv::Error) -> ImportError {
     match e.position() {
         Some(p) => ImportError::Read(format!("line {}: {e}", p.line())),

@@ -258,6 +258,16 @@ def hex32(text, what):
     return bytes.fromhex(text)
 
 
+def decimal(text):
+    """A tree size or a leaf index: at most 20 decimal digits (a 64-bit
+    number, as rollcall writes them), so that no text of any length makes
+    Python convert a number of thousands of digits; None if it is not one."""
+    if not isinstance(text, str) or not re.fullmatch(r"[0-9]{1,20}", text):
+        return None
+    n = int(text)
+    return n if n < 1 << 64 else None
+
+
 def b64(text, what):
     try:
         return base64.b64decode(text, validate=True)
@@ -351,12 +361,12 @@ def verify_note(note, key, ed):
 def parse_checkpoint(text):
     """C2SP tlog-checkpoint: origin, tree size, base64 root hash."""
     lines = text.split("\n")
-    if len(lines) < 4 or not re.fullmatch(r"[0-9]+", lines[1]):
+    if len(lines) < 4 or decimal(lines[1]) is None:
         raise Broken("is not a checkpoint (origin, size, root)")
     root = b64(lines[2], "the root hash")
     if len(root) != 32:
         raise Broken("the root hash is not 32 bytes")
-    return lines[0], int(lines[1]), root
+    return lines[0], decimal(lines[1]), root
 
 
 # --- the checks ---
@@ -457,9 +467,9 @@ def parse_handover(note, ed):
     checkpoints = {}
     for line in lines[4:]:
         parts = line.split(" ")
-        if len(parts) != 4 or parts[0] != "checkpoint" or not re.fullmatch(r"[0-9]+", parts[2]):
+        if len(parts) != 4 or parts[0] != "checkpoint" or decimal(parts[2]) is None:
             raise Broken("a line is not `checkpoint <origin> <size> <root>`")
-        checkpoints[parts[1]] = (int(parts[2]), b64(parts[3], "a hand-over root"))
+        checkpoints[parts[1]] = (decimal(parts[2]), b64(parts[3], "a hand-over root"))
     for which, key in (("old", old), ("new", new)):
         try:
             verify_note(note, key, ed)
@@ -688,9 +698,11 @@ def parse_ranges(text):
     out = []
     for part in text.split(", "):
         m = re.fullmatch(r"(0|[1-9][0-9]*)(?:-(0|[1-9][0-9]*))?", part)
-        if not m or (m.group(2) is not None and int(m.group(2)) <= int(m.group(1))):
+        start = m and decimal(m.group(1))
+        end = m and decimal(m.group(2) or m.group(1))
+        if start is None or end is None or (m.group(2) is not None and end <= start):
             raise Broken("its list of erased leaves %r is not of the form `3, 7-9, 12`" % text)
-        out.append((int(m.group(1)), int(m.group(2) or m.group(1))))
+        out.append((start, end))
     return out
 
 
