@@ -751,6 +751,26 @@ async fn an_http_tenant_takes_the_vectors_and_refuses_forgeries(#[case] engine: 
         assert!((400..500).contains(&status), "{case}: {status} {body}");
         assert_eq!(status, expected, "{body}");
     }
+    // Hostile bodies (issue 16) under the robot's valid sign, which covers
+    // the timestamp and not the body: they reach the parser.
+    let deep = format!(
+        "{{\"msgtype\":{}1{}}}",
+        "[".repeat(20_000),
+        "]".repeat(20_000)
+    );
+    let mut invalid_utf8 = robot["body"].as_str().unwrap().as_bytes().to_vec();
+    invalid_utf8.splice(10..10, [0xff, 0xfe]);
+    for (name, body) in [
+        ("deep nesting", deep.into_bytes()),
+        ("invalid UTF-8", invalid_utf8),
+    ] {
+        let mut request = http().post(url(&app, "/callback/dingtalk/acme")).body(body);
+        for (k, v) in robot["headers"].as_object().unwrap() {
+            request = request.header(k, v.as_str().unwrap());
+        }
+        let status = request.send().await.unwrap().status();
+        assert!(status.is_client_error(), "{name}: {status}");
+    }
     let (status, _) = post(
         &app,
         "acme",

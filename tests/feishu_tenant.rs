@@ -207,6 +207,43 @@ async fn the_vectors_pass_and_forgeries_are_refused(#[case] engine: Engine) {
         ]
     };
     let oversize = json!({ "encrypt": "A".repeat(300 * 1024) }).to_string();
+    // Hostile bodies (issue 16), signed so that they reach the parsers: deep
+    // nesting sealed inside and bare outside, invalid UTF-8.
+    let deep = format!("{{\"a\":{}1{}}}", "[".repeat(20_000), "]".repeat(20_000));
+    let (deep_inside_headers, deep_inside) = sealed(&crypto, &deep, now);
+    let signed = |body: &[u8]| {
+        let ts = now.to_string();
+        let sig = crypto.sign(&ts, "n", body);
+        vec![
+            ("X-Lark-Request-Timestamp".to_owned(), ts),
+            ("X-Lark-Request-Nonce".to_owned(), "n".to_owned()),
+            ("X-Lark-Signature".to_owned(), sig),
+        ]
+    };
+    let deep_outside = deep.clone();
+    let invalid_utf8 = [
+        &good_body.as_bytes()[..12],
+        &[0xff, 0xfe],
+        &good_body.as_bytes()[12..],
+    ]
+    .concat();
+    let hostile: Vec<(&str, Headers, Vec<u8>)> = vec![
+        (
+            "deep nesting sealed inside",
+            deep_inside_headers,
+            deep_inside.into_bytes(),
+        ),
+        (
+            "deep nesting outside",
+            signed(deep_outside.as_bytes()),
+            deep_outside.into_bytes(),
+        ),
+        ("invalid UTF-8", signed(&invalid_utf8), invalid_utf8),
+    ];
+    for (name, headers, body) in hostile {
+        let (status, answer) = post_feishu(&app, &headers, body).await;
+        assert!((400..500).contains(&status), "{name}: {status} {answer}");
+    }
     let cases: Vec<(&str, Headers, String)> = vec![
         ("forged", forged, good_body.clone()),
         ("unsigned", Vec::new(), good_body.clone()),

@@ -189,9 +189,14 @@ api_base = "http://127.0.0.1:9"
 pub const VECTOR_WINDOW: u64 = 10 * 365 * 24 * 3600;
 
 pub async fn boot(db: &TestDb, replay_window_secs: u64) -> RunningApp {
+    boot_with(db, replay_window_secs, "").await
+}
+
+/// [`boot`], with `extra` (TOML: more tenants) in the configuration.
+pub async fn boot_with(db: &TestDb, replay_window_secs: u64, extra: &str) -> RunningApp {
     // The evidence key (and the witness beside it) of this test's own.
     let toml = format!(
-        "{}[evidence]\nkey_file = \"{}\"\n",
+        "{}{extra}[evidence]\nkey_file = \"{}\"\n",
         config_toml(&db.url, "127.0.0.1:0", 600),
         db.dir.path().join("rollcall-evidence.key").display()
     );

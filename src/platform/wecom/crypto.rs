@@ -157,10 +157,16 @@ impl WecomCrypto {
     /// Encrypts `msg` with the given 16 random bytes (for passive replies,
     /// the sandbox and the load generator).
     pub fn encrypt_with(&self, random: [u8; 16], msg: &str) -> String {
+        self.encrypt_bytes(random, msg.as_bytes())
+    }
+
+    /// Encrypts any bytes as a message (a peer's message need not be
+    /// UTF-8; a test sends what a hostile peer would).
+    pub fn encrypt_bytes(&self, random: [u8; 16], msg: &[u8]) -> String {
         let mut plain = Vec::with_capacity(20 + msg.len() + self.receive_id.len() + PAD_BLOCK);
         plain.extend_from_slice(&random);
         plain.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-        plain.extend_from_slice(msg.as_bytes());
+        plain.extend_from_slice(msg);
         plain.extend_from_slice(self.receive_id.as_bytes());
         let pad = PAD_BLOCK - plain.len() % PAD_BLOCK;
         plain.extend(std::iter::repeat_n(pad as u8, pad));
