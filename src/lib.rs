@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod keys;
 pub mod lease;
 pub mod loadgen;
+pub mod metrics;
 pub mod outbox;
 pub mod pdf;
 pub mod platform;

@@ -40,6 +40,18 @@ async fn readyz(State(state): State<Ingress>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<Ingress>) -> String {
-    state.metrics.render()
+/// Everything `/metrics` tells (`crate::metrics`): the callbacks, this
+/// process's counters, and the database's gauges.
+async fn metrics(State(state): State<Ingress>) -> Response {
+    let mut out = state.metrics.render();
+    crate::metrics::render_counters(&mut out);
+    crate::metrics::render_gauges(&state.db, chrono::Utc::now(), &mut out).await;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
 }

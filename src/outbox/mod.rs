@@ -449,10 +449,31 @@ enum Attempt {
     Over(Delivered),
 }
 
-/// Sends claimed `row` (its attempt is on record) with `payload`. A
-/// success is returned for [`record_sent`]; any other outcome is recorded
-/// here, each in its own transaction (they are rare).
+/// Sends claimed `row` (its attempt is on record) with `payload`, and
+/// counts the outcome for `/metrics`.
 async fn attempt(
+    rt: &Runtime,
+    on_give_up: &dyn OnGiveUp,
+    tenant: &Tenant,
+    row: outbox::Model,
+    payload: &Payload,
+) -> Result<Attempt, DeliverError> {
+    let channel = row.channel.clone();
+    let result = try_send(rt, on_give_up, tenant, row, payload).await;
+    let outcome = match &result {
+        Ok(Attempt::Sent(_)) => "sent",
+        Ok(Attempt::Over(Delivered::Done(how))) => how,
+        Ok(Attempt::Over(Delivered::RetryAfter(_))) => "retry",
+        Err(_) => "error",
+    };
+    crate::metrics::count_send(&channel, outcome);
+    result
+}
+
+/// One attempt of [`attempt`]. A success is returned for [`record_sent`];
+/// any other outcome is recorded here, each in its own transaction (they
+/// are rare).
+async fn try_send(
     rt: &Runtime,
     on_give_up: &dyn OnGiveUp,
     tenant: &Tenant,

@@ -442,10 +442,12 @@ impl DingtalkApi {
         if let Some(t) = slot.as_ref().filter(|t| Instant::now() < t.fresh_until) {
             return Ok(t.value.clone());
         }
-        let (value, lifetime) = match kind {
-            TokenKind::Legacy => self.fetch_legacy_token().await?,
-            TokenKind::V1 => self.fetch_v1_token().await?,
+        let fetched = match kind {
+            TokenKind::Legacy => self.fetch_legacy_token().await,
+            TokenKind::V1 => self.fetch_v1_token().await,
         };
+        crate::metrics::count_token_fetch("dingtalk", fetched.is_ok());
+        let (value, lifetime) = fetched?;
         *slot = Some(Token {
             value: value.clone(),
             fresh_until: Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN),

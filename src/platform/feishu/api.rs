@@ -237,7 +237,9 @@ impl FeishuApi {
         if let Some(t) = slot.as_ref().filter(|t| Instant::now() < t.fresh_until) {
             return Ok(t.value.clone());
         }
-        let (value, lifetime) = self.fetch_token().await?;
+        let fetched = self.fetch_token().await;
+        crate::metrics::count_token_fetch("feishu", fetched.is_ok());
+        let (value, lifetime) = fetched?;
         // A short-lived token (a stand-in's) is used for half its life.
         let margin = TOKEN_MARGIN.min(lifetime / 2);
         *slot = Some(Token {

@@ -193,35 +193,40 @@ impl WecomApi {
         if let Some(t) = slot.as_ref().filter(|t| Instant::now() < t.fresh_until) {
             return Ok(t.value.clone());
         }
-        let request = self
-            .http
-            .get(format!("{}/cgi-bin/gettoken", self.base))
-            .query(&[
-                ("corpid", self.corp_id.as_str()),
-                ("corpsecret", self.secret.expose()),
-            ]);
-        let (reply, _) = self.call(request).await?;
-        match (reply.errcode, reply.access_token) {
-            (0, Some(value)) => {
-                let lifetime = Duration::from_secs(reply.expires_in.unwrap_or(7200));
-                let fresh_until = Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN);
-                *slot = Some(Token {
-                    value: value.clone(),
-                    fresh_until,
-                });
-                Ok(value)
+        let fetched = async {
+            let request = self
+                .http
+                .get(format!("{}/cgi-bin/gettoken", self.base))
+                .query(&[
+                    ("corpid", self.corp_id.as_str()),
+                    ("corpsecret", self.secret.expose()),
+                ]);
+            let (reply, _) = self.call(request).await?;
+            match (reply.errcode, reply.access_token) {
+                (0, Some(value)) => {
+                    let lifetime = Duration::from_secs(reply.expires_in.unwrap_or(7200));
+                    let fresh_until = Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN);
+                    *slot = Some(Token {
+                        value: value.clone(),
+                        fresh_until,
+                    });
+                    Ok(value)
+                }
+                (-1, _) => Err(PlatformError::Retryable("gettoken: system busy".into())),
+                // Fetching the token is rate limited too.
+                (45009 | 45033, _) => Err(PlatformError::RateLimited {
+                    after_secs: RATE_LIMIT_BACKOFF_SECS,
+                    reason: format!("gettoken: {} {}", reply.errcode, reply.errmsg),
+                }),
+                (code, _) => Err(PlatformError::Permanent(format!(
+                    "gettoken refused: {code} {}",
+                    reply.errmsg
+                ))),
             }
-            (-1, _) => Err(PlatformError::Retryable("gettoken: system busy".into())),
-            // Fetching the token is rate limited too.
-            (45009 | 45033, _) => Err(PlatformError::RateLimited {
-                after_secs: RATE_LIMIT_BACKOFF_SECS,
-                reason: format!("gettoken: {} {}", reply.errcode, reply.errmsg),
-            }),
-            (code, _) => Err(PlatformError::Permanent(format!(
-                "gettoken refused: {code} {}",
-                reply.errmsg
-            ))),
         }
+        .await;
+        crate::metrics::count_token_fetch("wecom", fetched.is_ok());
+        fetched
     }
 
     /// Forgets `token` if it is still the cached one (WeCom rejected it).
