@@ -354,6 +354,16 @@ async fn a_byte_order_mark_is_accepted(#[case] engine: Engine) {
         .unwrap_err()
         .to_string();
     assert!(err.contains("line 2: is not UTF-8 text"), "{err}");
+    // A control character is refused where it stands, before PostgreSQL
+    // (which takes no NUL in text) sees it; a line break in a quoted
+    // address is kept. (Found by tests/fuzz.rs.)
+    let file = "user_id,name,postal_address\nlisi,李四\0,\nwangwu,王五,\"北京市\n朝阳区\"\n";
+    let err = import(&db, file).await.unwrap_err().to_string();
+    assert!(
+        err.contains("line 2, column name: holds a control character (U+0000)"),
+        "{err}"
+    );
+    assert!(!err.contains("line 3"), "{err}");
     db.close().await;
     test_db.cleanup().await;
 }

@@ -272,6 +272,21 @@ fn parse(
             );
             continue;
         }
+        // A control character is no part of a name or an address, and
+        // PostgreSQL refuses NUL in text (found by tests/fuzz.rs). Line
+        // breaks and tabs may stand in a quoted cell (an address).
+        if let Some((i, c)) = record.iter().enumerate().find_map(|(i, v)| {
+            v.chars()
+                .find(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+                .map(|c| (i, c))
+        }) {
+            problems.add(
+                line,
+                columns.get(i).copied().filter(|c| !c.is_empty()),
+                format!("holds a control character (U+{:04X})", u32::from(c)),
+            );
+            continue;
+        }
         let cell = |name: &str| -> Option<String> {
             columns
                 .iter()
