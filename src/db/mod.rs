@@ -100,9 +100,13 @@ impl Database {
             let options = PgConnectOptions::from_str(url).map_err(bad_url)?;
             // sqlx sets TCP_NODELAY on its sockets again since 0.9.1 (0.9.0
             // did not: every multi-row INSERT waited 40 ms for a delayed ACK).
+            // A connection not had within 3 s is a database that does not
+            // answer: the callback is refused with 503 at once (the platform
+            // retries; WeCom waits 5 s for an answer), not after 30 s
+            // (tests/chaos.rs restarts PostgreSQL under load).
             let pool = PgPoolOptions::new()
                 .max_connections(24)
-                .acquire_timeout(Duration::from_secs(30))
+                .acquire_timeout(Duration::from_secs(3))
                 .connect_with(options)
                 .await
                 .map_err(DbError::Connect)?;
@@ -147,8 +151,14 @@ impl Database {
     }
 
     /// Whether the database answers.
+    /// Whether the database answers within 2 s (`/readyz` must answer a
+    /// balancer quickly, whatever the database does).
     pub async fn ping(&self) -> bool {
-        self.orm.execute_unprepared("SELECT 1").await.is_ok()
+        let select = self.orm.execute_unprepared("SELECT 1");
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), select).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Closes the pool, waiting for connections to finish.
