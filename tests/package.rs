@@ -1159,6 +1159,9 @@ async fn verify_py_refuses_every_damage_without_crashing() {
         "verify_fuzz.py failed (it needs `pip install hypothesis`, which .ci/run does):\n{text}"
     );
     assert!(text.contains("damage_never_passes"), "{text}");
+    for line in text.lines().filter(|l| l.starts_with("verify_fuzz:")) {
+        eprintln!("{line}");
+    }
     close(db, story).await;
 }
 
