@@ -85,6 +85,8 @@ pub enum InboxError {
     Closed,
     #[error("could not commit: {0}")]
     Commit(String),
+    #[error("not committed within {0:?}")]
+    TimedOut(std::time::Duration),
 }
 
 /// A new callback row waiting for the next group commit.

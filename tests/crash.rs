@@ -5,38 +5,13 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 use rollcall::db::{Database, Engine};
 use rstest::rstest;
-
-fn spawn_serve(config: &std::path::Path, dir: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_rollcall"))
-        .args(["--config", config.to_str().unwrap(), "serve"])
-        .current_dir(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_ready(base: &str) {
-    let start = Instant::now();
-    let client = common::http();
-    loop {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        assert!(start.elapsed() < PATIENCE, "server did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[rstest]
 #[case::sqlite(Engine::Sqlite)]

@@ -100,13 +100,11 @@ impl Database {
             let options = PgConnectOptions::from_str(url).map_err(bad_url)?;
             // sqlx sets TCP_NODELAY on its sockets again since 0.9.1 (0.9.0
             // did not: every multi-row INSERT waited 40 ms for a delayed ACK).
-            // A connection not had within 3 s is a database that does not
-            // answer: the callback is refused with 503 at once (the platform
-            // retries; WeCom waits 5 s for an answer), not after 30 s
-            // (tests/chaos.rs restarts PostgreSQL under load).
+            // Workers wait for a connection as long as it takes a busy pool;
+            // a callback does not (`ingress::STORE_WAIT`).
             let pool = PgPoolOptions::new()
                 .max_connections(24)
-                .acquire_timeout(Duration::from_secs(3))
+                .acquire_timeout(Duration::from_secs(30))
                 .connect_with(options)
                 .await
                 .map_err(DbError::Connect)?;

@@ -99,7 +99,14 @@ pub async fn receive(
             plaintext,
             received_at,
         );
-        match state.inbox.store(row).await {
+        // A commit that does not come in time is refused with 503 (the
+        // platform retries; should it commit later, the retry is a
+        // duplicate): a database that is down costs a platform seconds, not
+        // the pool's 30 s wait for a connection (tests/chaos.rs).
+        let stored = tokio::time::timeout(super::STORE_WAIT, state.inbox.store(row))
+            .await
+            .unwrap_or_else(|_| Err(crate::inbox::InboxError::TimedOut(super::STORE_WAIT)));
+        match stored {
             Ok(Stored::New) => outcome = Outcome::Accepted,
             Ok(Stored::Duplicate) => {}
             // The database's words stay in the log, not in the answer.

@@ -25,6 +25,10 @@ pub use routes::{router, runtime_router};
 /// Largest callback body accepted.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
+/// How long a callback waits for its commit before it is refused with 503
+/// (WeCom waits 5 s for an answer).
+pub const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// What the ingress knows about one tenant: its platform's callback side.
 #[derive(Debug)]
 pub struct TenantIngress {

@@ -275,3 +275,30 @@ pub fn http() -> reqwest::Client {
     rollcall::tls::install_crypto_provider();
     reqwest::Client::new()
 }
+
+/// Starts the `rollcall serve` binary on `config`, in `dir`.
+pub fn spawn_serve(config: &std::path::Path, dir: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until the server at `base` answers `/readyz` with 200.
+pub async fn wait_ready(base: &str) {
+    let start = Instant::now();
+    let client = http();
+    loop {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        assert!(start.elapsed() < PATIENCE, "server did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
