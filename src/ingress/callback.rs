@@ -105,7 +105,7 @@ pub async fn receive(
         // the pool's 30 s wait for a connection (tests/chaos.rs).
         let stored = tokio::time::timeout(super::STORE_WAIT, state.inbox.store(row))
             .await
-            .unwrap_or_else(|_| Err(crate::inbox::InboxError::TimedOut(super::STORE_WAIT)));
+            .unwrap_or(Err(crate::inbox::InboxError::TimedOut(super::STORE_WAIT)));
         match stored {
             Ok(Stored::New) => outcome = Outcome::Accepted,
             Ok(Stored::Duplicate) => {}
