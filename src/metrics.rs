@@ -47,7 +47,8 @@ fn get(metric: &'static str, a: &str, b: &str) -> u64 {
 }
 
 /// One delivery attempt on `channel` ended as `outcome` (sent, retry,
-/// failed, undeliverable, unknown, cancelled, error).
+/// failed, undeliverable, unknown, error; a row cancelled before its
+/// attempt is not an attempt).
 pub fn count_send(channel: &str, outcome: &str) {
     add(SENDS.0, channel, outcome);
 }
