@@ -276,16 +276,43 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// A `rollcall serve` process, killed (SIGKILL) when dropped: a test that
+/// fails leaves no server behind holding the database's connections.
+pub struct Served(pub std::process::Child);
+
+impl std::ops::Deref for Served {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Served {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        // Killed and reaped already, when the test did it: both fail, harmlessly.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the `rollcall serve` binary on `config`, in `dir`.
-pub fn spawn_serve(config: &std::path::Path, dir: &std::path::Path) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
-        .args(["--config", config.to_str().unwrap(), "serve"])
-        .current_dir(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .unwrap()
+pub fn spawn_serve(config: &std::path::Path, dir: &std::path::Path) -> Served {
+    Served(
+        std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .args(["--config", config.to_str().unwrap(), "serve"])
+            .current_dir(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// Waits until the server at `base` answers `/readyz` with 200.
