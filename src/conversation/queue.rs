@@ -66,11 +66,19 @@ const BATCH_AT_LEAST: u64 = 16;
 /// How long a batch may hold its transaction before it stops taking events
 /// (the rest stay for the next batch). On SQLite the transaction holds the
 /// one write lock, which the outbox's sender waits for (a waiting commit of
-/// callbacks ends the batch at once, see [`Arrivals::commit_waiting`]); on
+/// callbacks ends the batch after [`SQLITE_TURN_AT_LEAST`], see
+/// [`Arrivals::commit_waiting`]); on
 /// PostgreSQL it holds its events' rows, and the longer it runs the more
 /// leaves it appends at its end, under the tenant's evidence-log head.
 pub const SQLITE_BUDGET: Duration = Duration::from_millis(250);
 pub const POSTGRES_BUDGET: Duration = Duration::from_millis(50);
+/// How long a batch on SQLite keeps the write lock before a waiting commit
+/// of callbacks ends it. Without it, a steady stream of callbacks (a commit
+/// nearly always waiting) left the handler one event per turn: 30–150
+/// events/s handled at 300–2,000 callbacks/s, the queue growing for as long
+/// as the stream lasted (the soak in `BENCHMARKS.md`). With it, the
+/// acknowledgement may wait this much longer.
+pub const SQLITE_TURN_AT_LEAST: Duration = Duration::from_millis(10);
 /// How often an idle handler looks for work it was not woken for (another
 /// instance's callbacks, a back-off that ended).
 const POLL_EVERY: Duration = Duration::from_millis(200);
@@ -295,16 +303,38 @@ async fn claim_from<C: sea_orm::ConnectionTrait>(
     let now = Utc::now();
     // People with an event waiting after a failure: rare, and left out of
     // the query so that their later events do not fill every batch.
-    let backing_off: Vec<Sender> = inbound_event::Entity::find()
-        .select_only()
-        .column(Column::TenantId)
-        .column(Column::FromUser)
-        .distinct()
-        .filter(Column::ProcessedAt.is_null())
-        .filter(Column::NotBefore.gt(now))
-        .into_tuple()
-        .all(conn)
-        .await?;
+    let backing_off: Vec<Sender> = match conn.get_database_backend() {
+        // SQLite's planner, left to itself, reads this through the index of
+        // `processed_at`: every unprocessed row, then each one's not_before,
+        // so that each claim cost time in proportion to the backlog, and a
+        // steady load the queue could not absorb at once slowed the handling
+        // further (the soak in BENCHMARKS.md). The partial index holds only
+        // the rows backing off.
+        sea_orm::DbBackend::Sqlite => conn
+            .query_all_raw(sea_orm::Statement::from_sql_and_values(
+                sea_orm::DbBackend::Sqlite,
+                "SELECT DISTINCT tenant_id, from_user FROM inbound_events \
+                 INDEXED BY ix_inbound_events_backing_off \
+                 WHERE processed_at IS NULL AND not_before > ?",
+                [now.into()],
+            ))
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get_by_index(0)?, r.try_get_by_index(1)?)))
+            .collect::<Result<_, sea_orm::DbErr>>()?,
+        _ => {
+            inbound_event::Entity::find()
+                .select_only()
+                .column(Column::TenantId)
+                .column(Column::FromUser)
+                .distinct()
+                .filter(Column::ProcessedAt.is_null())
+                .filter(Column::NotBefore.gt(now))
+                .into_tuple()
+                .all(conn)
+                .await?
+        }
+    };
     let mut query = inbound_event::Entity::find()
         .filter(Column::ProcessedAt.is_null())
         .filter(Column::Id.gte(from))
@@ -435,7 +465,10 @@ async fn handle_each(
     let mut stopped: HashSet<Sender> = HashSet::new();
     for (id, sender, ready) in prepared {
         // At least one event per batch, however slow.
-        if b.handled + b.failed > 0 && (began.elapsed() >= budget || yield_to()) {
+        if b.handled + b.failed > 0
+            && (began.elapsed() >= budget
+                || (began.elapsed() >= SQLITE_TURN_AT_LEAST && yield_to()))
+        {
             break;
         }
         if stopped.contains(&sender) {
