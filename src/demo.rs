@@ -492,6 +492,8 @@ pub trait Stage: Send + Sync {
     fn sent(&self) -> Vec<String>;
     /// The platform's next calls meet `faults`, in order.
     fn push_faults(&self, faults: &[StageFault]);
+    /// The platform's outage switch: while down, its whole API answers 503.
+    fn outage(&self) -> &crate::platform::sandbox::Outage;
     /// Makes `user` unknown to the platform's app.
     fn mark_invalid(&self, user: &str);
     /// How many times the card `card_id` reached the platform.
@@ -698,6 +700,10 @@ impl Stage for Sandboxed {
             .into_iter()
             .map(|m| m.body.to_string())
             .collect()
+    }
+
+    fn outage(&self) -> &crate::platform::sandbox::Outage {
+        self.sandbox.outage()
     }
 
     fn push_faults(&self, faults: &[StageFault]) {

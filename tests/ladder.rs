@@ -704,6 +704,188 @@ async fn every_fault_ends_sent_once_or_undeliverable_with_hr_told(
     db.cleanup().await;
 }
 
+/// Moves the clock minute by minute from `from` to `to` (HH:MM on `date`),
+/// a quarter of a second of real time each, so that the outbox's retries
+/// (at most a second apart here) meet the platform along the way.
+async fn minutes_pass(s: &dyn Stage, date: &str, from: u32, to: u32) {
+    for minute in from..=to {
+        s.at(date, &format!("{:02}:{:02}", minute / 60, minute % 60));
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// The outbox rows of one ladder step of 张三's case.
+fn step_rows<'a>(all: &'a [outbox::Model], case: i64, step: &str) -> Vec<&'a outbox::Model> {
+    let prefix = format!("notice:{case}:{step}:");
+    all.iter()
+        .filter(|r| r.idem_key.starts_with(&prefix))
+        .collect()
+}
+
+/// How many times the card of a chat `row` reached the platform.
+fn copies(s: &dyn Stage, row: &outbox::Model) -> usize {
+    let card: serde_json::Value = serde_json::from_str(&row.payload).unwrap();
+    s.card_copies(card["card_id"].as_str().expect("a chat notice is a card"))
+}
+
+/// A whole ladder (張三 misses 1–3 December) on each platform through its
+/// faults, the retry window cut to 30 minutes:
+/// - the first reminder meets the platform down for 20 minutes: it waits,
+///   retried, and arrives once when the platform is back; the check-ins
+///   made meanwhile are taken and answered afterwards;
+/// - the second reminder (张三 and his manager) meets it down for 45
+///   minutes, past the window: both copies are given up as failed, never
+///   sent, and HR is told of each once the platform answers again;
+/// - the formal notice meets a 5xx, "busy", a timeout, the frequency limit
+///   and an expired token on the chat, and an SMS gateway that takes the
+///   text and never answers: each chat copy arrives exactly once, the
+///   email is sent, the text is `unknown`, asked for once only, and HR is
+///   told to check it.
+#[rstest]
+#[case::sqlite_wecom(Engine::Sqlite, DemoPlatform::Wecom)]
+#[case::postgres_wecom(Engine::Postgres, DemoPlatform::Wecom)]
+#[case::sqlite_dingtalk(Engine::Sqlite, DemoPlatform::Dingtalk)]
+#[case::postgres_dingtalk(Engine::Postgres, DemoPlatform::Dingtalk)]
+#[case::sqlite_feishu(Engine::Sqlite, DemoPlatform::Feishu)]
+#[case::postgres_feishu(Engine::Postgres, DemoPlatform::Feishu)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_ladder_through_outages_and_a_hanging_sms_gateway(
+    #[case] engine: Engine,
+    #[case] platform: DemoPlatform,
+) {
+    use rollcall::platform::sandbox::SmsFault;
+    let db = TestDb::new(engine).await;
+    let staged = stage(
+        platform,
+        &db.url,
+        &db.dir.path().join("data.key"),
+        shanghai("2026-12-01", "07:00"),
+        "[tenants.attendance]\nscan_at = \"23:59\"\n[delivery]\nmax_backoff_secs = 1\ntimeout_secs = 1\nretry_for_secs = 1800\n",
+    )
+    .await
+    .unwrap();
+    let s = &*staged;
+    let others = but(&["zhangsan"]);
+    s.at("2026-12-01", "08:00");
+    s.check_in(&others).await.unwrap();
+
+    // 2 December: down for 20 minutes from 10:00.
+    s.at("2026-12-02", "10:00");
+    s.outage().set_down(true);
+    let report = rollcall::attendance::punches::scan(s.rt(), TENANT, None)
+        .await
+        .unwrap();
+    assert_eq!(report.opened, 1);
+    let z = case_of(s, "zhangsan").await.unwrap().id;
+    let answered: HashMap<&str, usize> = others.iter().map(|u| (*u, s.received(u).len())).collect();
+    for user in &others {
+        s.text(user, "打卡").await.unwrap();
+    }
+    minutes_pass(s, "2026-12-02", 10 * 60 + 1, 10 * 60 + 20).await;
+    let all = rows(s).await;
+    let first = step_rows(&all, z, "first_reminder");
+    assert_eq!(first.len(), 1, "{all:#?}");
+    assert_eq!(first[0].status, "pending", "{:#?}", first[0]);
+    assert!(first[0].attempts >= 2, "retried: {:#?}", first[0]);
+    assert_eq!(copies(s, first[0]), 0);
+    let refused = s.outage().refused();
+    assert!(refused >= 2, "{refused} calls met the outage");
+    s.outage().set_down(false);
+    s.settle().await.unwrap();
+    let all = rows(s).await;
+    let first = step_rows(&all, z, "first_reminder");
+    assert_eq!(first[0].status, "sent");
+    assert_eq!(copies(s, first[0]), 1, "the first reminder arrived once");
+    for user in &others {
+        assert_eq!(
+            s.received(user).len(),
+            answered[user] + 1,
+            "{user}'s check-in during the outage was answered once it ended"
+        );
+    }
+    s.at("2026-12-02", "11:00");
+    s.check_in(&others).await.unwrap();
+
+    // 3 December: down for 45 minutes, past the 30-minute window.
+    s.at("2026-12-03", "10:00");
+    s.outage().set_down(true);
+    rollcall::attendance::punches::scan(s.rt(), TENANT, None)
+        .await
+        .unwrap();
+    minutes_pass(s, "2026-12-03", 10 * 60 + 1, 10 * 60 + 45).await;
+    until_rows(s, "the second reminders are given up", |all| {
+        let second = step_rows(all, z, "second_reminder");
+        second.len() == 2 && second.iter().all(|r| r.status == "failed")
+    })
+    .await;
+    s.outage().set_down(false);
+    s.settle().await.unwrap();
+    let all = rows(s).await;
+    for row in step_rows(&all, z, "second_reminder") {
+        assert_eq!(copies(s, row), 0, "a failed copy never arrived: {row:#?}");
+        let told: Vec<&outbox::Model> = all
+            .iter()
+            .filter(|r| {
+                r.idem_key
+                    .starts_with(&format!("undeliverable:{}:", row.id))
+            })
+            .collect();
+        assert_eq!(told.len(), 1, "HR is told once of {}", row.idem_key);
+        assert_eq!(
+            (told[0].recipient.as_str(), told[0].status.as_str()),
+            ("wangmin", "sent")
+        );
+    }
+    s.at("2026-12-03", "11:00");
+    s.check_in(&others).await.unwrap();
+
+    // 4 December: the formal notice through every transient fault, and a
+    // gateway that takes the text and hangs.
+    s.push_faults(&[
+        StageFault::ServerError,
+        StageFault::Busy,
+        StageFault::Timeout(std::time::Duration::from_millis(1500)),
+        StageFault::RateLimited,
+        StageFault::ExpiredToken,
+    ]);
+    s.sms().push_fault(SmsFault::AcceptThenHang);
+    s.at("2026-12-04", "10:00");
+    s.scan().await.unwrap();
+    let all = rows(s).await;
+    let formal = step_rows(&all, z, "formal_notice");
+    let chat: Vec<&&outbox::Model> = formal.iter().filter(|r| r.channel == "chat").collect();
+    assert!(chat.len() >= 3, "张三, his manager and HR: {formal:#?}");
+    for row in &chat {
+        assert_eq!(row.status, "sent", "{row:#?}");
+        if row.payload.contains("card_id") {
+            assert_eq!(copies(s, row), 1, "{} arrived once", row.idem_key);
+        }
+    }
+    assert!(
+        chat.iter().any(|r| r.attempts > 1),
+        "the faults were met: {chat:#?}"
+    );
+    let email = formal.iter().find(|r| r.channel == "email").unwrap();
+    assert_eq!(email.status, "sent");
+    let sms = formal.iter().find(|r| r.channel == "sms").unwrap();
+    assert_eq!(sms.status, "unknown", "{sms:#?}");
+    let out_id = format!("{TENANT}:{}", sms.idem_key);
+    let asked = s.sms().requests();
+    assert_eq!(
+        asked.iter().filter(|r| **r == out_id).count(),
+        1,
+        "{asked:?}"
+    );
+    assert_eq!(s.sms().texts().len(), 1);
+    let told = all
+        .iter()
+        .find(|r| r.idem_key == format!("sms_unknown:{}:wangmin", sms.id))
+        .expect("HR is told to check the text");
+    assert_eq!(told.status, "sent");
+    staged.stop().await;
+    db.cleanup().await;
+}
+
 #[rstest]
 #[case::sqlite(Engine::Sqlite)]
 #[case::postgres(Engine::Postgres)]

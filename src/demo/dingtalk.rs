@@ -323,6 +323,10 @@ impl Stage for SandboxedDingtalk {
         texts.chain(cards).collect()
     }
 
+    fn outage(&self) -> &crate::platform::sandbox::Outage {
+        self.api.outage()
+    }
+
     fn push_faults(&self, faults: &[StageFault]) {
         for fault in faults {
             self.api.push_fault(match *fault {

@@ -154,6 +154,7 @@ struct Shared {
 pub struct SandboxApi {
     pub addr: SocketAddr,
     shared: Shared,
+    outage: super::Outage,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -177,6 +178,8 @@ impl SandboxApi {
             .route("/cgi-bin/user/list", get(user_list))
             .route("/cgi-bin/checkin/getcheckindata", post(checkin_data))
             .with_state(shared.clone());
+        let outage = super::Outage::default();
+        let router = outage.guard(router);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let server = tokio::spawn(async move {
@@ -185,8 +188,14 @@ impl SandboxApi {
         Ok(SandboxApi {
             addr,
             shared,
+            outage,
             server,
         })
+    }
+
+    /// This platform's outage switch.
+    pub fn outage(&self) -> &super::Outage {
+        &self.outage
     }
 
     /// The `api_base` to configure.

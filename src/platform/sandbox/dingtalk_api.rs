@@ -209,6 +209,7 @@ impl Shared {
 pub struct SandboxDingtalkApi {
     pub addr: SocketAddr,
     shared: Shared,
+    outage: super::Outage,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -249,14 +250,22 @@ impl SandboxDingtalkApi {
             )
             .route("/v1.0/gateway/connections/open", post(open_connection))
             .with_state(shared.clone());
+        let outage = super::Outage::default();
+        let router = outage.guard(router);
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
         Ok(SandboxDingtalkApi {
             addr,
             shared,
+            outage,
             server,
         })
+    }
+
+    /// This platform's outage switch.
+    pub fn outage(&self) -> &super::Outage {
+        &self.outage
     }
 
     /// The oapi.dingtalk.com stand-in.

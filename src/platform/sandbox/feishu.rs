@@ -164,6 +164,7 @@ impl Shared {
 pub struct SandboxFeishuApi {
     pub addr: SocketAddr,
     shared: Shared,
+    outage: super::Outage,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -205,14 +206,22 @@ impl SandboxFeishuApi {
                 post(user_flows),
             )
             .with_state(shared.clone());
+        let outage = super::Outage::default();
+        let router = outage.guard(router);
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
         Ok(SandboxFeishuApi {
             addr,
             shared,
+            outage,
             server,
         })
+    }
+
+    /// This platform's outage switch.
+    pub fn outage(&self) -> &super::Outage {
+        &self.outage
     }
 
     /// The `api_base` of a tenant on this sandbox.
