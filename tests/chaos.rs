@@ -3,8 +3,10 @@
 //! restarted under load. Whatever fails: every acknowledged callback is
 //! stored exactly once, every stored one is answered exactly once, no
 //! message reaches the platform twice, and the evidence log verifies.
+//! A kill while a package is built ends in one package and one link.
 //! (Platform faults during a whole ladder on each platform:
-//! `tests/ladder.rs::every_fault_ends_sent_once_or_undeliverable_with_hr_told`;
+//! `tests/ladder.rs::every_fault_ends_sent_once_or_undeliverable_with_hr_told`
+//! and `a_whole_ladder_through_outages_and_a_hanging_sms_gateway`;
 //! a send cut off between request and receipt: `tests/crash.rs`.)
 
 mod common;
@@ -733,4 +735,145 @@ async fn a_full_disk_refuses_callbacks_and_loses_nothing() {
         .unwrap();
     assert_eq!(check.0, "ok", "the file is not corrupted");
     store.close().await;
+}
+
+/// A large record about 张三 (16 MiB that do not compress), appended before
+/// the first start, so that building his package takes long enough to be
+/// killed halfway.
+async fn large_record(path: &std::path::Path) {
+    let toml = std::fs::read_to_string(path).unwrap();
+    let config = rollcall::config::Config::parse(&toml, &no_env()).unwrap();
+    let rt = rollcall::app::runtime(&config, Arc::new(rollcall::clock::SystemClock))
+        .await
+        .unwrap();
+    let mut photo = vec![0u8; 16 << 20];
+    rand::Rng::fill(&mut rand::rng(), &mut photo[..]);
+    let txn = sea_orm::TransactionTrait::begin(&rt.db.orm).await.unwrap();
+    rollcall::evidence::append_one(
+        &txn,
+        TENANT,
+        chrono::Utc::now(),
+        rollcall::evidence::NewLeaf::new("note")
+            .subject(Some("zhangsan"))
+            .raw("photo", "image/jpeg", photo),
+    )
+    .await
+    .unwrap();
+    txn.commit().await.unwrap();
+    rt.db.clone().close().await;
+}
+
+/// The links to packages HR received so far (the platform's copies).
+fn links(platform: &SandboxPlatform) -> Vec<String> {
+    platform
+        .api
+        .sent()
+        .iter()
+        .filter(|m| m.touser.split('|').any(|u| u == "wangmin"))
+        .filter_map(|m| {
+            let text = m.body.to_string();
+            let at = text.find("/export/")? + "/export/".len();
+            Some(
+                text[at..]
+                    .chars()
+                    .take_while(char::is_ascii_hexdigit)
+                    .collect::<String>(),
+            )
+        })
+        .filter(|token| token.len() == 64)
+        .collect()
+}
+
+/// Killed while it builds a package, twice (each time as soon as the new
+/// process's export worker holds the job), rollcall still ends with one
+/// package and one link: after a restart the job runs again (on SQLite at
+/// once, on PostgreSQL once the dead worker misses its heartbeats), the
+/// link downloads a whole package about 张三, and the log verifies.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_mid_export_still_ends_in_one_link(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let platform = SandboxPlatform::start().await.unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let config = chaos_config(db.dir.path(), &db.url, &platform, port);
+    seed(&config, true).await;
+    large_record(&config).await;
+    let store = Database::connect(&db.url).await.unwrap();
+    let mut server = spawn_serve(&config, db.dir.path());
+    wait_ready(&base).await;
+    let phone = platform
+        .callback_sender(&format!("{base}/callback/wecom/{TENANT}"))
+        .unwrap();
+    let asked = phone
+        .text("wangmin", "/导出 张三", chrono::Utc::now().timestamp())
+        .await;
+    assert!(asked.delivered);
+
+    let queue = rollcall::jobs::EXPORT_QUEUE;
+    let mut kills = 0;
+    let started = Instant::now();
+    while kills < 2 {
+        let jobs = rollcall::workers::jobs_like(&store, queue, "export:%")
+            .await
+            .unwrap();
+        let ours = format!("lock_by={queue}-{}-", server.id());
+        if jobs
+            .iter()
+            .any(|j| j.contains(" Running ") && j.contains(&ours))
+        {
+            server.kill().unwrap(); // SIGKILL, mid-build
+            server.wait().unwrap();
+            kills += 1;
+            assert!(
+                links(&platform).is_empty(),
+                "no link before the package is built"
+            );
+            assert_evidence_verifies(&config, db.dir.path(), &format!("after kill {kills}"));
+            server = spawn_serve(&config, db.dir.path());
+            wait_ready(&base).await;
+            continue;
+        }
+        assert!(
+            started.elapsed() < PATIENCE && links(&platform).is_empty(),
+            "the build was not caught running: {jobs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // The last start builds it: one link.
+    while links(&platform).is_empty() {
+        assert!(started.elapsed() < 2 * PATIENCE, "HR never got the link");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let downloads = entity::export_download::Entity::find()
+        .all(&store.orm)
+        .await
+        .unwrap();
+    assert_eq!(downloads.len(), 1, "one request, one package");
+    assert_eq!(downloads[0].status, "ready");
+    let got = links(&platform);
+    assert_eq!(got.len(), 1, "one link: {got:?}");
+    let package = http()
+        .get(format!("{base}/export/{}", got[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(package.status(), 200);
+    let bytes = package.bytes().await.unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
+    let mut leaves = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name("leaves.jsonl").unwrap(), &mut leaves).unwrap();
+    assert!(leaves.contains("zhangsan"), "the package is about 张三");
+    for name in ["manifest.json", "manifest.sig", "verify.py"] {
+        assert!(zip.by_name(name).is_ok(), "{name} is in the package");
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_evidence_verifies(&config, db.dir.path(), "at the end");
+    assert_eq!(links(&platform).len(), 1, "still one link");
+    store.close().await;
+    db.cleanup().await;
 }

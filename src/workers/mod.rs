@@ -98,7 +98,9 @@ pub async fn recover(db: &Database) -> Result<u64, sqlx::Error> {
             let pool = db.sqlite();
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
             let mut reset = 0;
-            for queue in [SCAN_QUEUE, READ_QUEUE] {
+            // The export queue too: a package being built at a kill waited
+            // otherwise for the heartbeats to find its worker dead (15 s).
+            for queue in [SCAN_QUEUE, READ_QUEUE, EXPORT_QUEUE] {
                 // Dead for 0 s or more: every worker.
                 reset += apalis_sqlite::queries::reenqueue_orphaned(
                     &mut *tx,
