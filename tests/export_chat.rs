@@ -212,3 +212,101 @@ async fn hr_gets_a_package_through_a_one_time_link(#[case] engine: Engine) {
     s.stop().await;
     db.cleanup().await;
 }
+
+/// The link of one case opens that case's package only: two people's cases
+/// exported side by side, each token gives its own person's record and
+/// nothing of the other's, using one does not use up the other, and a token
+/// one character off is not found.
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_link_opens_its_own_case_only(#[case] engine: Engine) {
+    let db = TestDb::new(engine).await;
+    let s = Sandboxed::start(
+        &db.url,
+        &db.dir.path().join("data.key"),
+        shanghai("2026-12-01", "07:00"),
+        "[tenants.attendance]\nscan_at = \"23:59\"\n",
+    )
+    .await
+    .unwrap();
+    s.at("2026-12-01", "08:00");
+    s.check_in(&["wangmin", "zhaogang", "wangwu"])
+        .await
+        .unwrap();
+    s.at("2026-12-02", "10:00");
+    s.scan().await.unwrap();
+    let mut tokens = Vec::new();
+    for name in ["张三", "李四"] {
+        s.say("wangmin", &format!("/导出 {name}")).await.unwrap();
+        let start = Instant::now();
+        let link = loop {
+            let links: Vec<String> = texts(&s, "wangmin")
+                .into_iter()
+                .filter(|t| t.contains("/export/"))
+                .collect();
+            if links.len() > tokens.len() {
+                break links[tokens.len()].clone();
+            }
+            assert!(start.elapsed() < PATIENCE, "no link for {name}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let token = link
+            .split("/export/")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap()
+            .to_owned();
+        tokens.push(token);
+    }
+    assert_ne!(tokens[0], tokens[1]);
+    let start = Instant::now();
+    while entity::export_download::Entity::find()
+        .all(&s.rt.db.orm)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.status == "ready")
+        .count()
+        < 2
+    {
+        assert!(start.elapsed() < PATIENCE, "both packages ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // One character off: not found, and neither real link is used up.
+    let mut forged = tokens[0].clone().into_bytes();
+    forged[10] = if forged[10] == b'0' { b'1' } else { b'0' };
+    let forged = String::from_utf8(forged).unwrap();
+    let off = http()
+        .get(format!("http://{}/export/{forged}", s.app.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(off.status(), 404);
+    for (token, own, other) in [
+        (&tokens[1], "lisi", "zhangsan"),
+        (&tokens[0], "zhangsan", "lisi"),
+    ] {
+        let got = http()
+            .get(format!("http://{}/export/{token}", s.app.addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 200, "{own}'s link");
+        let bytes = got.bytes().await.unwrap();
+        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
+        let mut leaves = String::new();
+        zip.by_name("leaves.jsonl")
+            .unwrap()
+            .read_to_string(&mut leaves)
+            .unwrap();
+        assert!(leaves.contains(own), "{own}'s package holds {own}'s record");
+        assert!(
+            !leaves.contains(other),
+            "{own}'s package holds nothing of {other}'s"
+        );
+    }
+    s.stop().await;
+    db.cleanup().await;
+}
