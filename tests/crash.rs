@@ -110,11 +110,19 @@ async fn kill_dash_nine_loses_no_acknowledged_callback(#[case] engine: Engine) {
 /// A notice whose request reached the platform but whose answer never came
 /// back (the process was killed in between) is sent again after the restart,
 /// and WeCom's duplicate check keeps the employee from getting it twice.
+/// With `moved`, the employee checks in after the restart, before the
+/// attempt counts as cut off: the notice is not sent again, and it is
+/// recorded `cancelled` with the reason that it may have arrived.
 #[rstest]
-#[case::sqlite(Engine::Sqlite)]
-#[case::postgres(Engine::Postgres)]
+#[case::sqlite(Engine::Sqlite, false)]
+#[case::postgres(Engine::Postgres, false)]
+#[case::sqlite_case_moved(Engine::Sqlite, true)]
+#[case::postgres_case_moved(Engine::Postgres, true)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_notice_cut_off_between_send_and_receipt_arrives_once(#[case] engine: Engine) {
+async fn a_notice_cut_off_between_send_and_receipt_arrives_once(
+    #[case] engine: Engine,
+    #[case] moved: bool,
+) {
     use chrono::TimeZone;
     use entity::outbox;
     use rollcall::demo::{SandboxPlatform, TENANT};
@@ -191,6 +199,65 @@ async fn a_notice_cut_off_between_send_and_receipt_arrives_once(#[case] engine: 
     std::fs::write(&config_path, toml_with_timeout(5)).unwrap();
     let mut server = spawn_serve(&config_path, db.dir.path());
     wait_ready(&base).await;
+    if moved {
+        let who = &cut_off[0].recipient;
+        let phone = platform
+            .callback_sender(&format!("{base}/callback/wecom/{TENANT}"))
+            .unwrap();
+        assert!(
+            phone
+                .text(who, "打卡", chrono::Utc::now().timestamp())
+                .await
+                .delivered
+        );
+        let start = Instant::now();
+        let row = loop {
+            let row = outbox::Entity::find_by_id(cut_off[0].id)
+                .one(&store.orm)
+                .await
+                .unwrap()
+                .unwrap();
+            if row.status != "sending" {
+                break row;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "the cut-off notice stayed sending"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(row.status, "cancelled", "{row:#?}");
+        assert_eq!(
+            row.error.as_deref(),
+            Some(rollcall::outbox::CANCELLED_AFTER_CUT_OFF)
+        );
+        let leaf = entity::evidence_leaf::Entity::find()
+            .filter(entity::evidence_leaf::Column::Kind.eq("message_cancelled"))
+            .one(&store.orm)
+            .await
+            .unwrap()
+            .expect("the cancellation is on record");
+        assert!(
+            leaf.content
+                .unwrap_or_default()
+                .contains("may have taken it"),
+            "the record says it may have arrived"
+        );
+        server.kill().unwrap();
+        server.wait().unwrap();
+        // The five notices, each once (the sixth message is the check-in's
+        // reply).
+        let cards = platform
+            .api
+            .sent()
+            .into_iter()
+            .filter(|m| m.msgtype == "template_card")
+            .count();
+        assert_eq!(cards, 5, "nothing sent again");
+        store.close().await;
+        db.cleanup().await;
+        return;
+    }
     let start = Instant::now();
     loop {
         let rows = outbox::Entity::find().all(&store.orm).await.unwrap();

@@ -395,6 +395,10 @@ async fn judge<C: ConnectionTrait>(
     Ok(Verdict::Go(tenant, payload))
 }
 
+/// Why a row whose attempt was cut off (a crash between request and
+/// receipt) and whose case then moved on is cancelled: it may have arrived.
+pub const CANCELLED_AFTER_CUT_OFF: &str = "the case changed before it was sent again; an earlier attempt was cut off between request and receipt, so the platform may have taken it";
+
 /// Ends `row` as `verdict` (anything but [`Verdict::Go`]) says, in its own
 /// transaction.
 async fn settle(
@@ -411,7 +415,14 @@ async fn settle(
             Ok(Delivered::Done("failed"))
         }
         Verdict::CaseMoved => {
-            let why = "the case changed before sending";
+            // A row still `sending` here had an attempt cut off between
+            // request and receipt (a crash): the platform may have taken it,
+            // and the record must not say it went nowhere.
+            let why = if OutboxStatus::of(row) == Some(OutboxStatus::Sending) {
+                CANCELLED_AFTER_CUT_OFF
+            } else {
+                "the case changed before sending"
+            };
             finish(rt, row, OutboxStatus::Cancelled, Some(why)).await?;
             Ok(Delivered::Done("cancelled"))
         }
