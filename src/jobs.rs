@@ -26,6 +26,9 @@ pub const SCAN_QUEUE: &str = "rollcall.scan";
 pub const EXPORT_QUEUE: &str = "rollcall.export";
 /// The queue of [`CheckRead`] jobs.
 pub const READ_QUEUE: &str = "rollcall.read_status";
+/// Every queue rollcall's workers run (start-up recovery sets back the
+/// jobs a killed process held in each).
+pub const QUEUES: [&str; 3] = [SCAN_QUEUE, EXPORT_QUEUE, READ_QUEUE];
 
 /// Ask the platform whether a sent notice was read (check `round`, see
 /// `outbox::reads`).

@@ -98,9 +98,9 @@ pub async fn recover(db: &Database) -> Result<u64, sqlx::Error> {
             let pool = db.sqlite();
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
             let mut reset = 0;
-            // The export queue too: a package being built at a kill waited
-            // otherwise for the heartbeats to find its worker dead (15 s).
-            for queue in [SCAN_QUEUE, READ_QUEUE, EXPORT_QUEUE] {
+            // Every queue: one left out (the export queue was) waits for
+            // the heartbeats to find its dead worker's jobs (15 s).
+            for queue in crate::jobs::QUEUES {
                 // Dead for 0 s or more: every worker.
                 reset += apalis_sqlite::queries::reenqueue_orphaned(
                     &mut *tx,
