@@ -92,6 +92,19 @@ async fn seed(path: &std::path::Path, notices: bool) {
     rt.db.clone().close().await;
 }
 
+/// A database of `engine`, the sandbox platform, and rollcall's address
+/// and configuration on them, seeded with notices waiting (see [`seed`]).
+async fn with_notices_waiting(
+    engine: Engine,
+) -> (TestDb, SandboxPlatform, String, std::path::PathBuf) {
+    let db = TestDb::new(engine).await;
+    let platform = SandboxPlatform::start().await.unwrap();
+    let port = free_port();
+    let config = chaos_config(db.dir.path(), &db.url, &platform, port);
+    seed(&config, true).await;
+    (db, platform, format!("http://127.0.0.1:{port}"), config)
+}
+
 /// Four phones send check-ins until `stop` or the server dies under them;
 /// returns the keys of the callbacks answered `success`.
 async fn load(platform: &SandboxPlatform, base: &str, stop: Duration) -> HashSet<String> {
@@ -171,12 +184,7 @@ async fn drained(store: &Database) -> (Vec<inbound_event::Model>, Vec<outbox::Mo
 #[case::postgres(Engine::Postgres)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_kills_under_load_lose_nothing_and_send_nothing_twice(#[case] engine: Engine) {
-    let db = TestDb::new(engine).await;
-    let platform = SandboxPlatform::start().await.unwrap();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let config = chaos_config(db.dir.path(), &db.url, &platform, port);
-    seed(&config, true).await;
+    let (db, platform, base, config) = with_notices_waiting(engine).await;
 
     let mut acked = HashSet::new();
     for cycle in 0..20 {
@@ -794,12 +802,7 @@ fn links(platform: &SandboxPlatform) -> Vec<String> {
 #[case::postgres(Engine::Postgres)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_mid_export_still_ends_in_one_link(#[case] engine: Engine) {
-    let db = TestDb::new(engine).await;
-    let platform = SandboxPlatform::start().await.unwrap();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let config = chaos_config(db.dir.path(), &db.url, &platform, port);
-    seed(&config, true).await;
+    let (db, platform, base, config) = with_notices_waiting(engine).await;
     large_record(&config).await;
     let store = Database::connect(&db.url).await.unwrap();
     let mut server = spawn_serve(&config, db.dir.path());
