@@ -74,9 +74,10 @@ pub const SQLITE_BUDGET: Duration = Duration::from_millis(250);
 pub const POSTGRES_BUDGET: Duration = Duration::from_millis(50);
 /// How long a batch on SQLite keeps the write lock before a waiting commit
 /// of callbacks ends it. Without it, a steady stream of callbacks (a commit
-/// nearly always waiting) left the handler one event per turn: 30–150
-/// events/s handled at 300–2,000 callbacks/s, the queue growing for as long
-/// as the stream lasted (the soak in `BENCHMARKS.md`). With it, the
+/// nearly always waiting) left the handler one event per turn: about 30
+/// events/s handled at 2,000 callbacks/s, and fewer than arrived even at
+/// 300/s, the queue growing for as long as the stream lasted (the soak in
+/// `BENCHMARKS.md`). With it, the
 /// acknowledgement may wait this much longer.
 pub const SQLITE_TURN_AT_LEAST: Duration = Duration::from_millis(10);
 /// How often an idle handler looks for work it was not woken for (another
