@@ -230,17 +230,33 @@ async fn batch_of(
     match rt.db.engine {
         Engine::Sqlite => {
             // One process owns the file: read without a lock, download, and
-            // only then take the write lock.
+            // only then take the write lock. Where the time went (reading the
+            // queue, downloads, the wait for the turn to write, handling, the
+            // commit) is logged at debug level (`BENCHMARKS.md`, the soak).
+            let began = Instant::now();
             let rows = claim(db, false, limit, horizon).await?;
             if rows.is_empty() {
                 return Ok(Batch::default());
             }
+            let claimed = Instant::now();
             let prepared = prepare_all(rt, rows).await;
+            let ready = Instant::now();
             let txn = rt.db.write().await?;
+            let turn = Instant::now();
             let yield_to = || arrivals.is_some_and(Arrivals::commit_waiting);
             let budget = arrivals.map_or(Duration::MAX, |_| SQLITE_BUDGET);
             let b = handle_all(rt, &txn, prepared, budget, &yield_to).await?;
+            let handled = Instant::now();
             txn.commit().await?;
+            tracing::debug!(
+                handled = b.handled,
+                claim = ?(claimed - began),
+                prepare = ?(ready - claimed),
+                turn = ?(turn - ready),
+                handle = ?(handled - turn),
+                commit = ?handled.elapsed(),
+                "where a batch's time went"
+            );
             wake_sender(rt, &b);
             Ok(b)
         }
