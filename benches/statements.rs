@@ -6,11 +6,10 @@
 //!
 //!     cargo bench --bench statements
 //!
-//! Every statement is handed to the connection's worker thread and its
-//! answer handed back, so its cost is mostly those two hand-offs between
-//! threads; on a virtual machine a hand-off that wakes a sleeping thread on
-//! another core costs far more than one that does not, and the figures of a
-//! run vary with that (the range over runs is in `BENCHMARKS.md`).
+//! sqlx runs every statement on the connection's own thread: the task hands
+//! it over and waits for the answer, so a figure is that round trip as well
+//! as SQLite's work. The figures vary from run to run (the range over runs
+//! is in `BENCHMARKS.md`).
 
 use std::time::{Duration, Instant};
 
