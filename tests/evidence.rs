@@ -1092,15 +1092,21 @@ async fn the_command_line_reports_and_exits_non_zero_on_a_problem() {
     let db = TestDb::new(Engine::Sqlite).await;
     let (conn, signer) = story(&db, DemoPlatform::Wecom).await;
     let dir = db.dir.path();
-    std::fs::write(
-        dir.join("rollcall.toml"),
-        format!(
-            "[database]\nurl = \"{}\"\n[evidence]\nkey_file = \"{}\"\n",
-            db.url,
-            evidence_key(&db).display()
-        ),
-    )
-    .unwrap();
+    // The story's clock is simulated; `verify` judges an unsigned tail stale
+    // by the real one. A century between checkpoints keeps it fresh
+    // whatever today's date is; one second (below) makes it stale.
+    let config = |checkpoint_every_secs: u64| {
+        std::fs::write(
+            dir.join("rollcall.toml"),
+            format!(
+                "[database]\nurl = \"{}\"\n[evidence]\nkey_file = \"{}\"\ncheckpoint_every_secs = {checkpoint_every_secs}\n",
+                db.url,
+                evidence_key(&db).display()
+            ),
+        )
+        .unwrap();
+    };
+    config(100 * 365 * 86_400);
     let out = rollcall(dir, &["evidence", "verify", "--tenant", TENANT]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -1128,6 +1134,20 @@ async fn the_command_line_reports_and_exits_non_zero_on_a_problem() {
         )),
         "{stdout}"
     );
+    let signed = chrono::DateTime::parse_from_rfc3339("2026-12-08T00:10:00Z").unwrap();
+    if chrono::Utc::now() > signed + chrono::Duration::minutes(2) {
+        config(1);
+        let out = rollcall(dir, &["evidence", "verify", "--tenant", TENANT]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "a stale tail is a warning: {stdout}");
+        assert!(
+            stdout.contains(
+                "signed at 2026-12-08T00:10:00Z; STALE: the service has not signed them in twice evidence.checkpoint_every_secs\n"
+            ),
+            "{stdout}"
+        );
+        config(100 * 365 * 86_400);
+    }
 
     let leaf = leaf_with(&conn, "message_sent", "\"text_sha256\":\"").await;
     let original = leaf.content.clone().unwrap();
