@@ -312,8 +312,9 @@ pub struct AttendanceConfig {
     pub rest_days: RestDays,
     /// How long after midnight (tenant's zone) a day may still change.
     pub grace: chrono::Duration,
-    /// When the daily absence scan runs (tenant's zone).
-    pub scan_at: NaiveTime,
+    /// When the daily absence scan runs (tenant's zone); `None` (`"off"`):
+    /// never by itself, only `rollcall scan`.
+    pub scan_at: Option<NaiveTime>,
     /// Statutory holidays and adjusted workdays: shipped years plus overrides.
     pub calendar: HolidayCalendar,
     /// Read the punches of the platform's own attendance app before each
@@ -1174,12 +1175,15 @@ fn resolve_attendance(prefix: &str, a: RawAttendance) -> Result<AttendanceConfig
         return Err(invalid(key("grace_minutes"), "must be between 0 and 1440"));
     }
     let scan_text = a.scan_at.unwrap_or_else(|| "10:00".to_owned());
-    let scan_at = NaiveTime::parse_from_str(&scan_text, "%H:%M").map_err(|_| {
-        invalid(
-            key("scan_at"),
-            format!("`{scan_text}` is not a time like 10:00"),
-        )
-    })?;
+    let scan_at = match scan_text.as_str() {
+        "off" => None,
+        text => Some(NaiveTime::parse_from_str(text, "%H:%M").map_err(|_| {
+            invalid(
+                key("scan_at"),
+                format!("`{scan_text}` is not a time like 10:00, nor `off`"),
+            )
+        })?),
+    };
     let mut calendar = HolidayCalendar::shipped()
         .map_err(|e| invalid(key("holidays"), format!("shipped data: {e}")))?;
     for (j, path) in a.holidays.iter().enumerate() {
@@ -1909,10 +1913,27 @@ mod tests {
     #[case::bad_api_base(&tenant("").replace("encoding_aes_key", "api_base = \"ftp://x\"\nencoding_aes_key"), "tenants[0].wecom.api_base")]
     #[case::witness_not_an_address(&format!("{}[tenants.evidence]\nwitness_emails = [\"notary at example.cn\"]\n", tenant("")), "tenants[0].evidence.witness_emails")]
     #[case::witness_without_mail(&format!("{}[tenants.evidence]\nwitness_emails = [\"notary@example.cn\"]\n", tenant("")), "tenants[0].evidence.witness_emails")]
+    #[case::bad_scan_at(&format!("{}[tenants.attendance]\nscan_at = \"never\"\n", tenant("")), "tenants[0].attendance.scan_at")]
     #[case::no_evidence_window(&format!("{}[tenants.departure]\nevidence_window_minutes = 0\n", tenant("")), "tenants[0].departure.evidence_window_minutes")]
     fn bad_config_names_the_key(#[case] text: &str, #[case] key: &str) {
         let err = Config::parse(text, &[]).unwrap_err().to_string();
         assert!(err.contains(&format!("`{key}`")), "{err}");
+    }
+
+    #[rstest]
+    #[case::default("", Some("10:00"))]
+    #[case::set("scan_at = \"07:30\"\n", Some("07:30"))]
+    #[case::off("scan_at = \"off\"\n", None)]
+    fn the_daily_scan_runs_at_its_time_or_is_off(
+        #[case] attendance: &str,
+        #[case] expected: Option<&str>,
+    ) {
+        let text = format!("{}[tenants.attendance]\n{attendance}", tenant(""));
+        let c = Config::parse(&text, &[]).unwrap();
+        assert_eq!(
+            c.tenants[0].attendance.scan_at,
+            expected.map(|t| NaiveTime::parse_from_str(t, "%H:%M").unwrap())
+        );
     }
 
     #[test]

@@ -224,12 +224,15 @@ async fn tick(_tick: apalis_cron::Tick, rt: Data<Runtime>) -> Result<(), BoxDynE
 
 /// Enqueues each tenant's scan once its `scan_at` has passed (local time):
 /// the scan of the last ended workday, and once an hour a scan of that same
-/// day again, which only checks deadlines (counting is idempotent).
+/// day again, which only checks deadlines (counting is idempotent). A tenant
+/// whose `scan_at` is off is scanned only by `rollcall scan`.
 async fn schedule_scans(rt: &Runtime) -> Result<(), sea_orm::DbErr> {
     let now = rt.clock.now();
     for tenant in rt.tenants() {
         let local = now.with_timezone(&tenant.config.timezone);
-        let scan_at = tenant.config.attendance.scan_at;
+        let Some(scan_at) = tenant.config.attendance.scan_at else {
+            continue;
+        };
         if local.time() < scan_at {
             continue;
         }
