@@ -1,6 +1,7 @@
 //! The inbox as the queue (`conversation::queue`), on the real database:
 //! batches claim the oldest events whose sender has nothing earlier
-//! waiting outside the batch; a failing event is rolled back alone, waits its back-off, holds
+//! waiting outside the batch; a failing event is rolled back alone (even
+//! after it wrote), waits its back-off, holds
 //! only its own sender's later messages, and is given up after the last
 //! attempt; handlers side by side handle every event exactly once, each
 //! sender's in order.
@@ -213,6 +214,104 @@ async fn handlers_side_by_side_handle_each_event_once_in_each_senders_order(
             );
         }
     }
+    rt.db.close().await;
+    db.cleanup().await;
+}
+
+/// A trigger that refuses to classify event `key` (the last write its
+/// handling makes, after its reply is queued and its leaves kept).
+async fn refuse_to_classify(rt: &Runtime, engine: Engine, key: &str) {
+    use sea_orm::ConnectionTrait as _;
+    let sql = match engine {
+        Engine::Sqlite => format!(
+            "CREATE TRIGGER refuse BEFORE UPDATE ON inbound_events \
+             WHEN NEW.classification IS NOT NULL AND NEW.msg_key = '{key}' \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        ),
+        Engine::Postgres => format!(
+            "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN \
+             IF NEW.classification IS NOT NULL AND NEW.msg_key = '{key}' THEN \
+             RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER refuse BEFORE UPDATE ON inbound_events \
+             FOR EACH ROW EXECUTE FUNCTION refuse();"
+        ),
+    };
+    rt.db.orm.execute_unprepared(&sql).await.unwrap();
+}
+
+#[rstest]
+#[case::sqlite(Engine::Sqlite)]
+#[case::postgres(Engine::Postgres)]
+#[tokio::test]
+async fn an_event_failing_at_its_last_write_leaves_nothing_and_the_others_commit(
+    #[case] engine: Engine,
+) {
+    let db = TestDb::new(engine).await;
+    let rt = runtime(&db).await;
+    store(
+        &rt,
+        vec![
+            text("laozhang", "c", None),
+            text("xiaoli", "a", None),
+            text("xiaoli", "b", None),
+            text("dawei", "d", None),
+        ],
+    )
+    .await;
+    refuse_to_classify(&rt, engine, "a").await;
+
+    let b = queue::batch(&rt).await.unwrap();
+    assert_eq!((b.claimed, b.handled, b.failed), (4, 2, 1));
+    let a = event(&rt, "a").await;
+    assert_eq!(a.attempts, 1);
+    assert!(a.processed_at.is_none());
+    assert!(a.classification.is_none());
+    assert!(
+        a.last_error
+            .as_deref()
+            .unwrap()
+            .contains("refused by the test"),
+        "{:?}",
+        a.last_error
+    );
+    assert!(
+        event(&rt, "b").await.processed_at.is_none(),
+        "b waits for a"
+    );
+    for key in ["c", "d"] {
+        let e = event(&rt, key).await;
+        assert!(e.processed_at.is_some(), "{key}");
+        assert_eq!(e.classification.as_deref(), Some("unknown_sender"), "{key}");
+    }
+    // What a wrote before its last write is gone: no reply to xiaoli, no
+    // leaf of hers; each of the others has its reply and its callback leaf.
+    let replies: Vec<String> = entity::outbox::Entity::find()
+        .all(&rt.db.orm)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.recipient)
+        .collect();
+    let mut replies_sorted = replies.clone();
+    replies_sorted.sort();
+    assert_eq!(replies_sorted, ["dawei", "laozhang"], "{replies:?}");
+    let callbacks: Vec<String> = evidence_leaf::Entity::find()
+        .filter(evidence_leaf::Column::Kind.eq("callback"))
+        .all(&rt.db.orm)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|l| l.source)
+        .collect();
+    let c = event(&rt, "c").await;
+    let d = event(&rt, "d").await;
+    assert_eq!(
+        callbacks,
+        [
+            format!("inbound_events/{}", c.id),
+            format!("inbound_events/{}", d.id)
+        ]
+    );
     rt.db.close().await;
     db.cleanup().await;
 }

@@ -52,7 +52,7 @@ pub async fn handle(rt: &Runtime, id: i64) -> Result<Option<String>, HandleError
     }
     let prepared = prepare(rt, row).await?;
     let txn = rt.db.write().await?;
-    match apply(rt, &txn, prepared).await? {
+    match apply(rt, &txn, prepared, Claim::First).await? {
         Some(class) => {
             txn.commit().await?;
             Ok(Some(class.to_owned()))
@@ -124,13 +124,28 @@ pub(crate) async fn prepare(
     })
 }
 
+/// How [`apply`] makes sure an event is handled once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// By an update that marks it processed before anything else, and finds
+    /// it unprocessed (or `apply` returns `None`).
+    First,
+    /// The caller found it unprocessed in `txn`, which no other writer can
+    /// change under it (SQLite's write lock, or PostgreSQL's row lock): it is
+    /// marked processed with its classification at the end, one update of
+    /// its row instead of two.
+    Made,
+}
+
 /// Everything an event causes, written in `txn`, which also marks the event
-/// processed. `None` if it was processed already (by another worker): the
-/// caller then rolls back whatever `txn` holds of it.
+/// processed. `None` if it was processed already (by another worker, seen
+/// by [`Claim::First`]): the caller then rolls back whatever `txn` holds of
+/// it.
 pub(crate) async fn apply(
     rt: &Runtime,
     txn: &DatabaseTransaction,
     p: Prepared,
+    claim: Claim,
 ) -> Result<Option<&'static str>, HandleError> {
     let Prepared {
         row,
@@ -140,18 +155,20 @@ pub(crate) async fn apply(
         now,
     } = p;
     let id = row.id;
-    // Claim the event first: a concurrent or repeated run finds it taken.
-    let claimed = inbound_event::Entity::update_many()
-        .col_expr(inbound_event::Column::ProcessedAt, Expr::value(Utc::now()))
-        .filter(inbound_event::Column::Id.eq(id))
-        .filter(inbound_event::Column::ProcessedAt.is_null())
-        .exec(txn)
-        .await?;
-    if claimed.rows_affected == 0 {
-        return Ok(None);
+    if claim == Claim::First {
+        // A concurrent or repeated run finds it taken.
+        let claimed = inbound_event::Entity::update_many()
+            .col_expr(inbound_event::Column::ProcessedAt, Expr::value(Utc::now()))
+            .filter(inbound_event::Column::Id.eq(id))
+            .filter(inbound_event::Column::ProcessedAt.is_null())
+            .exec(txn)
+            .await?;
+        if claimed.rows_affected == 0 {
+            return Ok(None);
+        }
     }
     let Some(tenant) = tenant else {
-        classify(txn, id, "unknown_tenant").await?;
+        classify(txn, id, "unknown_tenant", claim).await?;
         return Ok(Some("unknown_tenant"));
     };
     let sent_at = DateTime::from_timestamp(event.sent_at, 0).unwrap_or(now);
@@ -192,16 +209,26 @@ pub(crate) async fn apply(
         .await?
         .filter(|e| e.active);
     let class = dispatch(&turn, sender.as_ref(), photo).await?;
-    classify(txn, id, class).await?;
+    classify(txn, id, class, claim).await?;
     Ok(Some(class))
 }
 
-async fn classify(txn: &DatabaseTransaction, id: i64, class: &str) -> Result<(), DbErr> {
-    inbound_event::Entity::update_many()
-        .col_expr(
-            inbound_event::Column::Classification,
-            Expr::value(class.to_owned()),
-        )
+/// Sets event `id`'s classification, and marks it processed if the claim
+/// did not.
+async fn classify(
+    txn: &DatabaseTransaction,
+    id: i64,
+    class: &str,
+    claim: Claim,
+) -> Result<(), DbErr> {
+    let mut update = inbound_event::Entity::update_many().col_expr(
+        inbound_event::Column::Classification,
+        Expr::value(class.to_owned()),
+    );
+    if claim == Claim::Made {
+        update = update.col_expr(inbound_event::Column::ProcessedAt, Expr::value(Utc::now()));
+    }
+    update
         .filter(inbound_event::Column::Id.eq(id))
         .exec(txn)
         .await?;

@@ -31,9 +31,12 @@
 //! once for many events is what lets the one handler keep its share of it
 //! beside the sender.
 //!
-//! **Failures.** An event whose handling fails is rolled back alone (a
-//! savepoint), counted on its row, and tried again after a back-off that
-//! doubles; its sender's later events wait for it. After
+//! **Failures.** A batch first handles its events without savepoints
+//! (each would cost two statements and copies of the pages it changes):
+//! if one fails, the whole batch is rolled back and handled again at once,
+//! each event in its own savepoint. There an event whose handling fails is
+//! rolled back alone, counted on its row, and tried again after a back-off
+//! that doubles; its sender's later events wait for it. After
 //! [`MAX_ATTEMPTS`] it is given up: marked processed as `failed`, with its
 //! last error kept on the row and logged, so that one broken event does not
 //! hold its sender's messages for ever.
@@ -52,7 +55,7 @@ use sea_orm::{
 use tokio::sync::watch;
 
 use super::turn::HandleError;
-use super::{apply, prepare};
+use super::{Claim, apply, prepare};
 use crate::db::Engine;
 use crate::inbox::Arrivals;
 use crate::runtime::Runtime;
@@ -226,6 +229,25 @@ async fn batch_of(
     arrivals: Option<&Arrivals>,
     horizon: &mut Horizon,
 ) -> Result<Batch, HandleError> {
+    // Without savepoints first; if an event failed, again with them.
+    for isolation in [Isolation::Batch, Isolation::Event] {
+        if let Some(b) = try_batch(rt, limit, arrivals, horizon, isolation).await? {
+            wake_sender(rt, &b);
+            return Ok(b);
+        }
+    }
+    unreachable!("a batch with savepoints is never rolled back whole for one event")
+}
+
+/// One batch in one transaction: `None` if it was rolled back because an
+/// event failed under [`Isolation::Batch`].
+async fn try_batch(
+    rt: &Runtime,
+    limit: u64,
+    arrivals: Option<&Arrivals>,
+    horizon: &mut Horizon,
+    isolation: Isolation,
+) -> Result<Option<Batch>, HandleError> {
     let db = &rt.db.orm;
     match rt.db.engine {
         Engine::Sqlite => {
@@ -236,7 +258,7 @@ async fn batch_of(
             let began = Instant::now();
             let rows = claim(db, false, limit, horizon).await?;
             if rows.is_empty() {
-                return Ok(Batch::default());
+                return Ok(Some(Batch::default()));
             }
             let claimed = Instant::now();
             let prepared = prepare_all(rt, rows).await;
@@ -245,7 +267,11 @@ async fn batch_of(
             let turn = Instant::now();
             let yield_to = || arrivals.is_some_and(Arrivals::commit_waiting);
             let budget = arrivals.map_or(Duration::MAX, |_| SQLITE_BUDGET);
-            let b = handle_all(rt, &txn, prepared, budget, &yield_to).await?;
+            let Some(b) = handle_all(rt, &txn, prepared, budget, &yield_to, isolation).await?
+            else {
+                txn.rollback().await?;
+                return Ok(None);
+            };
             let handled = Instant::now();
             txn.commit().await?;
             tracing::debug!(
@@ -257,24 +283,38 @@ async fn batch_of(
                 commit = ?handled.elapsed(),
                 "where a batch's time went"
             );
-            wake_sender(rt, &b);
-            Ok(b)
+            Ok(Some(b))
         }
         Engine::Postgres => {
             let txn = db.begin().await?;
             let rows = claim(&txn, true, limit, horizon).await?;
             if rows.is_empty() {
                 txn.rollback().await?;
-                return Ok(Batch::default());
+                return Ok(Some(Batch::default()));
             }
             let prepared = prepare_all(rt, rows).await;
             let budget = arrivals.map_or(Duration::MAX, |_| POSTGRES_BUDGET);
-            let b = handle_all(rt, &txn, prepared, budget, &|| false).await?;
+            let Some(b) = handle_all(rt, &txn, prepared, budget, &|| false, isolation).await?
+            else {
+                txn.rollback().await?;
+                return Ok(None);
+            };
             txn.commit().await?;
-            wake_sender(rt, &b);
-            Ok(b)
+            Ok(Some(b))
         }
     }
+}
+
+/// How a batch keeps one event's failure from the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isolation {
+    /// No savepoints: a failure rolls the whole batch back. Each event's
+    /// row is found unprocessed once for the batch, and marked processed
+    /// with its classification ([`Claim::Made`]).
+    Batch,
+    /// Each event in its own savepoint, claimed first ([`Claim::First`]): a
+    /// failure rolls back that event alone.
+    Event,
 }
 
 /// Wakes the outbox's sender after a batch that handled events committed
@@ -446,23 +486,44 @@ async fn prepare_all(rt: &Runtime, rows: Vec<inbound_event::Model>) -> Vec<Ready
         .await
 }
 
-/// Handles the prepared events in `txn`, each in its own savepoint; their
-/// evidence leaves are appended together at the end
-/// (`evidence::log::deferring`).
+/// Handles the prepared events in `txn` (`None`: one failed under
+/// [`Isolation::Batch`], and `txn` must be rolled back); their evidence
+/// leaves are appended together at the end (`evidence::log::deferring`).
 async fn handle_all(
     rt: &Runtime,
     txn: &DatabaseTransaction,
     prepared: Vec<Ready>,
     budget: Duration,
     yield_to: &(dyn Fn() -> bool + Sync),
-) -> Result<Batch, HandleError> {
+    isolation: Isolation,
+) -> Result<Option<Batch>, HandleError> {
     // The batch's leaves are appended together at its end.
     crate::evidence::log::deferring(async {
-        let b = handle_each(rt, txn, prepared, budget, yield_to).await?;
+        let Some(b) = handle_each(rt, txn, prepared, budget, yield_to, isolation).await? else {
+            return Ok(None);
+        };
         crate::evidence::log::flush_deferred(txn, rt.clock.now()).await?;
-        Ok(b)
+        Ok(Some(b))
     })
     .await
+}
+
+/// The ids of `prepared`'s events that are processed already (handled
+/// since the unlocked read of the queue, by a punch import or a command).
+async fn processed_already(
+    txn: &DatabaseTransaction,
+    prepared: &[Ready],
+) -> Result<HashSet<i64>, sea_orm::DbErr> {
+    let ids: Vec<i64> = prepared.iter().map(|(id, _, _)| *id).collect();
+    let done: Vec<i64> = inbound_event::Entity::find()
+        .select_only()
+        .column(Column::Id)
+        .filter(Column::Id.is_in(ids))
+        .filter(Column::ProcessedAt.is_not_null())
+        .into_tuple()
+        .all(txn)
+        .await?;
+    Ok(done.into_iter().collect())
 }
 
 /// [`handle_all`]'s events, one by one, within the budget.
@@ -472,11 +533,16 @@ async fn handle_each(
     prepared: Vec<Ready>,
     budget: Duration,
     yield_to: &(dyn Fn() -> bool + Sync),
-) -> Result<Batch, HandleError> {
+    isolation: Isolation,
+) -> Result<Option<Batch>, HandleError> {
     let began = Instant::now();
     let mut b = Batch {
         claimed: prepared.len(),
         ..Batch::default()
+    };
+    let done = match isolation {
+        Isolation::Batch => processed_already(txn, &prepared).await?,
+        Isolation::Event => HashSet::new(),
     };
     // Senders whose event failed in this batch: their later ones wait.
     let mut stopped: HashSet<Sender> = HashSet::new();
@@ -488,14 +554,25 @@ async fn handle_each(
         {
             break;
         }
-        if stopped.contains(&sender) {
+        if stopped.contains(&sender) || done.contains(&id) {
             continue;
         }
         let outcome = match ready {
+            Ok(p) if isolation == Isolation::Batch => match apply(rt, txn, p, Claim::Made).await {
+                Ok(_) => {
+                    b.handled += 1;
+                    continue;
+                }
+                // The transaction holds part of what the event wrote.
+                Err(e) => {
+                    tracing::debug!(id, error = %e, "an event failed in a batch without savepoints: the batch is rolled back and handled again, each event in a savepoint");
+                    return Ok(None);
+                }
+            },
             Ok(p) => {
                 let savepoint = txn.begin().await?;
                 let mark = crate::evidence::log::deferred_len();
-                match apply(rt, &savepoint, p).await {
+                match apply(rt, &savepoint, p, Claim::First).await {
                     Ok(Some(_)) => {
                         savepoint.commit().await?;
                         b.handled += 1;
@@ -527,7 +604,7 @@ async fn handle_each(
         b.failed += 1;
         stopped.insert(sender);
     }
-    Ok(b)
+    Ok(Some(b))
 }
 
 /// Counts a failed attempt on event `id`: tried again after a back-off, or
