@@ -558,36 +558,45 @@ async fn handle_each(
             continue;
         }
         let outcome = match ready {
-            Ok(p) if isolation == Isolation::Batch => match apply(rt, txn, p, Claim::Made).await {
-                Ok(_) => {
-                    b.handled += 1;
-                    continue;
-                }
-                // The transaction holds part of what the event wrote.
-                Err(e) => {
-                    tracing::debug!(id, error = %e, "an event failed in a batch without savepoints: the batch is rolled back and handled again, each event in a savepoint");
-                    return Ok(None);
-                }
-            },
             Ok(p) => {
-                let savepoint = txn.begin().await?;
+                // One call of `apply` either way (each call site would add
+                // its whole state to this future's).
+                let savepoint = match isolation {
+                    Isolation::Batch => None,
+                    Isolation::Event => Some(txn.begin().await?),
+                };
+                let (conn, claim) = match &savepoint {
+                    Some(s) => (s, Claim::First),
+                    None => (txn, Claim::Made),
+                };
                 let mark = crate::evidence::log::deferred_len();
-                match apply(rt, &savepoint, p, Claim::First).await {
-                    Ok(Some(_)) => {
+                match (apply(rt, conn, p, claim).await, savepoint) {
+                    (Ok(Some(_)), Some(savepoint)) => {
                         savepoint.commit().await?;
                         b.handled += 1;
                         continue;
                     }
+                    (Ok(Some(_)), None) => {
+                        b.handled += 1;
+                        continue;
+                    }
                     // Handled meanwhile (a punch import, a second run).
-                    Ok(None) => {
-                        savepoint.rollback().await?;
+                    (Ok(None), savepoint) => {
+                        if let Some(savepoint) = savepoint {
+                            savepoint.rollback().await?;
+                        }
                         crate::evidence::log::discard_deferred(mark);
                         continue;
                     }
-                    Err(e) => {
+                    (Err(e), Some(savepoint)) => {
                         savepoint.rollback().await?;
                         crate::evidence::log::discard_deferred(mark);
                         e
+                    }
+                    // The transaction holds part of what the event wrote.
+                    (Err(e), None) => {
+                        tracing::debug!(id, error = %e, "an event failed in a batch without savepoints: the batch is rolled back and handled again, each event in a savepoint");
+                        return Ok(None);
                     }
                 }
             }
