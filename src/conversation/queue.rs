@@ -509,7 +509,8 @@ async fn handle_all(
 }
 
 /// The ids of `prepared`'s events that are processed already (handled
-/// since the unlocked read of the queue, by a punch import or a command).
+/// since SQLite's unlocked read of the queue, by a punch import or a
+/// command).
 async fn processed_already(
     txn: &DatabaseTransaction,
     prepared: &[Ready],
@@ -540,9 +541,11 @@ async fn handle_each(
         claimed: prepared.len(),
         ..Batch::default()
     };
-    let done = match isolation {
-        Isolation::Batch => processed_already(txn, &prepared).await?,
-        Isolation::Event => HashSet::new(),
+    // On PostgreSQL the claim locked the rows it found unprocessed; on
+    // SQLite it read them without a lock, before this transaction.
+    let done = match (isolation, rt.db.engine) {
+        (Isolation::Batch, Engine::Sqlite) => processed_already(txn, &prepared).await?,
+        _ => HashSet::new(),
     };
     // Senders whose event failed in this batch: their later ones wait.
     let mut stopped: HashSet<Sender> = HashSet::new();
